@@ -1,0 +1,177 @@
+import path from 'node:path'
+import { KennelError } from './errors.ts'
+
+// One typed, validated, frozen configuration object built from KENNEL_* variables (STYLE §2).
+// Each key carries its environment name, a doc string (rendered into the README table) and a
+// default; a bad value stops start-up with KENNEL_ERR_CONFIG naming the variable.
+
+export type Environment = 'development' | 'test' | 'production'
+
+interface Key<T> {
+  env: string
+  doc: string
+  default: string | undefined
+  parse: (raw: string, env: string) => T
+}
+
+function key<T>(env: string, doc: string, dflt: string | undefined, parse: (raw: string, env: string) => T): Key<T> {
+  return { env, doc, default: dflt, parse }
+}
+
+function bad(env: string, expected: string, raw: string): never {
+  throw new KennelError('KENNEL_ERR_CONFIG', `${env} must be ${expected} (got ${JSON.stringify(raw)})`)
+}
+
+const oneOf = <T extends string>(...values: T[]) => (raw: string, env: string): T =>
+  (values as string[]).includes(raw) ? (raw as T) : bad(env, `one of ${values.join('|')}`, raw)
+
+const port = (raw: string, env: string): number => {
+  const n = Number(raw)
+  return /^\d+$/.test(raw) && n >= 0 && n <= 65535 ? n : bad(env, 'a TCP port 0-65535 (0 = any free port)', raw)
+}
+
+const int = (min: number, max: number) => (raw: string, env: string): number => {
+  const n = Number(raw)
+  return /^\d+$/.test(raw) && n >= min && n <= max ? n : bad(env, `an integer ${min}-${max}`, raw)
+}
+
+const text = (raw: string): string => raw
+
+const optional = <T>(parse: (raw: string, env: string) => T) => (raw: string, env: string): T | undefined =>
+  raw === '' ? undefined : parse(raw, env)
+
+const url = (...protocols: string[]) => (raw: string, env: string): string => {
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    return bad(env, `a URL (${protocols.join(', ')})`, raw)
+  }
+  return protocols.includes(u.protocol) ? raw : bad(env, `a URL with scheme ${protocols.join(' or ')}`, raw)
+}
+
+const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean)
+
+const cidrList = (raw: string, env: string): string[] => {
+  const cidrs = list(raw)
+  for (const c of cidrs) {
+    const [addr, bits, extra] = c.split('/')
+    const v4 = addr !== undefined && /^(\d{1,3}\.){3}\d{1,3}$/.test(addr) && addr.split('.').every((o) => Number(o) <= 255)
+    const v6 = addr !== undefined && addr.includes(':') && /^[0-9a-fA-F:.]+$/.test(addr)
+    const max = v4 ? 32 : 128
+    const bitsOk = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max)
+    if (!(v4 || v6) || !bitsOk || extra !== undefined) bad(env, 'a comma-separated list of CIDRs (e.g. 198.51.100.0/24,2001:db8::/32)', c)
+  }
+  return cidrs
+}
+
+// "60/minute,200/hour,400/day"
+export interface RateWindow { points: number; durationSeconds: number; label: string }
+const windows: Record<string, number> = { second: 1, minute: 60, hour: 3600, day: 86400 }
+const rateList = (raw: string, env: string): RateWindow[] =>
+  list(raw).map((part) => {
+    const m = /^(\d+)\/(second|minute|hour|day)$/.exec(part)
+    if (!m || Number(m[1]) < 1) return bad(env, 'limits like 60/minute,200/hour,400/day', raw)
+    return { points: Number(m[1]), durationSeconds: windows[m[2]!]!, label: m[2]! }
+  })
+
+const tlsVersion = oneOf('TLSv1.2', 'TLSv1.3')
+
+export const configKeys = {
+  env: key('KENNEL_ENV', 'development, test or production; stores and CAs remember the environment that made them (R8)', 'development', oneOf<Environment>('development', 'test', 'production')),
+  dataDir: key('KENNEL_DATA_DIR', 'directory for the embedded event store, blobs, development CA and keys (git-ignored)', './data', text),
+  eventStore: key('KENNEL_EVENTSTORE', 'event store URL: `sqlite:` (file in the data dir), `sqlite:/path/file.sqlite`, `postgres://…`, `esdb://…`', 'sqlite:', (raw, env) => {
+    if (raw === 'sqlite:' || raw.startsWith('sqlite:') || raw.startsWith('postgres://') || raw.startsWith('postgresql://') || raw.startsWith('esdb://') || raw.startsWith('esdb+discover://') || raw.startsWith('kurrentdb://')) return raw
+    return bad(env, 'a URL starting with sqlite:, postgres://, esdb:// or kurrentdb://', raw)
+  }),
+  host: key('KENNEL_HOST', 'address the MQTT and API listeners bind to', '127.0.0.1', text),
+  mqttPort: key('KENNEL_MQTT_PORT', 'MQTT over mutual TLS (0 = any free port; the real port is logged)', '8883', port),
+  apiPort: key('KENNEL_API_PORT', 'HTTPS API (0 = any free port; the real port is logged)', '8443', port),
+  metricsPort: key('KENNEL_METRICS_PORT', 'Prometheus /metrics, always bound to 127.0.0.1 (0 = any free port)', '9464', port),
+  logLevel: key('KENNEL_LOG_LEVEL', 'pino log level', 'info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')),
+  redisUrl: key('KENNEL_REDIS_URL', 'Redis for rate limits and broker clustering (unset = in-memory, one process)', '', optional(url('redis:', 'rediss:'))),
+  tlsMinVersion: key('KENNEL_TLS_MIN_VERSION', 'lowest TLS version accepted (R18)', 'TLSv1.2', tlsVersion),
+  tlsCiphers: key('KENNEL_TLS_CIPHERS', 'OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are always the strong defaults)', 'ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305', text),
+  tlsCurves: key('KENNEL_TLS_CURVES', 'ECDH groups offered, colon-separated', 'X25519:P-256:P-384', text),
+  tlsCert: key('KENNEL_TLS_CERT', 'server certificate chain (PEM) for the listeners; required in production', '', optional(text)),
+  tlsKey: key('KENNEL_TLS_KEY', 'server private key (PEM, mode 0600); required in production', '', optional(text)),
+  caCert: key('KENNEL_CA_CERT', 'device CA certificate chain (PEM); required in production', '', optional(text)),
+  caKey: key('KENNEL_CA_KEY', 'device CA private key (PEM, mode 0600); required in production', '', optional(text)),
+  caKeyAlgorithm: key('KENNEL_CA_KEY_ALGORITHM', 'key algorithm of a newly created development CA (R18)', 'P-256', oneOf('P-256', 'P-384', 'RSA-3072')),
+  certValidityDays: key('KENNEL_CERT_VALIDITY_DAYS', 'validity of issued device certificates', '365', int(1, 3650)),
+  renewalGraceHours: key('KENNEL_RENEWAL_GRACE_HOURS', 'how long a renewed device certificate stays valid after renewal', '24', int(0, 24 * 90)),
+  claimCodeTtlHours: key('KENNEL_CLAIM_CODE_TTL_HOURS', 'lifetime of a claim code printed at enrolment', '720', int(1, 24 * 365)),
+  maxPayloadBytes: key('KENNEL_MAX_PAYLOAD_BYTES', 'largest MQTT packet accepted from a toy', '262144', int(1, 256 * 1024 * 1024)),
+  mqttConnectLimits: key('KENNEL_MQTT_CONNECT_LIMITS', 'MQTT connect attempts per device (R6)', '10/minute', rateList),
+  mqttConnectIpLimits: key('KENNEL_MQTT_CONNECT_IP_LIMITS', 'MQTT connect attempts per source IP (R6)', '60/minute', rateList),
+  mqttPublishLimits: key('KENNEL_MQTT_PUBLISH_LIMITS', 'MQTT publishes per device (R6)', '100/second,3000/minute', rateList),
+  mqttByteLimits: key('KENNEL_MQTT_BYTE_LIMITS', 'MQTT payload bytes per device (R6)', '4194304/minute', rateList),
+  deviceApiLimits: key('KENNEL_DEVICE_API_LIMITS', 'device API calls per certificate (R6)', '60/minute,200/hour,400/day', rateList),
+  loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP before a block (R6)', '5', int(1, 1000)),
+  loginIpDailyLimit: key('KENNEL_LOGIN_IP_DAILY_LIMIT', 'failed logins per source IP per day (R6)', '100', int(1, 1_000_000)),
+  denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),
+  presignTtlSeconds: key('KENNEL_PRESIGN_TTL_SECONDS', 'lifetime of presigned recording URLs, at most 900 (R5)', '300', int(1, 900)),
+  s3Bucket: key('KENNEL_S3_BUCKET', 'S3 bucket for recordings (unset = encrypted blob store in the data dir)', '', optional(text)),
+  s3Region: key('KENNEL_S3_REGION', 'S3 region', 'us-east-1', text),
+  s3Endpoint: key('KENNEL_S3_ENDPOINT', 'S3 endpoint URL for S3-compatible stores', '', optional(url('https:', 'http:'))),
+  s3KmsKeyId: key('KENNEL_S3_KMS_KEY_ID', 'KMS key for SSE-KMS (unset = SSE-S3 AES256) (R12)', '', optional(text)),
+  masterKey: key('KENNEL_MASTER_KEY', 'base64 256-bit key wrapping per-household and per-person keys; generated in the data dir in development, required in production (R12)', '', optional((raw, env) => Buffer.from(raw, 'base64').length === 32 ? raw : bad(env, 'a base64-encoded 32-byte key', '<redacted>'))),
+  securityContact: key('KENNEL_SECURITY_CONTACT', 'security.txt Contact (mailto: or https: URI) (R10)', 'mailto:security@example.com', text),
+  securityTxtExpires: key('KENNEL_SECURITY_TXT_EXPIRES_DAYS', 'security.txt Expires, in days from start (R10)', '180', int(1, 366)),
+  alertWebhook: key('KENNEL_ALERT_WEBHOOK', 'URL that receives security alerts as JSON POSTs (R11)', '', optional(url('https:', 'http:'))),
+  auditHeadEveryEvents: key('KENNEL_AUDIT_HEAD_EVERY_EVENTS', 'sign a Merkle tree head at least every N events (R17)', '1000', int(1, 10_000_000)),
+  auditHeadEverySeconds: key('KENNEL_AUDIT_HEAD_EVERY_SECONDS', 'sign a Merkle tree head at least every T seconds when events arrived (R17)', '60', int(1, 86400)),
+} as const
+
+type Keys = typeof configKeys
+export type Config = { readonly [K in keyof Keys]: ReturnType<Keys[K]['parse']> } & {
+  readonly eventStoreUrl: string
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const out: Record<string, unknown> = {}
+  for (const [name, k] of Object.entries(configKeys) as [string, Key<unknown>][]) {
+    const raw = env[k.env] ?? k.default
+    out[name] = raw === undefined ? undefined : k.parse(raw.trim(), k.env)
+  }
+  const dataDir = path.resolve(out.dataDir as string)
+  out.dataDir = dataDir
+  const es = out.eventStore as string
+  out.eventStoreUrl = es === 'sqlite:' ? `sqlite:${path.join(dataDir, 'events.sqlite')}` : es
+  const config = Object.freeze(out) as Config
+  if (config.env === 'production') assertProductionReady(config)
+  return config
+}
+
+// R7, R8: production refuses plaintext, default secrets and development material.
+function assertProductionReady(c: Config): void {
+  const missing = (['tlsCert', 'tlsKey', 'caCert', 'caKey', 'masterKey'] as const).filter((k) => c[k] === undefined)
+  if (missing.length > 0) {
+    throw new KennelError('KENNEL_ERR_CONFIG', `production requires ${missing.map((k) => configKeys[k].env).join(', ')}`)
+  }
+  if (c.eventStoreUrl.startsWith('postgres')) {
+    const u = new URL(c.eventStoreUrl)
+    const ssl = u.searchParams.get('sslmode')
+    if (!u.password || !ssl || !['require', 'verify-ca', 'verify-full'].includes(ssl)) {
+      throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_EVENTSTORE in production must authenticate (user:password@) and set sslmode=require|verify-ca|verify-full (R7)')
+    }
+  }
+  if (c.eventStoreUrl.startsWith('esdb') || c.eventStoreUrl.startsWith('kurrentdb')) {
+    const u = new URL(c.eventStoreUrl)
+    if (u.searchParams.get('tls') === 'false' || !u.password) {
+      throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_EVENTSTORE in production must use TLS and credentials (R7)')
+    }
+  }
+  if (c.redisUrl !== undefined && !c.redisUrl.startsWith('rediss:')) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_REDIS_URL in production must use rediss:// (TLS) (R7)')
+  }
+  if (c.securityContact === configKeys.securityContact.default) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SECURITY_CONTACT must be set in production (R10)')
+  }
+}
+
+/** Markdown table of every key, for the README. */
+export function configTable(): string {
+  const rows = Object.values(configKeys).map((k) => `| \`${k.env}\` | ${k.default === '' || k.default === undefined ? '(unset)' : `\`${k.default}\``} | ${k.doc} |`)
+  return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n')
+}

@@ -1,0 +1,95 @@
+import type { EventFilter, RecordedEvent, SubscribeOptions, Subscription } from './port.ts'
+
+/** Wakes waiting readers when the store may hold new events. A version counter closes the race
+ * between "read found nothing" and "start waiting": a wait for a version already passed returns
+ * at once. */
+export class ChangeNotifier {
+  private version = 0
+  private waiters: Array<() => void> = []
+
+  get current(): number {
+    return this.version
+  }
+
+  notify(): void {
+    this.version++
+    const waiters = this.waiters
+    this.waiters = []
+    for (const w of waiters) w()
+  }
+
+  /** resolve when the version moves past `seen`, or after `timeoutMs` */
+  wait(seen: number, timeoutMs: number): Promise<void> {
+    if (this.version !== seen) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs)
+      const self = this
+      function done(): void {
+        clearTimeout(timer)
+        self.waiters = self.waiters.filter((w) => w !== done)
+        resolve()
+      }
+      this.waiters.push(done)
+    })
+  }
+
+  /** wake every waiter now, e.g. on close */
+  wakeAll(): void {
+    this.notify()
+  }
+}
+
+export interface PullSource {
+  /** events with position > after, in global order, at most max */
+  readBatch(after: number, max: number, filter: EventFilter | undefined): Promise<RecordedEvent[]>
+  notifier: ChangeNotifier
+  /** fallback re-read interval when no notification arrives (other processes, missed signals) */
+  pollMs: number
+}
+
+const BATCH = 1000
+
+/** A catch-up subscription over a pull source: reads from `after` in batches, signals caughtUp
+ * once when a read reaches the head, then waits for changes. Each event is delivered exactly
+ * once, in global order, because the next read always starts after the last delivered position. */
+export function pullSubscription(source: PullSource, options: SubscribeOptions): Subscription {
+  let stopped = false
+  let after = options.after ?? 0
+  let caughtUp = false
+
+  const run = async (): Promise<void> => {
+    while (!stopped) {
+      const seen = source.notifier.current
+      const batch = await source.readBatch(after, BATCH, options.filter)
+      for (const event of batch) {
+        if (stopped) return
+        await options.onEvent(event)
+        after = event.position
+      }
+      if (batch.length < BATCH) {
+        if (!caughtUp) {
+          caughtUp = true
+          options.onCaughtUp?.()
+        }
+        if (!stopped) await source.notifier.wait(seen, source.pollMs)
+      }
+    }
+  }
+
+  const closed = run().then(
+    () => {},
+    (err: unknown) => {
+      stopped = true
+      options.onError?.(err instanceof Error ? err : new Error(String(err)))
+    },
+  )
+
+  return {
+    closed,
+    async stop() {
+      stopped = true
+      source.notifier.wakeAll()
+      await closed
+    },
+  }
+}

@@ -1,0 +1,80 @@
+import path from 'node:path'
+import t from 'tap'
+import { configTable, loadConfig } from '../../infra/config.ts'
+import { isKennelError } from '../../infra/errors.ts'
+
+t.test('defaults: development, embedded store in ./data, loopback, 8883 and 8443', async (t) => {
+  const c = loadConfig({})
+  t.equal(c.env, 'development')
+  t.equal(c.dataDir, path.resolve('data'))
+  t.equal(c.eventStoreUrl, `sqlite:${path.resolve('data', 'events.sqlite')}`)
+  t.equal(c.host, '127.0.0.1')
+  t.equal(c.mqttPort, 8883)
+  t.equal(c.apiPort, 8443)
+  t.same(c.deviceApiLimits.map((w) => [w.points, w.durationSeconds]), [[60, 60], [200, 3600], [400, 86400]])
+  t.ok(Object.isFrozen(c), 'frozen')
+})
+
+t.test('a bad value stops start-up with a message naming the variable', async (t) => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['KENNEL_ENV', 'staging', /KENNEL_ENV must be one of development\|test\|production/],
+    ['KENNEL_MQTT_PORT', '70000', /KENNEL_MQTT_PORT must be a TCP port/],
+    ['KENNEL_API_PORT', '-1', /KENNEL_API_PORT/],
+    ['KENNEL_EVENTSTORE', 'mongodb://open.example', /KENNEL_EVENTSTORE must be a URL starting with sqlite:/],
+    ['KENNEL_DENYLIST', '10.0.0.0/33', /KENNEL_DENYLIST must be a comma-separated list of CIDRs/],
+    ['KENNEL_DEVICE_API_LIMITS', '60/fortnight', /KENNEL_DEVICE_API_LIMITS must be limits like/],
+    ['KENNEL_PRESIGN_TTL_SECONDS', '901', /KENNEL_PRESIGN_TTL_SECONDS must be an integer 1-900/],
+    ['KENNEL_REDIS_URL', 'http://x', /KENNEL_REDIS_URL must be a URL with scheme redis: or rediss:/],
+    ['KENNEL_MASTER_KEY', 'c2hvcnQ=', /KENNEL_MASTER_KEY must be a base64-encoded 32-byte key \(got "<redacted>"\)/],
+  ]
+  for (const [name, value, message] of cases) {
+    const err = (() => {
+      try {
+        loadConfig({ [name]: value })
+      } catch (e) {
+        return e
+      }
+    })()
+    t.ok(isKennelError(err, 'KENNEL_ERR_CONFIG'), `${name}=${value} refused`)
+    t.match((err as Error).message, message)
+  }
+})
+
+t.test('port 0 means any free port; a denylist parses', async (t) => {
+  const c = loadConfig({ KENNEL_MQTT_PORT: '0', KENNEL_DENYLIST: '198.51.100.0/24, 2001:db8::/32,203.0.113.7' })
+  t.equal(c.mqttPort, 0)
+  t.same(c.denylist, ['198.51.100.0/24', '2001:db8::/32', '203.0.113.7'])
+})
+
+t.test('production refuses missing secrets, an unauthenticated or plaintext database, and default contacts (R7, R8)', async (t) => {
+  t.throws(() => loadConfig({ KENNEL_ENV: 'production' }), /production requires KENNEL_TLS_CERT, KENNEL_TLS_KEY, KENNEL_CA_CERT, KENNEL_CA_KEY, KENNEL_MASTER_KEY/)
+  const ready = {
+    KENNEL_ENV: 'production',
+    KENNEL_TLS_CERT: '/etc/kennel/tls.crt',
+    KENNEL_TLS_KEY: '/etc/kennel/tls.key',
+    KENNEL_CA_CERT: '/etc/kennel/ca.crt',
+    KENNEL_CA_KEY: '/etc/kennel/ca.key',
+    KENNEL_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+    KENNEL_SECURITY_CONTACT: 'mailto:security@toys.example',
+  }
+  t.equal(loadConfig(ready).env, 'production')
+  t.throws(() => loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel@db/kennel' }), /must authenticate .* sslmode/)
+  t.throws(() => loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel:pw@db/kennel?sslmode=disable' }), /sslmode/)
+  t.equal(loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel:pw@db/kennel?sslmode=verify-full' }).eventStore.startsWith('postgres'), true)
+  t.throws(() => loadConfig({ ...ready, KENNEL_REDIS_URL: 'redis://cache:6379' }), /rediss:/)
+  t.throws(() => loadConfig({ ...ready, KENNEL_SECURITY_CONTACT: 'mailto:security@example.com' }), /KENNEL_SECURITY_CONTACT/)
+})
+
+t.test('the README configuration table lists every variable', async (t) => {
+  const table = configTable()
+  t.match(table, /\| `KENNEL_ENV` \| `development` \|/)
+  t.match(table, /\| `KENNEL_REDIS_URL` \| \(unset\) \|/)
+})
+
+t.test('the README documents every configuration variable', async (t) => {
+  const readme = (await import('node:fs')).readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  for (const line of configTable().split('\n').slice(2)) {
+    const name = /`(KENNEL_[A-Z0-9_]+)`/.exec(line)![1]!
+    t.ok(readme.includes(`\`${name}\``), `${name} is in the README`)
+  }
+})
