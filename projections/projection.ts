@@ -1,0 +1,57 @@
+import type { RecordedEvent } from '../infra/eventstore/port.ts'
+
+// A projection is an `apply` over an explicit list of event types (STYLE §5). Read models are
+// documents in named collections; `apply` is synchronous and deterministic (no clock, no
+// randomness: everything it needs is in the event), so a rebuild from zero reproduces the
+// incrementally built read model exactly. The runner (projections/runner.ts) keeps the
+// documents in memory for O(1) reads and persists each batch's changes together with the
+// projection's checkpoint in one transaction.
+
+export interface Documents {
+  get<T>(collection: string, id: string): T | undefined
+  /** every document of a collection, in no particular order */
+  values<T>(collection: string): Iterable<T>
+}
+
+export interface DocumentTx extends Documents {
+  put(collection: string, id: string, doc: unknown): void
+  delete(collection: string, id: string): void
+}
+
+export interface Projection {
+  /** unique, stable; names the checkpoint and the stored documents */
+  readonly name: string
+  /** bump when apply changes meaning; a stored read model of another version is rebuilt */
+  readonly version: number
+  /** the only event types apply receives */
+  readonly eventTypes: readonly string[]
+  apply(tx: DocumentTx, event: RecordedEvent): void
+}
+
+/** Documents held in memory: the read side every runner serves queries from. */
+export class MemoryDocuments implements DocumentTx {
+  private readonly collections = new Map<string, Map<string, unknown>>()
+
+  get<T>(collection: string, id: string): T | undefined {
+    return this.collections.get(collection)?.get(id) as T | undefined
+  }
+
+  values<T>(collection: string): Iterable<T> {
+    return (this.collections.get(collection)?.values() ?? []) as Iterable<T>
+  }
+
+  put(collection: string, id: string, doc: unknown): void {
+    let c = this.collections.get(collection)
+    if (!c) this.collections.set(collection, (c = new Map()))
+    c.set(id, doc)
+  }
+
+  delete(collection: string, id: string): void {
+    this.collections.get(collection)?.delete(id)
+  }
+
+  /** every (collection, id, doc), for persistence and for comparing two read models */
+  *entries(): Iterable<[string, string, unknown]> {
+    for (const [collection, docs] of this.collections) for (const [id, doc] of docs) yield [collection, id, doc]
+  }
+}
