@@ -1,0 +1,58 @@
+import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
+import { MemoryDocuments, type Documents, type Projection } from './projection.ts'
+
+export interface FollowedProjections {
+  /** the read models, queryable at once; kept current as events arrive */
+  readonly docs: Documents
+  /** position of the last event applied */
+  readonly position: number
+  /** resolves once every event that existed at start has been applied */
+  readonly caughtUp: Promise<void>
+  /** resolves when the given position has been applied (read-your-writes after an append) */
+  waitFor(position: number, timeoutMs?: number): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Follow the store from the beginning and keep the projections' documents in memory. Used by
+ * processes that need read models without persisting them (the CLI, tests); the server uses the
+ * persistent runner. `onEvent` sees every event after it is applied. */
+export function followProjections(store: EventStore, projections: readonly Projection[], onEvent?: (event: RecordedEvent) => void): FollowedProjections {
+  const docs = new MemoryDocuments()
+  const byType = new Map<string, Projection[]>()
+  for (const p of projections) for (const type of p.eventTypes) byType.set(type, [...(byType.get(type) ?? []), p])
+  let position = 0
+  const waiters = new Set<{ position: number; resolve: () => void }>()
+  let resolveCaughtUp!: () => void
+  let rejectCaughtUp!: (err: Error) => void
+  const caughtUp = new Promise<void>((resolve, reject) => {
+    resolveCaughtUp = resolve
+    rejectCaughtUp = reject
+  })
+  // unfiltered, so that position advances past every event and waitFor works for any position
+  const sub = store.subscribe({
+    onEvent(event) {
+      for (const p of byType.get(event.type) ?? []) p.apply(docs, event)
+      position = event.position
+      onEvent?.(event)
+      for (const w of waiters) if (w.position <= position) (waiters.delete(w), w.resolve())
+    },
+    onCaughtUp: () => resolveCaughtUp(),
+    onError: (err) => rejectCaughtUp(err),
+  })
+  return {
+    docs,
+    get position() {
+      return position
+    },
+    caughtUp,
+    waitFor(target, timeoutMs = 5000) {
+      if (target <= position) return Promise.resolve()
+      return new Promise((resolve, reject) => {
+        const w = { position: target, resolve: () => (clearTimeout(timer), resolve()) }
+        const timer = setTimeout(() => (waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))), timeoutMs)
+        waiters.add(w)
+      })
+    },
+    stop: () => sub.stop(),
+  }
+}
