@@ -1,6 +1,406 @@
+import { createHash } from 'node:crypto'
+import pg from 'pg'
 import { KennelError } from '../errors.ts'
-import type { EventStore, OpenOptions } from './port.ts'
+import {
+  type AppendOptions,
+  type AppendResult,
+  type EventFilter,
+  type EventStore,
+  type ExpectedRevision,
+  type NewEvent,
+  type OpenOptions,
+  type PreparedEvent,
+  type ReadAllOptions,
+  type ReadStreamOptions,
+  type RecordedEvent,
+  type SubscribeOptions,
+  type Subscription,
+  WrongExpectedRevisionError,
+  prepareAppend,
+} from './port.ts'
+import { ChangeNotifier, pullSubscription } from './subscription.ts'
 
-export async function openPostgresEventStore(_url: string, _options: OpenOptions): Promise<EventStore> {
-  throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'the PostgreSQL adapter is not built yet')
+// PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, FIELD-NOTES "Event
+// stores"): with positions handed out by concurrent transactions, a reader can pass a position
+// whose transaction commits later and skip it for ever. Here every append takes one advisory
+// transaction lock inside the append function, so writers are serialised, positions are dense
+// and their order is commit order; a reader's snapshot always holds a prefix of the positions.
+// To keep throughput, appends that queue up while a batch is in flight go to the server as one
+// batch: one function call, one transaction, one WAL flush (group commit), each append inside
+// its own sub-block so it keeps its own outcome.
+
+const MAX_BATCH = 64 // a transaction with more subtransactions than a backend caches (64) slows every reader's snapshot
+const IN_FLIGHT = 2 // a second batch waits on the lock while the first commits, saving a round trip
+const POLL_MS = 25 // how soon a commit by another process reaches this process's subscriptions
+const LOCK_CLASS = 0x4b4e4c00 // advisory-lock namespace: +0 schema creation, +1 appends
+
+const WRONG_REVISION = 'KNWER'
+const DUPLICATE = 'KNDUP'
+
+function schemaSql(s: string, lockKey: number): string {
+  return `
+CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE TABLE ${s}.kennel_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE ${s}.events (
+  position bigint PRIMARY KEY,
+  id uuid NOT NULL UNIQUE,
+  stream text NOT NULL,
+  revision integer NOT NULL,
+  type text NOT NULL,
+  time timestamptz NOT NULL,
+  data json NOT NULL,
+  metadata json NOT NULL,
+  UNIQUE (stream, revision)
+);
+CREATE INDEX events_type ON ${s}.events (type, position);
+
+CREATE FUNCTION ${s}.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'events are %', CASE TG_OP WHEN 'UPDATE' THEN 'immutable' ELSE 'append-only' END USING ERRCODE = 'KNIMM';
+END $$;
+CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON ${s}.events FOR EACH ROW EXECUTE FUNCTION ${s}.refuse_change();
+CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON ${s}.events FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_change();
+
+-- One append: expected-revision and idempotency checks (as classifyRetry in port.ts), then insert.
+-- p_expected is 'any', 'no_stream', 'stream_exists' or a revision as text.
+CREATE FUNCTION ${s}.append_events(p_stream text, p_expected text, p_events json, OUT next_revision integer, OUT last_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_current integer;
+  v_n integer;
+  v_found integer;
+  v_in_stream integer;
+  v_offset_min bigint;
+  v_offset_max bigint;
+  v_head bigint;
+BEGIN
+  -- serialise writers: position order is commit order (the commit-order gap)
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS + 1}, ${lockKey});
+  SELECT coalesce(max(revision), -1) INTO v_current FROM ${s}.events WHERE stream = p_stream;
+  SELECT count(*), count(e.id), count(*) FILTER (WHERE e.stream = p_stream), min(e.revision - x.ord), max(e.revision - x.ord), max(e.revision), max(e.position)
+    INTO v_n, v_found, v_in_stream, v_offset_min, v_offset_max, next_revision, last_position
+    FROM json_array_elements(p_events) WITH ORDINALITY AS x(j, ord)
+    LEFT JOIN ${s}.events e ON e.id = (x.j->>'id')::uuid;
+  IF v_found > 0 THEN
+    IF v_found < v_n OR v_in_stream < v_n OR v_offset_min <> v_offset_max THEN
+      RAISE EXCEPTION USING ERRCODE = '${DUPLICATE}',
+        MESSAGE = format('append to %s: some event ids are already stored, others are not, or they are stored elsewhere', p_stream);
+    END IF;
+    -- a retry whose acknowledgement was lost: the ids were stored right after p_expected
+    IF NOT (p_expected IN ('any', 'stream_exists') OR (p_expected = 'no_stream' AND v_offset_min = -1) OR p_expected = v_offset_min::text) THEN
+      RAISE EXCEPTION USING ERRCODE = '${WRONG_REVISION}', MESSAGE = 'wrong expected revision', DETAIL = v_current::text,
+        HINT = 'event ids already stored at another revision';
+    END IF;
+    RETURN;
+  END IF;
+  IF NOT (p_expected = 'any' OR (p_expected = 'no_stream' AND v_current < 0) OR (p_expected = 'stream_exists' AND v_current >= 0) OR p_expected = v_current::text) THEN
+    RAISE EXCEPTION USING ERRCODE = '${WRONG_REVISION}', MESSAGE = 'wrong expected revision', DETAIL = v_current::text;
+  END IF;
+  SELECT coalesce(max(position), 0) INTO v_head FROM ${s}.events;
+  INSERT INTO ${s}.events (position, id, stream, revision, type, time, data, metadata)
+    SELECT v_head + x.ord, (x.j->>'id')::uuid, p_stream, v_current + x.ord, x.j->>'type', clock_timestamp(), x.j->'data', x.j->'metadata'
+    FROM json_array_elements(p_events) WITH ORDINALITY AS x(j, ord);
+  next_revision := v_current + v_n;
+  last_position := v_head + v_n;
+END $$;
+
+-- Group commit: several appends in one transaction, each in a sub-block with its own outcome:
+-- [next_revision, last_position] or {"code", "message", "detail", "hint"}.
+CREATE FUNCTION ${s}.append_batch(p_appends json) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+  a json;
+  r record;
+  v_results json[] := '{}';
+  v_detail text;
+  v_hint text;
+BEGIN
+  FOR a IN SELECT json_array_elements(p_appends) LOOP
+    BEGIN
+      SELECT * INTO r FROM ${s}.append_events(a->>'stream', a->>'expected', a->'events');
+      v_results := v_results || json_build_array(r.next_revision, r.last_position);
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+      v_results := v_results || json_build_object('code', SQLSTATE, 'message', SQLERRM, 'detail', v_detail, 'hint', v_hint);
+    END;
+  END LOOP;
+  RETURN array_to_json(v_results);
+END $$;
+`
+}
+
+interface Row {
+  position: string
+  id: string
+  stream: string
+  revision: number
+  type: string
+  time: Date
+  data: unknown
+  metadata: RecordedEvent['metadata']
+}
+
+const COLUMNS = 'position, id, stream, revision, type, time, data, metadata'
+
+const toRecorded = (r: Row): RecordedEvent => ({
+  id: r.id,
+  type: r.type,
+  stream: r.stream,
+  revision: r.revision,
+  position: Number(r.position),
+  time: r.time.toISOString(),
+  data: r.data,
+  metadata: r.metadata,
+})
+
+interface PendingAppend {
+  stream: string
+  events: PreparedEvent[]
+  expected: ExpectedRevision
+  resolve: (r: AppendResult) => void
+  reject: (e: unknown) => void
+}
+
+interface SqlError {
+  code?: string
+  message: string
+  detail?: string | null
+  hint?: string | null
+}
+
+/** Map an error raised by append_events to the port's typed errors. */
+function appendError(a: PendingAppend, e: SqlError): Error {
+  if (e.code === WRONG_REVISION) {
+    const current = Number(e.detail)
+    return new WrongExpectedRevisionError(a.stream, a.expected, current < 0 ? 'no_stream' : current, e.hint ?? undefined)
+  }
+  if (e.code === DUPLICATE) return new KennelError('KENNEL_ERR_DUPLICATE_EVENT', e.message, { stream: a.stream })
+  return new KennelError('KENNEL_ERR_INTERNAL', `append to ${a.stream} failed in PostgreSQL: ${e.message} (${e.code ?? 'no SQLSTATE'})`, { stream: a.stream })
+}
+
+/** `postgres://…?schema=name`: the schema parameter is ours, not libpq's, so it is removed. */
+function parseUrl(url: string): { connectionString: string; schema: string } {
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'invalid PostgreSQL URL')
+  }
+  const schema = u.searchParams.get('schema') ?? 'kennel'
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', `invalid schema ${JSON.stringify(schema)}: lower-case letters, digits and _, at most 63`)
+  }
+  u.searchParams.delete('schema')
+  return { connectionString: u.toString(), schema }
+}
+
+export interface PostgresOptions extends OpenOptions {
+  /** connections in the pool: appends use at most two, readers and subscriptions the rest */
+  poolSize?: number
+}
+
+export async function openPostgresEventStore(url: string, options: PostgresOptions): Promise<EventStore> {
+  const { connectionString, schema } = parseUrl(url)
+  const pool = new pg.Pool({ connectionString, max: options.poolSize ?? 8, application_name: 'kennel' })
+  // an idle connection that dies is dropped by the pool; the next query reports the failure
+  pool.on('error', () => {})
+  const lockKey = createHash('sha256').update(schema).digest().readInt32BE(0)
+  try {
+    const environment = await initialise(pool, schema, lockKey, options.environment)
+    return new PostgresEventStore(pool, `"${schema}"`, environment)
+  } catch (err) {
+    await pool.end()
+    if (err instanceof KennelError) throw err
+    const code = (err as { code?: string }).code
+    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `cannot open the PostgreSQL event store (schema ${schema}): ${(err as Error).message}${code ? ` (${code})` : ''}`, { schema }, { cause: err })
+  }
+}
+
+/** Create the schema on first use and check the environment (R8). DDL is transactional and the
+ * advisory lock makes concurrent openers take turns, so two processes starting at once are safe. */
+async function initialise(pool: pg.Pool, schema: string, lockKey: number, environment: string): Promise<string> {
+  const s = `"${schema}"`
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey])
+    const { rows } = await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [`${s}.kennel_meta`])
+    if (rows[0]!.t === null) await client.query(schemaSql(s, lockKey))
+    const stored = await client.query<{ value: string }>(`SELECT value FROM ${s}.kennel_meta WHERE key = 'environment'`)
+    const value = stored.rows[0]?.value
+    if (value === undefined) {
+      await client.query(`INSERT INTO ${s}.kennel_meta (key, value) VALUES ('environment', $1), ('created', $2)`, [environment, new Date().toISOString()])
+    } else if (value !== environment) {
+      throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `event store schema ${schema} was created by a ${value} environment; refusing to open it as ${environment} (R8)`, { stored: value, opening: environment })
+    }
+    await client.query('COMMIT')
+    return value ?? environment
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}
+
+class PostgresEventStore implements EventStore {
+  readonly kind = 'postgres' as const
+  private readonly notifier = new ChangeNotifier()
+  private pending: PendingAppend[] = []
+  private inFlight = new Set<Promise<void>>()
+  private flushScheduled = false
+  private closed = false
+  private readonly subscriptions = new Set<Subscription>()
+  private poller: NodeJS.Timeout | undefined
+  private polling = false
+  private knownHead = 0
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly s: string,
+    readonly environment: string,
+  ) {}
+
+  append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
+    if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
+    const expected = options.expectedRevision ?? 'any'
+    let prepared: PreparedEvent[]
+    try {
+      prepared = prepareAppend(stream, events, expected)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.push({ stream, events: prepared, expected, resolve, reject })
+      this.scheduleFlush()
+    })
+  }
+
+  /** Appends made in the same turn of the event loop, or while both batches are in flight, share
+   * the next batch. */
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.inFlight.size >= IN_FLIGHT || this.pending.length === 0) return
+    this.flushScheduled = true
+    setImmediate(() => {
+      this.flushScheduled = false
+      const batch = this.pending.splice(0, MAX_BATCH)
+      if (batch.length === 0) return
+      const done: Promise<void> = this.commit(batch).finally(() => {
+        this.inFlight.delete(done)
+        this.scheduleFlush()
+      })
+      this.inFlight.add(done)
+      this.scheduleFlush()
+    })
+  }
+
+  private async commit(batch: PendingAppend[]): Promise<void> {
+    const appends = batch.map((a) => ({ stream: a.stream, expected: String(a.expected), events: a.events }))
+    let results: Array<[number, number] | SqlError>
+    try {
+      const { rows } = await this.pool.query<{ r: typeof results }>({ name: 'append_batch', text: `SELECT ${this.s}.append_batch($1::json) AS r`, values: [JSON.stringify(appends)] })
+      results = rows[0]!.r
+    } catch (err) {
+      // the outcome is unknown (the commit may have happened): a retry with the same ids is safe
+      for (const a of batch) a.reject(err)
+      return
+    }
+    batch.forEach((a, i) => {
+      const r = results[i]!
+      if (Array.isArray(r)) {
+        this.knownHead = Math.max(this.knownHead, r[1])
+        a.resolve({ nextExpectedRevision: r[0], position: r[1] })
+      } else a.reject(appendError(a, r))
+    })
+    this.notifier.notify()
+  }
+
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    this.assertOpen()
+    const backwards = options.direction === 'backwards'
+    const from = options.fromRevision ?? (backwards ? 2 ** 31 - 1 : 0)
+    const { rows } = await this.pool.query<Row>(
+      `SELECT ${COLUMNS} FROM ${this.s}.events WHERE stream = $1 AND revision ${backwards ? '<=' : '>='} $2 ORDER BY revision ${backwards ? 'DESC' : 'ASC'} LIMIT $3`,
+      [stream, from, options.maxCount ?? null],
+    )
+    return rows.map(toRecorded)
+  }
+
+  async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
+    this.assertOpen()
+    return this.read(options.direction === 'backwards', options.direction === 'backwards' ? options.before : options.after, options.maxCount, options.filter)
+  }
+
+  private async read(backwards: boolean, bound: number | undefined, max: number | undefined, filter: EventFilter | undefined): Promise<RecordedEvent[]> {
+    const { rows } = await this.pool.query<Row>({
+      // the statement text depends only on the direction and the filter's shape: name it so each connection plans it once
+      name: `read-${backwards ? 'b' : 'f'}-${filter?.types ? 't' : ''}${filter?.streamPrefixes ? 'p' : ''}`,
+      text: `SELECT ${COLUMNS} FROM ${this.s}.events
+        WHERE position ${backwards ? '<' : '>'} $1 AND ($3::text[] IS NULL OR type = ANY($3)) AND ($4::text[] IS NULL OR stream ^@ ANY($4))
+        ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT $2`,
+      values: [bound ?? (backwards ? Number.MAX_SAFE_INTEGER : 0), max ?? null, filter?.types ?? null, filter?.streamPrefixes ?? null],
+    })
+    return rows.map(toRecorded)
+  }
+
+  subscribe(options: SubscribeOptions): Subscription {
+    this.assertOpen()
+    const sub = pullSubscription(
+      { notifier: this.notifier, pollMs: 1000, readBatch: (after, max, filter) => this.read(false, after, max, filter) },
+      options,
+    )
+    this.subscriptions.add(sub)
+    this.startPolling()
+    void sub.closed.then(() => {
+      this.subscriptions.delete(sub)
+      if (this.subscriptions.size === 0) this.stopPolling()
+    })
+    return sub
+  }
+
+  /** Notice commits by other processes with one cheap query per interval, not a NOTIFY per
+   * append (a NOTIFY serialises every commit: FIELD-NOTES). A failed poll wakes the
+   * subscriptions too, so their next read reports the failure. */
+  private startPolling(): void {
+    if (this.poller) return
+    this.poller = setInterval(() => {
+      if (this.polling) return
+      this.polling = true
+      this.headPosition()
+        .then((head) => {
+          if (head > this.knownHead) {
+            this.knownHead = head
+            this.notifier.notify()
+          }
+        }, () => this.notifier.notify())
+        .finally(() => (this.polling = false))
+    }, POLL_MS)
+    this.poller.unref()
+  }
+
+  private stopPolling(): void {
+    if (this.poller) clearInterval(this.poller)
+    this.poller = undefined
+  }
+
+  async headPosition(): Promise<number> {
+    this.assertOpen()
+    const { rows } = await this.pool.query<{ head: string }>({ name: 'head', text: `SELECT coalesce(max(position), 0) AS head FROM ${this.s}.events` })
+    return Number(rows[0]!.head)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    while (this.pending.length > 0 || this.inFlight.size > 0 || this.flushScheduled) {
+      await Promise.all(this.inFlight)
+      await new Promise((r) => setImmediate(r))
+    }
+    await Promise.all([...this.subscriptions].map((s) => s.stop()))
+    this.stopPolling()
+    await this.pool.end()
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed')
+  }
 }

@@ -1,0 +1,112 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import t, { type Test } from 'tap'
+import pg from 'pg'
+import { isKennelError } from '../../../infra/errors.ts'
+import { openEventStore } from '../../../infra/eventstore/open.ts'
+import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
+import { eventStoreContract } from './contract.ts'
+
+const base = process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 })
+const reachable = await admin.connect().then(
+  () => true,
+  (err: Error) => (t.plan(0, `PostgreSQL unreachable at ${base.replace(/\/\/[^@]*@/, '//***@')}: ${err.message}`), false),
+)
+
+/** a fresh schema, dropped when the test ends */
+function freshSchema(t: Test): { schema: string; url: string } {
+  const schema = `kennel_test_${randomBytes(6).toString('hex')}`
+  const url = new URL(base)
+  url.searchParams.set('schema', schema)
+  t.teardown(() => admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`))
+  return { schema, url: url.toString() }
+}
+
+if (reachable) {
+  t.teardown(() => admin.end())
+
+  t.test('contract: PostgreSQL', async (t) => {
+    eventStoreContract(t, {
+      async fresh() {
+        const { url } = freshSchema(t)
+        return { url, open: (environment = 'test') => openEventStore(url, { environment }) }
+      },
+    })
+  })
+
+  t.test('the events table refuses UPDATE, DELETE and TRUNCATE', async (t) => {
+    const { schema, url } = freshSchema(t)
+    const store = await openEventStore(url, { environment: 'test' })
+    await store.append('s', [{ type: 'X', data: { v: 1 } }])
+    await store.close()
+    await t.rejects(admin.query(`UPDATE "${schema}".events SET data = '{"v":2}'`), /immutable/)
+    await t.rejects(admin.query(`DELETE FROM "${schema}".events`), /append-only/)
+    await t.rejects(admin.query(`TRUNCATE "${schema}".events`), /append-only/)
+    const { rows } = await admin.query(`SELECT data FROM "${schema}".events`)
+    t.same(rows.map((r) => r.data), [{ v: 1 }], 'the event is unchanged')
+  })
+
+  t.test('two processes creating the same schema at once both open it', async (t) => {
+    const { url } = freshSchema(t)
+    const stores = await Promise.all([openEventStore(url, { environment: 'test' }), openEventStore(url, { environment: 'test' })])
+    t.teardown(() => Promise.all(stores.map((s) => s.close())))
+    await stores[0]!.append('s', [{ type: 'X', data: {} }])
+    t.equal((await stores[1]!.readAll()).length, 1)
+  })
+
+  t.test('a schema name that is not a plain identifier is refused', async (t) => {
+    const url = new URL(base)
+    url.searchParams.set('schema', 'x"; DROP TABLE y; --')
+    const err = await openEventStore(url.toString(), { environment: 'test' }).catch((e: unknown) => e)
+    t.ok(isKennelError(err, 'KENNEL_ERR_EVENTSTORE_URL'))
+  })
+
+  t.test('no event is skipped when the transaction that appended first commits last (commit-order gap)', async (t) => {
+    const { schema, url } = freshSchema(t)
+    const store = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => store.close())
+    const seen: RecordedEvent[] = []
+    let caughtUp!: () => void
+    const ready = new Promise<void>((r) => (caughtUp = r))
+    const sub = store.subscribe({ onEvent: (e) => void seen.push(e), onCaughtUp: () => caughtUp() })
+    t.teardown(() => sub.stop())
+    await ready
+
+    // another writer appends through the same function but has not committed yet
+    const slow = new pg.Client({ connectionString: base })
+    await slow.connect()
+    t.teardown(() => slow.end())
+    const slowId = randomUUID()
+    await slow.query('BEGIN')
+    await slow.query(`SELECT * FROM "${schema}".append_events('slow', 'any', $1::json)`, [JSON.stringify([{ id: slowId, type: 'Slow', data: {}, metadata: {} }])])
+
+    // meanwhile this process appends; give a naive store every chance to commit and deliver it
+    const fast = store.append('fast', [{ type: 'Fast', data: {} }])
+    await new Promise((r) => setTimeout(r, 300))
+    await slow.query('COMMIT')
+    await fast
+
+    const deadline = Date.now() + 5000
+    while (seen.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 100))
+    t.same(seen.map((e) => e.type), ['Slow', 'Fast'], 'both delivered, exactly once, the first committed first')
+    t.ok(seen.every((e, i) => i === 0 || e.position > seen[i - 1]!.position), 'in position order')
+    t.same(seen.map((e) => e.id), (await store.readAll()).map((e) => e.id), 'the same sequence a reader sees')
+  })
+
+  t.test('an append committed by another process reaches a subscription', async (t) => {
+    const { url } = freshSchema(t)
+    const server = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => server.close())
+    const cli = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => cli.close())
+    const seen: string[] = []
+    const sub = server.subscribe({ onEvent: (e) => void seen.push(e.id) })
+    t.teardown(() => sub.stop())
+    const id = randomUUID()
+    await cli.append('cli', [{ id, type: 'FromCli', data: {} }])
+    const deadline = Date.now() + 5000
+    while (!seen.includes(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    t.same(seen, [id])
+  })
+}
