@@ -1,0 +1,393 @@
+import { createHash } from 'node:crypto'
+import type { AddressInfo, Socket } from 'node:net'
+import type { TLSSocket, Server } from 'node:tls'
+import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes'
+import { Registry } from 'prom-client'
+import type { Config } from '../infra/config.ts'
+import { KennelError } from '../infra/errors.ts'
+import type { EventMetadata, EventStore } from '../infra/eventstore/port.ts'
+import type { Logger } from '../infra/log.ts'
+import { type CertificateCheck, identifyPeer, isRefusal, type PeerIdentity, type PeerRefusal } from './authenticate.ts'
+import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts'
+import { type ClusterParts, createClusterParts } from './cluster.ts'
+import { compileDenylist } from './denylist.ts'
+import { type BrokerEvent, type DisconnectReason, mqttStream, type RateLimitName, securityStream } from './events.ts'
+import { createListener, type TlsMaterial } from './listener.ts'
+import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
+import { type BrokerRateLimits, createRateLimits } from './ratelimit.ts'
+import { createRecorder } from './recorder.ts'
+import { followRevocations, type Revocation } from './revocation.ts'
+
+// The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
+// only through Aedes hooks (STYLE §6); decisions are the plain functions of authenticate.ts and
+// authorize.ts; every action becomes an event through the recorder.
+
+export type BrokerConfig = Pick<
+  Config,
+  'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
+>
+
+export interface BrokerOptions {
+  config: BrokerConfig
+  store: EventStore
+  /** trusted device CA(s) and the server certificate (devices/ca.ts, devices/server-tls.ts) */
+  tls: TlsMaterial
+  /** the device registry's verdict (devices/registry.ts checkCertificate over its read model) */
+  checkCertificate: CertificateCheck
+  log: Logger
+  /** where the metrics go; a new registry by default */
+  registry?: Registry
+  /** default: from config, in Redis when config.redisUrl is set */
+  rateLimits?: BrokerRateLimits
+  /** Redis key prefix in cluster mode (default `kennel:`); tests use one per run */
+  clusterKeyPrefix?: string
+  now?: () => Date
+}
+
+export interface Broker {
+  /** start listening; resolves with the bound port (0 = any free port) */
+  listen(port?: number, host?: string): Promise<number>
+  /** send a message to a toy's inbox, `toys/{deviceId}/inbox/{subtopic}` (the API's publisher) */
+  publishToDevice(deviceId: string, subtopic: string, payload: Buffer | string, options?: { qos?: 0 | 1; retain?: boolean }): Promise<void>
+  /** close a device's live session on every broker of the cluster, its will suppressed */
+  kick(deviceId: string, reason: string, serial?: string): Promise<void>
+  /** number of clients connected to this process */
+  connectedClients(): number
+  readonly metrics: BrokerMetrics
+  readonly aedes: Aedes
+  readonly server: Server
+  /** append every queued event */
+  flushEvents(): Promise<void>
+  close(): Promise<void>
+}
+
+interface Session {
+  identity: PeerIdentity
+  reason?: DisconnectReason
+  /** set when revoked: the will is not published */
+  suppressWill?: boolean
+}
+
+const KICK_TOPIC = '$SYS/kennel/kick'
+/** at most one ConnectionDenylisted event per source IP per minute; the rest are counted */
+const DENYLIST_EVENT_INTERVAL_MS = 60_000
+const MAX_DENYLIST_TRACKED_IPS = 10_000
+/** room for the fixed header, a 65,535-byte topic and a packet id around the payload */
+const PACKET_OVERHEAD = 65_545
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { returnCode: number } {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+export async function createBroker(opts: BrokerOptions): Promise<Broker> {
+  const { config, store, log } = opts
+  const now = opts.now ?? (() => new Date())
+  const cluster: ClusterParts | undefined = config.redisUrl ? createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
+  const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
+  const recorder = createRecorder(store, log)
+  const identities = new WeakMap<TLSSocket, PeerIdentity>()
+  const sessions = new WeakMap<Client, Session>()
+  let closing = false
+
+  const aedes = new Aedes({
+    ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
+    // client id = device id (≤ 64 characters, devices/device-id.ts) [MQTT-3.1.3-5]
+    maxClientsIdLength: 64,
+    connectTimeout: 10_000,
+  })
+  const clients = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients
+  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => recorder.failures)
+
+  const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
+  const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
+
+  function recordRefusal(r: PeerRefusal): Promise<void> {
+    metrics.authFailures.inc({ reason: r.reason })
+    const data = { reason: r.reason, ip: r.ip, fingerprint: r.fingerprint, deviceId: r.deviceId, serial: r.serial, detail: r.detail }
+    const metadata: EventMetadata = { actor: r.trusted && r.deviceId ? `device:${r.deviceId}` : 'anonymous', sourceIp: r.ip, ...(r.serial ? { credential: `cert:${r.serial}` } : {}) }
+    // a certificate that chains to the device CA names a device we issued to; anything else is anonymous
+    const stream = r.trusted && r.deviceId ? mqttStream(r.deviceId) : securityStream(now())
+    return record(stream, { type: 'DeviceAuthFailed', data: JSON.parse(JSON.stringify(data)) }, metadata)
+  }
+
+  function recordRateLimit(limit: RateLimitName, key: string, retryAfterMs: number, id: PeerIdentity | { ip: string; deviceId?: string }): Promise<void> {
+    metrics.rateLimited.inc({ limit })
+    const trusted = 'serial' in id
+    const data = { limit, key, ip: id.ip, retryAfterMs, ...(id.deviceId ? { deviceId: id.deviceId } : {}) }
+    return record(trusted ? mqttStream(id.deviceId) : securityStream(now()), { type: 'RateLimitExceeded', data }, trusted ? deviceMeta(id) : { actor: 'anonymous', sourceIp: id.ip })
+  }
+
+  // --- revocation (R3) -------------------------------------------------------------------
+  function kickLocal(deviceId: string, serial: string | undefined): boolean {
+    const client = clients()[deviceId]
+    const session = client && sessions.get(client)
+    if (!client || !session || (serial !== undefined && session.identity.serial !== serial)) return false
+    session.reason = 'revoked'
+    session.suppressWill = true
+    metrics.kicks.inc({ reason: 'revoked' })
+    client.close()
+    return true
+  }
+
+  function broadcastKick(r: Revocation): Promise<void> {
+    return new Promise((resolve) => {
+      aedes.publish({ cmd: 'publish', topic: KICK_TOPIC, payload: Buffer.from(JSON.stringify({ ...r, origin: aedes.id })), qos: 0, retain: false, dup: false }, () => resolve())
+    })
+  }
+
+  const revocations = followRevocations(store, log, (r) => {
+    kickLocal(r.deviceId, r.serial)
+    // every node follows the store too; the message covers nodes whose follower lags
+    void broadcastKick(r)
+  })
+
+  // --- connection ------------------------------------------------------------------------
+  const denylist = compileDenylist(config.denylist)
+  const denylistSeen = new Map<string, { hits: number; last: number }>()
+  function onDenied(socket: Socket): void {
+    metrics.denylistHits.inc()
+    const ip = socket.remoteAddress ?? 'unknown'
+    const t = Date.now()
+    if (denylistSeen.size > MAX_DENYLIST_TRACKED_IPS) denylistSeen.clear()
+    const seen = denylistSeen.get(ip) ?? { hits: 0, last: 0 }
+    seen.hits++
+    denylistSeen.set(ip, seen)
+    if (t - seen.last < DENYLIST_EVENT_INTERVAL_MS) return
+    const hits = seen.hits
+    seen.hits = 0
+    seen.last = t
+    void record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port: socket.remotePort, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+  }
+
+  function onSecureConnection(socket: TLSSocket): void {
+    const peer = identifyPeer(socket, opts.checkCertificate, revocations.revoked, now())
+    if (isRefusal(peer)) {
+      // refused before any MQTT byte is read; the reason is on record before the socket closes (R19)
+      socket.pause()
+      void recordRefusal(peer).finally(() => socket.destroy())
+      return
+    }
+    identities.set(socket, peer)
+    const client = aedes.handle(socket)
+    limitPacketSize(client, config.maxPayloadBytes + PACKET_OVERHEAD)
+  }
+
+  const server = createListener(config, opts.tls, {
+    denylist,
+    onDenied,
+    onSecureConnection,
+    onTlsError(err, socket) {
+      if (denylist(socket.remoteAddress)) return
+      metrics.authFailures.inc({ reason: 'tls-handshake' })
+      log.debug({ err: err.message, ip: socket.remoteAddress }, 'TLS handshake failed')
+    },
+  })
+
+  // --- hooks -----------------------------------------------------------------------------
+  aedes.authenticate = (client, _username, _password, done) => {
+    // username and password are ignored: the certificate is the credential (R2)
+    void authenticate(client).then(
+      () => done(null, true),
+      (err: Error & { returnCode: number }) => done(err as never, false),
+    )
+  }
+
+  async function authenticate(client: Client): Promise<void> {
+    const identity = identities.get(client.conn as TLSSocket)
+    if (!identity) throw connectError('no verified certificate', 5)
+    const ipLimit = await rateLimits.connectIp(identity.ip)
+    if (!ipLimit.ok) {
+      await recordRateLimit('connect-ip', identity.ip, ipLimit.retryAfterMs, identity)
+      throw connectError('too many connects from this address', 3)
+    }
+    if (client.id !== identity.deviceId) {
+      await recordRefusal({ ...identity, reason: 'client-id-mismatch', detail: client.id.slice(0, 80), trusted: true })
+      throw connectError('client id must equal the certificate CN', 2) // KENNEL_ERR_CLIENT_ID_MISMATCH
+    }
+    const deviceLimit = await rateLimits.connectDevice(identity.deviceId)
+    if (!deviceLimit.ok) {
+      await recordRateLimit('connect-device', identity.deviceId, deviceLimit.retryAfterMs, identity)
+      throw connectError('too many connects for this device', 3) // KENNEL_ERR_RATE_LIMITED
+    }
+    // revoked between the handshake and this CONNECT
+    if (revocations.revoked.device(identity.deviceId) || revocations.revoked.serial(identity.serial)) {
+      await recordRefusal({ ...identity, reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked', trusted: true })
+      throw connectError('certificate revoked', 5)
+    }
+    const will = (client as unknown as { _will?: PublishPacket })._will
+    if (will) {
+      const decision = canPublish(identity.deviceId, will.topic)
+      if (!decision.ok) {
+        metrics.denials.inc({ kind: 'will' })
+        await record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(will.topic).slice(0, 256), qos: will.qos, bytes: will.payload?.length ?? 0, reason: decision.reason, will: true } }, deviceMeta(identity))
+        throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
+      }
+    }
+    const packetInfo = client as unknown as { clean: boolean; version: number }
+    try {
+      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: packetInfo.clean, protocolVersion: packetInfo.version } }, deviceMeta(identity))
+    } catch {
+      throw connectError('event store unavailable', 3)
+    }
+    sessions.set(client, { identity })
+  }
+
+  aedes.authorizePublish = (client, packet, done) => {
+    void authorizePublish(client, packet).then(() => done(null), (err: Error) => done(err))
+  }
+
+  async function authorizePublish(client: Client | null, packet: PublishPacket): Promise<void> {
+    const session = client ? sessions.get(client) : undefined
+    const isWill = client !== null && (client as unknown as { will?: unknown }).will === packet
+    if (client === null || isWill) {
+      // a last will: a stale one (client null) from a node that died, or this client's own
+      const owner = session?.identity.deviceId ?? String((packet as { clientId?: string }).clientId ?? '')
+      if (session?.suppressWill || revocations.revoked.device(owner)) throw new Error('will suppressed: device revoked')
+      if (!canPublish(owner, packet.topic).ok) throw new Error('will topic refused')
+      return
+    }
+    if (!session) throw new Error('not authenticated')
+    const { identity } = session
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
+    const decision = payload.length > config.maxPayloadBytes ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` } : canPublish(identity.deviceId, packet.topic)
+    if (!decision.ok) {
+      metrics.denials.inc({ kind: 'publish' })
+      session.reason = 'publish-denied'
+      await record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(packet.topic).slice(0, 256), qos: packet.qos, bytes: payload.length, reason: decision.reason, will: false } }, deviceMeta(identity)).catch(() => undefined)
+      throw new KennelError('KENNEL_ERR_TOPIC_DENIED', decision.reason)
+    }
+    const limit = await rateLimits.publish(identity.deviceId, payload.length)
+    if (!limit.ok) {
+      session.reason = 'rate-limited'
+      await recordRateLimit(limit.limit, identity.deviceId, limit.retryAfterMs, identity).catch(() => undefined)
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', `${limit.limit} limit exceeded`)
+    }
+    metrics.messages.inc({ direction: 'in' })
+    void record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: sha256(payload) } }, deviceMeta(identity))
+  }
+
+  aedes.authorizeSubscribe = (client, sub, done) => {
+    // a denial is `null`, never an Error: SUBACK 0x80 keeps the connection, and an Error while a
+    // persistent session is restored would abort every reconnect (FIELD-NOTES)
+    void authorizeSubscribe(client, sub).then((granted) => done(null, granted), () => done(null, null))
+  }
+
+  async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null> {
+    const session = sessions.get(client)
+    if (!session) return null
+    const { identity } = session
+    const decision = canSubscribe(identity.deviceId, sub.topic)
+    if (!decision.ok) {
+      metrics.denials.inc({ kind: 'subscribe' })
+      await record(mqttStream(identity.deviceId), { type: 'SubscriptionDenied', data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason } }, deviceMeta(identity))
+      return null
+    }
+    void record(mqttStream(identity.deviceId), { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } }, deviceMeta(identity))
+    return sub
+  }
+
+  aedes.authorizeForward = (client, packet: AedesPublishPacket) => {
+    const session = sessions.get(client)
+    if (session && canReceive(session.identity.deviceId, packet.topic)) return packet
+    metrics.denials.inc({ kind: 'forward' })
+    return null
+  }
+
+  // --- lifecycle events ------------------------------------------------------------------
+  aedes.on('keepaliveTimeout', (client) => setReason(client, 'keepalive-timeout'))
+  aedes.on('clientError', (client) => setReason(client, 'protocol-error'))
+  aedes.on('clientDisconnect', (client) => {
+    const session = sessions.get(client)
+    if (!session) return
+    const disconnected = (client as unknown as { _disconnected?: boolean })._disconnected
+    const reason: DisconnectReason = session.reason ?? (closing ? 'broker-shutdown' : disconnected ? 'client-disconnect' : 'connection-lost')
+    const { identity } = session
+    void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip } }, deviceMeta(identity))
+  })
+  function setReason(client: Client, reason: DisconnectReason): void {
+    const session = sessions.get(client)
+    if (session && session.reason === undefined) session.reason = reason
+  }
+
+  // cross-node kicks (R3): every broker listens; the message only comes from brokers, since a
+  // toy can neither publish nor subscribe under $SYS
+  const mq = (aedes as unknown as { mq: { on(topic: string, fn: (packet: AedesPublishPacket, cb: () => void) => void, done?: () => void): void } }).mq
+  await new Promise<void>((resolve) => {
+    mq.on(
+      KICK_TOPIC,
+      (packet, cb) => {
+        try {
+          const r = JSON.parse(packet.payload.toString()) as Revocation & { origin: string }
+          if (r.origin !== aedes.id && typeof r.deviceId === 'string') kickLocal(r.deviceId, r.serial)
+        } catch (err) {
+          log.warn({ err }, 'malformed kick message')
+        }
+        cb()
+      },
+      resolve,
+    )
+  })
+  await aedes.listen()
+  await revocations.ready
+
+  return {
+    aedes,
+    server,
+    metrics,
+    connectedClients: () => Object.keys(clients()).length,
+    listen(port = config.mqttPort, host = config.host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(port, host, () => {
+          server.off('error', reject)
+          resolve((server.address() as AddressInfo).port)
+        })
+      })
+    },
+    async publishToDevice(deviceId, subtopic, payload, options = {}) {
+      const target = inboxTopic(deviceId, subtopic)
+      if (!target.ok || target.topic === undefined) throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
+      const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
+      if (buf.length > config.maxPayloadBytes) throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${config.maxPayloadBytes} bytes`)
+      const qos = options.qos ?? 1
+      await new Promise<void>((resolve, reject) => {
+        aedes.publish({ cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: options.retain ?? false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()))
+      })
+      metrics.messages.inc({ direction: 'inbox' })
+      void record(mqttStream(deviceId), { type: 'InboxMessagePublished', data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) } }, { actor: 'system:broker' })
+    },
+    async kick(deviceId, reason, serial) {
+      const r: Revocation = { deviceId, reason, ...(serial !== undefined ? { serial } : {}) }
+      kickLocal(deviceId, serial)
+      await broadcastKick(r)
+    },
+    flushEvents: () => recorder.flush(),
+    async close() {
+      if (closing) return
+      closing = true
+      await revocations.stop()
+      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      await serverClosed
+      await recorder.flush()
+      await cluster?.close()
+    },
+  }
+}
+
+/** Refuse a packet whose declared length exceeds `max` as soon as its header is read, instead
+ * of buffering it whole: mqtt-packet's parser has no limit of its own for MQTT 3.1.1. */
+function limitPacketSize(client: Client, max: number): void {
+  const parser = (client as unknown as { _parser: { parse(buf: Buffer): number; packet: { length: number } } })._parser
+  const parse = parser.parse.bind(parser)
+  parser.parse = (buf: Buffer) => {
+    const left = parse(buf)
+    if (parser.packet.length > max) {
+      client.conn.destroy()
+      return 0
+    }
+    return left
+  }
+}

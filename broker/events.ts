@@ -1,0 +1,73 @@
+// Every event of the broker context (docs/EVENTS.md). A device's activity goes to
+// `mqtt-{deviceId}` once its certificate chains to the device CA; attempts without a trusted
+// identity go to `security-{yyyy-mm-dd}`. Payloads never appear, only their size and SHA-256.
+
+export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'broker-shutdown'
+
+export type AuthFailureReason =
+  | 'no-certificate'
+  | 'untrusted-certificate'
+  | 'self-signed-certificate'
+  | 'certificate-expired'
+  | 'certificate-not-yet-valid'
+  | 'certificate-invalid'
+  | 'certificate-revoked'
+  | 'certificate-superseded'
+  | 'certificate-unknown'
+  | 'device-revoked'
+  | 'invalid-device-id'
+  | 'client-id-mismatch'
+  | 'protocol-refused'
+
+export type RateLimitName = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device'
+
+export interface DeviceConnected { type: 'DeviceConnected'; data: { deviceId: string; serial: string; ip: string; clean: boolean; protocolVersion: number } }
+export interface DeviceDisconnected { type: 'DeviceDisconnected'; data: { deviceId: string; reason: DisconnectReason; ip: string } }
+export interface DeviceAuthFailed { type: 'DeviceAuthFailed'; data: { reason: AuthFailureReason; ip: string; fingerprint?: string; deviceId?: string; serial?: string; detail?: string } }
+export interface PublishAccepted { type: 'PublishAccepted'; data: { deviceId: string; topic: string; qos: number; retain: boolean; bytes: number; sha256: string } }
+export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean } }
+export interface SubscriptionGranted { type: 'SubscriptionGranted'; data: { deviceId: string; filter: string; qos: number } }
+export interface SubscriptionDenied { type: 'SubscriptionDenied'; data: { deviceId: string; filter: string; reason: string } }
+export interface RateLimitExceeded { type: 'RateLimitExceeded'; data: { limit: RateLimitName; key: string; ip: string; deviceId?: string; retryAfterMs: number } }
+export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** hits from this IP since the last recorded event (the rest were counted, not evented) */ hits: number } }
+/** the backend (not a toy) sent a message to a toy's inbox */
+export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }
+
+export type BrokerEvent =
+  | DeviceConnected
+  | DeviceDisconnected
+  | DeviceAuthFailed
+  | PublishAccepted
+  | PublishDenied
+  | SubscriptionGranted
+  | SubscriptionDenied
+  | RateLimitExceeded
+  | ConnectionDenylisted
+  | InboxMessagePublished
+
+export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'DeviceAuthFailed', 'PublishAccepted', 'PublishDenied', 'SubscriptionGranted', 'SubscriptionDenied', 'RateLimitExceeded', 'ConnectionDenylisted', 'InboxMessagePublished'] as const satisfies readonly BrokerEvent['type'][]
+
+export const mqttStream = (deviceId: string): string => `mqtt-${deviceId}`
+export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`
+
+/** R19: these are appended before the client is answered; the rest are batched. */
+export function isSecurityRelevant(event: BrokerEvent): boolean {
+  switch (event.type) {
+    case 'DeviceConnected':
+    case 'DeviceAuthFailed':
+    case 'PublishDenied':
+    case 'SubscriptionDenied':
+    case 'RateLimitExceeded':
+    case 'ConnectionDenylisted':
+      return true
+    case 'DeviceDisconnected':
+    case 'PublishAccepted':
+    case 'SubscriptionGranted':
+    case 'InboxMessagePublished':
+      return false
+    default: {
+      const _: never = event
+      return _
+    }
+  }
+}
