@@ -97,6 +97,7 @@ export const configKeys = {
   tlsKey: key('KENNEL_TLS_KEY', 'server private key (PEM, mode 0600); required in production', '', optional(text)),
   caCert: key('KENNEL_CA_CERT', 'device CA certificate chain (PEM); required in production', '', optional(text)),
   caKey: key('KENNEL_CA_KEY', 'device CA private key (PEM, mode 0600); required in production', '', optional(text)),
+  caPreviousCerts: key('KENNEL_CA_PREVIOUS_CERTS', 'comma-separated PEM files of rolled-over device CAs whose certificates stay trusted until they expire (R18)', '', optional(list)),
   caKeyAlgorithm: key('KENNEL_CA_KEY_ALGORITHM', 'key algorithm of a newly created development CA (R18)', 'P-256', oneOf('P-256', 'P-384', 'RSA-3072')),
   certValidityDays: key('KENNEL_CERT_VALIDITY_DAYS', 'validity of issued device certificates', '365', int(1, 3650)),
   renewalGraceHours: key('KENNEL_RENEWAL_GRACE_HOURS', 'how long a renewed device certificate stays valid after renewal', '24', int(0, 24 * 90)),

@@ -1,0 +1,41 @@
+import { KennelError } from '../infra/errors.ts'
+import { claimSecretMatches, parseClaimCode } from './claim-code.ts'
+import { ClaimRefused, decide } from './device.ts'
+import { appendDeviceEvents, loadDevice, metadataOf, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
+import { securityStream, type ClaimCodeRejected, type ClaimCodeRejectedReason } from './events.ts'
+
+// Pairing (claim codes): single use, expiring, checked against one argon2id hash. Every refusal
+// is recorded as ClaimCodeRejected in the day's security stream — evidence for the security
+// monitor — and leaves the device's own stream untouched.
+
+const HOUSEHOLD_ID = /^[A-Za-z0-9_-]{1,64}$/
+
+export async function claimDevice(deps: ClaimDeps, claimCode: string, householdId: string): Promise<{ deviceId: string }> {
+  if (typeof householdId !== 'string' || !HOUSEHOLD_ID.test(householdId)) {
+    throw new KennelError('KENNEL_ERR_VALIDATION', 'householdId must be 1-64 letters, digits, - or _')
+  }
+  const parsed = parseClaimCode(claimCode)
+  if (!parsed) return reject(deps, undefined, householdId, 'malformed')
+  const { deviceId, secret } = parsed
+  const { state } = await loadDevice(deps.store, deviceId)
+  const secretMatches = state.claimCodeHash !== undefined && (await claimSecretMatches(state.claimCodeHash, secret))
+  try {
+    // a concurrent append (another claim, a revocation) makes the retry decide on the new state
+    await withRetry(async () => {
+      const current = await loadDevice(deps.store, deviceId)
+      const events = decide({ type: 'ClaimDevice', householdId, secretMatches, now: nowOf(deps) }, current.state)
+      await appendDeviceEvents(deps, deviceId, events, current.revision)
+    })
+  } catch (err) {
+    if (err instanceof ClaimRefused) return reject(deps, deviceId, householdId, err.reason)
+    throw err
+  }
+  return { deviceId }
+}
+
+async function reject(deps: ClaimDeps, deviceId: string | undefined, householdId: string, reason: ClaimCodeRejectedReason): Promise<never> {
+  const now = nowOf(deps)
+  const event: ClaimCodeRejected = { type: 'ClaimCodeRejected', data: { ...(deviceId !== undefined ? { deviceId } : {}), householdId, reason, rejectedAt: now.toISOString() } }
+  await deps.store.append(securityStream(now), [{ type: event.type, data: event.data, metadata: metadataOf(deps) }], { expectedRevision: 'any' })
+  throw new ClaimRefused(reason)
+}

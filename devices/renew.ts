@@ -1,0 +1,40 @@
+import { KennelError } from '../infra/errors.ts'
+import { checkCsr, newSerial, signDeviceCertificate } from './certificate.ts'
+import { assertCanRenew, decide } from './device.ts'
+import { assertDeviceId } from './device-id.ts'
+import { appendDeviceEvents, loadDevice, nowOf, randomOf, recordCa, type DeviceDeps } from './device-store.ts'
+import { normalizeSerial } from './registry.ts'
+
+// Renewal (R18): a device holding its current, valid certificate gets a new one for a new CSR
+// without downtime; the old one stays valid for KENNEL_RENEWAL_GRACE_HOURS, then is superseded.
+// The transport (the API's device route) has already checked the presented certificate's chain.
+export async function renewCertificate(deps: DeviceDeps, deviceId: string, presentedSerial: string, csrPem: string): Promise<{ certPem: string; serial: string }> {
+  assertDeviceId(deviceId)
+  const presented = parseSerial(presentedSerial)
+  const now = nowOf(deps)
+  const before = await loadDevice(deps.store, deviceId)
+  assertCanRenew(before.state, presented, now)
+  const csr = await checkCsr(csrPem, deviceId)
+  const { certPem, issued } = await signDeviceCertificate({
+    issuer: deps.ca.issuer,
+    chainPem: deps.ca.chainPem,
+    deviceId,
+    publicKey: csr.publicKey,
+    publicKeyId: csr.publicKeyId,
+    serial: newSerial(randomOf(deps)),
+    now,
+    validityDays: deps.config.certValidityDays,
+  })
+  // re-read: a concurrent renewal or revocation wins and this one is refused
+  const { state, revision } = await loadDevice(deps.store, deviceId)
+  const events = decide({ type: 'RenewCertificate', presentedSerial: presented, now, graceHours: deps.config.renewalGraceHours, certificate: issued }, state)
+  await recordCa(deps.store, deps.ca, deps.actor)
+  await appendDeviceEvents({ ...deps, credential: deps.credential ?? `cert:${presented}` }, deviceId, events, revision)
+  return { certPem, serial: issued.serial }
+}
+
+export function parseSerial(serial: unknown): string {
+  const normalized = typeof serial === 'string' ? normalizeSerial(serial) : ''
+  if (!/^[0-9a-f]{1,40}$/.test(normalized)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid certificate serial ${JSON.stringify(String(serial).slice(0, 80))}: hexadecimal, at most 20 bytes`)
+  return normalized
+}
