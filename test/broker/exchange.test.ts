@@ -1,6 +1,5 @@
-import { once } from 'node:events'
 import t from 'tap'
-import { startBrokerSystem, uniqueId } from './system.ts'
+import { nextMessage, startBrokerSystem, uniqueId } from './system.ts'
 
 t.test('a toy connects with its certificate and exchanges messages on its own topics (MQTT.js)', async (t) => {
   const sys = await startBrokerSystem(t)
@@ -9,16 +8,15 @@ t.test('a toy connects with its certificate and exchanges messages on its own to
   const client = await sys.connect(device)
   const granted = await client.subscribeAsync(`toys/${id}/#`, { qos: 1 })
   t.equal(granted[0]?.qos, 1, 'subscription granted at QoS 1')
-  const received = once(client, 'message')
+  const received = nextMessage(client)
   await client.publishAsync(`toys/${id}/status`, 'hello', { qos: 1 })
-  const [topic, payload] = (await received) as [string, Buffer]
+  const { topic, payload } = await received
   t.equal(topic, `toys/${id}/status`)
   t.equal(payload.toString(), 'hello')
 
-  const inbox = once(client, 'message')
+  const inbox = nextMessage(client)
   await sys.broker.publishToDevice(id, 'recording', '{"recordingId":"r1"}')
-  const [inboxTopic] = (await inbox) as [string]
-  t.equal(inboxTopic, `toys/${id}/inbox/recording`, 'the backend reaches the toy through its inbox')
+  t.equal((await inbox).topic, `toys/${id}/inbox/recording`, 'the backend reaches the toy through its inbox')
 
   await client.endAsync()
   const events = await sys.events('DeviceConnected', 'SubscriptionGranted', 'PublishAccepted', 'InboxMessagePublished', 'DeviceDisconnected')

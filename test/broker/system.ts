@@ -122,3 +122,35 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
     },
   }
 }
+
+/** the next message the client receives */
+export function nextMessage(client: MqttClient, timeoutMs = 5000): Promise<{ topic: string; payload: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => (client.off('message', on), reject(new Error('no message within the timeout'))), timeoutMs)
+    const on = (topic: string, payload: Buffer): void => {
+      clearTimeout(timer)
+      client.off('message', on)
+      resolve({ topic, payload })
+    }
+    client.on('message', on)
+  })
+}
+
+/** every message the client receives from now on */
+export function collectMessages(client: MqttClient): Array<{ topic: string; payload: string }> {
+  const seen: Array<{ topic: string; payload: string }> = []
+  client.on('message', (topic, payload) => seen.push({ topic, payload: payload.toString() }))
+  return seen
+}
+
+/** the SUBACK return codes for the given filters (mqtt.js rejects when one is 0x80) */
+export function subscribeCodes(client: MqttClient, filters: string[], qos: 0 | 1 = 1): Promise<number[]> {
+  const map = Object.fromEntries(filters.map((f) => [f, { qos }]))
+  return new Promise((resolve, reject) => {
+    client.subscribe(map, (err, _granted, packet) => {
+      const granted = (packet as { granted?: number[] } | undefined)?.granted ?? (err as { packet?: { granted?: number[] } } | null)?.packet?.granted
+      if (granted) resolve(granted)
+      else reject(err ?? new Error('no SUBACK'))
+    })
+  })
+}
