@@ -1,5 +1,5 @@
 import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
-import { MemoryDocuments, type Documents, type Projection } from './projection.ts'
+import { ALL_EVENTS, MemoryDocuments, type Documents, type Projection } from './projection.ts'
 
 export interface FollowedProjections {
   /** the read models, queryable at once; kept current as events arrive */
@@ -20,6 +20,7 @@ export function followProjections(store: EventStore, projections: readonly Proje
   const docs = new MemoryDocuments()
   const byType = new Map<string, Projection[]>()
   for (const p of projections) for (const type of p.eventTypes) byType.set(type, [...(byType.get(type) ?? []), p])
+  const everything = byType.get(ALL_EVENTS[0]!) ?? []
   let position = 0
   const waiters = new Set<{ position: number; resolve: () => void }>()
   let resolveCaughtUp!: () => void
@@ -31,6 +32,7 @@ export function followProjections(store: EventStore, projections: readonly Proje
   // unfiltered, so that position advances past every event and waitFor works for any position
   const sub = store.subscribe({
     onEvent(event) {
+      for (const p of everything) p.apply(docs, event)
       for (const p of byType.get(event.type) ?? []) p.apply(docs, event)
       position = event.position
       onEvent?.(event)

@@ -18,14 +18,32 @@ export interface DocumentTx extends Documents {
   delete(collection: string, id: string): void
 }
 
+/** `eventTypes: ALL_EVENTS` subscribes a projection to every event (the audit log). */
+export const ALL_EVENTS: readonly string[] = Object.freeze(['*'])
+
+/** A per-event row a projection may return from `apply`; the persistent runner stores it with
+ * the batch, so that lookups by key and time window are O(log n) (the audit log, R16) and each
+ * event's digest can be compared later (the Merkle leaf, R17). The in-memory follower ignores it. */
+export interface ProjectionEntry {
+  /** 0, 1, 2, … in the order the projection saw its events */
+  ordinal: number
+  /** lookup keys such as `device:d1` or `credential:cert:ab12` */
+  keys: readonly string[]
+  digest: Uint8Array
+}
+
 export interface Projection {
   /** unique, stable; names the checkpoint and the stored documents */
   readonly name: string
   /** bump when apply changes meaning; a stored read model of another version is rebuilt */
   readonly version: number
-  /** the only event types apply receives */
+  /** the only event types apply receives (ALL_EVENTS: every event) */
   readonly eventTypes: readonly string[]
-  apply(tx: DocumentTx, event: RecordedEvent): void
+  apply(tx: DocumentTx, event: RecordedEvent): void | ProjectionEntry
+  /** optional, persistent runner only: called about once a second while caught up, with the
+   * wall-clock time, for work that depends on time passing rather than on events (a signed tree
+   * head after T seconds). May only write to the outbox (projections/outbox.ts). */
+  tick?(tx: DocumentTx, now: Date): void
 }
 
 /** Documents held in memory: the read side every runner serves queries from. */

@@ -1,0 +1,144 @@
+import { createHash } from 'node:crypto'
+import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { canonicalEventBytes } from './canonical.ts'
+
+// RFC 9162 §2.1 Merkle tree hash: leaf = SHA-256(0x00 || bytes), node = SHA-256(0x01 || l || r),
+// the empty tree's hash = SHA-256(""). Inclusion (§2.1.3) and consistency (§2.1.4) proofs with
+// the RFC's verification algorithms, so any RFC 9162 verifier can check them.
+
+const LEAF = Buffer.from([0])
+const NODE = Buffer.from([1])
+
+export const leafHash = (bytes: Uint8Array): Buffer => createHash('sha256').update(LEAF).update(bytes).digest()
+export const nodeHash = (l: Uint8Array, r: Uint8Array): Buffer => createHash('sha256').update(NODE).update(l).update(r).digest()
+export const emptyRoot = (): Buffer => createHash('sha256').digest()
+export const eventLeaf = (e: RecordedEvent): Buffer => leafHash(canonicalEventBytes(e))
+
+/** The right edge of a growing tree: the roots of its perfect subtrees, largest first. Appending a
+ * leaf is O(1) amortised; the root of the current size is a right fold of the stack. */
+export class CompactRange {
+  constructor(
+    public size = 0,
+    /** hashes of perfect subtrees; subtree i has 2^bit leaves for the set bits of size, high to low */
+    public stack: Buffer[] = [],
+  ) {}
+
+  push(leaf: Buffer): void {
+    let hash = leaf
+    let n = this.size
+    while (n & 1) {
+      hash = nodeHash(this.stack.pop()!, hash)
+      n >>= 1
+    }
+    this.stack.push(hash)
+    this.size++
+  }
+
+  root(): Buffer {
+    if (this.stack.length === 0) return emptyRoot()
+    let root = this.stack[this.stack.length - 1]!
+    for (let i = this.stack.length - 2; i >= 0; i--) root = nodeHash(this.stack[i]!, root)
+    return root
+  }
+}
+
+const largestPowerOfTwoBelow = (n: number): number => {
+  let k = 1
+  while (k * 2 < n) k *= 2
+  return k
+}
+
+/** MTH(D[lo:hi]) over stored leaf hashes */
+export function subtreeRoot(leaves: readonly Buffer[], lo: number, hi: number): Buffer {
+  const n = hi - lo
+  if (n === 0) return emptyRoot()
+  if (n === 1) return leaves[lo]!
+  const k = largestPowerOfTwoBelow(n)
+  return nodeHash(subtreeRoot(leaves, lo, lo + k), subtreeRoot(leaves, lo + k, hi))
+}
+
+/** PATH(m, D[0:n]) — RFC 9162 §2.1.3.1 */
+export function inclusionPath(leaves: readonly Buffer[], m: number, n: number): Buffer[] {
+  const path = (m: number, lo: number, hi: number): Buffer[] => {
+    const size = hi - lo
+    if (size <= 1) return []
+    const k = largestPowerOfTwoBelow(size)
+    return m < k ? [...path(m, lo, lo + k), subtreeRoot(leaves, lo + k, hi)] : [...path(m - k, lo + k, hi), subtreeRoot(leaves, lo, lo + k)]
+  }
+  if (m < 0 || m >= n || n > leaves.length) throw new RangeError(`leaf ${m} is not in a tree of ${n}`)
+  return path(m, 0, n)
+}
+
+/** RFC 9162 §2.1.3.2 */
+export function verifyInclusion(leaf: Buffer, index: number, size: number, path: readonly Buffer[], root: Buffer): boolean {
+  if (index >= size) return false
+  let fn = index
+  let sn = size - 1
+  let r = leaf
+  for (const p of path) {
+    if (sn === 0) return false
+    if (fn & 1 || fn === sn) {
+      r = nodeHash(p, r)
+      if (!(fn & 1)) {
+        while (fn !== 0 && !(fn & 1)) {
+          fn >>= 1
+          sn >>= 1
+        }
+      }
+    } else {
+      r = nodeHash(r, p)
+    }
+    fn >>= 1
+    sn >>= 1
+  }
+  return sn === 0 && r.equals(root)
+}
+
+/** PROOF(m, D[0:n]) — RFC 9162 §2.1.4.1 */
+export function consistencyPath(leaves: readonly Buffer[], m: number, n: number): Buffer[] {
+  const sub = (m: number, lo: number, hi: number, whole: boolean): Buffer[] => {
+    const size = hi - lo
+    if (m === size) return whole ? [] : [subtreeRoot(leaves, lo, hi)]
+    const k = largestPowerOfTwoBelow(size)
+    return m <= k
+      ? [...sub(m, lo, lo + k, whole), subtreeRoot(leaves, lo + k, hi)]
+      : [...sub(m - k, lo + k, hi, false), subtreeRoot(leaves, lo, lo + k)]
+  }
+  if (m < 1 || m > n || n > leaves.length) throw new RangeError(`no consistency proof from ${m} to ${n}`)
+  return sub(m, 0, n, true)
+}
+
+/** RFC 9162 §2.1.4.2 */
+export function verifyConsistency(m: number, n: number, path: readonly Buffer[], firstRoot: Buffer, secondRoot: Buffer): boolean {
+  if (m > n || m < 1) return false
+  if (m === n) return path.length === 0 && firstRoot.equals(secondRoot)
+  if (path.length === 0) return false
+  let proof = [...path]
+  if ((m & (m - 1)) === 0) proof = [firstRoot, ...proof]
+  let fn = m - 1
+  let sn = n - 1
+  while (fn & 1) {
+    fn >>= 1
+    sn >>= 1
+  }
+  let fr = proof[0]!
+  let sr = proof[0]!
+  for (const c of proof.slice(1)) {
+    if (sn === 0) return false
+    if (fn & 1 || fn === sn) {
+      fr = nodeHash(c, fr)
+      sr = nodeHash(c, sr)
+      if (!(fn & 1)) {
+        while (fn !== 0 && !(fn & 1)) {
+          fn >>= 1
+          sn >>= 1
+        }
+      }
+    } else {
+      sr = nodeHash(sr, c)
+    }
+    fn >>= 1
+    sn >>= 1
+  }
+  return sn === 0 && fr.equals(firstRoot) && sr.equals(secondRoot)
+}

@@ -1,0 +1,63 @@
+import type { ProjectionEntry } from '../projection.ts'
+
+// Where the persistent runner keeps read models: documents, per-event entries (the audit log's
+// index and Merkle leaves) and one checkpoint per projection, all written in one transaction so a
+// crash never separates a read-model change from the checkpoint that produced it.
+
+export interface StoredProjection {
+  version: number
+  /** position of the last event whose effect is stored */
+  position: number
+  docs: Array<[collection: string, id: string, doc: unknown]>
+}
+
+export interface EntryRow {
+  position: number
+  time: string
+  entry: ProjectionEntry
+}
+
+export interface ProjectionChanges {
+  name: string
+  version: number
+  /** the checkpoint this writer last loaded or wrote (undefined: none stored); the commit fails
+   * with KENNEL_ERR_WRONG_EXPECTED_REVISION when another process has moved it since */
+  expectedPosition: number | undefined
+  position: number
+  /** documents serialised when the batch was cut, so later in-memory changes cannot leak in */
+  puts: Array<[collection: string, id: string, json: string]>
+  deletes: Array<[collection: string, id: string]>
+  entries: EntryRow[]
+}
+
+export interface StoredEntry {
+  ordinal: number
+  position: number
+  time: string
+  digest: Buffer
+}
+
+export interface LookupOptions {
+  /** inclusive ISO time */
+  since?: string
+  /** exclusive ISO time */
+  until?: string
+  limit?: number
+}
+
+export interface ReadModelStore {
+  readonly kind: 'sqlite' | 'postgres'
+  load(name: string): Promise<StoredProjection | undefined>
+  commit(changes: readonly ProjectionChanges[]): Promise<void>
+  /** forget everything stored for a projection (before a rebuild) */
+  reset(name: string): Promise<void>
+  /** positions of the entries indexed under `key`, ascending, within the time window */
+  lookup(name: string, key: string, options?: LookupOptions): Promise<number[]>
+  entryAt(name: string, position: number): Promise<StoredEntry | undefined>
+  /** entries in position order, after the given position */
+  entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]>
+  /** a named position kept apart from the projections (alert delivery); 0 when unset */
+  cursor(name: string): Promise<number>
+  setCursor(name: string, position: number): Promise<void>
+  close(): Promise<void>
+}

@@ -1,0 +1,188 @@
+import pg from 'pg'
+import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
+import type { LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
+
+// Read models in PostgreSQL: tables in the same database and schema as the events, so the
+// scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
+// commit is a handful of round trips whatever its size.
+
+const schemaSql = (s: string): string => `
+CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE TABLE IF NOT EXISTS ${s}.projection_checkpoints (name text PRIMARY KEY, version integer NOT NULL, position bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS ${s}.projection_documents (
+  projection text NOT NULL, collection text NOT NULL, id text NOT NULL, doc text NOT NULL,
+  PRIMARY KEY (projection, collection, id));
+CREATE TABLE IF NOT EXISTS ${s}.projection_entries (
+  projection text NOT NULL, position bigint NOT NULL, ordinal bigint NOT NULL, time text NOT NULL, digest bytea NOT NULL,
+  PRIMARY KEY (projection, position));
+CREATE TABLE IF NOT EXISTS ${s}.projection_keys (
+  projection text NOT NULL, key text NOT NULL, time text NOT NULL, position bigint NOT NULL,
+  PRIMARY KEY (projection, key, time, position));
+CREATE TABLE IF NOT EXISTS ${s}.projection_cursors (name text PRIMARY KEY, position bigint NOT NULL);
+`
+
+export interface PostgresReadModelOptions {
+  /** schema holding the tables; default: the URL's `schema` parameter, else `public` */
+  schema?: string
+}
+
+export async function openPostgresReadModels(url: string, options: PostgresReadModelOptions = {}): Promise<ReadModelStore> {
+  const u = new URL(url)
+  const schema = options.schema ?? u.searchParams.get('schema') ?? 'public'
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
+  u.searchParams.delete('schema')
+  const pool = new pg.Pool({ connectionString: u.toString(), max: 4 })
+  try {
+    await pool.query(schemaSql(schema))
+  } catch (err) {
+    await pool.end()
+    throw err
+  }
+  return new PostgresReadModels(pool, schema)
+}
+
+const int = (v: unknown): number => Number(v)
+
+class PostgresReadModels implements ReadModelStore {
+  readonly kind = 'postgres' as const
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly s: string,
+  ) {}
+
+  async load(name: string): Promise<StoredProjection | undefined> {
+    const client = await this.pool.connect()
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ')
+      const cp = await client.query(`SELECT version, position FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
+      if (cp.rowCount === 0) return undefined
+      const docs = await client.query({ text: `SELECT collection, id, doc FROM ${this.s}.projection_documents WHERE projection = $1`, values: [name], rowMode: 'array' })
+      return {
+        version: int(cp.rows[0].version),
+        position: int(cp.rows[0].position),
+        docs: (docs.rows as [string, string, string][]).map(([c, id, doc]) => [c, id, JSON.parse(doc)]),
+      }
+    } finally {
+      await client.query('COMMIT').catch(() => {})
+      client.release()
+    }
+  }
+
+  async commit(changes: readonly ProjectionChanges[]): Promise<void> {
+    const client = await this.pool.connect()
+    try {
+      await client.query('BEGIN')
+      for (const c of changes) await this.commitOne(client, c)
+      await client.query('COMMIT')
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw err
+    } finally {
+      client.release()
+    }
+  }
+
+  private async commitOne(client: pg.PoolClient, c: ProjectionChanges): Promise<void> {
+    const s = this.s
+    // the row lock serialises writers of one projection; a missing row is created first so that
+    // two first writers also conflict instead of both succeeding
+    await client.query(`INSERT INTO ${s}.projection_checkpoints (name, version, position) VALUES ($1, $2, -1) ON CONFLICT (name) DO NOTHING`, [c.name, c.version])
+    const stored = await client.query(`SELECT position FROM ${s}.projection_checkpoints WHERE name = $1 FOR UPDATE`, [c.name])
+    const position = int(stored.rows[0].position)
+    const actual = position === -1 ? undefined : position
+    if (actual !== c.expectedPosition) {
+      throw new WrongExpectedRevisionError(`projection ${c.name}`, c.expectedPosition ?? 'no_stream', actual ?? 'no_stream', 'another process moved the checkpoint')
+    }
+    if (c.puts.length > 0) {
+      // the last write of a key within one batch wins, as in the in-memory documents
+      const latest = new Map<string, [string, string, string]>()
+      for (const p of c.puts) latest.set(`${p[0]}\u0000${p[1]}`, p)
+      const rows = [...latest.values()]
+      await client.query(
+        `INSERT INTO ${s}.projection_documents (projection, collection, id, doc)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
+         ON CONFLICT (projection, collection, id) DO UPDATE SET doc = excluded.doc`,
+        [c.name, rows.map((r) => r[0]), rows.map((r) => r[1]), rows.map((r) => r[2])],
+      )
+    }
+    if (c.deletes.length > 0) {
+      await client.query(`DELETE FROM ${s}.projection_documents WHERE projection = $1 AND (collection, id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`, [
+        c.name,
+        c.deletes.map((d) => d[0]),
+        c.deletes.map((d) => d[1]),
+      ])
+    }
+    if (c.entries.length > 0) {
+      await client.query(
+        `INSERT INTO ${s}.projection_entries (projection, position, ordinal, time, digest)
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
+         ON CONFLICT (projection, position) DO UPDATE SET ordinal = excluded.ordinal, time = excluded.time, digest = excluded.digest`,
+        [c.name, c.entries.map((e) => e.position), c.entries.map((e) => e.entry.ordinal), c.entries.map((e) => e.time), c.entries.map((e) => Buffer.from(e.entry.digest))],
+      )
+      const keys: [string, string, number][] = []
+      for (const e of c.entries) for (const k of e.entry.keys) keys.push([k, e.time, e.position])
+      if (keys.length > 0) {
+        await client.query(
+          `INSERT INTO ${s}.projection_keys (projection, key, time, position)
+           SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[]) ON CONFLICT DO NOTHING`,
+          [c.name, keys.map((k) => k[0]), keys.map((k) => k[1]), keys.map((k) => k[2])],
+        )
+      }
+    }
+    await client.query(`UPDATE ${s}.projection_checkpoints SET version = $2, position = $3 WHERE name = $1`, [c.name, c.version, c.position])
+  }
+
+  async reset(name: string): Promise<void> {
+    const client = await this.pool.connect()
+    try {
+      await client.query('BEGIN')
+      for (const table of ['projection_documents', 'projection_entries', 'projection_keys']) await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
+      await client.query(`DELETE FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
+      await client.query('COMMIT')
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw err
+    } finally {
+      client.release()
+    }
+  }
+
+  async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {
+    const r = await this.pool.query(
+      `SELECT position FROM ${this.s}.projection_keys WHERE projection = $1 AND key = $2 AND time >= $3 AND time < $4 ORDER BY time, position ${options.limit !== undefined ? 'LIMIT $5' : ''}`,
+      [name, key, options.since ?? '', options.until ?? '\uffff', ...(options.limit !== undefined ? [options.limit] : [])],
+    )
+    return r.rows.map((row) => int(row.position))
+  }
+
+  async entryAt(name: string, position: number): Promise<StoredEntry | undefined> {
+    const r = await this.pool.query(`SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position = $2`, [name, position])
+    return r.rows.map(toEntry)[0]
+  }
+
+  async entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]> {
+    const r = await this.pool.query(`SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position > $2 ORDER BY position LIMIT $3`, [name, afterPosition, limit])
+    return r.rows.map(toEntry)
+  }
+
+  async cursor(name: string): Promise<number> {
+    const r = await this.pool.query(`SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`, [name])
+    return r.rowCount === 0 ? 0 : int(r.rows[0].position)
+  }
+
+  async setCursor(name: string, position: number): Promise<void> {
+    await this.pool.query(`INSERT INTO ${this.s}.projection_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position`, [name, position])
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end()
+  }
+}
+
+const toEntry = (row: { ordinal: string; position: string; time: string; digest: Buffer }): StoredEntry => ({
+  ordinal: int(row.ordinal),
+  position: int(row.position),
+  time: row.time,
+  digest: row.digest,
+})

@@ -1,0 +1,317 @@
+import type { Logger } from '../infra/log.ts'
+import { isKennelError } from '../infra/errors.ts'
+import type { EventStore, RecordedEvent, Subscription } from '../infra/eventstore/port.ts'
+import type { FollowedProjections } from './follow.ts'
+import { OUTBOX, type OutboxEntry } from './outbox.ts'
+import { ALL_EVENTS, MemoryDocuments, type DocumentTx, type Documents, type Projection } from './projection.ts'
+import type { EntryRow, ProjectionChanges, ReadModelStore } from './readmodels/port.ts'
+
+// The persistent projection runner. It follows the store from the lowest checkpoint, applies
+// each event to the in-memory documents of the projections that have not seen it yet, and cuts
+// a batch every `batchSize` events or when delivery pauses. A batch's changed documents, entries
+// and checkpoints go to the read-model store in one transaction: after a crash the stored
+// documents are exactly the effect of the events up to the stored checkpoint, so the restart
+// applies every later event once. Events raised by projections (outbox) are appended after the
+// commit with deterministic ids, so a repeat after a crash is absorbed by the idempotent append.
+
+export interface RunnerOptions {
+  store: EventStore
+  readModels: ReadModelStore
+  projections: readonly Projection[]
+  /** events per read-model transaction while catching up (default 2000) */
+  batchSize?: number
+  /** interval of `tick` for time-driven projections (default 1000 ms) */
+  tickMs?: number
+  log?: Logger
+  /** called after each commit with the position stored (progress bars) */
+  onCommit?: (position: number) => void
+  /** test hook: runs inside each batch after apply and before the commit */
+  beforeCommit?: (position: number) => void
+}
+
+export interface Lag {
+  /** events in the store after the runner's position */
+  events: number
+  /** age of the newest applied event when behind, 0 when caught up */
+  seconds: number
+}
+
+export interface ProjectionRunner extends FollowedProjections {
+  /** how far the read models are behind the store (metrics) */
+  lag(): Promise<Lag>
+  /** lag as of the last `lag()` call, for synchronous gauges */
+  readonly lastLag: Lag
+}
+
+class TrackingTx implements DocumentTx {
+  readonly dirty = new Map<string, [string, string]>()
+  constructor(readonly docs: MemoryDocuments) {}
+  get<T>(collection: string, id: string): T | undefined {
+    return this.docs.get<T>(collection, id)
+  }
+  values<T>(collection: string): Iterable<T> {
+    return this.docs.values<T>(collection)
+  }
+  put(collection: string, id: string, doc: unknown): void {
+    this.docs.put(collection, id, doc)
+    this.dirty.set(`${collection}\u0000${id}`, [collection, id])
+  }
+  delete(collection: string, id: string): void {
+    this.docs.delete(collection, id)
+    this.dirty.set(`${collection}\u0000${id}`, [collection, id])
+  }
+}
+
+interface State {
+  projection: Projection
+  all: boolean
+  types: ReadonlySet<string>
+  tx: TrackingTx
+  /** checkpoint stored in the read-model store (undefined: none) */
+  stored: number | undefined
+  /** position of the last event applied in memory */
+  applied: number
+  entries: EntryRow[]
+}
+
+export async function startProjectionRunner(options: RunnerOptions): Promise<ProjectionRunner> {
+  const runner = new Runner(options)
+  await runner.start()
+  return runner
+}
+
+class Runner implements ProjectionRunner {
+  private states: State[] = []
+  private sub: Subscription | undefined
+  private pos = 0
+  private lastTime: string | undefined
+  private pending = 0
+  private committed = 0
+  private chain: Promise<void> = Promise.resolve()
+  private flushScheduled = false
+  private stopping = false
+  private isCaughtUp = false
+  private restarting: Promise<void> | undefined
+  private ticker: NodeJS.Timeout | undefined
+  private readonly waiters = new Set<{ position: number; resolve: () => void }>()
+  private resolveCaughtUp!: () => void
+  private rejectCaughtUp!: (err: Error) => void
+  readonly caughtUp: Promise<void>
+  lastLag: Lag = { events: 0, seconds: 0 }
+  readonly docs: Documents
+
+  constructor(private readonly o: RunnerOptions) {
+    this.caughtUp = new Promise<void>((resolve, reject) => {
+      this.resolveCaughtUp = resolve
+      this.rejectCaughtUp = reject
+    })
+    this.caughtUp.catch(() => {})
+    const self = this
+    this.docs = {
+      get<T>(collection: string, id: string): T | undefined {
+        for (const s of self.states) {
+          const v = s.tx.get<T>(collection, id)
+          if (v !== undefined) return v
+        }
+        return undefined
+      },
+      *values<T>(collection: string): Iterable<T> {
+        for (const s of self.states) yield* s.tx.values<T>(collection)
+      },
+    }
+  }
+
+  get position(): number {
+    return this.pos
+  }
+
+  async start(): Promise<void> {
+    await this.load()
+    this.subscribe()
+    this.ticker = setInterval(() => this.tick(), this.o.tickMs ?? 1000)
+    this.ticker.unref()
+  }
+
+  /** (re)load every projection's stored documents and checkpoint; another version is reset */
+  private async load(): Promise<void> {
+    const states: State[] = []
+    for (const projection of this.o.projections) {
+      const docs = new MemoryDocuments()
+      let stored = await this.o.readModels.load(projection.name)
+      if (stored && stored.version !== projection.version) {
+        this.o.log?.info({ projection: projection.name, stored: stored.version, current: projection.version }, 'projection version changed; rebuilding')
+        await this.o.readModels.reset(projection.name)
+        stored = undefined
+      }
+      for (const [collection, id, doc] of stored?.docs ?? []) docs.put(collection, id, doc)
+      states.push({
+        projection,
+        all: projection.eventTypes.includes(ALL_EVENTS[0]!),
+        types: new Set(projection.eventTypes),
+        tx: new TrackingTx(docs),
+        stored: stored?.position,
+        applied: stored?.position ?? 0,
+        entries: [],
+      })
+    }
+    this.states = states
+    this.pos = states.length === 0 ? 0 : Math.min(...states.map((s) => s.applied))
+    this.committed = this.pos
+  }
+
+  private subscribe(): void {
+    this.sub = this.o.store.subscribe({
+      after: this.pos,
+      onEvent: (event) => this.onEvent(event),
+      onCaughtUp: () => {
+        void this.flush().then(() => {
+          this.isCaughtUp = true
+          this.resolveCaughtUp()
+        }, () => {})
+      },
+      onError: (err) => this.onError(err),
+    })
+  }
+
+  private onEvent(event: RecordedEvent): Promise<void> | void {
+    for (const s of this.states) {
+      if (event.position <= s.applied) continue
+      if (s.all || s.types.has(event.type)) {
+        const entry = s.projection.apply(s.tx, event)
+        if (entry) s.entries.push({ position: event.position, time: event.time, entry })
+      }
+      s.applied = event.position
+    }
+    this.pos = event.position
+    this.lastTime = event.time
+    if (++this.pending >= (this.o.batchSize ?? 2000)) return this.flush()
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => {
+        this.flushScheduled = false
+        void this.flush().catch(() => {})
+      })
+    }
+  }
+
+  private onError(err: Error): void {
+    if (this.stopping) return
+    if (isKennelError(err, 'KENNEL_ERR_WRONG_EXPECTED_REVISION')) {
+      this.o.log?.warn({ err: err.message }, 'read models were moved by another process; reloading')
+      void this.restart(0)
+      return
+    }
+    this.o.log?.error({ err }, 'projection runner failed; retrying')
+    if (!this.isCaughtUp && isKennelError(err, 'KENNEL_ERR_EVENTSTORE_CLOSED')) {
+      this.rejectCaughtUp(err)
+      return
+    }
+    void this.restart(1000)
+  }
+
+  private restart(delayMs: number): Promise<void> {
+    this.restarting ??= (async () => {
+      await this.sub?.stop()
+      await this.chain.catch(() => {})
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs))
+      if (this.stopping) return
+      await this.load()
+      this.pending = 0
+      this.committed = this.pos
+      this.subscribe()
+    })()
+      .catch((err: unknown) => this.o.log?.error({ err }, 'projection runner could not restart'))
+      .finally(() => (this.restarting = undefined))
+    return this.restarting
+  }
+
+  /** commit what has been applied so far; serialised with earlier flushes */
+  private flush(): Promise<void> {
+    const next = this.chain.then(() => this.commit())
+    this.chain = next.catch(() => {})
+    return next
+  }
+
+  private async commit(): Promise<void> {
+    const changes: ProjectionChanges[] = []
+    for (const s of this.states) {
+      if (s.applied === s.stored && s.tx.dirty.size === 0) continue
+      const puts: ProjectionChanges['puts'] = []
+      const deletes: ProjectionChanges['deletes'] = []
+      for (const [collection, id] of s.tx.dirty.values()) {
+        const doc = s.tx.docs.get(collection, id)
+        if (doc === undefined) deletes.push([collection, id])
+        else puts.push([collection, id, JSON.stringify(doc)])
+      }
+      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries })
+      s.tx.dirty.clear()
+      s.entries = []
+    }
+    this.pending = 0
+    const position = this.pos
+    if (changes.length > 0) {
+      this.o.beforeCommit?.(position)
+      await this.o.readModels.commit(changes)
+      for (const c of changes) {
+        const s = this.states.find((x) => x.projection.name === c.name)
+        if (s) s.stored = c.position
+      }
+      this.o.onCommit?.(position)
+    }
+    this.committed = Math.max(this.committed, position)
+    for (const w of this.waiters) if (w.position <= position) (this.waiters.delete(w), w.resolve())
+    await this.drainOutbox()
+  }
+
+  private async drainOutbox(): Promise<void> {
+    for (const s of this.states) {
+      for (const entry of [...s.tx.values<OutboxEntry>(OUTBOX)]) {
+        try {
+          await this.o.store.append(entry.stream, [entry.event])
+          s.tx.delete(OUTBOX, entry.event.id)
+        } catch (err) {
+          // kept in the outbox; the next commit retries it
+          this.o.log?.warn({ err, stream: entry.stream, id: entry.event.id }, 'could not append a projection event')
+          return
+        }
+      }
+    }
+  }
+
+  private tick(): void {
+    if (!this.isCaughtUp || this.stopping) return
+    const now = new Date()
+    let wrote = false
+    for (const s of this.states) {
+      if (!s.projection.tick) continue
+      s.projection.tick(s.tx, now)
+      wrote ||= s.tx.dirty.size > 0
+    }
+    if (wrote) void this.flush().catch((err: unknown) => this.o.log?.warn({ err }, 'tick commit failed'))
+  }
+
+  waitFor(target: number, timeoutMs = 5000): Promise<void> {
+    if (target <= this.committed) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const w = { position: target, resolve: () => (clearTimeout(timer), resolve()) }
+      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))), timeoutMs)
+      this.waiters.add(w)
+    })
+  }
+
+  async lag(): Promise<Lag> {
+    const head = await this.o.store.headPosition()
+    const events = Math.max(0, head - this.pos)
+    const seconds = events > 0 && this.lastTime ? Math.max(0, (Date.now() - Date.parse(this.lastTime)) / 1000) : 0
+    this.lastLag = { events, seconds }
+    return this.lastLag
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true
+    if (this.ticker) clearInterval(this.ticker)
+    await this.restarting
+    await this.sub?.stop()
+    await this.flush().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
+  }
+}

@@ -1,0 +1,129 @@
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { createAuditProjection } from '../../projections/audit/projection.ts'
+import { rebuildProjections } from '../../projections/rebuild.ts'
+import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
+import { startProjectionRunner } from '../../projections/runner.ts'
+import type { Projection } from '../../projections/projection.ts'
+import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic } from './helpers.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+t.test('given events in the store, when the runner starts, then the read model is built, stored and resumed from its checkpoint', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  await appendAll(store, traffic(500))
+  const runner = await startProjectionRunner({ store, readModels, projections: [deviceActivity], batchSize: 64 })
+  await runner.caughtUp
+  t.equal(runner.position, 500)
+  const total = [...runner.docs.values<{ count: number }>('activity')].reduce((n, d) => n + d.count, 0)
+  t.equal(total, 500, 'every event applied once')
+  await runner.stop()
+  t.equal((await readModels.load('device-activity'))?.position, 500, 'checkpoint stored')
+
+  await appendAll(store, traffic(100, 7))
+  const again = await startProjectionRunner({ store, readModels, projections: [deviceActivity] })
+  await again.caughtUp
+  t.equal([...again.docs.values<{ count: number }>('activity')].reduce((n, d) => n + d.count, 0), 600, 'resumed: the first 500 are not applied twice')
+  const { position } = await store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { deviceId: 'toy-1' } }])
+  await again.waitFor(position)
+  t.equal(again.docs.get<{ last: number }>('activity', 'toy-1')?.last, position, 'live events are applied; waitFor gives read-your-writes')
+  t.same(await again.lag(), { events: 0, seconds: 0 }, 'no lag when caught up')
+  await again.stop()
+})
+
+t.test('a stored read model of another version is rebuilt from zero', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  await appendAll(store, traffic(50))
+  const v1 = await startProjectionRunner({ store, readModels, projections: [deviceActivity] })
+  await v1.caughtUp
+  await v1.stop()
+  const v2: Projection = { ...deviceActivity, version: 2, apply: (tx, e) => tx.put('seen', e.id, true) }
+  const runner = await startProjectionRunner({ store, readModels, projections: [v2] })
+  await runner.caughtUp
+  t.equal([...runner.docs.values('activity')].length, 0, 'old documents are gone')
+  t.equal([...runner.docs.values('seen')].length, 50, 'every event applied by the new version')
+  await runner.stop()
+})
+
+t.test('rebuilding from zero gives the same read models as building incrementally', async (t) => {
+  const { store, readModels, dir } = await sandbox(t)
+  const { signer } = testKeys()
+  const projections = [deviceActivity, createAuditProjection({ signer, headEveryEvents: 50, headEverySeconds: 86400 })]
+  const runner = await startProjectionRunner({ store, readModels, projections, batchSize: 30 })
+  await runner.caughtUp
+  for (let i = 0; i < 5; i++) await appendAll(store, traffic(113, i + 1))
+  await runner.waitFor(await store.headPosition())
+  await runner.stop()
+  // the heads raised while running are events too; let the incremental model see all of them
+  const settle = await startProjectionRunner({ store, readModels, projections })
+  await settle.caughtUp
+  await settle.stop()
+
+  const fresh = openSqliteReadModels(path.join(dir, 'rebuilt.sqlite'))
+  t.teardown(() => fresh.close())
+  const progress: number[] = []
+  const result = await rebuildProjections({ store, readModels: fresh, projections, onProgress: (p) => progress.push(p) })
+  t.equal(result.head, await store.headPosition(), 'a rebuild raises no new heads: their ids already exist')
+  t.ok(progress.length > 0 && progress.at(-1) === result.head, 'progress reaches the head')
+  const names = projections.map((p) => p.name)
+  t.same(await dumpReadModels(fresh, names), await dumpReadModels(readModels, names))
+})
+
+interface ChildRun {
+  lines: string[]
+  signal: NodeJS.Signals | null
+}
+
+function runChild(url: string, file: string, key: string, killAt?: number, killAfterLines?: number): Promise<ChildRun> {
+  return new Promise((resolve, reject) => {
+    const args = ['--import', 'tsx', path.join(here, 'crash-child.ts'), url, file, key, ...(killAt !== undefined ? [String(killAt)] : [])]
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+    const lines: string[] = []
+    let buf = ''
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString()
+      const parts = buf.split('\n')
+      buf = parts.pop()!
+      lines.push(...parts)
+      if (killAfterLines !== undefined && lines.length >= killAfterLines) child.kill('SIGKILL')
+    })
+    child.on('error', reject)
+    child.on('exit', (_code, signal) => resolve({ lines, signal }))
+  })
+}
+
+t.test('a crash between applying and checkpointing neither applies an event twice nor skips one', async (t) => {
+  const { store, readModels, url, readModelFile, dir } = await sandbox(t)
+  await readModels.close()
+  const { privateKeyPem } = testKeys()
+  const key = Buffer.from(privateKeyPem).toString('base64')
+  await appendAll(store, traffic(3000))
+
+  // killed inside the 5th, then the 9th batch of each run (after apply, before commit), then at
+  // an arbitrary moment by the parent
+  for (const killAt of [5, 9]) {
+    const run = await runChild(url, readModelFile, key, killAt)
+    t.equal(run.signal, 'SIGKILL', `killed in batch ${killAt}`)
+    t.notOk(run.lines.includes('caught-up'))
+  }
+  const killed = await runChild(url, readModelFile, key, undefined, 20)
+  t.ok(killed.signal === 'SIGKILL' || killed.lines.includes('caught-up'), 'killed mid-run by the parent')
+  await appendAll(store, traffic(500, 3))
+  for (let i = 0; i < 3; i++) t.ok((await runChild(url, readModelFile, key)).lines.includes('caught-up'), 'restart catches up')
+
+  const after = openSqliteReadModels(readModelFile)
+  t.teardown(() => after.close())
+  const fresh = openSqliteReadModels(path.join(dir, 'rebuilt.sqlite'))
+  t.teardown(() => fresh.close())
+  const { signerFromPem } = await import('../../projections/audit/keys.ts')
+  const projections = [deviceActivity, createAuditProjection({ signer: signerFromPem(privateKeyPem), headEveryEvents: 64, headEverySeconds: 86400 })]
+  const rebuilt = await rebuildProjections({ store, readModels: fresh, projections })
+  t.equal((await after.load('audit'))?.position, rebuilt.head, 'the restarted runner reached the head')
+  const names = projections.map((p) => p.name)
+  t.same(await dumpReadModels(after, names), await dumpReadModels(fresh, names), 'the restarted read model equals a rebuild')
+  const activity = await after.load('device-activity')
+  const counted = activity!.docs.reduce((n, [, , d]) => n + (d as { count: number }).count, 0)
+  t.equal(counted, 3500, 'each of the 3500 device events counted exactly once')
+})
