@@ -1,0 +1,59 @@
+// Events of the accounts context, in `account-{accountId}` (docs/EVENTS.md). Refusals without a
+// known account (unknown e-mail, rate limits) go to `security-{yyyy-mm-dd}`.
+
+export type Role = 'ops' | 'auditor'
+export const roles: readonly Role[] = ['ops', 'auditor']
+
+export interface AccountCreated {
+  type: 'AccountCreated'
+  data: {
+    accountId: string
+    /** HMAC-SHA256 of the normalised e-mail under a key derived from the master key: a lookup, not the address */
+    emailHash: string
+    /** the e-mail sealed with the account's own key (R12: erasing that key shreds it) */
+    emailSealed: string
+    /** argon2id (R15) */
+    passwordHash: string
+    createdAt: string
+  }
+}
+
+export interface RoleGranted {
+  type: 'RoleGranted'
+  data: { accountId: string; role: Role; grantedAt: string }
+}
+
+export interface SessionStarted {
+  type: 'SessionStarted'
+  data: {
+    accountId: string
+    /** the token's public id (credential `token:{sessionId}`) */
+    sessionId: string
+    /** SHA-256 of the bearer token; the token itself is never stored */
+    tokenHash: string
+    expiresAt: string
+  }
+}
+
+export interface SessionEnded {
+  type: 'SessionEnded'
+  data: { accountId: string; sessionId: string; reason: 'logout' }
+}
+
+export type LoginFailedReason = 'wrong-password' | 'unknown-account' | 'rate-limited'
+
+export interface LoginFailed {
+  type: 'LoginFailed'
+  data: { accountId?: string; emailHash: string; reason: LoginFailedReason; ip: string }
+}
+
+/** an ops or auditor read: privileged reads are events too (R4) */
+export interface PrivilegedRouteUsed {
+  type: 'PrivilegedRouteUsed'
+  data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
+}
+
+export type AccountEvent = AccountCreated | RoleGranted | SessionStarted | SessionEnded | LoginFailed | PrivilegedRouteUsed
+
+export const accountStream = (accountId: string): string => `account-${accountId}`
+export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`

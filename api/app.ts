@@ -1,0 +1,139 @@
+import { randomUUID } from 'node:crypto'
+import path from 'node:path'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import swagger from '@fastify/swagger'
+import type { Redis } from 'ioredis'
+import type { Config } from '../infra/config.ts'
+import type { BlobStore } from '../infra/blobstore/port.ts'
+import { LocalBlobStore } from '../infra/blobstore/local.ts'
+import { KeyRing } from '../infra/blobstore/keys.ts'
+import type { EventStore } from '../infra/eventstore/port.ts'
+import { followProjections } from '../projections/follow.ts'
+import { devicesProjection } from '../devices/registry.ts'
+import type { DeviceCa } from '../devices/ca.ts'
+import { LoginLimiter } from './accounts/login-limiter.ts'
+import { EmailProtector } from './accounts/personal-data.ts'
+import { accountsProjection } from './accounts/projection.ts'
+import { accountRoutes } from './accounts/routes.ts'
+import { auditRoutes, type AuditPort } from './audit/routes.ts'
+import { blobRoutes } from './blobs/routes.ts'
+import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
+import { DeviceLimiter } from './guard/device-limiter.ts'
+import { OncePerBlock } from './guard/refusal-events.ts'
+import { householdsProjection } from './households/projection.ts'
+import { householdRoutes } from './households/routes.ts'
+import { ApiMetrics } from './metrics.ts'
+import { opsRoutes } from './ops/routes.ts'
+import { registerErrorHandling } from './plugins/errors.ts'
+import { registerSecurityHeaders } from './plugins/security-headers.ts'
+import { publicRoutes } from './public/routes.ts'
+import { deviceRoutes } from './recordings/device-routes.ts'
+import { recordingsProjection } from './recordings/projection.ts'
+import { recordingRoutes } from './recordings/routes.ts'
+
+// buildApi: the whole REST API as a Fastify instance that does not listen (STYLE §1); tests use
+// app.inject(), api/listen.ts puts it on HTTPS. The read models it answers from are followed
+// in memory from the event store.
+
+export interface ApiDeps {
+  config: Config
+  store: EventStore
+  /** the master key (infra/blobstore/keys.ts loadMasterKey) */
+  masterKey: Buffer
+  /** the device CA, for claims and renewals */
+  ca: DeviceCa
+  notifyDevice: NotifyDevice
+  /** default: the embedded encrypted store in <dataDir>/blobs */
+  blobs?: BlobStore
+  /** audit verification and breach reports (projections/); 503 without */
+  audit?: AuditPort
+  /** rate-limit store; default in memory */
+  redis?: Redis
+  now?: () => Date
+  logger?: FastifyServerOptions['loggerInstance'] | boolean
+  /** argon2id cost; default 64 MiB, 3 passes */
+  passwordHashing?: PasswordHashing
+  metrics?: ApiMetrics
+}
+
+export const JSON_BODY_LIMIT = 64 * 1024
+
+export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
+  const { config } = deps
+  const now = deps.now ?? (() => new Date())
+  const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, now })
+  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  await followed.caughtUp
+
+  const ctx: ApiContext = {
+    config,
+    store: deps.store,
+    blobs,
+    notifyDevice: deps.notifyDevice,
+    ca: deps.ca,
+    now,
+    docs: followed.docs,
+    async append(stream, events, expectedRevision = 'any') {
+      const result = await deps.store.append(stream, events, { expectedRevision })
+      await followed.waitFor(result.position)
+      return result
+    },
+    async catchUp() {
+      await followed.waitFor(await deps.store.headPosition())
+    },
+    emails: new EmailProtector(deps.masterKey, new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')),
+    loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
+    refusals: new OncePerBlock(),
+    metrics: deps.metrics ?? new ApiMetrics(),
+    passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },
+    redis: deps.redis,
+  }
+
+  const logger = deps.logger ?? false
+  const app = Fastify({
+    ...(typeof logger === 'boolean' ? { logger } : { loggerInstance: logger }),
+    bodyLimit: JSON_BODY_LIMIT,
+    genReqId: () => randomUUID(),
+    trustProxy: false,
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 200 },
+    // reject unknown properties instead of silently dropping them; no type coercion of bodies
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  })
+  app.decorateRequest('account', null)
+  app.decorateRequest('device', null)
+  registerErrorHandling(app)
+  registerSecurityHeaders(app)
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched'
+    ctx.metrics.requests.inc({ route, status: String(reply.statusCode) })
+    ctx.metrics.duration.observe({ route }, reply.elapsedTime / 1000)
+  })
+  app.addHook('onClose', async () => {
+    await followed.stop()
+    if (!deps.blobs) await blobs.close()
+  })
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'kennel API', version: '1', description: 'Parents (bearer token), toys (client certificate), ops and auditors (roles). Errors: {"error":{"code":"KENNEL_ERR_…","message"}}.' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer' },
+          deviceCertificate: { type: 'mutualTLS' as 'http', scheme: 'mutualTLS' },
+        },
+      },
+    },
+  })
+  await app.register(publicRoutes, { config, startedAt: now() })
+  await app.register(accountRoutes, { ctx })
+  await app.register(householdRoutes, { ctx })
+  await app.register(recordingRoutes, { ctx })
+  await app.register(deviceRoutes, { ctx })
+  await app.register(opsRoutes, { ctx })
+  await app.register(auditRoutes, { ctx, audit: deps.audit })
+  if (blobs instanceof LocalBlobStore) await app.register(blobRoutes, { blobs })
+  return app
+}

@@ -1,0 +1,42 @@
+import type { Redis } from 'ioredis'
+import type { Config } from '../infra/config.ts'
+import type { BlobStore } from '../infra/blobstore/port.ts'
+import type { AppendResult, EventStore, ExpectedRevision, NewEvent } from '../infra/eventstore/port.ts'
+import type { Documents } from '../projections/projection.ts'
+import type { EmailProtector } from './accounts/personal-data.ts'
+import type { LoginLimiter } from './accounts/login-limiter.ts'
+import type { DeviceLimiter } from './guard/device-limiter.ts'
+import type { OncePerBlock } from './guard/refusal-events.ts'
+import type { ApiMetrics } from './metrics.ts'
+
+/** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
+export type NotifyDevice = (deviceId: string, subtopic: string, payload: Record<string, unknown>) => void | Promise<void>
+
+export interface PasswordHashing {
+  memoryCost: number
+  timeCost: number
+  parallelism: number
+}
+
+/** what every route plugin receives: the dependencies plus the read models and guards */
+export interface ApiContext {
+  config: Config
+  store: EventStore
+  blobs: BlobStore
+  notifyDevice: NotifyDevice
+  /** the device CA (devices/ca.ts), for claims, renewals and revocations */
+  ca: unknown
+  now(): Date
+  docs: Documents
+  /** append, then wait until the read models have applied it (read-your-writes) */
+  append(stream: string, events: readonly NewEvent[], expectedRevision?: ExpectedRevision): Promise<AppendResult>
+  /** wait until the read models have applied everything up to the store's head */
+  catchUp(): Promise<void>
+  emails: EmailProtector
+  loginLimiter: LoginLimiter
+  deviceLimiter: DeviceLimiter
+  refusals: OncePerBlock
+  metrics: ApiMetrics
+  passwordHashing: PasswordHashing
+  redis: Redis | undefined
+}

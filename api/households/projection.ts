@@ -1,0 +1,46 @@
+import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
+import type { DeviceClaimed } from '../../devices/events.ts'
+import type { HouseholdEvent } from './events.ts'
+
+// Households, their members and their paired toys (R4: a parent sees only their own household).
+
+export interface HouseholdDoc {
+  householdId: string
+  members: string[]
+  deviceIds: string[]
+  createdAt: string
+}
+
+const HOUSEHOLDS = 'api.households'
+
+export const householdsProjection: Projection = {
+  name: 'api-households',
+  version: 1,
+  eventTypes: ['HouseholdCreated', 'DeviceClaimed'],
+  apply(tx: DocumentTx, recorded: RecordedEvent) {
+    const event = { type: recorded.type, data: recorded.data } as HouseholdEvent | DeviceClaimed
+    switch (event.type) {
+      case 'HouseholdCreated': {
+        const { householdId, ownerAccountId, createdAt } = event.data
+        tx.put(HOUSEHOLDS, householdId, { householdId, members: [ownerAccountId], deviceIds: [], createdAt } satisfies HouseholdDoc)
+        return
+      }
+      case 'DeviceClaimed': {
+        const h = tx.get<HouseholdDoc>(HOUSEHOLDS, event.data.householdId)
+        if (h && !h.deviceIds.includes(event.data.deviceId)) tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: [...h.deviceIds, event.data.deviceId] })
+        return
+      }
+      default: {
+        const _: never = event
+        return _
+      }
+    }
+  },
+}
+
+export const householdById = (docs: Documents, householdId: string): HouseholdDoc | undefined => docs.get<HouseholdDoc>(HOUSEHOLDS, householdId)
+
+export function householdsOf(docs: Documents, accountId: string): HouseholdDoc[] {
+  return [...docs.values<HouseholdDoc>(HOUSEHOLDS)].filter((h) => h.members.includes(accountId))
+}

@@ -1,0 +1,70 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import { claimDevice } from '../../devices/enroll.ts'
+import type { DeviceCa } from '../../devices/ca.ts'
+import { deviceView } from '../../devices/registry.ts'
+import type { ApiContext } from '../context.ts'
+import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
+import { errorResponses, uuidParam } from '../schemas.ts'
+import { memberHousehold } from './access.ts'
+import { householdStream, type HouseholdCreated } from './events.ts'
+import { householdsOf } from './projection.ts'
+
+const deviceSummary = {
+  type: 'object',
+  properties: { deviceId: { type: 'string' }, status: { type: 'string' }, claimedAt: { type: 'string' } },
+} as const
+
+export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
+  const { ctx } = opts
+  app.addHook('preHandler', authenticateAccount(ctx))
+  const security = [{ bearer: [] }]
+
+  app.post('/v1/households', {
+    schema: { tags: ['households'], summary: 'create a household owned by the caller', security, response: { 201: { type: 'object', properties: { householdId: { type: 'string' } } }, ...errorResponses } },
+  }, async (req, reply) => {
+    const p = principal(req)
+    const householdId = randomUUID()
+    const event: HouseholdCreated = { type: 'HouseholdCreated', data: { householdId, ownerAccountId: p.accountId, createdAt: ctx.now().toISOString() } }
+    await ctx.append(householdStream(householdId), [{ ...event, metadata: accountMetadata(req) }], 'no_stream')
+    return reply.status(201).send({ householdId })
+  })
+
+  app.get('/v1/households', {
+    schema: { tags: ['households'], summary: "the caller's households", security, response: { 200: { type: 'object', properties: { households: { type: 'array', items: { type: 'object', properties: { householdId: { type: 'string' }, deviceIds: { type: 'array', items: { type: 'string' } } } } } } }, ...errorResponses } },
+  }, async (req) => ({ households: householdsOf(ctx.docs, principal(req).accountId) }))
+
+  app.post<{ Params: { householdId: string }; Body: { claimCode: string } }>('/v1/households/:householdId/devices', {
+    schema: {
+      tags: ['households'],
+      summary: "pair a toy with its claim code (printed at enrolment)",
+      security,
+      params: uuidParam('householdId'),
+      body: { type: 'object', additionalProperties: false, required: ['claimCode'], properties: { claimCode: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._ -]+$' } } },
+      response: { 201: { type: 'object', properties: { deviceId: { type: 'string' } } }, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const p = principal(req)
+    const h = memberHousehold(ctx.docs, p.accountId, req.params.householdId)
+    const meta = accountMetadata(req)
+    const { deviceId } = await claimDevice(
+      { store: ctx.store, ca: ctx.ca as DeviceCa, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now() },
+      req.body.claimCode,
+      h.householdId,
+    )
+    await ctx.catchUp()
+    return reply.status(201).send({ deviceId })
+  })
+
+  app.get<{ Params: { householdId: string } }>('/v1/households/:householdId/devices', {
+    schema: { tags: ['households'], summary: "the household's toys", security, params: uuidParam('householdId'), response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSummary } } }, ...errorResponses } },
+  }, async (req) => {
+    const h = memberHousehold(ctx.docs, principal(req).accountId, req.params.householdId)
+    return {
+      devices: h.deviceIds.map((deviceId) => {
+        const v = deviceView(ctx.docs, deviceId)
+        return { deviceId, status: v?.status ?? 'unknown', claimedAt: v?.claimedAt }
+      }),
+    }
+  })
+}

@@ -1,0 +1,126 @@
+import http from 'node:http'
+import https from 'node:https'
+import type { AddressInfo, Socket } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { register as defaultRegistry, Registry } from 'prom-client'
+import type { Config } from '../infra/config.ts'
+import type { EventStore } from '../infra/eventstore/port.ts'
+import type { Logger } from '../infra/log.ts'
+import { securityStream } from './accounts/events.ts'
+import { Denylist } from './guard/denylist.ts'
+import type { ConnectionDenylisted } from './guard/events.ts'
+import { OncePerBlock } from './guard/refusal-events.ts'
+import type { ApiMetrics } from './metrics.ts'
+
+// Puts a built API on HTTPS (R2, R9, R18) and /metrics on loopback. Parents connect without a
+// certificate and toys with theirs, so the server requests one but does not reject the handshake;
+// device routes read the verdict (api/plugins/device-auth.ts).
+
+export interface ListenOptions {
+  config: Config
+  tls: { cert: string; key: string }
+  /** DeviceCa.trustedPem: the CAs a device certificate may chain to */
+  trustedCaPem: string
+  store: EventStore
+  metrics: ApiMetrics
+  log?: Logger
+}
+
+export interface ListeningApi {
+  port: number
+  server: https.Server
+  /** swap the server certificate or the trusted CAs without a restart (rollover, R18) */
+  reloadTls(tls: { cert: string; key: string }, trustedCaPem: string): void
+  close(): Promise<void>
+}
+
+const DENYLIST_EVENT_BLOCK_MS = 60_000
+
+export function tlsOptions(config: Config, tls: { cert: string; key: string }, trustedCaPem: string): https.ServerOptions {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    ca: trustedCaPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: config.tlsMinVersion,
+    ciphers: config.tlsCiphers,
+    ecdhCurve: config.tlsCurves,
+    honorCipherOrder: true,
+  }
+}
+
+export async function listenApi(app: FastifyInstance, opts: ListenOptions): Promise<ListeningApi> {
+  const { config } = opts
+  await app.ready()
+  const server = https.createServer(
+    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), handshakeTimeout: 10_000, noDelay: true, keepAlive: true },
+    (req, res) => app.routing(req, res),
+  )
+  server.headersTimeout = 15_000
+  server.requestTimeout = 60_000
+  server.keepAliveTimeout = 30_000
+  const denylist = new Denylist(config.denylist)
+  const once = new OncePerBlock()
+  const hits = new Map<string, number>()
+  // 'connection' fires on TCP accept, before the TLS handshake (R9)
+  server.on('connection', (socket: Socket) => {
+    const cidr = denylist.match(socket.remoteAddress)
+    if (!cidr) return
+    socket.destroy()
+    opts.metrics.denylistHits.inc()
+    const ip = socket.remoteAddress ?? 'unknown'
+    const count = (hits.get(ip) ?? 0) + 1
+    hits.set(ip, count)
+    if (!once.shouldRecord(ip, Date.now(), DENYLIST_EVENT_BLOCK_MS)) return
+    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { ip, listener: 'api', cidr, count } }
+    opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).catch((err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'))
+  })
+  server.on('tlsClientError', (err) => opts.log?.debug({ err: err.message }, 'TLS handshake failed'))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(config.apiPort, config.host, () => (server.off('error', reject), resolve()))
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    server,
+    reloadTls(tls, trustedCaPem) {
+      server.setSecureContext(tlsOptions(config, tls, trustedCaPem))
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeIdleConnections()
+      })
+      await app.close()
+    },
+  }
+}
+
+export interface ListeningMetrics {
+  port: number
+  close(): Promise<void>
+}
+
+/** Prometheus /metrics, always on 127.0.0.1 (R11): the API's registry plus the process default. */
+export async function listenMetrics(port: number, registries: Registry[] = []): Promise<ListeningMetrics> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"KENNEL_ERR_NOT_FOUND","message":"only GET /metrics"}}')
+      return
+    }
+    const merged = Registry.merge([defaultRegistry, ...registries])
+    merged.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': merged.contentType }).end(text),
+      () => res.writeHead(500).end(),
+    )
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', () => (server.off('error', reject), resolve()))
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  }
+}

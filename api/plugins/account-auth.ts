@@ -1,0 +1,59 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { KennelError } from '../../infra/errors.ts'
+import type { Role } from '../accounts/events.ts'
+import { accountById, sessionByTokenHash } from '../accounts/projection.ts'
+import { isTokenShaped, tokenHash } from '../accounts/tokens.ts'
+import type { ApiContext } from '../context.ts'
+
+// Parents, ops and auditors authenticate with a bearer session token (R4). These preHandlers are
+// the only way account policy enters the routes (STYLE §6).
+
+export interface AccountPrincipal {
+  accountId: string
+  sessionId: string
+  roles: readonly Role[]
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    account: AccountPrincipal | null
+  }
+}
+
+export function authenticateAccount(ctx: ApiContext) {
+  return async function authenticate(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
+    const header = req.headers.authorization ?? ''
+    const match = /^Bearer ([^\s]+)$/.exec(header)
+    if (!match) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'this route needs "Authorization: Bearer <token>" from POST /v1/sessions')
+    const token = match[1]!
+    const session = isTokenShaped(token) ? sessionByTokenHash(ctx.docs, tokenHash(token)) : undefined
+    if (!session || session.ended) {
+      ctx.metrics.authFailures.inc({ kind: 'token' })
+      throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
+    }
+    if (Date.parse(session.expiresAt) <= ctx.now().getTime()) {
+      ctx.metrics.authFailures.inc({ kind: 'token-expired' })
+      throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session has expired; log in again')
+    }
+    const account = accountById(ctx.docs, session.accountId)
+    if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
+    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles }
+  }
+}
+
+export function requireRole(role: Role) {
+  return async function authorizeRole(req: FastifyRequest): Promise<void> {
+    if (!req.account?.roles.includes(role)) throw new KennelError('KENNEL_ERR_FORBIDDEN', `this route needs the ${role} role`)
+  }
+}
+
+export function principal(req: FastifyRequest): AccountPrincipal {
+  if (!req.account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'not authenticated')
+  return req.account
+}
+
+/** event metadata for an authenticated account's action (docs/EVENTS.md) */
+export function accountMetadata(req: FastifyRequest): Record<string, string> {
+  const p = principal(req)
+  return { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, sourceIp: req.ip, correlationId: req.id }
+}

@@ -1,0 +1,73 @@
+import type { TLSSocket } from 'node:tls'
+import type { FastifyRequest } from 'fastify'
+import { KennelError } from '../../infra/errors.ts'
+import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
+import { securityStream } from '../accounts/events.ts'
+import type { ApiContext } from '../context.ts'
+import type { DeviceAuthRefused, RateLimitExceeded } from '../guard/events.ts'
+
+// Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
+// per certificate (R6). The listener asks for a certificate but does not reject the handshake
+// (parents have none), so the chain verdict is read here from the TLS socket (FIELD-NOTES: TLS),
+// and the event history decides revocation and supersession.
+
+export interface DevicePrincipal {
+  deviceId: string
+  serial: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    device: DevicePrincipal | null
+  }
+}
+
+const REFUSAL_EVENT_BLOCK_MS = 60_000
+
+export function authenticateDevice(ctx: ApiContext) {
+  async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, deviceId?: string, serial?: string): Promise<never> {
+    ctx.metrics.authFailures.inc({ kind: `device-${reason}` })
+    if (ctx.refusals.shouldRecord(`device-auth:${serial ?? req.ip}:${reason}`, ctx.now().getTime(), REFUSAL_EVENT_BLOCK_MS)) {
+      const event: DeviceAuthRefused = { type: 'DeviceAuthRefused', data: { reason, ip: req.ip, route: req.routeOptions.url ?? '', ...(deviceId ? { deviceId } : {}), ...(serial ? { serial } : {}) } }
+      await ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata: { actor: deviceId ? `device:${deviceId}` : 'anonymous', ...(serial ? { credential: `cert:${serial}` } : {}), sourceIp: req.ip } }])
+    }
+    throw new KennelError(code, message)
+  }
+
+  return async function deviceAuth(req: FastifyRequest): Promise<void> {
+    const socket = req.raw.socket as Partial<TLSSocket>
+    if (!socket.encrypted || typeof socket.getPeerCertificate !== 'function') return refuse(req, 'no-tls', 'KENNEL_ERR_CERT_INVALID', 'device routes need HTTPS with the toy\'s client certificate')
+    const cert = socket.getPeerCertificate()
+    if (!cert || !cert.subject) return refuse(req, 'no-certificate', 'KENNEL_ERR_CERT_INVALID', 'no client certificate was presented')
+    const deviceId = typeof cert.subject.CN === 'string' ? cert.subject.CN : undefined
+    const serial = typeof cert.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : undefined
+    if (!socket.authorized || !deviceId || !serial) {
+      return refuse(req, `untrusted:${String(socket.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(socket.authorizationError ?? 'no subject')})`)
+    }
+    const verdict = checkCertificate(ctx.docs, deviceId, serial, ctx.now())
+    if (!verdict.ok) {
+      const revoked = verdict.reason === 'device-revoked' || verdict.reason === 'certificate-revoked'
+      return refuse(req, verdict.reason, verdict.reason === 'device-revoked' ? 'KENNEL_ERR_DEVICE_REVOKED' : revoked ? 'KENNEL_ERR_CERT_REVOKED' : 'KENNEL_ERR_CERT_INVALID', `the client certificate is not accepted: ${verdict.reason}`, deviceId, serial)
+    }
+    const refusal = await ctx.deviceLimiter.consume(serial)
+    if (refusal) {
+      ctx.metrics.rateLimited.inc({ limit: 'device-api' })
+      if (ctx.refusals.shouldRecord(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), refusal.retryAfterSeconds * 1000)) {
+        const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds } }
+        await ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata: { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip } }])
+      }
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`, { retryAfterSeconds: refusal.retryAfterSeconds })
+    }
+    req.device = { deviceId, serial }
+  }
+}
+
+export function devicePrincipal(req: FastifyRequest): DevicePrincipal {
+  if (!req.device) throw new KennelError('KENNEL_ERR_CERT_INVALID', 'no device certificate')
+  return req.device
+}
+
+export function deviceMetadata(req: FastifyRequest): Record<string, string> {
+  const d = devicePrincipal(req)
+  return { actor: `device:${d.deviceId}`, credential: `cert:${d.serial}`, sourceIp: req.ip, correlationId: req.id }
+}

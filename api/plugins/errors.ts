@@ -1,0 +1,42 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import { KennelError, type ErrorCode } from '../../infra/errors.ts'
+
+// The one error format (STYLE §7): {"error":{"code":"KENNEL_ERR_...","message":"..."}} with the
+// catalogue's status. Fastify's own errors are mapped to catalogue codes; anything unexpected is
+// logged and answered as KENNEL_ERR_INTERNAL without details.
+
+const fastifyCodes: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'KENNEL_ERR_PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'KENNEL_ERR_VALIDATION',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'KENNEL_ERR_VALIDATION',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'KENNEL_ERR_VALIDATION',
+  FST_ERR_VALIDATION: 'KENNEL_ERR_VALIDATION',
+}
+
+export function toKennelError(err: FastifyError | Error): KennelError {
+  if (err instanceof KennelError) return err
+  const fe = err as FastifyError
+  if (fe.validation) return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
+  const mapped = fe.code ? fastifyCodes[fe.code] : undefined
+  if (mapped) return new KennelError(mapped, fe.message)
+  if (err instanceof SyntaxError || (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)) {
+    return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
+  }
+  return new KennelError('KENNEL_ERR_INTERNAL', 'internal error')
+}
+
+export function registerErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((err, req, reply) => {
+    const ke = toKennelError(err as FastifyError)
+    if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
+    const retryAfter = ke.details?.retryAfterSeconds
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
+    if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
+    return reply.status(ke.httpStatus).send(ke.toJSON())
+  })
+  app.setNotFoundHandler((req, reply) => {
+    const ke = new KennelError('KENNEL_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`)
+    return reply.status(404).send(ke.toJSON())
+  })
+}

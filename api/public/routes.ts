@@ -1,0 +1,23 @@
+import type { FastifyInstance } from 'fastify'
+import type { Config } from '../../infra/config.ts'
+
+// Public routes: nothing here returns user data (R13).
+
+/** RFC 9116 security.txt (R10): Contact and Expires are required, Expires at most a year ahead. */
+export function securityTxt(config: Pick<Config, 'securityContact' | 'securityTxtExpires'>, canonical: string, startedAt: Date): string {
+  const expires = new Date(startedAt.getTime() + config.securityTxtExpires * 86_400_000)
+  return [`Contact: ${config.securityContact}`, `Expires: ${expires.toISOString().replace(/\.\d{3}Z$/, 'Z')}`, 'Preferred-Languages: en', `Canonical: ${canonical}`, ''].join('\n')
+}
+
+export async function publicRoutes(app: FastifyInstance, opts: { config: Config; startedAt: Date }): Promise<void> {
+  const { config, startedAt } = opts
+  app.get('/healthz', { schema: { tags: ['public'], summary: 'liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }))
+
+  app.get('/.well-known/security.txt', { schema: { tags: ['public'], summary: 'RFC 9116 security contact (R10)' } }, async (req, reply) => {
+    const canonical = `https://${req.host}/.well-known/security.txt`
+    return reply.type('text/plain; charset=utf-8').header('cache-control', 'public, max-age=86400').send(securityTxt(config, canonical, startedAt))
+  })
+
+  app.get('/docs', { schema: { hide: true } }, async () => app.swagger())
+  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger())
+}

@@ -1,0 +1,39 @@
+// Events of the recordings context, in `recording-{recordingId}` (docs/EVENTS.md). Every URL
+// issuance names who (metadata actor/credential), which recording and until when (R5).
+
+export type RecordingDirection = 'to-device' | 'from-device'
+
+export interface RecordingCreated {
+  type: 'RecordingCreated'
+  data: {
+    recordingId: string
+    householdId: string
+    deviceId: string
+    direction: RecordingDirection
+    contentType: string
+    bytes: number
+    /** random, ≥ 128 bits (R13); never returned by the API */
+    objectKey: string
+    createdAt: string
+  }
+}
+
+export interface UploadUrlIssued {
+  type: 'UploadUrlIssued'
+  data: { recordingId: string; householdId: string; deviceId: string; until: string }
+}
+
+export interface DownloadUrlIssued {
+  type: 'DownloadUrlIssued'
+  data: { recordingId: string; householdId: string; deviceId: string; until: string }
+}
+
+/** appended only after the object was confirmed to exist with the declared size */
+export interface RecordingStored {
+  type: 'RecordingStored'
+  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; storedAt: string }
+}
+
+export type RecordingEvent = RecordingCreated | UploadUrlIssued | DownloadUrlIssued | RecordingStored
+
+export const recordingStream = (recordingId: string): string => `recording-${recordingId}`

@@ -1,0 +1,46 @@
+import { randomBytes } from 'node:crypto'
+
+// The blob-store port (R5, R12, R13): objects are written and read only through presigned URLs
+// that expire and are bound to one object and one method. Two adapters, one contract suite
+// (test/infra/blobstore/contract.ts): the embedded encrypted store (local.ts) and S3 (s3.ts).
+
+export type BlobMethod = 'PUT' | 'GET'
+
+export interface PresignRequest {
+  method: BlobMethod
+  key: string
+  ttlSeconds: number
+  /** whose data key encrypts the object (embedded store) */
+  householdId: string
+  /** PUT: the content type the upload must carry */
+  contentType?: string
+  /** PUT: the exact size the upload must have */
+  bytes?: number
+}
+
+export interface PresignedUrl {
+  method: BlobMethod
+  /** absolute for S3; for the embedded store a path the API serves (`/v1/blobs/...`) */
+  url: string
+  /** headers the client must send with the request (they are part of the signature) */
+  headers: Record<string, string>
+  expiresAt: string
+}
+
+export interface BlobStat {
+  size: number
+}
+
+export interface BlobStore {
+  readonly kind: 'local' | 's3'
+  presign(request: PresignRequest): Promise<PresignedUrl>
+  stat(key: string): Promise<BlobStat | undefined>
+  close(): Promise<void>
+}
+
+/** 160 random bits, hex: never guessable, but never the only protection either (R13). */
+export function newObjectKey(): string {
+  return `rec-${randomBytes(20).toString('hex')}`
+}
+
+export const OBJECT_KEY_PATTERN = '^rec-[0-9a-f]{40}$'
