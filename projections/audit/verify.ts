@@ -11,7 +11,7 @@ import { AUDIT_PROJECTION } from './projection.ts'
 // position exactly (an edit, a deletion, an insertion or a swap); without them the break is
 // located between the last good head and the first bad one.
 
-export type BreakKind = 'edited' | 'deleted' | 'inserted' | 'truncated' | 'head-mismatch' | 'head-signature'
+export type BreakKind = 'edited' | 'reordered' | 'deleted' | 'inserted' | 'truncated' | 'head-mismatch' | 'head-signature'
 
 export interface AuditBreak {
   kind: BreakKind
@@ -54,7 +54,6 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
   const range = new CompactRange()
   const leaves = o.readModels ? new EntryCursor(o.readModels) : undefined
   let lastGood = { size: 0, position: 0 }
-  const positions: number[] = [] // positions of the events after the last good head, for locating a head mismatch
   let after = 0
   const batch = o.batchSize ?? 5000
   for (;;) {
@@ -65,16 +64,15 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
       const stored = leaves ? await leaves.next() : undefined
       if (leaves && stored === undefined) leaves.exhausted = true
       if (stored) {
-        const brk = compareLeaf(stored, event, leaf, index)
+        const brk = await compareLeaf(o.readModels!, stored, event, leaf, index)
         if (brk) return { ...result, ok: false, events: index, firstBreak: brk }
         result.leavesCompared++
       }
       range.push(leaf)
-      positions.push(event.position)
       for (const h of bySize.get(range.size) ?? []) {
         result.headsChecked++
         if (!range.root().equals(Buffer.from(h.head.root, 'hex'))) {
-          const first = positions[0] ?? event.position
+          const first = lastGood.position + 1
           return {
             ...result,
             ok: false,
@@ -83,7 +81,7 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
               kind: 'head-mismatch',
               position: first,
               index: lastGood.size,
-              message: `the events up to position ${event.position} do not match the signed head of size ${h.head.size} (head at position ${h.position}); the last matching head has size ${lastGood.size}, so the first altered event is at or after position ${first}`,
+              message: `the events up to position ${event.position} do not match the signed head of size ${h.head.size} (head at position ${h.position}); the last matching head has size ${lastGood.size}, so the first alteration is at or after position ${first}`,
             },
           }
         }
@@ -91,7 +89,6 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
       if (bySize.has(range.size)) {
         lastGood = { size: range.size, position: event.position }
         result.signedSize = range.size
-        positions.length = 0
       }
     }
     result.events = range.size
@@ -112,10 +109,14 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
   return result
 }
 
-function compareLeaf(stored: StoredEntry, event: RecordedEvent, leaf: Buffer, index: number): AuditBreak | undefined {
+async function compareLeaf(readModels: ReadModelStore, stored: StoredEntry, event: RecordedEvent, leaf: Buffer, index: number): Promise<AuditBreak | undefined> {
   if (stored.position === event.position) {
     if (stored.digest.equals(leaf)) return undefined
-    return { kind: 'edited', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was edited or swapped: its bytes no longer hash to the recorded leaf` }
+    // the event id tells an edit from an event moved here from elsewhere or one never recorded
+    const [recordedAt] = await readModels.lookup(AUDIT_PROJECTION, `event:${event.id}`)
+    if (recordedAt === undefined) return { kind: 'inserted', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}, id ${event.id}) was inserted: the audit log never recorded it` }
+    if (recordedAt !== event.position) return { kind: 'reordered', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was recorded at position ${recordedAt}: events were reordered or shifted` }
+    return { kind: 'edited', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was edited: its bytes no longer hash to the recorded leaf` }
   }
   if (stored.position < event.position) {
     return { kind: 'deleted', position: stored.position, index, message: `the event at position ${stored.position} (leaf ${index}) was deleted or moved` }
