@@ -4,6 +4,8 @@ import { revokeDevice } from '../../devices/enroll.ts'
 import { expiredCertificate, foreignCaCertificate, notYetValidCertificate, selfSignedCertificate, wrongCnCertificate } from '../helpers/pki.ts'
 import { type BrokerSystem, collectMessages, nextMessage, startBrokerSystem, subscribeCodes, uniqueId } from './system.ts'
 
+const closed = (client: MqttClient): Promise<void> => new Promise((resolve) => client.once('close', () => resolve()))
+
 // Each attack asserts the refusal, that nothing of another toy was delivered, and the event.
 
 const refusal = (p: Promise<unknown>): Promise<{ code?: unknown; message: string }> =>
@@ -14,7 +16,7 @@ const refusal = (p: Promise<unknown>): Promise<{ code?: unknown; message: string
     (err: { code?: unknown; message: string }) => err,
   )
 
-async function victimPublishing(t: Tap.Test, sys: BrokerSystem): Promise<{ id: string; client: MqttClient; publish(): Promise<void> }> {
+async function victimPublishing(sys: BrokerSystem): Promise<{ id: string; client: MqttClient; publish(): Promise<void> }> {
   const id = uniqueId('victim')
   const device = await sys.enroll(id)
   const client = await sys.connect(device)
@@ -31,13 +33,9 @@ async function victimPublishing(t: Tap.Test, sys: BrokerSystem): Promise<{ id: s
   }
 }
 
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0]
-}
-
 t.test('certificate attacks: each is refused before MQTT, with the reason, IP and fingerprint on record', async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const serverCa = sys.ca.trustedPem
   const attempts: Array<[string, { keyPem?: string; certPem?: string }, string, boolean]> = [
     ['no certificate at all', {}, 'no-certificate', false],
@@ -78,7 +76,7 @@ t.test('a revoked toy cannot connect', async (t) => {
 
 t.test('a toy cannot use a client id other than its certificate CN (CONNACK 2)', async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const attacker = await sys.enroll(uniqueId('attacker'))
   const err = await refusal(sys.connect(attacker, { clientId: victim.id }))
   t.equal(err.code, 2, 'identifier rejected')
@@ -91,7 +89,7 @@ t.test('a toy cannot use a client id other than its certificate CN (CONNACK 2)',
 
 t.test("a toy cannot subscribe to another toy's topics, directly or with wildcards (SUBACK 0x80)", async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const attacker = await sys.enroll(uniqueId('attacker'))
   const client = await sys.connect(attacker)
   const seen = collectMessages(client)
@@ -110,14 +108,14 @@ t.test("a toy cannot subscribe to another toy's topics, directly or with wildcar
 
 t.test("a toy cannot publish on another toy's topic: it is disconnected and the message goes nowhere", async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const victimSeen = collectMessages(victim.client)
   const attacker = await sys.enroll(uniqueId('attacker'))
   for (const topic of [`toys/${victim.id}/inbox/command`, '$SYS/kennel/kick', 'toys/x\u0000y/a']) {
     const client = await sys.connect(attacker)
-    const closed = new Promise((r) => client.once('close', r))
+    const gone = closed(client)
     client.publish(topic, 'forged', { qos: 1 })
-    await closed
+    await gone
     t.pass(`${JSON.stringify(topic)}: disconnected`)
   }
   await victim.publish()
@@ -129,7 +127,7 @@ t.test("a toy cannot publish on another toy's topic: it is disconnected and the 
 
 t.test("a will on another toy's topic is refused at CONNECT (CONNACK 5) and never published", async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const victimSeen = collectMessages(victim.client)
   const attacker = await sys.enroll(uniqueId('attacker'))
   const err = await refusal(sys.connect(attacker, { will: { topic: `toys/${victim.id}/inbox/command`, payload: Buffer.from('forged will'), qos: 1, retain: false } }))
@@ -141,7 +139,7 @@ t.test("a will on another toy's topic is refused at CONNECT (CONNACK 5) and neve
 
 t.test('persistent-session trick: a denied filter stored in a clean=false session delivers nothing on reconnect', async (t) => {
   const sys = await startBrokerSystem(t)
-  const victim = await victimPublishing(t, sys)
+  const victim = await victimPublishing(sys)
   const attacker = await sys.enroll(uniqueId('attacker'))
   const first = await sys.connect(attacker, { clean: false })
   t.same(await subscribeCodes(first, [`toys/${victim.id}/#`, `toys/${attacker.deviceId}/#`]), [128, 1])
@@ -160,14 +158,14 @@ t.test('an oversize payload is refused and the toy disconnected', async (t) => {
   const sys = await startBrokerSystem(t, { KENNEL_MAX_PAYLOAD_BYTES: '1024' })
   const device = await sys.enroll(uniqueId('big'))
   const client = await sys.connect(device)
-  const closed = new Promise((r) => client.once('close', r))
+  const gone = closed(client)
   client.publish(`toys/${device.deviceId}/blob`, Buffer.alloc(2048), { qos: 0 })
-  await closed
+  await gone
   t.match((await sys.events('PublishDenied')).at(-1)!.data, { reason: /payload larger than 1024/, bytes: 2048 })
   const huge = await sys.connect(device)
-  const closedAgain = new Promise((r) => huge.once('close', r))
+  const hugeGone = closed(huge)
   huge.publish(`toys/${device.deviceId}/blob`, Buffer.alloc(200_000), { qos: 0 })
-  await closedAgain
+  await hugeGone
   t.pass('a packet far over the limit is cut off while its header is read')
 })
 
