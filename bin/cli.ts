@@ -1,6 +1,8 @@
 import { Command } from 'commander'
 import { loadConfig } from '../infra/config.ts'
 import { createLogger } from '../infra/log.ts'
+import { registerCaCommands } from './commands/ca.ts'
+import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { action } from './context.ts'
 import { startKennel } from './start.ts'
@@ -29,6 +31,8 @@ program
   )
 
 registerEventCommands(program)
+registerDeviceCommands(program)
+registerCaCommands(program)
 
 function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string): string {
   const lines = [

@@ -1,0 +1,48 @@
+import fs from 'node:fs'
+import type { Command } from 'commander'
+import { loadDeviceCa, rolloverDevelopmentCa } from '../../devices/ca.ts'
+import { buildCrl } from '../../devices/crl.ts'
+import { recordCa } from '../../devices/device-store.ts'
+import { readRegistry } from '../../devices/registry.ts'
+import { KennelError } from '../../infra/errors.ts'
+import { action, withStore } from '../context.ts'
+
+export function registerCaCommands(program: Command): void {
+  const ca = program.command('ca').description('the device CA: CRL export, certificates, rollover')
+
+  ca.command('crl')
+    .description('write a signed X.509 CRL of every revoked device certificate (PEM, label X509 CRL)')
+    .requiredOption('--out <file>', 'where to write the CRL')
+    .option('--days <n>', 'days until nextUpdate (OpenSSL rejects every client once it has passed)', '7')
+    .action(
+      action(async (opts: { out: string; days: string }) => {
+        const days = Number(opts.days)
+        if (!Number.isSafeInteger(days) || days < 1 || days > 365) throw new KennelError('KENNEL_ERR_VALIDATION', `--days must be an integer 1-365 (got ${opts.days})`)
+        await withStore(async ({ config, store }) => {
+          const deviceCa = await loadDeviceCa(config)
+          fs.writeFileSync(opts.out, await buildCrl(deviceCa, await readRegistry(store), new Date(), days))
+          process.stdout.write(`CRL written to ${opts.out} (next update in ${days} days)\n`)
+        })
+      }),
+    )
+
+  ca.command('cert')
+    .description('print every trusted device CA certificate (PEM), e.g. for ca.crt on toys')
+    .action(
+      action(async () => {
+        await withStore(async ({ config }) => void process.stdout.write((await loadDeviceCa(config)).trustedPem))
+      }),
+    )
+
+  ca.command('rollover')
+    .description('development: create a new device CA that issues from now on; certificates of the old one stay valid until they expire (R18)')
+    .action(
+      action(async () => {
+        await withStore(async ({ config, store, actor }) => {
+          const next = await rolloverDevelopmentCa(config)
+          await recordCa(store, next, actor)
+          process.stdout.write(`new issuing CA ${next.issuer.info.caId} (${next.issuer.info.subject}); ${next.previousIssuers.length} previous CA(s) stay trusted\n`)
+        })
+      }),
+    )
+}
