@@ -98,8 +98,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     trustProxy: false,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
-    // reject unknown properties instead of silently dropping them; no type coercion of bodies
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // reject unknown properties instead of silently dropping them (Fastify's default removes them)
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   })
   app.decorateRequest('account', null)
   app.decorateRequest('device', null)

@@ -15,7 +15,7 @@ import { completeRecording, createRecording, issueDownloadUrl, newRecordingBody,
 
 function ownRecording(ctx: ApiContext, req: FastifyRequest, recordingId: string): RecordingDoc {
   const r = recordingById(ctx.docs, recordingId)
-  if (!r || r.deviceId !== devicePrincipal(req).deviceId) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no recording ${recordingId}`)
+  if (!r || r.deviceId !== devicePrincipal(req).deviceId) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such recording')
   return r
 }
 

@@ -15,7 +15,7 @@ export const origin = (req: FastifyRequest): string => `${req.protocol}://${req.
 function memberRecording(ctx: ApiContext, req: FastifyRequest, recordingId: string): RecordingDoc {
   const r = recordingById(ctx.docs, recordingId)
   const h = r && householdById(ctx.docs, r.householdId)
-  if (!r || !h || !h.members.includes(principal(req).accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no recording ${recordingId}`)
+  if (!r || !h || !h.members.includes(principal(req).accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such recording')
   return r
 }
 
@@ -43,8 +43,8 @@ export async function recordingRoutes(app: FastifyInstance, opts: { ctx: ApiCont
   }, async (req, reply) => {
     const h = memberHousehold(ctx.docs, principal(req).accountId, req.params.householdId)
     const { deviceId, contentType, bytes } = req.body
-    if (!h.deviceIds.includes(deviceId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no toy ${deviceId} in this household`)
-    if (deviceView(ctx.docs, deviceId)?.status === 'revoked') throw new KennelError('KENNEL_ERR_DEVICE_REVOKED', `toy ${deviceId} is revoked`)
+    if (!h.deviceIds.includes(deviceId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such toy in this household')
+    if (deviceView(ctx.docs, deviceId)?.status === 'revoked') throw new KennelError('KENNEL_ERR_DEVICE_REVOKED', 'this toy is revoked')
     const issued = await createRecording(ctx, { householdId: h.householdId, deviceId, direction: 'to-device', contentType, bytes }, accountMetadata(req), origin(req))
     return reply.status(201).send(issued)
   })

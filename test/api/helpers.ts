@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { loadMasterKey } from '../../infra/blobstore/keys.ts'
 import https from 'node:https'
 import type { FastifyInstance } from 'fastify'
 import { buildApi, type ApiDeps } from '../../api/app.ts'
@@ -34,7 +34,7 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
   const app = await buildApi({
     config: pki.config,
     store: pki.store,
-    masterKey: randomBytes(32),
+    masterKey: loadMasterKey(pki.config),
     ca: pki.ca,
     notifyDevice: (deviceId, subtopic, payload) => void notifications.push({ deviceId, subtopic, payload }),
     passwordHashing: { memoryCost: 4096, timeCost: 1, parallelism: 1 },

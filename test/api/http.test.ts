@@ -1,0 +1,78 @@
+import t from 'tap'
+import { bearer, buildTestApi, STRONG } from './helpers.ts'
+
+t.test('every error has one shape with a catalogue code', async (t) => {
+  const { app } = await buildTestApi(t)
+  const notFound = await app.inject({ method: 'GET', url: '/nope' })
+  t.equal(notFound.statusCode, 404)
+  t.equal(notFound.json().error.code, 'KENNEL_ERR_NOT_FOUND')
+  const invalid = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'not-an-email', password: STRONG } })
+  t.equal(invalid.statusCode, 400)
+  t.equal(invalid.json().error.code, 'KENNEL_ERR_VALIDATION')
+  const extra = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'a@example.org', password: STRONG, role: 'ops' } })
+  t.equal(extra.statusCode, 400, 'unknown properties are refused, not dropped')
+  t.match(extra.json().error.message, /additional properties/)
+  const badJson = await app.inject({ method: 'POST', url: '/v1/accounts', headers: { 'content-type': 'application/json' }, payload: '{"email":' })
+  t.equal(badJson.statusCode, 400)
+  t.equal(badJson.json().error.code, 'KENNEL_ERR_VALIDATION')
+  const big = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'a@example.org', password: 'x'.repeat(100_000) } })
+  t.equal(big.statusCode, 413)
+  t.equal(big.json().error.code, 'KENNEL_ERR_PAYLOAD_TOO_LARGE')
+  const media = await app.inject({ method: 'POST', url: '/v1/accounts', headers: { 'content-type': 'text/xml' }, payload: '<a/>' })
+  t.equal(media.statusCode, 415)
+  t.equal(media.json().error.code, 'KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE')
+  const noAuth = await app.inject({ method: 'GET', url: '/v1/households' })
+  t.equal(noAuth.statusCode, 401)
+  t.equal(noAuth.json().error.code, 'KENNEL_ERR_UNAUTHENTICATED')
+  for (const res of [notFound, invalid, noAuth]) t.same(Object.keys(res.json()), ['error'])
+})
+
+t.test('security headers on API responses', async (t) => {
+  const { app } = await buildTestApi(t)
+  const res = await app.inject({ method: 'GET', url: '/healthz' })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['strict-transport-security'], /max-age=\d{8}/)
+  t.equal(res.headers['x-content-type-options'], 'nosniff')
+  t.equal(res.headers['x-frame-options'], 'DENY')
+  t.equal(res.headers['cache-control'], 'no-store')
+  t.match(res.headers['content-security-policy'], /default-src 'none'/)
+  t.match(res.headers['content-security-policy'], /frame-ancestors 'none'/)
+  const err = await app.inject({ method: 'GET', url: '/v1/nothing' })
+  t.equal(err.headers['cache-control'], 'no-store', 'errors too')
+})
+
+t.test('/.well-known/security.txt follows RFC 9116 (R10)', async (t) => {
+  const now = new Date('2030-03-01T10:00:00.000Z')
+  const { app } = await buildTestApi(t, { env: { KENNEL_SECURITY_CONTACT: 'mailto:psirt@toys.example', KENNEL_SECURITY_TXT_EXPIRES_DAYS: '90' }, deps: { now: () => now } })
+  const res = await app.inject({ method: 'GET', url: '/.well-known/security.txt', headers: { host: 'api.toys.example' } })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/plain; charset=utf-8/)
+  const fields = Object.fromEntries(res.body.trim().split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))
+  t.same(fields, {
+    Contact: 'mailto:psirt@toys.example',
+    Expires: '2030-05-30T10:00:00Z',
+    'Preferred-Languages': 'en',
+    Canonical: 'https://api.toys.example/.well-known/security.txt',
+  })
+})
+
+t.test('OpenAPI describes the routes from their schemas', async (t) => {
+  const { app } = await buildTestApi(t)
+  const res = await app.inject({ method: 'GET', url: '/docs/json' })
+  t.equal(res.statusCode, 200)
+  const doc = res.json()
+  t.equal(doc.openapi, '3.0.3')
+  for (const p of ['/v1/accounts', '/v1/sessions', '/v1/households/{householdId}/devices', '/v1/device/recordings', '/v1/ops/devices/{deviceId}/revoke', '/v1/audit/events']) t.ok(doc.paths[p], p)
+  t.equal(doc.paths['/v1/accounts'].post.requestBody.content['application/json'].schema.additionalProperties, false)
+})
+
+t.test('audit verify and breach reports answer 503 when the audit port is not wired', async (t) => {
+  const { app, pki } = await buildTestApi(t)
+  await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'aud@example.org', password: STRONG } })
+  const { grantRole } = await import('../../bin/commands/account.ts')
+  await grantRole({ config: pki.config, store: pki.store, actor: 'cli:test' }, 'aud@example.org', 'auditor')
+  const token = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'aud@example.org', password: STRONG } })).json().token
+  const res = await app.inject({ method: 'GET', url: '/v1/audit/verify', headers: bearer(token) })
+  t.equal(res.statusCode, 503)
+  t.equal(res.json().error.code, 'KENNEL_ERR_UNAVAILABLE')
+})
