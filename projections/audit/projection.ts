@@ -74,6 +74,7 @@ const FIELDS: ReadonlyArray<[string, string]> = [
   ['deviceId', 'device'],
   ['householdId', 'household'],
   ['accountId', 'account'],
+  ['ownerAccountId', 'account'],
   ['recordingId', 'recording'],
   ['serial', 'serial'],
 ]

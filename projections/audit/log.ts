@@ -1,0 +1,31 @@
+import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
+import type { LookupOptions, ReadModelStore } from '../readmodels/port.ts'
+import { AUDIT_PROJECTION } from './projection.ts'
+
+// Queries over the audit log read model: the index gives positions in O(log n) per key, the
+// events themselves come from the store.
+
+export type AuditKey = `${'event' | 'actor' | 'credential' | 'device' | 'household' | 'account' | 'recording' | 'serial'}:${string}`
+
+export class AuditLog {
+  constructor(
+    private readonly store: EventStore,
+    private readonly readModels: ReadModelStore,
+  ) {}
+
+  /** positions of events indexed under any of the keys, ascending, within [since, until) */
+  async positions(keys: readonly AuditKey[], window: LookupOptions = {}): Promise<number[]> {
+    const all = new Set<number>()
+    for (const key of keys) for (const p of await this.readModels.lookup(AUDIT_PROJECTION, key, window)) all.add(p)
+    return [...all].sort((a, b) => a - b)
+  }
+
+  async events(keys: readonly AuditKey[], window: LookupOptions = {}, types?: readonly string[]): Promise<RecordedEvent[]> {
+    const out: RecordedEvent[] = []
+    for (const p of await this.positions(keys, window)) {
+      const [e] = await this.store.readAll({ after: p - 1, maxCount: 1 })
+      if (e && e.position === p && (!types || types.includes(e.type))) out.push(e)
+    }
+    return out
+  }
+}
