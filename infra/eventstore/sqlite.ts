@@ -47,16 +47,9 @@ CREATE TRIGGER IF NOT EXISTS events_are_append_only BEFORE DELETE ON events
   BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 `
 
-interface Row {
-  position: number
-  id: string
-  stream: string
-  revision: number
-  type: string
-  time: string
-  data: string
-  metadata: string
-}
+/** rows are read as arrays: a replay materialises millions of them */
+const COLUMNS = 'position, id, stream, revision, type, time, data, metadata'
+type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
 
 interface PendingAppend {
   stream: string
@@ -67,14 +60,14 @@ interface PendingAppend {
 }
 
 const toRecorded = (r: Row): RecordedEvent => ({
-  id: r.id,
-  type: r.type,
-  stream: r.stream,
-  revision: r.revision,
-  position: r.position,
-  time: r.time,
-  data: JSON.parse(r.data),
-  metadata: JSON.parse(r.metadata),
+  id: r[1],
+  type: r[4],
+  stream: r[2],
+  revision: r[3],
+  position: r[0],
+  time: r[5],
+  data: JSON.parse(r[6]),
+  metadata: JSON.parse(r[7]),
 })
 
 export interface SqliteOptions extends OpenOptions {
@@ -122,6 +115,7 @@ class SqliteEventStore implements EventStore {
   private readonly subscriptions = new Set<Subscription>()
   private poller: NodeJS.Timeout | undefined
   private dataVersion: number
+  private readonly statements = new Map<string, Database.Statement>()
 
   private readonly stmt
 
@@ -136,6 +130,9 @@ class SqliteEventStore implements EventStore {
       insert: db.prepare('INSERT INTO events (id, stream, revision, type, time, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       head: db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck(),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
+      savepoint: db.prepare('SAVEPOINT append'),
+      release: db.prepare('RELEASE append'),
+      rollbackTo: db.prepare('ROLLBACK TO append'),
     }
     this.dataVersion = this.stmt.dataVersion.get() as number
   }
@@ -168,13 +165,13 @@ class SqliteEventStore implements EventStore {
     try {
       this.db.transaction(() => {
         for (const a of batch) {
-          this.db.exec('SAVEPOINT append')
+          this.stmt.savepoint.run()
           try {
             outcomes.push({ ok: true, result: this.appendOne(a, time) })
-            this.db.exec('RELEASE append')
+            this.stmt.release.run()
           } catch (error) {
-            this.db.exec('ROLLBACK TO append')
-            this.db.exec('RELEASE append')
+            this.stmt.rollbackTo.run()
+            this.stmt.release.run()
             outcomes.push({ ok: false, error })
           }
         }
@@ -214,10 +211,10 @@ class SqliteEventStore implements EventStore {
     const limit = options.maxCount ?? -1
     const from = options.fromRevision
     const sql = backwards
-      ? `SELECT * FROM events WHERE stream = ? ${from !== undefined ? 'AND revision <= ?' : ''} ORDER BY revision DESC LIMIT ?`
-      : `SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision ASC LIMIT ?`
+      ? `SELECT ${COLUMNS} FROM events WHERE stream = ? ${from !== undefined ? 'AND revision <= ?' : ''} ORDER BY revision DESC LIMIT ?`
+      : `SELECT ${COLUMNS} FROM events WHERE stream = ? AND revision >= ? ORDER BY revision ASC LIMIT ?`
     const args = backwards ? (from !== undefined ? [stream, from, limit] : [stream, limit]) : [stream, from ?? 0, limit]
-    return (this.db.prepare(sql).all(...args) as Row[]).map(toRecorded)
+    return (this.prepared(sql).all(...args) as Row[]).map(toRecorded)
   }
 
   async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
@@ -230,8 +227,18 @@ class SqliteEventStore implements EventStore {
     const [where, args] = filterSql(options.filter)
     const bound = backwards ? 'position < ?' : 'position > ?'
     const boundValue = backwards ? (options.before ?? Number.MAX_SAFE_INTEGER) : (options.after ?? 0)
-    const sql = `SELECT * FROM events WHERE ${bound}${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`
-    return (this.db.prepare(sql).all(boundValue, ...args, options.maxCount ?? -1) as Row[]).map(toRecorded)
+    const sql = `SELECT ${COLUMNS} FROM events WHERE ${bound}${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`
+    return (this.prepared(sql).all(boundValue, ...args, options.maxCount ?? -1) as Row[]).map(toRecorded)
+  }
+
+  /** statements keyed by their text, which varies only with direction and filter shape */
+  private prepared(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql)
+    if (!stmt) {
+      stmt = this.db.prepare(sql).raw()
+      this.statements.set(sql, stmt)
+    }
+    return stmt
   }
 
   subscribe(options: SubscribeOptions): Subscription {
