@@ -88,10 +88,12 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
       server.setSecureContext(tlsOptions(config, tls, trustedCaPem))
     },
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeIdleConnections()
-      })
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      // requests in flight get a moment to finish, idle keep-alive sockets do not hold the stop
+      const timer = setTimeout(() => server.closeAllConnections(), 2000)
+      await closed
+      clearTimeout(timer)
       await app.close()
     },
   }

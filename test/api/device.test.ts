@@ -1,0 +1,132 @@
+import https from 'node:https'
+import t from 'tap'
+import { expiredCertificate, foreignCaCertificate, makeCsr, selfSignedCertificate } from '../helpers/pki.ts'
+import { bearer, buildTestApi, listenTestApi, request } from './helpers.ts'
+
+// Device routes over real HTTPS with real client certificates (R2, R4, R6).
+
+async function setup(t: any, env: Record<string, string> = {}) {
+  const api = await buildTestApi(t, { env })
+  const server = await listenTestApi(t, api)
+  const alice = await api.parent('alice@example.org')
+  const bob = await api.parent('bob@example.org')
+  const x = await api.pairedToy(alice.token, alice.householdId, 'toy-x')
+  const y = await api.pairedToy(bob.token, bob.householdId, 'toy-y')
+  const as = (toy: { keyPem: string; certPem: string }) => (method: string, path: string, body?: unknown) => request(server.port, { method, path, ca: server.caPem, key: toy.keyPem, cert: toy.certPem, body })
+  return { api, server, alice, bob, x, y, asX: as(x), asY: as(y) }
+}
+
+t.test('a toy uploads a recording, completes it, lists and downloads it over mTLS', async (t) => {
+  const { api, server, asX, x } = await setup(t)
+  const created = await asX('POST', '/v1/device/recordings', { contentType: 'audio/ogg', bytes: 4 })
+  t.equal(created.status, 201, created.body)
+  const { recordingId, url, headers } = created.json()
+  t.match(url, new RegExp(`^https://(localhost|127\\.0\\.0\\.1):${server.port}/v1/blobs/rec-[0-9a-f]{40}\\?`))
+  const u = new URL(url)
+  const upload = await new Promise<number>((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', servername: 'localhost', port: server.port, method: 'PUT', path: u.pathname + u.search, ca: server.caPem, headers: { ...headers, 'content-length': '4' }, agent: false }, (res) => (res.resume(), resolve(res.statusCode!)))
+    req.on('error', reject)
+    req.end(Buffer.from('woof'))
+  })
+  t.equal(upload, 204)
+  const done = await asX('POST', `/v1/device/recordings/${recordingId}/complete`)
+  t.equal(done.status, 200, done.body)
+  t.equal(done.json().status, 'stored')
+  const list = await asX('GET', '/v1/device/recordings')
+  t.same(list.json().recordings.map((r: { recordingId: string }) => r.recordingId), [recordingId])
+  const dl = await asX('GET', `/v1/device/recordings/${recordingId}/download-url`)
+  t.equal(dl.status, 200)
+  const d = new URL(dl.json().url)
+  const got = await request(server.port, { method: 'GET', path: d.pathname + d.search, ca: server.caPem })
+  t.equal(got.body, 'woof')
+  const events = await api.pki.store.readStream(`recording-${recordingId}`)
+  t.same(events.map((e) => [e.type, e.metadata.actor, e.metadata.credential]), [
+    ['RecordingCreated', 'device:toy-x', `cert:${x.serial}`],
+    ['UploadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
+    ['RecordingStored', 'device:toy-x', `cert:${x.serial}`],
+    ['DownloadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
+  ])
+})
+
+t.test('toy Y cannot reach toy X\'s recordings', async (t) => {
+  const { asX, asY, alice } = await setup(t)
+  const { recordingId } = (await asX('POST', '/v1/device/recordings', { contentType: 'audio/ogg', bytes: 4 })).json()
+  for (const [method, path] of [['GET', `/v1/device/recordings/${recordingId}/download-url`], ['POST', `/v1/device/recordings/${recordingId}/complete`]]) {
+    const res = await asY(method!, path!)
+    t.equal(res.status, 404, `${method} ${path}`)
+    t.notOk(res.body.includes('toy-x') || res.body.includes(alice.householdId), 'nothing of X')
+  }
+  const list = await asY('GET', '/v1/device/recordings')
+  t.same(list.json().recordings, [])
+})
+
+t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R2, R3)', async (t) => {
+  const { api, server, asX, x } = await setup(t)
+  const none = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem })
+  t.equal(none.status, 401)
+  t.equal(none.json().error.code, 'KENNEL_ERR_CERT_INVALID')
+  const parentToken = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, headers: bearer('kt_' + 'A'.repeat(43)) })
+  t.equal(parentToken.status, 401, 'a bearer token is no device identity')
+  for (const [what, creds] of [
+    ['foreign CA', await foreignCaCertificate('toy-x')],
+    ['self-signed', await selfSignedCertificate('toy-x')],
+    ['expired', await expiredCertificate(api.pki.ca, 'toy-x')],
+  ] as const) {
+    const res = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, key: creds.keyPem, cert: creds.certPem })
+    t.equal(res.status, 401, what)
+    t.equal(res.json().error.code, 'KENNEL_ERR_CERT_INVALID', what)
+    t.same(res.json().error.message.includes('toy-x'), false)
+  }
+  t.equal((await asX('GET', '/v1/device/recordings')).status, 200)
+  const { revokeDevice } = await import('../../devices/enroll.ts')
+  await revokeDevice({ store: api.pki.store, actor: 'cli:test' }, 'toy-x', 'lost')
+  await new Promise((r) => setTimeout(r, 50))
+  const revoked = await asX('GET', '/v1/device/recordings')
+  t.equal(revoked.status, 403)
+  t.equal(revoked.json().error.code, 'KENNEL_ERR_DEVICE_REVOKED')
+  const refusals = await api.pki.store.readAll({ filter: { types: ['DeviceAuthRefused'] } })
+  t.ok(refusals.some((e) => e.metadata.credential === `cert:${x.serial}` && (e.data as { reason: string }).reason === 'device-revoked'), 'the revoked attempt is an event')
+})
+
+t.test('per-certificate limit: the 61st device request in a minute gets 429 (R6)', async (t) => {
+  const { api, server, x, asY } = await setup(t)
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 4, ca: server.caPem, key: x.keyPem, cert: x.certPem })
+  t.teardown(() => agent.destroy())
+  const statuses: number[] = []
+  for (let i = 1; i <= 60; i++) statuses.push((await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, agent })).status)
+  t.same(statuses, Array(60).fill(200), '60 requests pass')
+  const over = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, agent })
+  t.equal(over.status, 429)
+  t.equal(over.json().error.code, 'KENNEL_ERR_RATE_LIMITED')
+  t.ok(Number(over.headers['retry-after']) >= 1 && Number(over.headers['retry-after']) <= 60)
+  const again = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, agent })
+  t.equal(again.status, 429)
+  t.equal((await asY('GET', '/v1/device/recordings')).status, 200, 'another certificate is not affected')
+  const events = await api.pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
+  t.equal(events.length, 1, 'one event per block, not one per refused request')
+  t.match(events[0], { data: { limit: 'device-api', window: '60/minute', deviceId: 'toy-x', serial: x.serial }, metadata: { actor: 'device:toy-x', credential: `cert:${x.serial}` } })
+})
+
+t.test('a toy renews its certificate with a CSR and the new one works', async (t) => {
+  const { server, asX } = await setup(t)
+  const foreign = await makeCsr({ commonName: 'toy-y' })
+  const wrong = await asX('POST', '/v1/device/certificate', { csr: foreign.csrPem })
+  t.equal(wrong.status, 400, 'a CSR for another toy is refused')
+  const csr = await makeCsr({ commonName: 'toy-x' })
+  const res = await asX('POST', '/v1/device/certificate', { csr: csr.csrPem })
+  t.equal(res.status, 200, res.body)
+  const renewed = res.json()
+  t.match(renewed.certPem, /BEGIN CERTIFICATE/)
+  const withNew = await request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, key: csr.keyPem, cert: renewed.certPem })
+  t.equal(withNew.status, 200)
+})
+
+t.test('denylisted addresses are dropped on accept, before TLS (R9)', async (t) => {
+  const api = await buildTestApi(t, { env: { KENNEL_DENYLIST: '127.0.0.0/8' } })
+  const server = await listenTestApi(t, api)
+  await t.rejects(request(server.port, { method: 'GET', path: '/healthz', ca: server.caPem }), 'the connection is closed')
+  t.equal((await api.metrics.denylistHits.get()).values[0]?.value, 1)
+  await new Promise((r) => setTimeout(r, 50))
+  const events = await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })
+  t.equal(events.length, 1)
+})
