@@ -1,0 +1,148 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import pino from 'pino'
+import t from 'tap'
+import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
+import { startAlertDelivery } from '../../../projections/monitor/delivery.ts'
+import { createMonitorProjection } from '../../../projections/monitor/projection.ts'
+import { OUTBOX, type OutboxEntry } from '../../../projections/outbox.ts'
+import { MemoryDocuments } from '../../../projections/projection.ts'
+import { rebuildProjections } from '../../../projections/rebuild.ts'
+import { openSqliteReadModels } from '../../../projections/readmodels/sqlite.ts'
+import { startProjectionRunner } from '../../../projections/runner.ts'
+import { sandbox } from '../helpers.ts'
+import path from 'node:path'
+
+const silent = pino({ level: 'silent' })
+let position = 0
+const at = (second: number): string => new Date(Date.UTC(2026, 0, 1, 12, 0, 0) + second * 1000).toISOString()
+const event = (type: string, second: number, data: Record<string, unknown>, metadata: Record<string, unknown> = {}): RecordedEvent => ({
+  id: `00000000-0000-4000-8000-${String(++position).padStart(12, '0')}`,
+  type,
+  stream: 's',
+  revision: 0,
+  position,
+  time: at(second),
+  data,
+  metadata,
+})
+
+const alertsOf = (docs: MemoryDocuments) => [...docs.values<OutboxEntry>(OUTBOX)].map((o) => o.event.data as { rule: string; key: string; count: number })
+
+t.test('given a threshold of 3 failed authentications per IP in 60 s', async (t) => {
+  const monitor = createMonitorProjection({ 'auth-failures-per-ip': { count: 3, windowSeconds: 60 } })
+  const docs = new MemoryDocuments()
+  const fail = (s: number, ip: string) => monitor.apply(docs, event('DeviceAuthFailed', s, { reason: 'untrusted-certificate', ip }))
+  fail(0, '198.51.100.1')
+  fail(10, '198.51.100.1')
+  fail(20, '198.51.100.2')
+  t.same(alertsOf(docs), [], 'two failures from one IP: below the threshold, no alert')
+  fail(30, '198.51.100.1')
+  t.same(alertsOf(docs).map((a) => [a.rule, a.key, a.count]), [['auth-failures-per-ip', '198.51.100.1', 3]], 'the third within 60 s fires exactly at the threshold')
+  fail(40, '198.51.100.1')
+  t.equal(alertsOf(docs).length, 1, 'quiet for one window after firing')
+  fail(200, '198.51.100.3')
+  fail(261, '198.51.100.3')
+  fail(322, '198.51.100.3')
+  t.equal(alertsOf(docs).length, 1, 'three failures spread over more than 60 s do not fire')
+})
+
+t.test('each rule fires at its threshold and not below', async (t) => {
+  const cases: Array<[string, number, (i: number) => RecordedEvent]> = [
+    ['auth-failures-per-certificate', 4, (i) => event('DeviceAuthFailed', i, { reason: 'certificate-expired', ip: `192.0.2.${i}`, fingerprint: 'fp1' })],
+    ['revoked-certificate-attempt', 1, (i) => event('DeviceAuthFailed', i, { reason: 'certificate-revoked', ip: '192.0.2.1', serial: 'ab01' })],
+    ['denylist-hits', 5, (i) => event('ConnectionDenylisted', i, { ip: '203.0.113.7', hits: 1 })],
+    ['rate-limit-storm', 6, (i) => event('RateLimitExceeded', i, { limit: 'connect-ip', key: `k${i}`, ip: `192.0.2.${i}` })],
+    ['download-volume-per-device', 3, (i) => event('DownloadUrlIssued', i, { recordingId: `r${i}` }, { actor: 'device:d1' })],
+    ['download-volume-per-account', 3, (i) => event('DownloadUrlIssued', i, { recordingId: `r${i}` }, { actor: 'account:a1' })],
+    ['login-ips-per-account', 3, (i) => event('SessionStarted', i, { accountId: 'a1' }, { sourceIp: `192.0.2.${Math.floor(i / 2)}` })],
+  ]
+  for (const [rule, count, make] of cases) {
+    const monitor = createMonitorProjection({ [rule]: { count, windowSeconds: 600 } })
+    const docs = new MemoryDocuments()
+    const fired = (): number => alertsOf(docs).filter((a) => a.rule === rule).length
+    let i = 0
+    let below = 0
+    // login IPs count distinct addresses: each IP logs in twice, and the repeat adds nothing
+    const needed = rule === 'login-ips-per-account' ? count * 2 - 1 : count
+    for (; i < needed - 1; i++) monitor.apply(docs, make(i))
+    below = fired()
+    monitor.apply(docs, make(i++))
+    t.same([below, fired()], [0, 1], `${rule}: no alert below ${count}, one at ${count}`)
+  }
+})
+
+t.test('a weighted denylist event counts its hits', async (t) => {
+  const monitor = createMonitorProjection({ 'denylist-hits': { count: 10, windowSeconds: 60 } })
+  const docs = new MemoryDocuments()
+  monitor.apply(docs, event('ConnectionDenylisted', 0, { ip: '203.0.113.8', hits: 9 }))
+  t.equal(alertsOf(docs).length, 0)
+  monitor.apply(docs, event('ConnectionDenylisted', 1, { ip: '203.0.113.8', hits: 1 }))
+  t.equal(alertsOf(docs).length, 1)
+})
+
+t.test('alerts are appended once, with deterministic ids, and a rebuild raises no duplicate', async (t) => {
+  const { store, readModels, dir } = await sandbox(t)
+  const monitor = createMonitorProjection({ 'auth-failures-per-ip': { count: 3, windowSeconds: 3600 }, 'revoked-certificate-attempt': { count: 1, windowSeconds: 3600 } })
+  const runner = await startProjectionRunner({ store, readModels, projections: [monitor] })
+  await runner.caughtUp
+  for (let i = 0; i < 5; i++) await store.append('security-2026-01-01', [{ type: 'DeviceAuthFailed', data: { reason: 'untrusted-certificate', ip: '198.51.100.9' } }])
+  await store.append('security-2026-01-01', [{ type: 'DeviceAuthFailed', data: { reason: 'device-revoked', ip: '198.51.100.10', serial: 'ee01' } }])
+  await runner.waitFor(await store.headPosition())
+  await runner.stop()
+  const alerts = await store.readStream('alerts')
+  t.same(alerts.map((a) => (a.data as { rule: string }).rule).sort(), ['auth-failures-per-ip', 'revoked-certificate-attempt'])
+  t.equal(alerts[0]!.metadata.actor, 'system:monitor')
+
+  const other = openSqliteReadModels(path.join(dir, 'second.sqlite'))
+  t.teardown(() => other.close())
+  await rebuildProjections({ store, readModels: other, projections: [monitor] })
+  await rebuildProjections({ store, readModels, projections: [monitor] })
+  t.same((await store.readStream('alerts')).map((a) => a.id), alerts.map((a) => a.id), 'two rebuilds, one in another read-model store: no new alert')
+})
+
+t.test('the webhook receives each alert once, retried with backoff; a final failure is an event', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  const received: Array<{ id: string; rule: string }> = []
+  let failNext = 2
+  const server = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => (body += d))
+    req.on('end', () => {
+      if (req.url === '/broken') return void res.writeHead(503).end()
+      if (failNext-- > 0) return void res.writeHead(500).end()
+      received.push(JSON.parse(body))
+      res.writeHead(204).end()
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const monitor = createMonitorProjection({ 'revoked-certificate-attempt': { count: 1, windowSeconds: 3600 } })
+  const runner = await startProjectionRunner({ store, readModels, projections: [monitor] })
+  await store.append('security-x', [{ type: 'DeviceAuthFailed', data: { reason: 'certificate-revoked', ip: '192.0.2.1', serial: 'ab01' } }])
+  await runner.waitFor(await store.headPosition())
+  await runner.stop()
+  const [alert] = await store.readStream('alerts')
+
+  const delivery = await startAlertDelivery({ store, readModels, log: silent, webhook: `${base}/hook`, backoffMs: 5 })
+  await delivery.caughtUp
+  await delivery.stop()
+  t.same(received.map((r) => [r.id, r.rule]), [[alert!.id, 'revoked-certificate-attempt']], 'delivered after two failed attempts')
+  const again = await startAlertDelivery({ store, readModels, log: silent, webhook: `${base}/hook`, backoffMs: 5 })
+  await again.caughtUp
+  await again.stop()
+  t.equal(received.length, 1, 'a restart does not deliver it again')
+
+  // a second alert to a broken receiver
+  const runner2 = await startProjectionRunner({ store, readModels, projections: [monitor] })
+  await store.append('security-x', [{ type: 'DeviceAuthFailed', data: { reason: 'certificate-revoked', ip: '192.0.2.1', serial: 'ab02' } }])
+  await runner2.waitFor(await store.headPosition())
+  await runner2.stop()
+  const broken = await startAlertDelivery({ store, readModels, log: silent, webhook: `${base}/broken`, attempts: 3, backoffMs: 5 })
+  await broken.caughtUp
+  await broken.stop()
+  const failures = (await store.readStream('alerts')).filter((e) => e.type === 'AlertDeliveryFailed')
+  t.equal(failures.length, 1)
+  t.match(failures[0]!.data, { attempts: 3, error: 'HTTP 503', rule: 'revoked-certificate-attempt' })
+})
