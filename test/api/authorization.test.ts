@@ -1,11 +1,11 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { grantRole } from '../../bin/commands/account.ts'
 import { bearer, buildTestApi, STRONG, type TestApi } from './helpers.ts'
 
 // The authorization matrix as attacks (R4, R5, R13). Every refusal is checked for its status and
 // for the absence of any identifier of the victim household in the answer.
 
-async function world(t: Parameters<Parameters<typeof tap.test>[1]>[0]) {
+async function world(t: Test) {
   const start = Date.now()
   let now = new Date(start)
   const api = await buildTestApi(t, { deps: { now: () => now } })
@@ -23,13 +23,10 @@ async function world(t: Parameters<Parameters<typeof tap.test>[1]>[0]) {
   const secrets = [alice.householdId, alice.accountId, 'toy-alice', upload.recordingId]
   return { api, alice, bob, upload, download, secrets, advance: (seconds: number) => (now = new Date(start + seconds * 1000)) }
 }
-const tap = t
 
-function leaksNothing(t: Tap.Test, body: string, secrets: string[], what: string): void {
+function leaksNothing(t: Test, body: string, secrets: string[], what: string): void {
   for (const s of secrets) t.notOk(body.includes(s), `${what}: the answer does not contain ${s}`)
 }
-type Tap = { Test: any }
-declare namespace Tap { type Test = any }
 
 t.test('the legitimate path works end to end (the baseline of every attack below)', async (t) => {
   const { api, alice, upload, download } = await world(t)

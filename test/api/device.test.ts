@@ -1,11 +1,11 @@
 import https from 'node:https'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { expiredCertificate, foreignCaCertificate, makeCsr, selfSignedCertificate } from '../helpers/pki.ts'
 import { bearer, buildTestApi, listenTestApi, request } from './helpers.ts'
 
 // Device routes over real HTTPS with real client certificates (R2, R4, R6).
 
-async function setup(t: any, env: Record<string, string> = {}) {
+async function setup(t: Test, env: Record<string, string> = {}) {
   const api = await buildTestApi(t, { env })
   const server = await listenTestApi(t, api)
   const alice = await api.parent('alice@example.org')
