@@ -50,7 +50,8 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
   t.test(`${name}: a URL is bound to its object and its signature`, async (t) => {
     const h = await make(t)
     if (!h.verifiesSignatures) {
-      t.skip('this server does not verify SigV4 signatures (s3rver 3.7: "Signature version 4 calculation is unimplemented")')
+      const reason = 'this server does not verify SigV4 signatures (s3rver 3.7: "Signature version 4 calculation is unimplemented")'
+      t.ok(true, reason, { skip: reason })
       return
     }
     const key = newObjectKey()

@@ -25,7 +25,7 @@ blobStoreContract(t, 'embedded encrypted store', async (t) => {
     verifiesSignatures: true,
     setNow: (d) => (now = d),
     async fetch(p, body, extra) {
-      const res = await fetch(p.url.startsWith('/') ? base + p.url : p.url, { method: p.method, headers: { ...p.headers, ...extra }, ...(body ? { body } : {}) })
+      const res = await fetch(p.url.startsWith('/') ? base + p.url : p.url, { method: p.method, headers: { ...p.headers, ...extra }, ...(body ? { body: new Uint8Array(body) } : {}) })
       return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
     },
   }
