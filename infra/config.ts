@@ -122,6 +122,7 @@ export const configKeys = {
   alertWebhook: key('KENNEL_ALERT_WEBHOOK', 'URL that receives security alerts as JSON POSTs (R11)', '', optional(url('https:', 'http:'))),
   auditHeadEveryEvents: key('KENNEL_AUDIT_HEAD_EVERY_EVENTS', 'sign a Merkle tree head at least every N events (R17)', '1000', int(1, 10_000_000)),
   auditHeadEverySeconds: key('KENNEL_AUDIT_HEAD_EVERY_SECONDS', 'sign a Merkle tree head at least every T seconds when events arrived (R17)', '60', int(1, 86400)),
+  auditKey: key('KENNEL_AUDIT_KEY', 'Ed25519 private key (PEM file, mode 0600) that signs audit tree heads; generated in <data dir>/audit/ in development, required in production (R17)', '', optional(text)),
 } as const
 
 type Keys = typeof configKeys

@@ -1,0 +1,163 @@
+import fs from 'node:fs'
+import type { Command } from 'commander'
+import { KennelError } from '../../infra/errors.ts'
+import { readHeads } from '../../projections/audit/heads.ts'
+import { verifierFromPem } from '../../projections/audit/keys.ts'
+import { checkProof, proveConsistency, proveInclusion } from '../../projections/audit/proofs.ts'
+import { verifyAuditLog } from '../../projections/audit/verify.ts'
+import { buildBreachReport, type BreachReport } from '../../projections/breach/report.ts'
+import { auditSigner, auditVerifiers, kennelProjections, openKennelReadModels } from '../../projections/catalogue.ts'
+import type { ReadModelStore } from '../../projections/readmodels/port.ts'
+import { startProjectionRunner } from '../../projections/runner.ts'
+import { action, withStore, type CommandContext } from '../context.ts'
+import { progressBar } from './projections.ts'
+
+/** bring the read models up to the store's head, then run fn */
+async function withReadModels<T>(ctx: CommandContext, fn: (readModels: ReadModelStore) => Promise<T>): Promise<T> {
+  const readModels = await openKennelReadModels(ctx.config)
+  try {
+    const runner = await startProjectionRunner({ store: ctx.store, readModels, projections: kennelProjections(ctx.config, auditSigner(ctx.config)) })
+    await runner.caughtUp
+    await runner.stop()
+    return await fn(readModels)
+  } finally {
+    await readModels.close()
+  }
+}
+
+function output(text: string, out: string | undefined): void {
+  if (out) fs.writeFileSync(out, text)
+  else process.stdout.write(text)
+}
+
+export function registerAuditCommands(program: Command): void {
+  const audit = program.command('audit').description('the tamper-evident audit log (R17) and breach reports (R16)')
+
+  audit
+    .command('verify')
+    .description('recompute the Merkle tree from the stored events and check every signed head; exit 1 naming the first altered position')
+    .option('--public-key <pem>', 'trust heads signed by this Ed25519 public key (default: the configured signing key)')
+    .option('--json', 'print the result as JSON')
+    .action(
+      action(async (opts: { publicKey?: string; json?: boolean }) => {
+        await withStore(async ({ config, store }) => {
+          const verifiers = auditVerifiers(config, opts.publicKey)
+          if (verifiers.length === 0) throw new KennelError('KENNEL_ERR_CONFIG', 'no audit key to verify with: pass --public-key or set KENNEL_AUDIT_KEY')
+          const readModels = await openKennelReadModels(config)
+          const head = await store.headPosition()
+          const bar = progressBar('verify')
+          try {
+            const result = await verifyAuditLog({ store, readModels, verifiers, onProgress: (n) => bar.update(n, Math.max(n, head)) })
+            bar.stop()
+            if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`)
+            if (!result.ok) throw new KennelError('KENNEL_ERR_AUDIT_TAMPERED', `audit log altered: ${result.firstBreak!.message}`, { ...result.firstBreak })
+            if (!opts.json) process.stdout.write(`ok: ${result.events} events, ${result.headsChecked} signed heads checked (signed up to ${result.signedSize}), ${result.leavesCompared} recorded leaves compared\n`)
+          } finally {
+            bar.stop()
+            await readModels.close()
+          }
+        })
+      }),
+    )
+
+  audit
+    .command('heads')
+    .description('export every signed tree head (for anchoring elsewhere)')
+    .option('--out <file>', 'write to a file instead of stdout')
+    .action(
+      action(async (opts: { out?: string }) => {
+        await withStore(async ({ config, store }) => {
+          const signer = auditSigner(config)
+          const heads = (await readHeads(store)).map((h) => ({ ...h.head, position: h.position }))
+          output(`${JSON.stringify({ keyId: signer.keyId, publicKey: signer.publicKeyPem, heads }, null, 2)}\n`, opts.out)
+        })
+      }),
+    )
+
+  audit
+    .command('prove <eventId>')
+    .description('print an inclusion proof of an event against the latest signed head (JSON)')
+    .option('--out <file>', 'write to a file instead of stdout')
+    .action(
+      action(async (eventId: string, opts: { out?: string }) => {
+        await withStore(async (ctx) => {
+          const proof = await withReadModels(ctx, (readModels) => proveInclusion({ store: ctx.store, readModels, verifiers: auditVerifiers(ctx.config) }, eventId))
+          output(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
+        })
+      }),
+    )
+
+  audit
+    .command('consistency')
+    .description('print a consistency proof that an older signed head is a prefix of a newer one (JSON)')
+    .requiredOption('--from <size>', 'size of the older head')
+    .option('--to <size>', 'size of the newer head (default: the latest)')
+    .option('--out <file>', 'write to a file instead of stdout')
+    .action(
+      action(async (opts: { from: string; to?: string; out?: string }) => {
+        const size = (v: string, name: string): number => {
+          if (!/^\d+$/.test(v)) throw new KennelError('KENNEL_ERR_VALIDATION', `${name} must be a tree size (got ${v})`)
+          return Number(v)
+        }
+        await withStore(async (ctx) => {
+          const proof = await withReadModels(ctx, (readModels) =>
+            proveConsistency({ store: ctx.store, readModels, verifiers: auditVerifiers(ctx.config) }, size(opts.from, '--from'), opts.to === undefined ? undefined : size(opts.to, '--to')),
+          )
+          output(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
+        })
+      }),
+    )
+
+  audit
+    .command('check-proof <file>')
+    .description('verify an inclusion or consistency proof offline, with only the public key')
+    .requiredOption('--public-key <pem>', 'the audit Ed25519 public key (PEM file)')
+    .action(
+      action(async (file: string, opts: { publicKey: string }) => {
+        let proof: unknown
+        try {
+          proof = JSON.parse(fs.readFileSync(file, 'utf8'))
+        } catch (err) {
+          throw new KennelError('KENNEL_ERR_PROOF_INVALID', `cannot read proof ${file}: ${(err as Error).message}`)
+        }
+        checkProof(proof, verifierFromPem(fs.readFileSync(opts.publicKey, 'utf8')))
+        process.stdout.write('ok: the proof verifies against the signed head\n')
+      }),
+    )
+
+  audit
+    .command('report')
+    .description('breach reconstruction: everything a credential did and touched in a window, and who to notify (R16)')
+    .requiredOption('--credential <kind:value>', 'device:<id>, cert:<serial>, account:<id> or token:<id>')
+    .requiredOption('--since <iso>', 'start of the window (inclusive)')
+    .requiredOption('--until <iso>', 'end of the window (exclusive)')
+    .option('--json', 'print the report as JSON')
+    .action(
+      action(async (opts: { credential: string; since: string; until: string; json?: boolean }) => {
+        await withStore(async (ctx) => {
+          const report = await withReadModels(ctx, (readModels) =>
+            buildBreachReport({ store: ctx.store, readModels }, { credential: opts.credential, since: opts.since, until: opts.until, actor: ctx.actor }),
+          )
+          process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : renderReport(report))
+        })
+      }),
+    )
+}
+
+function renderReport(r: BreachReport): string {
+  const list = (xs: string[]): string => (xs.length > 0 ? xs.join(', ') : '(none)')
+  return [
+    `breach report ${r.reportId}: ${r.credential}, ${r.since} to ${r.until} (events up to position ${r.throughPosition})`,
+    `actions (${r.actions.length}):`,
+    ...r.actions.map((a) => `  ${a.time}  #${a.position}  ${a.type}  ${a.stream}`),
+    `households: ${list(r.householdIds)}`,
+    `accounts:   ${list(r.accountIds)}`,
+    `devices:    ${list(r.deviceIds)}`,
+    `recordings: ${list(r.recordingIds)}`,
+    `presigned URLs (${r.urls.length}):`,
+    ...r.urls.map((u) => `  ${u.kind} ${u.recordingId} issued ${u.issuedAt} until ${u.until}: ${u.used.length > 0 ? `used ${u.used.map((x) => x.time).join(', ')}` : 'not used'}`),
+    `notify (${r.notifications.length}):`,
+    ...r.notifications.map((n) => `  account ${n.accountId}: ${n.reasons.join('; ')}`),
+    '',
+  ].join('\n')
+}

@@ -1,0 +1,52 @@
+import cliProgress from 'cli-progress'
+import type { Command } from 'commander'
+import { auditSigner, kennelProjections, openKennelReadModels } from '../../projections/catalogue.ts'
+import { rebuildProjections } from '../../projections/rebuild.ts'
+import { action, withStore } from '../context.ts'
+
+/** a progress bar on stderr: events done, rate, ETA */
+export function progressBar(label: string): { update(done: number, total: number): void; stop(): void } {
+  const bar = new cliProgress.SingleBar(
+    { format: `${label} |{bar}| {value}/{total} events | {rate} events/s | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true, noTTYOutput: false, etaBuffer: 50 },
+    cliProgress.Presets.shades_classic,
+  )
+  const started = performance.now()
+  let running = false
+  return {
+    update(done, total) {
+      const rate = Math.round(done / Math.max((performance.now() - started) / 1000, 0.001))
+      if (!running) (bar.start(total, done, { rate }), (running = true))
+      else bar.update(done, { rate })
+    },
+    stop: () => running && bar.stop(),
+  }
+}
+
+export function registerProjectionCommands(program: Command): void {
+  const projections = program.command('projections').description('read models built from the event stream')
+  projections
+    .command('rebuild [name]')
+    .description('forget a projection\'s read model (default: all) and rebuild it from the first event')
+    .action(
+      action(async (name: string | undefined) => {
+        await withStore(async ({ config, store }) => {
+          const readModels = await openKennelReadModels(config)
+          const bar = progressBar('rebuild')
+          try {
+            const result = await rebuildProjections({
+              store,
+              readModels,
+              projections: kennelProjections(config, auditSigner(config)),
+              names: name ? [name] : undefined,
+              onProgress: (position, head) => bar.update(Math.min(position, head), head),
+            })
+            bar.stop()
+            process.stderr.write(`rebuilt ${result.projections.join(', ')} up to position ${result.head} in ${result.seconds.toFixed(1)} s\n`)
+          } finally {
+            bar.stop()
+            await readModels.close()
+          }
+        })
+      }),
+    )
+}

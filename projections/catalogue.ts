@@ -1,0 +1,53 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import type { Config } from '../infra/config.ts'
+import type { EventStore } from '../infra/eventstore/port.ts'
+import { createAuditProjection } from './audit/projection.ts'
+import { devKeyPath, loadAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier } from './audit/keys.ts'
+import { verifyAuditLog } from './audit/verify.ts'
+import { buildBreachReport } from './breach/report.ts'
+import { createMonitorProjection } from './monitor/projection.ts'
+import type { MonitorThresholds } from './monitor/rules.ts'
+import type { Projection } from './projection.ts'
+import { openReadModels, readModelLocation } from './readmodels/open.ts'
+import type { ReadModelStore } from './readmodels/port.ts'
+
+// The projections this context runs, wired from the configuration: what `kennel start` and the
+// CLI pass to the persistent runner.
+
+export function auditSigner(config: Config): AuditSigner {
+  return loadAuditSigner({ dataDir: config.dataDir, keyPath: config.auditKey, env: config.env })
+}
+
+/** the keys `audit verify` trusts: the signer's own, plus a given public key (PEM file) */
+export function auditVerifiers(config: Config, publicKeyFile?: string): AuditVerifier[] {
+  if (publicKeyFile !== undefined) return [verifierFromPem(fs.readFileSync(publicKeyFile, 'utf8'))]
+  const signer = config.auditKey !== undefined || fs.existsSync(devKeyPath(config.dataDir)) ? auditSigner(config) : undefined
+  return signer ? [verifierFromPem(signer.publicKeyPem)] : []
+}
+
+export function kennelProjections(config: Config, signer: AuditSigner, thresholds?: Partial<MonitorThresholds>): Projection[] {
+  return [
+    createAuditProjection({ signer, headEveryEvents: config.auditHeadEveryEvents, headEverySeconds: config.auditHeadEverySeconds }),
+    createMonitorProjection(thresholds),
+  ]
+}
+
+export function openKennelReadModels(config: Config): Promise<ReadModelStore> {
+  return openReadModels(readModelLocation(config.eventStoreUrl))
+}
+
+export function publicKeyFile(config: Config): string {
+  return path.join(path.dirname(devKeyPath(config.dataDir)), 'signing-key.pub.pem')
+}
+
+/** what the API's auditor routes call (api/audit/routes.ts AuditPort) */
+export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[] }): {
+  verify(): Promise<Record<string, unknown>>
+  breachReport(request: { credential: string; from: string; to: string; actor: string }): Promise<Record<string, unknown>>
+} {
+  return {
+    verify: async () => ({ ...(await verifyAuditLog(deps)) }),
+    breachReport: async (r) => ({ ...(await buildBreachReport(deps, { credential: r.credential, since: r.from, until: r.to, actor: r.actor })) }),
+  }
+}
