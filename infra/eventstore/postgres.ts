@@ -61,26 +61,32 @@ END $$;
 CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON ${s}.events FOR EACH ROW EXECUTE FUNCTION ${s}.refuse_change();
 CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON ${s}.events FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_change();
 
--- One append: expected-revision and idempotency checks (as classifyRetry in port.ts), then insert.
--- p_expected is 'any', 'no_stream', 'stream_exists' or a revision as text.
-CREATE FUNCTION ${s}.append_events(p_stream text, p_expected text, p_events json, OUT next_revision integer, OUT last_position bigint)
-LANGUAGE plpgsql AS $$
+-- The append path only probes indexes (enable_seqscan off): a generic plan made while the table was
+-- small would otherwise keep scanning it; and generic plans, because re-planning each call costs
+-- more than the work. Events arrive as parallel arrays, so no JSON envelope is parsed.
+
+-- One append: the idempotency check (as classifyRetry in port.ts), the expected-revision check,
+-- then the insert. p_expected is 'any', 'no_stream', 'stream_exists' or a revision as text.
+CREATE FUNCTION ${s}.append_events(p_stream text, p_expected text, p_ids uuid[], p_types text[], p_data json[], p_metadata json[],
+  OUT next_revision integer, OUT last_position bigint)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
+  v_n integer := cardinality(p_ids);
   v_current integer;
-  v_n integer;
+  v_head bigint;
   v_found integer;
   v_in_stream integer;
   v_offset_min bigint;
   v_offset_max bigint;
-  v_head bigint;
 BEGIN
   -- serialise writers: position order is commit order (the commit-order gap)
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS + 1}, ${lockKey});
-  SELECT coalesce(max(revision), -1) INTO v_current FROM ${s}.events WHERE stream = p_stream;
-  SELECT count(*), count(e.id), count(*) FILTER (WHERE e.stream = p_stream), min(e.revision - x.ord), max(e.revision - x.ord), max(e.revision), max(e.position)
-    INTO v_n, v_found, v_in_stream, v_offset_min, v_offset_max, next_revision, last_position
-    FROM json_array_elements(p_events) WITH ORDINALITY AS x(j, ord)
-    LEFT JOIN ${s}.events e ON e.id = (x.j->>'id')::uuid;
+  SELECT coalesce((SELECT max(revision) FROM ${s}.events WHERE stream = p_stream), -1), coalesce((SELECT max(position) FROM ${s}.events), 0)
+    INTO v_current, v_head;
+  -- where the ids are stored already; revision - index is the same for all of a consecutive run
+  SELECT count(*), count(*) FILTER (WHERE stream = p_stream), min(revision - array_position(p_ids, id)), max(revision - array_position(p_ids, id)), max(revision), max(position)
+    INTO v_found, v_in_stream, v_offset_min, v_offset_max, next_revision, last_position
+    FROM ${s}.events WHERE id = ANY(p_ids);
   IF v_found > 0 THEN
     IF v_found < v_n OR v_in_stream < v_n OR v_offset_min <> v_offset_max THEN
       RAISE EXCEPTION USING ERRCODE = '${DUPLICATE}',
@@ -96,32 +102,68 @@ BEGIN
   IF NOT (p_expected = 'any' OR (p_expected = 'no_stream' AND v_current < 0) OR (p_expected = 'stream_exists' AND v_current >= 0) OR p_expected = v_current::text) THEN
     RAISE EXCEPTION USING ERRCODE = '${WRONG_REVISION}', MESSAGE = 'wrong expected revision', DETAIL = v_current::text;
   END IF;
-  SELECT coalesce(max(position), 0) INTO v_head FROM ${s}.events;
   INSERT INTO ${s}.events (position, id, stream, revision, type, time, data, metadata)
-    SELECT v_head + x.ord, (x.j->>'id')::uuid, p_stream, v_current + x.ord, x.j->>'type', clock_timestamp(), x.j->'data', x.j->'metadata'
-    FROM json_array_elements(p_events) WITH ORDINALITY AS x(j, ord);
+    SELECT v_head + k, p_ids[k], p_stream, v_current + k, p_types[k], clock_timestamp(), p_data[k], p_metadata[k]
+    FROM generate_series(1, v_n) AS k;
   next_revision := v_current + v_n;
   last_position := v_head + v_n;
 END $$;
 
--- Group commit: several appends in one transaction, each in a sub-block with its own outcome:
--- [next_revision, last_position] or {"code", "message", "detail", "hint"}.
-CREATE FUNCTION ${s}.append_batch(p_appends json) RETURNS json LANGUAGE plpgsql AS $$
+-- Group commit: several appends in one transaction, each with its own outcome:
+-- [next_revision, last_position] or {"code", "message", "detail", "hint"}. Append i has p_counts[i]
+-- events, which follow those of the appends before it in the event arrays.
+CREATE FUNCTION ${s}.append_batch(p_streams text[], p_expected text[], p_counts integer[], p_ids uuid[], p_types text[], p_data json[], p_metadata json[])
+RETURNS json
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
-  a json;
-  r record;
+  v_result json;
   v_results json[] := '{}';
+  v_head bigint;
+  v_lo integer := 1;
+  v_hi integer;
+  r record;
   v_detail text;
   v_hint text;
 BEGIN
-  FOR a IN SELECT json_array_elements(p_appends) LOOP
+  PERFORM pg_advisory_xact_lock(${LOCK_CLASS + 1}, ${lockKey});
+  -- Fast path, the common case: distinct streams and only new event ids. Then an append's outcome
+  -- depends only on its own stream's revision, and one statement decides and writes them all.
+  IF (SELECT count(DISTINCT x) FROM unnest(p_streams) x) = cardinality(p_streams)
+     AND (SELECT count(DISTINCT x) FROM unnest(p_ids) x) = cardinality(p_ids)
+     AND NOT EXISTS (SELECT 1 FROM ${s}.events WHERE id = ANY(p_ids)) THEN
+    SELECT coalesce(max(position), 0) INTO v_head FROM ${s}.events;
+    WITH appends AS (
+      SELECT i, stream, expected, n, sum(n) OVER (ORDER BY i) - n AS before,
+             coalesce((SELECT max(revision) FROM ${s}.events e WHERE e.stream = t.stream), -1) AS current
+        FROM unnest(p_streams, p_expected, p_counts) WITH ORDINALITY AS t(stream, expected, n, i)
+    ), decided AS (
+      -- the expected-revision check of append_events
+      SELECT *, (expected = 'any' OR (expected = 'no_stream' AND current < 0) OR (expected = 'stream_exists' AND current >= 0) OR expected = current::text) AS ok
+        FROM appends
+    ), placed AS (
+      SELECT *, v_head + sum(n) FILTER (WHERE ok) OVER (ORDER BY i) AS last_position FROM decided
+    ), written AS (
+      INSERT INTO ${s}.events (position, id, stream, revision, type, time, data, metadata)
+        SELECT p.last_position - p.n + k, p_ids[p.before + k], p.stream, p.current + k, p_types[p.before + k], clock_timestamp(), p_data[p.before + k], p_metadata[p.before + k]
+          FROM placed p, generate_series(1, p.n) AS k
+         WHERE p.ok
+    )
+    SELECT json_agg(CASE WHEN ok THEN json_build_array(current + n, last_position)
+                    ELSE json_build_object('code', '${WRONG_REVISION}', 'message', 'wrong expected revision', 'detail', current::text) END ORDER BY i)
+      INTO v_result FROM placed;
+    RETURN v_result;
+  END IF;
+  -- Otherwise one append after the other, each in a sub-block that undoes only its own failure.
+  FOR i IN 1 .. cardinality(p_streams) LOOP
+    v_hi := v_lo + p_counts[i] - 1;
     BEGIN
-      SELECT * INTO r FROM ${s}.append_events(a->>'stream', a->>'expected', a->'events');
+      SELECT * INTO r FROM ${s}.append_events(p_streams[i], p_expected[i], p_ids[v_lo:v_hi], p_types[v_lo:v_hi], p_data[v_lo:v_hi], p_metadata[v_lo:v_hi]);
       v_results := v_results || json_build_array(r.next_revision, r.last_position);
     EXCEPTION WHEN OTHERS THEN
       GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
       v_results := v_results || json_build_object('code', SQLSTATE, 'message', SQLERRM, 'detail', v_detail, 'hint', v_hint);
     END;
+    v_lo := v_hi + 1;
   END LOOP;
   RETURN array_to_json(v_results);
 END $$;
@@ -155,6 +197,8 @@ const toRecorded = (r: Row): RecordedEvent => ({
 interface PendingAppend {
   stream: string
   events: PreparedEvent[]
+  /** [data, metadata] of each event as JSON text, made before queueing so a bad value fails only its own append */
+  json: Array<[string, string]>
   expected: ExpectedRevision
   resolve: (r: AppendResult) => void
   reject: (e: unknown) => void
@@ -165,6 +209,12 @@ interface SqlError {
   message: string
   detail?: string | null
   hint?: string | null
+}
+
+function toJson(value: unknown, type: string): string {
+  const text = JSON.stringify(value)
+  if (typeof text !== 'string') throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type}: data and metadata must be JSON values`)
+  return text
 }
 
 /** Map an error raised by append_events to the port's typed errors. */
@@ -264,13 +314,15 @@ class PostgresEventStore implements EventStore {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
     const expected = options.expectedRevision ?? 'any'
     let prepared: PreparedEvent[]
+    let json: Array<[string, string]>
     try {
       prepared = prepareAppend(stream, events, expected)
+      json = prepared.map((e) => [toJson(e.data, e.type), toJson(e.metadata, e.type)])
     } catch (err) {
       return Promise.reject(err)
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ stream, events: prepared, expected, resolve, reject })
+      this.pending.push({ stream, events: prepared, json, expected, resolve, reject })
       this.scheduleFlush()
     })
   }
@@ -294,10 +346,25 @@ class PostgresEventStore implements EventStore {
   }
 
   private async commit(batch: PendingAppend[]): Promise<void> {
-    const appends = batch.map((a) => ({ stream: a.stream, expected: String(a.expected), events: a.events }))
+    const columns = { streams: [] as string[], expected: [] as string[], counts: [] as number[], ids: [] as string[], types: [] as string[], data: [] as string[], metadata: [] as string[] }
+    for (const a of batch) {
+      columns.streams.push(a.stream)
+      columns.expected.push(String(a.expected))
+      columns.counts.push(a.events.length)
+      a.events.forEach((e, i) => {
+        columns.ids.push(e.id)
+        columns.types.push(e.type)
+        columns.data.push(a.json[i]![0])
+        columns.metadata.push(a.json[i]![1])
+      })
+    }
     let results: Array<[number, number] | SqlError>
     try {
-      const { rows } = await this.pool.query<{ r: typeof results }>({ name: 'append_batch', text: `SELECT ${this.s}.append_batch($1::json) AS r`, values: [JSON.stringify(appends)] })
+      const { rows } = await this.pool.query<{ r: typeof results }>({
+        name: 'append_batch',
+        text: `SELECT ${this.s}.append_batch($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::text[], $6::json[], $7::json[]) AS r`,
+        values: Object.values(columns),
+      })
       results = rows[0]!.r
     } catch (err) {
       // the outcome is unknown (the commit may have happened): a retry with the same ids is safe

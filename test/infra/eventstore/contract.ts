@@ -136,6 +136,30 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     t.equal((await store.readAll()).length, 3, 'nothing extra was written')
   })
 
+  t.test('appends made at the same moment each keep their own outcome', async (t) => {
+    const store = await opened(t, target)
+    await store.append('same-1', [ev('X')])
+    const outcomes = (...appends: Array<Promise<unknown>>) => Promise.allSettled(appends).then((r) => r.map((o) => (o.status === 'fulfilled' ? 'ok' : (o.reason as KennelError).code)))
+    const distinct = await outcomes(
+      store.append('same-1', [ev('X'), ev('X')], { expectedRevision: 0 }),
+      store.append('same-2', [ev('X')], { expectedRevision: 3 }),
+      store.append('same-3', [ev('X')], { expectedRevision: 'no_stream' }),
+      store.append('same-4', [ev('X')], { expectedRevision: 'stream_exists' }),
+    )
+    t.same(distinct, ['ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION'], 'different streams')
+    const id = randomUUID()
+    const shared = await outcomes(
+      store.append('same-3', [ev('X', {}, id)], { expectedRevision: 0 }),
+      store.append('same-3', [ev('X', {}, id)], { expectedRevision: 0 }),
+      store.append('same-3', [ev('X')], { expectedRevision: 0 }),
+      store.append('same-5', [ev('X', {}, id)]),
+    )
+    t.same(shared, ['ok', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'KENNEL_ERR_DUPLICATE_EVENT'], 'one stream, and an id used twice')
+    t.same((await store.readAll()).map((e) => [e.stream, e.revision]), [['same-1', 0], ['same-1', 1], ['same-1', 2], ['same-3', 0], ['same-3', 1]])
+    const all = await store.readAll()
+    t.ok(all.every((e, i) => i === 0 || e.position > all[i - 1]!.position), 'positions increase')
+  })
+
   t.test('concurrent read-decide-append loops lose no update', async (t) => {
     const store = await opened(t, target)
     const workers = 8

@@ -78,7 +78,7 @@ if (reachable) {
     t.teardown(() => slow.end())
     const slowId = randomUUID()
     await slow.query('BEGIN')
-    await slow.query(`SELECT * FROM "${schema}".append_events('slow', 'any', $1::json)`, [JSON.stringify([{ id: slowId, type: 'Slow', data: {}, metadata: {} }])])
+    await slow.query(`SELECT * FROM "${schema}".append_events('slow', 'any', $1, $2, $3, $4)`, [[slowId], ['Slow'], ['{}'], ['{}']])
 
     // meanwhile this process appends; give a naive store every chance to commit and deliver it
     const fast = store.append('fast', [{ type: 'Fast', data: {} }])
