@@ -26,8 +26,8 @@ import { ChangeNotifier, pullSubscription } from './subscription.ts'
 // transaction lock inside the append function, so writers are serialised, positions are dense
 // and their order is commit order; a reader's snapshot always holds a prefix of the positions.
 // To keep throughput, appends that queue up while a batch is in flight go to the server as one
-// batch: one function call, one transaction, one WAL flush (group commit), each append inside
-// its own sub-block so it keeps its own outcome.
+// batch: one function call, one transaction, one WAL flush (group commit), where each append
+// keeps its own outcome (see append_batch).
 
 const MAX_BATCH = 64 // a transaction with more subtransactions than a backend caches (64) slows every reader's snapshot
 const IN_FLIGHT = 2 // a second batch waits on the lock while the first commits, saving a round trip
