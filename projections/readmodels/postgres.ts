@@ -22,13 +22,13 @@ CREATE TABLE IF NOT EXISTS ${s}.projection_cursors (name text PRIMARY KEY, posit
 `
 
 export interface PostgresReadModelOptions {
-  /** schema holding the tables; default: the URL's `schema` parameter, else `public` */
+  /** schema holding the tables; default: the URL's `schema` parameter, else `kennel` (as the event store) */
   schema?: string
 }
 
 export async function openPostgresReadModels(url: string, options: PostgresReadModelOptions = {}): Promise<ReadModelStore> {
   const u = new URL(url)
-  const schema = options.schema ?? u.searchParams.get('schema') ?? 'public'
+  const schema = options.schema ?? u.searchParams.get('schema') ?? 'kennel'
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
   u.searchParams.delete('schema')
   const pool = new pg.Pool({ connectionString: u.toString(), max: 4 })

@@ -1,0 +1,86 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { openEventStore } from '../../infra/eventstore/open.ts'
+import { createAuditProjection } from '../../projections/audit/projection.ts'
+import { verifyAuditLog } from '../../projections/audit/verify.ts'
+import { openPostgresReadModels } from '../../projections/readmodels/postgres.ts'
+import { rebuildProjections } from '../../projections/rebuild.ts'
+import { startProjectionRunner } from '../../projections/runner.ts'
+import { appendAll, deviceActivity, dumpReadModels, testKeys, traffic } from './helpers.ts'
+
+// Read models in PostgreSQL, in the same schema as the events; tamper tests made directly in the
+// events table of a throw-away schema with its immutability trigger dropped.
+
+const PG = process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+async function reachable(): Promise<string | undefined> {
+  const c = new pg.Client({ connectionString: PG, connectionTimeoutMillis: 2000 })
+  try {
+    await c.connect()
+    await c.end()
+    return undefined
+  } catch (err) {
+    return `PostgreSQL unreachable at ${PG.replace(/\/\/[^@]*@/, '//***@')}: ${(err as Error).message}`
+  }
+}
+
+const skip = await reachable()
+
+async function freshSchema(t: Test): Promise<{ url: string; schema: string; sql: pg.Client }> {
+  const schema = `kproj_${randomBytes(6).toString('hex')}`
+  const sql = new pg.Client({ connectionString: PG })
+  await sql.connect()
+  t.teardown(async () => {
+    await sql.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+    await sql.end()
+  })
+  const u = new URL(PG)
+  u.searchParams.set('schema', schema)
+  return { url: u.toString(), schema, sql }
+}
+
+t.test('PostgreSQL read models: rebuild equals incremental, and verify names tampered positions', { skip }, async (t) => {
+  const { url, schema, sql } = await freshSchema(t)
+  const store = await openEventStore(url, { environment: 'test' })
+  t.teardown(() => store.close())
+  const readModels = await openPostgresReadModels(url)
+  t.teardown(() => readModels.close())
+  const { signer, verifier } = testKeys()
+  const projections = [deviceActivity, createAuditProjection({ signer, headEveryEvents: 30, headEverySeconds: 86400 })]
+  const runner = await startProjectionRunner({ store, readModels, projections, batchSize: 40 })
+  await runner.caughtUp
+  await appendAll(store, traffic(200))
+  await runner.waitFor(await store.headPosition())
+  await runner.stop()
+  const settle = await startProjectionRunner({ store, readModels, projections })
+  await settle.caughtUp
+  await settle.stop()
+  const tables = await sql.query(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('events', 'projection_entries')`, [schema])
+  t.equal(tables.rows[0].n, 2, 'read models live in the events schema')
+
+  const other = await openPostgresReadModels(url, { schema: `${schema}_rb` })
+  t.teardown(async () => {
+    await other.close()
+    await sql.query(`DROP SCHEMA IF EXISTS ${schema}_rb CASCADE`)
+  })
+  await rebuildProjections({ store, readModels: other, projections })
+  const names = projections.map((p) => p.name)
+  t.same(await dumpReadModels(other, names), await dumpReadModels(readModels, names), 'rebuilt == incremental')
+
+  t.ok((await verifyAuditLog({ store, readModels, verifiers: [verifier] })).ok, 'untouched: consistent')
+  await sql.query(`ALTER TABLE ${schema}.events DISABLE TRIGGER events_are_immutable`)
+  const positions = (await sql.query(`SELECT position FROM ${schema}.events ORDER BY position`)).rows.map((r) => Number(r.position))
+  // each alteration lies before the previous ones, so it is the first break
+  const cases: Array<[string, number, string]> = [
+    ['edit metadata', positions[120]!, `UPDATE ${schema}.events SET metadata = '{}'::json WHERE position = $1`],
+    ['delete', positions[88]!, `DELETE FROM ${schema}.events WHERE position = $1`],
+    ['edit', positions[57]!, `UPDATE ${schema}.events SET data = '{"deviceId":"toy-0","i":-1}'::json WHERE position = $1`],
+  ]
+  for (const [name, position, statement] of cases) {
+    await sql.query(statement, [position])
+    const result = await verifyAuditLog({ store, readModels, verifiers: [verifier] })
+    t.notOk(result.ok, `${name} detected`)
+    t.equal(result.firstBreak?.position, position, `${name}: first break at ${position} (${result.firstBreak?.message})`)
+  }
+})
