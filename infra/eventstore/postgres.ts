@@ -212,7 +212,12 @@ interface SqlError {
 }
 
 function toJson(value: unknown, type: string): string {
-  const text = JSON.stringify(value)
+  let text: string | undefined
+  try {
+    text = JSON.stringify(value)
+  } catch (err) {
+    throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type} cannot be stored as JSON: ${(err as Error).message}`)
+  }
   if (typeof text !== 'string') throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type}: data and metadata must be JSON values`)
   return text
 }

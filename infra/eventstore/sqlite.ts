@@ -51,9 +51,17 @@ CREATE TRIGGER IF NOT EXISTS events_are_append_only BEFORE DELETE ON events
 const COLUMNS = 'position, id, stream, revision, type, time, data, metadata'
 type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
 
+/** an event serialised before it is queued, so a bad value fails its own append, not a batch */
+interface SerialisedEvent {
+  id: string
+  type: string
+  data: string
+  metadata: string
+}
+
 interface PendingAppend {
   stream: string
-  events: PreparedEvent[]
+  events: SerialisedEvent[]
   expected: AppendOptions['expectedRevision'] & {}
   resolve: (r: AppendResult) => void
   reject: (e: unknown) => void
@@ -140,9 +148,9 @@ class SqliteEventStore implements EventStore {
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
     const expected = options.expectedRevision ?? 'any'
-    let prepared: PreparedEvent[]
+    let prepared: SerialisedEvent[]
     try {
-      prepared = prepareAppend(stream, events, expected)
+      prepared = prepareAppend(stream, events, expected).map(serialise)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -165,13 +173,18 @@ class SqliteEventStore implements EventStore {
     try {
       this.db.transaction(() => {
         for (const a of batch) {
-          this.stmt.savepoint.run()
+          // a single-event append either writes its one row or fails before writing: only
+          // multi-event appends need a savepoint to undo a partial write
+          const guarded = a.events.length > 1
+          if (guarded) this.stmt.savepoint.run()
           try {
             outcomes.push({ ok: true, result: this.appendOne(a, time) })
-            this.stmt.release.run()
+            if (guarded) this.stmt.release.run()
           } catch (error) {
-            this.stmt.rollbackTo.run()
-            this.stmt.release.run()
+            if (guarded) {
+              this.stmt.rollbackTo.run()
+              this.stmt.release.run()
+            }
             outcomes.push({ ok: false, error })
           }
         }
@@ -191,16 +204,25 @@ class SqliteEventStore implements EventStore {
   private appendOne(a: PendingAppend, time: string): AppendResult {
     const last = this.stmt.lastRevision.get(a.stream) as number | null
     const current = last ?? -1
-    const stored = a.events.map((e) => this.stmt.locate.get(e.id) as StoredLocation | undefined)
-    const retried = classifyRetry(a.stream, a.expected, stored, current)
-    if (retried) return retried
+    // the common case is a new append: look up only the first id, and let the UNIQUE index
+    // catch a later id that is already stored (a partial overlap)
+    if (this.stmt.locate.get(a.events[0]!.id) !== undefined) {
+      const stored = a.events.map((e) => this.stmt.locate.get(e.id) as StoredLocation | undefined)
+      return classifyRetry(a.stream, a.expected, stored, current)!
+    }
     checkExpectedRevision(a.stream, a.expected, current)
     let revision = current
     let position = 0
     for (const e of a.events) {
       revision++
-      const info = this.stmt.insert.run(e.id, a.stream, revision, e.type, time, JSON.stringify(e.data), JSON.stringify(e.metadata))
-      position = Number(info.lastInsertRowid)
+      try {
+        position = Number(this.stmt.insert.run(e.id, a.stream, revision, e.type, time, e.data, e.metadata).lastInsertRowid)
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /events\.id/.test((err as Error).message)) {
+          throw new KennelError('KENNEL_ERR_DUPLICATE_EVENT', `append to ${a.stream}: some event ids are already stored, others are not, or they are stored elsewhere`, { stream: a.stream })
+        }
+        throw err
+      }
     }
     return { nextExpectedRevision: revision, position }
   }
@@ -294,6 +316,14 @@ class SqliteEventStore implements EventStore {
 
   private assertOpen(): void {
     if (this.closed) throw new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed')
+  }
+}
+
+function serialise(e: PreparedEvent): SerialisedEvent {
+  try {
+    return { id: e.id, type: e.type, data: JSON.stringify(e.data), metadata: JSON.stringify(e.metadata) }
+  } catch (err) {
+    throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} cannot be stored as JSON: ${(err as Error).message}`)
   }
 }
 

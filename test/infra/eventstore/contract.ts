@@ -113,6 +113,8 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     const id = randomUUID()
     const dup = await store.append('s', [ev('X', {}, id), ev('X', {}, id)]).catch((e: unknown) => e)
     t.ok(isKennelError(dup, 'KENNEL_ERR_VALIDATION'), 'the same id twice in one append')
+    const unserialisable = await store.append('s', [ev('X'), ev('X', { n: 1n })]).catch((e: unknown) => e)
+    t.ok(isKennelError(unserialisable, 'KENNEL_ERR_VALIDATION'), 'data that is not JSON')
     t.same(await store.readAll(), [])
   })
 
