@@ -4,6 +4,7 @@ import { createLogger } from '../infra/log.ts'
 import { registerAccountCommands } from './commands/account.ts'
 import { registerAuditCommands } from './commands/audit.ts'
 import { registerCaCommands } from './commands/ca.ts'
+import { registerDeployCommands } from './commands/deploy.ts'
 import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
@@ -35,6 +36,7 @@ program
 
 registerEventCommands(program)
 registerDeviceCommands(program)
+registerDeployCommands(program)
 registerCaCommands(program)
 registerAccountCommands(program)
 registerProjectionCommands(program)

@@ -68,6 +68,9 @@ export const errorCatalogue = {
   KENNEL_ERR_AUDIT_TAMPERED: { http: 409, exit: 1 },
   KENNEL_ERR_PROOF_INVALID: { http: 400, exit: 1 },
   KENNEL_ERR_CREDENTIAL_INVALID: { http: 400, exit: 64 },
+  // production deployment definition (R14)
+  KENNEL_ERR_DEPLOY_DEFINITION: { http: 400, exit: 65 },
+  KENNEL_ERR_DEPLOY_UNSAFE: { http: 409, exit: 1 },
 } as const satisfies Record<string, ErrorSpec>
 
 export type ErrorCode = keyof typeof errorCatalogue
