@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import t from 'tap'
 import { newObjectKey } from '../../../infra/blobstore/port.ts'
 import { checkDefinition, rules } from '../../../infra/deploy/check.ts'
-import { parseDefinition, type Definition, type IngressRule, type Role, type Service } from '../../../infra/deploy/definition.ts'
+import { parseDefinition, type Definition, type IngressRule, type Role, type Service, type Statement } from '../../../infra/deploy/definition.ts'
 import { OBJECT_KEY_PREFIX } from '../../../infra/deploy/rules/presigner.ts'
 
 const FILE = 'infra/deploy/production.json'
@@ -15,7 +15,7 @@ const open = (d: Definition, id: string, rule: IngressRule) => group(d, id).ingr
 const kennel = (d: Definition): Service => d.services![0]!
 const env = (d: Definition) => kennel(d).environment!
 const role = (d: Definition, id: string): Role => d.iamRoles!.find((r) => r.id === id)!
-const statements = (d: Definition, id: string) => role(d, id).policy!.Statement as NonNullable<Role['policy']>['Statement'] & object[]
+const statements = (d: Definition, id: string) => role(d, id).policy!.Statement as Statement[]
 const bucket = (d: Definition) => d.buckets![0]!
 const listener = (d: Definition) => d.loadBalancers![0]!.listeners!
 const internet = (port: number, toPort = port): IngressRule => ({ protocol: 'tcp', fromPort: port, toPort, cidr: '0.0.0.0/0' })
@@ -52,28 +52,28 @@ const attacks: Array<[rule: string, attack: string, mutate: (d: Definition) => v
   ['bucket-block-public-access', 'IgnorePublicAcls off', (d) => void (bucket(d).blockPublicAccess!.ignorePublicAcls = false)],
   ['bucket-block-public-access', 'BlockPublicPolicy off', (d) => void (bucket(d).blockPublicAccess!.blockPublicPolicy = false)],
   ['bucket-block-public-access', 'RestrictPublicBuckets missing', (d) => void delete bucket(d).blockPublicAccess!.restrictPublicBuckets],
-  ['bucket-no-public-acl-or-policy', 'a policy grants Principal "*" GetObject', (d) => void (bucket(d).policy!.Statement as object[]).push({ Effect: 'Allow', Principal: '*', Action: 's3:GetObject', Resource: `${ARN}/*` })],
-  ['bucket-no-public-acl-or-policy', 'a policy grants {"AWS": "*"} everything', (d) => void (bucket(d).policy!.Statement as object[]).push({ Effect: 'Allow', Principal: { AWS: ['*'] }, Action: 's3:*', Resource: `${ARN}/*` })],
+  ['bucket-no-public-acl-or-policy', 'a policy grants Principal "*" GetObject', (d) => void (bucket(d).policy!.Statement as Statement[]).push({ Effect: 'Allow', Principal: '*', Action: 's3:GetObject', Resource: `${ARN}/*` })],
+  ['bucket-no-public-acl-or-policy', 'a policy grants {"AWS": "*"} everything', (d) => void (bucket(d).policy!.Statement as Statement[]).push({ Effect: 'Allow', Principal: { AWS: ['*'] }, Action: 's3:*', Resource: `${ARN}/*` })],
   ['bucket-no-public-acl-or-policy', 'a public-read ACL', (d) => void (bucket(d).acl = 'public-read')],
   ['bucket-no-public-acl-or-policy', 'ACLs re-enabled', (d) => void (bucket(d).objectOwnership = 'ObjectWriter')],
   ['bucket-no-public-acl-or-policy', 'website hosting', (d) => void (bucket(d).website = { indexDocument: 'index.html' })],
   ['bucket-tls-only-policy', 'no SecureTransport deny', (d) => void (bucket(d).policy!.Statement = [])],
-  ['bucket-tls-only-policy', 'the deny misses the objects', (d) => void ((bucket(d).policy!.Statement as { Resource: string[] }[])[0]!.Resource = [ARN])],
-  ['bucket-tls-only-policy', 'the deny is conditioned the wrong way', (d) => void ((bucket(d).policy!.Statement as { Condition: unknown }[])[0]!.Condition = { Bool: { 'aws:SecureTransport': 'true' } })],
+  ['bucket-tls-only-policy', 'the deny misses the objects', (d) => void ((bucket(d).policy!.Statement as Statement[])[0]!.Resource = [ARN])],
+  ['bucket-tls-only-policy', 'the deny is conditioned the wrong way', (d) => void ((bucket(d).policy!.Statement as Statement[])[0]!.Condition = { Bool: { 'aws:SecureTransport': 'true' } })],
   ['bucket-sse-kms', 'default encryption SSE-S3', (d) => void (bucket(d).encryption!.sseAlgorithm = 'AES256')],
   ['bucket-sse-kms', 'the key does not rotate', (d) => void (d.kmsKeys![0]!.rotation = false)],
   ['bucket-sse-kms', 'kennel presigns without the key', (d) => void delete env(d).KENNEL_S3_KMS_KEY_ID],
   ['bucket-sse-kms', 'kennel writes to an undefined bucket', (d) => void (env(d).KENNEL_S3_BUCKET = 'kennel-dev-recordings')],
   ['bucket-versioning', 'versioning suspended', (d) => void (bucket(d).versioning = 'Suspended')],
-  ['presigner-least-privilege', 'the presigner gets s3:*', (d) => void ((statements(d, 'role-kennel-task')[0] as { Action: string[] }).Action = ['s3:*'])],
-  ['presigner-least-privilege', 'the presigner gets Resource "*"', (d) => void ((statements(d, 'role-kennel-task')[0] as { Resource: string }).Resource = '*')],
+  ['presigner-least-privilege', 'the presigner gets s3:*', (d) => void (statements(d, 'role-kennel-task')[0]!.Action = ['s3:*'])],
+  ['presigner-least-privilege', 'the presigner gets Resource "*"', (d) => void (statements(d, 'role-kennel-task')[0]!.Resource = '*')],
   ['presigner-least-privilege', 'the presigner may list the bucket', (d) => void statements(d, 'role-kennel-task').push({ Effect: 'Allow', Action: 's3:ListBucket', Resource: ARN })],
-  ['presigner-least-privilege', 'the presigner may use every key', (d) => void ((statements(d, 'role-kennel-task')[1] as { Resource: string }).Resource = 'arn:aws:kms:eu-west-1:111122223333:key/*')],
+  ['presigner-least-privilege', 'the presigner may use every key', (d) => void (statements(d, 'role-kennel-task')[1]!.Resource = 'arn:aws:kms:eu-west-1:111122223333:key/*')],
   ['presigner-least-privilege', 'the presigner may manage IAM', (d) => void statements(d, 'role-kennel-task').push({ Effect: 'Allow', Action: 'iam:PassRole', Resource: '*' })],
   ['presigner-least-privilege', 'NotAction instead of actions', (d) => void statements(d, 'role-kennel-task').push({ Effect: 'Allow', NotAction: 'iam:*', Resource: `${ARN}/rec-*` })],
   ['presigner-least-privilege', 'anyone may assume the role', (d) => void (role(d, 'role-kennel-task').trust!.Principal = { AWS: '*' })],
   ['presigner-least-privilege', 'another role reads recordings', (d) => void statements(d, 'role-kennel-execution').push({ Effect: 'Allow', Action: 's3:GetObject', Resource: `${ARN}/*` })],
-  ['presigner-least-privilege', 'the presigner cannot upload', (d) => void ((statements(d, 'role-kennel-task')[0] as { Action: string[] }).Action = ['s3:GetObject'])],
+  ['presigner-least-privilege', 'the presigner cannot upload', (d) => void (statements(d, 'role-kennel-task')[0]!.Action = ['s3:GetObject'])],
   ['edge-tls-passthrough', 'the internet reaches kennel directly', (d) => open(d, 'sg-app', internet(8443))],
   ['edge-tls-passthrough', 'the load balancer admits SSH', (d) => open(d, 'sg-edge', internet(22))],
   ['edge-tls-passthrough', 'the load balancer terminates TLS (the client certificate is lost)', (d) => void (listener(d)[0]!.protocol = 'TLS')],
