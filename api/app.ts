@@ -25,11 +25,13 @@ import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
 import { opsRoutes } from './ops/routes.ts'
 import { registerErrorHandling } from './plugins/errors.ts'
+import { registerQueryCoercion } from './plugins/query-coercion.ts'
 import { registerSecurityHeaders } from './plugins/security-headers.ts'
 import { publicRoutes } from './public/routes.ts'
 import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
 import { recordingRoutes } from './recordings/routes.ts'
+import { recordDownload } from './recordings/service.ts'
 
 // buildApi: the whole REST API as a Fastify instance that does not listen (STYLE §1); tests use
 // app.inject(), api/listen.ts puts it on HTTPS. The read models it answers from are followed
@@ -57,6 +59,13 @@ export interface ApiDeps {
 }
 
 export const JSON_BODY_LIMIT = 64 * 1024
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** the API's in-memory read models: tests and bin/ wait on them after appending elsewhere */
+    readModels: { readonly position: number; waitFor(position: number): Promise<void> }
+  }
+}
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
@@ -98,12 +107,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     trustProxy: false,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
-    // reject unknown properties instead of silently dropping them (Fastify's default removes them)
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    // reject unknown properties instead of silently dropping them (Fastify's default removes
+    // them), and validate JSON bodies as sent: only query strings are converted (query-coercion.ts)
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   })
   app.decorateRequest('account', null)
   app.decorateRequest('device', null)
+  app.decorate('readModels', { get position() { return followed.position }, waitFor: (position: number) => followed.waitFor(position) })
   registerErrorHandling(app)
+  registerQueryCoercion(app)
   registerSecurityHeaders(app)
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched'
@@ -134,6 +146,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(deviceRoutes, { ctx })
   await app.register(opsRoutes, { ctx })
   await app.register(auditRoutes, { ctx, audit: deps.audit })
-  if (blobs instanceof LocalBlobStore) await app.register(blobRoutes, { blobs })
+  if (blobs instanceof LocalBlobStore) await app.register(blobRoutes, { blobs, recordDownload: recordDownload(ctx) })
   return app
 }

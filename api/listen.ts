@@ -1,6 +1,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import { register as defaultRegistry, Registry } from 'prom-client'
 import type { Config } from '../infra/config.ts'
@@ -76,6 +77,8 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
     const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { ip, listener: 'api', cidr, count } }
     opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).catch((err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'))
   })
+  // a connection's client certificate is fixed for its lifetime: device-auth reads it once (R2)
+  server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
   server.on('tlsClientError', (err) => opts.log?.debug({ err: err.message }, 'TLS handshake failed'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

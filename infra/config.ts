@@ -110,6 +110,7 @@ export const configKeys = {
   deviceApiLimits: key('KENNEL_DEVICE_API_LIMITS', 'device API calls per certificate (R6)', '60/minute,200/hour,400/day', rateList),
   loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP before a block (R6)', '5', int(1, 1000)),
   loginIpDailyLimit: key('KENNEL_LOGIN_IP_DAILY_LIMIT', 'failed logins per source IP per day (R6)', '100', int(1, 1_000_000)),
+  sessionTtlMinutes: key('KENNEL_SESSION_TTL_MINUTES', 'lifetime of a session token from POST /v1/sessions, in minutes (R6)', '720', int(5, 10_080)),
   denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),
   presignTtlSeconds: key('KENNEL_PRESIGN_TTL_SECONDS', 'lifetime of presigned recording URLs, at most 900 (R5)', '300', int(1, 900)),
   s3Bucket: key('KENNEL_S3_BUCKET', 'S3 bucket for recordings (unset = encrypted blob store in the data dir)', '', optional(text)),

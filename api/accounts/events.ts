@@ -18,6 +18,13 @@ export interface AccountCreated {
   }
 }
 
+/** in `email-{emailHash}`, appended with an expected revision before AccountCreated: the address
+ * belongs to one account (api/accounts/email-reservation.ts) */
+export interface EmailReserved {
+  type: 'EmailReserved'
+  data: { emailHash: string; accountId: string; reservedAt: string }
+}
+
 export interface RoleGranted {
   type: 'RoleGranted'
   data: { accountId: string; role: Role; grantedAt: string }
@@ -53,7 +60,8 @@ export interface PrivilegedRouteUsed {
   data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
 }
 
-export type AccountEvent = AccountCreated | RoleGranted | SessionStarted | SessionEnded | LoginFailed | PrivilegedRouteUsed
+export type AccountEvent = AccountCreated | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | PrivilegedRouteUsed
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
+export const emailStream = (emailHash: string): string => `email-${emailHash}`
 export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`

@@ -55,6 +55,7 @@ export const accountsProjection: Projection = {
         if (s) tx.put(SESSIONS, s.tokenHash, { ...s, ended: true })
         return
       }
+      case 'EmailReserved':
       case 'LoginFailed':
       case 'PrivilegedRouteUsed':
         return

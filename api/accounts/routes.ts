@@ -6,9 +6,10 @@ import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses } from '../schemas.ts'
 import { accountStream, securityStream, type AccountCreated, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
+import { reserveEmail } from './email-reservation.ts'
 import { accountByEmailHash } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
-import { newToken, SESSION_TTL_SECONDS, tokenHash } from './tokens.ts'
+import { newToken, tokenHash } from './tokens.ts'
 import type { RateLimitExceeded } from '../guard/events.ts'
 
 const credentials = {
@@ -36,13 +37,17 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const problem = passwordProblem(password, email)
     if (problem) throw new KennelError('KENNEL_ERR_WEAK_PASSWORD', problem)
     const emailHash = ctx.emails.hash(email)
+    // the read model answers the common case; the reservation decides a race (email-reservation.ts)
     if (accountByEmailHash(ctx.docs, emailHash)) throw new KennelError('KENNEL_ERR_ACCOUNT_EXISTS', 'an account with this e-mail address exists; log in instead')
     const accountId = randomUUID()
+    const passwordHash = await argon2.hash(password, hashOptions)
+    const metadata = { actor: `account:${accountId}`, sourceIp: req.ip, correlationId: req.id }
+    await reserveEmail(ctx, emailHash, accountId, metadata)
     const event: AccountCreated = {
       type: 'AccountCreated',
-      data: { accountId, emailHash, emailSealed: ctx.emails.seal(accountId, email), passwordHash: await argon2.hash(password, hashOptions), createdAt: ctx.now().toISOString() },
+      data: { accountId, emailHash, emailSealed: ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString() },
     }
-    await ctx.append(accountStream(accountId), [{ ...event, metadata: { actor: `account:${accountId}`, sourceIp: req.ip, correlationId: req.id } }], 'no_stream')
+    await ctx.append(accountStream(accountId), [{ ...event, metadata }], 'no_stream')
     return reply.status(201).send({ accountId })
   })
 
@@ -78,7 +83,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     await ctx.loginLimiter.succeeded(emailHash, req.ip)
     const token = newToken()
     const sessionId = randomUUID()
-    const expiresAt = new Date(ctx.now().getTime() + SESSION_TTL_SECONDS * 1000).toISOString()
+    const expiresAt = new Date(ctx.now().getTime() + ctx.config.sessionTtlMinutes * 60_000).toISOString()
     const started: SessionStarted = { type: 'SessionStarted', data: { accountId: account.accountId, sessionId, tokenHash: tokenHash(token), expiresAt } }
     await ctx.append(accountStream(account.accountId), [{ ...started, metadata: { actor: `account:${account.accountId}`, credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
     return { token, expiresAt }

@@ -1,8 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 
 // Session tokens: 256 random bits, shown once, stored only as their SHA-256 (R6, R13). A token's
-// public id (sessionId) names it in events and logs.
-export const SESSION_TTL_SECONDS = 12 * 60 * 60
+// public id (sessionId) names it in events and logs. Their lifetime is KENNEL_SESSION_TTL_MINUTES.
 const TOKEN = /^kt_[A-Za-z0-9_-]{43}$/
 
 export function newToken(): string {

@@ -20,17 +20,16 @@ export class DeviceLimiter {
     })
   }
 
+  /** consumes every window at once (one round trip to Redis each, in parallel) */
   async consume(serial: string): Promise<DeviceLimitRefusal | undefined> {
+    const outcomes = await Promise.allSettled(this.limiters.map(({ limiter }) => limiter.consume(serial)))
     let refusal: DeviceLimitRefusal | undefined
-    for (const { window, limiter } of this.limiters) {
-      try {
-        await limiter.consume(serial)
-      } catch (res) {
-        if (!(res instanceof RateLimiterRes)) throw res
-        const retryAfterSeconds = Math.max(1, Math.ceil(res.msBeforeNext / 1000))
-        if (!refusal || retryAfterSeconds > refusal.retryAfterSeconds) refusal = { window, retryAfterSeconds }
-      }
-    }
+    outcomes.forEach((o, i) => {
+      if (o.status === 'fulfilled') return
+      if (!(o.reason instanceof RateLimiterRes)) throw o.reason
+      const retryAfterSeconds = Math.max(1, Math.ceil(o.reason.msBeforeNext / 1000))
+      if (!refusal || retryAfterSeconds > refusal.retryAfterSeconds) refusal = { window: this.limiters[i]!.window, retryAfterSeconds }
+    })
     return refusal
   }
 }

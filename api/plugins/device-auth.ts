@@ -24,6 +24,38 @@ declare module 'fastify' {
 
 const REFUSAL_EVENT_BLOCK_MS = 60_000
 
+interface PeerIdentity {
+  authorized: boolean
+  authorizationError: unknown
+  deviceId: string | undefined
+  serial: string | undefined
+  /** ms since the epoch */
+  notAfter: number
+}
+
+// getPeerCertificate() decodes the whole certificate (fingerprints included) on every call, about
+// a third of a keep-alive request's CPU; the peer of a connection cannot change once the listener
+// disables renegotiation (api/listen.ts), so it is read once per connection. Revocation and
+// supersession are still checked on every request.
+const peers = new WeakMap<TLSSocket, PeerIdentity | null>()
+
+function peerOf(socket: TLSSocket): PeerIdentity | null {
+  let peer = peers.get(socket)
+  if (peer !== undefined) return peer
+  const cert = socket.getPeerCertificate()
+  peer = !cert || !cert.subject
+    ? null
+    : {
+        authorized: socket.authorized,
+        authorizationError: socket.authorizationError,
+        deviceId: typeof cert.subject.CN === 'string' ? cert.subject.CN : undefined,
+        serial: typeof cert.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : undefined,
+        notAfter: Date.parse(cert.valid_to),
+      }
+  peers.set(socket, peer)
+  return peer
+}
+
 export function authenticateDevice(ctx: ApiContext) {
   async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, deviceId?: string, serial?: string): Promise<never> {
     ctx.metrics.authFailures.inc({ kind: `device-${reason}` })
@@ -37,13 +69,14 @@ export function authenticateDevice(ctx: ApiContext) {
   return async function deviceAuth(req: FastifyRequest): Promise<void> {
     const socket = req.raw.socket as Partial<TLSSocket>
     if (!socket.encrypted || typeof socket.getPeerCertificate !== 'function') return refuse(req, 'no-tls', 'KENNEL_ERR_CERT_INVALID', 'device routes need HTTPS with the toy\'s client certificate')
-    const cert = socket.getPeerCertificate()
-    if (!cert || !cert.subject) return refuse(req, 'no-certificate', 'KENNEL_ERR_CERT_INVALID', 'no client certificate was presented')
-    const deviceId = typeof cert.subject.CN === 'string' ? cert.subject.CN : undefined
-    const serial = typeof cert.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : undefined
-    if (!socket.authorized || !deviceId || !serial) {
-      return refuse(req, `untrusted:${String(socket.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(socket.authorizationError ?? 'no subject')})`)
+    const peer = peerOf(socket as TLSSocket)
+    if (!peer) return refuse(req, 'no-certificate', 'KENNEL_ERR_CERT_INVALID', 'no client certificate was presented')
+    const { deviceId, serial } = peer
+    if (!peer.authorized || !deviceId || !serial) {
+      return refuse(req, `untrusted:${String(peer.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(peer.authorizationError ?? 'no subject')})`)
     }
+    // the chain was verified at the handshake; a keep-alive connection must not outlive the certificate
+    if (!(ctx.now().getTime() <= peer.notAfter)) return refuse(req, 'untrusted:CERT_HAS_EXPIRED', 'KENNEL_ERR_CERT_INVALID', 'the client certificate is not trusted (CERT_HAS_EXPIRED)', deviceId, serial)
     const verdict = checkCertificate(ctx.docs, deviceId, serial, ctx.now())
     if (!verdict.ok) {
       const revoked = verdict.reason === 'device-revoked' || verdict.reason === 'certificate-revoked'

@@ -34,6 +34,13 @@ export interface RecordingStored {
   data: { recordingId: string; householdId: string; deviceId: string; bytes: number; storedAt: string }
 }
 
-export type RecordingEvent = RecordingCreated | UploadUrlIssued | DownloadUrlIssued | RecordingStored
+/** a download URL was used: the embedded store served the object (R5, R16: the breach report
+ * lists URLs issued and used). S3 serves its URLs itself, so S3 downloads have no such event. */
+export interface RecordingDownloaded {
+  type: 'RecordingDownloaded'
+  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; until: string }
+}
+
+export type RecordingEvent = RecordingCreated | UploadUrlIssued | DownloadUrlIssued | RecordingStored | RecordingDownloaded
 
 export const recordingStream = (recordingId: string): string => `recording-${recordingId}`

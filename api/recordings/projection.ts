@@ -22,11 +22,12 @@ export interface RecordingDoc {
 const RECORDINGS = 'api.recordings'
 const BY_HOUSEHOLD = 'api.recordingsByHousehold'
 const BY_DEVICE = 'api.recordingsByDevice'
+const BY_OBJECT_KEY = 'api.recordingByObjectKey'
 
 export const recordingsProjection: Projection = {
   name: 'api-recordings',
-  version: 1,
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingStored'],
+  version: 2,
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingStored', 'RecordingDownloaded'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as RecordingEvent
     switch (event.type) {
@@ -35,6 +36,7 @@ export const recordingsProjection: Projection = {
         tx.put(RECORDINGS, d.recordingId, { ...d, status: 'pending', storedAt: undefined, revision: recorded.revision } satisfies RecordingDoc)
         tx.put(BY_HOUSEHOLD, d.householdId, [...(tx.get<string[]>(BY_HOUSEHOLD, d.householdId) ?? []), d.recordingId])
         tx.put(BY_DEVICE, d.deviceId, [...(tx.get<string[]>(BY_DEVICE, d.deviceId) ?? []), d.recordingId])
+        tx.put(BY_OBJECT_KEY, d.objectKey, d.recordingId)
         return
       }
       case 'RecordingStored': {
@@ -43,7 +45,8 @@ export const recordingsProjection: Projection = {
         return
       }
       case 'UploadUrlIssued':
-      case 'DownloadUrlIssued': {
+      case 'DownloadUrlIssued':
+      case 'RecordingDownloaded': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
         if (r) tx.put(RECORDINGS, r.recordingId, { ...r, revision: recorded.revision })
         return
@@ -57,6 +60,11 @@ export const recordingsProjection: Projection = {
 }
 
 export const recordingById = (docs: Documents, recordingId: string): RecordingDoc | undefined => docs.get<RecordingDoc>(RECORDINGS, recordingId)
+
+export function recordingByObjectKey(docs: Documents, objectKey: string): RecordingDoc | undefined {
+  const id = docs.get<string>(BY_OBJECT_KEY, objectKey)
+  return id === undefined ? undefined : recordingById(docs, id)
+}
 
 const byIds = (docs: Documents, ids: string[] | undefined): RecordingDoc[] => (ids ?? []).map((id) => recordingById(docs, id)).filter((r): r is RecordingDoc => r !== undefined)
 

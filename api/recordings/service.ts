@@ -3,8 +3,8 @@ import type { EventMetadata } from '../../infra/eventstore/port.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { newObjectKey, type PresignedUrl } from '../../infra/blobstore/port.ts'
 import type { ApiContext } from '../context.ts'
-import { recordingStream, type DownloadUrlIssued, type RecordingCreated, type RecordingDirection, type RecordingStored, type UploadUrlIssued } from './events.ts'
-import type { RecordingDoc } from './projection.ts'
+import { recordingStream, type DownloadUrlIssued, type RecordingCreated, type RecordingDirection, type RecordingDownloaded, type RecordingStored, type UploadUrlIssued } from './events.ts'
+import { recordingByObjectKey, type RecordingDoc } from './projection.ts'
 
 // The recording lifecycle shared by parent and device routes (R5, R13): create + upload URL,
 // complete (only once the object exists with the declared size), download URL. Callers have
@@ -70,6 +70,18 @@ export async function issueDownloadUrl(ctx: ApiContext, r: RecordingDoc, metadat
   await ctx.store.append(recordingStream(r.recordingId), [{ ...issued, metadata }])
   ctx.metrics.urlsIssued.inc({ method: 'GET' })
   return { recordingId: r.recordingId, url: presigned.url, method: presigned.method, headers: presigned.headers, expiresAt: presigned.expiresAt }
+}
+
+/** what the embedded store's GET route (api/blobs/routes.ts) calls before it sends the bytes:
+ * the use of a download URL is appended before the object is served (R5, R16, R19) */
+export function recordDownload(ctx: ApiContext) {
+  return async function recordDownloadUse(objectKey: string, use: { ip: string; correlationId: string; until: string }): Promise<void> {
+    const r = recordingByObjectKey(ctx.docs, objectKey)
+    if (!r) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such object')
+    const downloaded: RecordingDownloaded = { type: 'RecordingDownloaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: r.bytes, until: use.until } }
+    // the URL is a bearer capability: whoever holds it is anonymous, known only by address
+    await ctx.store.append(recordingStream(r.recordingId), [{ ...downloaded, metadata: { actor: 'anonymous', sourceIp: use.ip, correlationId: use.correlationId } }])
+  }
 }
 
 export async function completeRecording(ctx: ApiContext, r: RecordingDoc, metadata: EventMetadata): Promise<void> {

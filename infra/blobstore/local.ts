@@ -52,10 +52,10 @@ export class LocalBlobStore implements BlobStore {
     const contentType = r.method === 'PUT' ? (r.contentType ?? 'application/octet-stream') : ''
     const bytes = r.method === 'PUT' ? (r.bytes ?? 0) : 0
     const sig = this.sign(r.method, r.key, r.householdId, contentType, bytes, expires)
-    const q = new URLSearchParams({ h: r.householdId, ct: contentType, len: String(bytes), expires: String(expires), sig })
+    const q = `h=${encodeURIComponent(r.householdId)}&ct=${encodeURIComponent(contentType)}&len=${bytes}&expires=${expires}&sig=${sig}`
     return {
       method: r.method,
-      url: `/v1/blobs/${r.key}?${q.toString()}`,
+      url: `/v1/blobs/${r.key}?${q}`,
       headers: r.method === 'PUT' ? { 'content-type': contentType } : {},
       expiresAt: new Date(expires * 1000).toISOString(),
     }

@@ -1,4 +1,8 @@
+import path from 'node:path'
 import t from 'tap'
+import { RESERVATION_TIMEOUT_MS, reservationHolds } from '../../api/accounts/email-reservation.ts'
+import { EmailProtector } from '../../api/accounts/personal-data.ts'
+import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
 t.test('password policy refuses weak passwords and says why (R15)', async (t) => {
@@ -107,4 +111,47 @@ t.test('failures per IP per day are limited across accounts (R6)', async (t) => 
   for (let i = 0; i < 3; i++) t.equal((await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: `u${i}@example.org`, password: 'wrong-guess-xx' } })).statusCode, 401)
   const res = await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'u9@example.org', password: 'wrong-guess-xx' } })
   t.equal(res.statusCode, 429)
+})
+
+t.test('two concurrent sign-ups with one e-mail: exactly one account (uniqueness in the event store)', async (t) => {
+  const { app, pki } = await buildTestApi(t)
+  const signup = (email: string) => app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password: STRONG } })
+  const answers = await Promise.all([signup('twin@example.org'), signup('Twin@Example.org'), signup('twin@example.org')])
+  t.same(answers.map((a) => a.statusCode).sort(), [201, 409, 409])
+  for (const a of answers.filter((x) => x.statusCode === 409)) t.equal(a.json().error.code, 'KENNEL_ERR_ACCOUNT_EXISTS')
+  const created = await pki.store.readAll({ filter: { types: ['AccountCreated'] } })
+  t.equal(created.length, 1, 'only one account exists')
+  t.equal((created[0]!.data as { accountId: string }).accountId, answers.find((a) => a.statusCode === 201)!.json().accountId)
+  const reserved = await pki.store.readAll({ filter: { types: ['EmailReserved'] } })
+  t.equal(reserved.length, 1, 'one reservation, in the stream named by the lookup hash')
+  t.equal(reserved[0]!.stream, `email-${(created[0]!.data as { emailHash: string }).emailHash}`)
+  t.equal((await signup('twin@example.org')).statusCode, 409, 'and later sign-ups are refused')
+})
+
+t.test('a reservation left by a sign-up that died before AccountCreated is taken over once stale', async (t) => {
+  let now = new Date('2030-01-01T00:00:00Z')
+  const { app, pki } = await buildTestApi(t, { deps: { now: () => now } })
+  const masterKey = loadMasterKey(pki.config)
+  const emailHash = new EmailProtector(masterKey, new KeyRing(path.join(pki.config.dataDir, 'keys', 'persons'), masterKey, 'person')).hash('orphan@example.org')
+  const orphan = { emailHash, accountId: '00000000-0000-4000-8000-000000000000', reservedAt: now.toISOString() }
+  await pki.store.append(`email-${emailHash}`, [{ type: 'EmailReserved', data: orphan }], { expectedRevision: 'no_stream' })
+  const signup = () => app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'orphan@example.org', password: STRONG } })
+  t.equal((await signup()).statusCode, 409, 'a fresh reservation may still be completing')
+  now = new Date(now.getTime() + RESERVATION_TIMEOUT_MS + 1000)
+  t.equal((await signup()).statusCode, 201, 'a stale one whose account never came to be is taken over')
+  t.equal((await signup()).statusCode, 409)
+  t.notOk(reservationHolds(orphan, false, now))
+  t.ok(reservationHolds(orphan, true, now), 'a reservation whose account exists holds forever')
+})
+
+t.test('KENNEL_SESSION_TTL_MINUTES sets the session lifetime', async (t) => {
+  let now = new Date('2030-01-01T00:00:00Z')
+  const { app } = await buildTestApi(t, { env: { KENNEL_SESSION_TTL_MINUTES: '30' }, deps: { now: () => now } })
+  await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'sven@example.org', password: STRONG } })
+  const { token, expiresAt } = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'sven@example.org', password: STRONG } })).json()
+  t.equal(expiresAt, '2030-01-01T00:30:00.000Z')
+  now = new Date('2030-01-01T00:29:59Z')
+  t.equal((await app.inject({ method: 'GET', url: '/v1/households', headers: bearer(token) })).statusCode, 200)
+  now = new Date('2030-01-01T00:30:01Z')
+  t.equal((await app.inject({ method: 'GET', url: '/v1/households', headers: bearer(token) })).statusCode, 401)
 })

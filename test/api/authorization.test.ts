@@ -39,7 +39,7 @@ t.test('the legitimate path works end to end (the baseline of every attack below
   t.equal(got.body, 'hello')
   t.same(api.notifications, [{ deviceId: 'toy-alice', subtopic: 'recordings', payload: { recordingId: upload.recordingId, contentType: 'audio/ogg', bytes: 5 } }], 'the toy is told')
   const issued = await api.pki.store.readStream(`recording-${upload.recordingId}`)
-  t.same(issued.map((e) => e.type), ['RecordingCreated', 'UploadUrlIssued', 'RecordingStored', 'DownloadUrlIssued'])
+  t.same(issued.map((e) => e.type), ['RecordingCreated', 'UploadUrlIssued', 'RecordingStored', 'DownloadUrlIssued', 'RecordingDownloaded'], 'the download URL was issued, then used (R16)')
   t.same(issued[3]!.metadata.actor, `account:${alice.accountId}`)
   t.ok((issued[3]!.data as { until: string }).until)
 })

@@ -39,13 +39,16 @@ t.test('a toy uploads a recording, completes it, lists and downloads it over mTL
   const d = new URL(dl.json().url)
   const got = await request(server.port, { method: 'GET', path: d.pathname + d.search, ca: server.caPem })
   t.equal(got.body, 'woof')
+  t.equal((await request(server.port, { method: 'GET', path: d.pathname + d.search.replace(/sig=./, 'sig=_'), ca: server.caPem })).status, 403, 'a tampered URL is refused and not recorded as a use')
   const events = await api.pki.store.readStream(`recording-${recordingId}`)
   t.same(events.map((e) => [e.type, e.metadata.actor, e.metadata.credential]), [
     ['RecordingCreated', 'device:toy-x', `cert:${x.serial}`],
     ['UploadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
     ['RecordingStored', 'device:toy-x', `cert:${x.serial}`],
     ['DownloadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
+    ['RecordingDownloaded', 'anonymous', undefined],
   ])
+  t.match(events[4], { data: { recordingId, until: dl.json().expiresAt }, metadata: { sourceIp: '127.0.0.1' } }, 'the use names the URL it used by its expiry')
 })
 
 t.test('toy Y cannot reach toy X\'s recordings', async (t) => {
@@ -80,7 +83,7 @@ t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R
   t.equal((await asX('GET', '/v1/device/recordings')).status, 200)
   const { revokeDevice } = await import('../../devices/enroll.ts')
   await revokeDevice({ store: api.pki.store, actor: 'cli:test' }, 'toy-x', 'lost')
-  await new Promise((r) => setTimeout(r, 50))
+  await api.app.readModels.waitFor(await api.pki.store.headPosition())
   const revoked = await asX('GET', '/v1/device/recordings')
   t.equal(revoked.status, 403)
   t.equal(revoked.json().error.code, 'KENNEL_ERR_DEVICE_REVOKED')
@@ -129,4 +132,20 @@ t.test('denylisted addresses are dropped on accept, before TLS (R9)', async (t) 
   await new Promise((r) => setTimeout(r, 50))
   const events = await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })
   t.equal(events.length, 1)
+})
+
+t.test('a keep-alive connection does not outlive the toy\'s certificate', async (t) => {
+  let now = new Date()
+  const api = await buildTestApi(t, { deps: { now: () => now } })
+  const server = await listenTestApi(t, api)
+  const alice = await api.parent('alice@example.org')
+  const x = await api.pairedToy(alice.token, alice.householdId, 'toy-x')
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: server.caPem, key: x.keyPem, cert: x.certPem })
+  t.teardown(() => agent.destroy())
+  const get = () => request(server.port, { method: 'GET', path: '/v1/device/recordings', ca: server.caPem, agent })
+  t.equal((await get()).status, 200)
+  now = new Date(Date.now() + 3650 * 86_400_000)
+  const late = await get()
+  t.equal(late.status, 401, 'the same connection, after the certificate expired')
+  t.match(late.json().error.message, /CERT_HAS_EXPIRED/)
 })

@@ -12,6 +12,9 @@ t.test('every error has one shape with a catalogue code', async (t) => {
   const extra = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'a@example.org', password: STRONG, role: 'ops' } })
   t.equal(extra.statusCode, 400, 'unknown properties are refused, not dropped')
   t.match(extra.json().error.message, /additional properties/)
+  const stringly = await app.inject({ method: 'POST', url: '/v1/device/recordings', headers: { 'content-type': 'application/json' }, payload: '{"contentType":"audio/ogg","bytes":"5"}' })
+  t.equal(stringly.statusCode, 400, 'JSON bodies are not coerced: "5" is no integer')
+  t.equal(stringly.json().error.code, 'KENNEL_ERR_VALIDATION')
   const badJson = await app.inject({ method: 'POST', url: '/v1/accounts', headers: { 'content-type': 'application/json' }, payload: '{"email":' })
   t.equal(badJson.statusCode, 400)
   t.equal(badJson.json().error.code, 'KENNEL_ERR_VALIDATION')
@@ -75,4 +78,24 @@ t.test('audit verify and breach reports answer 503 when the audit port is not wi
   const res = await app.inject({ method: 'GET', url: '/v1/audit/verify', headers: bearer(token) })
   t.equal(res.statusCode, 503)
   t.equal(res.json().error.code, 'KENNEL_ERR_UNAVAILABLE')
+})
+
+t.test('bodies are validated as sent, query strings are converted', async (t) => {
+  const { app, parent } = await buildTestApi(t)
+  const alice = await parent('alice@example.org')
+  const send = (payload: string) => app.inject({ method: 'POST', url: `/v1/households/${alice.householdId}/recordings`, headers: { ...bearer(alice.token), 'content-type': 'application/json' }, payload })
+  for (const body of ['{"deviceId":"toy-a","contentType":"audio/ogg","bytes":"5"}', '{"deviceId":"toy-a","contentType":"audio/ogg","bytes":[5]}', '{"deviceId":"toy-a","contentType":"audio/ogg","bytes":true}']) {
+    const res = await send(body)
+    t.equal(res.statusCode, 400, body)
+    t.equal(res.json().error.code, 'KENNEL_ERR_VALIDATION', body)
+  }
+  t.equal((await send('{"deviceId":"toy-a","contentType":"audio/ogg","bytes":5}')).statusCode, 404, 'the same body with a number passes validation (no such toy)')
+  const q = (qs: string) => app.inject({ method: 'GET', url: `/v1/blobs/rec-${'a'.repeat(40)}?${qs}` })
+  const valid = `h=x&ct=&len=0&expires=9999999999&sig=${'A'.repeat(43)}`
+  t.equal((await q(valid)).json().error.code, 'KENNEL_ERR_URL_SIGNATURE', 'integers in the query string are converted and pass validation')
+  for (const bad of [valid.replace('len=0', 'len=zero'), valid.replace('len=0', 'len=1.5'), valid.replace('len=0', 'len=0&len=1')]) {
+    const res = await q(bad)
+    t.equal(res.statusCode, 400, bad)
+    t.equal(res.json().error.code, 'KENNEL_ERR_VALIDATION', bad)
+  }
 })

@@ -1,0 +1,42 @@
+import { KennelError } from '../../infra/errors.ts'
+import type { EventMetadata } from '../../infra/eventstore/port.ts'
+import type { ApiContext } from '../context.ts'
+import { accountStream, emailStream, type EmailReserved } from './events.ts'
+
+// One account per e-mail address, enforced by the event store rather than the read model: a
+// sign-up first appends EmailReserved to `email-{emailHash}` with the expected revision
+// `no_stream`, so of two concurrent sign-ups exactly one wins. AccountCreated follows at once;
+// if the process died between the two appends, the reservation would hold an address for an
+// account that never came to be, so a reservation whose account does not exist is taken over
+// once it is older than RESERVATION_TIMEOUT_MS (again with an expected revision).
+
+export const RESERVATION_TIMEOUT_MS = 60_000
+
+/** whether an existing reservation still keeps the address from a new sign-up */
+export function reservationHolds(last: EmailReserved['data'], holderExists: boolean, now: Date): boolean {
+  return holderExists || now.getTime() - Date.parse(last.reservedAt) < RESERVATION_TIMEOUT_MS
+}
+
+const taken = () => new KennelError('KENNEL_ERR_ACCOUNT_EXISTS', 'an account with this e-mail address exists; log in instead')
+const isConflict = (err: unknown) => err instanceof KennelError && err.code === 'KENNEL_ERR_WRONG_EXPECTED_REVISION'
+
+export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId: string, metadata: EventMetadata): Promise<void> {
+  const stream = emailStream(emailHash)
+  const event: EmailReserved = { type: 'EmailReserved', data: { emailHash, accountId, reservedAt: ctx.now().toISOString() } }
+  try {
+    await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: 'no_stream' })
+    return
+  } catch (err) {
+    if (!isConflict(err)) throw err
+  }
+  const [last] = await ctx.store.readStream(stream, { direction: 'backwards', maxCount: 1 })
+  if (!last) throw taken()
+  const holder = (last.data as EmailReserved['data']).accountId
+  const holderExists = (await ctx.store.readStream(accountStream(holder), { maxCount: 1 })).length > 0
+  if (reservationHolds(last.data as EmailReserved['data'], holderExists, ctx.now())) throw taken()
+  try {
+    await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: last.revision })
+  } catch (err) {
+    throw isConflict(err) ? taken() : err
+  }
+}
