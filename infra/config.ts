@@ -77,6 +77,16 @@ const rateList = (raw: string, env: string): RateWindow[] =>
 
 const tlsVersion = oneOf('TLSv1.2', 'TLSv1.3')
 
+// "20/60s": a security-monitor rule fires when its measure reaches 20 within 60 seconds (R11)
+export interface MonitorThreshold { count: number; windowSeconds: number }
+const threshold = (raw: string, env: string): MonitorThreshold => {
+  const m = /^(\d+)\/(\d+)s$/.exec(raw)
+  const count = Number(m?.[1])
+  const windowSeconds = Number(m?.[2])
+  if (!m || count < 1 || count > 1_000_000 || windowSeconds < 1 || windowSeconds > 30 * 86400) return bad(env, 'a count within a window like 20/60s (count 1-1000000, window 1-2592000 s)', raw)
+  return { count, windowSeconds }
+}
+
 export const configKeys = {
   env: key('KENNEL_ENV', 'development, test or production; stores and CAs remember the environment that made them (R8)', 'development', oneOf<Environment>('development', 'test', 'production')),
   dataDir: key('KENNEL_DATA_DIR', 'directory for the embedded event store, blobs, development CA and keys (git-ignored)', './data', text),
@@ -123,6 +133,14 @@ export const configKeys = {
   alertWebhook: key('KENNEL_ALERT_WEBHOOK', 'URL that receives security alerts as JSON POSTs (R11)', '', optional(url('https:', 'http:'))),
   auditHeadEveryEvents: key('KENNEL_AUDIT_HEAD_EVERY_EVENTS', 'sign a Merkle tree head at least every N events (R17)', '1000', int(1, 10_000_000)),
   auditHeadEverySeconds: key('KENNEL_AUDIT_HEAD_EVERY_SECONDS', 'sign a Merkle tree head at least every T seconds when events arrived (R17)', '60', int(1, 86400)),
+  monitorAuthFailuresPerIp: key('KENNEL_MONITOR_AUTH_FAILURES_PER_IP', 'security monitor: failed device or account authentications from one IP that raise an alert, as count/window (R11)', '20/60s', threshold),
+  monitorAuthFailuresPerCertificate: key('KENNEL_MONITOR_AUTH_FAILURES_PER_CERTIFICATE', 'security monitor: failed authentications with one certificate (R11)', '5/60s', threshold),
+  monitorRevokedCertificateAttempts: key('KENNEL_MONITOR_REVOKED_CERTIFICATE_ATTEMPTS', 'security monitor: connection attempts with a revoked certificate or device (R11)', '1/3600s', threshold),
+  monitorDenylistHits: key('KENNEL_MONITOR_DENYLIST_HITS', 'security monitor: connections refused by the denylist from one IP (R11)', '1/3600s', threshold),
+  monitorRateLimitStorm: key('KENNEL_MONITOR_RATE_LIMIT_STORM', 'security monitor: rate-limit refusals across the service (R11)', '50/60s', threshold),
+  monitorDownloadsPerDevice: key('KENNEL_MONITOR_DOWNLOADS_PER_DEVICE', 'security monitor: download URLs issued to one device (R11)', '30/3600s', threshold),
+  monitorDownloadsPerAccount: key('KENNEL_MONITOR_DOWNLOADS_PER_ACCOUNT', 'security monitor: download URLs issued to one account (R11)', '100/3600s', threshold),
+  monitorLoginIpsPerAccount: key('KENNEL_MONITOR_LOGIN_IPS_PER_ACCOUNT', 'security monitor: distinct IPs one account logs in from (R11)', '5/3600s', threshold),
   auditKey: key('KENNEL_AUDIT_KEY', 'Ed25519 private key (PEM file, mode 0600) that signs audit tree heads; generated in <data dir>/audit/ in development, required in production (R17)', '', optional(text)),
 } as const
 

@@ -26,10 +26,24 @@ export function auditVerifiers(config: Config, publicKeyFile?: string): AuditVer
   return signer ? [verifierFromPem(signer.publicKeyPem)] : []
 }
 
-export function kennelProjections(config: Config, signer: AuditSigner, thresholds?: Partial<MonitorThresholds>): Projection[] {
+/** the security monitor's thresholds from KENNEL_MONITOR_* (R11) */
+export function monitorThresholds(config: Config): MonitorThresholds {
+  return {
+    'auth-failures-per-ip': config.monitorAuthFailuresPerIp,
+    'auth-failures-per-certificate': config.monitorAuthFailuresPerCertificate,
+    'revoked-certificate-attempt': config.monitorRevokedCertificateAttempts,
+    'denylist-hits': config.monitorDenylistHits,
+    'rate-limit-storm': config.monitorRateLimitStorm,
+    'download-volume-per-device': config.monitorDownloadsPerDevice,
+    'download-volume-per-account': config.monitorDownloadsPerAccount,
+    'login-ips-per-account': config.monitorLoginIpsPerAccount,
+  }
+}
+
+export function kennelProjections(config: Config, signer: AuditSigner, thresholds: Partial<MonitorThresholds> = {}): Projection[] {
   return [
     createAuditProjection({ signer, headEveryEvents: config.auditHeadEveryEvents, headEverySeconds: config.auditHeadEverySeconds }),
-    createMonitorProjection(thresholds),
+    createMonitorProjection({ ...monitorThresholds(config), ...thresholds }),
   ]
 }
 

@@ -146,3 +146,23 @@ t.test('the webhook receives each alert once, retried with backoff; a final fail
   t.equal(failures.length, 1)
   t.match(failures[0]!.data, { attempts: 3, error: 'HTTP 503', rule: 'revoked-certificate-attempt' })
 })
+
+t.test('KENNEL_MONITOR_* thresholds decide when a rule of the configured monitor fires', async (t) => {
+  const { loadConfig } = await import('../../../infra/config.ts')
+  const { kennelProjections } = await import('../../../projections/catalogue.ts')
+  const { testKeys } = await import('../helpers.ts')
+  const { signer } = testKeys()
+  const failuresUntilAlert = (env: Record<string, string>): number => {
+    const monitor = kennelProjections(loadConfig(env), signer).find((p) => p.name === 'security-monitor')!
+    const docs = new MemoryDocuments()
+    for (let i = 1; i <= 50; i++) {
+      monitor.apply(docs, event('DeviceAuthFailed', i, { reason: 'untrusted-certificate', ip: '198.51.100.77' }))
+      if (alertsOf(docs).some((a) => a.rule === 'auth-failures-per-ip')) return i
+    }
+    return Infinity
+  }
+  t.equal(failuresUntilAlert({}), 20, 'default: the 20th failure within 60 s fires')
+  t.equal(failuresUntilAlert({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '3/60s' }), 3, '3/60s: the 3rd fires')
+  t.equal(failuresUntilAlert({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '10/5s' }), Infinity, '10/5s: one failure a second never reaches 10 within 5 s')
+  t.throws(() => loadConfig({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '3 per minute' }), /KENNEL_MONITOR_AUTH_FAILURES_PER_IP must be a count within a window like 20\/60s/)
+})
