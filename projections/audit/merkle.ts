@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto'
+import { createHash, hash } from 'node:crypto'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
-import { canonicalEventBytes } from './canonical.ts'
+import { canonicalEventText } from './canonical.ts'
 
 // RFC 9162 §2.1 Merkle tree hash: leaf = SHA-256(0x00 || bytes), node = SHA-256(0x01 || l || r),
 // the empty tree's hash = SHA-256(""). Inclusion (§2.1.3) and consistency (§2.1.4) proofs with
@@ -10,9 +10,20 @@ const LEAF = Buffer.from([0])
 const NODE = Buffer.from([1])
 
 export const leafHash = (bytes: Uint8Array): Buffer => createHash('sha256').update(LEAF).update(bytes).digest()
-export const nodeHash = (l: Uint8Array, r: Uint8Array): Buffer => createHash('sha256').update(NODE).update(l).update(r).digest()
 export const emptyRoot = (): Buffer => createHash('sha256').digest()
-export const eventLeaf = (e: RecordedEvent): Buffer => leafHash(canonicalEventBytes(e))
+
+// One-shot hashes over a reused buffer: a Hash object per leaf and node cost several times more
+// than the digest itself (a rebuild hashes two million of them per million events).
+const pair = Buffer.alloc(65, 1)
+export const nodeHash = (l: Uint8Array, r: Uint8Array): Buffer => {
+  if (l.length !== 32 || r.length !== 32) return createHash('sha256').update(NODE).update(l).update(r).digest()
+  pair.set(l, 1)
+  pair.set(r, 33)
+  return hash('sha256', pair, 'buffer') as unknown as Buffer
+}
+
+/** leafHash of the canonical bytes: U+0000 encodes as the single byte 0x00 in UTF-8, the leaf prefix */
+export const eventLeaf = (e: RecordedEvent): Buffer => hash('sha256', `\u0000${canonicalEventText(e)}`, 'buffer') as unknown as Buffer
 
 /** The right edge of a growing tree: the roots of its perfect subtrees, largest first. Appending a
  * leaf is O(1) amortised; the root of the current size is a right fold of the stack. */

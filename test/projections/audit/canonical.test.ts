@@ -1,0 +1,55 @@
+import t from 'tap'
+import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
+import { canonicalJson, canonicalJsonFast } from '../../../projections/audit/canonical.ts'
+import { eventLeaf, leafHash } from '../../../projections/audit/merkle.ts'
+
+// The leaf of every event ever signed depends on these bytes: the native fast path must give
+// exactly what the reference canonicalJson gives, for every shape an adapter can return.
+
+t.test('the fast canonical JSON equals the reference on awkward shapes', async (t) => {
+  const cases: unknown[] = [
+    null,
+    undefined,
+    0,
+    -0,
+    1.5e300,
+    Number.NaN,
+    'a"\\\n\u2028\ud800',
+    [],
+    {},
+    [1, undefined, null, { b: 1, a: [2, { d: 1, c: 2 }] }],
+    { z: 1, a: { y: [{ q: 1, p: 2 }], x: 'é' }, m: undefined },
+    { b: 1, a: 2, 10: 'x', 9: 'y' },
+    JSON.parse('{"__proto__": {"b": 1, "a": 2}, "a": 1}'),
+    { '': 1, ' ': 2, A: 3, a: 4, 'é': 5, 'Z': 6 },
+    { date: new Date(0), n: 1 },
+    { f: () => 1, s: Symbol('s'), k: 1 },
+    Object.assign(Object.create(null) as object, { b: 1, a: 2 }),
+    { toJSON: 'not a function', a: 1 },
+    [[['deep', { y: 1, x: 2 }]]],
+  ]
+  for (const c of cases) t.equal(canonicalJsonFast(c), canonicalJson(c), JSON.stringify(String(c)))
+
+  let x = 7
+  const rnd = (k: number): number => ((x = (x * 1103515245 + 12345) % 2147483648), x % k)
+  const value = (depth: number): unknown => {
+    switch (rnd(depth > 3 ? 4 : 7)) {
+      case 0: return rnd(1000) - 500
+      case 1: return `s${rnd(50)}`
+      case 2: return rnd(2) === 0
+      case 3: return null
+      case 4: return Array.from({ length: rnd(4) }, () => value(depth + 1))
+      default: return Object.fromEntries(Array.from({ length: rnd(6) }, () => [['k', 'a', 'Z', '_', '1', 'b2'][rnd(6)]! + rnd(20), value(depth + 1)]))
+    }
+  }
+  for (let i = 0; i < 2000; i++) {
+    const v = value(0)
+    if (canonicalJsonFast(v) !== canonicalJson(v)) t.fail(`differs for ${JSON.stringify(v)}`)
+  }
+})
+
+t.test("an event's leaf hashes 0x00 and its canonical bytes (RFC 9162 §2.1.1)", async (t) => {
+  const e: RecordedEvent = { id: 'e1', type: 'PublishAccepted', stream: 'mqtt-toy-1', revision: 3, position: 42, time: '2026-01-01T00:00:00.000Z', data: { topic: 't', deviceId: 'toy-1', nested: { b: 1, a: 'ü' } }, metadata: { credential: 'cert:1', actor: 'device:toy-1' } }
+  const reference = canonicalJson({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
+  t.same(eventLeaf(e), leafHash(Buffer.from(reference, 'utf8')))
+})
