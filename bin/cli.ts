@@ -9,7 +9,6 @@ import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
 import { action } from './context.ts'
-import { startKennel } from './start.ts'
 
 const program = new Command()
   .name('kennel')
@@ -23,6 +22,8 @@ program
     action(async () => {
       const config = loadConfig()
       const log = createLogger(config.logLevel)
+      // loaded here, not at the top: other commands need neither the broker nor the API
+      const { startKennel } = await import('./start.ts')
       const kennel = await startKennel(config, log)
       process.stderr.write(nextSteps(kennel.ports, config.dataDir))
       await new Promise<void>((resolve) => {
@@ -50,6 +51,9 @@ function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dat
     ports.api !== undefined ? `  HTTPS API:           https://localhost:${ports.api}  (OpenAPI at /docs)` : undefined,
     ports.metrics !== undefined ? `  metrics:             http://127.0.0.1:${ports.metrics}/metrics` : undefined,
     'Next:',
+    `  npx kennel device enroll toy-1 --out ./toy-1   give a toy its key, certificate and claim code`,
+    `  mosquitto_sub -h localhost -p ${ports.mqtt ?? 8883} --cafile ./toy-1/ca.crt --cert ./toy-1/device.crt --key ./toy-1/device.key -i toy-1 -t 'toys/toy-1/#'`,
+    '  npx kennel demo                                a scripted tour: toys, a parent, an attack, a revocation',
     '  npx kennel events tail -f                      watch every event as it happens',
     '  npx kennel --help                              everything else',
     'Stop with Ctrl-C.',
