@@ -4,6 +4,7 @@ import { createLogger } from '../infra/log.ts'
 import { registerAccountCommands } from './commands/account.ts'
 import { registerAuditCommands } from './commands/audit.ts'
 import { registerCaCommands } from './commands/ca.ts'
+import { registerDemoCommand } from './commands/demo.ts'
 import { registerDeployCommands } from './commands/deploy.ts'
 import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
@@ -42,6 +43,7 @@ registerCaCommands(program)
 registerAccountCommands(program)
 registerProjectionCommands(program)
 registerAuditCommands(program)
+registerDemoCommand(program)
 
 function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string): string {
   const lines = [
