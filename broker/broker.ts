@@ -11,12 +11,12 @@ import { type CertificateCheck, identifyPeer, isRefusal, type PeerIdentity, type
 import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts'
 import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from './denylist.ts'
-import { type BrokerEvent, type DisconnectReason, mqttStream, type RateLimitName, securityStream } from './events.ts'
+import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitName, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
 import { type BrokerRateLimits, createRateLimits } from './ratelimit.ts'
 import { createRecorder } from './recorder.ts'
-import { followRevocations, type Revocation } from './revocation.ts'
+import { followRevocations } from './revocation.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (STYLE §6); decisions are the plain functions of authenticate.ts and
@@ -49,8 +49,9 @@ export interface Broker {
   listen(port?: number, host?: string): Promise<number>
   /** send a message to a toy's inbox, `toys/{deviceId}/inbox/{subtopic}` (the API's publisher) */
   publishToDevice(deviceId: string, subtopic: string, payload: Buffer | string, options?: { qos?: 0 | 1; retain?: boolean }): Promise<void>
-  /** close a device's live session on every broker of the cluster, its will suppressed */
-  kick(deviceId: string, reason: string, serial?: string): Promise<void>
+  /** close a device's live session (only the one using `serial`, when given) on every broker of
+   * the cluster, its will suppressed; `reason` is the DeviceDisconnected reason */
+  kick(deviceId: string, reason: KickReason, serial?: string): Promise<void>
   /** number of clients connected to this process */
   connectedClients(): number
   readonly metrics: BrokerMetrics
@@ -66,6 +67,14 @@ interface Session {
   reason?: DisconnectReason
   /** set when revoked: the will is not published */
   suppressWill?: boolean
+}
+
+/** a live session the broker closes itself; sent to every node on KICK_TOPIC */
+interface Kick {
+  deviceId: string
+  /** only the session using this certificate; absent = whichever session the device has */
+  serial?: string
+  reason: KickReason
 }
 
 const KICK_TOPIC = '$SYS/kennel/kick'
@@ -119,28 +128,33 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     return record(trusted ? mqttStream(id.deviceId) : securityStream(now()), { type: 'RateLimitExceeded', data }, trusted ? deviceMeta(id) : { actor: 'anonymous', sourceIp: id.ip })
   }
 
-  // --- revocation (R3) -------------------------------------------------------------------
-  function kickLocal(deviceId: string, serial: string | undefined): boolean {
-    const client = clients()[deviceId]
+  // --- revocation and supersession (R3, R18) ---------------------------------------------
+  function kickLocal(k: Kick): boolean {
+    const client = clients()[k.deviceId]
     const session = client && sessions.get(client)
-    if (!client || !session || (serial !== undefined && session.identity.serial !== serial)) return false
-    session.reason = 'revoked'
+    if (!client || !session || (k.serial !== undefined && session.identity.serial !== k.serial)) return false
+    session.reason = k.reason
     session.suppressWill = true
-    metrics.kicks.inc({ reason: 'revoked' })
+    metrics.kicks.inc({ reason: k.reason })
     client.close()
     return true
   }
 
-  function broadcastKick(r: Revocation): Promise<void> {
+  function broadcastKick(k: Kick): Promise<void> {
     return new Promise((resolve) => {
-      aedes.publish({ cmd: 'publish', topic: KICK_TOPIC, payload: Buffer.from(JSON.stringify({ ...r, origin: aedes.id })), qos: 0, retain: false, dup: false }, () => resolve())
+      aedes.publish({ cmd: 'publish', topic: KICK_TOPIC, payload: Buffer.from(JSON.stringify({ ...k, origin: aedes.id })), qos: 0, retain: false, dup: false }, () => resolve())
     })
   }
 
-  const revocations = followRevocations(store, log, (r) => {
-    kickLocal(r.deviceId, r.serial)
-    // every node follows the store too; the message covers nodes whose follower lags
-    void broadcastKick(r)
+  const revocations = followRevocations(store, log, {
+    onRevoked(r) {
+      const k: Kick = { deviceId: r.deviceId, reason: 'revoked', ...(r.serial !== undefined ? { serial: r.serial } : {}) }
+      kickLocal(k)
+      // every node follows the store too; the message covers nodes whose follower lags
+      void broadcastKick(k)
+    },
+    // each node runs its own grace timer from the same event, so no broadcast is needed
+    onSuperseded: (s) => void kickLocal({ ...s, reason: 'superseded' }),
   })
 
   // --- connection ------------------------------------------------------------------------
@@ -162,6 +176,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   function onSecureConnection(socket: TLSSocket): void {
+    // the identity is read once per connection: a TLS 1.2 renegotiation must not present another
+    socket.disableRenegotiation()
     const peer = identifyPeer(socket, opts.checkCertificate, revocations.revoked, now())
     if (isRefusal(peer)) {
       // refused before any MQTT byte is read; the reason is on record before the socket closes (R19)
@@ -319,8 +335,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       KICK_TOPIC,
       (packet, cb) => {
         try {
-          const r = JSON.parse(packet.payload.toString()) as Revocation & { origin: string }
-          if (r.origin !== aedes.id && typeof r.deviceId === 'string') kickLocal(r.deviceId, r.serial)
+          const k = JSON.parse(packet.payload.toString()) as Kick & { origin: string }
+          const valid = typeof k.deviceId === 'string' && (k.serial === undefined || typeof k.serial === 'string') && kickReasons.includes(k.reason)
+          if (k.origin !== aedes.id && valid) kickLocal(k)
         } catch (err) {
           log.warn({ err }, 'malformed kick message')
         }
@@ -359,9 +376,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       void record(mqttStream(deviceId), { type: 'InboxMessagePublished', data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) } }, { actor: 'system:broker' })
     },
     async kick(deviceId, reason, serial) {
-      const r: Revocation = { deviceId, reason, ...(serial !== undefined ? { serial } : {}) }
-      kickLocal(deviceId, serial)
-      await broadcastKick(r)
+      const k: Kick = { deviceId, reason, ...(serial !== undefined ? { serial } : {}) }
+      kickLocal(k)
+      await broadcastKick(k)
     },
     flushEvents: () => recorder.flush(),
     async close() {

@@ -2,7 +2,11 @@
 // `mqtt-{deviceId}` once its certificate chains to the device CA; attempts without a trusted
 // identity go to `security-{yyyy-mm-dd}`. Payloads never appear, only their size and SHA-256.
 
-export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'broker-shutdown'
+export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'broker-shutdown'
+
+/** why the broker closed a live session itself (Broker.kick) */
+export type KickReason = Extract<DisconnectReason, 'revoked' | 'superseded'>
+export const kickReasons = ['revoked', 'superseded'] as const satisfies readonly KickReason[]
 
 export type AuthFailureReason =
   | 'no-certificate'

@@ -3,9 +3,13 @@ import type { Logger } from '../infra/log.ts'
 import { type BrokerEvent, isSecurityRelevant } from './events.ts'
 
 // Appends the broker's events (R19). Security-relevant events are appended before the caller
-// answers the client (record() resolves after the append); the rest are queued per stream and
-// flushed together at the end of the turn, so recording costs throughput, not correctness. A
-// flush of a stream carries its queued events and any awaited one in order, in one append.
+// answers the client (record() resolves after the append); the rest resolve at once. Every
+// event is queued per stream, and all queued streams are flushed together, at most once per
+// `commitIntervalMs`: a commit is an fsync, and with a synchronous store (SQLite) that blocks
+// the event loop, so under a burst of connects one commit per handshake serialised the
+// handshakes behind the disk. An isolated event waits for no one (the interval has passed);
+// under load an awaited event waits at most the interval. A flush of a stream carries its
+// queued events in order, in one append.
 
 export interface Recorder {
   /** resolves once the event is durable when it is security-relevant, at once otherwise */
@@ -21,10 +25,12 @@ interface Pending {
   waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>
 }
 
-export function createRecorder(store: EventStore, log: Logger, maxBatch = 500): Recorder {
+export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5 } = {}): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
-  let scheduled = false
+  let timer: NodeJS.Timeout | undefined
+  let immediate: NodeJS.Immediate | undefined
+  let lastFlush = -Infinity
   let failures = 0
 
   function flushStream(stream: string): Promise<void> {
@@ -47,8 +53,19 @@ export function createRecorder(store: EventStore, log: Logger, maxBatch = 500): 
   }
 
   function flushAll(): Promise<void> {
-    scheduled = false
+    clearTimeout(timer)
+    clearImmediate(immediate)
+    timer = immediate = undefined
+    lastFlush = performance.now()
     return Promise.all([...queued.keys()].map(flushStream)).then(() => undefined)
+  }
+
+  function schedule(): void {
+    if (timer || immediate) return
+    const wait = lastFlush + commitIntervalMs - performance.now()
+    // the end of the turn at least, so that the events of one turn share a commit
+    if (wait <= 0) immediate = setImmediate(flushAll)
+    else timer = setTimeout(flushAll, wait)
   }
 
   return {
@@ -56,17 +73,10 @@ export function createRecorder(store: EventStore, log: Logger, maxBatch = 500): 
       let pending = queued.get(stream)
       if (!pending) queued.set(stream, (pending = { events: [], waiters: [] }))
       pending.events.push({ type: event.type, data: event.data, metadata })
-      if (isSecurityRelevant(event)) {
-        const done = new Promise<void>((resolve, reject) => pending.waiters.push({ resolve, reject }))
-        void flushStream(stream)
-        return done
-      }
+      const done = isSecurityRelevant(event) ? new Promise<void>((resolve, reject) => pending.waiters.push({ resolve, reject })) : Promise.resolve()
       if (pending.events.length >= maxBatch) void flushStream(stream)
-      else if (!scheduled) {
-        scheduled = true
-        setImmediate(flushAll)
-      }
-      return Promise.resolve()
+      else schedule()
+      return done
     },
     async flush() {
       await flushAll()

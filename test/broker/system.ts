@@ -40,8 +40,6 @@ export interface BrokerSystem {
   events(...types: string[]): Promise<RecordedEvent[]>
   /** MQTT.js over mutual TLS with the device's files; rejects with the CONNACK code on refusal */
   connect(device: { keyPem: string; certPem: string; caPem: string; deviceId: string }, options?: IClientOptions): Promise<MqttClient>
-  /** an extra broker process-equivalent on the same store (cluster tests) */
-  startBroker(env?: Record<string, string>): Promise<{ broker: Broker; port: number }>
 }
 
 let counter = 0
@@ -59,21 +57,15 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
   const ca = await loadDeviceCa(config)
   const serverTls = await loadServerTls(config, ca)
 
-  async function startBroker(extraEnv: Record<string, string> = {}): Promise<{ broker: Broker; port: number }> {
-    const c = Object.keys(extraEnv).length > 0 ? loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', ...env, ...extraEnv }) : config
-    const broker = await createBroker({
-      config: c,
-      store,
-      tls: { ca: ca.trustedPem, ...serverTls },
-      checkCertificate: (id, serial, now) => checkCertificate(projections.docs, id, serial, now),
-      log,
-      clusterKeyPrefix: extraEnv.KENNEL_TEST_KEY_PREFIX ?? env.KENNEL_TEST_KEY_PREFIX,
-    })
-    t.teardown(() => broker.close())
-    const port = await broker.listen(0, '127.0.0.1')
-    return { broker, port }
-  }
-  const { broker, port } = await startBroker()
+  const broker = await createBroker({
+    config,
+    store,
+    tls: { ca: ca.trustedPem, ...serverTls },
+    checkCertificate: (id, serial, now) => checkCertificate(projections.docs, id, serial, now),
+    log,
+  })
+  t.teardown(() => broker.close())
+  const port = await broker.listen(0, '127.0.0.1')
 
   const clients = new Set<MqttClient>()
   t.teardown(() => Promise.all([...clients].map((c) => c.endAsync(true).catch(() => undefined))))
@@ -86,7 +78,6 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
     projections,
     broker,
     port,
-    startBroker,
     async enroll(deviceId) {
       const enrolled = await enrollDevice({ store, ca, config, actor: 'cli:test' }, deviceId)
       await projections.waitFor(await store.headPosition())
