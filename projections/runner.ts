@@ -142,6 +142,10 @@ class Runner implements ProjectionRunner {
         this.o.log?.info({ projection: projection.name, stored: stored.version, current: projection.version }, 'projection version changed; rebuilding')
         await this.o.readModels.reset(projection.name)
         stored = undefined
+      } else if (stored?.incomplete) {
+        this.o.log?.warn({ projection: projection.name, position: stored.position }, 'a from-zero load was interrupted before its index was written; rebuilding')
+        await this.o.readModels.reset(projection.name)
+        stored = undefined
       }
       for (const [collection, id, doc] of stored?.docs ?? []) docs.put(collection, id, doc)
       states.push({
@@ -164,7 +168,7 @@ class Runner implements ProjectionRunner {
       after: this.pos,
       onEvent: (event) => this.onEvent(event),
       onCaughtUp: () => {
-        void this.flush().then(() => {
+        void this.settle().then(() => {
           this.isCaughtUp = true
           this.resolveCaughtUp()
         }, () => {})
@@ -178,7 +182,7 @@ class Runner implements ProjectionRunner {
       if (event.position <= s.applied) continue
       if (s.all || s.types.has(event.type)) {
         const entry = s.projection.apply(s.tx, event)
-        if (entry) s.entries.push({ position: event.position, time: event.time, entry })
+        if (entry) s.entries.push({ position: event.position, eventId: event.id, time: event.time, entry })
       }
       s.applied = event.position
     }
@@ -213,6 +217,8 @@ class Runner implements ProjectionRunner {
     this.restarting ??= (async () => {
       await this.sub?.stop()
       await this.chain.catch(() => {})
+      // what a from-zero load buffered matches the stored checkpoint unless another writer moved it
+      await this.o.readModels.settle().catch(() => {})
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs))
       if (this.stopping) return
       await this.load()
@@ -223,6 +229,16 @@ class Runner implements ProjectionRunner {
       .catch((err: unknown) => this.o.log?.error({ err }, 'projection runner could not restart'))
       .finally(() => (this.restarting = undefined))
     return this.restarting
+  }
+
+  /** commit what has been applied so far and write any index a from-zero load deferred */
+  private settle(): Promise<void> {
+    const next = this.chain.then(async () => {
+      await this.commit()
+      await this.o.readModels.settle()
+    })
+    this.chain = next.catch(() => {})
+    return next
   }
 
   /** commit what has been applied so far; serialised with earlier flushes */
@@ -243,7 +259,7 @@ class Runner implements ProjectionRunner {
         if (doc === undefined) deletes.push([collection, id])
         else puts.push([collection, id, JSON.stringify(doc)])
       }
-      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries })
+      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries, catchingUp: !this.isCaughtUp })
       s.tx.dirty.clear()
       s.entries = []
     }
@@ -312,6 +328,6 @@ class Runner implements ProjectionRunner {
     if (this.ticker) clearInterval(this.ticker)
     await this.restarting
     await this.sub?.stop()
-    await this.flush().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
+    await this.settle().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
   }
 }

@@ -5,7 +5,7 @@ import { AUDIT_PROJECTION } from './projection.ts'
 // Queries over the audit log read model: the index gives positions in O(log n) per key, the
 // events themselves come from the store.
 
-export type AuditKey = `${'event' | 'actor' | 'credential' | 'device' | 'household' | 'account' | 'recording' | 'serial'}:${string}`
+export type AuditKey = `${'actor' | 'credential' | 'device' | 'household' | 'account' | 'recording' | 'serial'}:${string}`
 
 export class AuditLog {
   constructor(

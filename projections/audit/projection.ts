@@ -53,9 +53,10 @@ export interface AuditProjectionOptions {
   headEverySeconds: number
 }
 
-/** Lookup keys of an event, from the metadata and data conventions of docs/EVENTS.md. */
+/** Lookup keys of an event, from the metadata and data conventions of docs/EVENTS.md (its id is
+ * indexed by the read-model store itself: ReadModelStore.positionOf). */
 export function auditKeys(e: RecordedEvent): string[] {
-  const keys = [`event:${e.id}`]
+  const keys: string[] = []
   const m = e.metadata
   if (typeof m.actor === 'string') keys.push(`actor:${m.actor}`)
   if (typeof m.credential === 'string') keys.push(`credential:${m.credential}`)

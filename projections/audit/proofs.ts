@@ -51,7 +51,7 @@ export interface ProveOptions {
 
 export async function proveInclusion(o: ProveOptions, eventId: string): Promise<InclusionProof> {
   const id = eventId.toLowerCase()
-  const [position] = await o.readModels.lookup(AUDIT_PROJECTION, `event:${id}`)
+  const position = await o.readModels.positionOf(AUDIT_PROJECTION, id)
   if (position === undefined) throw new KennelError('KENNEL_ERR_NOT_FOUND', `event ${eventId} is not in the audit log`)
   const [event] = await o.store.readAll({ after: position - 1, maxCount: 1 })
   const entry = await o.readModels.entryAt(AUDIT_PROJECTION, position)

@@ -113,7 +113,7 @@ async function compareLeaf(readModels: ReadModelStore, stored: StoredEntry, even
   if (stored.position === event.position) {
     if (stored.digest.equals(leaf)) return undefined
     // the event id tells an edit from an event moved here from elsewhere or one never recorded
-    const [recordedAt] = await readModels.lookup(AUDIT_PROJECTION, `event:${event.id}`)
+    const recordedAt = await readModels.positionOf(AUDIT_PROJECTION, event.id)
     if (recordedAt === undefined) return { kind: 'inserted', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}, id ${event.id}) was inserted: the audit log never recorded it` }
     if (recordedAt !== event.position) return { kind: 'reordered', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was recorded at position ${recordedAt}: events were reordered or shifted` }
     return { kind: 'edited', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was edited: its bytes no longer hash to the recorded leaf` }

@@ -9,10 +9,15 @@ export interface StoredProjection {
   /** position of the last event whose effect is stored */
   position: number
   docs: Array<[collection: string, id: string, doc: unknown]>
+  /** set when a from-zero load was interrupted before its key index was written: the stored
+   * documents and entries are consistent but lookups would miss keys, so the runner rebuilds */
+  incomplete?: true
 }
 
 export interface EntryRow {
   position: number
+  /** id of the event at `position`, for positionOf */
+  eventId: string
   time: string
   entry: ProjectionEntry
 }
@@ -28,6 +33,9 @@ export interface ProjectionChanges {
   puts: Array<[collection: string, id: string, json: string]>
   deletes: Array<[collection: string, id: string]>
   entries: EntryRow[]
+  /** the runner is catching up: a store may defer index writes of a from-zero load until
+   * `settle` (never past a crash: see StoredProjection.incomplete) */
+  catchingUp?: boolean
 }
 
 export interface StoredEntry {
@@ -49,10 +57,14 @@ export interface ReadModelStore {
   readonly kind: 'sqlite' | 'postgres'
   load(name: string): Promise<StoredProjection | undefined>
   commit(changes: readonly ProjectionChanges[]): Promise<void>
+  /** write whatever index a from-zero load deferred; after it every lookup is complete */
+  settle(): Promise<void>
   /** forget everything stored for a projection (before a rebuild) */
   reset(name: string): Promise<void>
   /** positions of the entries indexed under `key`, ascending, within the time window */
   lookup(name: string, key: string, options?: LookupOptions): Promise<number[]>
+  /** position at which the projection recorded the event with this id */
+  positionOf(name: string, eventId: string): Promise<number | undefined>
   entryAt(name: string, position: number): Promise<StoredEntry | undefined>
   /** entries in position order, after the given position */
   entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]>

@@ -4,7 +4,8 @@ import type { LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, Sto
 
 // Read models in PostgreSQL: tables in the same database and schema as the events, so the
 // scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
-// commit is a handful of round trips whatever its size.
+// commit is a handful of round trips whatever its size. The key index keeps one row per (key,
+// event), event ids under `event:<id>`: PostgreSQL maintains it in place, so no deferred load.
 
 const schemaSql = (s: string): string => `
 CREATE SCHEMA IF NOT EXISTS ${s};
@@ -121,7 +122,10 @@ class PostgresReadModels implements ReadModelStore {
         [c.name, c.entries.map((e) => e.position), c.entries.map((e) => e.entry.ordinal), c.entries.map((e) => e.time), c.entries.map((e) => Buffer.from(e.entry.digest))],
       )
       const keys: [string, string, number][] = []
-      for (const e of c.entries) for (const k of e.entry.keys) keys.push([k, e.time, e.position])
+      for (const e of c.entries) {
+        keys.push([`event:${e.eventId}`, e.time, e.position])
+        for (const k of e.entry.keys) keys.push([k, e.time, e.position])
+      }
       if (keys.length > 0) {
         await client.query(
           `INSERT INTO ${s}.projection_keys (projection, key, time, position)
@@ -132,6 +136,8 @@ class PostgresReadModels implements ReadModelStore {
     }
     await client.query(`UPDATE ${s}.projection_checkpoints SET version = $2, position = $3 WHERE name = $1`, [c.name, c.version, c.position])
   }
+
+  async settle(): Promise<void> {}
 
   async reset(name: string): Promise<void> {
     const client = await this.pool.connect()
@@ -154,6 +160,11 @@ class PostgresReadModels implements ReadModelStore {
       [name, key, options.since ?? '', options.until ?? '\uffff', ...(options.limit !== undefined ? [options.limit] : [])],
     )
     return r.rows.map((row) => int(row.position))
+  }
+
+  async positionOf(name: string, eventId: string): Promise<number | undefined> {
+    const [position] = await this.lookup(name, `event:${eventId}`)
+    return position
   }
 
   async entryAt(name: string, position: number): Promise<StoredEntry | undefined> {
