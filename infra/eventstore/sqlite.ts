@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { KennelError } from '../errors.ts'
 import {
@@ -22,10 +23,18 @@ import {
 } from './port.ts'
 import { ChangeNotifier, pullSubscription } from './subscription.ts'
 
-// Embedded event store: one SQLite file in WAL mode, no network listener (R7). Appends that
-// arrive in the same turn of the event loop share one transaction and one fsync (group commit);
-// each keeps its own expected-revision check inside a savepoint. synchronous=FULL makes an
-// acknowledged append survive kill -9 and power loss.
+// Embedded event store: one SQLite file in WAL mode, no network listener (R7).
+//
+// Writes run on a writer thread (sqlite-writer.js) that owns the only write connection:
+// better-sqlite3 is synchronous, and an fsync under load (p99 16-60 ms here) would otherwise stop
+// the whole event loop. Appends are validated and serialised here, queued, and sent as one batch
+// (group commit: one IMMEDIATE transaction, one fsync with synchronous=FULL); each keeps its own
+// expected-revision and idempotency outcome. While one batch commits, the next accumulates; at
+// most two are in flight. An append resolves only after the writer's COMMIT returned, so an
+// acknowledged append survives kill -9 and power loss. This thread keeps a read connection
+// (query_only) for reads and subscriptions: in WAL mode it sees every commit the writer has
+// acknowledged (read-your-writes), and subscriptions are woken on each acknowledgement, or by the
+// PRAGMA data_version poll for commits by other processes.
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS kennel_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -59,13 +68,77 @@ interface SerialisedEvent {
   metadata: string
 }
 
+type Expected = AppendOptions['expectedRevision'] & {}
+
 interface PendingAppend {
   stream: string
   events: SerialisedEvent[]
-  expected: AppendOptions['expectedRevision'] & {}
+  expected: Expected
   resolve: (r: AppendResult) => void
   reject: (e: unknown) => void
 }
+
+// The writer thread's protocol (sqlite-writer.js refers to these types in JSDoc).
+
+export interface WriterData {
+  file: string
+}
+
+export type WriterRequest =
+  | {
+      type: 'batch'
+      batch: number
+      /** per append */
+      streams: string[]
+      expected: Expected[]
+      counts: number[]
+      /** per event, flattened: id, type, data (JSON), metadata (JSON) */
+      events: string[]
+    }
+  | { type: 'close' }
+
+/** the outcome of an append that was not simply written */
+export type WriterOutcome =
+  | { index: number; kind: 'retry'; current: number; stored: Array<StoredLocation | null> }
+  | { index: number; kind: 'expected'; current: number }
+  | { index: number; kind: 'duplicate' }
+  | { index: number; kind: 'error'; message: string; code: string | undefined }
+
+export type WriterReply =
+  | {
+      type: 'done'
+      batch: number
+      /** [revision, position] per append; NaN for those listed in outcomes */
+      ok: Float64Array
+      outcomes: WriterOutcome[]
+      written: number
+    }
+  | { type: 'failed'; batch: number; message: string; code: string | undefined }
+
+interface InFlightBatch {
+  batch: number
+  appends: PendingAppend[]
+  /** resolves once every append of the batch is settled (acknowledged, or rejected by a crash) */
+  settled: Promise<void>
+  done: () => void
+}
+
+interface WriterThread {
+  worker: Worker
+  /** in the order sent; the writer replies in the same order */
+  inFlight: InFlightBatch[]
+  dead: boolean
+  closing: boolean
+  exited: Promise<void>
+}
+
+/** batches in flight at once: one committing, one waiting in the writer's queue */
+const MAX_IN_FLIGHT = 2
+
+const WRITER_URL = new URL('./sqlite-writer.js', import.meta.url)
+
+/** For tests: the writer thread of a SQLite event store, if it is running. */
+export const writerThreadOf = (store: EventStore): Worker | undefined => (store instanceof SqliteEventStore ? store.writerThread : undefined)
 
 const toRecorded = (r: Row): RecordedEvent => ({
   id: r[1],
@@ -86,17 +159,25 @@ export interface SqliteOptions extends OpenOptions {
 export function openSqliteEventStore(file: string, options: SqliteOptions): EventStore {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   const db = new Database(file)
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = FULL')
-  db.pragma('busy_timeout = 10000')
-  db.pragma('foreign_keys = ON')
-  const environment = initialise(db, file, options.environment)
+  let environment: string
+  try {
+    db.pragma('journal_mode = WAL')
+    db.pragma('synchronous = FULL')
+    db.pragma('busy_timeout = 10000')
+    db.pragma('foreign_keys = ON')
+    environment = initialise(db, file, options.environment)
+    // from here on this connection only reads; every write goes through the writer thread
+    db.pragma('query_only = ON')
+  } catch (err) {
+    db.close()
+    throw err
+  }
   try {
     fs.chmodSync(file, 0o600)
   } catch {
     // not our file to chmod (read-only mount); the directory mode still protects it
   }
-  return new SqliteEventStore(db, environment, options.pollMs ?? 10)
+  return new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
 }
 
 function initialise(db: Database.Database, file: string, environment: string): string {
@@ -120,6 +201,8 @@ class SqliteEventStore implements EventStore {
   private pending: PendingAppend[] = []
   private flushScheduled = false
   private closed = false
+  private writer: WriterThread | undefined
+  private batchSeq = 0
   private readonly subscriptions = new Set<Subscription>()
   private poller: NodeJS.Timeout | undefined
   private dataVersion: number
@@ -128,21 +211,20 @@ class SqliteEventStore implements EventStore {
   private readonly stmt
 
   constructor(
+    private readonly file: string,
     private readonly db: Database.Database,
     readonly environment: string,
     private readonly pollMs: number,
   ) {
     this.stmt = {
-      lastRevision: db.prepare('SELECT max(revision) AS r FROM events WHERE stream = ?').pluck(),
-      locate: db.prepare('SELECT stream, revision, position FROM events WHERE id = ?'),
-      insert: db.prepare('INSERT INTO events (id, stream, revision, type, time, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       head: db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck(),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
-      savepoint: db.prepare('SAVEPOINT append'),
-      release: db.prepare('RELEASE append'),
-      rollbackTo: db.prepare('ROLLBACK TO append'),
     }
     this.dataVersion = this.stmt.dataVersion.get() as number
+  }
+
+  get writerThread(): Worker | undefined {
+    return this.writer?.worker
   }
 
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
@@ -158,73 +240,129 @@ class SqliteEventStore implements EventStore {
       this.pending.push({ stream, events: prepared, expected, resolve, reject })
       if (!this.flushScheduled) {
         this.flushScheduled = true
-        setImmediate(() => this.flush())
+        setImmediate(() => {
+          this.flushScheduled = false
+          this.flush()
+        })
       }
     })
   }
 
+  /** Send pending appends to the writer while it has room; the rest wait for an acknowledgement. */
   private flush(): void {
-    this.flushScheduled = false
-    const batch = this.pending
-    this.pending = []
-    if (batch.length === 0) return
-    const outcomes: Array<{ ok: true; result: AppendResult } | { ok: false; error: unknown }> = []
-    const time = new Date().toISOString()
-    try {
-      this.db.transaction(() => {
-        for (const a of batch) {
-          // a single-event append either writes its one row or fails before writing: only
-          // multi-event appends need a savepoint to undo a partial write
-          const guarded = a.events.length > 1
-          if (guarded) this.stmt.savepoint.run()
-          try {
-            outcomes.push({ ok: true, result: this.appendOne(a, time) })
-            if (guarded) this.stmt.release.run()
-          } catch (error) {
-            if (guarded) {
-              this.stmt.rollbackTo.run()
-              this.stmt.release.run()
-            }
-            outcomes.push({ ok: false, error })
-          }
-        }
-      }).immediate()
-    } catch (error) {
-      for (const a of batch) a.reject(error)
+    while (this.pending.length > 0) {
+      const writer = (this.writer ??= this.startWriter())
+      if (writer.inFlight.length >= MAX_IN_FLIGHT) return
+      const appends = this.pending
+      this.pending = []
+      this.send(writer, appends)
+    }
+  }
+
+  private send(writer: WriterThread, appends: PendingAppend[]): void {
+    const request: WriterRequest & { type: 'batch' } = { type: 'batch', batch: ++this.batchSeq, streams: [], expected: [], counts: [], events: [] }
+    for (const a of appends) {
+      request.streams.push(a.stream)
+      request.expected.push(a.expected)
+      request.counts.push(a.events.length)
+      for (const e of a.events) request.events.push(e.id, e.type, e.data, e.metadata)
+    }
+    let done!: () => void
+    const settled = new Promise<void>((r) => (done = r))
+    writer.inFlight.push({ batch: request.batch, appends, settled, done })
+    // keep the process alive while appends await their acknowledgement, and only then
+    if (writer.inFlight.length === 1) writer.worker.ref()
+    writer.worker.postMessage(request)
+  }
+
+  private startWriter(): WriterThread {
+    const worker = new Worker(WRITER_URL, {
+      workerData: { file: this.file } satisfies WriterData,
+      // plain JavaScript: no loader flags needed, whatever started this process
+      execArgv: [],
+      name: 'kennel-eventstore-writer',
+    })
+    worker.unref()
+    let exited!: () => void
+    const writer: WriterThread = { worker, inFlight: [], dead: false, closing: false, exited: new Promise((r) => (exited = r)) }
+    worker.on('message', (reply: WriterReply) => this.acknowledged(writer, reply))
+    worker.on('error', (err) => this.writerStopped(writer, err))
+    worker.on('messageerror', (err) => {
+      this.writerStopped(writer, err)
+      void worker.terminate()
+    })
+    worker.on('exit', (code) => {
+      if (!(writer.closing && code === 0)) this.writerStopped(writer, new Error(`exited with code ${code}`))
+      exited()
+    })
+    return writer
+  }
+
+  private acknowledged(writer: WriterThread, reply: WriterReply): void {
+    if (writer.dead) return
+    const batch = writer.inFlight.shift()
+    if (!batch || batch.batch !== reply.batch) {
+      this.writerStopped(writer, new Error(`acknowledged batch ${reply.batch} out of order`))
+      void writer.worker.terminate()
       return
     }
-    batch.forEach((a, i) => {
-      const o = outcomes[i]!
-      if (o.ok) a.resolve(o.result)
-      else a.reject(o.error)
+    if (writer.inFlight.length === 0) writer.worker.unref()
+    // keep the writer busy: what accumulated during this commit goes out before anyone is woken
+    this.flush()
+    if (reply.type === 'failed') {
+      const error = new KennelError('KENNEL_ERR_UNAVAILABLE', `event store commit failed, nothing of this append was stored: ${reply.message}`, { sqliteCode: reply.code })
+      for (const a of batch.appends) a.reject(error)
+      batch.done()
+      return
+    }
+    const special = new Map(reply.outcomes.map((o) => [o.index, o]))
+    batch.appends.forEach((a, i) => {
+      const o = special.get(i)
+      if (o === undefined) a.resolve({ nextExpectedRevision: reply.ok[2 * i]!, position: reply.ok[2 * i + 1]! })
+      else {
+        try {
+          a.resolve(settleOutcome(a, o))
+        } catch (err) {
+          a.reject(err)
+        }
+      }
     })
-    this.notifier.notify()
+    batch.done()
+    if (reply.written > 0) {
+      // our own commit also moves data_version: absorb it, so the poll does not wake subscriptions twice
+      if (this.poller) this.dataVersion = this.stmt.dataVersion.get() as number
+      this.notifier.notify()
+    }
   }
 
-  private appendOne(a: PendingAppend, time: string): AppendResult {
-    const last = this.stmt.lastRevision.get(a.stream) as number | null
-    const current = last ?? -1
-    // the common case is a new append: look up only the first id, and let the UNIQUE index
-    // catch a later id that is already stored (a partial overlap)
-    if (this.stmt.locate.get(a.events[0]!.id) !== undefined) {
-      const stored = a.events.map((e) => this.stmt.locate.get(e.id) as StoredLocation | undefined)
-      return classifyRetry(a.stream, a.expected, stored, current)!
+  /** The writer crashed or stopped: everything sent to it has an unknown outcome. */
+  private writerStopped(writer: WriterThread, cause: Error): void {
+    if (writer.dead) return
+    writer.dead = true
+    if (this.writer === writer) this.writer = undefined
+    const lost = writer.inFlight
+    writer.inFlight = []
+    writer.worker.unref()
+    const count = lost.reduce((n, b) => n + b.appends.length, 0)
+    const error = new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `the event store's writer thread stopped (${cause.message}); ${count} append(s) in flight may or may not be stored: retrying them with the same event ids is safe`,
+      { cause: cause.message },
+    )
+    for (const b of lost) {
+      for (const a of b.appends) a.reject(error)
+      b.done()
     }
-    checkExpectedRevision(a.stream, a.expected, current)
-    let revision = current
-    let position = 0
-    for (const e of a.events) {
-      revision++
-      try {
-        position = Number(this.stmt.insert.run(e.id, a.stream, revision, e.type, time, e.data, e.metadata).lastInsertRowid)
-      } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /events\.id/.test((err as Error).message)) {
-          throw new KennelError('KENNEL_ERR_DUPLICATE_EVENT', `append to ${a.stream}: some event ids are already stored, others are not, or they are stored elsewhere`, { stream: a.stream })
-        }
-        throw err
-      }
+    // some of those may have committed before the crash
+    if (count > 0) this.notifier.notify()
+    // appends not yet sent go to a new writer
+    if (this.pending.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => {
+        this.flushScheduled = false
+        this.flush()
+      })
     }
-    return { nextExpectedRevision: revision, position }
   }
 
   async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
@@ -285,6 +423,7 @@ class SqliteEventStore implements EventStore {
   /** Notice commits by other processes (the CLI appending while the server runs). */
   private startPolling(): void {
     if (this.poller) return
+    this.dataVersion = this.stmt.dataVersion.get() as number
     this.poller = setInterval(() => {
       const v = this.stmt.dataVersion.get() as number
       if (v !== this.dataVersion) {
@@ -307,16 +446,52 @@ class SqliteEventStore implements EventStore {
 
   async close(): Promise<void> {
     if (this.closed) return
-    if (this.pending.length > 0) this.flush()
     this.closed = true
+    // every append accepted before close is written (or rejected) before close resolves
+    for (;;) {
+      this.flush()
+      const next = this.writer?.inFlight[0]
+      if (!next) break
+      await next.settled
+    }
     await Promise.all([...this.subscriptions].map((s) => s.stop()))
     this.stopPolling()
+    // the read connection closes first, so the writer's connection is the last one and the
+    // closing WAL checkpoint (an fsync) runs on the writer thread
     this.db.close()
+    const writer = this.writer
+    if (writer) {
+      writer.closing = true
+      writer.worker.ref()
+      writer.worker.postMessage({ type: 'close' } satisfies WriterRequest)
+      await writer.exited
+      this.writer = undefined
+    }
   }
 
   private assertOpen(): void {
     if (this.closed) throw new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed')
   }
+}
+
+/** Turn what the writer reported about an append that was not simply written into its result or
+ * its typed error, with the port's own rules. */
+function settleOutcome(a: PendingAppend, o: WriterOutcome): AppendResult {
+  switch (o.kind) {
+    case 'retry': {
+      const result = classifyRetry(a.stream, a.expected, o.stored.map((s) => s ?? undefined), o.current)
+      if (result) return result
+      break
+    }
+    case 'expected':
+      checkExpectedRevision(a.stream, a.expected, o.current)
+      break
+    case 'duplicate':
+      throw new KennelError('KENNEL_ERR_DUPLICATE_EVENT', `append to ${a.stream}: some event ids are already stored, others are not, or they are stored elsewhere`, { stream: a.stream })
+    case 'error':
+      throw Object.assign(new Error(o.message), { name: 'SqliteError', code: o.code })
+  }
+  throw new KennelError('KENNEL_ERR_INTERNAL', `append to ${a.stream}: the writer thread and the port disagree about its outcome (${o.kind})`)
 }
 
 function serialise(e: PreparedEvent): SerialisedEvent {

@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import Database from 'better-sqlite3'
+import { isKennelError } from '../../../infra/errors.ts'
 import { openEventStore } from '../../../infra/eventstore/open.ts'
+import { writerThreadOf } from '../../../infra/eventstore/sqlite.ts'
 import { eventStoreContract } from './contract.ts'
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-sqlite-'))
@@ -71,4 +74,95 @@ t.test('a subscription sees events appended by another process within 50 ms', as
     delays.push(performance.timeOrigin + hit!.at - origin)
   }
   t.ok(delays.every((d) => d < 50), `seen within 50 ms of commit (${delays.map((d) => d.toFixed(1)).join(', ')} ms)`)
+})
+
+// The writer thread (infra/eventstore/sqlite-writer.js)
+
+const runNode = async (args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) => {
+  const { execFile } = await import('node:child_process')
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    // the timeout only turns a hang into a failure; nothing here measures speed
+    execFile(process.execPath, args, { ...options, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }))
+  })
+}
+
+t.test('appends are written by a writer thread; the main connection only reads', async (t) => {
+  const file = path.join(dir, 'writer.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => store.close())
+  t.equal(writerThreadOf(store), undefined, 'no thread before the first append (read-only CLI commands start none)')
+  const r = await store.append('w', [{ type: 'X', data: {} }])
+  t.ok(writerThreadOf(store)!.threadId > 0, 'a worker thread wrote it')
+  t.equal(await store.headPosition(), r.position, 'read-your-writes on the main connection')
+  t.same((await store.readAll()).map((e) => e.position), [r.position])
+})
+
+t.test('close() writes appends that were still queued, then stops the writer', async (t) => {
+  const file = path.join(dir, 'close.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  const first = store.append('c', [{ type: 'X', data: { n: 0 } }])
+  const queued = Array.from({ length: 50 }, (_, n) => store.append(`c-${n}`, [{ type: 'X', data: { n } }]))
+  const closing = store.close()
+  t.ok(writerThreadOf(store), 'close() handed the queued appends to a writer')
+  await closing
+  await first
+  t.equal((await Promise.allSettled(queued)).filter((o) => o.status === 'fulfilled').length, 50, 'every queued append was acknowledged')
+  t.equal(writerThreadOf(store), undefined, 'the writer is gone')
+  const err = await store.append('c', [{ type: 'X', data: {} }]).catch((e: unknown) => e)
+  t.ok(isKennelError(err, 'KENNEL_ERR_EVENTSTORE_CLOSED'), 'an append after close is refused')
+  const again = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => again.close())
+  t.equal((await again.readAll()).length, 51)
+})
+
+t.test('a writer thread that cannot start rejects the append with KENNEL_ERR_UNAVAILABLE instead of hanging', async (t) => {
+  const file = path.join(dir, 'vanished.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  // the main connection keeps the unlinked file open; the writer opens by name and fails
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true })
+  const err = await store.append('v', [{ type: 'X', data: {} }]).catch((e: unknown) => e)
+  t.ok(isKennelError(err, 'KENNEL_ERR_UNAVAILABLE'), 'rejected with a clear error')
+  t.match((err as Error).message, /writer thread stopped/)
+  await store.close()
+})
+
+t.test('a writer thread killed mid-batch: appends in flight reject, a retry with the same ids is safe, the store carries on', async (t) => {
+  const file = path.join(dir, 'killed.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => store.close())
+  await store.append('k', [{ type: 'X', data: {} }])
+  const appends = Array.from({ length: 2000 }, (_, n) => ({ stream: `k-${n % 10}`, events: [{ id: randomUUID(), type: 'X', data: { n } }] }))
+  const outcomes = appends.map((a) => store.append(a.stream, a.events))
+  await new Promise((r) => setImmediate(r)) // the batch is sent
+  await writerThreadOf(store)!.terminate()
+  const settled = await Promise.allSettled(outcomes)
+  const rejected = settled.flatMap((o, i) => (o.status === 'rejected' ? [{ i, reason: o.reason as unknown }] : []))
+  t.ok(rejected.every((r) => isKennelError(r.reason, 'KENNEL_ERR_UNAVAILABLE')), 'every failure says the store was unavailable')
+  t.comment(`${rejected.length} of ${appends.length} appends were in flight when the writer died`)
+  for (const { i } of rejected) await store.append(appends[i]!.stream, appends[i]!.events)
+  const all = await store.readAll()
+  t.equal(all.length, 1 + appends.length, 'every append stored exactly once after the retries')
+  t.equal(new Set(all.map((e) => e.id)).size, all.length)
+  const after = await store.append('k', [{ type: 'X', data: {} }], { expectedRevision: 0 })
+  t.equal(after.nextExpectedRevision, 1, 'a new writer took over')
+})
+
+t.test('the writer thread keeps a process alive only while an append awaits it, from any directory', async (t) => {
+  const file = path.join(dir, 'alive.sqlite')
+  // the way bin/kennel.js loads TypeScript (register() from tsx/esm/api), from another directory,
+  // never closing the store: the process must finish by itself after the append is acknowledged
+  const script = `
+    const { register } = await import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
+    register()
+    const { openEventStore } = await import(${JSON.stringify(new URL('../../../infra/eventstore/open.ts', import.meta.url).href)})
+    const store = await openEventStore(${JSON.stringify(`sqlite:${file}`)}, { environment: 'test' })
+    const r = await store.append('alive', [{ type: 'X', data: {} }])
+    console.log(JSON.stringify(r))
+  `
+  const run = await runNode(['--input-type=module', '-e', script], { cwd: os.tmpdir() })
+  t.equal(run.code, 0, `exited on its own (${run.stderr.trim()})`)
+  t.same(JSON.parse(run.stdout), { nextExpectedRevision: 0, position: 1 })
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => store.close())
+  t.equal((await store.readStream('alive')).length, 1, 'the acknowledged append is stored')
 })
