@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import pg from 'pg'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore, NewEvent } from '../infra/eventstore/port.ts'
@@ -21,6 +22,8 @@ interface Figures {
   batchEventsPerSec: number
   replayEventsPerSec: number
   replayEvents: number
+  /** p99 event-loop delay while the single-event appends ran: how long a commit stalls everything else */
+  appendLoopDelayP99Ms: number
 }
 
 const event = (i: number): NewEvent => ({
@@ -30,7 +33,8 @@ const event = (i: number): NewEvent => ({
 })
 
 /** append from APPENDERS concurrent loops for SECONDS; returns events per second */
-async function appendRate(store: EventStore, eventsPerAppend: number): Promise<number> {
+async function appendRate(store: EventStore, eventsPerAppend: number, loop?: ReturnType<typeof monitorEventLoopDelay>): Promise<number> {
+  loop?.enable()
   const end = performance.now() + SECONDS * 1000
   const start = performance.now()
   let events = 0
@@ -42,6 +46,7 @@ async function appendRate(store: EventStore, eventsPerAppend: number): Promise<n
       }
     }),
   )
+  loop?.disable()
   return events / ((performance.now() - start) / 1000)
 }
 
@@ -70,10 +75,11 @@ async function replayRate(store: EventStore, total: number): Promise<number> {
 }
 
 async function measure(store: EventStore, replayEvents: number): Promise<Figures> {
-  const appendsPerSec = await appendRate(store, 1)
+  const loop = monitorEventLoopDelay({ resolution: 1 })
+  const appendsPerSec = await appendRate(store, 1, loop)
   const batchEventsPerSec = await appendRate(store, 10)
   const replayEventsPerSec = await replayRate(store, replayEvents)
-  return { appendsPerSec: Math.round(appendsPerSec), batchEventsPerSec: Math.round(batchEventsPerSec), replayEventsPerSec: Math.round(replayEventsPerSec), replayEvents }
+  return { appendsPerSec: Math.round(appendsPerSec), batchEventsPerSec: Math.round(batchEventsPerSec), replayEventsPerSec: Math.round(replayEventsPerSec), replayEvents, appendLoopDelayP99Ms: Math.round(loop.percentile(99) / 1e4) / 100 }
 }
 
 async function sqlite(): Promise<Figures> {
@@ -113,10 +119,10 @@ async function postgres(): Promise<Figures | { skipped: string }> {
 export async function run(_opts: BenchOptions): Promise<Record<string, unknown>> {
   const result: Record<string, Figures | { skipped: string }> = { sqlite: await sqlite(), postgres: await postgres() }
   console.log(`event store, ${APPENDERS} concurrent appenders, ${SECONDS} s per append figure`)
-  console.log('adapter    appends/s   10-event batches: events/s   replay: events/s (events replayed)')
+  console.log('adapter    appends/s   10-event batches: events/s   replay: events/s (events replayed)   event-loop delay p99 during appends')
   for (const [name, f] of Object.entries(result)) {
     if ('skipped' in f) console.log(`${name.padEnd(10)} skipped: ${f.skipped}`)
-    else console.log(`${name.padEnd(10)} ${String(f.appendsPerSec).padStart(9)}   ${String(f.batchEventsPerSec).padStart(27)}   ${String(f.replayEventsPerSec).padStart(16)} (${f.replayEvents})`)
+    else console.log(`${name.padEnd(10)} ${String(f.appendsPerSec).padStart(9)}   ${String(f.batchEventsPerSec).padStart(27)}   ${String(f.replayEventsPerSec).padStart(16)} (${f.replayEvents})   ${f.appendLoopDelayP99Ms} ms`)
   }
   return result
 }
