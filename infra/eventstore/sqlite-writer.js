@@ -135,6 +135,8 @@ function appendOne(req, i, first, count, time, ok) {
   return undefined
 }
 
+port.postMessage(/** @type {WriterReply} */ ({ type: 'ready' }))
+
 port.on('message', (/** @type {WriterRequest} */ req) => {
   if (req.type === 'close') {
     // the main connection is closed first, so this is the last one: SQLite checkpoints the WAL

@@ -114,6 +114,8 @@ export type WriterReply =
       written: number
     }
   | { type: 'failed'; batch: number; message: string; code: string | undefined }
+  /** the write connection is open */
+  | { type: 'ready' }
 
 interface InFlightBatch {
   batch: number
@@ -130,6 +132,9 @@ interface WriterThread {
   dead: boolean
   closing: boolean
   exited: Promise<void>
+  /** resolves when the writer has opened its connection; rejects if it stops before */
+  ready: Promise<void>
+  stopped?: (cause: Error) => void
 }
 
 /** batches in flight at once: one committing, one waiting in the writer's queue */
@@ -156,7 +161,7 @@ export interface SqliteOptions extends OpenOptions {
   pollMs?: number
 }
 
-export function openSqliteEventStore(file: string, options: SqliteOptions): EventStore {
+export async function openSqliteEventStore(file: string, options: SqliteOptions): Promise<EventStore> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   const db = new Database(file)
   let environment: string
@@ -177,7 +182,16 @@ export function openSqliteEventStore(file: string, options: SqliteOptions): Even
   } catch {
     // not our file to chmod (read-only mount); the directory mode still protects it
   }
-  return new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
+  const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
+  // wait for the writer's connection, so the first append does not pay for the thread's start
+  // (often a fire-and-forget security event) and a writer that cannot start fails the open
+  try {
+    await store.writerReady()
+  } catch (err) {
+    await store.close()
+    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `event store ${file}: the writer thread did not start: ${(err as Error).message}`)
+  }
+  return store
 }
 
 function initialise(db: Database.Database, file: string, environment: string): string {
@@ -221,6 +235,11 @@ class SqliteEventStore implements EventStore {
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
     }
     this.dataVersion = this.stmt.dataVersion.get() as number
+    this.writer = this.startWriter()
+  }
+
+  writerReady(): Promise<void> {
+    return this.writer?.ready ?? Promise.resolve()
   }
 
   get writerThread(): Worker | undefined {
@@ -284,8 +303,19 @@ class SqliteEventStore implements EventStore {
     })
     worker.unref()
     let exited!: () => void
-    const writer: WriterThread = { worker, inFlight: [], dead: false, closing: false, exited: new Promise((r) => (exited = r)) }
-    worker.on('message', (reply: WriterReply) => this.acknowledged(writer, reply))
+    let ready!: () => void
+    let failed!: (err: Error) => void
+    const writer: WriterThread = {
+      worker,
+      inFlight: [],
+      dead: false,
+      closing: false,
+      exited: new Promise((r) => (exited = r)),
+      ready: new Promise((resolve, reject) => ((ready = resolve), (failed = reject))),
+    }
+    writer.ready.catch(() => {}) // also reported to every append sent to it
+    writer.stopped = failed
+    worker.on('message', (reply: WriterReply) => (reply.type === 'ready' ? ready() : this.acknowledged(writer, reply)))
     worker.on('error', (err) => this.writerStopped(writer, err))
     worker.on('messageerror', (err) => {
       this.writerStopped(writer, err)
@@ -298,7 +328,7 @@ class SqliteEventStore implements EventStore {
     return writer
   }
 
-  private acknowledged(writer: WriterThread, reply: WriterReply): void {
+  private acknowledged(writer: WriterThread, reply: Exclude<WriterReply, { type: 'ready' }>): void {
     if (writer.dead) return
     const batch = writer.inFlight.shift()
     if (!batch || batch.batch !== reply.batch) {
@@ -339,6 +369,7 @@ class SqliteEventStore implements EventStore {
   private writerStopped(writer: WriterThread, cause: Error): void {
     if (writer.dead) return
     writer.dead = true
+    writer.stopped?.(cause)
     if (this.writer === writer) this.writer = undefined
     const lost = writer.inFlight
     writer.inFlight = []

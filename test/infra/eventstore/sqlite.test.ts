@@ -90,9 +90,8 @@ t.test('appends are written by a writer thread; the main connection only reads',
   const file = path.join(dir, 'writer.sqlite')
   const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
   t.teardown(() => store.close())
-  t.equal(writerThreadOf(store), undefined, 'no thread before the first append (read-only CLI commands start none)')
+  t.ok(writerThreadOf(store)!.threadId > 0, 'a writer thread starts with the store')
   const r = await store.append('w', [{ type: 'X', data: {} }])
-  t.ok(writerThreadOf(store)!.threadId > 0, 'a worker thread wrote it')
   t.equal(await store.headPosition(), r.position, 'read-your-writes on the main connection')
   t.same((await store.readAll()).map((e) => e.position), [r.position])
 })
@@ -115,15 +114,26 @@ t.test('close() writes appends that were still queued, then stops the writer', a
   t.equal((await again.readAll()).length, 51)
 })
 
-t.test('a writer thread that cannot start rejects the append with KENNEL_ERR_UNAVAILABLE instead of hanging', async (t) => {
-  const file = path.join(dir, 'vanished.sqlite')
+t.test('a writer thread that dies with a batch in flight rejects it with KENNEL_ERR_UNAVAILABLE instead of hanging', async (t) => {
+  const file = path.join(dir, 'stopped.sqlite')
   const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
-  // the main connection keeps the unlinked file open; the writer opens by name and fails
-  for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true })
-  const err = await store.append('v', [{ type: 'X', data: {} }]).catch((e: unknown) => e)
+  t.teardown(() => store.close())
+  // another connection holds the write lock, so the batch cannot commit before the writer dies
+  const blocker = new Database(file)
+  t.teardown(() => blocker.close())
+  blocker.exec('BEGIN IMMEDIATE')
+  const events = [{ id: randomUUID(), type: 'X', data: {} }]
+  const append = store.append('v', events).catch((e: unknown) => e)
+  await new Promise((r) => setImmediate(r)) // the batch is sent
+  const stopping = writerThreadOf(store)!.terminate()
+  blocker.exec('ROLLBACK')
+  await stopping
+  const err = await append
   t.ok(isKennelError(err, 'KENNEL_ERR_UNAVAILABLE'), 'rejected with a clear error')
-  t.match((err as Error).message, /writer thread stopped/)
-  await store.close()
+  t.match((err as Error).message, /writer thread stopped.*retrying them with the same event ids is safe/)
+  t.same(await store.readAll(), [], 'nothing was stored')
+  const retried = await store.append('v', events)
+  t.equal(retried.nextExpectedRevision, 0, 'the retry goes to a new writer')
 })
 
 t.test('a writer thread killed mid-batch: appends in flight reject, a retry with the same ids is safe, the store carries on', async (t) => {
