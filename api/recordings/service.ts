@@ -23,6 +23,7 @@ export const presignedSchema = {
   type: 'object',
   properties: {
     recordingId: { type: 'string' },
+    uploadUrl: { type: 'string', description: 'upload URLs only: where to PUT the bytes (the same as url)' },
     url: { type: 'string' },
     method: { type: 'string' },
     headers: { type: 'object', additionalProperties: { type: 'string' } },
@@ -40,6 +41,8 @@ export interface NewRecording {
 
 export interface IssuedUrl {
   recordingId: string
+  /** upload URLs only, the name the parent app and toys look for (the same as url) */
+  uploadUrl?: string
   url: string
   method: string
   headers: Record<string, string>
@@ -59,7 +62,7 @@ export async function createRecording(ctx: ApiContext, r: NewRecording, metadata
   const issued: UploadUrlIssued = { type: 'UploadUrlIssued', data: { recordingId, householdId: r.householdId, deviceId: r.deviceId, until: presigned.expiresAt } }
   await ctx.append(recordingStream(recordingId), [{ ...created, metadata }, { ...issued, metadata }], 'no_stream')
   ctx.metrics.urlsIssued.inc({ method: 'PUT' })
-  return { recordingId, url: presigned.url, method: presigned.method, headers: presigned.headers, expiresAt: presigned.expiresAt }
+  return { recordingId, uploadUrl: presigned.url, url: presigned.url, method: presigned.method, headers: presigned.headers, expiresAt: presigned.expiresAt }
 }
 
 export async function issueDownloadUrl(ctx: ApiContext, r: RecordingDoc, metadata: EventMetadata, origin: string): Promise<IssuedUrl> {

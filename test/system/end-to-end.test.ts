@@ -67,7 +67,8 @@ t.test('a toy and a parent exchange a recording, and ops revocation closes the t
   const audio = Buffer.from('OggS pretend voice message')
   const created = await api('POST', `/v1/households/${householdId}/recordings`, { token: parent, body: { deviceId: 'toy-e2e', contentType: 'audio/ogg', bytes: audio.length } })
   t.equal(created.status, 201)
-  const { recordingId, url: uploadUrl } = created.json() as { recordingId: string; url: string }
+  const { recordingId, uploadUrl, expiresAt } = created.json() as { recordingId: string; uploadUrl: string; expiresAt: string }
+  t.ok(Date.parse(expiresAt) - Date.now() <= 300_000, 'the upload URL expires within the default 300 s')
   const put = await fetchUrl(uploadUrl, 'PUT', audio)
   t.ok(put.status >= 200 && put.status < 300, `upload through the presigned URL (${put.status})`)
   t.equal((await api('POST', `/v1/recordings/${recordingId}/complete`, { token: parent })).status, 200)
