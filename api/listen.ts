@@ -8,7 +8,8 @@ import type { Config } from '../infra/config.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { securityStream } from './accounts/events.ts'
-import { Denylist } from './guard/denylist.ts'
+import { compileDenylist } from '../infra/net/denylist.ts'
+import { serverTlsOptions } from '../infra/net/tls.ts'
 import type { ConnectionDenylisted } from './guard/events.ts'
 import { OncePerBlock } from './guard/refusal-events.ts'
 import type { ApiMetrics } from './metrics.ts'
@@ -38,35 +39,25 @@ export interface ListeningApi {
 const DENYLIST_EVENT_BLOCK_MS = 60_000
 
 export function tlsOptions(config: Config, tls: { cert: string; key: string }, trustedCaPem: string): https.ServerOptions {
-  return {
-    cert: tls.cert,
-    key: tls.key,
-    ca: trustedCaPem,
-    requestCert: true,
-    rejectUnauthorized: false,
-    minVersion: config.tlsMinVersion,
-    ciphers: config.tlsCiphers,
-    ecdhCurve: config.tlsCurves,
-    honorCipherOrder: true,
-  }
+  return serverTlsOptions(config, { ...tls, ca: trustedCaPem })
 }
 
 export async function listenApi(app: FastifyInstance, opts: ListenOptions): Promise<ListeningApi> {
   const { config } = opts
   await app.ready()
   const server = https.createServer(
-    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), handshakeTimeout: 10_000, noDelay: true, keepAlive: true },
+    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true },
     (req, res) => app.routing(req, res),
   )
   server.headersTimeout = 15_000
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
-  const denylist = new Denylist(config.denylist)
+  const denylist = compileDenylist(config.denylist)
   const once = new OncePerBlock()
   const hits = new Map<string, number>()
   // 'connection' fires on TCP accept, before the TLS handshake (R9)
   server.on('connection', (socket: Socket) => {
-    const cidr = denylist.match(socket.remoteAddress)
+    const cidr = denylist(socket.remoteAddress)
     if (!cidr) return
     socket.destroy()
     opts.metrics.denylistHits.inc()

@@ -2,20 +2,14 @@ import type { Socket } from 'node:net'
 import { constants } from 'node:crypto'
 import tls, { type TLSSocket } from 'node:tls'
 import type { Config } from '../infra/config.ts'
-import type { Denylist } from './denylist.ts'
+import type { Denylist } from '../infra/net/denylist.ts'
+import { serverTlsOptions, type ServerTlsMaterial } from '../infra/net/tls.ts'
 
 // The MQTT listener: mutual TLS only (plain MQTT is not offered). Every handshake is accepted
 // (rejectUnauthorized: false) so that the broker can record why a certificate was refused
 // (FIELD-NOTES, TLS); the denylist is applied to the raw TCP connection, before TLS (R9).
 
-export interface TlsMaterial {
-  /** every trusted device CA certificate, PEM */
-  ca: string
-  /** server certificate chain, PEM */
-  cert: string
-  /** server private key, PEM */
-  key: string
-}
+export type TlsMaterial = ServerTlsMaterial
 
 export interface ListenerHooks {
   denylist: Denylist
@@ -24,19 +18,9 @@ export interface ListenerHooks {
   onTlsError(err: Error, socket: TLSSocket): void
 }
 
-/** A slow or silent peer gets this long to finish the handshake. */
-const HANDSHAKE_TIMEOUT_MS = 10_000
-
 export function createListener(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial, hooks: ListenerHooks): tls.Server {
   const server = tls.createServer({
-    ...material,
-    requestCert: true,
-    rejectUnauthorized: false,
-    minVersion: config.tlsMinVersion,
-    ciphers: config.tlsCiphers,
-    ecdhCurve: config.tlsCurves,
-    honorCipherOrder: true,
-    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    ...serverTlsOptions(config, material),
     // No session resumption: every connect verifies the certificate chain against the current
     // trust store and CRL, and the tickets cost ≈ 15 KB per TLS 1.3 connection (bench/broker.ts)
     secureOptions: constants.SSL_OP_NO_TICKET,

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compileDenylist } from '../../broker/denylist.ts'
+import { compileDenylist } from '../../../infra/net/denylist.ts'
 
 t.test('the denylist matches IPv4 and IPv6 CIDRs, single addresses and IPv4-mapped IPv6 peers', async (t) => {
   const denied = compileDenylist(['198.51.100.0/24', '203.0.113.7', '2001:db8::/32'])
@@ -18,4 +18,12 @@ t.test('the denylist matches IPv4 and IPv6 CIDRs, single addresses and IPv4-mapp
 
 t.test('an empty denylist denies nothing', async (t) => {
   t.notOk(compileDenylist([])('198.51.100.1'))
+})
+
+t.test('a hit names the CIDR it matched, for the ConnectionDenylisted event', async (t) => {
+  const denied = compileDenylist(['198.51.100.0/24', '203.0.113.7', '2001:db8::/32'])
+  t.equal(denied('198.51.100.42'), '198.51.100.0/24')
+  t.equal(denied('::ffff:203.0.113.7'), '203.0.113.7')
+  t.equal(denied('2001:db8::1'), '2001:db8::/32')
+  t.equal(denied('192.0.2.1'), undefined)
 })
