@@ -1,5 +1,5 @@
 import { KennelError } from '../infra/errors.ts'
-import { claimSecretMatches, parseClaimCode } from './claim-code.ts'
+import { claimSecretMatches, hashClaimSecret, parseClaimCode } from './claim-code.ts'
 import { ClaimRefused, decide } from './device.ts'
 import { appendDeviceEvents, loadDevice, metadataOf, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
 import { securityStream, type ClaimCodeRejected, type ClaimCodeRejectedReason } from './events.ts'
@@ -10,6 +10,11 @@ import { securityStream, type ClaimCodeRejected, type ClaimCodeRejectedReason } 
 
 const HOUSEHOLD_ID = /^[A-Za-z0-9_-]{1,64}$/
 
+// an unknown or unclaimable device costs the same argon2id verification as a known one, so the
+// answer's timing does not tell which device ids exist
+let dummyHash: Promise<string> | undefined
+const dummy = (): Promise<string> => (dummyHash ??= hashClaimSecret('kennel: no claim code for this device'))
+
 export async function claimDevice(deps: ClaimDeps, claimCode: string, householdId: string): Promise<{ deviceId: string }> {
   if (typeof householdId !== 'string' || !HOUSEHOLD_ID.test(householdId)) {
     throw new KennelError('KENNEL_ERR_VALIDATION', 'householdId must be 1-64 letters, digits, - or _')
@@ -18,7 +23,7 @@ export async function claimDevice(deps: ClaimDeps, claimCode: string, householdI
   if (!parsed) return reject(deps, undefined, householdId, 'malformed')
   const { deviceId, secret } = parsed
   const { state } = await loadDevice(deps.store, deviceId)
-  const secretMatches = state.claimCodeHash !== undefined && (await claimSecretMatches(state.claimCodeHash, secret))
+  const secretMatches = await claimSecretMatches(state.claimCodeHash ?? (await dummy()), secret) && state.claimCodeHash !== undefined
   try {
     // a concurrent append (another claim, a revocation) makes the retry decide on the new state
     await withRetry(async () => {
