@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../infra/eventstore/port.ts'
+import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
 
 // A projection is an `apply` over an explicit list of event types (STYLE §5). Read models are
 // documents in named collections; `apply` is synchronous and deterministic (no clock, no
@@ -44,6 +44,16 @@ export interface Projection {
    * wall-clock time, for work that depends on time passing rather than on events (a signed tree
    * head after T seconds). May only write to the outbox (projections/outbox.ts). */
   tick?(tx: DocumentTx, now: Date): void
+  /** optional, persistent runner only: work done ahead of `apply` while the runner catches up
+   * from `after` to `head` (the audit log's Merkle leaves on another thread). `apply` must give
+   * the same result with or without it. */
+  catchUp?(store: EventStore, after: number, head: number): CatchUpHelper | undefined
+}
+
+export interface CatchUpHelper {
+  /** called before the event at `position` is applied: a promise holds it back until settled */
+  before(position: number): Promise<void> | undefined
+  stop(): Promise<void>
 }
 
 /** Documents held in memory: the read side every runner serves queries from. */

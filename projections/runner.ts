@@ -3,7 +3,7 @@ import { isKennelError } from '../infra/errors.ts'
 import type { EventStore, RecordedEvent, Subscription } from '../infra/eventstore/port.ts'
 import type { FollowedProjections } from './follow.ts'
 import { OUTBOX, type OutboxEntry } from './outbox.ts'
-import { ALL_EVENTS, MemoryDocuments, type DocumentTx, type Documents, type Projection } from './projection.ts'
+import { ALL_EVENTS, MemoryDocuments, type CatchUpHelper, type DocumentTx, type Documents, type Projection } from './projection.ts'
 import type { EntryRow, ProjectionChanges, ReadModelStore } from './readmodels/port.ts'
 
 // The persistent projection runner. It follows the store from the lowest checkpoint, applies
@@ -72,6 +72,8 @@ interface State {
   /** position of the last event applied in memory */
   applied: number
   entries: EntryRow[]
+  /** work the projection does ahead of apply while catching up (Projection.catchUp) */
+  helper?: CatchUpHelper
 }
 
 export async function startProjectionRunner(options: RunnerOptions): Promise<ProjectionRunner> {
@@ -127,6 +129,7 @@ class Runner implements ProjectionRunner {
 
   async start(): Promise<void> {
     await this.load()
+    await this.startHelpers()
     this.subscribe()
     this.ticker = setInterval(() => this.tick(), this.o.tickMs ?? 1000)
     this.ticker.unref()
@@ -168,6 +171,7 @@ class Runner implements ProjectionRunner {
       after: this.pos,
       onEvent: (event) => this.onEvent(event),
       onCaughtUp: () => {
+        void this.stopHelpers()
         void this.settle().then(() => {
           this.isCaughtUp = true
           this.resolveCaughtUp()
@@ -177,7 +181,27 @@ class Runner implements ProjectionRunner {
     })
   }
 
+  /** let projections prepare a long catch-up (never the live tail: it is short) */
+  private async startHelpers(): Promise<void> {
+    if (!this.states.some((s) => s.projection.catchUp)) return
+    const head = await this.o.store.headPosition()
+    for (const s of this.states) s.helper = s.projection.catchUp?.(this.o.store, s.applied, head)
+  }
+
+  private async stopHelpers(): Promise<void> {
+    for (const s of this.states) {
+      const helper = s.helper
+      s.helper = undefined
+      await helper?.stop().catch(() => {})
+    }
+  }
+
   private onEvent(event: RecordedEvent): Promise<void> | void {
+    for (const s of this.states) {
+      if (s.helper === undefined || event.position <= s.applied) continue
+      const wait = s.helper.before(event.position)
+      if (wait) return wait.then(() => this.onEvent(event))
+    }
     for (const s of this.states) {
       if (event.position <= s.applied) continue
       if (s.all || s.types.has(event.type)) {
@@ -216,6 +240,7 @@ class Runner implements ProjectionRunner {
   private restart(delayMs: number): Promise<void> {
     this.restarting ??= (async () => {
       await this.sub?.stop()
+      await this.stopHelpers()
       await this.chain.catch(() => {})
       // what a from-zero load buffered matches the stored checkpoint unless another writer moved it
       await this.o.readModels.settle().catch(() => {})
@@ -224,6 +249,7 @@ class Runner implements ProjectionRunner {
       await this.load()
       this.pending = 0
       this.committed = this.pos
+      await this.startHelpers()
       this.subscribe()
     })()
       .catch((err: unknown) => this.o.log?.error({ err }, 'projection runner could not restart'))
@@ -328,6 +354,7 @@ class Runner implements ProjectionRunner {
     if (this.ticker) clearInterval(this.ticker)
     await this.restarting
     await this.sub?.stop()
+    await this.stopHelpers()
     await this.settle().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
   }
 }

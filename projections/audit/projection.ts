@@ -4,6 +4,7 @@ import { emit } from '../outbox.ts'
 import { ALL_EVENTS, type DocumentTx, type Projection, type ProjectionEntry } from '../projection.ts'
 import { AUDIT_HEADS_STREAM, treeHeadMessage, type TreeHead } from './events.ts'
 import type { AuditSigner } from './keys.ts'
+import { LeafPrefetcher } from './leaves.ts'
 import { CompactRange, eventLeaf } from './merkle.ts'
 
 // The audit log read model (R16, R17): every event in global order as an entry (its Merkle leaf
@@ -96,13 +97,15 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       metadata: { actor: 'system:audit' },
     })
   }
+  // leaves precomputed on another thread during a catch-up (leaves.ts); one catch-up at a time
+  let leaves: LeafPrefetcher | undefined
   return {
     name: AUDIT_PROJECTION,
     version: 1,
     eventTypes: ALL_EVENTS,
     apply(tx, event): ProjectionEntry {
       const tree = load(tx)
-      const leaf = eventLeaf(event)
+      const leaf = leaves?.leafAt(event.position) ?? eventLeaf(event)
       tree.push(leaf)
       if (event.type === 'TreeHeadSigned' && event.stream === AUDIT_HEADS_STREAM) {
         const size = Number((event.data as TreeHead).size)
@@ -115,6 +118,19 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       tx.put(TREE, 'tree', tree)
       if (tree.size % o.headEveryEvents === 0) emitHead(tx, tree, event.time)
       return { ordinal: tree.size - 1, keys: auditKeys(event), digest: leaf }
+    },
+    catchUp(store, after, head) {
+      if (leaves) return undefined
+      const prefetcher = LeafPrefetcher.start(store, after, head)
+      if (!prefetcher) return undefined
+      leaves = prefetcher
+      return {
+        before: (position) => prefetcher.before(position),
+        stop: async () => {
+          if (leaves === prefetcher) leaves = undefined
+          await prefetcher.stop()
+        },
+      }
     },
     tick(tx, now) {
       const tree = load(tx)
