@@ -90,6 +90,8 @@ class Runner implements ProjectionRunner {
   private pending = 0
   private committed = 0
   private chain: Promise<void> = Promise.resolve()
+  /** outbox appends still running (a catch-up applies the next batch meanwhile) */
+  private outbox: Promise<void> = Promise.resolve()
   private flushScheduled = false
   private stopping = false
   private isCaughtUp = false
@@ -242,6 +244,7 @@ class Runner implements ProjectionRunner {
       await this.sub?.stop()
       await this.stopHelpers()
       await this.chain.catch(() => {})
+      await this.outbox
       // what a from-zero load buffered matches the stored checkpoint unless another writer moved it
       await this.o.readModels.settle().catch(() => {})
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs))
@@ -261,6 +264,7 @@ class Runner implements ProjectionRunner {
   private settle(): Promise<void> {
     const next = this.chain.then(async () => {
       await this.commit()
+      await this.outbox
       await this.o.readModels.settle()
     })
     this.chain = next.catch(() => {})
@@ -302,7 +306,10 @@ class Runner implements ProjectionRunner {
     }
     this.committed = Math.max(this.committed, position)
     for (const w of this.waiters) if (w.position <= position) (this.waiters.delete(w), w.resolve())
-    await this.drainOutbox()
+    // appends wait for the event store's durable commit: while catching up the next batch is
+    // applied meanwhile (one drain at a time, in order; settle waits for them)
+    this.outbox = this.outbox.then(() => this.drainOutbox())
+    if (this.isCaughtUp) await this.outbox
   }
 
   private async drainOutbox(): Promise<void> {
