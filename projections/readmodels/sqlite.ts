@@ -89,15 +89,38 @@ export function openSqliteReadModels(file: string): ReadModelStore {
   return new SqliteReadModels(db)
 }
 
-/** Postings of one projection not yet written: key → [position, time ms, position, time ms, …]. */
+/** the bucket of an event id as a number (its first 4 hex digits), -1 when they are not hex */
+function bucketIndex(eventId: string): number {
+  if (eventId.length < 4) return -1
+  let n = 0
+  for (let i = 0; i < 4; i++) {
+    const c = eventId.charCodeAt(i)
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1
+    if (d < 0) return -1
+    n = n * 16 + d
+  }
+  return n
+}
+
+const BUCKETS = 65_536
+const bucketKey = (index: number): string => `\u0000event:${index.toString(16).padStart(4, '0')}`
+
+/** Postings of one projection not yet written: key → [position, time ms, position, time ms, …];
+ * event-id buckets by number (no key string per event). */
 class PostingBuffer {
   readonly lists = new Map<string, number[]>()
+  readonly buckets: Array<number[] | undefined> = new Array(BUCKETS)
   size = 0
 
   add(rows: readonly EntryRow[]): void {
     for (const { position, eventId, time, entry } of rows) {
       const ms = toMs(time)
-      this.push(eventBucket(eventId), position, ms)
+      const b = bucketIndex(eventId)
+      if (b >= 0) {
+        const list = this.buckets[b]
+        if (list === undefined) (this.buckets[b] = [position, ms]), this.size++
+        else if (list[list.length - 2] !== position) list.push(position, ms), this.size++
+      } else this.push(eventBucket(eventId), position, ms)
       for (const key of entry.keys) this.push(key, position, ms)
     }
   }
@@ -109,6 +132,23 @@ class PostingBuffer {
     else if (list[list.length - 2] === position) return
     list.push(position, ms)
     this.size++
+  }
+
+  /** every key with its list, in key order */
+  *sorted(): Iterable<[string, number[]]> {
+    // bucket keys begin with U+0000, before every other key, and sort as their numbers do
+    const keys = [...this.lists.keys()].sort()
+    let k = 0
+    while (k < keys.length && keys[k]! < '\u0000event:') yield [keys[k]!, this.lists.get(keys[k++]!)!]
+    for (let b = 0; b < BUCKETS; b++) {
+      const list = this.buckets[b]
+      if (list === undefined) continue
+      const key = bucketKey(b)
+      // the bucket of an id that does not begin with 4 hex digits sorts among them
+      while (k < keys.length && keys[k]! < key) yield [keys[k]!, this.lists.get(keys[k++]!)!]
+      yield [key, list]
+    }
+    while (k < keys.length) yield [keys[k]!, this.lists.get(keys[k++]!)!]
   }
 }
 
@@ -237,9 +277,7 @@ class SqliteReadModels implements ReadModelStore {
 
   /** one row per key, in key order so that the B-tree is written front to back */
   private writePostings(name: string, buffer: PostingBuffer): void {
-    const keys = [...buffer.lists.keys()].sort()
-    for (const key of keys) {
-      const list = buffer.lists.get(key)!
+    for (const [key, list] of buffer.sorted()) {
       let min = Infinity
       let max = -Infinity
       for (let i = 1; i < list.length; i += 2) {
