@@ -44,7 +44,10 @@ export interface ProjectionRunner extends FollowedProjections {
 }
 
 class TrackingTx implements DocumentTx {
-  readonly dirty = new Map<string, [string, string]>()
+  /** ids written since the last commit, by collection (no key or tuple allocated per write) */
+  readonly dirty = new Map<string, Set<string>>()
+  /** whether anything was written since the last commit */
+  changed = false
   constructor(readonly docs: MemoryDocuments) {}
   get<T>(collection: string, id: string): T | undefined {
     return this.docs.get<T>(collection, id)
@@ -54,11 +57,21 @@ class TrackingTx implements DocumentTx {
   }
   put(collection: string, id: string, doc: unknown): void {
     this.docs.put(collection, id, doc)
-    this.dirty.set(`${collection}\u0000${id}`, [collection, id])
+    this.touch(collection, id)
   }
   delete(collection: string, id: string): void {
     this.docs.delete(collection, id)
-    this.dirty.set(`${collection}\u0000${id}`, [collection, id])
+    this.touch(collection, id)
+  }
+  private touch(collection: string, id: string): void {
+    let ids = this.dirty.get(collection)
+    if (ids === undefined) this.dirty.set(collection, (ids = new Set()))
+    ids.add(id)
+    this.changed = true
+  }
+  clear(): void {
+    for (const ids of this.dirty.values()) ids.clear()
+    this.changed = false
   }
 }
 
@@ -281,16 +294,18 @@ class Runner implements ProjectionRunner {
   private async commit(): Promise<void> {
     const changes: ProjectionChanges[] = []
     for (const s of this.states) {
-      if (s.applied === s.stored && s.tx.dirty.size === 0) continue
+      if (s.applied === s.stored && !s.tx.changed) continue
       const puts: ProjectionChanges['puts'] = []
       const deletes: ProjectionChanges['deletes'] = []
-      for (const [collection, id] of s.tx.dirty.values()) {
-        const doc = s.tx.docs.get(collection, id)
-        if (doc === undefined) deletes.push([collection, id])
-        else puts.push([collection, id, JSON.stringify(doc)])
+      for (const [collection, ids] of s.tx.dirty) {
+        for (const id of ids) {
+          const doc = s.tx.docs.get(collection, id)
+          if (doc === undefined) deletes.push([collection, id])
+          else puts.push([collection, id, JSON.stringify(doc)])
+        }
       }
       changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries, catchingUp: !this.isCaughtUp })
-      s.tx.dirty.clear()
+      s.tx.clear()
       s.entries = []
     }
     this.pending = 0
@@ -334,7 +349,7 @@ class Runner implements ProjectionRunner {
     for (const s of this.states) {
       if (!s.projection.tick) continue
       s.projection.tick(s.tx, now)
-      wrote ||= s.tx.dirty.size > 0
+      wrote ||= s.tx.changed
     }
     if (wrote) void this.flush().catch((err: unknown) => this.o.log?.warn({ err }, 'tick commit failed'))
   }
