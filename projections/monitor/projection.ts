@@ -27,7 +27,9 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
   const t = { ...defaultThresholds, ...thresholds }
   const byType = new Map<string, Rule[]>()
   for (const r of rules) for (const type of r.eventTypes) byType.set(type, [...(byType.get(type) ?? []), r])
-  const collection = (r: Rule): string => `monitor-${r.name}`
+  // one string per rule, not one per event (a fresh string is hashed again at every lookup)
+  const collections = new Map<Rule, string>(rules.map((r) => [r, `monitor-${r.name}`]))
+  const collection = (r: Rule): string => collections.get(r)!
 
   function observe(tx: DocumentTx, rule: Rule, e: RecordedEvent, now: number): void {
     const o = rule.observe(e)
