@@ -99,6 +99,8 @@ export interface EventStore {
   readonly kind: 'sqlite' | 'postgres' | 'esdb'
   /** the environment recorded in the store when it was created (R8) */
   readonly environment: string
+  /** embedded stores only: the database file, for workers that read it with their own connection */
+  readonly file?: string
   append(stream: string, events: readonly NewEvent[], options?: AppendOptions): Promise<AppendResult>
   readStream(stream: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>
   readAll(options?: ReadAllOptions): Promise<RecordedEvent[]>

@@ -225,7 +225,7 @@ class SqliteEventStore implements EventStore {
   private readonly stmt
 
   constructor(
-    private readonly file: string,
+    readonly file: string,
     private readonly db: Database.Database,
     readonly environment: string,
     private readonly pollMs: number,

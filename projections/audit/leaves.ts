@@ -25,11 +25,10 @@ interface Chunk {
   leaves?: Buffer
 }
 
-/** the file of an embedded event store (the adapter keeps it; other adapters have none) */
+/** the file of an embedded event store (other adapters have none) */
 function sqliteFileOf(store: EventStore): string | undefined {
-  if (store.kind !== 'sqlite') return undefined
-  const file = (store as unknown as { file?: unknown }).file
-  return typeof file === 'string' && file !== '' && file !== ':memory:' && !file.startsWith('file:') ? file : undefined
+  const file = store.kind === 'sqlite' ? store.file : undefined
+  return file !== undefined && file !== '' && file !== ':memory:' && !file.startsWith('file:') ? file : undefined
 }
 
 export class LeafPrefetcher implements CatchUpHelper {

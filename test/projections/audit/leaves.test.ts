@@ -27,7 +27,14 @@ t.test('leaves computed on the leaf thread equal those computed by the projectio
     const slice = items.slice(i, i + 1000)
     await Promise.all(slice.map((x) => sb.store.append(x.stream, [x.event])))
   }
-  await runner.waitFor(await sb.store.headPosition(), 60_000)
+  // the runner appends tree heads after its commits: wait until it has applied its own heads too
+  for (let head = await sb.store.headPosition(); ; ) {
+    await runner.waitFor(head, 60_000)
+    await new Promise((r) => setTimeout(r, 100))
+    const now = await sb.store.headPosition()
+    if (now === head) break
+    head = now
+  }
   await runner.stop()
   t.equal(LeafPrefetcher.threadsStarted, 0, 'live events are hashed on the main thread')
 
