@@ -18,7 +18,7 @@ import {
   WrongExpectedRevisionError,
   prepareAppend,
 } from './port.ts'
-import { ChangeNotifier, pullSubscription } from './subscription.ts'
+import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
 
 // PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, FIELD-NOTES "Event
 // stores"): with positions handed out by concurrent transactions, a reader can pass a position
@@ -304,8 +304,7 @@ class PostgresEventStore implements EventStore {
   private inFlight = new Set<Promise<void>>()
   private flushScheduled = false
   private closed = false
-  private readonly subscriptions = new Set<Subscription>()
-  private poller: NodeJS.Timeout | undefined
+  private readonly live: LiveSubscriptions
   private polling = false
   private knownHead = 0
 
@@ -313,7 +312,9 @@ class PostgresEventStore implements EventStore {
     private readonly pool: pg.Pool,
     private readonly s: string,
     readonly environment: string,
-  ) {}
+  ) {
+    this.live = new LiveSubscriptions(this.notifier, { intervalMs: POLL_MS, tick: () => this.pollHead() })
+  }
 
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
@@ -416,42 +417,23 @@ class PostgresEventStore implements EventStore {
 
   subscribe(options: SubscribeOptions): Subscription {
     this.assertOpen()
-    const sub = pullSubscription(
-      { notifier: this.notifier, pollMs: 1000, readBatch: (after, max, filter) => this.read(false, after, max, filter) },
-      options,
-    )
-    this.subscriptions.add(sub)
-    this.startPolling()
-    void sub.closed.then(() => {
-      this.subscriptions.delete(sub)
-      if (this.subscriptions.size === 0) this.stopPolling()
-    })
-    return sub
+    return this.live.open((after, max, filter) => this.read(false, after, max, filter), options)
   }
 
   /** Notice commits by other processes with one cheap query per interval, not a NOTIFY per
    * append (a NOTIFY serialises every commit: FIELD-NOTES). A failed poll wakes the
    * subscriptions too, so their next read reports the failure. */
-  private startPolling(): void {
-    if (this.poller) return
-    this.poller = setInterval(() => {
-      if (this.polling) return
-      this.polling = true
-      this.headPosition()
-        .then((head) => {
-          if (head > this.knownHead) {
-            this.knownHead = head
-            this.notifier.notify()
-          }
-        }, () => this.notifier.notify())
-        .finally(() => (this.polling = false))
-    }, POLL_MS)
-    this.poller.unref()
-  }
-
-  private stopPolling(): void {
-    if (this.poller) clearInterval(this.poller)
-    this.poller = undefined
+  private pollHead(): void {
+    if (this.polling) return
+    this.polling = true
+    this.headPosition()
+      .then((head) => {
+        if (head > this.knownHead) {
+          this.knownHead = head
+          this.notifier.notify()
+        }
+      }, () => this.notifier.notify())
+      .finally(() => (this.polling = false))
   }
 
   async headPosition(): Promise<number> {
@@ -467,8 +449,7 @@ class PostgresEventStore implements EventStore {
       await Promise.all(this.inFlight)
       await new Promise((r) => setImmediate(r))
     }
-    await Promise.all([...this.subscriptions].map((s) => s.stop()))
-    this.stopPolling()
+    await this.live.stopAll()
     await this.pool.end()
   }
 

@@ -21,7 +21,7 @@ import {
   classifyRetry,
   prepareAppend,
 } from './port.ts'
-import { ChangeNotifier, pullSubscription } from './subscription.ts'
+import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
 
 // Embedded event store: one SQLite file in WAL mode, no network listener (R7).
 //
@@ -217,8 +217,7 @@ class SqliteEventStore implements EventStore {
   private closed = false
   private writer: WriterThread | undefined
   private batchSeq = 0
-  private readonly subscriptions = new Set<Subscription>()
-  private poller: NodeJS.Timeout | undefined
+  private readonly live: LiveSubscriptions
   private dataVersion: number
   private readonly statements = new Map<string, Database.Statement>()
 
@@ -228,13 +227,23 @@ class SqliteEventStore implements EventStore {
     readonly file: string,
     private readonly db: Database.Database,
     readonly environment: string,
-    private readonly pollMs: number,
+    pollMs: number,
   ) {
     this.stmt = {
       head: db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck(),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
     }
     this.dataVersion = this.stmt.dataVersion.get() as number
+    // other processes' commits (the CLI appending while the server runs) move data_version
+    const seen = (): number => (this.dataVersion = this.stmt.dataVersion.get() as number)
+    this.live = new LiveSubscriptions(this.notifier, {
+      intervalMs: pollMs,
+      start: () => void seen(),
+      tick: () => {
+        const before = this.dataVersion
+        if (seen() !== before) this.notifier.notify()
+      },
+    })
     this.writer = this.startWriter()
   }
 
@@ -360,7 +369,7 @@ class SqliteEventStore implements EventStore {
     batch.done()
     if (reply.written > 0) {
       // our own commit also moves data_version: absorb it, so the poll does not wake subscriptions twice
-      if (this.poller) this.dataVersion = this.stmt.dataVersion.get() as number
+      if (this.live.polling) this.dataVersion = this.stmt.dataVersion.get() as number
       this.notifier.notify()
     }
   }
@@ -434,40 +443,7 @@ class SqliteEventStore implements EventStore {
 
   subscribe(options: SubscribeOptions): Subscription {
     this.assertOpen()
-    const sub = pullSubscription(
-      {
-        notifier: this.notifier,
-        pollMs: 1000,
-        readBatch: async (after, max, filter) => this.readAllSync({ after, maxCount: max, filter }),
-      },
-      options,
-    )
-    this.subscriptions.add(sub)
-    this.startPolling()
-    void sub.closed.then(() => {
-      this.subscriptions.delete(sub)
-      if (this.subscriptions.size === 0) this.stopPolling()
-    })
-    return sub
-  }
-
-  /** Notice commits by other processes (the CLI appending while the server runs). */
-  private startPolling(): void {
-    if (this.poller) return
-    this.dataVersion = this.stmt.dataVersion.get() as number
-    this.poller = setInterval(() => {
-      const v = this.stmt.dataVersion.get() as number
-      if (v !== this.dataVersion) {
-        this.dataVersion = v
-        this.notifier.notify()
-      }
-    }, this.pollMs)
-    this.poller.unref()
-  }
-
-  private stopPolling(): void {
-    if (this.poller) clearInterval(this.poller)
-    this.poller = undefined
+    return this.live.open(async (after, max, filter) => this.readAllSync({ after, maxCount: max, filter }), options)
   }
 
   async headPosition(): Promise<number> {
@@ -485,8 +461,7 @@ class SqliteEventStore implements EventStore {
       if (!next) break
       await next.settled
     }
-    await Promise.all([...this.subscriptions].map((s) => s.stop()))
-    this.stopPolling()
+    await this.live.stopAll()
     // the read connection closes first, so the writer's connection is the last one and the
     // closing WAL checkpoint (an fsync) runs on the writer thread
     this.db.close()

@@ -93,3 +93,52 @@ export function pullSubscription(source: PullSource, options: SubscribeOptions):
     },
   }
 }
+
+export interface CommitPoll {
+  intervalMs: number
+  /** called when polling starts, to take the current state as seen */
+  start?(): void
+  /** one look for commits by other processes; calls notifier.notify() when there are some */
+  tick(): void
+}
+
+/** A store's live subscriptions, and the poll that notices other processes' commits: it runs
+ * only while at least one subscription is open (the CLI appending while the server runs). */
+export class LiveSubscriptions {
+  private readonly subscriptions = new Set<Subscription>()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly notifier: ChangeNotifier,
+    private readonly poll: CommitPoll,
+  ) {}
+
+  get polling(): boolean {
+    return this.timer !== undefined
+  }
+
+  open(readBatch: PullSource['readBatch'], options: SubscribeOptions): Subscription {
+    const sub = pullSubscription({ notifier: this.notifier, pollMs: 1000, readBatch }, options)
+    this.subscriptions.add(sub)
+    if (!this.timer) {
+      this.poll.start?.()
+      this.timer = setInterval(() => this.poll.tick(), this.poll.intervalMs)
+      this.timer.unref()
+    }
+    void sub.closed.then(() => {
+      this.subscriptions.delete(sub)
+      if (this.subscriptions.size === 0) this.stopPolling()
+    })
+    return sub
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.subscriptions].map((s) => s.stop()))
+    this.stopPolling()
+  }
+
+  private stopPolling(): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+  }
+}

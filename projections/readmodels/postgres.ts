@@ -70,11 +70,12 @@ class PostgresReadModels implements ReadModelStore {
     }
   }
 
-  async commit(changes: readonly ProjectionChanges[]): Promise<void> {
+  /** run fn in one transaction on one pooled connection; any failure rolls it back */
+  private async transaction(fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
     const client = await this.pool.connect()
     try {
       await client.query('BEGIN')
-      for (const c of changes) await this.commitOne(client, c)
+      await fn(client)
       await client.query('COMMIT')
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {})
@@ -82,6 +83,12 @@ class PostgresReadModels implements ReadModelStore {
     } finally {
       client.release()
     }
+  }
+
+  commit(changes: readonly ProjectionChanges[]): Promise<void> {
+    return this.transaction(async (client) => {
+      for (const c of changes) await this.commitOne(client, c)
+    })
   }
 
   private async commitOne(client: pg.PoolClient, c: ProjectionChanges): Promise<void> {
@@ -139,19 +146,11 @@ class PostgresReadModels implements ReadModelStore {
 
   async settle(): Promise<void> {}
 
-  async reset(name: string): Promise<void> {
-    const client = await this.pool.connect()
-    try {
-      await client.query('BEGIN')
+  reset(name: string): Promise<void> {
+    return this.transaction(async (client) => {
       for (const table of ['projection_documents', 'projection_entries', 'projection_keys']) await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
       await client.query(`DELETE FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
-      await client.query('COMMIT')
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {})
-      throw err
-    } finally {
-      client.release()
-    }
+    })
   }
 
   async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {
