@@ -3,6 +3,7 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { KennelError } from '../errors.ts'
+import { storedJson } from './canonical-json.ts'
 import {
   type AppendOptions,
   type AppendResult,
@@ -199,7 +200,9 @@ function initialise(db: Database.Database, file: string, environment: string): s
     db.exec(SCHEMA)
     const row = db.prepare('SELECT value FROM kennel_meta WHERE key = ?').get('environment') as { value: string } | undefined
     if (row === undefined) {
-      db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?)').run('environment', environment, 'created', new Date().toISOString())
+      // every row of a store created with json=canonical holds data and metadata as storedJson
+      // text, so the audit log can hash it unparsed (projections/audit/leaf-thread.ts)
+      db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?), (?, ?)').run('environment', environment, 'created', new Date().toISOString(), 'json', 'canonical')
       return environment
     }
     if (row.value !== environment) {
@@ -502,7 +505,10 @@ function settleOutcome(a: PendingAppend, o: WriterOutcome): AppendResult {
 
 function serialise(e: PreparedEvent): SerialisedEvent {
   try {
-    return { id: e.id, type: e.type, data: JSON.stringify(e.data), metadata: JSON.stringify(e.metadata) }
+    const data = storedJson(e.data)
+    const metadata = storedJson(e.metadata)
+    if (data === undefined || metadata === undefined) throw new Error('it has no JSON form')
+    return { id: e.id, type: e.type, data, metadata }
   } catch (err) {
     throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} cannot be stored as JSON: ${(err as Error).message}`)
   }

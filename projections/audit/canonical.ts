@@ -1,3 +1,4 @@
+import { canonicalJsonFast } from '../../infra/eventstore/canonical-json.ts'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 
 // The bytes a Merkle leaf hashes (R17): a canonical JSON of the event exactly as the store returns
@@ -5,88 +6,16 @@ import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 // an edit of any field, a move to another position or a swap changes the leaf. Data is hashed as
 // stored, so ciphertext stays verifiable after the person's key is erased (R12).
 
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') {
-    const s = JSON.stringify(value)
-    // undefined, functions and symbols have no JSON form; an adapter never returns them
-    return s === undefined ? 'null' : s
-  }
-  if (Array.isArray(value)) {
-    let out = '['
-    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonicalJson(value[i])
-    return `${out}]`
-  }
-  const obj = value as Record<string, unknown>
-  const keys = Object.keys(obj).sort()
-  let out = '{'
-  let first = true
-  for (const k of keys) {
-    const v = obj[k]
-    if (v === undefined) continue
-    out += `${first ? '' : ','}${JSON.stringify(k)}:${canonicalJson(v)}`
-    first = false
-  }
-  return `${out}}`
-}
-
-/** Marks a value the fast path cannot reorder faithfully; canonicalJson handles it. */
-const SLOW = Symbol('slow')
-
-/** The value with every object's keys in sorted order, so that the native JSON.stringify emits
- * canonical JSON; the value itself when it already is. SLOW when key order cannot be forced: an
- * integer-like key (enumerated before the others whatever the insertion order), `__proto__`
- * (an assignment would set the prototype), or what JSON.stringify treats unlike canonicalJson (a
- * function or symbol value, toJSON, a class instance). */
-function sortedCopy(value: unknown): unknown {
-  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? SLOW : value
-  if (Array.isArray(value)) {
-    let out: unknown[] | undefined
-    for (let i = 0; i < value.length; i++) {
-      const v = value[i]
-      const s = sortedCopy(v)
-      if (s === SLOW) return SLOW
-      if (s !== v) (out ??= value.slice())[i] = s
-    }
-    return out ?? value
-  }
-  const proto = Object.getPrototypeOf(value)
-  if ((proto !== Object.prototype && proto !== null) || typeof (value as { toJSON?: unknown }).toJSON === 'function') return SLOW
-  const obj = value as Record<string, unknown>
-  const keys = Object.keys(obj)
-  let sorted = true
-  let changed = false
-  const values: unknown[] = new Array(keys.length)
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i]!
-    const c = k.charCodeAt(0)
-    if ((c >= 48 && c <= 57) || k === '__proto__') return SLOW
-    if (i > 0 && keys[i - 1]! > k) sorted = false
-    const v = obj[k]
-    const s = sortedCopy(v)
-    if (s === SLOW) return SLOW
-    if (s !== v) changed = true
-    values[i] = s
-  }
-  if (sorted && !changed) return value
-  const order = keys.map((_, i) => i)
-  if (!sorted) order.sort((a, b) => (keys[a]! < keys[b]! ? -1 : 1))
-  const out: Record<string, unknown> = {}
-  for (const i of order) out[keys[i]!] = values[i]
-  return out
-}
-
-/** canonicalJson(value), through the native serialiser whenever key order can be forced */
-export function canonicalJsonFast(value: unknown): string {
-  const sorted = sortedCopy(value)
-  if (sorted === SLOW) return canonicalJson(value)
-  const s = JSON.stringify(sorted)
-  return s === undefined ? 'null' : s
-}
-
 export function canonicalEventText(e: RecordedEvent): string {
   return canonicalJsonFast({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
 }
 
 export function canonicalEventBytes(e: RecordedEvent): Buffer {
   return Buffer.from(canonicalEventText(e), 'utf8')
+}
+
+/** canonicalEventText of a stored event whose data and metadata texts are canonical JSON (the
+ * embedded store writes them so: storedJson), assembled from those texts without parsing them */
+export function canonicalStoredEventText(position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string): string {
+  return `{"data":${data},"id":${JSON.stringify(id)},"metadata":${metadata},"position":${position},"revision":${revision},"stream":${JSON.stringify(stream)},"time":${JSON.stringify(time)},"type":${JSON.stringify(type)}}`
 }

@@ -1,16 +1,18 @@
 import { Worker } from 'node:worker_threads'
 import type { EventStore } from '../../infra/eventstore/port.ts'
 import type { CatchUpHelper } from '../projection.ts'
+import type { CompactRange } from './merkle.ts'
 import type { LeafReply, LeafRequest, LeafWorkerData } from './leaf-thread.ts'
 
 // Merkle leaves computed off the main thread while the runner catches up on an embedded store
 // (a rebuild): a worker thread reads the same event-store file through its own read-only
-// connection and hashes each event's canonical bytes, a few chunks ahead of the runner, so the
-// main thread only looks a leaf up. Live events, PostgreSQL and EventStoreDB, short catch-ups and
-// any failure of the thread fall back to hashing on the main thread (leafAt returns undefined);
+// connection and hashes each event's canonical bytes, a few chunks ahead of the runner, together
+// with the tree's node hashes inside each chunk (chunks are 2^11 positions, aligned), so the main
+// thread only looks a leaf up and hashes the few nodes above a chunk. Live events, PostgreSQL and EventStoreDB, short catch-ups and
+// any failure of the thread fall back to hashing on the main thread (pushLeaf returns undefined);
 // both paths use eventLeaf, so the leaves are the same bytes.
 
-/** positions per request */
+/** positions per request: a power of two, so that chunks are aligned subtrees of the Merkle tree */
 const CHUNK = 2048
 /** chunks requested ahead of the one being applied */
 const AHEAD = 3
@@ -23,6 +25,9 @@ interface Chunk {
   done: Promise<void>
   positions?: Float64Array
   leaves?: Buffer
+  merged?: Buffer
+  /** the first `dense` positions follow the chunk's start without a gap (LeafReply.dense) */
+  dense: number
 }
 
 /** the file of an embedded event store (other adapters have none) */
@@ -41,7 +46,7 @@ export class LeafPrefetcher implements CatchUpHelper {
   private readonly lastChunk: number
   private failed = false
   private current = -1
-  /** the position before() was last called for: leafAt answers only for it, so a runner that
+  /** the position before() was last called for: pushLeaf answers only for it, so a runner that
    * shares the projection object but did not start this catch-up never gets a leaf from it */
   private armed = -1
   private currentChunk: Chunk | undefined
@@ -67,6 +72,8 @@ export class LeafPrefetcher implements CatchUpHelper {
     if (chunk) {
       chunk.positions = new Float64Array(reply.positions)
       chunk.leaves = Buffer.from(reply.leaves)
+      chunk.merged = Buffer.from(reply.merged)
+      chunk.dense = reply.dense
     }
     this.waiting.get(reply.id)?.()
     this.waiting.delete(reply.id)
@@ -84,7 +91,7 @@ export class LeafPrefetcher implements CatchUpHelper {
   private request(k: number): void {
     if (this.failed || k > this.lastChunk || this.chunks.has(k)) return
     const done = new Promise<void>((resolve) => this.waiting.set(k, resolve))
-    this.chunks.set(k, { done })
+    this.chunks.set(k, { done, dense: 0 })
     this.worker.postMessage({ id: k, after: k * CHUNK, upTo: (k + 1) * CHUNK } satisfies LeafRequest)
   }
 
@@ -101,33 +108,21 @@ export class LeafPrefetcher implements CatchUpHelper {
     return chunk === undefined || chunk.leaves !== undefined ? undefined : chunk.done
   }
 
-  /** the leaf of the event at `position`, when the thread has computed it */
-  leafAt(position: number): Buffer | undefined {
+  /** Append the leaf of the event at `position` to the tree when the thread has computed it, with
+   * the thread's subtree hash when the tree's leaves line up with positions (every position
+   * before this one holds an event); the leaf, or undefined when the caller has to hash it. */
+  pushLeaf(tree: CompactRange, position: number): Buffer | undefined {
     const chunk = this.currentChunk
     if (position !== this.armed) return undefined
     this.armed = -1
     if (chunk?.leaves === undefined || chunk.positions === undefined || chunkOf(position) !== this.current) return undefined
-    const positions = chunk.positions
-    let i = position - 1 - this.current * CHUNK
-    if (positions[i] !== position) {
-      // positions with gaps: binary search
-      let lo = 0
-      let hi = positions.length - 1
-      i = -1
-      while (lo <= hi) {
-        const mid = (lo + hi) >> 1
-        const p = positions[mid]!
-        if (p === position) {
-          i = mid
-          break
-        }
-        if (p < position) lo = mid + 1
-        else hi = mid - 1
-      }
-      if (i < 0) return undefined
-    }
+    const i = indexOf(chunk.positions, position, position - 1 - this.current * CHUNK)
+    if (i < 0) return undefined
     LeafPrefetcher.leavesProvided++
-    return chunk.leaves.subarray(i * 32, i * 32 + 32)
+    const leaf = chunk.leaves.subarray(i * 32, i * 32 + 32)
+    if (i < chunk.dense && tree.size === position - 1) tree.pushMerged(chunk.merged!.subarray(i * 32, i * 32 + 32), trailingOnes(i))
+    else tree.push(leaf)
+    return leaf
   }
 
   async stop(): Promise<void> {
@@ -137,3 +132,25 @@ export class LeafPrefetcher implements CatchUpHelper {
 }
 
 const chunkOf = (position: number): number => Math.floor((position - 1) / CHUNK)
+
+/** index of `position` in the ascending list, trying `guess` first (no gaps) */
+function indexOf(positions: Float64Array, position: number, guess: number): number {
+  if (positions[guess] === position) return guess
+  let lo = 0
+  let hi = positions.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const p = positions[mid]!
+    if (p === position) return mid
+    if (p < position) lo = mid + 1
+    else hi = mid - 1
+  }
+  return -1
+}
+
+/** the subtrees a push at chunk index i completes within the chunk: the trailing one bits of i */
+function trailingOnes(i: number): number {
+  let n = 0
+  while (i & 1) (n++, (i >>= 1))
+  return n
+}

@@ -22,8 +22,10 @@ export const nodeHash = (l: Uint8Array, r: Uint8Array): Buffer => {
   return hash('sha256', pair, 'buffer') as unknown as Buffer
 }
 
-/** leafHash of the canonical bytes: U+0000 encodes as the single byte 0x00 in UTF-8, the leaf prefix */
-export const eventLeaf = (e: RecordedEvent): Buffer => hash('sha256', `\u0000${canonicalEventText(e)}`, 'buffer') as unknown as Buffer
+/** leafHash of the text's UTF-8 bytes: U+0000 encodes as the single byte 0x00, the leaf prefix */
+export const leafOfCanonicalText = (text: string): Buffer => hash('sha256', `\u0000${text}`, 'buffer') as unknown as Buffer
+
+export const eventLeaf = (e: RecordedEvent): Buffer => leafOfCanonicalText(canonicalEventText(e))
 
 /** The right edge of a growing tree: the roots of its perfect subtrees, largest first. Appending a
  * leaf is O(1) amortised; the root of the current size is a right fold of the stack. */
@@ -37,6 +39,20 @@ export class CompactRange {
   push(leaf: Buffer): void {
     let hash = leaf
     let n = this.size
+    while (n & 1) {
+      hash = nodeHash(this.stack.pop()!, hash)
+      n >>= 1
+    }
+    this.stack.push(hash)
+    this.size++
+  }
+
+  /** push(leaf) for a leaf whose merges with the last `levels` subtrees on the stack were done
+   * elsewhere: `merged` is the root of those 2^levels leaves (the leaf thread's subtree hashes) */
+  pushMerged(merged: Buffer, levels: number): void {
+    let hash = merged
+    this.stack.length -= levels
+    let n = this.size >> levels
     while (n & 1) {
       hash = nodeHash(this.stack.pop()!, hash)
       n >>= 1

@@ -54,32 +54,57 @@ export interface AuditProjectionOptions {
   headEverySeconds: number
 }
 
+/** `prefix:value` strings, kept for values seen before: an event's keys are mostly the same few
+ * devices and credentials, and a string looked up once carries its hash, so the key index does
+ * not build and hash a new key string per event. Cleared when large (recording ids rarely repeat). */
+class KeyNames {
+  private readonly names = new Map<string, string>()
+  constructor(private readonly prefix: string) {}
+
+  of(value: string): string {
+    let name = this.names.get(value)
+    if (name === undefined) {
+      if (this.names.size >= 65_536) this.names.clear()
+      this.names.set(value, (name = `${this.prefix}:${value}`))
+    }
+    return name
+  }
+}
+
+const ACTOR = new KeyNames('actor')
+const CREDENTIAL = new KeyNames('credential')
+const FIELDS: ReadonlyArray<[string, KeyNames]> = [
+  ['deviceId', new KeyNames('device')],
+  ['householdId', new KeyNames('household')],
+  ['accountId', new KeyNames('account')],
+  ['ownerAccountId', new KeyNames('account')],
+  ['recordingId', new KeyNames('recording')],
+  ['serial', new KeyNames('serial')],
+]
+
 /** Lookup keys of an event, from the metadata and data conventions of docs/EVENTS.md (its id is
  * indexed by the read-model store itself: ReadModelStore.positionOf). */
 export function auditKeys(e: RecordedEvent): string[] {
   const keys: string[] = []
   const m = e.metadata
-  if (typeof m.actor === 'string') keys.push(`actor:${m.actor}`)
-  if (typeof m.credential === 'string') keys.push(`credential:${m.credential}`)
+  if (typeof m.actor === 'string') keys.push(ACTOR.of(m.actor))
+  if (typeof m.credential === 'string') keys.push(CREDENTIAL.of(m.credential))
   const d = e.data
   if (d !== null && typeof d === 'object') {
     const data = d as Record<string, unknown>
-    for (const [field, prefix] of FIELDS) {
+    for (const [field, names] of FIELDS) {
       const v = data[field]
-      if (typeof v === 'string' && v !== '') keys.push(`${prefix}:${v}`)
+      if (typeof v === 'string' && v !== '') keys.push(names.of(v))
     }
   }
   return keys
 }
 
-const FIELDS: ReadonlyArray<[string, string]> = [
-  ['deviceId', 'device'],
-  ['householdId', 'household'],
-  ['accountId', 'account'],
-  ['ownerAccountId', 'account'],
-  ['recordingId', 'recording'],
-  ['serial', 'serial'],
-]
+function pushOwnLeaf(tree: CompactRange, event: RecordedEvent): Buffer {
+  const leaf = eventLeaf(event)
+  tree.push(leaf)
+  return leaf
+}
 
 export function signHead(signer: AuditSigner, size: number, root: Buffer, time: string): TreeHead {
   const unsigned = { size, root: root.toString('hex'), time, keyId: signer.keyId }
@@ -105,8 +130,7 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
     eventTypes: ALL_EVENTS,
     apply(tx, event): ProjectionEntry {
       const tree = load(tx)
-      const leaf = leaves?.leafAt(event.position) ?? eventLeaf(event)
-      tree.push(leaf)
+      const leaf = leaves?.pushLeaf(tree, event.position) ?? pushOwnLeaf(tree, event)
       if (event.type === 'TreeHeadSigned' && event.stream === AUDIT_HEADS_STREAM) {
         const size = Number((event.data as TreeHead).size)
         if (size > tree.signedSize) tree.signedSize = size

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
-import { canonicalJson, canonicalJsonFast } from '../../../projections/audit/canonical.ts'
+import { canonicalJson, canonicalJsonFast } from '../../../infra/eventstore/canonical-json.ts'
 import { eventLeaf, leafHash } from '../../../projections/audit/merkle.ts'
 
 // The leaf of every event ever signed depends on these bytes: the native fast path must give
