@@ -1,4 +1,5 @@
 import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
+import type { EntryColumns, EntryRow } from './readmodels/port.ts'
 
 // A projection is an `apply` over an explicit list of event types (STYLE §5). Read models are
 // documents in named collections; `apply` is synchronous and deterministic (no clock, no
@@ -44,15 +45,19 @@ export interface Projection {
    * wall-clock time, for work that depends on time passing rather than on events (a signed tree
    * head after T seconds). May only write to the outbox (projections/outbox.ts). */
   tick?(tx: DocumentTx, now: Date): void
-  /** optional, persistent runner only: work done ahead of `apply` while the runner catches up
-   * from `after` to `head` (the audit log's Merkle leaves on another thread). `apply` must give
-   * the same result with or without it. */
+  /** optional, persistent runner only: a long catch-up from `after` to `head` applied without
+   * the events being delivered (the audit log reads and hashes them on other threads). The
+   * result must be exactly what `apply` gives event by event. */
   catchUp?(store: EventStore, after: number, head: number): CatchUpHelper | undefined
 }
 
 export interface CatchUpHelper {
-  /** called before the event at `position` is applied: a promise holds it back until settled */
-  before(position: number): Promise<void> | undefined
+  /** the position up to which it can apply: the head when the catch-up started */
+  readonly head: number
+  /** apply the effect of every event after the last position applied, up to and including
+   * `position` (at most `head`), appending what `apply` would have returned for each, as rows
+   * or in columns */
+  applyThrough(tx: DocumentTx, position: number, entries: EntryRow[], columns: EntryColumns[]): Promise<void>
   stop(): Promise<void>
 }
 

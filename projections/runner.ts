@@ -3,12 +3,14 @@ import { isKennelError } from '../infra/errors.ts'
 import type { EventStore, RecordedEvent, Subscription } from '../infra/eventstore/port.ts'
 import type { FollowedProjections } from './follow.ts'
 import { OUTBOX, type OutboxEntry } from './outbox.ts'
-import { ALL_EVENTS, MemoryDocuments, type CatchUpHelper, type DocumentTx, type Documents, type Projection } from './projection.ts'
-import type { EntryRow, ProjectionChanges, ReadModelStore } from './readmodels/port.ts'
+import { ALL_EVENTS, MemoryDocuments, type DocumentTx, type Documents, type Projection } from './projection.ts'
+import type { EntryColumns, EntryRow, ProjectionChanges, ReadModelStore } from './readmodels/port.ts'
 
 // The persistent projection runner. It follows the store from the lowest checkpoint, applies
 // each event to the in-memory documents of the projections that have not seen it yet, and cuts
-// a batch every `batchSize` events or when delivery pauses. A batch's changed documents, entries
+// a batch every `batchSize` events or when delivery pauses. A long catch-up whose all-events
+// projections can apply it themselves (Projection.catchUp) reads only the other projections'
+// event types, up to the head known when it started; the subscription takes over from there. A batch's changed documents, entries
 // and checkpoints go to the read-model store in one transaction: after a crash the stored
 // documents are exactly the effect of the events up to the stored checkpoint, so the restart
 // applies every later event once. Events raised by projections (outbox) are appended after the
@@ -85,8 +87,8 @@ interface State {
   /** position of the last event applied in memory */
   applied: number
   entries: EntryRow[]
-  /** work the projection does ahead of apply while catching up (Projection.catchUp) */
-  helper?: CatchUpHelper
+  /** entries of a catch-up in bulk, committed before `entries` */
+  columns: EntryColumns[]
 }
 
 export async function startProjectionRunner(options: RunnerOptions): Promise<ProjectionRunner> {
@@ -110,6 +112,9 @@ class Runner implements ProjectionRunner {
   private isCaughtUp = false
   private restarting: Promise<void> | undefined
   private ticker: NodeJS.Timeout | undefined
+  /** the catch-up in bulk, while it runs; `generation` moves on when it must stop early */
+  private bulk: Promise<void> | undefined
+  private generation = 0
   private readonly waiters = new Set<{ position: number; resolve: () => void }>()
   private resolveCaughtUp!: () => void
   private rejectCaughtUp!: (err: Error) => void
@@ -144,10 +149,24 @@ class Runner implements ProjectionRunner {
 
   async start(): Promise<void> {
     await this.load()
-    await this.startHelpers()
-    this.subscribe()
+    this.follow()
     this.ticker = setInterval(() => this.tick(), this.o.tickMs ?? 1000)
     this.ticker.unref()
+  }
+
+  /** catch up (in bulk when the projections can), then subscribe */
+  private follow(): void {
+    const generation = this.generation
+    this.bulk = this.catchUpInBulk(generation).then(
+      () => {
+        this.bulk = undefined
+        if (generation === this.generation && !this.stopping) this.subscribe()
+      },
+      (err: unknown) => {
+        this.bulk = undefined
+        if (generation === this.generation) this.onError(err instanceof Error ? err : new Error(String(err)))
+      },
+    )
   }
 
   /** (re)load every projection's stored documents and checkpoint; another version is reset */
@@ -174,6 +193,7 @@ class Runner implements ProjectionRunner {
         stored: stored?.position,
         applied: stored?.position ?? 0,
         entries: [],
+        columns: [],
       })
     }
     this.states = states
@@ -186,7 +206,6 @@ class Runner implements ProjectionRunner {
       after: this.pos,
       onEvent: (event) => this.onEvent(event),
       onCaughtUp: () => {
-        void this.stopHelpers()
         void this.settle().then(() => {
           this.isCaughtUp = true
           this.resolveCaughtUp()
@@ -196,28 +215,54 @@ class Runner implements ProjectionRunner {
     })
   }
 
-  /** let projections prepare a long catch-up (never the live tail: it is short) */
-  private async startHelpers(): Promise<void> {
-    if (!this.states.some((s) => s.projection.catchUp)) return
+  /** Up to the current head when every all-events projection can apply the catch-up itself
+   * (Projection.catchUp): those are advanced by their helpers, in batch-sized steps, and the
+   * others are given their own event types, read with a filter, each at its position. */
+  private async catchUpInBulk(generation: number): Promise<void> {
+    const all = this.states.filter((s) => s.all)
+    if (all.length === 0) return
     const head = await this.o.store.headPosition()
-    for (const s of this.states) s.helper = s.projection.catchUp?.(this.o.store, s.applied, head)
-  }
-
-  private async stopHelpers(): Promise<void> {
-    for (const s of this.states) {
-      const helper = s.helper
-      s.helper = undefined
-      await helper?.stop().catch(() => {})
+    const helpers = all.map((s) => s.projection.catchUp?.(this.o.store, s.applied, head))
+    try {
+      if (helpers.some((h) => h === undefined)) return
+      const others = this.states.filter((s) => !s.all)
+      const types = [...new Set(others.flatMap((s) => [...s.types]))]
+      const batch = this.o.batchSize ?? 2000
+      const current = (): boolean => generation === this.generation && !this.stopping
+      let read = types.length === 0 ? head : this.pos
+      let events: RecordedEvent[] = []
+      let next = 0
+      while (current() && this.pos < head) {
+        if (next === events.length && read < head) {
+          const got = await this.o.store.readAll({ after: read, maxCount: 1000, filter: { types } })
+          events = got.filter((e) => e.position <= head)
+          next = 0
+          read = got.length < 1000 || events.length < got.length ? head : got.at(-1)!.position
+        }
+        const event = events[next]
+        const target = Math.min(event?.position ?? head, this.pos + batch)
+        for (const [i, s] of all.entries()) {
+          if (target <= s.applied) continue
+          await helpers[i]!.applyThrough(s.tx, target, s.entries, s.columns)
+          s.applied = target
+        }
+        if (event !== undefined && event.position === target) {
+          next++
+          this.applyTo(others, event)
+        }
+        for (const s of others) if (s.applied < target) s.applied = target
+        this.pending += target - this.pos
+        this.pos = target
+        if (this.pending >= batch) await this.flush()
+      }
+    } finally {
+      await Promise.all(helpers.map((h) => h?.stop().catch(() => {})))
     }
   }
 
-  private onEvent(event: RecordedEvent): Promise<void> | void {
-    for (const s of this.states) {
-      if (s.helper === undefined || event.position <= s.applied) continue
-      const wait = s.helper.before(event.position)
-      if (wait) return wait.then(() => this.onEvent(event))
-    }
-    for (const s of this.states) {
+  /** apply an event to the projections of these states that have not seen it */
+  private applyTo(states: readonly State[], event: RecordedEvent): void {
+    for (const s of states) {
       if (event.position <= s.applied) continue
       if (s.all || s.types.has(event.type)) {
         const entry = s.projection.apply(s.tx, event)
@@ -225,8 +270,12 @@ class Runner implements ProjectionRunner {
       }
       s.applied = event.position
     }
-    this.pos = event.position
     this.lastTime = event.time
+  }
+
+  private onEvent(event: RecordedEvent): Promise<void> | void {
+    this.applyTo(this.states, event)
+    this.pos = event.position
     if (++this.pending >= (this.o.batchSize ?? 2000)) return this.flush()
     if (!this.flushScheduled) {
       this.flushScheduled = true
@@ -254,8 +303,10 @@ class Runner implements ProjectionRunner {
 
   private restart(delayMs: number): Promise<void> {
     this.restarting ??= (async () => {
+      this.generation++
+      await this.bulk
       await this.sub?.stop()
-      await this.stopHelpers()
+      this.sub = undefined
       await this.chain.catch(() => {})
       await this.outbox
       // what a from-zero load buffered matches the stored checkpoint unless another writer moved it
@@ -265,8 +316,7 @@ class Runner implements ProjectionRunner {
       await this.load()
       this.pending = 0
       this.committed = this.pos
-      await this.startHelpers()
-      this.subscribe()
+      this.follow()
     })()
       .catch((err: unknown) => this.o.log?.error({ err }, 'projection runner could not restart'))
       .finally(() => (this.restarting = undefined))
@@ -304,9 +354,10 @@ class Runner implements ProjectionRunner {
           else puts.push([collection, id, JSON.stringify(doc)])
         }
       }
-      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries, catchingUp: !this.isCaughtUp })
+      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries, columns: s.columns, catchingUp: !this.isCaughtUp })
       s.tx.clear()
       s.entries = []
+      s.columns = []
     }
     this.pending = 0
     const position = this.pos
@@ -375,8 +426,8 @@ class Runner implements ProjectionRunner {
     this.stopping = true
     if (this.ticker) clearInterval(this.ticker)
     await this.restarting
+    await this.bulk
     await this.sub?.stop()
-    await this.stopHelpers()
     await this.settle().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
   }
 }

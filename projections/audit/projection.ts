@@ -1,11 +1,12 @@
-import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
 import { deterministicEventId } from '../event-id.ts'
 import { emit } from '../outbox.ts'
 import { ALL_EVENTS, type DocumentTx, type Projection, type ProjectionEntry } from '../projection.ts'
 import { AUDIT_HEADS_STREAM, treeHeadMessage, type TreeHead } from './events.ts'
 import type { AuditSigner } from './keys.ts'
-import { LeafPrefetcher } from './leaves.ts'
+import { auditKeys, headSizeOf } from './lookup-keys.ts'
 import { CompactRange, eventLeaf } from './merkle.ts'
+import { AuditPrefetcher } from './prefetch.ts'
 
 // The audit log read model (R16, R17): every event in global order as an entry (its Merkle leaf
 // and lookup keys), the right edge of the Merkle tree, and signed tree heads raised every
@@ -54,58 +55,6 @@ export interface AuditProjectionOptions {
   headEverySeconds: number
 }
 
-/** `prefix:value` strings, kept for values seen before: an event's keys are mostly the same few
- * devices and credentials, and a string looked up once carries its hash, so the key index does
- * not build and hash a new key string per event. Cleared when large (recording ids rarely repeat). */
-class KeyNames {
-  private readonly names = new Map<string, string>()
-  constructor(private readonly prefix: string) {}
-
-  of(value: string): string {
-    let name = this.names.get(value)
-    if (name === undefined) {
-      if (this.names.size >= 65_536) this.names.clear()
-      this.names.set(value, (name = `${this.prefix}:${value}`))
-    }
-    return name
-  }
-}
-
-const ACTOR = new KeyNames('actor')
-const CREDENTIAL = new KeyNames('credential')
-const FIELDS: ReadonlyArray<[string, KeyNames]> = [
-  ['deviceId', new KeyNames('device')],
-  ['householdId', new KeyNames('household')],
-  ['accountId', new KeyNames('account')],
-  ['ownerAccountId', new KeyNames('account')],
-  ['recordingId', new KeyNames('recording')],
-  ['serial', new KeyNames('serial')],
-]
-
-/** Lookup keys of an event, from the metadata and data conventions of docs/EVENTS.md (its id is
- * indexed by the read-model store itself: ReadModelStore.positionOf). */
-export function auditKeys(e: RecordedEvent): string[] {
-  const keys: string[] = []
-  const m = e.metadata
-  if (typeof m.actor === 'string') keys.push(ACTOR.of(m.actor))
-  if (typeof m.credential === 'string') keys.push(CREDENTIAL.of(m.credential))
-  const d = e.data
-  if (d !== null && typeof d === 'object') {
-    const data = d as Record<string, unknown>
-    for (const [field, names] of FIELDS) {
-      const v = data[field]
-      if (typeof v === 'string' && v !== '') keys.push(names.of(v))
-    }
-  }
-  return keys
-}
-
-function pushOwnLeaf(tree: CompactRange, event: RecordedEvent): Buffer {
-  const leaf = eventLeaf(event)
-  tree.push(leaf)
-  return leaf
-}
-
 export function signHead(signer: AuditSigner, size: number, root: Buffer, time: string): TreeHead {
   const unsigned = { size, root: root.toString('hex'), time, keyId: signer.keyId }
   return { ...unsigned, signature: signer.sign(treeHeadMessage(unsigned)).toString('base64') }
@@ -122,38 +71,63 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       metadata: { actor: 'system:audit' },
     })
   }
-  // leaves precomputed on another thread during a catch-up (leaves.ts); one catch-up at a time
-  let leaves: LeafPrefetcher | undefined
-  return {
+  /** after the event's leaf joined the tree: what heads are due (`headSize`: the size a signed
+   * head names, when the event is one) */
+  const observe = (tx: DocumentTx, tree: TreeState, time: string, headSize: number | undefined): void => {
+    if (headSize !== undefined) {
+      if (headSize > tree.signedSize) tree.signedSize = headSize
+      if (tree.signedSize >= tree.contentSize) tree.unsignedSince = undefined
+    } else {
+      tree.contentSize = tree.size
+      tree.unsignedSince ??= time
+    }
+    if (tree.size % o.headEveryEvents === 0) emitHead(tx, tree, time)
+  }
+  const projection: Projection = {
     name: AUDIT_PROJECTION,
     version: 1,
     eventTypes: ALL_EVENTS,
     apply(tx, event): ProjectionEntry {
       const tree = load(tx)
-      const leaf = leaves?.pushLeaf(tree, event.position) ?? pushOwnLeaf(tree, event)
-      if (event.type === 'TreeHeadSigned' && event.stream === AUDIT_HEADS_STREAM) {
-        const size = Number((event.data as TreeHead).size)
-        if (size > tree.signedSize) tree.signedSize = size
-        if (tree.signedSize >= tree.contentSize) tree.unsignedSince = undefined
-      } else {
-        tree.contentSize = tree.size
-        tree.unsignedSince ??= event.time
-      }
+      const leaf = eventLeaf(event)
+      tree.push(leaf)
+      observe(tx, tree, event.time, headSizeOf(event))
       tx.put(TREE, 'tree', tree)
-      if (tree.size % o.headEveryEvents === 0) emitHead(tx, tree, event.time)
       return { ordinal: tree.size - 1, keys: auditKeys(event), digest: leaf }
     },
     catchUp(store, after, head) {
-      if (leaves) return undefined
-      const prefetcher = LeafPrefetcher.start(store, after, head)
+      const prefetcher = AuditPrefetcher.start(store, after, head)
       if (!prefetcher) return undefined
-      leaves = prefetcher
+      let done = after
       return {
-        before: (position) => prefetcher.before(position),
-        stop: async () => {
-          if (leaves === prefetcher) leaves = undefined
-          await prefetcher.stop()
+        head,
+        async applyThrough(tx, position, entries, columns) {
+          const tree = load(tx)
+          // the same instance for apply, should the threads stop
+          tx.put(TREE, 'tree', tree)
+          while (done < position) {
+            const chunk = await prefetcher.chunkAt(done + 1)
+            const upTo = Math.min(position, chunk?.upTo ?? position)
+            if (chunk === undefined) {
+              // the threads stopped: the events themselves, hashed here
+              for (const event of await readRange(store, done, upTo)) entries.push({ position: event.position, eventId: event.id, time: event.time, entry: projection.apply(tx, event)! })
+            } else {
+              const start = firstAfter(chunk.positions, done)
+              let end = start
+              const firstOrdinal = tree.size
+              for (; end < chunk.positions.length && chunk.positions[end]! <= upTo; end++) {
+                const p = chunk.positions[end]!
+                // the chunk's node hashes hold when every earlier position holds an event
+                if (end < chunk.dense && tree.size === p - 1) tree.pushMerged(chunk.merged.subarray(end * 32, end * 32 + 32), trailingOnes(end))
+                else tree.push(chunk.leaves.subarray(end * 32, end * 32 + 32))
+                observe(tx, tree, chunk.times[end]!, chunk.heads.get(end))
+              }
+              if (end > start) columns.push({ start, length: end - start, positions: chunk.positions, eventIds: chunk.eventIds, times: chunk.times, digests: chunk.leaves, firstOrdinal, keyNames: chunk.keyNames, keys: chunk.keys, keyStarts: chunk.keyStarts })
+            }
+            done = upTo
+          }
         },
+        stop: () => prefetcher.stop(),
       }
     },
     tick(tx, now) {
@@ -163,4 +137,36 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       emitHead(tx, tree, now.toISOString())
     },
   }
+  return projection
+}
+
+/** the events after `after` up to and including `upTo` */
+async function readRange(store: EventStore, after: number, upTo: number): Promise<RecordedEvent[]> {
+  const out: RecordedEvent[] = []
+  for (let from = after; from < upTo; ) {
+    const events = await store.readAll({ after: from, maxCount: Math.min(1000, upTo - from) })
+    for (const e of events) if (e.position <= upTo) out.push(e)
+    if (events.length === 0 || events.at(-1)!.position >= upTo) break
+    from = events.at(-1)!.position
+  }
+  return out
+}
+
+/** index of the first position greater than `after` */
+function firstAfter(positions: Float64Array, after: number): number {
+  let lo = 0
+  let hi = positions.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (positions[mid]! <= after) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/** the subtrees a push at chunk index i completes within the chunk: the trailing one bits of i */
+function trailingOnes(i: number): number {
+  let n = 0
+  while (i & 1) (n++, (i >>= 1))
+  return n
 }

@@ -22,6 +22,35 @@ export interface EntryRow {
   entry: ProjectionEntry
 }
 
+/** Entries in columns, the form a catch-up helper produces (Projection.catchUp): entry i
+ * (0 ≤ i < length) is the event at positions[start + i], with the leaf digests[(start + i) * 32 …],
+ * ordinal firstOrdinal + i and keys keyNames[keys[k]] for keyStarts[start + i] ≤ k < keyStarts[start + i + 1]. */
+export interface EntryColumns {
+  start: number
+  length: number
+  positions: Float64Array
+  eventIds: readonly string[]
+  times: readonly string[]
+  /** 32 bytes per entry */
+  digests: Uint8Array
+  firstOrdinal: number
+  keyNames: readonly string[]
+  keys: Int32Array
+  keyStarts: Int32Array
+}
+
+/** the rows of entries in columns (stores that keep one row per entry) */
+export function* entryRowsOf(columns: readonly EntryColumns[]): Iterable<EntryRow> {
+  for (const c of columns) {
+    for (let i = 0; i < c.length; i++) {
+      const at = c.start + i
+      const keys: string[] = []
+      for (let k = c.keyStarts[at]!; k < c.keyStarts[at + 1]!; k++) keys.push(c.keyNames[c.keys[k]!]!)
+      yield { position: c.positions[at]!, eventId: c.eventIds[at]!, time: c.times[at]!, entry: { ordinal: c.firstOrdinal + i, keys, digest: c.digests.subarray(at * 32, at * 32 + 32) } }
+    }
+  }
+}
+
 export interface ProjectionChanges {
   name: string
   version: number
@@ -33,6 +62,8 @@ export interface ProjectionChanges {
   puts: Array<[collection: string, id: string, json: string]>
   deletes: Array<[collection: string, id: string]>
   entries: EntryRow[]
+  /** entries of a catch-up in bulk; a batch holds them before any `entries` */
+  columns?: EntryColumns[]
   /** the runner is catching up: a store may defer index writes of a from-zero load until
    * `settle` (never past a crash: see StoredProjection.incomplete) */
   catchingUp?: boolean

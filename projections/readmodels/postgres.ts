@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
-import type { LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
+import { entryRowsOf, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
 // Read models in PostgreSQL: tables in the same database and schema as the events, so the
 // scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
@@ -121,15 +121,16 @@ class PostgresReadModels implements ReadModelStore {
         c.deletes.map((d) => d[1]),
       ])
     }
-    if (c.entries.length > 0) {
+    const entries = c.columns === undefined ? c.entries : [...entryRowsOf(c.columns), ...c.entries]
+    if (entries.length > 0) {
       await client.query(
         `INSERT INTO ${s}.projection_entries (projection, position, ordinal, time, digest)
          SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
          ON CONFLICT (projection, position) DO UPDATE SET ordinal = excluded.ordinal, time = excluded.time, digest = excluded.digest`,
-        [c.name, c.entries.map((e) => e.position), c.entries.map((e) => e.entry.ordinal), c.entries.map((e) => e.time), c.entries.map((e) => Buffer.from(e.entry.digest))],
+        [c.name, entries.map((e) => e.position), entries.map((e) => e.entry.ordinal), entries.map((e) => e.time), entries.map((e) => Buffer.from(e.entry.digest))],
       )
       const keys: [string, string, number][] = []
-      for (const e of c.entries) {
+      for (const e of entries) {
         keys.push([`event:${e.eventId}`, e.time, e.position])
         for (const k of e.entry.keys) keys.push([k, e.time, e.position])
       }

@@ -2,7 +2,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
-import type { EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
+import { packAscending, packPostings, packRuns, unpackAscending, unpackPostings, unpackRuns } from './packing.ts'
+import type { EntryColumns, EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
 
 // Embedded read models: a SQLite file beside the event store (never inside it, so the event
 // store's immutability triggers and file stay untouched). WAL with synchronous=NORMAL: a power
@@ -18,7 +19,7 @@ import type { EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, Stored
 // per run of up to 1,024 consecutive entries of a commit, their fields as packed arrays, so a
 // rebuild writes a thousandth of the rows it would write with one row per event.
 
-const SCHEMA_VERSION = 3
+const SCHEMA_VERSION = 4
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS projection_documents (
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS projection_entry_runs (
   projection TEXT NOT NULL, last_position INTEGER NOT NULL, first_position INTEGER NOT NULL,
-  positions BLOB NOT NULL, ordinals BLOB NOT NULL, times BLOB NOT NULL, digests BLOB NOT NULL,
+  first_ordinal INTEGER NOT NULL, positions BLOB NOT NULL, times BLOB NOT NULL, digests BLOB NOT NULL,
   event_ids TEXT NOT NULL,
   UNIQUE (projection, last_position)
 ) STRICT;
@@ -51,8 +52,8 @@ const REBUILT_ON_UPGRADE = ['projection_checkpoints', 'projection_documents', 'p
  * checkpoint (bounds memory; each flush writes one row per key) */
 const MAX_BUFFERED_POSTINGS = 4_000_000
 
-/** entries per run row; positions, ordinals and times as float64, digests 32 bytes each (a
- * digest of another length is stored in a run of its own) */
+/** entries per run row: consecutive ordinals, positions and times packed (packing.ts), digests
+ * of one length (another length starts a run of its own), ids as a JSON array */
 const RUN = 1024
 
 /** event ids are indexed under their first 4 hex digits: 65,536 buckets */
@@ -65,8 +66,8 @@ const toMs = (iso: string): number => {
 
 interface RunRow {
   last_position: number
+  first_ordinal: number
   positions: Buffer
-  ordinals: Buffer
   times: Buffer
   digests: Buffer
   event_ids: string
@@ -75,24 +76,21 @@ interface RunRow {
 /** a run row decoded: parallel arrays, digests as one buffer of equal slices */
 interface Run {
   lastPosition: number
+  firstOrdinal: number
   positions: Float64Array
-  ordinals: Float64Array
   times: Float64Array
   digests: Buffer
   digestLength: number
   eventIds: string[]
 }
 
-const float64s = (blob: Buffer): Float64Array => new Float64Array(blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.byteLength))
-const bytesOf = (a: Float64Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
-
 function decodeRun(r: RunRow): Run {
-  const positions = float64s(r.positions)
-  return { lastPosition: r.last_position, positions, ordinals: float64s(r.ordinals), times: float64s(r.times), digests: r.digests, digestLength: positions.length === 0 ? 0 : r.digests.length / positions.length, eventIds: JSON.parse(r.event_ids) as string[] }
+  const positions = unpackAscending(r.positions)
+  return { lastPosition: r.last_position, firstOrdinal: r.first_ordinal, positions, times: unpackRuns(r.times), digests: r.digests, digestLength: positions.length === 0 ? 0 : r.digests.length / positions.length, eventIds: JSON.parse(r.event_ids) as string[] }
 }
 
 const entryOf = (run: Run, i: number): StoredEntry => ({
-  ordinal: run.ordinals[i]!,
+  ordinal: run.firstOrdinal + i,
   position: run.positions[i]!,
   time: new Date(run.times[i]!).toISOString(),
   digest: Buffer.from(run.digests.subarray(i * run.digestLength, (i + 1) * run.digestLength)),
@@ -149,17 +147,20 @@ function bucketIndex(eventId: string): number {
 const BUCKETS = 65_536
 const bucketKey = (index: number): string => `\u0000event:${index.toString(16).padStart(4, '0')}`
 
+/** postings per block of a PostingBuffer (blocks are added, never copied) */
+const BLOCK = 65_536
+
 /** Postings of one projection not yet written, in the order added: a key id, a position and a
- * time (ms) each, in growable typed arrays; keys get ids as they first appear, and event-id
+ * time (ms) each, in blocks of typed arrays; keys get ids as they first appear, and event-id
  * buckets are the ids below BUCKETS (no key string per event). */
 class PostingBuffer {
   private readonly ids = new Map<string, number>()
   private readonly names: string[] = []
   /** per key id: the position of its newest posting (-1: none yet) */
-  private last = new Float64Array(BUCKETS + 1024).fill(-1)
-  private keyOf = new Int32Array(1024)
-  private positions = new Float64Array(1024)
-  private times = new Float64Array(1024)
+  private last: Float64Array = new Float64Array(BUCKETS + 1024).fill(-1)
+  private readonly blocks: Array<{ keyOf: Int32Array; positions: Float64Array; times: Float64Array }> = []
+  /** per key-name table of a catch-up (EntryColumns.keyNames): its names' ids here (-1: not yet) */
+  private readonly tables = new WeakMap<readonly string[], Int32Array>()
   size = 0
 
   add(rows: readonly EntryRow[]): void {
@@ -168,10 +169,42 @@ class PostingBuffer {
     for (const { position, eventId, time, entry } of rows) {
       // a commit's events mostly share their time: parse it once
       if (time !== lastTime) (lastTime = time), (ms = toMs(time))
-      const b = bucketIndex(eventId)
-      this.push(b >= 0 ? b : this.idOf(eventBucket(eventId)), position, ms)
+      this.push(this.bucketOf(eventId), position, ms)
       for (const key of entry.keys) this.push(this.idOf(key), position, ms)
     }
+  }
+
+  addChanges(c: ProjectionChanges): void {
+    for (const columns of c.columns ?? []) this.addColumns(columns)
+    this.add(c.entries)
+  }
+
+  addColumns(c: EntryColumns): void {
+    let ids = this.tables.get(c.keyNames)
+    if (ids === undefined || ids.length < c.keyNames.length) {
+      const bigger = new Int32Array(Math.max(1024, c.keyNames.length * 2)).fill(-1)
+      if (ids !== undefined) bigger.set(ids)
+      this.tables.set(c.keyNames, (ids = bigger))
+    }
+    let lastTime = ''
+    let ms = 0
+    for (let at = c.start; at < c.start + c.length; at++) {
+      const time = c.times[at]!
+      if (time !== lastTime) (lastTime = time), (ms = toMs(time))
+      const position = c.positions[at]!
+      this.push(this.bucketOf(c.eventIds[at]!), position, ms)
+      for (let k = c.keyStarts[at]!; k < c.keyStarts[at + 1]!; k++) {
+        const local = c.keys[k]!
+        let id = ids[local]!
+        if (id < 0) ids[local] = id = this.idOf(c.keyNames[local]!)
+        this.push(id, position, ms)
+      }
+    }
+  }
+
+  private bucketOf(eventId: string): number {
+    const b = bucketIndex(eventId)
+    return b >= 0 ? b : this.idOf(eventBucket(eventId))
   }
 
   private idOf(key: string): number {
@@ -189,16 +222,13 @@ class PostingBuffer {
     // a key named twice by one event (accountId = ownerAccountId) is indexed once
     if (this.last[id] === position) return
     this.last[id] = position
-    const n = this.size
-    if (n === this.positions.length) {
-      this.keyOf = grow(this.keyOf, 0)
-      this.positions = grow(this.positions, 0)
-      this.times = grow(this.times, 0)
-    }
-    this.keyOf[n] = id
-    this.positions[n] = position
-    this.times[n] = ms
-    this.size = n + 1
+    const n = this.size % BLOCK
+    if (n === 0) this.blocks.push({ keyOf: new Int32Array(BLOCK), positions: new Float64Array(BLOCK), times: new Float64Array(BLOCK) })
+    const block = this.blocks[this.blocks.length - 1]!
+    block.keyOf[n] = id
+    block.positions[n] = position
+    block.times[n] = ms
+    this.size++
   }
 
   private nameOf(id: number): string {
@@ -210,20 +240,26 @@ class PostingBuffer {
   *sorted(): Iterable<[key: string, postings: Float64Array, minTime: number, maxTime: number]> {
     const keys = BUCKETS + this.names.length
     const start = new Int32Array(keys + 1)
-    for (let i = 0; i < this.size; i++) start[this.keyOf[i]! + 1]!++
+    for (const { keyOf } of this.blocks) for (let i = 0; i < keyOf.length; i++) start[keyOf[i]! + 1]!++
+    // the last block's unused tail counted as key 0
+    start[1]! -= this.blocks.length * BLOCK - this.size
     for (let k = 0; k < keys; k++) start[k + 1]! += start[k]!
     const next = start.slice(0, keys)
     const out = new Float64Array(2 * this.size)
     const min = new Float64Array(keys).fill(Infinity)
     const max = new Float64Array(keys).fill(-Infinity)
-    for (let i = 0; i < this.size; i++) {
-      const k = this.keyOf[i]!
-      const at = 2 * next[k]!++
-      const ms = this.times[i]!
-      out[at] = this.positions[i]!
-      out[at + 1] = ms
-      if (ms < min[k]!) min[k] = ms
-      if (ms > max[k]!) max[k] = ms
+    for (let b = 0; b < this.blocks.length; b++) {
+      const { keyOf, positions, times } = this.blocks[b]!
+      const n = b === this.blocks.length - 1 ? this.size - b * BLOCK : BLOCK
+      for (let i = 0; i < n; i++) {
+        const k = keyOf[i]!
+        const at = 2 * next[k]!++
+        const ms = times[i]!
+        out[at] = positions[i]!
+        out[at + 1] = ms
+        if (ms < min[k]!) min[k] = ms
+        if (ms > max[k]!) max[k] = ms
+      }
     }
     const order: number[] = []
     for (let k = 0; k < keys; k++) if (start[k + 1]! > start[k]!) order.push(k)
@@ -244,10 +280,9 @@ function* mergeByName(a: readonly number[], b: readonly number[], name: (id: num
   while (j < b.length) yield b[j++]!
 }
 
-function grow<T extends Float64Array | Int32Array>(a: T, fill: number): T {
-  const bigger = new (a.constructor as new (n: number) => T)(a.length * 2)
+function grow(a: Float64Array, fill: number): Float64Array {
+  const bigger = new Float64Array(a.length * 2).fill(fill)
   bigger.set(a)
-  bigger.fill(fill, a.length)
   return bigger
 }
 
@@ -269,12 +304,12 @@ class SqliteReadModels implements ReadModelStore {
       docs: db.prepare('SELECT collection, id, doc FROM projection_documents WHERE projection = ?').raw(),
       putDoc: db.prepare('INSERT OR REPLACE INTO projection_documents (projection, collection, id, doc) VALUES (?, ?, ?, ?)'),
       deleteDoc: db.prepare('DELETE FROM projection_documents WHERE projection = ? AND collection = ? AND id = ?'),
-      putRun: db.prepare('INSERT OR REPLACE INTO projection_entry_runs (projection, last_position, first_position, positions, ordinals, times, digests, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      putRun: db.prepare('INSERT OR REPLACE INTO projection_entry_runs (projection, last_position, first_position, first_ordinal, positions, times, digests, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       putPostings: db.prepare('INSERT INTO projection_postings (projection, key, last_position, min_time, max_time, postings) VALUES (?, ?, ?, ?, ?, ?)'),
       putCheckpoint: db.prepare('INSERT OR REPLACE INTO projection_checkpoints (name, version, position, indexed) VALUES (?, ?, ?, ?)'),
       setIndexed: db.prepare('UPDATE projection_checkpoints SET indexed = ? WHERE name = ?'),
       postings: db.prepare('SELECT postings FROM projection_postings WHERE projection = ? AND key = ? AND max_time >= ? AND min_time < ? ORDER BY last_position').pluck(),
-      runFrom: db.prepare('SELECT last_position, positions, ordinals, times, digests, event_ids FROM projection_entry_runs WHERE projection = ? AND last_position >= ? ORDER BY last_position LIMIT 1'),
+      runFrom: db.prepare('SELECT last_position, first_ordinal, positions, times, digests, event_ids FROM projection_entry_runs WHERE projection = ? AND last_position >= ? ORDER BY last_position LIMIT 1'),
       cursor: db.prepare('SELECT position FROM projection_cursors WHERE name = ?').pluck(),
       setCursor: db.prepare('INSERT OR REPLACE INTO projection_cursors (name, position) VALUES (?, ?)'),
     }
@@ -301,6 +336,7 @@ class SqliteReadModels implements ReadModelStore {
         }
         for (const [collection, id, json] of c.puts) this.stmt.putDoc.run(c.name, collection, id, json)
         for (const [collection, id] of c.deletes) this.stmt.deleteDoc.run(c.name, collection, id)
+        for (const columns of c.columns ?? []) this.putColumns(c.name, columns)
         this.putEntries(c.name, c.entries)
         // a from-zero load (nothing stored, or this process's own load going on) buffers its
         // postings; a crash before they are written leaves indexed < position, which load
@@ -314,7 +350,7 @@ class SqliteReadModels implements ReadModelStore {
         }
         if (previous) this.writePostings(c.name, previous.buffer)
         const batch = new PostingBuffer()
-        batch.add(c.entries)
+        batch.addChanges(c)
         this.writePostings(c.name, batch)
         this.stmt.putCheckpoint.run(c.name, c.version, c.position, c.position)
         outcome.set(c.name, bulk ? 'written' : 'done')
@@ -327,24 +363,41 @@ class SqliteReadModels implements ReadModelStore {
         continue
       }
       const state = what === 'buffer' ? (this.bulk.get(c.name) ?? { buffer: new PostingBuffer(), position: 0 }) : { buffer: new PostingBuffer(), position: 0 }
-      if (what === 'buffer') state.buffer.add(c.entries)
+      if (what === 'buffer') state.buffer.addChanges(c)
       state.position = c.position
       this.bulk.set(c.name, state)
     }
   }
 
-  /** the runs of a commit's entries: up to RUN consecutive entries with digests of one length */
+  /** entries in columns as runs of up to RUN */
+  private putColumns(name: string, c: EntryColumns): void {
+    const end = c.start + c.length
+    for (let from = c.start; from < end; from += RUN) {
+      const to = Math.min(from + RUN, end)
+      const times = new Float64Array(to - from)
+      let lastTime = ''
+      let ms = 0
+      for (let i = from; i < to; i++) {
+        const time = c.times[i]!
+        if (time !== lastTime) (lastTime = time), (ms = toMs(time))
+        times[i - from] = ms
+      }
+      const digests = Buffer.from(c.digests.buffer, c.digests.byteOffset + from * 32, (to - from) * 32)
+      this.putRun(name, c.firstOrdinal + from - c.start, c.positions.subarray(from, to), times, digests, c.eventIds.slice(from, to))
+    }
+  }
+
+  /** entries as runs: up to RUN consecutive ordinals with digests of one length */
   private putEntries(name: string, entries: readonly EntryRow[]): void {
     let start = 0
     while (start < entries.length) {
-      const digestLength = entries[start]!.entry.digest.length
+      const first = entries[start]!.entry
       let end = start + 1
-      while (end < entries.length && end - start < RUN && entries[end]!.entry.digest.length === digestLength) end++
+      while (end < entries.length && end - start < RUN && entries[end]!.entry.digest.length === first.digest.length && entries[end]!.entry.ordinal === first.ordinal + end - start) end++
       const n = end - start
       const positions = new Float64Array(n)
-      const ordinals = new Float64Array(n)
       const times = new Float64Array(n)
-      const digests = Buffer.allocUnsafe(n * digestLength)
+      const digests = Buffer.allocUnsafe(n * first.digest.length)
       const ids: string[] = new Array(n)
       let lastTime = ''
       let ms = 0
@@ -352,14 +405,17 @@ class SqliteReadModels implements ReadModelStore {
         const { position, eventId, time, entry } = entries[start + k]!
         if (time !== lastTime) (lastTime = time), (ms = toMs(time))
         positions[k] = position
-        ordinals[k] = entry.ordinal
         times[k] = ms
-        digests.set(entry.digest, k * digestLength)
+        digests.set(entry.digest, k * first.digest.length)
         ids[k] = eventId
       }
-      this.stmt.putRun.run(name, positions[n - 1], positions[0], bytesOf(positions), bytesOf(ordinals), bytesOf(times), digests, JSON.stringify(ids))
+      this.putRun(name, first.ordinal, positions, times, digests, ids)
       start = end
     }
+  }
+
+  private putRun(name: string, firstOrdinal: number, positions: Float64Array, times: Float64Array, digests: Buffer, ids: readonly string[]): void {
+    this.stmt.putRun.run(name, positions[positions.length - 1], positions[0], firstOrdinal, packAscending(positions), packRuns(times), digests, JSON.stringify(ids))
   }
 
   /** the run holding `position`, or the first run after it */
@@ -391,7 +447,7 @@ class SqliteReadModels implements ReadModelStore {
   /** one row per key, in key order so that the B-tree is written front to back */
   private writePostings(name: string, buffer: PostingBuffer): void {
     for (const [key, list, min, max] of buffer.sorted()) {
-      this.stmt.putPostings.run(name, key, list[list.length - 2], min, max, Buffer.from(list.buffer, list.byteOffset, list.byteLength))
+      this.stmt.putPostings.run(name, key, list[list.length - 2], min, max, packPostings(list))
     }
   }
 
@@ -406,7 +462,7 @@ class SqliteReadModels implements ReadModelStore {
   private postings(name: string, key: string, since: number, until: number): Array<[position: number, ms: number]> {
     const out: Array<[number, number]> = []
     for (const blob of this.stmt.postings.all(name, key, since, until) as Buffer[]) {
-      const list = new Float64Array(blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.byteLength))
+      const list = unpackPostings(blob)
       for (let i = 0; i < list.length; i += 2) {
         const ms = list[i + 1]!
         if (ms >= since && ms < until) out.push([list[i]!, ms])

@@ -216,6 +216,23 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     t.same(onlyA.map((e) => e.stream), ['r-a', 'r-a'])
   })
 
+  t.test('reads filtered by several types (and stream prefixes) keep global order, bounds and counts, both ways', async (t) => {
+    const store = await opened(t, target)
+    const types = ['A', 'B', 'C', 'D']
+    for (let i = 0; i < 60; i++) await store.append(`s-${i % 3}`, [ev(types[(i * 7) % 4]!, { i })])
+    const all = await store.readAll()
+    const want = (f: (e: RecordedEvent) => boolean, events: RecordedEvent[]): string[] => events.filter(f).map((e) => e.id)
+    const ids = (events: RecordedEvent[]): string[] => events.map((e) => e.id)
+    const bc = (e: RecordedEvent): boolean => e.type === 'B' || e.type === 'C'
+    t.same(ids(await store.readAll({ filter: { types: ['C', 'B'] } })), want(bc, all), 'every B and C, in global order')
+    t.same(ids(await store.readAll({ filter: { types: ['C', 'B', 'C'] }, after: all[10]!.position, maxCount: 7 })), want(bc, all.slice(11)).slice(0, 7), 'a page after a position')
+    t.same(ids(await store.readAll({ filter: { types: ['B', 'C'] }, direction: 'backwards', before: all[50]!.position, maxCount: 5 })), want(bc, all.slice(0, 50).reverse()).slice(0, 5), 'a page backwards')
+    const inS1 = (e: RecordedEvent): boolean => bc(e) && e.stream === 's-1'
+    t.same(ids(await store.readAll({ filter: { types: ['B', 'C'], streamPrefixes: ['s-1'] }, maxCount: 6 })), want(inS1, all).slice(0, 6), 'with a stream prefix, the count is of matching events')
+    t.same(await store.readAll({ filter: { types: ['B', 'C'] }, maxCount: 0 }), [], 'maxCount 0')
+    t.same(await store.readAll({ filter: { types: ['X', 'Y'] } }), [], 'no such types')
+  })
+
   t.test('a subscription catches up, then goes live, with no gap and no duplicate while writers append', async (t) => {
     const store = await opened(t, target)
     for (let i = 0; i < 120; i++) await store.append(`pre-${i % 7}`, [ev('Pre', { i })])

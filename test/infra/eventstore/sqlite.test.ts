@@ -34,6 +34,25 @@ t.test('the events table refuses UPDATE and DELETE', async (t) => {
   t.same(db.prepare('SELECT data FROM events').pluck().all(), ['{"v":1}'], 'the event is unchanged')
 })
 
+t.test('data and metadata are stored as canonical JSON, and a new store says so (json=canonical)', async (t) => {
+  const file = path.join(dir, 'canonical.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  await store.append('s', [{ type: 'X', data: { z: 1, a: { y: [{ q: 1, p: 2 }], x: 'é"' }, at: new Date(0), skipped: undefined }, metadata: { b: 'm', a: 'n' } }])
+  await t.rejects(store.append('s', [{ type: 'X', data: { n: 1n } }]), { code: 'KENNEL_ERR_VALIDATION' }, 'what JSON cannot hold is refused with a reason')
+  const cyclic: Record<string, unknown> = { a: 1 }
+  cyclic.self = cyclic
+  await t.rejects(store.append('s', [{ type: 'X', data: cyclic }]), { code: 'KENNEL_ERR_VALIDATION', message: /circular/ })
+  const [event] = await store.readAll()
+  await store.close()
+  const db = new Database(file, { readonly: true })
+  t.teardown(() => db.close())
+  const row = db.prepare('SELECT data, metadata FROM events').get() as { data: string; metadata: string }
+  t.equal(row.data, '{"a":{"x":"é\\"","y":[{"p":2,"q":1}]},"at":"1970-01-01T00:00:00.000Z","z":1}', 'keys sorted at every level, toJSON applied, undefined left out')
+  t.equal(row.metadata, '{"a":"n","b":"m"}')
+  t.same(event!.data, { a: { x: 'é"', y: [{ p: 2, q: 1 }] }, at: '1970-01-01T00:00:00.000Z', z: 1 }, 'read back as JSON.stringify would have stored it')
+  t.equal(db.prepare("SELECT value FROM kennel_meta WHERE key = 'json'").pluck().get(), 'canonical')
+})
+
 t.test('the store file is private to its owner and opens no network listener', async (t) => {
   const file = path.join(dir, 'private.sqlite')
   const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })

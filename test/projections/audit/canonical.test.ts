@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
-import { canonicalJson, canonicalJsonFast } from '../../../infra/eventstore/canonical-json.ts'
+import { canonicalJson, canonicalJsonFast, storedJson } from '../../../infra/eventstore/canonical-json.ts'
+import { canonicalEventText, canonicalStoredEventText } from '../../../projections/audit/canonical.ts'
 import { eventLeaf, leafHash } from '../../../projections/audit/merkle.ts'
 
 // The leaf of every event ever signed depends on these bytes: the native fast path must give
@@ -52,4 +53,29 @@ t.test("an event's leaf hashes 0x00 and its canonical bytes (RFC 9162 §2.1.1)",
   const e: RecordedEvent = { id: 'e1', type: 'PublishAccepted', stream: 'mqtt-toy-1', revision: 3, position: 42, time: '2026-01-01T00:00:00.000Z', data: { topic: 't', deviceId: 'toy-1', nested: { b: 1, a: 'ü' } }, metadata: { credential: 'cert:1', actor: 'device:toy-1' } }
   const reference = canonicalJson({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
   t.same(eventLeaf(e), leafHash(Buffer.from(reference, 'utf8')))
+})
+
+t.test('stored JSON is JSON.stringify with sorted keys, and canonical once parsed again', async (t) => {
+  const cases: unknown[] = [
+    { b: 1, a: [2, { d: 1, c: undefined }], e: new Date(0) },
+    { b: 1, a: 2, 10: 'x', 9: 'y' },
+    { toJSON: () => ({ z: 1, y: 2 }) },
+    [undefined, () => 1, Number.NaN, -0, 1e21],
+    JSON.parse('{"__proto__": {"b": 1, "a": 2}, "a": 1}'),
+    'text "quoted" \u2028',
+    { nested: { deeper: { k2: 1, k1: [{ z: 0, a: 0 }] } } },
+  ]
+  for (const [i, v] of cases.entries()) {
+    const stored = storedJson(v)!
+    t.same(JSON.parse(stored), JSON.parse(JSON.stringify(v)), `case ${i}: the same value as JSON.stringify`)
+    t.equal(canonicalJson(JSON.parse(stored)), stored, `case ${i}: already canonical`)
+  }
+  t.equal(storedJson(() => 1), undefined, 'no JSON form')
+})
+
+t.test("an event's canonical text assembled from stored text equals the one from its parsed fields", async (t) => {
+  const data = storedJson({ z: [1, { b: 'é\n', a: null }], deviceId: 'toy-1', n: 1.5e-7 })!
+  const metadata = storedJson({ credential: 'cert:1', actor: 'device:toy-1' })!
+  const e: RecordedEvent = { id: 'e1', type: 'PublishAccepted', stream: 'mqtt-"toy"\\1', revision: 3, position: 42, time: '2026-01-01T00:00:00.000Z', data: JSON.parse(data), metadata: JSON.parse(metadata) }
+  t.equal(canonicalStoredEventText(e.position, e.id, e.stream, e.revision, e.type, e.time, data, metadata), canonicalEventText(e))
 })

@@ -1,0 +1,135 @@
+import { parentPort, workerData } from 'node:worker_threads'
+import Database from 'better-sqlite3'
+import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { canonicalStoredEventText } from './canonical.ts'
+import { headSizeOf, KEY_KINDS, visitKeys } from './lookup-keys.ts'
+import { CompactRange, eventLeaf, leafOfCanonicalText } from './merkle.ts'
+
+// An audit catch-up thread (see prefetch.ts): a read-only connection of its own to the SQLite
+// event store, answering a range of positions with everything the audit projection takes from
+// those events: positions, ids, times, Merkle leaves, the lookup keys of auditKeys and the tree
+// heads among them, plus, for the positions that follow the range's start without a gap, the
+// subtree hash each one's append to the tree produces. Leaves are the bytes eventLeaf hashes:
+// assembled from the stored text when the store writes canonical JSON (json=canonical), parsed
+// and re-serialised otherwise.
+
+export interface ChunkRequest {
+  id: number
+  /** positions after `after`, up to and including `upTo` */
+  after: number
+  upTo: number
+}
+
+export interface ChunkReply {
+  id: number
+  /** Float64Array of the positions found, ascending */
+  positions: ArrayBuffer
+  /** one JSON array of the events' ids */
+  eventIds: string
+  /** the distinct event times, and each event's index into them (Int32Array) */
+  times: string[]
+  timeOf: ArrayBuffer
+  /** 32 bytes per position */
+  leaves: ArrayBuffer
+  /** 32 bytes for each of the first `dense` positions (after + 1, after + 2, …): the root of the
+   * perfect subtree that appending its leaf completes within the range (CompactRange.pushMerged) */
+  merged: ArrayBuffer
+  dense: number
+  /** this thread's key table was cleared before this reply: ids start again from 0 */
+  keysReset: boolean
+  /** names of the key ids first used in this reply, in id order */
+  newKeys: string[]
+  /** every event's key ids, flattened (Int32Array); event i's are keys[keyStarts[i] … keyStarts[i + 1]) */
+  keys: ArrayBuffer
+  keyStarts: ArrayBuffer
+  /** [index, size] of each TreeHeadSigned on the heads stream (size as its data names it) */
+  heads: Array<[index: number, size: number]>
+}
+
+export interface PrefetchWorkerData {
+  file: string
+}
+
+/** key names a thread remembers before it starts its table again (bounds its memory) */
+const MAX_KEYS = 200_000
+
+if (!parentPort) throw new Error('prefetch-thread.ts runs as a worker thread of the audit projection')
+const port = parentPort
+const { file } = workerData as PrefetchWorkerData
+const db = new Database(file, { readonly: true, fileMustExist: true })
+db.pragma('busy_timeout = 10000')
+const canonical = db.prepare("SELECT value FROM kennel_meta WHERE key = 'json'").pluck().get() === 'canonical'
+// the columns and their decoding of infra/eventstore/sqlite.ts (toRecorded)
+const range = db.prepare('SELECT position, id, stream, revision, type, time, data, metadata FROM events WHERE position > ? AND position <= ? ORDER BY position').raw()
+type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
+
+/** key ids by value, per kind; ids count up across kinds */
+const keyIds = KEY_KINDS.map(() => new Map<string, number>())
+let keyCount = 0
+let keysReset = false
+
+port.on('message', (m: ChunkRequest) => {
+  const rows = range.all(m.after, m.upTo) as Row[]
+  const n = rows.length
+  const positions = new Float64Array(n)
+  const ids: string[] = new Array(n)
+  const times: string[] = []
+  const timeOf = new Int32Array(n)
+  const leaves = new Uint8Array(n * 32)
+  const merged = new Uint8Array(n * 32)
+  const keyStarts = new Int32Array(n + 1)
+  const keys: number[] = []
+  const newKeys: string[] = []
+  const heads: Array<[number, number]> = []
+  const subtree = new CompactRange()
+  let dense = 0
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!
+    const e: RecordedEvent = { id: r[1], type: r[4], stream: r[2], revision: r[3], position: r[0], time: r[5], data: JSON.parse(r[6]), metadata: JSON.parse(r[7]) }
+    const leaf = canonical ? leafOfCanonicalText(canonicalStoredEventText(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])) : eventLeaf(e)
+    positions[i] = e.position
+    ids[i] = e.id
+    if (times.length === 0 || times[times.length - 1] !== e.time) times.push(e.time)
+    timeOf[i] = times.length - 1
+    leaves.set(leaf, i * 32)
+    if (dense === i && e.position === m.after + 1 + i) {
+      subtree.push(leaf)
+      merged.set(subtree.stack[subtree.stack.length - 1]!, i * 32)
+      dense++
+    }
+    visitKeys(e, (kind, value) => {
+      const byValue = keyIds[kind]!
+      let id = byValue.get(value)
+      if (id === undefined) {
+        byValue.set(value, (id = keyCount++))
+        newKeys.push(`${KEY_KINDS[kind]}:${value}`)
+      }
+      keys.push(id)
+    })
+    keyStarts[i + 1] = keys.length
+    const head = headSizeOf(e)
+    if (head !== undefined) heads.push([i, head])
+  }
+  const keyArray = Int32Array.from(keys)
+  const reply: ChunkReply = {
+    id: m.id,
+    positions: positions.buffer,
+    eventIds: JSON.stringify(ids),
+    times,
+    timeOf: timeOf.buffer,
+    leaves: leaves.buffer,
+    merged: merged.buffer,
+    dense,
+    keysReset,
+    newKeys,
+    keys: keyArray.buffer,
+    keyStarts: keyStarts.buffer,
+    heads,
+  }
+  port.postMessage(reply, [positions.buffer, timeOf.buffer, leaves.buffer, merged.buffer, keyArray.buffer, keyStarts.buffer])
+  keysReset = keyCount > MAX_KEYS
+  if (keysReset) {
+    for (const byValue of keyIds) byValue.clear()
+    keyCount = 0
+  }
+})
