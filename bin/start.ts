@@ -8,7 +8,8 @@ import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { checkCertificate, devicesProjection } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
-import { auditSigner, auditVerifiers, createAuditPort, kennelProjections, openKennelReadModels } from '../projections/catalogue.ts'
+import { auditSigner, auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
+import { persistentProjections } from './read-models.ts'
 import { startAlertDelivery } from '../projections/monitor/delivery.ts'
 import type { ReadModelStore } from '../projections/readmodels/port.ts'
 import { type ProjectionRunner, startProjectionRunner } from '../projections/runner.ts'
@@ -66,7 +67,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
 // Read models with their checkpoints in the read-model store, the tamper-evident audit log and
 // the security monitor (R11, R17); alerts go to the log and the webhook.
 async function startProjections(config: Config, store: EventStore, readModels: ReadModelStore, registry: Registry, log: Logger, stops: Stops): Promise<ProjectionRunner> {
-  const runner = await startProjectionRunner({ store, readModels, projections: kennelProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
+  const runner = await startProjectionRunner({ store, readModels, projections: persistentProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
   stops.push(() => runner.stop())
   const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
   stops.push(() => alerts.stop())

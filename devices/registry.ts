@@ -20,6 +20,9 @@ export interface DeviceView {
   revokedAt: string | undefined
   revokeReason: string | undefined
   revokedBy: string | undefined
+  /** the broker's last DeviceConnected and DeviceDisconnected for it (any broker of a cluster) */
+  lastConnectedAt: string | undefined
+  lastDisconnectedAt: string | undefined
 }
 
 export interface CertificateView {
@@ -79,12 +82,15 @@ export function* revokedCertificates(docs: Documents): Iterable<CertificateView 
   }
 }
 
+/** the broker's connection events (docs/EVENTS.md), by name: the devices context knows no MQTT */
+type ConnectionEvent = { type: 'DeviceConnected' | 'DeviceDisconnected'; data: { deviceId: string } }
+
 export const devicesProjection: Projection = {
   name: 'devices',
-  version: 1,
-  eventTypes: deviceEventTypes,
+  version: 2,
+  eventTypes: [...deviceEventTypes, 'DeviceConnected', 'DeviceDisconnected'],
   apply(tx: DocumentTx, recorded: RecordedEvent): void {
-    const event = { type: recorded.type, data: recorded.data } as DeviceEvent
+    const event = { type: recorded.type, data: recorded.data } as DeviceEvent | ConnectionEvent
     const actor = typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : undefined
     switch (event.type) {
       case 'DeviceEnrolled': {
@@ -102,6 +108,8 @@ export const devicesProjection: Projection = {
           revokedAt: undefined,
           revokeReason: undefined,
           revokedBy: undefined,
+          lastConnectedAt: undefined,
+          lastDisconnectedAt: undefined,
         }
         tx.put(DEVICES, d.deviceId, view)
         return
@@ -128,6 +136,12 @@ export const devicesProjection: Projection = {
       case 'DeviceClaimed':
         updateDevice(tx, event.data.deviceId, (v) => ({ ...v, householdId: event.data.householdId, claimedAt: event.data.claimedAt }))
         return
+      case 'DeviceConnected':
+        updateDevice(tx, event.data.deviceId, (v) => ({ ...v, lastConnectedAt: recorded.time }))
+        return
+      case 'DeviceDisconnected':
+        updateDevice(tx, event.data.deviceId, (v) => ({ ...v, lastDisconnectedAt: recorded.time }))
+        return
       default: {
         const _: never = event
         return _
@@ -149,6 +163,6 @@ function updateCertificate(tx: DocumentTx, serial: string, change: (c: Certifica
 /** Build the devices read model from the store in one pass (the CLI's way; servers follow it). */
 export async function readRegistry(store: EventStore): Promise<MemoryDocuments> {
   const docs = new MemoryDocuments()
-  for (const event of await store.readAll({ filter: { types: devicesProjection.eventTypes, streamPrefixes: ['device-'] } })) devicesProjection.apply(docs, event)
+  for (const event of await store.readAll({ filter: { types: devicesProjection.eventTypes, streamPrefixes: ['device-', 'mqtt-'] } })) devicesProjection.apply(docs, event)
   return docs
 }

@@ -36,7 +36,7 @@ export async function rebuildProjections(o: RebuildOptions): Promise<RebuildResu
     store: o.store,
     readModels: o.readModels,
     projections: chosen,
-    batchSize: o.batchSize ?? Number(process.env.KB ?? 5000),
+    batchSize: o.batchSize ?? 5000,
     log: o.log,
     onCommit: (position) => o.onProgress?.(position, head),
   })

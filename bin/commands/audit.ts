@@ -6,7 +6,8 @@ import { verifierFromPem } from '../../projections/audit/keys.ts'
 import { checkProof, proveConsistency, proveInclusion } from '../../projections/audit/proofs.ts'
 import { verifyAuditLog } from '../../projections/audit/verify.ts'
 import { buildBreachReport, type BreachReport } from '../../projections/breach/report.ts'
-import { auditSigner, auditVerifiers, kennelProjections, openKennelReadModels } from '../../projections/catalogue.ts'
+import { auditSigner, auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
+import { persistentProjections } from '../read-models.ts'
 import type { ReadModelStore } from '../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
 import { action, withStore, type CommandContext } from '../context.ts'
@@ -16,7 +17,7 @@ import { progressBar } from './projections.ts'
 async function withReadModels<T>(ctx: CommandContext, fn: (readModels: ReadModelStore) => Promise<T>): Promise<T> {
   const readModels = await openKennelReadModels(ctx.config)
   try {
-    const runner = await startProjectionRunner({ store: ctx.store, readModels, projections: kennelProjections(ctx.config, auditSigner(ctx.config)) })
+    const runner = await startProjectionRunner({ store: ctx.store, readModels, projections: persistentProjections(ctx.config, auditSigner(ctx.config)) })
     await runner.caughtUp
     await runner.stop()
     return await fn(readModels)

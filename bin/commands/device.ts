@@ -95,7 +95,7 @@ export function registerDeviceCommands(program: Command): void {
 
   device
     .command('list')
-    .description('list enrolled toys: status, household, current certificate, enrolment and revocation')
+    .description('list enrolled toys: status, household, current certificate, enrolment, last seen and revocation')
     .option('--json', 'one JSON object per line')
     .action(
       action(async (opts: { json?: boolean }) => {
@@ -106,8 +106,9 @@ export function registerDeviceCommands(program: Command): void {
             for (const d of devices) process.stdout.write(`${JSON.stringify(deviceView(docs, d.deviceId))}\n`)
             return
           }
-          const rows = devices.map((d) => [d.deviceId, d.status, d.householdId ?? '-', d.currentSerial ?? '-', d.enrolledAt, d.revokedAt ? `${d.revokedAt} ${d.revokeReason ?? ''}` : '-'])
-          process.stdout.write(table(['device', 'status', 'household', 'current serial', 'enrolled', 'revoked'], rows))
+          const lastSeen = (d: DeviceView): string => [d.lastConnectedAt, d.lastDisconnectedAt].filter((x) => x !== undefined).sort().at(-1) ?? '-'
+          const rows = devices.map((d) => [d.deviceId, d.status, d.householdId ?? '-', d.currentSerial ?? '-', d.enrolledAt, lastSeen(d), d.revokedAt ? `${d.revokedAt} ${d.revokeReason ?? ''}` : '-'])
+          process.stdout.write(table(['device', 'status', 'household', 'current serial', 'enrolled', 'last seen', 'revoked'], rows))
         })
       }),
     )

@@ -1,6 +1,7 @@
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
-import { auditSigner, kennelProjections, openKennelReadModels } from '../../projections/catalogue.ts'
+import { auditSigner, openKennelReadModels } from '../../projections/catalogue.ts'
+import { persistentProjections } from '../read-models.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { action, withStore } from '../context.ts'
 
@@ -36,7 +37,7 @@ export function registerProjectionCommands(program: Command): void {
             const result = await rebuildProjections({
               store,
               readModels,
-              projections: kennelProjections(config, auditSigner(config)),
+              projections: persistentProjections(config, auditSigner(config)),
               names: name ? [name] : undefined,
               onProgress: (position, head) => bar.update(Math.min(position, head), head),
             })

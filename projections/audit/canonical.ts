@@ -17,5 +17,9 @@ export function canonicalEventBytes(e: RecordedEvent): Buffer {
 /** canonicalEventText of a stored event whose data and metadata texts are canonical JSON (the
  * embedded store writes them so: storedJson), assembled from those texts without parsing them */
 export function canonicalStoredEventText(position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string): string {
-  return `{"data":${data},"id":${JSON.stringify(id)},"metadata":${metadata},"position":${position},"revision":${revision},"stream":${JSON.stringify(stream)},"time":${JSON.stringify(time)},"type":${JSON.stringify(type)}}`
+  return `{"data":${data},"id":${quote(id)},"metadata":${metadata},"position":${position},"revision":${revision},"stream":${quote(stream)},"time":${quote(time)},"type":${quote(type)}}`
 }
+
+/** JSON.stringify(s), without its cost for the usual string that needs no escape */
+const PLAIN = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/
+const quote = (s: string): string => (PLAIN.test(s) ? `"${s}"` : JSON.stringify(s))

@@ -18,7 +18,7 @@ const DATA_FIELDS: ReadonlyArray<[field: string, kind: number]> = [
 ]
 
 /** calls `visit` with the kind (an index of KEY_KINDS) and value of each key of the event */
-export function visitKeys(e: RecordedEvent, visit: (kind: number, value: string) => void): void {
+export function visitKeys(e: Pick<RecordedEvent, 'data' | 'metadata'>, visit: (kind: number, value: string) => void): void {
   const m = e.metadata
   if (typeof m.actor === 'string') visit(0, m.actor)
   if (typeof m.credential === 'string') visit(1, m.credential)
@@ -54,7 +54,7 @@ export function auditKeys(e: RecordedEvent): string[] {
 }
 
 /** the tree size a signed head names when the event is one on the heads stream, else undefined */
-export function headSizeOf(e: RecordedEvent): number | undefined {
+export function headSizeOf(e: Pick<RecordedEvent, 'type' | 'stream' | 'data'>): number | undefined {
   if (e.type !== 'TreeHeadSigned' || e.stream !== AUDIT_HEADS_STREAM) return undefined
   return Number((e.data as Partial<TreeHead> | null)?.size)
 }

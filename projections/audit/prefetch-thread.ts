@@ -85,19 +85,22 @@ port.on('message', (m: ChunkRequest) => {
   let dense = 0
   for (let i = 0; i < n; i++) {
     const r = rows[i]!
-    const e: RecordedEvent = { id: r[1], type: r[4], stream: r[2], revision: r[3], position: r[0], time: r[5], data: JSON.parse(r[6]), metadata: JSON.parse(r[7]) }
-    const leaf = canonical ? leafOfCanonicalText(canonicalStoredEventText(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])) : eventLeaf(e)
-    positions[i] = e.position
-    ids[i] = e.id
-    if (times.length === 0 || times[times.length - 1] !== e.time) times.push(e.time)
+    const [position, id, stream, revision, type, time] = r
+    const data: unknown = JSON.parse(r[6])
+    const metadata = JSON.parse(r[7]) as RecordedEvent['metadata']
+    const leaf = canonical ? leafOfCanonicalText(canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7])) : eventLeaf({ id, type, stream, revision, position, time, data, metadata })
+    positions[i] = position
+    ids[i] = id
+    if (times.length === 0 || times[times.length - 1] !== time) times.push(time)
     timeOf[i] = times.length - 1
     leaves.set(leaf, i * 32)
-    if (dense === i && e.position === m.after + 1 + i) {
+    if (dense === i && position === m.after + 1 + i) {
       subtree.push(leaf)
       merged.set(subtree.stack[subtree.stack.length - 1]!, i * 32)
       dense++
     }
-    visitKeys(e, (kind, value) => {
+    const event = { type, stream, data, metadata }
+    visitKeys(event, (kind, value) => {
       const byValue = keyIds[kind]!
       let id = byValue.get(value)
       if (id === undefined) {
@@ -107,7 +110,7 @@ port.on('message', (m: ChunkRequest) => {
       keys.push(id)
     })
     keyStarts[i + 1] = keys.length
-    const head = headSizeOf(e)
+    const head = headSizeOf(event)
     if (head !== undefined) heads.push([i, head])
   }
   const keyArray = Int32Array.from(keys)

@@ -143,7 +143,8 @@ export class AuditPrefetcher {
 
 const chunkOf = (position: number): number => Math.floor((position - 1) / CHUNK)
 
-/** one catch-up thread per core beyond the main thread's, at least one, at most two */
+/** two threads where there are two cores: measured on two, a second thread shortens a rebuild
+ * (the main thread applies and writes while the two read and hash); one on a single core */
 function defaultThreads(): number {
-  return Number(process.env.KT ?? Math.max(1, Math.min(2, os.availableParallelism() - 1)))
+  return Math.min(2, os.availableParallelism())
 }

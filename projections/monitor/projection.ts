@@ -15,7 +15,10 @@ export const MONITOR_PROJECTION = 'security-monitor'
 
 interface WindowDoc {
   key: string
-  /** [event time ms, weight or distinct value], oldest first, at most `count` of them */
+  /** event time (ms) of the oldest item; items hold their times as offsets from it, so the
+   * numbers a batch serialises stay small */
+  since: number
+  /** [event time offset ms, weight or distinct value], oldest first, at most `count` of them */
   items: Array<[number, number | string]>
   /** no new alert for this key before this event time (ms) */
   quietUntil: number
@@ -36,12 +39,18 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
     if (!o) return
     const th = t[rule.name]
     const windowMs = th.windowSeconds * 1000
-    const doc = tx.get<WindowDoc>(collection(rule), o.key) ?? { key: o.key, items: [], quietUntil: 0 }
-    let items = doc.items.filter(([at]) => at > now - windowMs)
+    const doc = tx.get<WindowDoc>(collection(rule), o.key) ?? { key: o.key, since: now, items: [], quietUntil: 0 }
+    let since = doc.since
+    let items = doc.items.filter(([at]) => since + at > now - windowMs)
     if (o.distinct !== undefined) items = items.filter(([, v]) => v !== o.distinct)
-    items.push([now, o.distinct ?? o.weight ?? 1])
+    items.push([now - since, o.distinct ?? o.weight ?? 1])
     // the newest `count` items decide whether the threshold is reached (each weighs at least 1)
     if (items.length > th.count) items = items.slice(items.length - th.count)
+    const first = items[0]![0]
+    if (first !== 0) {
+      since += first
+      items = items.map(([at, v]) => [at - first, v])
+    }
     const measure = o.distinct !== undefined ? items.length : items.reduce((n, [, w]) => n + Number(w), 0)
     let quietUntil = doc.quietUntil
     if (measure >= th.count && now >= quietUntil) {
@@ -55,7 +64,7 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
           count: measure,
           threshold: th.count,
           windowSeconds: th.windowSeconds,
-          firstAt: new Date(items[0]![0]).toISOString(),
+          firstAt: new Date(since).toISOString(),
           lastAt: e.time,
           triggeringEventId: e.id,
           triggeringPosition: e.position,
@@ -64,7 +73,7 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
       }
       emit(tx, ALERTS_STREAM, { id: deterministicEventId(`alert:${rule.name}:${o.key}:${e.id}`), ...alert, metadata: { actor: 'system:monitor', causationId: e.id } })
     }
-    tx.put(collection(rule), o.key, { key: o.key, items, quietUntil } satisfies WindowDoc)
+    tx.put(collection(rule), o.key, { key: o.key, since, items, quietUntil } satisfies WindowDoc)
   }
 
   /** forget keys whose window and quiet period have passed, so memory follows activity */
@@ -73,7 +82,7 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
       const windowMs = t[rule.name].windowSeconds * 1000
       const stale: string[] = []
       for (const doc of tx.values<WindowDoc>(collection(rule))) {
-        const newest = doc.items[doc.items.length - 1]?.[0] ?? 0
+        const newest = doc.since + (doc.items[doc.items.length - 1]?.[0] ?? 0)
         if (newest <= now - windowMs && doc.quietUntil <= now) stale.push(doc.key)
       }
       for (const key of stale) tx.delete(collection(rule), key)
@@ -82,7 +91,7 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
 
   return {
     name: MONITOR_PROJECTION,
-    version: 1,
+    version: 2,
     eventTypes: [...byType.keys()],
     apply(tx, e) {
       const now = Date.parse(e.time)

@@ -113,6 +113,8 @@ function indexIn(run: Run, position: number): number {
 export function openSqliteReadModels(file: string): ReadModelStore {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   const db = new Database(file)
+  // a new file only: entry runs are rows of tens of kilobytes, which 4 KiB pages split into chains
+  db.pragma('page_size = 65536')
   db.pragma('journal_mode = WAL')
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 10000')

@@ -22,7 +22,10 @@ t.test('kennel projections rebuild, audit verify / prove / check-proof / heads /
   await store.close()
 
   const rebuilt = await kennel('projections', 'rebuild')
-  t.match(rebuilt.stderr, /rebuilt audit, security-monitor up to position \d+/)
+  t.match(rebuilt.stderr, /rebuilt audit, security-monitor, devices, api-accounts, api-households, api-recordings up to position \d+/)
+  t.match((await kennel('projections', 'rebuild', 'devices')).stderr, /rebuilt devices up to position \d+/, 'one read model by name')
+  const unknown = await kennel('projections', 'rebuild', 'nope').catch((e: { code: number; stderr: string }) => e)
+  t.match(unknown, { code: 66, stderr: /no projection named nope \(known: audit, security-monitor, devices/ })
   t.ok(fs.existsSync(path.join(dir, 'readmodels.sqlite')), 'read models beside the event store')
   t.equal(fs.statSync(path.join(dir, 'audit', 'signing-key.pem')).mode & 0o777, 0o600, 'the development signing key is private')
 

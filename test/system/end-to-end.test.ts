@@ -10,6 +10,11 @@ import { startKennel } from '../../bin/start.ts'
 import { grantRole } from '../../bin/commands/account.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
 import { request } from '../api/helpers.ts'
+import { persistentProjections } from '../../bin/read-models.ts'
+import { auditSigner } from '../../projections/catalogue.ts'
+import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
+import { rebuildProjections } from '../../projections/rebuild.ts'
+import { dumpReadModels } from '../projections/helpers.ts'
 
 // The whole system as `kennel start` wires it (bin/start.ts), on port 0 and a temporary data
 // dir: a toy, a parent, ops and an auditor, over real mTLS MQTT and real HTTPS.
@@ -128,4 +133,27 @@ t.test('/metrics on loopback reports broker, API and projection figures', async 
   t.match(text, /kennel_mqtt_clients_connected \d/)
   t.match(text, /kennel_api_requests_total/)
   t.match(text, /kennel_projection_lag_events \d/)
+})
+
+t.test('every read model the server persisted equals a rebuild from zero', async (t) => {
+  // the runner appends tree heads after its commits: wait until it has applied its own too
+  for (let head = await kennel.store.headPosition(); ; ) {
+    await kennel.projections.waitFor(head, 10_000)
+    await new Promise((r) => setTimeout(r, 150))
+    const now = await kennel.store.headPosition()
+    if (now === head) break
+    head = now
+  }
+  const projections = persistentProjections(config, auditSigner(config))
+  const names = projections.map((p) => p.name)
+  t.same(names.sort(), ['api-accounts', 'api-households', 'api-recordings', 'audit', 'devices', 'security-monitor'])
+  const served = openSqliteReadModels(path.join(dir, 'readmodels.sqlite'))
+  t.teardown(() => served.close())
+  const stored = await served.load('devices')
+  const toy = stored?.docs.find(([c, id]) => c === 'devices' && id === 'toy-e2e')?.[2] as { status: string; lastConnectedAt?: string } | undefined
+  t.match(toy, { status: 'revoked', lastConnectedAt: /^\d{4}-/ }, 'the devices read model is stored, with when the toy was last seen')
+  const rebuilt = openSqliteReadModels(path.join(dir, 'rebuilt.readmodels.sqlite'))
+  t.teardown(() => rebuilt.close())
+  await rebuildProjections({ store: kennel.store, readModels: rebuilt, projections })
+  t.same(await dumpReadModels(rebuilt, names), await dumpReadModels(served, names))
 })
