@@ -89,12 +89,15 @@ function decodeRun(r: RunRow): Run {
   return { lastPosition: r.last_position, firstOrdinal: r.first_ordinal, positions, times: unpackRuns(r.times), digests: r.digests, digestLength: positions.length === 0 ? 0 : r.digests.length / positions.length, eventIds: JSON.parse(r.event_ids) as string[] }
 }
 
-const entryOf = (run: Run, i: number): StoredEntry => ({
-  ordinal: run.firstOrdinal + i,
-  position: run.positions[i]!,
-  time: new Date(run.times[i]!).toISOString(),
-  digest: Buffer.from(run.digests.subarray(i * run.digestLength, (i + 1) * run.digestLength)),
-})
+/** the entry at index i of a run; its digest a view of the run's (entries of a run mostly share
+ * a time, so the last one's text is kept) */
+let lastMs = Number.NaN
+let lastIso = ''
+function entryOf(run: Run, i: number): StoredEntry {
+  const ms = run.times[i]!
+  if (ms !== lastMs) (lastMs = ms), (lastIso = new Date(ms).toISOString())
+  return { ordinal: run.firstOrdinal + i, position: run.positions[i]!, time: lastIso, digest: run.digests.subarray(i * run.digestLength, (i + 1) * run.digestLength) }
+}
 
 /** index of `position` in a run, -1 when absent */
 function indexIn(run: Run, position: number): number {
@@ -153,17 +156,24 @@ const bucketKey = (index: number): string => `\u0000event:${index.toString(16).p
 const BLOCK = 65_536
 
 /** Postings of one projection not yet written, in the order added: a key id, a position and a
- * time (ms) each, in blocks of typed arrays; keys get ids as they first appear, and event-id
- * buckets are the ids below BUCKETS (no key string per event). */
+ * time (ms) each, in blocks of typed arrays. Keys get dense ids as they first appear: key names
+ * by a map, event-id buckets by their number (no key string per event). */
 class PostingBuffer {
   private readonly ids = new Map<string, number>()
-  private readonly names: string[] = []
+  /** bucket number → key id: an array for a from-zero load's buffer, which sees most of them */
+  private readonly bucketIds: Map<number, number> | Int32Array
+  /** per key id: its name, or its bucket number (names of buckets are made when written) */
+  private readonly keys: Array<string | number> = []
   /** per key id: the position of its newest posting (-1: none yet) */
-  private last: Float64Array = new Float64Array(BUCKETS + 1024).fill(-1)
+  private last: Float64Array = new Float64Array(64).fill(-1)
   private readonly blocks: Array<{ keyOf: Int32Array; positions: Float64Array; times: Float64Array }> = []
   /** per key-name table of a catch-up (EntryColumns.keyNames): its names' ids here (-1: not yet) */
   private readonly tables = new WeakMap<readonly string[], Int32Array>()
   size = 0
+
+  constructor(large = false) {
+    this.bucketIds = large ? new Int32Array(BUCKETS).fill(-1) : new Map()
+  }
 
   add(rows: readonly EntryRow[]): void {
     let lastTime = ''
@@ -206,17 +216,26 @@ class PostingBuffer {
 
   private bucketOf(eventId: string): number {
     const b = bucketIndex(eventId)
-    return b >= 0 ? b : this.idOf(eventBucket(eventId))
+    if (b < 0) return this.idOf(eventBucket(eventId))
+    if (this.bucketIds instanceof Int32Array) {
+      const id = this.bucketIds[b]!
+      return id >= 0 ? id : (this.bucketIds[b] = this.newId(b))
+    }
+    let id = this.bucketIds.get(b)
+    if (id === undefined) this.bucketIds.set(b, (id = this.newId(b)))
+    return id
   }
 
   private idOf(key: string): number {
     let id = this.ids.get(key)
-    if (id === undefined) {
-      id = BUCKETS + this.names.length
-      this.ids.set(key, id)
-      this.names.push(key)
-      if (id >= this.last.length) this.last = grow(this.last, -1)
-    }
+    if (id === undefined) this.ids.set(key, (id = this.newId(key)))
+    return id
+  }
+
+  private newId(key: string | number): number {
+    const id = this.keys.length
+    this.keys.push(key)
+    if (id >= this.last.length) this.last = grow(this.last, -1)
     return id
   }
 
@@ -233,27 +252,24 @@ class PostingBuffer {
     this.size++
   }
 
-  private nameOf(id: number): string {
-    return id < BUCKETS ? bucketKey(id) : this.names[id - BUCKETS]!
-  }
-
   /** every key with its postings ([position, ms, position, ms, …] in the order added) and their
    * time range, in key order: a counting sort by key id into one array, each key a view of it */
   *sorted(): Iterable<[key: string, postings: Float64Array, minTime: number, maxTime: number]> {
-    const keys = BUCKETS + this.names.length
+    const keys = this.keys.length
     const start = new Int32Array(keys + 1)
-    for (const { keyOf } of this.blocks) for (let i = 0; i < keyOf.length; i++) start[keyOf[i]! + 1]!++
-    // the last block's unused tail counted as key 0
-    start[1]! -= this.blocks.length * BLOCK - this.size
-    for (let k = 0; k < keys; k++) start[k + 1]! += start[k]!
-    const next = start.slice(0, keys)
     const out = new Float64Array(2 * this.size)
     const min = new Float64Array(keys).fill(Infinity)
     const max = new Float64Array(keys).fill(-Infinity)
+    const count = (b: number): number => (b === this.blocks.length - 1 ? this.size - b * BLOCK : BLOCK)
+    for (let b = 0; b < this.blocks.length; b++) {
+      const { keyOf } = this.blocks[b]!
+      for (let i = 0, n = count(b); i < n; i++) start[keyOf[i]! + 1]!++
+    }
+    for (let k = 0; k < keys; k++) start[k + 1]! += start[k]!
+    const next = start.slice(0, keys)
     for (let b = 0; b < this.blocks.length; b++) {
       const { keyOf, positions, times } = this.blocks[b]!
-      const n = b === this.blocks.length - 1 ? this.size - b * BLOCK : BLOCK
-      for (let i = 0; i < n; i++) {
+      for (let i = 0, n = count(b); i < n; i++) {
         const k = keyOf[i]!
         const at = 2 * next[k]!++
         const ms = times[i]!
@@ -263,13 +279,17 @@ class PostingBuffer {
         if (ms > max[k]!) max[k] = ms
       }
     }
-    const order: number[] = []
-    for (let k = 0; k < keys; k++) if (start[k + 1]! > start[k]!) order.push(k)
-    // bucket names sort as their numbers do, so only the others need comparing
-    const named = order.filter((k) => k >= BUCKETS).sort((a, b) => (this.nameOf(a) < this.nameOf(b) ? -1 : 1))
-    for (const k of mergeByName(order.filter((k) => k < BUCKETS), named, (k) => this.nameOf(k))) {
-      yield [this.nameOf(k), out.subarray(2 * start[k]!, 2 * start[k + 1]!), min[k]!, max[k]!]
+    // bucket names begin with U+0000 and sort as their numbers do: only the others need comparing
+    const buckets: number[] = []
+    const named: number[] = []
+    for (let k = 0; k < keys; k++) (typeof this.keys[k] === 'number' ? buckets : named).push(k)
+    buckets.sort((a, b) => (this.keys[a] as number) - (this.keys[b] as number))
+    named.sort((a, b) => ((this.keys[a] as string) < (this.keys[b] as string) ? -1 : 1))
+    const name = (k: number): string => {
+      const key = this.keys[k]!
+      return typeof key === 'number' ? bucketKey(key) : key
     }
+    for (const k of mergeByName(buckets, named, name)) yield [name(k), out.subarray(2 * start[k]!, 2 * start[k + 1]!), min[k]!, max[k]!]
   }
 }
 
@@ -364,7 +384,7 @@ class SqliteReadModels implements ReadModelStore {
         this.bulk.delete(c.name)
         continue
       }
-      const state = what === 'buffer' ? (this.bulk.get(c.name) ?? { buffer: new PostingBuffer(), position: 0 }) : { buffer: new PostingBuffer(), position: 0 }
+      const state = what === 'buffer' ? (this.bulk.get(c.name) ?? { buffer: new PostingBuffer(true), position: 0 }) : { buffer: new PostingBuffer(true), position: 0 }
       if (what === 'buffer') state.buffer.addChanges(c)
       state.position = c.position
       this.bulk.set(c.name, state)
