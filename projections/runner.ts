@@ -10,10 +10,10 @@ import type { EntryColumns, EntryRow, ProjectionChanges, ReadModelStore } from '
 // each event to the in-memory documents of the projections that have not seen it yet, and cuts
 // a batch every `batchSize` events or when delivery pauses. A long catch-up whose all-events
 // projections can apply it themselves (Projection.catchUp) reads only the other projections'
-// event types, up to the head known when it started; the subscription takes over from there. A batch's changed documents, entries
-// and checkpoints go to the read-model store in one transaction: after a crash the stored
-// documents are exactly the effect of the events up to the stored checkpoint, so the restart
-// applies every later event once. Events raised by projections (outbox) are appended after the
+// event types, up to the head known when it started; the subscription takes over from there.
+// A batch's changed documents, entries and checkpoints go to the read-model store in one
+// transaction: after a crash the stored documents are exactly the effect of the events up to
+// the stored checkpoint, so the restart applies every later event once. Events raised by projections (outbox) are appended after the
 // commit with deterministic ids, so a repeat after a crash is absorbed by the idempotent append.
 
 export interface RunnerOptions {
