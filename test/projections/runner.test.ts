@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { AuditPrefetcher, MIN_CATCH_UP } from '../../projections/audit/prefetch.ts'
 import { createAuditProjection } from '../../projections/audit/projection.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
@@ -126,4 +127,37 @@ t.test('a crash between applying and checkpointing neither applies an event twic
   const activity = await after.load('device-activity')
   const counted = activity!.docs.reduce((n, [, , d]) => n + (d as { count: number }).count, 0)
   t.equal(counted, 3500, 'each of the 3500 device events counted exactly once')
+})
+
+t.test('a crash during a catch-up in bulk (catch-up threads) neither applies an event twice nor skips one', async (t) => {
+  const { store, readModels, url, readModelFile, dir } = await sandbox(t)
+  await readModels.close()
+  const { privateKeyPem } = testKeys()
+  const key = Buffer.from(privateKeyPem).toString('base64')
+  const n = MIN_CATCH_UP + 3000
+  await appendAll(store, traffic(n))
+
+  for (const killAt of [3, 40]) {
+    const run = await runChild(url, readModelFile, key, killAt)
+    t.equal(run.signal, 'SIGKILL', `killed in batch ${killAt}`)
+  }
+  const killed = await runChild(url, readModelFile, key, undefined, 100)
+  t.ok(killed.signal === 'SIGKILL' || killed.lines.includes('caught-up'), 'killed mid-run by the parent')
+  // the first restart catches up and appends the heads it raised; the next ones apply those
+  for (let i = 0; i < 3; i++) t.ok((await runChild(url, readModelFile, key)).lines.includes('caught-up'), 'restart catches up')
+
+  const after = openSqliteReadModels(readModelFile)
+  t.teardown(() => after.close())
+  const fresh = openSqliteReadModels(path.join(dir, 'rebuilt.sqlite'))
+  t.teardown(() => fresh.close())
+  const { signerFromPem } = await import('../../projections/audit/keys.ts')
+  const projections = [deviceActivity, createAuditProjection({ signer: signerFromPem(privateKeyPem), headEveryEvents: 64, headEverySeconds: 86400 })]
+  const chunks = AuditPrefetcher.chunksProvided
+  const rebuilt = await rebuildProjections({ store, readModels: fresh, projections })
+  t.ok(AuditPrefetcher.chunksProvided > chunks, 'the reference rebuild went through the catch-up threads too')
+  t.equal((await after.load('audit'))?.position, rebuilt.head, 'the restarted runner reached the head')
+  const names = projections.map((p) => p.name)
+  t.same(await dumpReadModels(after, names), await dumpReadModels(fresh, names), 'the restarted read model equals a rebuild')
+  const activity = await after.load('device-activity')
+  t.equal(activity!.docs.reduce((sum, [, , d]) => sum + (d as { count: number }).count, 0), n, `each of the ${n} device events counted exactly once`)
 })
