@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AuditPrefetcher, MIN_CATCH_UP } from '../../projections/audit/prefetch.ts'
 import { createAuditProjection } from '../../projections/audit/projection.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
 import type { Projection } from '../../projections/projection.ts'
-import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic } from './helpers.ts'
+import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic, type Sandbox } from './helpers.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -114,19 +114,7 @@ t.test('a crash between applying and checkpointing neither applies an event twic
   await appendAll(store, traffic(500, 3))
   for (let i = 0; i < 3; i++) t.ok((await runChild(url, readModelFile, key)).lines.includes('caught-up'), 'restart catches up')
 
-  const after = openSqliteReadModels(readModelFile)
-  t.teardown(() => after.close())
-  const fresh = openSqliteReadModels(path.join(dir, 'rebuilt.sqlite'))
-  t.teardown(() => fresh.close())
-  const { signerFromPem } = await import('../../projections/audit/keys.ts')
-  const projections = [deviceActivity, createAuditProjection({ signer: signerFromPem(privateKeyPem), headEveryEvents: 64, headEverySeconds: 86400 })]
-  const rebuilt = await rebuildProjections({ store, readModels: fresh, projections })
-  t.equal((await after.load('audit'))?.position, rebuilt.head, 'the restarted runner reached the head')
-  const names = projections.map((p) => p.name)
-  t.same(await dumpReadModels(after, names), await dumpReadModels(fresh, names), 'the restarted read model equals a rebuild')
-  const activity = await after.load('device-activity')
-  const counted = activity!.docs.reduce((n, [, , d]) => n + (d as { count: number }).count, 0)
-  t.equal(counted, 3500, 'each of the 3500 device events counted exactly once')
+  await restartedEqualsRebuild(t, { store, readModelFile, dir }, privateKeyPem, 3500)
 })
 
 t.test('a crash during a catch-up in bulk (catch-up threads) neither applies an event twice nor skips one', async (t) => {
@@ -146,18 +134,25 @@ t.test('a crash during a catch-up in bulk (catch-up threads) neither applies an 
   // the first restart catches up and appends the heads it raised; the next ones apply those
   for (let i = 0; i < 3; i++) t.ok((await runChild(url, readModelFile, key)).lines.includes('caught-up'), 'restart catches up')
 
-  const after = openSqliteReadModels(readModelFile)
+  const chunks = AuditPrefetcher.chunksProvided
+  await restartedEqualsRebuild(t, { store, readModelFile, dir }, privateKeyPem, n)
+  t.ok(AuditPrefetcher.chunksProvided > chunks, 'the reference rebuild went through the catch-up threads too')
+})
+
+/** the read models the killed and restarted children left equal a rebuild, with every one of
+ * the `events` device events counted once */
+async function restartedEqualsRebuild(t: Test, sb: Pick<Sandbox, 'store' | 'readModelFile' | 'dir'>, privateKeyPem: string, events: number): Promise<void> {
+  const after = openSqliteReadModels(sb.readModelFile)
   t.teardown(() => after.close())
-  const fresh = openSqliteReadModels(path.join(dir, 'rebuilt.sqlite'))
+  const fresh = openSqliteReadModels(path.join(sb.dir, 'rebuilt.sqlite'))
   t.teardown(() => fresh.close())
   const { signerFromPem } = await import('../../projections/audit/keys.ts')
   const projections = [deviceActivity, createAuditProjection({ signer: signerFromPem(privateKeyPem), headEveryEvents: 64, headEverySeconds: 86400 })]
-  const chunks = AuditPrefetcher.chunksProvided
-  const rebuilt = await rebuildProjections({ store, readModels: fresh, projections })
-  t.ok(AuditPrefetcher.chunksProvided > chunks, 'the reference rebuild went through the catch-up threads too')
+  const rebuilt = await rebuildProjections({ store: sb.store, readModels: fresh, projections })
   t.equal((await after.load('audit'))?.position, rebuilt.head, 'the restarted runner reached the head')
   const names = projections.map((p) => p.name)
   t.same(await dumpReadModels(after, names), await dumpReadModels(fresh, names), 'the restarted read model equals a rebuild')
   const activity = await after.load('device-activity')
-  t.equal(activity!.docs.reduce((sum, [, , d]) => sum + (d as { count: number }).count, 0), n, `each of the ${n} device events counted exactly once`)
-})
+  const counted = activity!.docs.reduce((n, [, , d]) => n + (d as { count: number }).count, 0)
+  t.equal(counted, events, `each of the ${events} device events counted exactly once`)
+}
