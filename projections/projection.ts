@@ -52,8 +52,6 @@ export interface Projection {
 }
 
 export interface CatchUpHelper {
-  /** the position up to which it can apply: the head when the catch-up started */
-  readonly head: number
   /** apply the effect of every event after the last position applied, up to and including
    * `position` (at most `head`), appending what `apply` would have returned for each, as rows
    * or in columns */

@@ -10,10 +10,6 @@ export function canonicalEventText(e: RecordedEvent): string {
   return canonicalJsonFast({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
 }
 
-export function canonicalEventBytes(e: RecordedEvent): Buffer {
-  return Buffer.from(canonicalEventText(e), 'utf8')
-}
-
 /** canonicalEventText of a stored event whose data and metadata texts are canonical JSON (the
  * embedded store writes them so: storedJson), assembled from those texts without parsing them */
 export function canonicalStoredEventText(position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string): string {

@@ -13,7 +13,7 @@ import type { ChunkReply, ChunkRequest, PrefetchWorkerData } from './prefetch-th
 // events on the main thread; both give the same bytes.
 
 /** positions per chunk: a power of two, so that chunks are aligned subtrees of the Merkle tree */
-export const CHUNK = 2048
+const CHUNK = 2048
 /** chunks requested ahead of the one being applied, per thread */
 const AHEAD = 4
 /** a shorter catch-up is not worth the threads' start */
@@ -21,11 +21,10 @@ export const MIN_CATCH_UP = 20_000
 
 const WORKER_URL = new URL('./prefetch-worker.js', import.meta.url)
 
-/** A chunk as the projection applies it: positions (after, upTo], those found in `positions`;
+/** A chunk as the projection applies it: the positions found up to `upTo` (its last position);
  * the columns of EntryColumns, each event's time and key ids resolved against its thread's
  * key-name table. */
 export interface AuditChunk {
-  after: number
   upTo: number
   positions: Float64Array
   eventIds: string[]
@@ -110,7 +109,6 @@ export class AuditPrefetcher {
     const times: string[] = new Array(timeOf.length)
     for (let i = 0; i < timeOf.length; i++) times[i] = r.times[timeOf[i]!]!
     const chunk: AuditChunk = {
-      after: r.id * CHUNK,
       upTo: (r.id + 1) * CHUNK,
       positions: new Float64Array(r.positions),
       eventIds: JSON.parse(r.eventIds) as string[],

@@ -100,7 +100,6 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       if (!prefetcher) return undefined
       let done = after
       return {
-        head,
         async applyThrough(tx, position, entries, columns) {
           const tree = load(tx)
           // the same instance for apply, should the threads stop

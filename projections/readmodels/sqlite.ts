@@ -64,6 +64,13 @@ const toMs = (iso: string): number => {
   return Number.isFinite(ms) ? ms : 0
 }
 
+/** toMs of the events of a commit, which mostly share their time: each new text parsed once */
+function timesInMs(): (iso: string) => number {
+  let last = ''
+  let ms = 0
+  return (iso) => (iso === last ? ms : ((last = iso), (ms = toMs(iso))))
+}
+
 interface RunRow {
   last_position: number
   first_ordinal: number
@@ -176,11 +183,9 @@ class PostingBuffer {
   }
 
   add(rows: readonly EntryRow[]): void {
-    let lastTime = ''
-    let ms = 0
+    const msOf = timesInMs()
     for (const { position, eventId, time, entry } of rows) {
-      // a commit's events mostly share their time: parse it once
-      if (time !== lastTime) (lastTime = time), (ms = toMs(time))
+      const ms = msOf(time)
       this.push(this.bucketOf(eventId), position, ms)
       for (const key of entry.keys) this.push(this.idOf(key), position, ms)
     }
@@ -198,11 +203,9 @@ class PostingBuffer {
       if (ids !== undefined) bigger.set(ids)
       this.tables.set(c.keyNames, (ids = bigger))
     }
-    let lastTime = ''
-    let ms = 0
+    const msOf = timesInMs()
     for (let at = c.start; at < c.start + c.length; at++) {
-      const time = c.times[at]!
-      if (time !== lastTime) (lastTime = time), (ms = toMs(time))
+      const ms = msOf(c.times[at]!)
       const position = c.positions[at]!
       this.push(this.bucketOf(c.eventIds[at]!), position, ms)
       for (let k = c.keyStarts[at]!; k < c.keyStarts[at + 1]!; k++) {
@@ -397,13 +400,8 @@ class SqliteReadModels implements ReadModelStore {
     for (let from = c.start; from < end; from += RUN) {
       const to = Math.min(from + RUN, end)
       const times = new Float64Array(to - from)
-      let lastTime = ''
-      let ms = 0
-      for (let i = from; i < to; i++) {
-        const time = c.times[i]!
-        if (time !== lastTime) (lastTime = time), (ms = toMs(time))
-        times[i - from] = ms
-      }
+      const msOf = timesInMs()
+      for (let i = from; i < to; i++) times[i - from] = msOf(c.times[i]!)
       const digests = Buffer.from(c.digests.buffer, c.digests.byteOffset + from * 32, (to - from) * 32)
       this.putRun(name, c.firstOrdinal + from - c.start, c.positions.subarray(from, to), times, digests, c.eventIds.slice(from, to))
     }
@@ -421,13 +419,11 @@ class SqliteReadModels implements ReadModelStore {
       const times = new Float64Array(n)
       const digests = Buffer.allocUnsafe(n * first.digest.length)
       const ids: string[] = new Array(n)
-      let lastTime = ''
-      let ms = 0
+      const msOf = timesInMs()
       for (let k = 0; k < n; k++) {
         const { position, eventId, time, entry } = entries[start + k]!
-        if (time !== lastTime) (lastTime = time), (ms = toMs(time))
         positions[k] = position
-        times[k] = ms
+        times[k] = msOf(time)
         digests.set(entry.digest, k * first.digest.length)
         ids[k] = eventId
       }
