@@ -233,20 +233,25 @@ class Runner implements ProjectionRunner {
       let events: RecordedEvent[] = []
       let next = 0
       while (current() && this.pos < head) {
-        if (next === events.length && read < head) {
-          const got = await this.o.store.readAll({ after: read, maxCount: 1000, filter: { types } })
-          events = got.filter((e) => e.position <= head)
-          next = 0
-          read = got.length < 1000 || events.length < got.length ? head : got.at(-1)!.position
-        }
-        const event = events[next]
-        const target = Math.min(event?.position ?? head, this.pos + batch)
+        // projections are independent: the helpers go to the batch's end in one step, then
+        // the others are given their events up to it
+        const target = Math.min(head, this.pos + batch)
         for (const [i, s] of all.entries()) {
           if (target <= s.applied) continue
           await helpers[i]!.applyThrough(s.tx, target, s.entries, s.columns)
           s.applied = target
         }
-        if (event !== undefined && event.position === target) {
+        for (;;) {
+          if (next === events.length) {
+            if (read >= target) break
+            const got = await this.o.store.readAll({ after: read, maxCount: 1000, filter: { types } })
+            events = got.filter((e) => e.position <= head)
+            next = 0
+            read = got.length < 1000 || events.length < got.length ? head : got.at(-1)!.position
+            continue
+          }
+          const event = events[next]!
+          if (event.position > target) break
           next++
           this.applyTo(others, event)
         }

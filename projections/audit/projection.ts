@@ -121,7 +121,10 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
                 else tree.push(chunk.leaves.subarray(end * 32, end * 32 + 32))
                 observe(tx, tree, chunk.times[end]!, chunk.heads.get(end))
               }
-              if (end > start) columns.push({ start, length: end - start, positions: chunk.positions, eventIds: chunk.eventIds, times: chunk.times, digests: chunk.leaves, firstOrdinal, keyNames: chunk.keyNames, keys: chunk.keys, keyStarts: chunk.keyStarts })
+              const last = columns.at(-1)
+              // a step that goes on where the last one stopped in the same chunk extends it
+              if (end > start && last?.positions === chunk.positions && last.start + last.length === start && last.firstOrdinal + last.length === firstOrdinal) last.length += end - start
+              else if (end > start) columns.push({ start, length: end - start, positions: chunk.positions, eventIds: chunk.eventIds, times: chunk.times, digests: chunk.leaves, firstOrdinal, keyNames: chunk.keyNames, keys: chunk.keys, keyStarts: chunk.keyStarts })
             }
             done = upTo
           }
