@@ -3,7 +3,7 @@ import Database from 'better-sqlite3'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import { canonicalStoredEventText } from './canonical.ts'
 import { headSizeOf, KEY_KINDS, visitKeys } from './lookup-keys.ts'
-import { CompactRange, eventLeaf, leafOfCanonicalText } from './merkle.ts'
+import { CompactRange, eventLeaf, leafOfCanonicalTextInto } from './merkle.ts'
 
 // An audit catch-up thread (see prefetch.ts): a read-only connection of its own to the SQLite
 // event store, answering a range of positions with everything the audit projection takes from
@@ -75,7 +75,7 @@ port.on('message', (m: ChunkRequest) => {
   const ids: string[] = new Array(n)
   const times: string[] = []
   const timeOf = new Int32Array(n)
-  const leaves = new Uint8Array(n * 32)
+  const leaves = Buffer.from(new ArrayBuffer(n * 32))
   const merged = new Uint8Array(n * 32)
   const keyStarts = new Int32Array(n + 1)
   const keys: number[] = []
@@ -88,12 +88,13 @@ port.on('message', (m: ChunkRequest) => {
     const [position, id, stream, revision, type, time] = r
     const data: unknown = JSON.parse(r[6])
     const metadata = JSON.parse(r[7]) as RecordedEvent['metadata']
-    const leaf = canonical ? leafOfCanonicalText(canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7])) : eventLeaf({ id, type, stream, revision, position, time, data, metadata })
+    if (canonical) leafOfCanonicalTextInto(canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7]), leaves, i * 32)
+    else leaves.set(eventLeaf({ id, type, stream, revision, position, time, data, metadata }), i * 32)
+    const leaf = leaves.subarray(i * 32, i * 32 + 32)
     positions[i] = position
     ids[i] = id
     if (times.length === 0 || times[times.length - 1] !== time) times.push(time)
     timeOf[i] = times.length - 1
-    leaves.set(leaf, i * 32)
     if (dense === i && position === m.after + 1 + i) {
       subtree.push(leaf)
       merged.set(subtree.stack[subtree.stack.length - 1]!, i * 32)
