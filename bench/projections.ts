@@ -58,15 +58,20 @@ const item = (i: number): { stream: string; event: NewEvent } => (i < 2 * DEVICE
 export async function run(opts: BenchOptions): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-bench-proj-'))
   try {
-    const store = await openEventStore(`sqlite:${path.join(dir, 'events.sqlite')}`, { environment: 'test' })
+    const file = `sqlite:${path.join(dir, 'events.sqlite')}`
+    const writer = await openEventStore(file, { environment: 'test' })
     for (let i = 0; i < EVENTS; i += PER_APPEND) {
       const byStream = new Map<string, NewEvent[]>()
       for (let k = i; k < Math.min(i + PER_APPEND, EVENTS); k++) {
         const { stream, event } = item(k)
         byStream.set(stream, [...(byStream.get(stream) ?? []), event])
       }
-      await Promise.all([...byStream].map(([stream, events]) => store.append(stream, events)))
+      await Promise.all([...byStream].map(([stream, events]) => writer.append(stream, events)))
     }
+    // the rebuild reads the store as `kennel projections rebuild` finds it: closed by the
+    // process that wrote it, and opened afresh
+    await writer.close()
+    const store = await openEventStore(file, { environment: 'test' })
     const { privateKey, publicKey } = generateKeyPairSync('ed25519')
     const signer = signerFromPem(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString())
     const verifier = verifierFromPem(publicKey.export({ type: 'spki', format: 'pem' }).toString())
