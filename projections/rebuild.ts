@@ -38,6 +38,7 @@ export async function rebuildProjections(o: RebuildOptions): Promise<RebuildResu
     projections: chosen,
     batchSize: o.batchSize ?? 5000,
     log: o.log,
+    failFast: true,
     onCommit: (position) => o.onProgress?.(position, head),
   })
   try {

@@ -29,6 +29,10 @@ export interface RunnerOptions {
   onCommit?: (position: number) => void
   /** test hook: runs inside each batch after apply and before the commit */
   beforeCommit?: (position: number) => void
+  /** a failure ends the runner instead of being retried: `caughtUp` and every `waitFor` reject
+   * with it (a rebuild reports a projection that throws or a store that refuses its writes;
+   * a server keeps retrying) */
+  failFast?: boolean
 }
 
 export interface Lag {
@@ -115,7 +119,9 @@ class Runner implements ProjectionRunner {
   /** the catch-up in bulk, while it runs; `generation` moves on when it must stop early */
   private bulk: Promise<void> | undefined
   private generation = 0
-  private readonly waiters = new Set<{ position: number; resolve: () => void }>()
+  private readonly waiters = new Set<{ position: number; resolve: () => void; reject: (err: Error) => void }>()
+  /** what ended a failFast runner */
+  private failure: Error | undefined
   private resolveCaughtUp!: () => void
   private rejectCaughtUp!: (err: Error) => void
   readonly caughtUp: Promise<void>
@@ -292,7 +298,15 @@ class Runner implements ProjectionRunner {
   }
 
   private onError(err: Error): void {
-    if (this.stopping) return
+    if (this.stopping || this.failure) return
+    if (this.o.failFast) {
+      this.failure = err
+      this.generation++
+      this.rejectCaughtUp(err)
+      for (const w of this.waiters) w.reject(err)
+      this.waiters.clear()
+      return
+    }
     if (isKennelError(err, 'KENNEL_ERR_WRONG_EXPECTED_REVISION')) {
       this.o.log?.warn({ err: err.message }, 'read models were moved by another process; reloading')
       void this.restart(0)
@@ -412,8 +426,9 @@ class Runner implements ProjectionRunner {
 
   waitFor(target: number, timeoutMs = 5000): Promise<void> {
     if (target <= this.committed) return Promise.resolve()
+    if (this.failure) return Promise.reject(this.failure)
     return new Promise((resolve, reject) => {
-      const w = { position: target, resolve: () => (clearTimeout(timer), resolve()) }
+      const w = { position: target, resolve: () => (clearTimeout(timer), resolve()), reject: (err: Error) => (clearTimeout(timer), reject(err)) }
       const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))), timeoutMs)
       this.waiters.add(w)
     })
@@ -433,6 +448,14 @@ class Runner implements ProjectionRunner {
     await this.restarting
     await this.bulk
     await this.sub?.stop()
+    if (this.failure) {
+      // what was applied after the last commit may hold half of the event that failed: only
+      // what is committed is kept (as on a restart), and the next run applies from there
+      await this.chain.catch(() => {})
+      await this.outbox.catch(() => {})
+      await this.o.readModels.settle().catch(() => {})
+      return
+    }
     await this.settle().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
   }
 }

@@ -72,6 +72,44 @@ t.test('rebuilding from zero gives the same read models as building incrementall
   t.same(await dumpReadModels(fresh, names), await dumpReadModels(readModels, names))
 })
 
+/** a projection with a bug: it throws at the event at `at`, every time it is given it */
+const failingAt = (at: number): Projection => ({
+  name: 'fails',
+  version: 1,
+  eventTypes: ['PublishAccepted'],
+  apply(tx, e) {
+    tx.put('seen', e.id, { position: e.position })
+    if (e.position === at) throw new Error(`projection bug at ${at}`)
+  },
+})
+
+/** the rebuild's outcome, or 'hung' when it has neither finished nor failed after 60 s */
+const outcome = (p: Promise<unknown>): Promise<unknown> =>
+  Promise.race([p.then(() => 'finished', (err: unknown) => err), new Promise((r) => setTimeout(r, 60_000, 'hung').unref())])
+
+t.test('a rebuild whose projection throws fails with that error instead of retrying for ever, and stores nothing of the failing event', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  await appendAll(store, traffic(300))
+  const at = (await store.readAll({ after: 200, maxCount: 50, filter: { types: ['PublishAccepted'] } })).at(-1)!.position
+  const failed = await outcome(rebuildProjections({ store, readModels, projections: [failingAt(at)], batchSize: 64 }))
+  t.ok(failed instanceof Error && failed.message === `projection bug at ${at}`, `the rebuild rejects with the projection's error (got ${String(failed)})`)
+  const stored = await readModels.load('fails')
+  t.ok((stored?.position ?? 0) < at, 'the checkpoint stays before the failing event')
+  const seen = (stored?.docs ?? []).map(([, , doc]) => (doc as { position: number }).position)
+  t.ok(seen.every((p) => p <= (stored?.position ?? 0)), 'no document written past the checkpoint (half of the failing event is not kept)')
+})
+
+t.test('a rebuild in bulk (catch-up threads) whose other projection throws fails with that error', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  await appendAll(store, traffic(MIN_CATCH_UP + 2000))
+  const { signer } = testKeys()
+  const at = (await store.readAll({ after: MIN_CATCH_UP / 2, maxCount: 1, filter: { types: ['PublishAccepted'] } }))[0]!.position
+  const projections = [createAuditProjection({ signer, headEveryEvents: 5000, headEverySeconds: 86400 }), failingAt(at)]
+  const failed = await outcome(rebuildProjections({ store, readModels, projections }))
+  t.ok(failed instanceof Error && failed.message === `projection bug at ${at}`, `the rebuild rejects with the projection's error (got ${String(failed)})`)
+  t.ok(((await readModels.load('fails'))?.position ?? 0) < at, 'the checkpoint stays before the failing event')
+})
+
 interface ChildRun {
   lines: string[]
   signal: NodeJS.Signals | null
