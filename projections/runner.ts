@@ -122,6 +122,9 @@ class Runner implements ProjectionRunner {
   private readonly waiters = new Set<{ position: number; resolve: () => void; reject: (err: Error) => void }>()
   /** what ended a failFast runner */
   private failure: Error | undefined
+  /** an apply or a commit failed: what is in memory past the stored checkpoints may hold half of
+   * an event, so nothing more is committed until the read models are reloaded from the store */
+  private discarding = false
   private resolveCaughtUp!: () => void
   private rejectCaughtUp!: (err: Error) => void
   readonly caughtUp: Promise<void>
@@ -170,7 +173,7 @@ class Runner implements ProjectionRunner {
       },
       (err: unknown) => {
         this.bulk = undefined
-        if (generation === this.generation) this.onError(err instanceof Error ? err : new Error(String(err)))
+        if (generation === this.generation) this.onError(asError(err))
       },
     )
   }
@@ -203,6 +206,7 @@ class Runner implements ProjectionRunner {
       })
     }
     this.states = states
+    this.discarding = false
     this.pos = states.length === 0 ? 0 : Math.min(...states.map((s) => s.applied))
     this.committed = this.pos
   }
@@ -215,7 +219,7 @@ class Runner implements ProjectionRunner {
         void this.settle().then(() => {
           this.isCaughtUp = true
           this.resolveCaughtUp()
-        }, () => {})
+        }, (err: unknown) => this.onError(asError(err)))
       },
       onError: (err) => this.onError(err),
     })
@@ -292,12 +296,13 @@ class Runner implements ProjectionRunner {
       this.flushScheduled = true
       setImmediate(() => {
         this.flushScheduled = false
-        void this.flush().catch(() => {})
+        void this.flush().catch((err: unknown) => this.onError(asError(err)))
       })
     }
   }
 
   private onError(err: Error): void {
+    this.discarding = true
     if (this.stopping || this.failure) return
     if (this.o.failFast) {
       this.failure = err
@@ -361,6 +366,7 @@ class Runner implements ProjectionRunner {
   }
 
   private async commit(): Promise<void> {
+    if (this.discarding) return
     const changes: ProjectionChanges[] = []
     for (const s of this.states) {
       if (s.applied === s.stored && !s.tx.changed) continue
@@ -421,7 +427,7 @@ class Runner implements ProjectionRunner {
       s.projection.tick(s.tx, now)
       wrote ||= s.tx.changed
     }
-    if (wrote) void this.flush().catch((err: unknown) => this.o.log?.warn({ err }, 'tick commit failed'))
+    if (wrote) void this.flush().catch((err: unknown) => this.onError(asError(err)))
   }
 
   waitFor(target: number, timeoutMs = 5000): Promise<void> {
@@ -448,14 +454,8 @@ class Runner implements ProjectionRunner {
     await this.restarting
     await this.bulk
     await this.sub?.stop()
-    if (this.failure) {
-      // what was applied after the last commit may hold half of the event that failed: only
-      // what is committed is kept (as on a restart), and the next run applies from there
-      await this.chain.catch(() => {})
-      await this.outbox.catch(() => {})
-      await this.o.readModels.settle().catch(() => {})
-      return
-    }
     await this.settle().catch((err: unknown) => this.o.log?.warn({ err }, 'final read-model commit failed'))
   }
 }
+
+const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)))

@@ -110,6 +110,57 @@ t.test('a rebuild in bulk (catch-up threads) whose other projection throws fails
   t.ok(((await readModels.load('fails'))?.position ?? 0) < at, 'the checkpoint stays before the failing event')
 })
 
+t.test('a server runner whose projection throws once retries from its last commit and applies no event twice', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  await appendAll(store, traffic(300))
+  let thrown = false
+  const at = 150
+  const counting: Projection = {
+    name: 'counting',
+    version: 1,
+    eventTypes: ['DeviceConnected', 'PublishAccepted'],
+    apply(tx, e) {
+      // changes the document before it fails: the change must not be kept
+      tx.put('total', 'all', { count: (tx.get<{ count: number }>('total', 'all')?.count ?? 0) + 1 })
+      if (e.position === at && !thrown) ((thrown = true), (() => { throw new Error('transient bug') })())
+    },
+  }
+  const runner = await startProjectionRunner({ store, readModels, projections: [counting], batchSize: 64 })
+  await runner.waitFor(300, 30_000)
+  t.ok(thrown, 'the projection failed once')
+  t.equal(runner.docs.get<{ count: number }>('total', 'all')?.count, 300, 'every event counted once in memory')
+  await runner.stop()
+  const stored = await readModels.load('counting')
+  t.equal(stored?.position, 300)
+  t.same(stored?.docs.map(([, , doc]) => doc), [{ count: 300 }], 'every event counted once in the stored read model')
+})
+
+t.test('a live commit that fails is retried from the stored checkpoint: no change is lost', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  let refused = false
+  let commits = 0
+  const runner = await startProjectionRunner({
+    store,
+    readModels,
+    projections: [deviceActivity],
+    batchSize: 10_000,
+    beforeCommit: (position) => {
+      if (position > 0 && !refused) ((refused = true), (() => { throw new Error('disk full') })())
+      commits++
+    },
+  })
+  await runner.caughtUp
+  await appendAll(store, traffic(50))
+  await appendAll(store, traffic(50, 3))
+  await runner.waitFor(100, 30_000)
+  t.ok(refused && commits > 0, 'the first commit of events was refused, a later one was not')
+  await runner.stop()
+  const stored = await readModels.load('device-activity')
+  t.equal(stored?.position, 100)
+  const total = (stored?.docs ?? []).reduce((n, [, , doc]) => n + (doc as { count: number }).count, 0)
+  t.equal(total, 100, 'every event counted once in the stored read model, those of the refused commit too')
+})
+
 interface ChildRun {
   lines: string[]
   signal: NodeJS.Signals | null
