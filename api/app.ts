@@ -71,7 +71,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
   const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, now })
-  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
   await followed.caughtUp
 
   const ctx: ApiContext = {

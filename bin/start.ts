@@ -79,7 +79,7 @@ async function startProjections(config: Config, store: EventStore, readModels: R
 // The MQTT broker (broker/): certificates checked against the devices read model, revocations
 // followed from the store (R2, R3).
 async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls: { cert: string; key: string }, registry: Registry, log: Logger, stops: Stops): Promise<Broker> {
-  const devices = followProjections(store, [devicesProjection])
+  const devices = followProjections(store, [devicesProjection], log.child({ component: 'broker-devices' }))
   stops.push(() => devices.stop())
   await devices.caughtUp
   const broker = await createBroker({

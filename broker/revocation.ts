@@ -81,6 +81,9 @@ export function followRevocations(store: EventStore, log: Logger, handlers: Cred
         live = true
         resolve()
       },
+      onRetry(err, delayMs) {
+        log.warn({ err: err.message, delayMs }, 'revocation follower: reading the event store failed; retrying')
+      },
       onError(err) {
         log.error({ err }, 'revocation follower stopped')
         reject(err)

@@ -1,4 +1,5 @@
-import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
+import type { EventStore } from '../infra/eventstore/port.ts'
+import type { Logger } from '../infra/log.ts'
 import { ALL_EVENTS, MemoryDocuments, type Documents, type Projection } from './projection.ts'
 
 export interface FollowedProjections {
@@ -15,8 +16,9 @@ export interface FollowedProjections {
 
 /** Follow the store from the beginning and keep the projections' documents in memory. Used by
  * processes that need read models without persisting them (the CLI, tests); the server uses the
- * persistent runner. `onEvent` sees every event after it is applied. */
-export function followProjections(store: EventStore, projections: readonly Projection[], onEvent?: (event: RecordedEvent) => void): FollowedProjections {
+ * persistent runner. A failed read is retried (logged as a warning); a projection that throws
+ * stops them, logged as an error. */
+export function followProjections(store: EventStore, projections: readonly Projection[], log?: Pick<Logger, 'warn' | 'error'>): FollowedProjections {
   const docs = new MemoryDocuments()
   const byType = new Map<string, Projection[]>()
   for (const p of projections) for (const type of p.eventTypes) byType.set(type, [...(byType.get(type) ?? []), p])
@@ -35,11 +37,14 @@ export function followProjections(store: EventStore, projections: readonly Proje
       for (const p of everything) p.apply(docs, event)
       for (const p of byType.get(event.type) ?? []) p.apply(docs, event)
       position = event.position
-      onEvent?.(event)
       for (const w of waiters) if (w.position <= position) (waiters.delete(w), w.resolve())
     },
     onCaughtUp: () => resolveCaughtUp(),
-    onError: (err) => rejectCaughtUp(err),
+    onRetry: (err, delayMs) => log?.warn({ err: err.message, delayMs }, 'in-memory read models: reading the event store failed; retrying'),
+    onError: (err) => {
+      log?.error({ err }, 'in-memory read models stopped following the event store')
+      rejectCaughtUp(err)
+    },
   })
   return {
     docs,

@@ -221,6 +221,7 @@ class Runner implements ProjectionRunner {
           this.resolveCaughtUp()
         }, (err: unknown) => this.onError(asError(err)))
       },
+      onRetry: (err, delayMs) => this.o.log?.warn({ err: err.message, delayMs }, 'projections: reading the event store failed; retrying'),
       onError: (err) => this.onError(err),
     })
   }

@@ -84,8 +84,12 @@ export interface SubscribeOptions {
   onEvent: (event: RecordedEvent) => void | Promise<void>
   /** called once, when the subscription has delivered every event that existed when it caught up */
   onCaughtUp?: () => void
-  /** called when the subscription stops because of an error (store failure or onEvent throw) */
+  /** called when the subscription stops because of an error: onEvent threw, the store was
+   * closed, or (EventStoreDB) the server ended the subscription */
   onError?: (err: Error) => void
+  /** called when a read from the store failed and will be retried after `delayMs` from the same
+   * position (embedded and PostgreSQL stores: a restarting database does not end a subscription) */
+  onRetry?: (err: Error, delayMs: number) => void
 }
 
 export interface Subscription {

@@ -1,3 +1,4 @@
+import { isKennelError } from '../errors.ts'
 import type { EventFilter, RecordedEvent, SubscribeOptions, Subscription } from './port.ts'
 
 /** Wakes waiting readers when the store may hold new events. A version counter closes the race
@@ -48,19 +49,45 @@ export interface PullSource {
 }
 
 const BATCH = 1000
+/** a failed read is retried after 100 ms, doubling up to 5 s */
+export const RETRY_FIRST_MS = 100
+export const RETRY_MAX_MS = 5000
 
 /** A catch-up subscription over a pull source: reads from `after` in batches, signals caughtUp
  * once when a read reaches the head, then waits for changes. Each event is delivered exactly
- * once, in global order, because the next read always starts after the last delivered position. */
+ * once, in global order, because the next read always starts after the last delivered position.
+ * A read that fails (the database restarting, a dropped connection) is retried with backoff from
+ * that same position; only a closed store or a throwing handler stops the subscription. */
 export function pullSubscription(source: PullSource, options: SubscribeOptions): Subscription {
   let stopped = false
   let after = options.after ?? 0
   let caughtUp = false
+  let failures = 0
+  let wake: (() => void) | undefined
+
+  const read = async (): Promise<RecordedEvent[] | undefined> => {
+    try {
+      const batch = await source.readBatch(after, BATCH, options.filter)
+      failures = 0
+      return batch
+    } catch (err) {
+      if (stopped || isKennelError(err, 'KENNEL_ERR_EVENTSTORE_CLOSED')) throw err
+      const delayMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** failures++)
+      options.onRetry?.(err instanceof Error ? err : new Error(String(err)), delayMs)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs)
+        wake = () => (clearTimeout(timer), resolve())
+      })
+      wake = undefined
+      return undefined
+    }
+  }
 
   const run = async (): Promise<void> => {
     while (!stopped) {
       const seen = source.notifier.current
-      const batch = await source.readBatch(after, BATCH, options.filter)
+      const batch = await read()
+      if (batch === undefined) continue
       for (const event of batch) {
         if (stopped) return
         await options.onEvent(event)
@@ -88,6 +115,7 @@ export function pullSubscription(source: PullSource, options: SubscribeOptions):
     closed,
     async stop() {
       stopped = true
+      wake?.()
       source.notifier.wakeAll()
       await closed
     },

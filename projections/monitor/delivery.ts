@@ -44,6 +44,7 @@ export async function startAlertDelivery(o: AlertDeliveryOptions): Promise<Alert
       await o.readModels.setCursor(CURSOR, e.position)
     },
     onCaughtUp: () => resolveCaughtUp(),
+    onRetry: (err, delayMs) => o.log.warn({ err: err.message, delayMs }, 'alert delivery: reading the event store failed; retrying'),
     onError: (err) => o.log.error({ err }, 'alert delivery stopped'),
   })
   return {

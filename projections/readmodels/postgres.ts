@@ -33,6 +33,9 @@ export async function openPostgresReadModels(url: string, options: PostgresReadM
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
   u.searchParams.delete('schema')
   const pool = new pg.Pool({ connectionString: u.toString(), max: 4 })
+  // an idle connection the server drops (a restart, an admin) is removed by the pool and the next
+  // query reconnects; without a listener its 'error' event would end the process
+  pool.on('error', () => {})
   try {
     await pool.query(schemaSql(schema))
   } catch (err) {

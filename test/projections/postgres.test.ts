@@ -102,3 +102,19 @@ t.test('an embedded store rebuilt into PostgreSQL read models: the catch-up thre
   t.same(await dumpReadModels(readModels, names), await dumpReadModels(sb.readModels, names), 'the same documents and entries as the embedded read models')
   for (const key of ['device:toy-3', 'credential:cert:aa7']) t.same(await readModels.lookup('audit', key), await sb.readModels.lookup('audit', key), key)
 })
+
+t.test('a read-model connection the database drops does not end the process; the next query reconnects', { skip }, async (t) => {
+  const { url, schema, sql } = await freshSchema(t)
+  // the pool's connections carry the schema's name, so only they are dropped
+  const named = new URL(url)
+  named.searchParams.set('application_name', schema)
+  const readModels = await openPostgresReadModels(named.toString())
+  t.teardown(() => readModels.close())
+  await readModels.reset('device-activity')
+  t.equal(await readModels.load('device-activity'), undefined)
+  const dropped = await sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [schema])
+  t.ok(dropped.rowCount! > 0, 'the idle connections were dropped by the server')
+  await new Promise((r) => setTimeout(r, 300))
+  t.equal(await readModels.load('device-activity'), undefined, 'the next query runs on a new connection')
+})
+

@@ -109,4 +109,35 @@ if (reachable) {
     while (!seen.includes(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
     t.same(seen, [id])
   })
+  t.test('a subscription outlives a database that fails its reads: they are retried from the same position', async (t) => {
+    const { schema, url } = freshSchema(t)
+    const store = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => store.close())
+    await store.append('s', [{ type: 'X', data: { i: 1 } }])
+    const got: number[] = []
+    const retries: number[] = []
+    let stopped: Error | undefined
+    let caughtUp!: () => void
+    const ready = new Promise<void>((r) => (caughtUp = r))
+    const sub = store.subscribe({
+      onEvent: (e) => void got.push((e.data as { i: number }).i),
+      onCaughtUp: () => caughtUp(),
+      onRetry: (_err, delayMs) => void retries.push(delayMs),
+      onError: (err) => (stopped = err),
+    })
+    t.teardown(() => sub.stop())
+    await ready
+    // the table is away: every read fails, as while the database restarts
+    await admin.query(`ALTER TABLE "${schema}".events RENAME TO events_away`)
+    const deadline = Date.now() + 10_000
+    while (retries.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    t.ok(retries.length >= 3, `failed reads are retried (${retries.length} retries)`)
+    t.ok(retries.every((d, i) => i === 0 || d >= retries[i - 1]!), `with backoff (${retries.join(', ')} ms)`)
+    await admin.query(`ALTER TABLE "${schema}".events_away RENAME TO events`)
+    const { position } = await store.append('s', [{ type: 'X', data: { i: 2 } }])
+    while (!got.includes(2) && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 20))
+    t.same(got, [1, 2], 'the event appended after the outage is delivered, and none twice')
+    t.equal(stopped, undefined, 'the subscription did not stop')
+    t.ok(position > 1)
+  })
 }
