@@ -54,7 +54,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const mqtt = await broker.listen(config.mqttPort, config.host)
     log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
     const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
-    const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config) })
+    const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents })
     const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, log, stops)
     log.info({ host: config.host, port: api, metricsPort: metrics }, 'HTTPS API listening')
     return { config, store, ca, broker, projections, ports: { mqtt, api, metrics }, stop }

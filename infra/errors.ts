@@ -66,6 +66,8 @@ export const errorCatalogue = {
   KENNEL_ERR_KEY_SHREDDED: { http: 410, exit: 65 },
   // audit (R16, R17)
   KENNEL_ERR_AUDIT_TAMPERED: { http: 409, exit: 1 },
+  /** a stored event that cannot be read back (its JSON was edited outside kennel) */
+  KENNEL_ERR_EVENT_CORRUPT: { http: 500, exit: 1 },
   KENNEL_ERR_PROOF_INVALID: { http: 400, exit: 1 },
   KENNEL_ERR_CREDENTIAL_INVALID: { http: 400, exit: 64 },
   // production deployment definition (R14)

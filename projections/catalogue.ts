@@ -56,7 +56,7 @@ export function publicKeyFile(config: Config): string {
 }
 
 /** what the API's auditor routes call (api/audit/routes.ts AuditPort) */
-export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[] }): {
+export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number }): {
   verify(): Promise<Record<string, unknown>>
   breachReport(request: { credential: string; from: string; to: string; actor: string }): Promise<Record<string, unknown>>
 } {

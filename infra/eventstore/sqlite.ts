@@ -153,9 +153,18 @@ const toRecorded = (r: Row): RecordedEvent => ({
   revision: r[3],
   position: r[0],
   time: r[5],
-  data: JSON.parse(r[6]),
-  metadata: JSON.parse(r[7]),
+  data: parseColumn(r[6], 'data', r[0]),
+  metadata: parseColumn(r[7], 'metadata', r[0]) as RecordedEvent['metadata'],
 })
+
+/** the store only ever writes JSON here: text that is not JSON was written by something else */
+function parseColumn(text: string, column: string, position: number): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new KennelError('KENNEL_ERR_EVENT_CORRUPT', `the stored event at position ${position} has ${column} that is not JSON: the store was changed outside kennel`, { position })
+  }
+}
 
 export interface SqliteOptions extends OpenOptions {
   /** interval at which commits by other processes are noticed (PRAGMA data_version) */

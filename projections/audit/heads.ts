@@ -14,11 +14,30 @@ export async function readHeads(store: EventStore): Promise<StoredHead[]> {
   return events.filter((e) => e.type === 'TreeHeadSigned').map((e) => ({ head: e.data as TreeHead, position: e.position }))
 }
 
+/** a stored or exported head has exactly the fields it was signed with, of their types */
+export function isTreeHead(h: unknown): h is TreeHead {
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) return false
+  const o = h as Record<string, unknown>
+  return (
+    Object.keys(o).length === 5 &&
+    Number.isSafeInteger(o.size) && (o.size as number) >= 0 &&
+    typeof o.root === 'string' && /^[0-9a-f]{64}$/.test(o.root) &&
+    typeof o.time === 'string' && typeof o.keyId === 'string' && typeof o.signature === 'string'
+  )
+}
+
+/** the head's fields are well formed and signed by one of the verifiers (a head read from the
+ * store or a file is typed TreeHead but checked as if it were anything) */
 export function headSignatureValid(head: TreeHead, verifiers: readonly AuditVerifier[]): boolean {
+  if (!isTreeHead(head)) return false
   const v = verifiers.find((x) => x.keyId === head.keyId)
-  if (!v || typeof head.signature !== 'string') return false
+  if (!v) return false
   const { signature, ...unsigned } = head
-  return v.verify(treeHeadMessage(unsigned), Buffer.from(signature, 'base64'))
+  // Node's base64 decoder skips what it does not understand: only the canonical text of a
+  // 64-byte Ed25519 signature is the signature
+  const bytes = Buffer.from(signature, 'base64')
+  if (bytes.length !== 64 || bytes.toString('base64') !== signature) return false
+  return v.verify(treeHeadMessage(unsigned), bytes)
 }
 
 /** the signed head with the largest size (the latest checkpoint), among valid ones */
