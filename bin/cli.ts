@@ -9,12 +9,14 @@ import { registerDeployCommands } from './commands/deploy.ts'
 import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
-import { action } from './context.ts'
+import { action, exitOnUsageError } from './context.ts'
 
 const program = new Command()
   .name('kennel')
   .description('the secure, event-sourced backend for internet-connected toys')
   .showHelpAfterError()
+  // before the commands are added: they inherit it
+  .exitOverride(exitOnUsageError)
 
 program
   .command('start')

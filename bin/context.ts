@@ -1,5 +1,7 @@
+import fs from 'node:fs'
+import { getSystemErrorMap } from 'node:util'
 import { type Config, loadConfig } from '../infra/config.ts'
-import { KennelError } from '../infra/errors.ts'
+import { type ErrorCode, errorCatalogue, KennelError } from '../infra/errors.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 
@@ -47,4 +49,45 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
       fail(err)
     }
   }
+}
+
+/** what a failed open of a file named on the command line means to the user */
+const FILE_ERRORS: Partial<Record<string, ErrorCode>> = {
+  ENOENT: 'KENNEL_ERR_NOT_FOUND',
+  ENOTDIR: 'KENNEL_ERR_NOT_FOUND',
+  EISDIR: 'KENNEL_ERR_VALIDATION',
+  EACCES: 'KENNEL_ERR_FORBIDDEN',
+  EPERM: 'KENNEL_ERR_FORBIDDEN',
+  EROFS: 'KENNEL_ERR_FORBIDDEN',
+}
+
+function fileError(err: unknown, doing: string): KennelError {
+  const e = err as NodeJS.ErrnoException
+  const reason = (e.errno !== undefined ? getSystemErrorMap().get(e.errno)?.[1] : undefined) ?? e.message
+  return new KennelError(FILE_ERRORS[e.code ?? ''] ?? 'KENNEL_ERR_INTERNAL', `cannot ${doing}: ${reason}`, undefined, { cause: err })
+}
+
+/** the text of a file named on the command line; a missing or unreadable one is a coded error naming it */
+export function readInputFile(file: string, what: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw fileError(err, `read the ${what} ${file}`)
+  }
+}
+
+/** write a command's output to the file named with --out, or to stdout */
+export function writeOutput(text: string, out: string | undefined): void {
+  if (out === undefined) return void process.stdout.write(text)
+  try {
+    fs.writeFileSync(out, text)
+  } catch (err) {
+    throw fileError(err, `write ${out}`)
+  }
+}
+
+/** commander's own usage errors (a missing required option, an unknown one) exit with the
+ * catalogue's usage code, as the README documents; --help exits 0 */
+export function exitOnUsageError(err: { exitCode: number }): never {
+  process.exit(err.exitCode === 0 ? 0 : errorCatalogue.KENNEL_ERR_VALIDATION.exit)
 }

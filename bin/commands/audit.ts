@@ -1,34 +1,48 @@
-import fs from 'node:fs'
 import type { Command } from 'commander'
+import type { Config } from '../../infra/config.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { readHeads } from '../../projections/audit/heads.ts'
-import { verifierFromPem } from '../../projections/audit/keys.ts'
+import { findAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier } from '../../projections/audit/keys.ts'
 import { checkProof, proveConsistency, proveInclusion } from '../../projections/audit/proofs.ts'
 import { verifyAuditLog } from '../../projections/audit/verify.ts'
 import { buildBreachReport, type BreachReport } from '../../projections/breach/report.ts'
-import { auditSigner, auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
+import { auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
 import { persistentProjections } from '../read-models.ts'
 import type { ReadModelStore } from '../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
-import { action, withStore, type CommandContext } from '../context.ts'
+import { action, readInputFile, withStore, writeOutput, type CommandContext } from '../context.ts'
 import { progressBar } from './projections.ts'
+
+// These commands read the log: they use the signing key that exists and never create one (a new
+// key would sign heads that no holder of the old public key trusts, and be trusted instead of it).
+// Only `kennel start` and `kennel projections rebuild` create the development key.
+
+/** the existing signing key: its public half is exported, and it signs heads while catching up */
+function existingSigner(config: Config): AuditSigner {
+  const signer = findAuditSigner({ dataDir: config.dataDir, keyPath: config.auditKey, env: config.env })
+  if (!signer) throw new KennelError('KENNEL_ERR_CONFIG', 'no audit signing key: set KENNEL_AUDIT_KEY to the key that signed this log (a command that reads the log creates none)')
+  return signer
+}
+
+/** the keys whose heads are trusted: the given public key (PEM file), else the signing key's */
+function trustedVerifiers(config: Config, publicKeyFile?: string): AuditVerifier[] {
+  const verifiers = publicKeyFile === undefined ? auditVerifiers(config) : [verifierFromPem(readInputFile(publicKeyFile, 'public key'))]
+  if (verifiers.length === 0) throw new KennelError('KENNEL_ERR_CONFIG', 'no audit key to verify with: pass --public-key or set KENNEL_AUDIT_KEY')
+  return verifiers
+}
 
 /** bring the read models up to the store's head, then run fn */
 async function withReadModels<T>(ctx: CommandContext, fn: (readModels: ReadModelStore) => Promise<T>): Promise<T> {
+  const signer = existingSigner(ctx.config)
   const readModels = await openKennelReadModels(ctx.config)
   try {
-    const runner = await startProjectionRunner({ store: ctx.store, readModels, projections: persistentProjections(ctx.config, auditSigner(ctx.config)) })
+    const runner = await startProjectionRunner({ store: ctx.store, readModels, projections: persistentProjections(ctx.config, signer) })
     await runner.caughtUp
     await runner.stop()
     return await fn(readModels)
   } finally {
     await readModels.close()
   }
-}
-
-function output(text: string, out: string | undefined): void {
-  if (out) fs.writeFileSync(out, text)
-  else process.stdout.write(text)
 }
 
 export function registerAuditCommands(program: Command): void {
@@ -42,13 +56,12 @@ export function registerAuditCommands(program: Command): void {
     .action(
       action(async (opts: { publicKey?: string; json?: boolean }) => {
         await withStore(async ({ config, store }) => {
-          const verifiers = auditVerifiers(config, opts.publicKey)
-          if (verifiers.length === 0) throw new KennelError('KENNEL_ERR_CONFIG', 'no audit key to verify with: pass --public-key or set KENNEL_AUDIT_KEY')
+          const verifiers = trustedVerifiers(config, opts.publicKey)
           const readModels = await openKennelReadModels(config)
           const head = await store.headPosition()
           const bar = progressBar('verify')
           try {
-            const result = await verifyAuditLog({ store, readModels, verifiers, onProgress: (n) => bar.update(n, Math.max(n, head)) })
+            const result = await verifyAuditLog({ store, readModels, verifiers, headEveryEvents: config.auditHeadEveryEvents, onProgress: (n) => bar.update(n, Math.max(n, head)) })
             bar.stop()
             if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`)
             if (!result.ok) throw new KennelError('KENNEL_ERR_AUDIT_TAMPERED', `audit log altered: ${result.firstBreak!.message}`, { ...result.firstBreak })
@@ -68,9 +81,9 @@ export function registerAuditCommands(program: Command): void {
     .action(
       action(async (opts: { out?: string }) => {
         await withStore(async ({ config, store }) => {
-          const signer = auditSigner(config)
+          const signer = existingSigner(config)
           const heads = (await readHeads(store)).map((h) => ({ ...h.head, position: h.position }))
-          output(`${JSON.stringify({ keyId: signer.keyId, publicKey: signer.publicKeyPem, heads }, null, 2)}\n`, opts.out)
+          writeOutput(`${JSON.stringify({ keyId: signer.keyId, publicKey: signer.publicKeyPem, heads }, null, 2)}\n`, opts.out)
         })
       }),
     )
@@ -82,8 +95,8 @@ export function registerAuditCommands(program: Command): void {
     .action(
       action(async (eventId: string, opts: { out?: string }) => {
         await withStore(async (ctx) => {
-          const proof = await withReadModels(ctx, (readModels) => proveInclusion({ store: ctx.store, readModels, verifiers: auditVerifiers(ctx.config) }, eventId))
-          output(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
+          const proof = await withReadModels(ctx, (readModels) => proveInclusion({ store: ctx.store, readModels, verifiers: trustedVerifiers(ctx.config) }, eventId))
+          writeOutput(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
         })
       }),
     )
@@ -102,9 +115,9 @@ export function registerAuditCommands(program: Command): void {
         }
         await withStore(async (ctx) => {
           const proof = await withReadModels(ctx, (readModels) =>
-            proveConsistency({ store: ctx.store, readModels, verifiers: auditVerifiers(ctx.config) }, size(opts.from, '--from'), opts.to === undefined ? undefined : size(opts.to, '--to')),
+            proveConsistency({ store: ctx.store, readModels, verifiers: trustedVerifiers(ctx.config) }, size(opts.from, '--from'), opts.to === undefined ? undefined : size(opts.to, '--to')),
           )
-          output(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
+          writeOutput(`${JSON.stringify(proof, null, 2)}\n`, opts.out)
         })
       }),
     )
@@ -115,13 +128,15 @@ export function registerAuditCommands(program: Command): void {
     .requiredOption('--public-key <pem>', 'the audit Ed25519 public key (PEM file)')
     .action(
       action(async (file: string, opts: { publicKey: string }) => {
+        const text = readInputFile(file, 'proof')
+        const verifier = verifierFromPem(readInputFile(opts.publicKey, 'public key'))
         let proof: unknown
         try {
-          proof = JSON.parse(fs.readFileSync(file, 'utf8'))
+          proof = JSON.parse(text)
         } catch (err) {
-          throw new KennelError('KENNEL_ERR_PROOF_INVALID', `cannot read proof ${file}: ${(err as Error).message}`)
+          throw new KennelError('KENNEL_ERR_PROOF_INVALID', `proof ${file} is not JSON: ${(err as Error).message}`)
         }
-        checkProof(proof, verifierFromPem(fs.readFileSync(opts.publicKey, 'utf8')))
+        checkProof(proof, verifier)
         process.stdout.write('ok: the proof verifies against the signed head\n')
       }),
     )

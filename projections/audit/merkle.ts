@@ -107,27 +107,37 @@ export function inclusionPath(leaves: readonly Buffer[], m: number, n: number): 
   return path(m, 0, n)
 }
 
+// The verifiers halve with arithmetic, not bit operators: `>>` and `&` truncate to 32 bits, and
+// a negative index would act as index − 2^depth, verifying with another leaf's path.
+const odd = (n: number): boolean => n % 2 === 1
+const half = (n: number): number => Math.floor(n / 2)
+const isTreeSize = (n: number): boolean => Number.isSafeInteger(n) && n >= 1
+function isPowerOfTwo(n: number): boolean {
+  while (n > 1 && !odd(n)) n = half(n)
+  return n === 1
+}
+
 /** RFC 9162 §2.1.3.2 */
 export function verifyInclusion(leaf: Buffer, index: number, size: number, path: readonly Buffer[], root: Buffer): boolean {
-  if (index >= size) return false
+  if (!isTreeSize(size) || !Number.isSafeInteger(index) || index < 0 || index >= size) return false
   let fn = index
   let sn = size - 1
   let r = leaf
   for (const p of path) {
     if (sn === 0) return false
-    if (fn & 1 || fn === sn) {
+    if (odd(fn) || fn === sn) {
       r = nodeHash(p, r)
-      if (!(fn & 1)) {
-        while (fn !== 0 && !(fn & 1)) {
-          fn >>= 1
-          sn >>= 1
+      if (!odd(fn)) {
+        while (fn !== 0 && !odd(fn)) {
+          fn = half(fn)
+          sn = half(sn)
         }
       }
     } else {
       r = nodeHash(r, p)
     }
-    fn >>= 1
-    sn >>= 1
+    fn = half(fn)
+    sn = half(sn)
   }
   return sn === 0 && r.equals(root)
 }
@@ -148,35 +158,35 @@ export function consistencyPath(leaves: readonly Buffer[], m: number, n: number)
 
 /** RFC 9162 §2.1.4.2 */
 export function verifyConsistency(m: number, n: number, path: readonly Buffer[], firstRoot: Buffer, secondRoot: Buffer): boolean {
-  if (m > n || m < 1) return false
+  if (!isTreeSize(m) || !isTreeSize(n) || m > n) return false
   if (m === n) return path.length === 0 && firstRoot.equals(secondRoot)
   if (path.length === 0) return false
   let proof = [...path]
-  if ((m & (m - 1)) === 0) proof = [firstRoot, ...proof]
+  if (isPowerOfTwo(m)) proof = [firstRoot, ...proof]
   let fn = m - 1
   let sn = n - 1
-  while (fn & 1) {
-    fn >>= 1
-    sn >>= 1
+  while (odd(fn)) {
+    fn = half(fn)
+    sn = half(sn)
   }
   let fr = proof[0]!
   let sr = proof[0]!
   for (const c of proof.slice(1)) {
     if (sn === 0) return false
-    if (fn & 1 || fn === sn) {
+    if (odd(fn) || fn === sn) {
       fr = nodeHash(c, fr)
       sr = nodeHash(c, sr)
-      if (!(fn & 1)) {
-        while (fn !== 0 && !(fn & 1)) {
-          fn >>= 1
-          sn >>= 1
+      if (!odd(fn)) {
+        while (fn !== 0 && !odd(fn)) {
+          fn = half(fn)
+          sn = half(sn)
         }
       }
     } else {
       sr = nodeHash(sr, c)
     }
-    fn >>= 1
-    sn >>= 1
+    fn = half(fn)
+    sn = half(sn)
   }
   return sn === 0 && fr.equals(firstRoot) && sr.equals(secondRoot)
 }

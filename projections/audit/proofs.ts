@@ -80,40 +80,61 @@ export async function proveConsistency(o: ProveOptions, from: number, to?: numbe
 
 const HEX32 = /^[0-9a-f]{64}$/
 
+// The fields `kennel audit prove` and `consistency` write, and nothing else: the leaf hashes only
+// the event's own fields and the signature only the head's, so anything extra would ride along
+// unverified.
+const INCLUSION_FIELDS = ['kind', 'event', 'leafIndex', 'treeSize', 'path', 'head']
+const CONSISTENCY_FIELDS = ['kind', 'first', 'second', 'path']
+const EVENT_FIELDS = ['id', 'type', 'stream', 'revision', 'position', 'time', 'data', 'metadata'] satisfies Array<keyof RecordedEvent>
+const HEAD_FIELDS = ['size', 'root', 'time', 'keyId', 'signature'] satisfies Array<keyof TreeHead>
+
+/** the fields of o that are missing from, or not in, the expected list */
+function fieldMismatch(o: object, expected: readonly string[]): string | undefined {
+  const keys = Object.keys(o)
+  const extra = keys.find((k) => !expected.includes(k))
+  if (extra !== undefined) return `unknown field ${JSON.stringify(extra)}`
+  const missing = expected.find((k) => !keys.includes(k))
+  return missing === undefined ? undefined : `no field ${JSON.stringify(missing)}`
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
 /** Check a proof offline with the public key only; throws KENNEL_ERR_PROOF_INVALID naming why. */
 export function checkProof(proof: unknown, verifier: AuditVerifier): void {
   const fail = (why: string): never => {
     throw new KennelError('KENNEL_ERR_PROOF_INVALID', `proof invalid: ${why}`)
   }
-  const p = proof as {
-    kind?: string
-    path?: unknown[]
-    head?: TreeHead
-    first?: TreeHead
-    second?: TreeHead
-    event?: RecordedEvent
-    leafIndex?: number
-    treeSize?: number
+  const exactly = (o: object, fields: readonly string[], name: string): void => {
+    const mismatch = fieldMismatch(o, fields)
+    if (mismatch !== undefined) fail(`${name} has ${mismatch}`)
   }
-  if (!p || typeof p !== 'object' || !Array.isArray(p.path) || !p.path.every((h) => typeof h === 'string' && HEX32.test(h))) fail('not a kennel proof (path must be an array of hex SHA-256 hashes)')
+  if (!isObject(proof)) return fail('not a kennel proof (a JSON object)')
+  const p = proof
+  if (p.kind !== 'kennel-inclusion-proof/v1' && p.kind !== 'kennel-consistency-proof/v1') return fail(`unknown proof kind ${JSON.stringify(p.kind)}`)
+  exactly(p, p.kind === 'kennel-inclusion-proof/v1' ? INCLUSION_FIELDS : CONSISTENCY_FIELDS, 'the proof')
+  if (!Array.isArray(p.path) || !p.path.every((h) => typeof h === 'string' && HEX32.test(h))) fail('not a kennel proof (path must be an array of hex SHA-256 hashes)')
   const path = (p.path as string[]).map((h) => Buffer.from(h, 'hex'))
-  const checkHead = (h: TreeHead | undefined, name: string): TreeHead => {
-    if (!h || typeof h.root !== 'string' || !HEX32.test(h.root) || !Number.isSafeInteger(h.size)) return fail(`${name} head is malformed`)
-    if (!headSignatureValid(h, [verifier])) return fail(`${name} head (size ${h.size}) is not signed by this public key`)
-    return h
+  const checkHead = (h: unknown, name: string): TreeHead => {
+    if (!isObject(h)) return fail(`${name} head is malformed`)
+    exactly(h, HEAD_FIELDS, `${name} head`)
+    if (typeof h.root !== 'string' || !HEX32.test(h.root) || !Number.isSafeInteger(h.size) || (h.size as number) < 1) return fail(`${name} head is malformed`)
+    const head = h as unknown as TreeHead
+    if (!headSignatureValid(head, [verifier])) return fail(`${name} head (size ${head.size}) is not signed by this public key`)
+    return head
   }
   if (p.kind === 'kennel-inclusion-proof/v1') {
     const head = checkHead(p.head, 'the')
-    if (!p.event || typeof p.event !== 'object') fail('no event')
-    if (p.treeSize !== head.size || !Number.isSafeInteger(p.leafIndex)) fail('tree size or leaf index does not match the head')
-    if (!verifyInclusion(eventLeaf(p.event!), p.leafIndex!, head.size, path, Buffer.from(head.root, 'hex'))) fail(`event ${p.event!.id} is not at leaf ${p.leafIndex} of the signed tree of size ${head.size}`)
+    if (!isObject(p.event)) return fail('no event')
+    exactly(p.event, EVENT_FIELDS, 'the event')
+    const event = p.event as unknown as RecordedEvent
+    const leafIndex = p.leafIndex as number
+    if (p.treeSize !== head.size) fail(`tree size ${JSON.stringify(p.treeSize)} does not match the head (size ${head.size})`)
+    if (!Number.isSafeInteger(leafIndex) || leafIndex < 0 || leafIndex >= head.size) fail(`leaf index ${JSON.stringify(p.leafIndex)} is not a leaf of the signed tree of size ${head.size}`)
+    if (!verifyInclusion(eventLeaf(event), leafIndex, head.size, path, Buffer.from(head.root, 'hex'))) fail(`event ${event.id} is not at leaf ${leafIndex} of the signed tree of size ${head.size}`)
     return
   }
-  if (p.kind === 'kennel-consistency-proof/v1') {
-    const first = checkHead(p.first, 'first')
-    const second = checkHead(p.second, 'second')
-    if (!verifyConsistency(first.size, second.size, path, Buffer.from(first.root, 'hex'), Buffer.from(second.root, 'hex'))) fail(`the head of size ${first.size} is not a prefix of the head of size ${second.size}`)
-    return
-  }
-  fail(`unknown proof kind ${JSON.stringify(p.kind)}`)
+  const first = checkHead(p.first, 'first')
+  const second = checkHead(p.second, 'second')
+  if (first.size > second.size) fail(`the first head (size ${first.size}) is larger than the second (${second.size})`)
+  if (!verifyConsistency(first.size, second.size, path, Buffer.from(first.root, 'hex'), Buffer.from(second.root, 'hex'))) fail(`the head of size ${first.size} is not a prefix of the head of size ${second.size}`)
 }
