@@ -62,8 +62,10 @@ export async function auditRoutes(app: FastifyInstance, opts: { ctx: ApiContext;
         required: ['credential', 'from', 'to'],
         properties: {
           credential: { type: 'string', pattern: '^(device|cert|account|token):[A-Za-z0-9-]{1,100}$' },
-          from: { type: 'string', format: 'date-time' },
-          to: { type: 'string', format: 'date-time' },
+          // checked by the report itself (projections/breach parseInstant), the same way for the
+          // CLI, with a message that names the bad value
+          from: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); inclusive' },
+          to: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); exclusive' },
         },
       },
       response: { 201: { type: 'object', additionalProperties: true }, ...errorResponses },

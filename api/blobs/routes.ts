@@ -25,8 +25,9 @@ const query = {
 interface Q { h: string; ct: string; len: number; expires: number; sig: string }
 const signed = (q: Q): SignedParams => ({ householdId: q.h, contentType: q.ct, bytes: q.len, expires: q.expires, sig: q.sig })
 
-/** appends the use of a download URL; the bytes are sent only once it resolves */
-export type RecordDownload = (objectKey: string, use: { ip: string; correlationId: string; until: string }) => Promise<void>
+/** appends the use of a download URL; the bytes are sent only once it resolves. `signature`
+ * identifies the URL used (hashed before it is evented, R16) */
+export type RecordDownload = (objectKey: string, use: { ip: string; correlationId: string; until: string; signature: string }) => Promise<void>
 
 export async function blobRoutes(app: FastifyInstance, opts: { blobs: LocalBlobStore; recordDownload?: RecordDownload }): Promise<void> {
   const { blobs, recordDownload } = opts
@@ -47,7 +48,7 @@ export async function blobRoutes(app: FastifyInstance, opts: { blobs: LocalBlobS
     schema: { tags: ['blobs'], summary: 'download through a signed URL (embedded store)', params, querystring: query },
   }, async (req, reply) => {
     const { body, contentType } = await blobs.send(req.params.key, signed(req.query))
-    await recordDownload?.(req.params.key, { ip: req.ip, correlationId: req.id, until: new Date(req.query.expires * 1000).toISOString() })
+    await recordDownload?.(req.params.key, { ip: req.ip, correlationId: req.id, until: new Date(req.query.expires * 1000).toISOString(), signature: req.query.sig })
     return reply.header('content-type', contentType).header('content-disposition', 'attachment').send(body)
   })
 }

@@ -25,7 +25,9 @@ export interface UploadUrlIssued {
 
 export interface DownloadUrlIssued {
   type: 'DownloadUrlIssued'
-  data: { recordingId: string; householdId: string; deviceId: string; until: string }
+  /** urlId: names this URL (urlIdOf, service.ts) so that its use can be told from another
+   * caller's (R16); events written before it was added have none */
+  data: { recordingId: string; householdId: string; deviceId: string; until: string; urlId: string }
 }
 
 /** appended only after the object was confirmed to exist with the declared size */
@@ -38,7 +40,8 @@ export interface RecordingStored {
  * lists URLs issued and used). S3 serves its URLs itself, so S3 downloads have no such event. */
 export interface RecordingDownloaded {
   type: 'RecordingDownloaded'
-  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; until: string }
+  /** urlId: the urlId of the DownloadUrlIssued whose URL was used (absent on older events) */
+  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; until: string; urlId: string }
 }
 
 export type RecordingEvent = RecordingCreated | UploadUrlIssued | DownloadUrlIssued | RecordingStored | RecordingDownloaded

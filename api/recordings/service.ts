@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { EventMetadata } from '../../infra/eventstore/port.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { newObjectKey, type PresignedUrl } from '../../infra/blobstore/port.ts'
@@ -49,6 +49,19 @@ export interface IssuedUrl {
   expiresAt: string
 }
 
+/** R16: what names one presigned URL in DownloadUrlIssued and RecordingDownloaded, so that a
+ * download is credited to the URL used and not to every URL of the recording: a hash of the
+ * URL's signature, which events must never carry (docs/EVENTS.md) */
+export function urlIdOfSignature(signature: string): string {
+  return createHash('sha256').update(`kennel-url-id\n${signature}`).digest('base64url').slice(0, 22)
+}
+
+/** the embedded store signs with `sig`, S3 (SigV4) with `X-Amz-Signature` */
+function urlIdOf(url: string): string {
+  const q = new URL(url, 'http://relative.invalid').searchParams
+  return urlIdOfSignature(q.get('sig') ?? q.get('X-Amz-Signature') ?? url)
+}
+
 /** the embedded store's URLs are paths on this API: make them absolute for the caller */
 function absolute(p: PresignedUrl, origin: string): PresignedUrl {
   return p.url.startsWith('/') ? { ...p, url: `${origin}${p.url}` } : p
@@ -68,7 +81,7 @@ export async function createRecording(ctx: ApiContext, r: NewRecording, metadata
 export async function issueDownloadUrl(ctx: ApiContext, r: RecordingDoc, metadata: EventMetadata, origin: string): Promise<IssuedUrl> {
   if (r.status !== 'stored') throw new KennelError('KENNEL_ERR_RECORDING_INCOMPLETE', 'the recording has not been uploaded and completed yet')
   const presigned = absolute(await ctx.blobs.presign({ method: 'GET', key: r.objectKey, ttlSeconds: ctx.config.presignTtlSeconds, householdId: r.householdId }), origin)
-  const issued: DownloadUrlIssued = { type: 'DownloadUrlIssued', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, until: presigned.expiresAt } }
+  const issued: DownloadUrlIssued = { type: 'DownloadUrlIssued', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, until: presigned.expiresAt, urlId: urlIdOf(presigned.url) } }
   // nothing reads this event back, so there is no need to wait for the read models
   await ctx.store.append(recordingStream(r.recordingId), [{ ...issued, metadata }])
   ctx.metrics.urlsIssued.inc({ method: 'GET' })
@@ -78,10 +91,10 @@ export async function issueDownloadUrl(ctx: ApiContext, r: RecordingDoc, metadat
 /** what the embedded store's GET route (api/blobs/routes.ts) calls before it sends the bytes:
  * the use of a download URL is appended before the object is served (R5, R16, R19) */
 export function recordDownload(ctx: ApiContext) {
-  return async function recordDownloadUse(objectKey: string, use: { ip: string; correlationId: string; until: string }): Promise<void> {
+  return async function recordDownloadUse(objectKey: string, use: { ip: string; correlationId: string; until: string; signature: string }): Promise<void> {
     const r = recordingByObjectKey(ctx.docs, objectKey)
     if (!r) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such object')
-    const downloaded: RecordingDownloaded = { type: 'RecordingDownloaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: r.bytes, until: use.until } }
+    const downloaded: RecordingDownloaded = { type: 'RecordingDownloaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: r.bytes, until: use.until, urlId: urlIdOfSignature(use.signature) } }
     // the URL is a bearer capability: whoever holds it is anonymous, known only by address
     await ctx.store.append(recordingStream(r.recordingId), [{ ...downloaded, metadata: { actor: 'anonymous', sourceIp: use.ip, correlationId: use.correlationId } }])
   }
