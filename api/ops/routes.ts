@@ -54,6 +54,6 @@ export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext })
   }, async (req) => {
     await recordPrivilegedRead(ctx, req, 'ops', { limit: req.query.limit })
     const alerts = await ctx.store.readStream('alerts', { direction: 'backwards', maxCount: req.query.limit })
-    return { alerts: alerts.map((e) => ({ position: e.position, time: e.time, type: e.type, data: e.data })) }
+    return { alerts: alerts.map((e) => ({ id: e.id, position: e.position, time: e.time, type: e.type, data: e.data })) }
   })
 }

@@ -133,8 +133,11 @@ t.test('ops and auditors: roles are granted by the CLI and their reads are event
   t.equal(revoke.statusCode, 200)
   const send = await api.app.inject({ method: 'POST', url: `/v1/households/${bob.householdId}/recordings`, headers: bearer(bob.token), payload: { deviceId: 'toy-bob', contentType: 'audio/ogg', bytes: 5 } })
   t.equal(send.statusCode, 403, 'no URLs for a revoked toy')
+  await api.pki.store.append('alerts', [{ type: 'SecurityAlertRaised', data: { rule: 'test-rule', key: 'k', severity: 'high', summary: 'a test alert' } }])
+  const raised = (await api.pki.store.readStream('alerts')).at(-1)!
   const alerts = await api.app.inject({ method: 'GET', url: '/v1/ops/alerts', headers: bearer(ops) })
   t.equal(alerts.statusCode, 200)
+  t.match(alerts.json().alerts[0], { id: raised.id, position: raised.position, type: 'SecurityAlertRaised', data: { rule: 'test-rule' } }, 'alerts carry their event id (the webhook body\'s id, AlertDeliveryFailed.alertId)')
   const page = await api.app.inject({ method: 'GET', url: '/v1/audit/events?from=0&limit=3&stream=account-', headers: bearer(auditor) })
   t.equal(page.statusCode, 200)
   t.equal(page.json().events.length, 3)
