@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import os from 'node:os'
 import { getSystemErrorMap } from 'node:util'
 import { type Config, loadConfig } from '../infra/config.ts'
 import { type ErrorCode, errorCatalogue, KennelError } from '../infra/errors.ts'
@@ -16,7 +17,16 @@ export interface CommandContext {
 }
 
 export function cliActor(): string {
-  return `cli:${process.env.USER ?? process.env.LOGNAME ?? 'unknown'}`
+  return `cli:${process.env.USER || process.env.LOGNAME || osUser() || 'unknown'}`
+}
+
+/** the OS account running the command, when the environment does not say (cron, containers) */
+function osUser(): string | undefined {
+  try {
+    return os.userInfo().username || undefined
+  } catch {
+    return undefined
+  }
 }
 
 export async function withStore<T>(fn: (ctx: CommandContext) => Promise<T>): Promise<T> {

@@ -120,3 +120,14 @@ t.test('production refuses the development CA and a readable key file, with a me
   t.equal(readable.code, 78)
   t.match(readable.stderr, /\(KENNEL_ERR_(INSECURE_KEY_FILE|DEVELOPMENT_MATERIAL)\)/)
 })
+
+t.test('a command run without USER or LOGNAME records the OS account as its actor', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-cli-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const enrolled = await kennel(dir, ['device', 'enroll', 'toy-1', '--out', path.join(dir, 'toy1')], { USER: '' })
+  t.equal(enrolled.code, 0, enrolled.stderr)
+  const tail = await kennel(dir, ['events', 'tail'], { USER: '' })
+  const actors = tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { metadata: { actor?: string } }).metadata.actor)
+  t.ok(actors.length > 0 && actors.every((a) => a === `cli:${os.userInfo().username}`), `actors: ${[...new Set(actors)].join(', ')}`)
+})
+
