@@ -11,7 +11,7 @@ import { securityStream } from './accounts/events.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
 import type { ConnectionDenylisted } from './guard/events.ts'
-import { OncePerBlock } from './guard/refusal-events.ts'
+import { FoldedRefusals } from './guard/folded-refusals.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 // Puts a built API on HTTPS (R2, R9, R18) and /metrics on loopback. Parents connect without a
@@ -53,8 +53,14 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
   const denylist = compileDenylist(config.denylist)
-  const once = new OncePerBlock()
-  const hits = new Map<string, number>()
+  const denied = new FoldedRefusals<{ ip: string; cidr: string }>(DENYLIST_EVENT_BLOCK_MS, ({ ip, cidr }, hits) => recordDenied(ip, cidr, hits))
+  function recordDenied(ip: string, cidr: string, hits: number): Promise<void> {
+    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { ip, listener: 'api', cidr, hits } }
+    return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
+      () => undefined,
+      (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
+    )
+  }
   // 'connection' fires on TCP accept, before the TLS handshake (R9)
   server.on('connection', (socket: Socket) => {
     const cidr = denylist(socket.remoteAddress)
@@ -62,11 +68,7 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
     socket.destroy()
     opts.metrics.denylistHits.inc()
     const ip = socket.remoteAddress ?? 'unknown'
-    const count = (hits.get(ip) ?? 0) + 1
-    hits.set(ip, count)
-    if (!once.shouldRecord(ip, Date.now(), DENYLIST_EVENT_BLOCK_MS)) return
-    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { ip, listener: 'api', cidr, count } }
-    opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).catch((err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'))
+    if (denied.count(ip, Date.now(), { ip, cidr })) void recordDenied(ip, cidr, 1)
   })
   // a connection's client certificate is fixed for its lifetime: device-auth reads it once (R2)
   server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
@@ -88,6 +90,7 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
       const timer = setTimeout(() => server.closeAllConnections(), 2000)
       await closed
       clearTimeout(timer)
+      await denied.flush()
       await app.close()
     },
   }

@@ -78,7 +78,7 @@ interface Kick {
 }
 
 const KICK_TOPIC = '$SYS/kennel/kick'
-/** at most one ConnectionDenylisted event per source IP per minute; the rest are counted */
+/** at most two ConnectionDenylisted events per source IP per minute: its first hit, then the rest counted */
 const DENYLIST_EVENT_INTERVAL_MS = 60_000
 const MAX_DENYLIST_TRACKED_IPS = 10_000
 /** room for the fixed header, a 65,535-byte topic and a packet id around the payload */
@@ -159,20 +159,33 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   // --- connection ------------------------------------------------------------------------
   const denylist = compileDenylist(config.denylist)
-  const denylistSeen = new Map<string, { hits: number; last: number }>()
+  // the first hit from an address opens a block and is recorded at once; the block's later hits
+  // are recorded together when it ends (a timer that does not hold the process open) or on close
+  const denylistBlocks = new Map<string, { until: number; hits: number; port?: number; timer?: NodeJS.Timeout }>()
+  const recordDenied = (ip: string, hits: number, port: number | undefined): Promise<void> =>
+    record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+  function closeDenylistBlock(ip: string): Promise<void> {
+    const block = denylistBlocks.get(ip)
+    if (!block?.timer) return Promise.resolve()
+    clearTimeout(block.timer)
+    denylistBlocks.delete(ip)
+    return recordDenied(ip, block.hits, block.port)
+  }
   function onDenied(socket: Socket): void {
     metrics.denylistHits.inc()
     const ip = socket.remoteAddress ?? 'unknown'
     const t = Date.now()
-    if (denylistSeen.size > MAX_DENYLIST_TRACKED_IPS) denylistSeen.clear()
-    const seen = denylistSeen.get(ip) ?? { hits: 0, last: 0 }
-    seen.hits++
-    denylistSeen.set(ip, seen)
-    if (t - seen.last < DENYLIST_EVENT_INTERVAL_MS) return
-    const hits = seen.hits
-    seen.hits = 0
-    seen.last = t
-    void record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port: socket.remotePort, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+    const block = denylistBlocks.get(ip)
+    if (block === undefined || block.until <= t) {
+      if (block) void closeDenylistBlock(ip)
+      if (denylistBlocks.size > MAX_DENYLIST_TRACKED_IPS) for (const [k, b] of denylistBlocks) if (!b.timer) denylistBlocks.delete(k)
+      denylistBlocks.set(ip, { until: t + DENYLIST_EVENT_INTERVAL_MS, hits: 0 })
+      void recordDenied(ip, 1, socket.remotePort)
+      return
+    }
+    block.hits++
+    block.port = socket.remotePort
+    block.timer ??= setTimeout(() => void closeDenylistBlock(ip), block.until - t).unref()
   }
 
   function onSecureConnection(socket: TLSSocket): void {
@@ -388,6 +401,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       await serverClosed
+      await Promise.all([...denylistBlocks.keys()].map(closeDenylistBlock))
       await recorder.flush()
       await cluster?.close()
     },

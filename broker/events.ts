@@ -33,7 +33,7 @@ export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string
 export interface SubscriptionGranted { type: 'SubscriptionGranted'; data: { deviceId: string; filter: string; qos: number } }
 export interface SubscriptionDenied { type: 'SubscriptionDenied'; data: { deviceId: string; filter: string; reason: string } }
 export interface RateLimitExceeded { type: 'RateLimitExceeded'; data: { limit: RateLimitName; key: string; ip: string; deviceId?: string; retryAfterMs: number } }
-export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** hits from this IP since the last recorded event (the rest were counted, not evented) */ hits: number } }
+export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** connections this event stands for: 1 for the first hit of a block, then the block's other hits, recorded when it ends */ hits: number } }
 /** the backend (not a toy) sent a message to a toy's inbox */
 export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }
 

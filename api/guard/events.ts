@@ -18,12 +18,23 @@ export interface RateLimitExceeded {
 
 export interface DeviceAuthRefused {
   type: 'DeviceAuthRefused'
-  data: { deviceId?: string; serial?: string; reason: string; ip: string; route: string }
+  data: {
+    deviceId?: string
+    serial?: string
+    /** SHA-256 of the certificate, hex, as in the broker's DeviceAuthFailed */
+    fingerprint?: string
+    reason: string
+    ip: string
+    route: string
+    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (api/guard/folded-refusals.ts) */
+    attempts: number
+  }
 }
 
 export interface ConnectionDenylisted {
   type: 'ConnectionDenylisted'
-  data: { ip: string; listener: 'api'; cidr: string; count: number }
+  /** hits: connections this event stands for: 1 when a block opens, then the rest of the block's */
+  data: { ip: string; listener: 'api'; cidr: string; hits: number }
 }
 
 export type GuardEvent = RateLimitExceeded | DeviceAuthRefused | ConnectionDenylisted

@@ -5,6 +5,7 @@ import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
 import { securityStream } from '../accounts/events.ts'
 import type { ApiContext } from '../context.ts'
 import type { DeviceAuthRefused, RateLimitExceeded } from '../guard/events.ts'
+import { FoldedRefusals } from '../guard/folded-refusals.ts'
 
 // Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
 // per certificate (R6). The listener asks for a certificate but does not reject the handshake
@@ -29,6 +30,7 @@ interface PeerIdentity {
   authorizationError: unknown
   deviceId: string | undefined
   serial: string | undefined
+  fingerprint: string | undefined
   /** ms since the epoch */
   notAfter: number
 }
@@ -50,6 +52,7 @@ function peerOf(socket: TLSSocket): PeerIdentity | null {
         authorizationError: socket.authorizationError,
         deviceId: typeof cert.subject.CN === 'string' ? cert.subject.CN : undefined,
         serial: typeof cert.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : undefined,
+        fingerprint: typeof cert.fingerprint256 === 'string' ? cert.fingerprint256.replace(/:/g, '').toLowerCase() : undefined,
         notAfter: Date.parse(cert.valid_to),
       }
   peers.set(socket, peer)
@@ -57,12 +60,18 @@ function peerOf(socket: TLSSocket): PeerIdentity | null {
 }
 
 export function authenticateDevice(ctx: ApiContext) {
-  async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, deviceId?: string, serial?: string): Promise<never> {
+  const append = (req: FastifyRequest, event: DeviceAuthRefused, metadata: Record<string, string>): Promise<void> =>
+    ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
+  // one event per certificate (or, untrusted, address) and reason per block; the rest of a burst is counted (R11)
+  const folded = new FoldedRefusals<{ req: FastifyRequest; event: DeviceAuthRefused; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, attempts) =>
+    append(req, { ...event, data: { ...event.data, attempts } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record refused device authentications')))
+
+  async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, peer?: Partial<PeerIdentity>): Promise<never> {
     ctx.metrics.authFailures.inc({ kind: `device-${reason}` })
-    if (ctx.refusals.shouldRecord(`device-auth:${serial ?? req.ip}:${reason}`, ctx.now().getTime(), REFUSAL_EVENT_BLOCK_MS)) {
-      const event: DeviceAuthRefused = { type: 'DeviceAuthRefused', data: { reason, ip: req.ip, route: req.routeOptions.url ?? '', ...(deviceId ? { deviceId } : {}), ...(serial ? { serial } : {}) } }
-      await ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata: { actor: deviceId ? `device:${deviceId}` : 'anonymous', ...(serial ? { credential: `cert:${serial}` } : {}), sourceIp: req.ip } }])
-    }
+    const { deviceId, serial, fingerprint } = peer ?? {}
+    const event: DeviceAuthRefused = { type: 'DeviceAuthRefused', data: { reason, ip: req.ip, route: req.routeOptions.url ?? '', ...(deviceId ? { deviceId } : {}), ...(serial ? { serial } : {}), ...(fingerprint ? { fingerprint } : {}), attempts: 1 } }
+    const metadata = { actor: deviceId ? `device:${deviceId}` : 'anonymous', ...(serial ? { credential: `cert:${serial}` } : {}), sourceIp: req.ip }
+    if (folded.count(`${serial ?? req.ip}:${reason}`, ctx.now().getTime(), { req, event, metadata })) await append(req, event, metadata)
     throw new KennelError(code, message)
   }
 
@@ -73,14 +82,15 @@ export function authenticateDevice(ctx: ApiContext) {
     if (!peer) return refuse(req, 'no-certificate', 'KENNEL_ERR_CERT_INVALID', 'no client certificate was presented')
     const { deviceId, serial } = peer
     if (!peer.authorized || !deviceId || !serial) {
-      return refuse(req, `untrusted:${String(peer.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(peer.authorizationError ?? 'no subject')})`)
+      // an untrusted certificate's serial and CN are the presenter's claim: only its fingerprint is recorded
+      return refuse(req, `untrusted:${String(peer.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(peer.authorizationError ?? 'no subject')})`, { fingerprint: peer.fingerprint })
     }
     // the chain was verified at the handshake; a keep-alive connection must not outlive the certificate
-    if (!(ctx.now().getTime() <= peer.notAfter)) return refuse(req, 'untrusted:CERT_HAS_EXPIRED', 'KENNEL_ERR_CERT_INVALID', 'the client certificate is not trusted (CERT_HAS_EXPIRED)', deviceId, serial)
+    if (!(ctx.now().getTime() <= peer.notAfter)) return refuse(req, 'untrusted:CERT_HAS_EXPIRED', 'KENNEL_ERR_CERT_INVALID', 'the client certificate is not trusted (CERT_HAS_EXPIRED)', peer)
     const verdict = checkCertificate(ctx.docs, deviceId, serial, ctx.now())
     if (!verdict.ok) {
       const revoked = verdict.reason === 'device-revoked' || verdict.reason === 'certificate-revoked'
-      return refuse(req, verdict.reason, verdict.reason === 'device-revoked' ? 'KENNEL_ERR_DEVICE_REVOKED' : revoked ? 'KENNEL_ERR_CERT_REVOKED' : 'KENNEL_ERR_CERT_INVALID', `the client certificate is not accepted: ${verdict.reason}`, deviceId, serial)
+      return refuse(req, verdict.reason, verdict.reason === 'device-revoked' ? 'KENNEL_ERR_DEVICE_REVOKED' : revoked ? 'KENNEL_ERR_CERT_REVOKED' : 'KENNEL_ERR_CERT_INVALID', `the client certificate is not accepted: ${verdict.reason}`, peer)
     }
     const refusal = await ctx.deviceLimiter.consume(serial)
     if (refusal) {

@@ -1,14 +1,16 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { EventStore, RecordedEvent, Subscription } from '../../infra/eventstore/port.ts'
 import type { Logger } from '../../infra/log.ts'
 import { deterministicEventId } from '../event-id.ts'
 import type { ReadModelStore } from '../readmodels/port.ts'
 import { ALERTS_STREAM, type AlertDeliveryFailed, type SecurityAlertRaised } from './events.ts'
 
-// Delivers each SecurityAlertRaised once to the log and, when configured, as a JSON POST to
-// KENNEL_ALERT_WEBHOOK, retrying with exponential backoff; a final failure is itself an event
-// (AlertDeliveryFailed). Progress is a cursor of its own in the read-model store, untouched by
-// `projections rebuild`, so a rebuild delivers nothing twice. Delivery is at-least-once: a crash
-// after a POST and before the cursor moves repeats that POST (receivers dedupe by `id`).
+// Logs each SecurityAlertRaised as soon as it is read and, when configured, POSTs it as JSON to
+// KENNEL_ALERT_WEBHOOK in order, retrying with exponential backoff; a final failure is itself an
+// event (AlertDeliveryFailed). Progress is a cursor of its own in the read-model store, untouched
+// by `projections rebuild`, so a rebuild delivers nothing twice. The cursor moves past an alert
+// only once it is delivered or its failure recorded: a stop or crash mid-retry repeats that alert
+// after a restart (at-least-once; receivers dedupe by `id`), and records no failure.
 
 const CURSOR = 'alert-delivery'
 
@@ -35,47 +37,98 @@ export async function startAlertDelivery(o: AlertDeliveryOptions): Promise<Alert
   const after = await o.readModels.cursor(CURSOR)
   let resolveCaughtUp!: () => void
   const caughtUp = new Promise<void>((r) => (resolveCaughtUp = r))
-  let stopping = false
+  let readCaughtUp = false
+  const stopping = new AbortController()
+  // read but not yet handed to the webhook: the log never waits behind another alert's retries
+  const pending: RecordedEvent[] = []
+  let draining: Promise<void> | undefined
+
+  async function drain(): Promise<void> {
+    while (pending.length > 0 && !stopping.signal.aborted) {
+      const e = pending[0]!
+      if (!(await deliver(o, e, stopping.signal))) return
+      await o.readModels.setCursor(CURSOR, e.position)
+      pending.shift()
+    }
+  }
+  function startDraining(): void {
+    if (draining) return
+    draining = drain().then(
+      () => {
+        draining = undefined
+        // an alert read while the last step was settling
+        if (pending.length > 0 && !stopping.signal.aborted) startDraining()
+        else if (readCaughtUp && pending.length === 0) resolveCaughtUp()
+      },
+      (err: unknown) => {
+        // the next alert read, or a restart, tries again from the cursor
+        draining = undefined
+        o.log.error({ err }, 'alert delivery failed')
+      },
+    )
+  }
+
   const sub: Subscription = o.store.subscribe({
     after,
     filter: { streamPrefixes: [ALERTS_STREAM], types: ['SecurityAlertRaised'] },
-    onEvent: async (e) => {
-      await deliver(o, e, () => stopping)
-      await o.readModels.setCursor(CURSOR, e.position)
+    onEvent: (e) => {
+      logAlert(o.log, e)
+      pending.push(e)
+      startDraining()
     },
-    onCaughtUp: () => resolveCaughtUp(),
+    onCaughtUp: () => {
+      readCaughtUp = true
+      if (!draining && pending.length === 0) resolveCaughtUp()
+    },
     onRetry: (err, delayMs) => o.log.warn({ err: err.message, delayMs }, 'alert delivery: reading the event store failed; retrying'),
     onError: (err) => o.log.error({ err }, 'alert delivery stopped'),
   })
   return {
     caughtUp,
     async stop() {
-      stopping = true
+      stopping.abort()
       await sub.stop()
+      await draining
     },
   }
 }
 
-async function deliver(o: AlertDeliveryOptions, e: RecordedEvent, stopping: () => boolean): Promise<void> {
+function logAlert(log: Logger, e: RecordedEvent): void {
   const alert = e.data as SecurityAlertRaised['data']
-  o.log.warn({ alertId: e.id, rule: alert.rule, key: alert.key, severity: alert.severity }, `security alert: ${alert.summary}`)
-  if (!o.webhook) return
+  log.warn({ alertId: e.id, rule: alert.rule, key: alert.key, severity: alert.severity }, `security alert: ${alert.summary}`)
+}
+
+/** false when stopped before the alert was delivered: nothing is recorded and it is retried after a restart */
+async function deliver(o: AlertDeliveryOptions, e: RecordedEvent, stop: AbortSignal): Promise<boolean> {
+  if (!o.webhook) return true
+  const alert = e.data as SecurityAlertRaised['data']
   const body = JSON.stringify({ id: e.id, type: e.type, time: e.time, position: e.position, ...alert })
   const attempts = o.attempts ?? 5
   let error = ''
   for (let i = 0; i < attempts; i++) {
-    if (i > 0) await new Promise((r) => setTimeout(r, (o.backoffMs ?? 500) * 2 ** (i - 1)))
-    if (stopping() && i > 0) break
+    if (i > 0) await sleep((o.backoffMs ?? 500) * 2 ** (i - 1), undefined, { signal: stop }).catch(() => undefined)
+    if (stop.aborted) return false
     try {
-      const res = await fetch(o.webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(o.timeoutMs ?? 5000) })
+      const signal = AbortSignal.any([stop, AbortSignal.timeout(o.timeoutMs ?? 5000)])
+      const res = await fetch(o.webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal })
       await res.arrayBuffer().catch(() => undefined)
-      if (res.ok) return
+      if (res.ok) return true
       error = `HTTP ${res.status}`
     } catch (err) {
-      error = (err as Error).message
+      if (stop.aborted) return false
+      error = failureOf(err)
     }
+    o.log.warn({ alertId: e.id, attempt: i + 1, attempts, error }, 'alert webhook attempt failed')
   }
-  o.log.error({ alertId: e.id, error }, 'alert webhook delivery failed')
+  o.log.error({ alertId: e.id, attempts, error }, 'alert webhook delivery failed')
   const failed: AlertDeliveryFailed = { type: 'AlertDeliveryFailed', data: { alertId: e.id, rule: alert.rule, attempts, error } }
   await o.store.append(ALERTS_STREAM, [{ id: deterministicEventId(`alert-delivery-failed:${e.id}`), ...failed, metadata: { actor: 'system:monitor', causationId: e.id } }])
+  return true
+}
+
+/** fetch rejects with "fetch failed"; the reason (ECONNREFUSED, a TLS error, ...) is its cause */
+function failureOf(err: unknown): string {
+  const e = err as Error & { cause?: Error & { code?: string } }
+  const cause = e.cause?.message || e.cause?.code
+  return cause ? `${e.message}: ${cause}` : e.message
 }

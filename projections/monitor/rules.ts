@@ -56,33 +56,37 @@ const actorOf = (e: RecordedEvent, kind: string): string | undefined => {
   return a?.startsWith(`${kind}:`) ? a.slice(kind.length + 1) : undefined
 }
 const REVOKED = new Set(['certificate-revoked', 'device-revoked'])
+/** DeviceAuthRefused (the API) folds a burst into one event with `attempts`; DeviceAuthFailed (the broker) is one per attempt */
+const attemptsOf = (e: RecordedEvent): number => (Number(data(e).attempts) > 0 ? Number(data(e).attempts) : 1)
+/** refused device authentications: the broker's (MQTT) and the API's (HTTPS device routes) */
+const DEVICE_AUTH_FAILURES = ['DeviceAuthFailed', 'DeviceAuthRefused'] as const
 
 export const rules: readonly Rule[] = [
   {
     name: 'auth-failures-per-ip',
     severity: 'warning',
-    eventTypes: ['DeviceAuthFailed', 'LoginFailed'],
-    observe: (e) => (ipOf(e) ? { key: ipOf(e)! } : undefined),
+    eventTypes: [...DEVICE_AUTH_FAILURES, 'LoginFailed'],
+    observe: (e) => (ipOf(e) ? { key: ipOf(e)!, weight: attemptsOf(e) } : undefined),
     describe: (key, n, t) => `${n} failed authentications from ${key} within ${t.windowSeconds} s`,
   },
   {
     name: 'auth-failures-per-certificate',
     severity: 'warning',
-    eventTypes: ['DeviceAuthFailed'],
+    eventTypes: DEVICE_AUTH_FAILURES,
     observe: (e) => {
       const key = s(data(e).fingerprint) ?? s(data(e).serial)
-      return key ? { key } : undefined
+      return key ? { key, weight: attemptsOf(e) } : undefined
     },
     describe: (key, n, t) => `${n} failed authentications with certificate ${key} within ${t.windowSeconds} s`,
   },
   {
     name: 'revoked-certificate-attempt',
     severity: 'critical',
-    eventTypes: ['DeviceAuthFailed'],
+    eventTypes: DEVICE_AUTH_FAILURES,
     observe: (e) => {
       if (!REVOKED.has(String(data(e).reason))) return undefined
       const key = s(data(e).serial) ?? s(data(e).fingerprint) ?? s(data(e).deviceId) ?? ipOf(e)
-      return key ? { key } : undefined
+      return key ? { key, weight: attemptsOf(e) } : undefined
     },
     describe: (key, n) => `${n} connection attempt(s) with revoked certificate or device ${key}`,
   },

@@ -87,8 +87,11 @@ t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R
   const revoked = await asX('GET', '/v1/device/recordings')
   t.equal(revoked.status, 403)
   t.equal(revoked.json().error.code, 'KENNEL_ERR_DEVICE_REVOKED')
+  for (let i = 0; i < 3; i++) t.equal((await asX('GET', '/v1/device/recordings')).status, 403)
   const refusals = await api.pki.store.readAll({ filter: { types: ['DeviceAuthRefused'] } })
-  t.ok(refusals.some((e) => e.metadata.credential === `cert:${x.serial}` && (e.data as { reason: string }).reason === 'device-revoked'), 'the revoked attempt is an event')
+  const revokedRefusals = refusals.filter((e) => e.metadata.credential === `cert:${x.serial}` && (e.data as { reason: string }).reason === 'device-revoked')
+  t.equal(revokedRefusals.length, 1, 'the revoked attempt is an event, once per block')
+  t.match(revokedRefusals[0]!.data, { serial: x.serial, deviceId: 'toy-x', fingerprint: /^[0-9a-f]{64}$/, attempts: 1 }, 'it stands for one attempt; the rest of the burst is counted')
 })
 
 t.test('per-certificate limit: the 61st device request in a minute gets 429 (R6)', async (t) => {
@@ -129,9 +132,12 @@ t.test('denylisted addresses are dropped on accept, before TLS (R9)', async (t) 
   const server = await listenTestApi(t, api)
   await t.rejects(request(server.port, { method: 'GET', path: '/healthz', ca: server.caPem }), 'the connection is closed')
   t.equal((await api.metrics.denylistHits.get()).values[0]?.value, 1)
+  for (let i = 0; i < 2; i++) await t.rejects(request(server.port, { method: 'GET', path: '/healthz', ca: server.caPem }))
   await new Promise((r) => setTimeout(r, 50))
-  const events = await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })
-  t.equal(events.length, 1)
+  const hits = async () => (await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })).map((e) => (e.data as { hits: number }).hits)
+  t.same(await hits(), [1], 'the first hit is recorded at once; the rest of the burst is counted')
+  await server.close()
+  t.same(await hits(), [1, 2], 'the rest of the burst is recorded on close: 3 hits, 2 events')
 })
 
 t.test('a keep-alive connection does not outlive the toy\'s certificate', async (t) => {

@@ -178,4 +178,6 @@ t.test('a denylisted address is dropped before TLS; hits are counted, events rat
   t.match(events[0]!.data, { ip: '127.0.0.1', hits: 1 })
   t.match(await sys.broker.metrics.registry.getSingleMetricAsString('kennel_mqtt_denylist_hits_total'), /kennel_mqtt_denylist_hits_total 3/)
   t.equal((await sys.events('DeviceAuthFailed', 'DeviceConnected')).length, 0, 'no handshake happened')
+  await sys.broker.close()
+  t.same((await sys.events('ConnectionDenylisted')).map((e) => (e.data as { hits: number }).hits), [1, 2], 'the rest of the burst is recorded on close: 3 hits, 2 events')
 })

@@ -1,7 +1,7 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
 import { startAlertDelivery } from '../../../projections/monitor/delivery.ts'
 import { createMonitorProjection } from '../../../projections/monitor/projection.ts'
@@ -165,4 +165,99 @@ t.test('KENNEL_MONITOR_* thresholds decide when a rule of the configured monitor
   t.equal(failuresUntilAlert({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '3/60s' }), 3, '3/60s: the 3rd fires')
   t.equal(failuresUntilAlert({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '10/5s' }), Infinity, '10/5s: one failure a second never reaches 10 within 5 s')
   t.throws(() => loadConfig({ KENNEL_MONITOR_AUTH_FAILURES_PER_IP: '3 per minute' }), /KENNEL_MONITOR_AUTH_FAILURES_PER_IP must be a count within a window like 20\/60s/)
+})
+
+t.test('the API\'s refused device certificates count like the broker\'s failed authentications', async (t) => {
+  const monitor = createMonitorProjection({ 'auth-failures-per-certificate': { count: 5, windowSeconds: 60 }, 'auth-failures-per-ip': { count: 5, windowSeconds: 60 } })
+  const docs = new MemoryDocuments()
+  const refused = (s: number, data: Record<string, unknown>) => monitor.apply(docs, event('DeviceAuthRefused', s, { route: '/v1/device/recordings', ...data }))
+  refused(0, { reason: 'device-revoked', ip: '198.51.100.20', deviceId: 'toy-r', serial: 'aa01', attempts: 1 })
+  t.same(alertsOf(docs).map((a) => [a.rule, a.key, a.count]), [['revoked-certificate-attempt', 'aa01', 1]], 'a revoked certificate on the API: one critical alert')
+  refused(1, { reason: 'device-revoked', ip: '198.51.100.20', deviceId: 'toy-r', serial: 'aa01', attempts: 3 })
+  t.equal(alertsOf(docs).length, 1, 'the folded rest of the burst raises no second revoked alert within the window')
+  refused(2, { reason: 'untrusted:DEPTH_ZERO_SELF_SIGNED_CERT', ip: '198.51.100.21', fingerprint: 'f00d', attempts: 1 })
+  refused(3, { reason: 'untrusted:DEPTH_ZERO_SELF_SIGNED_CERT', ip: '198.51.100.21', fingerprint: 'f00d', attempts: 3 })
+  t.equal(alertsOf(docs).length, 1, '4 refusals: below both thresholds')
+  monitor.apply(docs, event('DeviceAuthFailed', 4, { reason: 'self-signed-certificate', ip: '198.51.100.21', fingerprint: 'f00d' }))
+  t.same(alertsOf(docs).slice(1).map((a) => [a.rule, a.key, a.count]).sort(), [['auth-failures-per-certificate', 'f00d', 5], ['auth-failures-per-ip', '198.51.100.21', 5]], 'with one on MQTT, the 5th of the same certificate and address fires each rule once')
+})
+
+t.test('a burst of denylist hits is counted by the hits each event stands for', async (t) => {
+  const monitor = createMonitorProjection({ 'denylist-hits': { count: 4, windowSeconds: 3600 } })
+  const docs = new MemoryDocuments()
+  monitor.apply(docs, event('ConnectionDenylisted', 0, { ip: '203.0.113.9', listener: 'api', cidr: '203.0.113.0/24', hits: 1 }))
+  monitor.apply(docs, event('ConnectionDenylisted', 60, { ip: '203.0.113.9', listener: 'api', cidr: '203.0.113.0/24', hits: 2 }))
+  t.same(alertsOf(docs), [], '3 hits: below 4')
+  monitor.apply(docs, event('ConnectionDenylisted', 61, { ip: '203.0.113.9', port: 5000, hits: 1 }))
+  t.same(alertsOf(docs).map((a) => [a.rule, a.count]), [['denylist-hits', 4]], 'API and MQTT hits add up; one alert at 4')
+})
+
+const alertOnce = async (store: Awaited<ReturnType<typeof sandbox>>['store'], readModels: Awaited<ReturnType<typeof sandbox>>['readModels'], serials: string[]) => {
+  const monitor = createMonitorProjection({ 'revoked-certificate-attempt': { count: 1, windowSeconds: 3600 } })
+  const runner = await startProjectionRunner({ store, readModels, projections: [monitor] })
+  for (const serial of serials) await store.append('security-x', [{ type: 'DeviceAuthFailed', data: { reason: 'certificate-revoked', ip: '192.0.2.1', serial } }])
+  await runner.waitFor(await store.headPosition())
+  await runner.stop()
+  return (await store.readStream('alerts')).filter((e) => e.type === 'SecurityAlertRaised')
+}
+
+const receiver = async (t: Test, answer: () => number) => {
+  const received: Array<{ id: string }> = []
+  const server = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (d) => (body += d))
+    req.on('end', () => {
+      const status = answer()
+      if (status < 300) received.push(JSON.parse(body))
+      res.writeHead(status).end()
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  return { received, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` }
+}
+
+t.test('a stop during webhook retries records no failure and the alert is delivered after a restart', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  const [alert] = await alertOnce(store, readModels, ['cd01'])
+  let calls = 0
+  const down = await receiver(t, () => (calls++, 503))
+  const delivery = await startAlertDelivery({ store, readModels, log: silent, webhook: down.url, attempts: 5, backoffMs: 100 })
+  while (calls < 2) await new Promise((r) => setTimeout(r, 10))
+  const stopping = Date.now()
+  await delivery.stop()
+  t.ok(Date.now() - stopping < 1000, 'the stop does not wait for the remaining retries')
+  t.equal(calls, 2, 'no attempt after the stop')
+  t.same((await store.readStream('alerts')).filter((e) => e.type === 'AlertDeliveryFailed'), [], 'no AlertDeliveryFailed for an alert that was not given up')
+
+  const up = await receiver(t, () => 204)
+  const again = await startAlertDelivery({ store, readModels, log: silent, webhook: up.url, backoffMs: 5 })
+  await again.caughtUp
+  await again.stop()
+  t.same(up.received.map((r) => r.id), [alert!.id], 'delivered once after the restart, with its id')
+  t.same((await store.readStream('alerts')).filter((e) => e.type === 'AlertDeliveryFailed'), [], 'still no failure recorded')
+})
+
+t.test('each alert is logged when read, not behind another alert\'s retries; failed attempts log their cause', async (t) => {
+  const { store, readModels } = await sandbox(t)
+  const alerts = await alertOnce(store, readModels, ['ef01', 'ef02'])
+  const lines: Array<{ level: number; msg: string; alertId?: string; error?: string }> = []
+  const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(JSON.parse(s)) })
+  // a port nothing listens on: every attempt is refused
+  const closed = http.createServer()
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise<void>((r) => closed.close(() => r()))
+  const delivery = await startAlertDelivery({ store, readModels, log, webhook: `http://127.0.0.1:${port}/hook`, attempts: 3, backoffMs: 300 })
+  while (lines.filter((l) => l.msg === 'alert webhook attempt failed').length < 1) await new Promise((r) => setTimeout(r, 10))
+  t.same(lines.filter((l) => l.msg.startsWith('security alert:')).map((l) => l.alertId), alerts.map((a) => a.id), 'both alerts are logged while the first is still being retried')
+  const attempt = lines.find((l) => l.msg === 'alert webhook attempt failed')!
+  t.equal(attempt.level, 40, 'a failed attempt is a warning')
+  t.match(attempt.error, /ECONNREFUSED/, 'with the cause, not only "fetch failed"')
+  await delivery.caughtUp
+  await delivery.stop()
+  const failures = (await store.readStream('alerts')).filter((e) => e.type === 'AlertDeliveryFailed')
+  t.same(failures.map((f) => (f.data as { alertId: string; attempts: number }).alertId), alerts.map((a) => a.id), 'each alert given up once')
+  t.ok(failures.every((f) => (f.data as { attempts: number; error: string }).attempts === 3 && /ECONNREFUSED/.test((f.data as { error: string }).error)))
+  t.equal(lines.filter((l) => l.msg.startsWith('security alert:')).length, 2, 'each alert logged once')
 })
