@@ -75,7 +75,9 @@ export function authenticateDevice(ctx: ApiContext) {
     throw new KennelError(code, message)
   }
 
-  return async function deviceAuth(req: FastifyRequest): Promise<void> {
+  return Object.assign(deviceAuth, { flush: () => folded.flush() })
+
+  async function deviceAuth(req: FastifyRequest): Promise<void> {
     const socket = req.raw.socket as Partial<TLSSocket>
     if (!socket.encrypted || typeof socket.getPeerCertificate !== 'function') return refuse(req, 'no-tls', 'KENNEL_ERR_CERT_INVALID', 'device routes need HTTPS with the toy\'s client certificate')
     const peer = peerOf(socket as TLSSocket)

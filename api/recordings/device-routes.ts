@@ -21,7 +21,10 @@ function ownRecording(ctx: ApiContext, req: FastifyRequest, recordingId: string)
 
 export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  app.addHook('preHandler', authenticateDevice(ctx))
+  const auth = authenticateDevice(ctx)
+  app.addHook('preHandler', auth)
+  // the refusals counted since a block's first event are recorded before the API stops
+  app.addHook('onClose', () => auth.flush())
   const security = [{ deviceCertificate: [] }]
 
   app.post<{ Body: { contentType: string; bytes: number } }>('/v1/device/recordings', {

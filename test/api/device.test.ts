@@ -92,6 +92,9 @@ t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R
   const revokedRefusals = refusals.filter((e) => e.metadata.credential === `cert:${x.serial}` && (e.data as { reason: string }).reason === 'device-revoked')
   t.equal(revokedRefusals.length, 1, 'the revoked attempt is an event, once per block')
   t.match(revokedRefusals[0]!.data, { serial: x.serial, deviceId: 'toy-x', fingerprint: /^[0-9a-f]{64}$/, attempts: 1 }, 'it stands for one attempt; the rest of the burst is counted')
+  await api.app.close()
+  const flushed = (await api.pki.store.readAll({ filter: { types: ['DeviceAuthRefused'] } })).filter((e) => e.metadata.credential === `cert:${x.serial}` && (e.data as { reason: string }).reason === 'device-revoked')
+  t.same(flushed.map((e) => (e.data as { attempts: number }).attempts), [1, 3], 'the other three attempts are recorded when the API stops')
 })
 
 t.test('per-certificate limit: the 61st device request in a minute gets 429 (R6)', async (t) => {
