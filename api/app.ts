@@ -19,7 +19,6 @@ import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
 import { DeviceLimiter } from './guard/device-limiter.ts'
-import { OncePerBlock } from './guard/refusal-events.ts'
 import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
@@ -93,7 +92,6 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     emails: new EmailProtector(deps.masterKey, new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')),
     loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
-    refusals: new OncePerBlock(),
     metrics: deps.metrics ?? new ApiMetrics(),
     passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },
     redis: deps.redis,

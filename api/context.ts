@@ -6,7 +6,6 @@ import type { Documents } from '../projections/projection.ts'
 import type { EmailProtector } from './accounts/personal-data.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
 import type { DeviceLimiter } from './guard/device-limiter.ts'
-import type { OncePerBlock } from './guard/refusal-events.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 /** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
@@ -35,7 +34,6 @@ export interface ApiContext {
   emails: EmailProtector
   loginLimiter: LoginLimiter
   deviceLimiter: DeviceLimiter
-  refusals: OncePerBlock
   metrics: ApiMetrics
   passwordHashing: PasswordHashing
   redis: Redis | undefined

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import argon2 from 'argon2'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
@@ -11,6 +11,7 @@ import { accountByEmailHash } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
 import { newToken, tokenHash } from './tokens.ts'
 import type { RateLimitExceeded } from '../guard/events.ts'
+import { FoldedRefusals } from '../guard/folded-refusals.ts'
 
 const credentials = {
   type: 'object',
@@ -23,12 +24,20 @@ const credentials = {
 } as const
 
 const LOGIN_FAILED = 'the e-mail address or the password is wrong'
+// shorter than a login block (an hour), so a long block still reports its refusals each minute (R11)
+const REFUSAL_EVENT_BLOCK_MS = 60_000
 
 export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
   const hashOptions = { type: argon2.argon2id as 2, ...ctx.passwordHashing }
   // verified against when the e-mail is unknown, so both answers take the same work
   const dummyHash = await argon2.hash(newToken(), hashOptions)
+  const recordLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
+    ctx.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
+  // one event per limit, account and IP per minute; the rest of a burst is counted (R11, R19)
+  const limited = new FoldedRefusals<{ req: FastifyRequest; event: RateLimitExceeded; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
+    recordLimited({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record refused logins')))
+  app.addHook('onClose', () => limited.flush())
 
   app.post<{ Body: { email: string; password: string } }>('/v1/accounts', {
     schema: { tags: ['accounts'], summary: 'create a parent account (R15 password policy)', body: credentials, response: { 201: { type: 'object', properties: { accountId: { type: 'string' } } }, ...errorResponses } },
@@ -65,10 +74,9 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const block = await ctx.loginLimiter.blocked(emailHash, req.ip)
     if (block) {
       ctx.metrics.rateLimited.inc({ limit: block.limit })
-      if (ctx.refusals.shouldRecord(`${block.limit}:${block.limit === 'login-ip-day' ? '' : emailHash}:${req.ip}`, ctx.now().getTime(), block.retryAfterSeconds * 1000)) {
-        const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}) } }
-        await ctx.append(securityStream(ctx.now()), [{ ...event, metadata: { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip } }])
-      }
+      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}), refusals: 1 } }
+      const metadata = { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip }
+      if (limited.count(`${block.limit}:${block.limit === 'login-ip-day' ? '' : emailHash}:${req.ip}`, ctx.now().getTime(), { req, event, metadata })) await recordLimited(event, metadata)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many failed logins; try again in ${block.retryAfterSeconds} s`, { retryAfterSeconds: block.retryAfterSeconds })
     }
     const ok = await argon2.verify(account?.passwordHash ?? dummyHash, password)

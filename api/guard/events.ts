@@ -13,6 +13,8 @@ export interface RateLimitExceeded {
     accountId?: string
     ip: string
     retryAfterSeconds: number
+    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (api/guard/folded-refusals.ts); absent in older events: 1 */
+    refusals?: number
   }
 }
 

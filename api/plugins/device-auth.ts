@@ -65,6 +65,11 @@ export function authenticateDevice(ctx: ApiContext) {
   // one event per certificate (or, untrusted, address) and reason per block; the rest of a burst is counted (R11)
   const folded = new FoldedRefusals<{ req: FastifyRequest; event: DeviceAuthRefused; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, attempts) =>
     append(req, { ...event, data: { ...event.data, attempts } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record refused device authentications')))
+  const appendLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
+    ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
+  // one event per certificate and window per block; the rest of a storm is counted (R11, R19)
+  const limited = new FoldedRefusals<{ req: FastifyRequest; event: RateLimitExceeded; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
+    appendLimited({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record rate-limited device requests')))
 
   async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, peer?: Partial<PeerIdentity>): Promise<never> {
     ctx.metrics.authFailures.inc({ kind: `device-${reason}` })
@@ -75,7 +80,7 @@ export function authenticateDevice(ctx: ApiContext) {
     throw new KennelError(code, message)
   }
 
-  return Object.assign(deviceAuth, { flush: () => folded.flush() })
+  return Object.assign(deviceAuth, { flush: () => Promise.all([folded.flush(), limited.flush()]).then(() => undefined) })
 
   async function deviceAuth(req: FastifyRequest): Promise<void> {
     const socket = req.raw.socket as Partial<TLSSocket>
@@ -97,10 +102,9 @@ export function authenticateDevice(ctx: ApiContext) {
     const refusal = await ctx.deviceLimiter.consume(serial)
     if (refusal) {
       ctx.metrics.rateLimited.inc({ limit: 'device-api' })
-      if (ctx.refusals.shouldRecord(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), refusal.retryAfterSeconds * 1000)) {
-        const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds } }
-        await ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata: { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip } }])
-      }
+      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds, refusals: 1 } }
+      const metadata = { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip }
+      if (limited.count(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata })) await appendLimited(event, metadata)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`, { retryAfterSeconds: refusal.retryAfterSeconds })
     }
     req.device = { deviceId, serial }

@@ -58,6 +58,8 @@ const actorOf = (e: RecordedEvent, kind: string): string | undefined => {
 const REVOKED = new Set(['certificate-revoked', 'device-revoked'])
 /** DeviceAuthRefused (the API) folds a burst into one event with `attempts`; DeviceAuthFailed (the broker) is one per attempt */
 const attemptsOf = (e: RecordedEvent): number => (Number(data(e).attempts) > 0 ? Number(data(e).attempts) : 1)
+/** the API folds a rate-limit storm into events with `refusals`; the broker's and older events are one refusal each */
+const refusalsOf = (e: RecordedEvent): number => (Number(data(e).refusals) > 0 ? Number(data(e).refusals) : 1)
 /** refused device authentications: the broker's (MQTT) and the API's (HTTPS device routes) */
 const DEVICE_AUTH_FAILURES = ['DeviceAuthFailed', 'DeviceAuthRefused'] as const
 
@@ -101,7 +103,7 @@ export const rules: readonly Rule[] = [
     name: 'rate-limit-storm',
     severity: 'warning',
     eventTypes: ['RateLimitExceeded'],
-    observe: () => ({ key: 'all' }),
+    observe: (e) => ({ key: 'all', weight: refusalsOf(e) }),
     describe: (_key, n, t) => `${n} rate-limit refusals within ${t.windowSeconds} s`,
   },
   {

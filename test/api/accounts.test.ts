@@ -3,6 +3,9 @@ import t from 'tap'
 import { RESERVATION_TIMEOUT_MS, reservationHolds } from '../../api/accounts/email-reservation.ts'
 import { EmailProtector } from '../../api/accounts/personal-data.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { createMonitorProjection } from '../../projections/monitor/projection.ts'
+import { OUTBOX, type OutboxEntry } from '../../projections/outbox.ts'
+import { MemoryDocuments } from '../../projections/projection.ts'
 import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
 t.test('password policy refuses weak passwords and says why (R15)', async (t) => {
@@ -154,4 +157,25 @@ t.test('KENNEL_SESSION_TTL_MINUTES sets the session lifetime', async (t) => {
   t.equal((await app.inject({ method: 'GET', url: '/v1/households', headers: bearer(token) })).statusCode, 200)
   now = new Date('2030-01-01T00:30:01Z')
   t.equal((await app.inject({ method: 'GET', url: '/v1/households', headers: bearer(token) })).statusCode, 401)
+})
+
+t.test('a login brute force keeps hammering while blocked: the events count every 429 and the monitor sees the storm (R11)', async (t) => {
+  const { app, pki } = await buildTestApi(t)
+  await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'sven@example.org', password: STRONG } })
+  let refused = 0
+  for (let i = 1; i <= 40; i++) {
+    const res = await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'sven@example.org', password: `wrong-guess-${i}` } })
+    if (res.statusCode === 429) refused++
+  }
+  t.equal(refused, 35, 'five failures, then 35 refusals')
+  await app.close()
+  const limited = await pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
+  t.same(limited.map((e) => (e.data as { refusals: number }).refusals), [1, 34], 'the first refusal at once, the rest of the minute when the API stops')
+  const storm = (count: number): number => {
+    const monitor = createMonitorProjection({ 'rate-limit-storm': { count, windowSeconds: 60 } })
+    const docs = new MemoryDocuments()
+    for (const e of limited) monitor.apply(docs, e)
+    return [...docs.values<OutboxEntry>(OUTBOX)].filter((o) => (o.event.data as { rule: string }).rule === 'rate-limit-storm').length
+  }
+  t.same([storm(refused), storm(refused + 1)], [1, 0], 'one rate-limit-storm alert at the threshold, none above the burst')
 })

@@ -113,7 +113,10 @@ t.test('per-certificate limit: the 61st device request in a minute gets 429 (R6)
   t.equal((await asY('GET', '/v1/device/recordings')).status, 200, 'another certificate is not affected')
   const events = await api.pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
   t.equal(events.length, 1, 'one event per block, not one per refused request')
-  t.match(events[0], { data: { limit: 'device-api', window: '60/minute', deviceId: 'toy-x', serial: x.serial }, metadata: { actor: 'device:toy-x', credential: `cert:${x.serial}` } })
+  t.match(events[0], { data: { limit: 'device-api', window: '60/minute', deviceId: 'toy-x', serial: x.serial, refusals: 1 }, metadata: { actor: 'device:toy-x', credential: `cert:${x.serial}` } })
+  await api.app.close()
+  const flushed = await api.pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
+  t.same(flushed.map((e) => (e.data as { refusals: number }).refusals), [1, 1], 'the second 429 is recorded, with its number, when the API stops')
 })
 
 t.test('a toy renews its certificate with a CSR and the new one works', async (t) => {

@@ -261,3 +261,16 @@ t.test('each alert is logged when read, not behind another alert\'s retries; fai
   t.ok(failures.every((f) => (f.data as { attempts: number; error: string }).attempts === 3 && /ECONNREFUSED/.test((f.data as { error: string }).error)))
   t.equal(lines.filter((l) => l.msg.startsWith('security alert:')).length, 2, 'each alert logged once')
 })
+
+t.test('a rate-limit storm folded into weighted events fires at its refusals, and an unweighted event counts one', async (t) => {
+  const monitor = createMonitorProjection({ 'rate-limit-storm': { count: 10, windowSeconds: 60 } })
+  const docs = new MemoryDocuments()
+  const fired = (): number => alertsOf(docs).filter((a) => a.rule === 'rate-limit-storm').length
+  monitor.apply(docs, event('RateLimitExceeded', 0, { limit: 'login-account-ip', ip: '198.51.100.20', retryAfterSeconds: 3600, refusals: 1 }))
+  monitor.apply(docs, event('RateLimitExceeded', 30, { limit: 'login-account-ip', ip: '198.51.100.20', retryAfterSeconds: 3570, refusals: 8 }))
+  t.equal(fired(), 0, 'nine refusals: below the threshold')
+  monitor.apply(docs, event('RateLimitExceeded', 40, { limit: 'connect-ip', key: '198.51.100.21', ip: '198.51.100.21', retryAfterMs: 1000 }))
+  t.same(alertsOf(docs).map((a) => [a.rule, a.count]), [['rate-limit-storm', 10]], 'the broker\'s event, without refusals, is the tenth: one alert')
+  monitor.apply(docs, event('RateLimitExceeded', 50, { limit: 'device-api', ip: '198.51.100.22', retryAfterSeconds: 10, refusals: 25 }))
+  t.equal(fired(), 1, 'quiet for one window after firing')
+})
