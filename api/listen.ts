@@ -11,7 +11,7 @@ import { securityStream } from './accounts/events.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
 import type { ConnectionDenylisted } from './guard/events.ts'
-import { FoldedRefusals } from './guard/folded-refusals.ts'
+import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 // Puts a built API on HTTPS (R2, R9, R18) and /metrics on loopback. Parents connect without a

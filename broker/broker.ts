@@ -11,6 +11,7 @@ import { type CertificateCheck, identifyPeer, isRefusal, type PeerIdentity, type
 import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts'
 import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
+import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitName, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -80,7 +81,6 @@ interface Kick {
 const KICK_TOPIC = '$SYS/kennel/kick'
 /** at most two ConnectionDenylisted events per source IP per minute: its first hit, then the rest counted */
 const DENYLIST_EVENT_INTERVAL_MS = 60_000
-const MAX_DENYLIST_TRACKED_IPS = 10_000
 /** room for the fixed header, a 65,535-byte topic and a packet id around the payload */
 const PACKET_OVERHEAD = 65_545
 
@@ -159,33 +159,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   // --- connection ------------------------------------------------------------------------
   const denylist = compileDenylist(config.denylist)
-  // the first hit from an address opens a block and is recorded at once; the block's later hits
-  // are recorded together when it ends (a timer that does not hold the process open) or on close
-  const denylistBlocks = new Map<string, { until: number; hits: number; port?: number; timer?: NodeJS.Timeout }>()
-  const recordDenied = (ip: string, hits: number, port: number | undefined): Promise<void> =>
+  // the first hit from an address is recorded at once; the rest of its minute together when the
+  // minute ends or on close
+  const recordDenied = ({ ip, port }: { ip: string; port: number | undefined }, hits: number): Promise<void> =>
     record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
-  function closeDenylistBlock(ip: string): Promise<void> {
-    const block = denylistBlocks.get(ip)
-    if (!block?.timer) return Promise.resolve()
-    clearTimeout(block.timer)
-    denylistBlocks.delete(ip)
-    return recordDenied(ip, block.hits, block.port)
-  }
+  const denied = new FoldedRefusals(DENYLIST_EVENT_INTERVAL_MS, recordDenied)
   function onDenied(socket: Socket): void {
     metrics.denylistHits.inc()
-    const ip = socket.remoteAddress ?? 'unknown'
-    const t = Date.now()
-    const block = denylistBlocks.get(ip)
-    if (block === undefined || block.until <= t) {
-      if (block) void closeDenylistBlock(ip)
-      if (denylistBlocks.size > MAX_DENYLIST_TRACKED_IPS) for (const [k, b] of denylistBlocks) if (!b.timer) denylistBlocks.delete(k)
-      denylistBlocks.set(ip, { until: t + DENYLIST_EVENT_INTERVAL_MS, hits: 0 })
-      void recordDenied(ip, 1, socket.remotePort)
-      return
-    }
-    block.hits++
-    block.port = socket.remotePort
-    block.timer ??= setTimeout(() => void closeDenylistBlock(ip), block.until - t).unref()
+    const subject = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort }
+    if (denied.count(subject.ip, Date.now(), subject)) void recordDenied(subject, 1)
   }
 
   function onSecureConnection(socket: TLSSocket): void {
@@ -401,7 +383,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       await serverClosed
-      await Promise.all([...denylistBlocks.keys()].map(closeDenylistBlock))
+      await denied.flush()
       await recorder.flush()
       await cluster?.close()
     },

@@ -11,7 +11,7 @@ import { accountByEmailHash } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
 import { newToken, tokenHash } from './tokens.ts'
 import type { RateLimitExceeded } from '../guard/events.ts'
-import { FoldedRefusals } from '../guard/folded-refusals.ts'
+import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 const credentials = {
   type: 'object',

@@ -13,7 +13,7 @@ export interface RateLimitExceeded {
     accountId?: string
     ip: string
     retryAfterSeconds: number
-    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (api/guard/folded-refusals.ts); absent in older events: 1 */
+    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (infra/net/folded-refusals.ts); absent in older events: 1 */
     refusals?: number
   }
 }
@@ -28,7 +28,7 @@ export interface DeviceAuthRefused {
     reason: string
     ip: string
     route: string
-    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (api/guard/folded-refusals.ts) */
+    /** refusals this event stands for: 1 when a block opens, then the rest of the block's (infra/net/folded-refusals.ts) */
     attempts: number
   }
 }

@@ -5,7 +5,7 @@ import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
 import { securityStream } from '../accounts/events.ts'
 import type { ApiContext } from '../context.ts'
 import type { DeviceAuthRefused, RateLimitExceeded } from '../guard/events.ts'
-import { FoldedRefusals } from '../guard/folded-refusals.ts'
+import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 // Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
 // per certificate (R6). The listener asks for a certificate but does not reject the handshake

@@ -56,10 +56,12 @@ const actorOf = (e: RecordedEvent, kind: string): string | undefined => {
   return a?.startsWith(`${kind}:`) ? a.slice(kind.length + 1) : undefined
 }
 const REVOKED = new Set(['certificate-revoked', 'device-revoked'])
-/** DeviceAuthRefused (the API) folds a burst into one event with `attempts`; DeviceAuthFailed (the broker) is one per attempt */
-const attemptsOf = (e: RecordedEvent): number => (Number(data(e).attempts) > 0 ? Number(data(e).attempts) : 1)
-/** the API folds a rate-limit storm into events with `refusals`; the broker's and older events are one refusal each */
-const refusalsOf = (e: RecordedEvent): number => (Number(data(e).refusals) > 0 ? Number(data(e).refusals) : 1)
+/** how many occurrences an event stands for: the API folds a burst into one event with a count
+ * (`attempts` on DeviceAuthRefused, `refusals` on RateLimitExceeded); the broker's and older
+ * events are one each */
+const countOf = (e: RecordedEvent, field: 'attempts' | 'refusals'): number => (Number(data(e)[field]) > 0 ? Number(data(e)[field]) : 1)
+const attemptsOf = (e: RecordedEvent): number => countOf(e, 'attempts')
+const refusalsOf = (e: RecordedEvent): number => countOf(e, 'refusals')
 /** refused device authentications: the broker's (MQTT) and the API's (HTTPS device routes) */
 const DEVICE_AUTH_FAILURES = ['DeviceAuthFailed', 'DeviceAuthRefused'] as const
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FoldedRefusals } from '../../../api/guard/folded-refusals.ts'
+import { FoldedRefusals } from '../../../infra/net/folded-refusals.ts'
 
 t.test('a burst that then stops is recorded with its count when the block ends', async (t) => {
   const written: Array<[string, number]> = []
