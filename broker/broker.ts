@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket, Server } from 'node:tls'
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes'
@@ -12,12 +12,14 @@ import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts
 import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
+import { isOwnWill, limitPacketSize, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitName, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
 import { type BrokerRateLimits, createRateLimits } from './ratelimit.ts'
 import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
+import { createSessions } from './sessions.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (STYLE §6); decisions are the plain functions of authenticate.ts and
@@ -63,13 +65,6 @@ export interface Broker {
   close(): Promise<void>
 }
 
-interface Session {
-  identity: PeerIdentity
-  reason?: DisconnectReason
-  /** set when revoked: the will is not published */
-  suppressWill?: boolean
-}
-
 /** a live session the broker closes itself; sent to every node on KICK_TOPIC */
 interface Kick {
   deviceId: string
@@ -97,7 +92,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
   const recorder = createRecorder(store, log)
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
-  const sessions = new WeakMap<Client, Session>()
+  const sessions = createSessions()
+  /** authentications in progress: a DeviceConnected may still be recorded for each */
+  const authenticating = new Set<Promise<void>>()
   let closing = false
 
   const aedes = new Aedes({
@@ -106,7 +103,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     maxClientsIdLength: 64,
     connectTimeout: 10_000,
   })
-  const clients = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients
+  const clients = (): Record<string, Client> => registeredClients(aedes)
   const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => recorder.failures)
 
   const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
@@ -129,15 +126,16 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   // --- revocation and supersession (R3, R18) ---------------------------------------------
-  function kickLocal(k: Kick): boolean {
-    const client = clients()[k.deviceId]
-    const session = client && sessions.get(client)
-    if (!client || !session || (k.serial !== undefined && session.identity.serial !== k.serial)) return false
-    session.reason = k.reason
-    session.suppressWill = true
-    metrics.kicks.inc({ reason: k.reason })
-    client.close()
-    return true
+  function kickLocal(k: Kick): void {
+    // every open connection of the device, registered with Aedes or still before CONNACK
+    for (const client of sessions.ofDevice(k.deviceId)) {
+      const session = sessions.get(client)
+      if (!session || (k.serial !== undefined && session.identity.serial !== k.serial)) continue
+      session.reason = k.reason
+      session.suppressWill = true
+      metrics.kicks.inc({ reason: k.reason })
+      client.close()
+    }
   }
 
   function broadcastKick(k: Kick): Promise<void> {
@@ -182,7 +180,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     identities.set(socket, peer)
     const client = aedes.handle(socket)
-    limitPacketSize(client, config.maxPayloadBytes + PACKET_OVERHEAD)
+    limitPacketSize(client, config.maxPayloadBytes + PACKET_OVERHEAD, () => sessions.note(client, 'protocol-error'))
+    onClosedByBroker(client, () => sessions.note(client, closing ? 'broker-shutdown' : 'taken-over'))
   }
 
   const server = createListener(config, opts.tls, {
@@ -199,10 +198,12 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   // --- hooks -----------------------------------------------------------------------------
   aedes.authenticate = (client, _username, _password, done) => {
     // username and password are ignored: the certificate is the credential (R2)
-    void authenticate(client).then(
+    const authenticated = authenticate(client)
+    authenticating.add(authenticated)
+    void authenticated.then(
       () => done(null, true),
       (err: Error & { returnCode: number }) => done(err as never, false),
-    )
+    ).finally(() => authenticating.delete(authenticated))
   }
 
   async function authenticate(client: Client): Promise<void> {
@@ -227,7 +228,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       await recordRefusal({ ...identity, reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked', trusted: true })
       throw connectError('certificate revoked', 5)
     }
-    const will = (client as unknown as { _will?: PublishPacket })._will
+    const will = pendingWill(client)
     if (will) {
       const decision = canPublish(identity.deviceId, will.topic)
       if (!decision.ok) {
@@ -236,13 +237,23 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
         throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
       }
     }
-    const packetInfo = client as unknown as { clean: boolean; version: number }
+    const connectionId = randomUUID()
     try {
-      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: packetInfo.clean, protocolVersion: packetInfo.version } }, deviceMeta(identity))
+      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
     } catch {
       throw connectError('event store unavailable', 3)
     }
-    sessions.set(client, { identity })
+    // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
+    sessions.open(client, identity, connectionId, (session, reason) => {
+      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId } }, deviceMeta(identity))
+    })
+    // connected while the broker closed: Aedes no longer answers it
+    if (closing) endConnection(client, 'broker-shutdown')
+  }
+
+  function endConnection(client: Client, reason: DisconnectReason): void {
+    sessions.note(client, reason)
+    client.conn.destroy()
   }
 
   aedes.authorizePublish = (client, packet, done) => {
@@ -251,7 +262,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   async function authorizePublish(client: Client | null, packet: PublishPacket): Promise<void> {
     const session = client ? sessions.get(client) : undefined
-    const isWill = client !== null && (client as unknown as { will?: unknown }).will === packet
+    const isWill = client !== null && isOwnWill(client, packet)
     if (client === null || isWill) {
       // a last will: a stale one (client null) from a node that died, or this client's own
       const owner = session?.identity.deviceId ?? String((packet as { clientId?: string }).clientId ?? '')
@@ -307,24 +318,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   // --- lifecycle events ------------------------------------------------------------------
-  aedes.on('keepaliveTimeout', (client) => setReason(client, 'keepalive-timeout'))
-  aedes.on('clientError', (client) => setReason(client, 'protocol-error'))
-  aedes.on('clientDisconnect', (client) => {
-    const session = sessions.get(client)
-    if (!session) return
-    const disconnected = (client as unknown as { _disconnected?: boolean })._disconnected
-    const reason: DisconnectReason = session.reason ?? (closing ? 'broker-shutdown' : disconnected ? 'client-disconnect' : 'connection-lost')
-    const { identity } = session
-    void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip } }, deviceMeta(identity))
-  })
-  function setReason(client: Client, reason: DisconnectReason): void {
-    const session = sessions.get(client)
-    if (session && session.reason === undefined) session.reason = reason
-  }
+  // the DeviceDisconnected itself is recorded when the socket closes (broker/sessions.ts)
+  aedes.on('keepaliveTimeout', (client) => sessions.note(client, 'keepalive-timeout'))
+  // clientError once the CONNECT was read, connectionError before (garbage in the CONNECT's own segment)
+  aedes.on('clientError', (client, err) => sessions.note(client, errorReason(err)))
+  aedes.on('connectionError', (client, err) => sessions.note(client, errorReason(err)))
 
   // cross-node kicks (R3): every broker listens; the message only comes from brokers, since a
   // toy can neither publish nor subscribe under $SYS
-  const mq = (aedes as unknown as { mq: { on(topic: string, fn: (packet: AedesPublishPacket, cb: () => void) => void, done?: () => void): void } }).mq
+  const mq = sharedEmitter(aedes)
   await new Promise<void>((resolve) => {
     mq.on(
       KICK_TOPIC,
@@ -382,6 +384,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       await revocations.stop()
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      // connections before CONNACK are not Aedes' clients yet: their sessions end here too
+      await Promise.allSettled([...authenticating])
+      await Promise.all(sessions.live().map(({ client, ended }) => (endConnection(client, 'broker-shutdown'), ended)))
       await serverClosed
       await denied.flush()
       await recorder.flush()
@@ -390,17 +395,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 }
 
-/** Refuse a packet whose declared length exceeds `max` as soon as its header is read, instead
- * of buffering it whole: mqtt-packet's parser has no limit of its own for MQTT 3.1.1. */
-function limitPacketSize(client: Client, max: number): void {
-  const parser = (client as unknown as { _parser: { parse(buf: Buffer): number; packet: { length: number } } })._parser
-  const parse = parser.parse.bind(parser)
-  parser.parse = (buf: Buffer) => {
-    const left = parse(buf)
-    if (parser.packet.length > max) {
-      client.conn.destroy()
-      return 0
-    }
-    return left
-  }
+/** a socket's own failure (ECONNRESET, EPIPE) loses the connection; anything else is the peer breaking the protocol */
+function errorReason(err: Error): DisconnectReason {
+  return 'syscall' in err ? 'connection-lost' : 'protocol-error'
 }

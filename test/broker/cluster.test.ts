@@ -119,6 +119,18 @@ t.test('two broker processes sharing Redis and the event store', { skip }, async
     t.pass('the session on broker A was closed')
   })
 
+  t.test('a toy connecting to broker B takes its session on broker A over, recorded as taken-over', async (t) => {
+    const id = uniqueId('roaming')
+    const device = await enroll(id)
+    const onA = await sys.connect(device, { port: a.port })
+    const closedA = new Promise<void>((resolve) => onA.once('close', () => resolve()))
+    const onB = await sys.connect(device, { port: b.port })
+    await closedA
+    await waitFor(async () => (await disconnects(sys.store, [id])).length === 1)
+    t.same(await disconnects(sys.store, [id]), ['taken-over'], 'broker A recorded why it closed the session')
+    t.ok(onB.connected, 'the session on broker B is live')
+  })
+
   t.test('a revocation appended to the shared store closes the session on whichever broker holds it', async (t) => {
     const onA = uniqueId('stolen-a')
     const onB = uniqueId('stolen-b')

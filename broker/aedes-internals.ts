@@ -1,0 +1,67 @@
+import type { AedesPublishPacket, Aedes, Client, PublishPacket } from 'aedes'
+
+// Everything kennel reads or changes inside Aedes 1.2 that its types do not expose, in one place,
+// so that an upgrade has one file to check. Each function names the internal it relies on.
+
+/** `aedes.clients`: the clients registered on this process, by client id */
+export function registeredClients(aedes: Aedes): Record<string, Client> {
+  return (aedes as unknown as { clients: Record<string, Client> }).clients
+}
+
+/** `client._will`: the will of the CONNECT while `authenticate` runs (`client.will` once accepted) */
+export function pendingWill(client: Client): PublishPacket | undefined {
+  return (client as unknown as { _will?: PublishPacket })._will ?? undefined
+}
+
+/** `client.will`: authorizePublish runs for a client's own last will when it closes */
+export function isOwnWill(client: Client, packet: PublishPacket): boolean {
+  return (client as unknown as { will?: unknown }).will === packet
+}
+
+/** `client._disconnected`: the client ended with a DISCONNECT packet [MQTT-3.14.4-3] */
+export function sentDisconnect(client: Client): boolean {
+  return (client as unknown as { _disconnected?: boolean })._disconnected === true
+}
+
+export interface SharedEmitter {
+  on(topic: string, fn: (packet: AedesPublishPacket, cb: () => void) => void, done?: () => void): void
+}
+
+/** `aedes.mq`: the emitter every broker of a cluster shares (mqemitter-redis) */
+export function sharedEmitter(aedes: Aedes): SharedEmitter {
+  return (aedes as unknown as { mq: SharedEmitter }).mq
+}
+
+/** Call `onOversize` and destroy the connection as soon as a packet header declares more than
+ * `max` bytes, instead of buffering it whole: mqtt-packet's parser (`client._parser`) has no
+ * limit of its own for MQTT 3.1.1. */
+export function limitPacketSize(client: Client, max: number, onOversize: () => void): void {
+  const parser = (client as unknown as { _parser: { parse(buf: Buffer): number; packet: { length: number } } })._parser
+  const parse = parser.parse.bind(parser)
+  parser.parse = (buf: Buffer) => {
+    const left = parse(buf)
+    if (parser.packet.length > max) {
+      onOversize()
+      client.conn.destroy()
+      return 0
+    }
+    return left
+  }
+}
+
+/** Call `fn` when Aedes closes the client while its connection is still open. Every end that
+ * comes from the peer or the protocol (FIN, socket error, parse error, keep-alive timeout,
+ * DISCONNECT, a packet limit) ends or destroys the connection before `client.close` runs, or
+ * calls the close bound at construction. Aedes 1.2 calls `client.close()` on a live connection
+ * only to take its client id over for a newer connection [MQTT-3.1.4-2] (`registerClient` on
+ * this node, `$SYS/+/new/clients` from another node of a cluster), when the broker closes, and
+ * after a refused CONNACK (no session: nothing to name); kennel's own kicks name their reason
+ * before they close. */
+export function onClosedByBroker(client: Client, fn: () => void): void {
+  const close = client.close.bind(client)
+  client.close = (done?: () => void) => {
+    const conn = client.conn as Client['conn'] & { destroyed?: boolean; readableEnded?: boolean }
+    if (!client.closed && !conn.destroyed && !conn.readableEnded) fn()
+    close(done)
+  }
+}
