@@ -13,10 +13,10 @@ import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { isOwnWill, limitPacketSize, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
-import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitName, securityStream } from './events.ts'
+import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitExceeded, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
-import { type BrokerRateLimits, createRateLimits } from './ratelimit.ts'
+import { type BrokerRateLimits, createRateLimits, type RateRefusal } from './ratelimit.ts'
 import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
 import { createSessions } from './sessions.ts'
@@ -76,6 +76,8 @@ interface Kick {
 const KICK_TOPIC = '$SYS/kennel/kick'
 /** at most two ConnectionDenylisted events per source IP per minute: its first hit, then the rest counted */
 const DENYLIST_EVENT_INTERVAL_MS = 60_000
+/** at most two RateLimitExceeded events per limit, window and key per minute, as the API's */
+const RATE_LIMIT_EVENT_INTERVAL_MS = 60_000
 /** room for the fixed header, a 65,535-byte topic and a packet id around the payload */
 const PACKET_OVERHEAD = 65_545
 
@@ -118,11 +120,17 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     return record(stream, { type: 'DeviceAuthFailed', data: JSON.parse(JSON.stringify(data)) }, metadata)
   }
 
-  function recordRateLimit(limit: RateLimitName, key: string, retryAfterMs: number, id: PeerIdentity | { ip: string; deviceId?: string }): Promise<void> {
-    metrics.rateLimited.inc({ limit })
-    const trusted = 'serial' in id
-    const data = { limit, key, ip: id.ip, retryAfterMs, ...(id.deviceId ? { deviceId: id.deviceId } : {}) }
-    return record(trusted ? mqttStream(id.deviceId) : securityStream(now()), { type: 'RateLimitExceeded', data }, trusted ? deviceMeta(id) : { actor: 'anonymous', sourceIp: id.ip })
+  // the first refusal per limit, window and key (device or address) in a minute is recorded at
+  // once; the rest of that minute as one event with their number, when it ends or on close (R11, R19)
+  type Limited = { stream: string; event: RateLimitExceeded; metadata: EventMetadata }
+  const recordLimited = ({ stream, event, metadata }: Limited, refusals: number): Promise<void> =>
+    record(stream, { ...event, data: { ...event.data, refusals } }, metadata).catch(() => undefined)
+  const limited = new FoldedRefusals<Limited>(RATE_LIMIT_EVENT_INTERVAL_MS, recordLimited)
+  function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
+    metrics.rateLimited.inc({ limit: refusal.limit })
+    const data = { limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
+    const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
+    return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
   }
 
   // --- revocation and supersession (R3, R18) ---------------------------------------------
@@ -211,7 +219,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (!identity) throw connectError('no verified certificate', 5)
     const ipLimit = await rateLimits.connectIp(identity.ip)
     if (!ipLimit.ok) {
-      await recordRateLimit('connect-ip', identity.ip, ipLimit.retryAfterMs, identity)
+      await recordRateLimit(ipLimit, identity.ip, identity)
       throw connectError('too many connects from this address', 3)
     }
     if (client.id !== identity.deviceId) {
@@ -220,7 +228,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     const deviceLimit = await rateLimits.connectDevice(identity.deviceId)
     if (!deviceLimit.ok) {
-      await recordRateLimit('connect-device', identity.deviceId, deviceLimit.retryAfterMs, identity)
+      await recordRateLimit(deviceLimit, identity.deviceId, identity)
       throw connectError('too many connects for this device', 3) // KENNEL_ERR_RATE_LIMITED
     }
     // revoked between the handshake and this CONNECT
@@ -283,7 +291,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const limit = await rateLimits.publish(identity.deviceId, payload.length)
     if (!limit.ok) {
       session.reason = 'rate-limited'
-      await recordRateLimit(limit.limit, identity.deviceId, limit.retryAfterMs, identity).catch(() => undefined)
+      await recordRateLimit(limit, identity.deviceId, identity).catch(() => undefined)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', `${limit.limit} limit exceeded`)
     }
     metrics.messages.inc({ direction: 'in' })
@@ -388,7 +396,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       await Promise.allSettled([...authenticating])
       await Promise.all(sessions.live().map(({ client, ended }) => (endConnection(client, 'broker-shutdown'), ended)))
       await serverClosed
-      await denied.flush()
+      await Promise.all([denied.flush(), limited.flush()])
       await recorder.flush()
       await cluster?.close()
     },

@@ -33,7 +33,21 @@ export interface PublishAccepted { type: 'PublishAccepted'; data: { deviceId: st
 export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean } }
 export interface SubscriptionGranted { type: 'SubscriptionGranted'; data: { deviceId: string; filter: string; qos: number } }
 export interface SubscriptionDenied { type: 'SubscriptionDenied'; data: { deviceId: string; filter: string; reason: string } }
-export interface RateLimitExceeded { type: 'RateLimitExceeded'; data: { limit: RateLimitName; key: string; ip: string; deviceId?: string; retryAfterMs: number } }
+/** the API's shape (api/guard/events.ts); events before it had `key` and `retryAfterMs` and stood for one refusal each */
+export interface RateLimitExceeded {
+  type: 'RateLimitExceeded'
+  data: {
+    limit: RateLimitName
+    /** the window that refused, e.g. "100/second" */
+    window: string
+    deviceId: string
+    serial: string
+    ip: string
+    retryAfterSeconds: number
+    /** refusals this event stands for: 1 when a minute's block opens, then the rest of the block's (infra/net/folded-refusals.ts) */
+    refusals: number
+  }
+}
 export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** connections this event stands for: 1 for the first hit of a block, then the block's other hits, recorded when it ends */ hits: number } }
 /** the backend (not a toy) sent a message to a toy's inbox */
 export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }

@@ -7,7 +7,14 @@ import type { RateLimitName } from './events.ts'
 // window has room. With Redis (cluster mode) the counts are shared by every broker; a Redis
 // outage falls back to an in-memory limiter per process instead of refusing everyone.
 
-export type RateDecision = { ok: true } | { ok: false; limit: RateLimitName; retryAfterMs: number }
+export interface RateRefusal {
+  ok: false
+  limit: RateLimitName
+  /** the window with the longest wait, e.g. "100/second" */
+  window: string
+  retryAfterMs: number
+}
+export type RateDecision = { ok: true } | RateRefusal
 
 export interface BrokerRateLimits {
   connectDevice(deviceId: string): Promise<RateDecision>
@@ -22,25 +29,32 @@ export interface RateLimitStore {
   prefix?: string
 }
 
-function limiters(name: RateLimitName, windows: readonly RateWindow[], store: RateLimitStore): RateLimiterAbstract[] {
+interface Window {
+  window: string
+  limiter: RateLimiterAbstract
+}
+
+function limiters(name: RateLimitName, windows: readonly RateWindow[], store: RateLimitStore): Window[] {
   return windows.map((w) => {
     const opts = { points: w.points, duration: w.durationSeconds, keyPrefix: `${store.prefix ?? 'kennel'}:rl:${name}:${w.label}` }
-    if (store.redis === undefined) return new RateLimiterMemory(opts)
-    return new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) })
+    const limiter = store.redis === undefined ? new RateLimiterMemory(opts) : new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) })
+    return { window: `${w.points}/${w.label}`, limiter }
   })
 }
 
-async function consumeAll(name: RateLimitName, ls: readonly RateLimiterAbstract[], key: string, points: number): Promise<RateDecision> {
-  let retryAfterMs = 0
+async function consumeAll(name: RateLimitName, ws: readonly Window[], key: string, points: number): Promise<RateDecision> {
+  let refusal: RateRefusal | undefined
   await Promise.all(
-    ls.map((l) =>
-      l.consume(key, points).catch((res: unknown) => {
+    ws.map(({ window, limiter }) =>
+      limiter.consume(key, points).catch((res: unknown) => {
         if (!(res instanceof RateLimiterRes)) throw res
-        retryAfterMs = Math.max(retryAfterMs, res.msBeforeNext)
+        // a refusal stays one even when its window ends this very millisecond
+        const retryAfterMs = Math.max(1, res.msBeforeNext)
+        if (!refusal || retryAfterMs > refusal.retryAfterMs) refusal = { ok: false, limit: name, window, retryAfterMs }
       }),
     ),
   )
-  return retryAfterMs > 0 ? { ok: false, limit: name, retryAfterMs } : { ok: true }
+  return refusal ?? { ok: true }
 }
 
 export function createRateLimits(config: Pick<Config, 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits'>, store: RateLimitStore = {}): BrokerRateLimits {
