@@ -65,3 +65,33 @@ export function onClosedByBroker(client: Client, fn: () => void): void {
     close(done)
   }
 }
+
+interface StoredOutgoing {
+  cmd?: string
+  messageId?: number
+  dup?: boolean
+}
+
+interface OutgoingPersistence {
+  outgoingStream(client: Client): AsyncIterable<StoredOutgoing>
+}
+
+/** Send stored QoS 1/2 messages again with DUP=1 when a persistent session resumes
+ * [MQTT-3.3.1-1]: Aedes resends them as they were stored, DUP=0 (moscajs/aedes#601).
+ * `persistence.outgoingStream` is what the CONNECT handler replays; a stored PUBLISH carries a
+ * packet identifier only once it was handed to the client (`outgoingUpdate` before the write),
+ * so one without an identifier was queued while the client was offline and is a first delivery
+ * (DUP=0). PUBREL has no DUP flag. */
+export function markRedeliveries(aedes: Aedes): void {
+  const persistence = (aedes as unknown as { persistence: OutgoingPersistence }).persistence
+  const stored = persistence.outgoingStream.bind(persistence)
+  persistence.outgoingStream = (client) => redeliveries(stored(client))
+}
+
+async function* redeliveries(stored: AsyncIterable<StoredOutgoing>): AsyncGenerator<StoredOutgoing> {
+  for await (const packet of stored) {
+    const sentBefore = (packet.cmd ?? 'publish') === 'publish' && typeof packet.messageId === 'number' && packet.messageId > 0
+    // a copy: the in-memory persistence yields the very packets it stores
+    yield sentBefore ? { ...packet, dup: true } : packet
+  }
+}

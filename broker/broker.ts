@@ -12,7 +12,7 @@ import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts
 import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { isOwnWill, limitPacketSize, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
+import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitExceeded, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -352,6 +352,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     )
   })
   await aedes.listen()
+  // the persistence exists once Aedes listens; no toy can connect before the server does
+  markRedeliveries(aedes)
   await revocations.ready
 
   return {

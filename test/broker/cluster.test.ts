@@ -6,25 +6,13 @@ import t from 'tap'
 import { Redis } from 'ioredis'
 import { revokeDevice } from '../../devices/revoke.ts'
 import type { EventStore } from '../../infra/eventstore/port.ts'
-import { type DeviceFiles, nextMessage, startBrokerSystem, uniqueId } from './system.ts'
+import { type DeviceFiles, nextMessage, redisSkip, startBrokerSystem, uniqueId } from './system.ts'
 
 // Two broker processes (cluster-node.ts) sharing the local Redis and the data dir (one SQLite
 // event store), with toys connected to the first. The test's own broker is not part of it.
 
 const redisUrl = process.env.KENNEL_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const nodeScript = path.resolve(import.meta.dirname, 'cluster-node.ts')
-
-async function reachable(url: string): Promise<boolean> {
-  const r = new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 interface ClusterNode {
   port: number
@@ -66,7 +54,7 @@ async function startNode(t: { teardown(fn: () => unknown): void }, env: Record<s
   }
 }
 
-const skip = (await reachable(redisUrl)) ? false : `Redis not reachable at ${redisUrl} (set KENNEL_TEST_REDIS_URL)`
+const skip = await redisSkip(redisUrl)
 
 t.test('two broker processes sharing Redis and the event store', { skip }, async (t) => {
   const prefix = `kennel-test-${randomUUID()}:`

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { Redis } from 'ioredis'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { loadDeviceCa, type DeviceCa } from '../../devices/ca.ts'
 import { enrollDevice, type EnrolledDevice } from '../../devices/enroll.ts'
@@ -14,7 +16,8 @@ import { followProjections, type FollowedProjections } from '../../projections/f
 import { type Broker, createBroker } from '../../broker/broker.ts'
 
 // A broker on a temporary data dir, port 0, with the real device CA, enrolment and registry,
-// torn down with the test.
+// torn down with the test. With KENNEL_REDIS_URL in `env` it runs in cluster mode (Redis
+// persistence, emitter and rate limits) under a fresh key prefix, deleted afterwards.
 
 interface Tap {
   teardown(fn: () => unknown): void
@@ -57,12 +60,15 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
   const ca = await loadDeviceCa(config)
   const serverTls = await loadServerTls(config, ca)
 
+  const clusterKeyPrefix = config.redisUrl ? `kennel-test-${randomUUID()}:` : undefined
+  if (config.redisUrl && clusterKeyPrefix) t.teardown(() => deleteKeys(config.redisUrl!, clusterKeyPrefix))
   const broker = await createBroker({
     config,
     store,
     tls: { ca: ca.trustedPem, ...serverTls },
     checkCertificate: (id, serial, now) => checkCertificate(projections.docs, id, serial, now),
     log,
+    clusterKeyPrefix,
   })
   t.teardown(() => broker.close())
   const port = await broker.listen(0, '127.0.0.1')
@@ -144,4 +150,24 @@ export function subscribeCodes(client: MqttClient, filters: string[], qos: 0 | 1
       else reject(err ?? new Error('no SUBACK'))
     })
   })
+}
+
+/** false when Redis answers at `url`, else why the test is skipped */
+export async function redisSkip(url: string): Promise<false | string> {
+  const r = new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  try {
+    await r.connect()
+    return (await r.ping()) === 'PONG' ? false : `Redis at ${url} did not answer PING`
+  } catch {
+    return `Redis not reachable at ${url} (set KENNEL_TEST_REDIS_URL)`
+  } finally {
+    r.disconnect()
+  }
+}
+
+async function deleteKeys(url: string, prefix: string): Promise<void> {
+  const r = new Redis(url)
+  const keys = await r.keys(`${prefix}*`)
+  if (keys.length > 0) await r.del(...keys)
+  r.disconnect()
 }
