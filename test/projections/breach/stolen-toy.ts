@@ -25,9 +25,11 @@ export async function stolenToy(store: EventStore, emails: EmailProtector): Prom
   await put(store, 'device-d1', 'CertificateIssued', { deviceId: 'd1', serial: 'ab01' }, { actor: 'cli:ops' })
   await put(store, 'device-d1', 'DeviceClaimed', { deviceId: 'd1', householdId: 'h1' }, { actor: 'account:alice' })
   await put(store, 'device-d3', 'DeviceClaimed', { deviceId: 'd3', householdId: 'h2' }, { actor: 'account:carol' })
-  await put(store, 'recording-r1', 'RecordingCreated', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1' }, { actor: 'account:alice' })
-  await put(store, 'recording-r2', 'RecordingCreated', { recordingId: 'r2', householdId: 'h1', deviceId: 'd1' }, { actor: 'account:bob' })
-  await put(store, 'recording-r3', 'RecordingCreated', { recordingId: 'r3', householdId: 'h2', deviceId: 'd3' }, { actor: 'account:carol' })
+  const recording = (recordingId: string, householdId: string, deviceId: string) =>
+    ({ recordingId, householdId, deviceId, direction: 'to-device', contentType: 'audio/ogg', bytes: 5, objectKey: `rec-${recordingId.padEnd(40, '0')}`, createdAt: new Date().toISOString() })
+  await put(store, 'recording-r1', 'RecordingCreated', recording('r1', 'h1', 'd1'), { actor: 'account:alice' })
+  await put(store, 'recording-r2', 'RecordingCreated', recording('r2', 'h1', 'd1'), { actor: 'account:bob' })
+  await put(store, 'recording-r3', 'RecordingCreated', recording('r3', 'h2', 'd3'), { actor: 'account:carol' })
   // the stolen toy credential at work, as the broker and the API record it
   const thief = { actor: 'device:d1', credential: 'cert:ab01', sourceIp: '203.0.113.9' }
   await put(store, 'mqtt-d1', 'DeviceConnected', { deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9' }, thief)
