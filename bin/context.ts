@@ -86,11 +86,12 @@ export function readInputFile(file: string, what: string): string {
   }
 }
 
-/** write a command's output to the file named with --out, or to stdout */
-export function writeOutput(text: string, out: string | undefined): void {
+/** write a command's output to the file named with --out, or to stdout; `mode` applies to a
+ * file this creates (0600 for personal data) */
+export function writeOutput(text: string, out: string | undefined, mode = 0o666): void {
   if (out === undefined) return void process.stdout.write(text)
   try {
-    fs.writeFileSync(out, text)
+    fs.writeFileSync(out, text, { mode })
   } catch (err) {
     throw fileError(err, `write ${out}`)
   }

@@ -9,6 +9,7 @@ import { checkCertificate, devicesProjection } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
 import { auditSigner, auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
+import { accountContacts } from './breach-contacts.ts'
 import { persistentProjections } from './read-models.ts'
 import { startAlertDelivery } from '../projections/monitor/delivery.ts'
 import type { ReadModelStore } from '../projections/readmodels/port.ts'
@@ -54,7 +55,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const mqtt = await broker.listen(config.mqttPort, config.host)
     log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
     const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
-    const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents })
+    const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
     const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, log, stops)
     log.info({ host: config.host, port: api, metricsPort: metrics }, 'HTTPS API listening')
     return { config, store, ca, broker, projections, ports: { mqtt, api, metrics }, stop }

@@ -5,6 +5,8 @@ import type { EventStore } from '../infra/eventstore/port.ts'
 import { createAuditProjection } from './audit/projection.ts'
 import { devKeyPath, loadAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier } from './audit/keys.ts'
 import { verifyAuditLog } from './audit/verify.ts'
+import type { ContactResolver } from './breach/contacts.ts'
+import { breachReportCsv } from './breach/csv.ts'
 import { buildBreachReport } from './breach/report.ts'
 import { createMonitorProjection } from './monitor/projection.ts'
 import type { MonitorThresholds } from './monitor/rules.ts'
@@ -55,13 +57,17 @@ export function publicKeyFile(config: Config): string {
   return path.join(path.dirname(devKeyPath(config.dataDir)), 'signing-key.pub.pem')
 }
 
-/** what the API's auditor routes call (api/audit/routes.ts AuditPort) */
-export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number }): {
+/** what the API's auditor routes call (api/audit/routes.ts AuditPort); `contacts` is the
+ * composition root's resolver of the accounts' addresses (R16) */
+export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number; contacts: ContactResolver }): {
   verify(): Promise<Record<string, unknown>>
-  breachReport(request: { credential: string; from: string; to: string; actor: string }): Promise<Record<string, unknown>>
+  breachReport(request: { credential: string; since: string; until: string; actor: string }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>
 } {
   return {
     verify: async () => ({ ...(await verifyAuditLog(deps)) }),
-    breachReport: async (r) => ({ ...(await buildBreachReport(deps, { credential: r.credential, since: r.from, until: r.to, actor: r.actor })) }),
+    breachReport: async (r) => {
+      const report = await buildBreachReport(deps, { credential: r.credential, since: r.since, until: r.until, actor: r.actor })
+      return { report: { ...report }, csv: breachReportCsv(report) }
+    },
   }
 }

@@ -10,8 +10,26 @@ import { errorResponses } from '../schemas.ts'
 
 export interface AuditPort {
   verify(): Promise<Record<string, unknown>>
-  breachReport(request: { credential: string; from: string; to: string; actor: string }): Promise<Record<string, unknown>>
+  /** the report as JSON and its notification list as CSV (RFC 4180), both for the auditor only:
+   * they hold the contact addresses, which the report's events never do */
+  breachReport(request: { credential: string; since: string; until: string; actor: string }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>
 }
+
+/** the quality an Accept header gives one media type it names explicitly (0 when absent) */
+function quality(accept: string, mediaType: string): number {
+  let q = 0
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';').map((p) => p.trim().toLowerCase())
+    if (type !== mediaType) continue
+    const given = params.find((p) => p.startsWith('q='))
+    q = Math.max(q, given === undefined ? 1 : Number(given.slice(2)) || 0)
+  }
+  return q
+}
+
+/** the notification list is served as CSV when the caller asks for text/csv by name and prefers
+ * it to JSON (RFC 9110 §12.5.1); JSON otherwise, also for a wildcard */
+const wantsCsv = (accept: string | undefined): boolean => accept !== undefined && quality(accept, 'text/csv') > quality(accept, 'application/json')
 
 export async function auditRoutes(app: FastifyInstance, opts: { ctx: ApiContext; audit: AuditPort | undefined }): Promise<void> {
   const { ctx, audit } = opts
@@ -51,28 +69,42 @@ export async function auditRoutes(app: FastifyInstance, opts: { ctx: ApiContext;
     return audit.verify()
   })
 
-  app.post<{ Body: { credential: string; from: string; to: string } }>('/v1/audit/breach-reports', {
+  app.post<{ Body: { credential: string; since: string; until: string } }>('/v1/audit/breach-reports', {
     schema: {
       tags: ['audit'],
-      summary: 'reconstruct what a credential touched and who to notify (R16)',
+      summary: 'reconstruct what a credential touched and who to notify (R16); `Accept: text/csv` for the notification list as CSV',
       security,
       body: {
         type: 'object',
         additionalProperties: false,
-        required: ['credential', 'from', 'to'],
+        required: ['credential', 'since', 'until'],
         properties: {
           credential: { type: 'string', pattern: '^(device|cert|account|token):[A-Za-z0-9-]{1,100}$' },
           // checked by the report itself (projections/breach parseInstant), the same way for the
-          // CLI, with a message that names the bad value
-          from: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); inclusive' },
-          to: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); exclusive' },
+          // CLI's --since/--until, with a message that names the bad value
+          since: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); inclusive' },
+          until: { type: 'string', maxLength: 64, description: 'ISO 8601 date-time with Z or an offset, or a date (UTC midnight); exclusive' },
         },
       },
-      response: { 201: { type: 'object', additionalProperties: true }, ...errorResponses },
+      response: {
+        201: {
+          description: 'the report (JSON), or with `Accept: text/csv` one row per account holder and household to notify',
+          content: {
+            'application/json': { schema: { type: 'object', additionalProperties: true } },
+            'text/csv': { schema: { type: 'string' } },
+          },
+        },
+        ...errorResponses,
+      },
     },
   }, async (req, reply) => {
     if (!audit) throw unavailable()
-    const report = await audit.breachReport({ ...req.body, actor: accountMetadata(req).actor! })
-    return reply.status(201).send(report)
+    const { report, csv } = await audit.breachReport({ ...req.body, actor: accountMetadata(req).actor! })
+    if (!wantsCsv(req.headers.accept)) return reply.status(201).send(report)
+    return reply
+      .status(201)
+      .type('text/csv; charset=utf-8; header=present')
+      .header('content-disposition', `attachment; filename="breach-report-${report.reportId}.csv"`)
+      .send(csv)
   })
 }

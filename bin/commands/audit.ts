@@ -5,8 +5,10 @@ import { readHeads } from '../../projections/audit/heads.ts'
 import { findAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier } from '../../projections/audit/keys.ts'
 import { checkProof, proveConsistency, proveInclusion } from '../../projections/audit/proofs.ts'
 import { verifyAuditLog } from '../../projections/audit/verify.ts'
-import { buildBreachReport, type BreachReport } from '../../projections/breach/report.ts'
+import { breachReportCsv } from '../../projections/breach/csv.ts'
+import { buildBreachReport, type BreachReport, type PresignedUrl, type TopicUse } from '../../projections/breach/report.ts'
 import { auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
+import { accountContacts } from '../breach-contacts.ts'
 import { persistentProjections } from '../read-models.ts'
 import type { ReadModelStore } from '../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
@@ -143,37 +145,57 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('report')
-    .description('breach reconstruction: everything a credential did and touched in a window, and who to notify (R16)')
+    .description('breach reconstruction: everything a credential did and touched in a window, per household, and who to notify at which address (R16)')
     .requiredOption('--credential <kind:value>', 'device:<id>, cert:<serial>, account:<id> or token:<id>')
     .requiredOption('--since <iso>', 'start of the window (inclusive)')
     .requiredOption('--until <iso>', 'end of the window (exclusive)')
-    .option('--json', 'print the report as JSON')
+    .option('--format <format>', `${REPORT_FORMATS.join(', ')}: csv is the notification list, one row per account holder and household`, 'text')
+    .option('--json', 'the same as --format json')
+    .option('--out <file>', 'write to a file instead of stdout (a new file is created 0600: the report holds contact addresses)')
     .action(
-      action(async (opts: { credential: string; since: string; until: string; json?: boolean }) => {
+      action(async (opts: { credential: string; since: string; until: string; format: string; json?: boolean; out?: string }) => {
+        const format = opts.json ? 'json' : opts.format
+        if (!(REPORT_FORMATS as readonly string[]).includes(format)) throw new KennelError('KENNEL_ERR_VALIDATION', `--format must be ${REPORT_FORMATS.join(', ')} (got ${JSON.stringify(format)})`)
         await withStore(async (ctx) => {
           const report = await withReadModels(ctx, (readModels) =>
-            buildBreachReport({ store: ctx.store, readModels }, { credential: opts.credential, since: opts.since, until: opts.until, actor: ctx.actor }),
+            buildBreachReport({ store: ctx.store, readModels, contacts: accountContacts(ctx) }, { credential: opts.credential, since: opts.since, until: opts.until, actor: ctx.actor }),
           )
-          process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : renderReport(report))
+          const text = format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'csv' ? breachReportCsv(report) : renderReport(report)
+          writeOutput(text, opts.out, 0o600)
         })
       }),
     )
 }
 
+const REPORT_FORMATS = ['text', 'json', 'csv'] as const
+
 function renderReport(r: BreachReport): string {
   const list = (xs: string[]): string => (xs.length > 0 ? xs.join(', ') : '(none)')
+  const url = (u: PresignedUrl): string =>
+    `${u.kind} ${u.recordingId} issued ${u.issuedAt} until ${u.until}: ${u.used.length > 0 ? `used ${u.used.map((x) => `${x.time}${x.afterRevocation ? ' AFTER REVOCATION' : ''}`).join(', ')}` : 'not used'}`
+  const topic = (t: TopicUse): string => `${t.action} ${t.topic} ×${t.count}${t.denied ? ' (denied)' : ''}`
   return [
     `breach report ${r.reportId}: ${r.credential}, ${r.since} to ${r.until} (events up to position ${r.throughPosition})`,
+    `revoked: ${r.revocation ? `${r.revocation.type} at ${r.revocation.time} (#${r.revocation.position})` : 'no'}`,
     `actions (${r.actions.length}):`,
     ...r.actions.map((a) => `  ${a.time}  #${a.position}  ${a.type}  ${a.stream}`),
     `households: ${list(r.householdIds)}`,
     `accounts:   ${list(r.accountIds)}`,
     `devices:    ${list(r.deviceIds)}`,
     `recordings: ${list(r.recordingIds)}`,
+    `topics:     ${list(r.topics.map(topic))}`,
     `presigned URLs (${r.urls.length}):`,
-    ...r.urls.map((u) => `  ${u.kind} ${u.recordingId} issued ${u.issuedAt} until ${u.until}: ${u.used.length > 0 ? `used ${u.used.map((x) => x.time).join(', ')}` : 'not used'}`),
+    ...r.urls.map((u) => `  ${url(u)}`),
+    ...r.households.flatMap((h) => [
+      `household ${h.householdId}${h.flags.length > 0 ? ` [${h.flags.join(', ')}]` : ''}:`,
+      `  holders:    ${list(h.holders.map((x) => `${x.accountId} (${x.role})`))}`,
+      `  devices:    ${list(h.deviceIds)}`,
+      `  topics:     ${list(h.topics.map(topic))}`,
+      `  recordings: ${list(h.recordingIds)}`,
+      ...h.urls.map((u) => `  URL ${url(u)}`),
+    ]),
     `notify (${r.notifications.length}):`,
-    ...r.notifications.map((n) => `  account ${n.accountId}: ${n.reasons.join('; ')}`),
+    ...r.notifications.map((n) => `  ${n.contact ?? '(no address on record)'}  account ${n.accountId}: ${n.reasons.join('; ')}`),
     '',
   ].join('\n')
 }

@@ -90,7 +90,7 @@ async function runDemo(keep: boolean): Promise<void> {
     const auditor = (await api('POST', '/v1/sessions', { email: 'auditor@demo.example', password })).json.token as string
     const verify = await api('GET', '/v1/audit/verify', undefined, auditor)
     say(`7. an auditor verifies the tamper-evident log → ${verify.status} ${JSON.stringify(verify.json).slice(0, 120)}`)
-    const report = await api('POST', '/v1/audit/breach-reports', { credential: 'device:demo-robot', from: new Date(Date.now() - 3600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() }, auditor)
+    const report = await api('POST', '/v1/audit/breach-reports', { credential: 'device:demo-robot', since: new Date(Date.now() - 3600_000).toISOString(), until: new Date(Date.now() + 60_000).toISOString() }, auditor)
     say(`   breach report for the stolen demo-robot → ${report.status}, ${JSON.stringify(report.json).length} bytes`)
 
     await Promise.all(toys.slice(0, 2).map((t) => t.end()))

@@ -1,6 +1,26 @@
-// Events of breach reconstruction (R16), appended by projections/ to `audit-reports`.
+import type { ContactStatus } from './contacts.ts'
+import type { Revocation } from './revocation.ts'
+
+// Events of breach reconstruction (R16), appended by projections/ to `audit-reports`. They hold
+// what lets the report be reproduced (ids, positions, topics) and never a contact address: an
+// address written here would outlive the person's erasure (R12).
 
 export const AUDIT_REPORTS_STREAM = 'audit-reports'
+
+/** what the credential touched in one household */
+export interface HouseholdTouched {
+  householdId: string
+  /** the account holders notified for it */
+  accountIds: string[]
+  deviceIds: string[]
+  /** topics published to and filters subscribed to, with how often; denied attempts marked */
+  topics: Array<{ action: 'publish' | 'subscribe'; topic: string; denied: boolean; count: number }>
+  recordingIds: string[]
+  /** the URLs the credential obtained for the household's recordings: the position of each
+   * issuance and of each use, and the uses after the credential was revoked */
+  urls: Array<{ kind: 'upload' | 'download'; recordingId: string; urlId?: string; issuedAt: number; usedAt: number[]; usedAfterRevocation: number[] }>
+  flags: string[]
+}
 
 export interface BreachReportGenerated {
   type: 'BreachReportGenerated'
@@ -18,13 +38,17 @@ export interface BreachReportGenerated {
     recordingIds: string[]
     urlsIssued: number
     urlsUsed: number
+    urlsUsedAfterRevocation: number
+    /** the event that revoked the credential, if one did */
+    revocation?: Pick<Revocation, 'type' | 'id' | 'position'>
+    households: HouseholdTouched[]
     notifications: number
   }
 }
 
 export interface AccountHolderNotificationRequired {
   type: 'AccountHolderNotificationRequired'
-  data: { reportId: string; accountId: string; householdIds: string[]; reasons: string[] }
+  data: { reportId: string; accountId: string; householdIds: string[]; reasons: string[]; contact: ContactStatus }
 }
 
 export type BreachEvent = BreachReportGenerated | AccountHolderNotificationRequired

@@ -1,66 +1,21 @@
 import { randomUUID } from 'node:crypto'
 import { KennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import { AuditLog, type AuditKey } from '../audit/log.ts'
+import { AuditLog } from '../audit/log.ts'
 import type { ReadModelStore } from '../readmodels/port.ts'
+import { contactStatus, type ContactResolver } from './contacts.ts'
+import { credentialKeys, knownKeys, parseCredential, type Credential } from './credential.ts'
 import { AUDIT_REPORTS_STREAM, type AccountHolderNotificationRequired, type BreachReportGenerated } from './events.ts'
+import { revocationOf, type Revocation } from './revocation.ts'
+import { action, issuedUrl, urlUses, type PresignedUrl, type ReportedAction } from './urls.ts'
 
 // Breach reconstruction (R16): given a credential and a time window, every action it performed
 // (metadata.actor or metadata.credential, docs/EVENTS.md), every household, account, device and
-// recording those actions touched, the presigned URLs it obtained and their use, and the account
-// holders to notify with the reason each is on the list. The report and each notification are
-// appended to `audit-reports` before the report is returned.
-
-export type CredentialKind = 'device' | 'cert' | 'account' | 'token'
-
-export interface Credential {
-  kind: CredentialKind
-  value: string
-}
-
-const VALUE = /^[A-Za-z0-9._:@-]{1,200}$/
-
-export function parseCredential(raw: string): Credential {
-  const i = raw.indexOf(':')
-  const kind = raw.slice(0, i) as CredentialKind
-  let value = raw.slice(i + 1)
-  if (i < 0 || !['device', 'cert', 'account', 'token'].includes(kind)) {
-    throw new KennelError('KENNEL_ERR_CREDENTIAL_INVALID', `credential must be device:<id>, cert:<serial>, account:<id> or token:<id> (got ${JSON.stringify(raw)})`)
-  }
-  if (kind === 'cert') value = value.replace(/:/g, '').toLowerCase()
-  if (!VALUE.test(value) || (kind === 'cert' && !/^[0-9a-f]+$/.test(value))) {
-    throw new KennelError('KENNEL_ERR_CREDENTIAL_INVALID', `invalid ${kind} credential value ${JSON.stringify(raw.slice(i + 1))}`)
-  }
-  return { kind, value }
-}
-
-/** the audit keys under which the credential's own actions are indexed */
-function credentialKeys(c: Credential): AuditKey[] {
-  switch (c.kind) {
-    case 'device':
-      return [`actor:device:${c.value}`, `credential:device:${c.value}`]
-    case 'cert':
-      return [`credential:cert:${c.value}`]
-    case 'account':
-      return [`actor:account:${c.value}`, `credential:password:${c.value}`, `credential:account:${c.value}`]
-    case 'token':
-      return [`credential:token:${c.value}`]
-    default: {
-      const _: never = c.kind
-      return _
-    }
-  }
-}
-
-/** every audit key under which the credential appears at all: as actor or credential, or named
- * in an event's data (a device's enrolment, a certificate's issue, an account's creation) */
-function knownKeys(c: Credential): AuditKey[] {
-  const own = credentialKeys(c)
-  if (c.kind === 'device') return [...own, `device:${c.value}`]
-  if (c.kind === 'cert') return [...own, `serial:${c.value}`]
-  if (c.kind === 'account') return [...own, `account:${c.value}`]
-  return own
-}
+// recording those actions touched, per household what was touched (topics, recordings, the
+// presigned URLs it obtained and their use, flagged when used after the credential was revoked),
+// and the account holders to notify, each with the reason and the contact address to write to.
+// The report and each notification are appended to `audit-reports` before the report is returned;
+// the addresses are in the returned report only (contacts.ts).
 
 /** a credential that never appears in the event store is an error, not an empty report: a typo
  * must not produce a report that clears a device or account nobody has (R16) */
@@ -111,36 +66,43 @@ export interface BreachReportRequest {
   reportId?: string
 }
 
-export interface ReportedAction {
-  position: number
-  time: string
-  type: string
-  stream: string
-  id: string
+export type { PresignedUrl, ReportedAction, UrlUse } from './urls.ts'
+export type { Revocation } from './revocation.ts'
+
+export interface TopicUse {
+  action: 'publish' | 'subscribe'
+  /** the topic published to, or the filter subscribed to */
+  topic: string
+  /** the broker refused it */
+  denied: boolean
+  count: number
+  first: string
+  last: string
 }
 
-export interface UrlUse extends ReportedAction {
-  /** `url-id`: the use names this URL's id. `inferred`: matched by recording, time window and
-   * expiry only, because the events predate URL ids (or are uploads, whose use is the
-   * recording's `RecordingStored`), or because the same URL was issued twice in one second;
-   * another holder of a URL of the same recording may have been the one who used it. */
-  match: 'url-id' | 'inferred'
-}
+/** a flag on a household: a URL the credential obtained for it was used after the credential
+ * was revoked */
+export const URL_USED_AFTER_REVOCATION = 'url-used-after-revocation'
 
-export interface PresignedUrl {
-  kind: 'upload' | 'download'
-  recordingId: string
-  /** the URL's id (api/recordings/service.ts urlIdOf); absent on older events */
-  urlId?: string
-  issuedAt: string
-  until: string
-  position: number
-  /** events showing the URL was used before it expired */
-  used: UrlUse[]
+export interface HouseholdExposure {
+  householdId: string
+  /** what the credential did that reached the household */
+  reached: string[]
+  /** the account holders at the end of the window, who are notified */
+  holders: Array<{ accountId: string; role: 'owner' | 'member' }>
+  /** the household's devices the credential used or reached */
+  deviceIds: string[]
+  topics: TopicUse[]
+  recordingIds: string[]
+  urls: PresignedUrl[]
+  flags: string[]
 }
 
 export interface Notification {
   accountId: string
+  /** the address to write to, unsealed for this report; `[erased]` once the person was erased;
+   * null when the account has no address on record */
+  contact: string | null
   householdIds: string[]
   reasons: string[]
 }
@@ -151,12 +113,17 @@ export interface BreachReport {
   since: string
   until: string
   throughPosition: number
+  /** the first event that revoked the credential, if any */
+  revocation: Revocation | null
   actions: ReportedAction[]
   householdIds: string[]
   accountIds: string[]
   deviceIds: string[]
   recordingIds: string[]
+  /** every topic and filter the credential used, attributed to a household or not */
+  topics: TopicUse[]
   urls: PresignedUrl[]
+  households: HouseholdExposure[]
   notifications: Notification[]
 }
 
@@ -164,16 +131,45 @@ export interface BreachReportDeps {
   store: EventStore
   /** the audit read model, caught up (the runner's `caughtUp` / `waitFor`) */
   readModels: ReadModelStore
+  /** the accounts' contact addresses, from the composition root */
+  contacts: ContactResolver
 }
 
-const URL_TYPES: Record<string, PresignedUrl['kind']> = { UploadUrlIssued: 'upload', DownloadUrlIssued: 'download' }
-/** events that show a presigned URL was used */
-const URL_USE_TYPES: Record<PresignedUrl['kind'], readonly string[]> = { upload: ['RecordingStored'], download: ['RecordingDownloaded'] }
 const HOLDER_TYPES = ['HouseholdCreated', 'MemberAdded', 'MemberRemoved']
+/** broker events naming a topic or filter the device used (broker/events.ts) */
+const TOPIC_TYPES: Readonly<Record<string, { action: TopicUse['action']; field: 'topic' | 'filter'; denied: boolean }>> = {
+  PublishAccepted: { action: 'publish', field: 'topic', denied: false },
+  PublishDenied: { action: 'publish', field: 'topic', denied: true },
+  SubscriptionGranted: { action: 'subscribe', field: 'filter', denied: false },
+  SubscriptionDenied: { action: 'subscribe', field: 'filter', denied: true },
+}
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
-const action = (e: RecordedEvent): ReportedAction => ({ position: e.position, time: e.time, type: e.type, stream: e.stream, id: e.id })
-const sorted = (s: Set<string>): string[] => [...s].sort()
+const dataOf = (e: RecordedEvent): Record<string, unknown> => (e.data ?? {}) as Record<string, unknown>
+const sorted = (s: Iterable<string>): string[] => [...s].sort()
+
+/** what the credential reached in one household, while the report is built */
+class Reached {
+  readonly why = new Set<string>()
+  readonly devices = new Set<string>()
+  readonly recordings = new Set<string>()
+  readonly topics = new Map<string, TopicUse>()
+  readonly urls: PresignedUrl[] = []
+}
+
+/** counts topic uses, keyed by action, topic and outcome */
+function countTopic(topics: Map<string, TopicUse>, e: RecordedEvent): void {
+  const kind = TOPIC_TYPES[e.type]
+  const topic = kind && str(dataOf(e)[kind.field])
+  if (!kind || topic === undefined) return
+  const key = JSON.stringify([kind.action, topic, kind.denied])
+  const t = topics.get(key)
+  if (t) topics.set(key, { ...t, count: t.count + 1, last: e.time })
+  else topics.set(key, { action: kind.action, topic, denied: kind.denied, count: 1, first: e.time, last: e.time })
+}
+
+const topicList = (topics: Map<string, TopicUse>): TopicUse[] =>
+  [...topics.values()].sort((a, b) => a.action.localeCompare(b.action) || a.topic.localeCompare(b.topic) || Number(a.denied) - Number(b.denied))
 
 /** Build the report, append it and its notifications to `audit-reports`, and return it. */
 export async function buildBreachReport(deps: BreachReportDeps, request: BreachReportRequest): Promise<BreachReport> {
@@ -185,8 +181,8 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
   await assertKnown(deps.store, log, credential)
   const throughPosition = await deps.store.headPosition()
   const actions = (await log.events(credentialKeys(credential), { since, until })).filter((e) => e.stream !== AUDIT_REPORTS_STREAM)
+  const revocation = await revocationOf(log, credential)
 
-  const households = new Set<string>()
   const accounts = new Set<string>()
   const devices = new Set<string>()
   const recordings = new Set<string>()
@@ -195,102 +191,124 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
   // a credential with no action in the window touched nothing, not even its own device or account
   if (credential.kind === 'device' && actions.length > 0) devicesUsed.add(credential.value)
   if (credential.kind === 'account' && actions.length > 0) accounts.add(credential.value)
-  /** household -> what the credential did that reached it, for the notification's reason */
-  const reached = new Map<string, Set<string>>()
-  const reach = (h: string, why: string) => (households.add(h), reached.set(h, (reached.get(h) ?? new Set()).add(why)))
+  const reached = new Map<string, Reached>()
+  const reach = (h: string, why: string): Reached => {
+    const r = reached.get(h) ?? new Reached()
+    r.why.add(why)
+    reached.set(h, r)
+    return r
+  }
   const urls: PresignedUrl[] = []
+  const topics = new Map<string, TopicUse>()
   for (const e of actions) {
-    const d = (e.data ?? {}) as Record<string, unknown>
+    const d = dataOf(e)
     const add = (set: Set<string>, v: unknown) => str(v) && set.add(str(v)!)
     if (str(d.householdId)) reach(str(d.householdId)!, 'acted on the household')
     add(accounts, d.accountId)
     add(accounts, d.ownerAccountId)
     add(devicesUsed, d.deviceId)
     add(recordings, d.recordingId)
-    const kind = URL_TYPES[e.type]
-    if (kind && str(d.recordingId)) urls.push({ kind, recordingId: str(d.recordingId)!, ...(str(d.urlId) ? { urlId: str(d.urlId)! } : {}), issuedAt: e.time, until: str(d.until) ?? e.time, position: e.position, used: [] })
+    countTopic(topics, e)
+    const url = issuedUrl(e)
+    if (url) urls.push(url)
   }
   for (const d of devicesUsed) devices.add(d)
-
-  for (const url of urls) url.used = await urlUses(log, url)
+  for (const url of urls) url.used = await urlUses(log, url, revocation)
 
   // a recording belongs to the household named when it was created
+  const recordingHousehold = new Map<string, string>()
   for (const r of [...recordings]) {
     for (const e of await log.events([`recording:${r}`], { until }, ['RecordingCreated'])) {
-      const d = e.data as Record<string, unknown>
-      if (str(d.householdId)) reach(str(d.householdId)!, `reached its recording ${r}`)
+      const d = dataOf(e)
+      if (str(d.householdId)) {
+        recordingHousehold.set(r, str(d.householdId)!)
+        reach(str(d.householdId)!, `reached its recording ${r}`).recordings.add(r)
+      }
       if (str(d.deviceId)) devices.add(str(d.deviceId)!)
     }
   }
   // a device used in the window belongs to the households that held it during the window: the
-  // last to claim it before the window opened and any that claimed it within
+  // last to claim it before the window opened and any that claimed it within. Its topics count
+  // for each of them: a toy's subscription outlives a change of household.
+  const deviceHouseholds = new Map<string, string[]>()
   for (const device of devicesUsed) {
-    const claims = (await log.events([`device:${device}`], { until }, ['DeviceClaimed'])).filter((e) => str((e.data as Record<string, unknown>).householdId))
+    const claims = (await log.events([`device:${device}`], { until }, ['DeviceClaimed'])).filter((e) => str(dataOf(e).householdId))
     const before = claims.filter((e) => e.time < since).at(-1)
-    for (const e of claims.filter((c) => c === before || c.time >= since)) reach(str((e.data as Record<string, unknown>).householdId)!, `used or reached its device ${device}`)
+    const holders = claims.filter((c) => c === before || c.time >= since).map((e) => str(dataOf(e).householdId)!)
+    deviceHouseholds.set(device, holders)
+    for (const h of holders) reach(h, `used or reached its device ${device}`).devices.add(device)
+  }
+  for (const e of actions) {
+    const device = str(dataOf(e).deviceId)
+    if (device && TOPIC_TYPES[e.type]) for (const h of deviceHouseholds.get(device) ?? []) countTopic(reached.get(h)!.topics, e)
+  }
+  // the household an issuance names was reached above, and so was a recording's
+  for (const url of urls) {
+    const h = url.householdId ?? recordingHousehold.get(url.recordingId)
+    if (h === undefined) continue
+    url.householdId = h
+    reached.get(h)!.urls.push(url)
   }
 
-  const notifications = new Map<string, Notification>()
+  const notifications = new Map<string, Omit<Notification, 'contact'>>()
   const notify = (accountId: string, householdId: string | undefined, reason: string) => {
     const n = notifications.get(accountId) ?? { accountId, householdIds: [], reasons: [] }
     if (householdId && !n.householdIds.includes(householdId)) n.householdIds.push(householdId)
     if (!n.reasons.includes(reason)) n.reasons.push(reason)
     notifications.set(accountId, n)
   }
-  for (const h of sorted(households)) {
-    const holders = new Map<string, string>()
+  const households: HouseholdExposure[] = []
+  for (const h of sorted(reached.keys())) {
+    const holders = new Map<string, 'owner' | 'member'>()
     for (const e of await log.events([`household:${h}`], { until }, HOLDER_TYPES)) {
-      const d = e.data as Record<string, unknown>
+      const d = dataOf(e)
       const who = str(d.ownerAccountId) ?? str(d.accountId)
       if (!who) continue
       if (e.type === 'MemberRemoved') holders.delete(who)
       else holders.set(who, e.type === 'HouseholdCreated' ? 'owner' : 'member')
     }
-    const what = [...(reached.get(h) ?? [])].join('; ')
+    const r = reached.get(h)!
+    const what = [...r.why].join('; ')
     for (const [accountId, role] of holders) notify(accountId, h, `${role} of household ${h}: between ${since} and ${until} the credential ${credential.kind}:${credential.value} ${what}`)
+    households.push({
+      householdId: h,
+      reached: [...r.why],
+      holders: [...holders].map(([accountId, role]) => ({ accountId, role })).sort((a, b) => a.accountId.localeCompare(b.accountId)),
+      deviceIds: sorted(r.devices),
+      topics: topicList(r.topics),
+      recordingIds: sorted(r.recordings),
+      urls: r.urls,
+      flags: r.urls.some((u) => u.used.some((x) => x.afterRevocation)) ? [URL_USED_AFTER_REVOCATION] : [],
+    })
   }
   for (const a of sorted(accounts)) notify(a, undefined, `account ${a} was used or touched by the credential ${credential.kind}:${credential.value} between ${since} and ${until}`)
-  for (const n of notifications.values()) n.householdIds.sort()
 
+  const notified = [...notifications.values()].sort((a, b) => a.accountId.localeCompare(b.accountId))
+  const contacts = await deps.contacts(notified.map((n) => n.accountId))
   const report: BreachReport = {
     reportId: request.reportId ?? randomUUID(),
     credential: `${credential.kind}:${credential.value}`,
     since,
     until,
     throughPosition,
+    revocation: revocation ?? null,
     actions: actions.map(action),
-    householdIds: sorted(households),
+    householdIds: households.map((h) => h.householdId),
     accountIds: sorted(accounts),
     deviceIds: sorted(devices),
     recordingIds: sorted(recordings),
+    topics: topicList(topics),
     urls,
-    notifications: [...notifications.values()].sort((a, b) => a.accountId.localeCompare(b.accountId)),
+    households,
+    notifications: notified.map((n) => ({ accountId: n.accountId, contact: contacts.get(n.accountId) ?? null, householdIds: n.householdIds.sort(), reasons: n.reasons })),
   }
   await recordReport(deps.store, report, request.actor)
   return report
 }
 
-const ISSUED_TYPE: Record<PresignedUrl['kind'], string> = { upload: 'UploadUrlIssued', download: 'DownloadUrlIssued' }
-
-/** the events showing the URL was used: on its recording, after it was issued and before it
- * expired; by URL id where both events carry one, else inferred (see UrlUse) */
-async function urlUses(log: AuditLog, url: PresignedUrl): Promise<UrlUse[]> {
-  const key: AuditKey = `recording:${url.recordingId}`
-  const window = { since: url.issuedAt, until: new Date(Date.parse(url.until) + 1).toISOString() }
-  const candidates = (await log.events([key], window, URL_USE_TYPES[url.kind])).filter((e) => e.position > url.position)
-  // identical URLs (same recording, same second) share an id: a use of one is a use of either
-  const twins = url.urlId ? (await log.events([key], {}, [ISSUED_TYPE[url.kind]])).filter((e) => (e.data as Record<string, unknown>).urlId === url.urlId).length : 0
-  return candidates.flatMap((e): UrlUse[] => {
-    const d = (e.data ?? {}) as Record<string, unknown>
-    const id = str(d.urlId)
-    if (url.urlId && id) return id === url.urlId ? [{ ...action(e), match: twins > 1 ? 'inferred' : 'url-id' }] : []
-    // a download names the expiry of the URL it used
-    const until = str(d.until)
-    return !until || Date.parse(until) === Date.parse(url.until) ? [{ ...action(e), match: 'inferred' }] : []
-  })
-}
-
+/** the report as events: ids, positions and topics, never an address (events.ts) */
 async function recordReport(store: EventStore, r: BreachReport, actor: string): Promise<void> {
+  const usedAfterRevocation = r.urls.filter((u) => u.used.some((x) => x.afterRevocation))
   const generated: BreachReportGenerated = {
     type: 'BreachReportGenerated',
     data: {
@@ -306,9 +324,30 @@ async function recordReport(store: EventStore, r: BreachReport, actor: string): 
       recordingIds: r.recordingIds,
       urlsIssued: r.urls.length,
       urlsUsed: r.urls.filter((u) => u.used.length > 0).length,
+      urlsUsedAfterRevocation: usedAfterRevocation.length,
+      ...(r.revocation ? { revocation: { type: r.revocation.type, id: r.revocation.id, position: r.revocation.position } } : {}),
+      households: r.households.map((h) => ({
+        householdId: h.householdId,
+        accountIds: h.holders.map((x) => x.accountId),
+        deviceIds: h.deviceIds,
+        topics: h.topics.map(({ action, topic, denied, count }) => ({ action, topic, denied, count })),
+        recordingIds: h.recordingIds,
+        urls: h.urls.map((u) => ({
+          kind: u.kind,
+          recordingId: u.recordingId,
+          ...(u.urlId ? { urlId: u.urlId } : {}),
+          issuedAt: u.position,
+          usedAt: u.used.map((x) => x.position),
+          usedAfterRevocation: u.used.filter((x) => x.afterRevocation).map((x) => x.position),
+        })),
+        flags: h.flags,
+      })),
       notifications: r.notifications.length,
     },
   }
-  const notices: AccountHolderNotificationRequired[] = r.notifications.map((n) => ({ type: 'AccountHolderNotificationRequired', data: { reportId: r.reportId, ...n } }))
+  const notices: AccountHolderNotificationRequired[] = r.notifications.map((n) => ({
+    type: 'AccountHolderNotificationRequired',
+    data: { reportId: r.reportId, accountId: n.accountId, householdIds: n.householdIds, reasons: n.reasons, contact: contactStatus(n.contact ?? undefined) },
+  }))
   await store.append(AUDIT_REPORTS_STREAM, [generated, ...notices].map((e) => ({ ...e, metadata: { actor, correlationId: r.reportId } })))
 }

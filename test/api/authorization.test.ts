@@ -102,7 +102,7 @@ t.test('a parent on ops and auditor routes is refused', async (t) => {
     ['GET', '/v1/ops/alerts', undefined],
     ['GET', '/v1/audit/events', undefined],
     ['GET', '/v1/audit/verify', undefined],
-    ['POST', '/v1/audit/breach-reports', { credential: 'device:toy-bob', from: '2030-01-01T00:00:00Z', to: '2030-12-31T00:00:00Z' }],
+    ['POST', '/v1/audit/breach-reports', { credential: 'device:toy-bob', since: '2030-01-01T00:00:00Z', until: '2030-12-31T00:00:00Z' }],
   ] as const) {
     const res = await api.app.inject({ method, url, headers: bearer(alice.token), ...(payload ? { payload } : {}) })
     t.equal(res.statusCode, 403, `${method} ${url}`)

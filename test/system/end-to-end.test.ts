@@ -114,10 +114,12 @@ t.test('a toy and a parent exchange a recording, and ops revocation closes the t
   const verify = await api('GET', '/v1/audit/verify', { token: auditor })
   t.equal(verify.status, 200, 'the auditor verifies the log')
   t.match(verify.json(), { ok: true })
-  const report = await api('POST', '/v1/audit/breach-reports', { token: auditor, body: { credential: 'device:toy-e2e', from: '2000-01-01T00:00:00Z', to: '2100-01-01T00:00:00Z' } })
+  const report = await api('POST', '/v1/audit/breach-reports', { token: auditor, body: { credential: 'device:toy-e2e', since: '2000-01-01T00:00:00Z', until: '2100-01-01T00:00:00Z' } })
   t.equal(report.status, 201)
   t.match(JSON.stringify(report.json()), householdId, 'the breach report names the toy household')
   t.match(JSON.stringify(report.json()), recordingId)
+  t.same(report.json().notifications.map((n: { contact: string }) => n.contact), ['parent@e2e.example'], 'and whom to write to: the parent, by the address of her sign-up')
+  t.match(report.json().households, [{ householdId, topics: [{ action: 'publish', topic: 'toys/toy-e2e/telemetry', count: 1 }, { action: 'subscribe', topic: 'toys/toy-e2e/inbox/#' }] }], 'the topics the toy used, as the broker recorded them')
 })
 
 t.test('/metrics on loopback reports broker, API and projection figures', async (t) => {
