@@ -73,10 +73,10 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
 
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
 
-/** the API on real HTTPS, port 0 */
+/** the API on real HTTPS, port 0 (whatever the test's configuration says: tests run side by side) */
 export async function listenTestApi(t: T, api: TestApi): Promise<ListeningApi & { caPem: string }> {
   const tls = await loadServerTls(api.pki.config, api.pki.ca)
-  const listening = await listenApi(api.app, { config: api.pki.config, tls, trustedCaPem: api.pki.ca.trustedPem, store: api.pki.store, metrics: api.metrics })
+  const listening = await listenApi(api.app, { config: { ...api.pki.config, apiPort: 0 }, tls, trustedCaPem: api.pki.ca.trustedPem, store: api.pki.store, metrics: api.metrics })
   t.teardown(() => listening.close())
   api.boundPort = listening.port
   return { ...listening, caPem: api.pki.ca.trustedPem }

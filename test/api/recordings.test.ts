@@ -74,6 +74,20 @@ t.test('an upload URL writes once, also before the recording is completed', asyn
   t.match(api.notifications[0]!.payload, { sha256: sha256(hello) })
 })
 
+t.test('the upload URL of a completed recording is refused even when its object is gone from the store', async (t) => {
+  const { api, create, put, complete, events } = await household(t)
+  const upload = await create()
+  await put(upload, hello)
+  await complete(upload.recordingId)
+  // a restore from backup, or an insider, removes the object: the URL must not recreate it
+  const { objectKey } = (await events(upload.recordingId))[0]!.data as { objectKey: string }
+  for (const f of [objectKey, `${objectKey}.json`]) fs.rmSync(path.join(api.pki.config.dataDir, 'blobs', 'objects', f))
+  const again = await put(upload, Buffer.from('evil!'))
+  t.equal(again.statusCode, 409)
+  t.equal(again.json().error.code, 'KENNEL_ERR_URL_USED')
+  t.notOk(fs.existsSync(path.join(api.pki.config.dataDir, 'blobs', 'objects', objectKey)), 'nothing was written')
+})
+
 t.test('a declared SHA-256: other bytes are refused at upload, the declared ones accepted', async (t) => {
   const { create, put, complete, events } = await household(t)
   const upload = await create({ sha256: sha256(hello) })
