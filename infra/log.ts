@@ -21,7 +21,7 @@ const SIGNING_FIELD = new RegExp(`"(${SIGNING})":"(?:[^"\\\\]|\\\\.)*"`, 'gi')
 /** the S3 parameter names themselves, which say that a signature was there */
 const AMZ_SIGNING_NAME = /X-Amz-(?:Signature|Credential|Security-Token)/gi
 
-export const REDACTED = '[redacted]'
+const REDACTED = '[redacted]'
 
 /** one serialised log line, with no query string or signing parameter left in it */
 export function scrubLogLine(line: string): string {

@@ -37,7 +37,7 @@ interface ObjectMeta {
   size: number
 }
 
-export const sha256Hex = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
+const sha256Hex = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
 
 export class LocalBlobStore implements BlobStore {
   readonly kind = 'local' as const
