@@ -3,7 +3,7 @@ import path from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
 import type { Redis } from 'ioredis'
-import type { Config } from '../infra/config.ts'
+import { publicUrlOf, type Config } from '../infra/config.ts'
 import type { BlobStore } from '../infra/blobstore/port.ts'
 import { LocalBlobStore } from '../infra/blobstore/local.ts'
 import { KeyRing } from '../infra/blobstore/keys.ts'
@@ -30,7 +30,7 @@ import { publicRoutes } from './public/routes.ts'
 import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
 import { recordingRoutes } from './recordings/routes.ts'
-import { recordDownload } from './recordings/service.ts'
+import { recordingUrlUses } from './recordings/url-uses.ts'
 
 // buildApi: the whole REST API as a Fastify instance that does not listen (STYLE §1); tests use
 // app.inject(), api/listen.ts puts it on HTTPS. The read models it answers from are followed
@@ -51,6 +51,9 @@ export interface ApiDeps {
   /** rate-limit store; default in memory */
   redis?: Redis
   now?: () => Date
+  /** the origin of the API's own URLs; default KENNEL_PUBLIC_URL, else https://{KENNEL_HOST}:{KENNEL_API_PORT}
+   * (bin/start.ts gives the port the listener is bound to) */
+  publicUrl?: () => string
   logger?: FastifyServerOptions['loggerInstance'] | boolean
   /** argon2id cost; default 64 MiB, 3 passes */
   passwordHashing?: PasswordHashing
@@ -80,6 +83,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     notifyDevice: deps.notifyDevice,
     ca: deps.ca,
     now,
+    publicUrl: deps.publicUrl ?? (() => publicUrlOf(config, config.apiPort)),
     docs: followed.docs,
     async append(stream, events, expectedRevision = 'any') {
       const result = await deps.store.append(stream, events, { expectedRevision })
@@ -137,13 +141,18 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
   })
-  await app.register(publicRoutes, { config, startedAt: now() })
+  await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now() })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
   await app.register(recordingRoutes, { ctx })
   await app.register(deviceRoutes, { ctx })
   await app.register(opsRoutes, { ctx })
   await app.register(auditRoutes, { ctx, audit: deps.audit })
-  if (blobs instanceof LocalBlobStore) await app.register(blobRoutes, { blobs, recordDownload: recordDownload(ctx) })
+  if (blobs instanceof LocalBlobStore) {
+    const uses = recordingUrlUses(ctx, app.log)
+    // the refusals counted since a block's first event are recorded before the API stops
+    app.addHook('onClose', () => uses.flush())
+    await app.register(blobRoutes, { blobs, uses })
+  }
   return app
 }

@@ -26,6 +26,9 @@ export interface ApiContext {
   /** the device CA (devices/ca.ts), for claims, renewals and revocations */
   ca: unknown
   now(): Date
+  /** the origin of the URLs the API hands out (KENNEL_PUBLIC_URL, or the listener's own
+   * address), never a request's Host header (R5, R13) */
+  publicUrl(): string
   docs: Documents
   /** append, then wait until the read models have applied it (read-your-writes) */
   append(stream: string, events: readonly NewEvent[], expectedRevision?: ExpectedRevision): Promise<AppendResult>

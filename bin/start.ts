@@ -1,5 +1,5 @@
 import { Gauge, Registry } from 'prom-client'
-import type { Config } from '../infra/config.ts'
+import { publicUrlOf, type Config } from '../infra/config.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
@@ -117,8 +117,13 @@ async function startApi(
   }
   const blobs = config.s3Bucket !== undefined ? new S3BlobStore({ bucket: config.s3Bucket, region: config.s3Region, endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKeyId }) : undefined
   if (blobs) stops.push(() => blobs.close())
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, metrics, audit, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
+  // KENNEL_PUBLIC_URL, else the listener's address with the port it is bound to (KENNEL_API_PORT=0
+  // picks one): known once it listens, before the first request is read
+  let boundPort = config.apiPort
+  const publicUrl = () => publicUrlOf(config, boundPort)
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, metrics, audit, publicUrl, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
   const api = await listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log })
+  boundPort = api.port
   stops.push(() => api.close())
   const metricsServer = await listenMetrics(config.metricsPort, [metrics.registry, registry])
   stops.push(() => metricsServer.close())

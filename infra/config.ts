@@ -50,6 +50,19 @@ const url = (...protocols: string[]) => (raw: string, env: string): string => {
   return protocols.includes(u.protocol) ? raw : bad(env, `a URL with scheme ${protocols.join(' or ')}`, raw)
 }
 
+// R5, R13: the origin of the URLs kennel hands out comes from here, never from a request's Host
+const httpsOrigin = (raw: string, env: string): string => {
+  const expected = 'an https URL with no path, query or fragment, like https://api.toys.example'
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    return bad(env, expected, raw)
+  }
+  const bare = u.protocol === 'https:' && u.username === '' && u.password === '' && u.pathname === '/' && !raw.includes('?') && !raw.includes('#')
+  return bare ? u.origin : bad(env, expected, raw)
+}
+
 const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean)
 
 const cidrList = (raw: string, env: string): string[] => {
@@ -97,6 +110,7 @@ export const configKeys = {
   host: key('KENNEL_HOST', 'address the MQTT and API listeners bind to', '127.0.0.1', text),
   mqttPort: key('KENNEL_MQTT_PORT', 'MQTT over mutual TLS (0 = any free port; the real port is logged)', '8883', port),
   apiPort: key('KENNEL_API_PORT', 'HTTPS API (0 = any free port; the real port is logged)', '8443', port),
+  publicUrl: key('KENNEL_PUBLIC_URL', 'origin of the URLs the API hands out (recording URLs of the embedded blob store, security.txt Canonical), never taken from a request\'s Host header: https://host[:port], no path; unset = https://{KENNEL_HOST}:{the API\'s bound port} (R5, R13)', '', optional(httpsOrigin)),
   metricsPort: key('KENNEL_METRICS_PORT', 'Prometheus /metrics, always bound to 127.0.0.1 (0 = any free port)', '9464', port),
   logLevel: key('KENNEL_LOG_LEVEL', 'pino log level', 'info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')),
   redisUrl: key('KENNEL_REDIS_URL', 'Redis for rate limits and broker clustering (unset = in-memory, one process)', '', optional(url('redis:', 'rediss:'))),
@@ -189,6 +203,14 @@ function assertProductionReady(c: Config): void {
   if (c.securityContact === configKeys.securityContact.default) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SECURITY_CONTACT must be set in production (R10)')
   }
+}
+
+/** The origin of the API's own URLs when KENNEL_PUBLIC_URL is unset: the listener's address and
+ * the port it is bound to (with KENNEL_API_PORT=0, the real one). */
+export function publicUrlOf(config: Pick<Config, 'publicUrl' | 'host'>, boundApiPort: number): string {
+  if (config.publicUrl !== undefined) return config.publicUrl
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host
+  return `https://${host}:${boundApiPort}`
 }
 
 /** Markdown table of every key, for the README. */

@@ -63,6 +63,12 @@ export const errorCatalogue = {
   KENNEL_ERR_URL_SIGNATURE: { http: 403, exit: 77 },
   KENNEL_ERR_RECORDING_INCOMPLETE: { http: 409, exit: 65 },
   KENNEL_ERR_RECORDING_SIZE_MISMATCH: { http: 409, exit: 65 },
+  /** the content's SHA-256 is not the one declared for the upload or recorded at completion */
+  KENNEL_ERR_RECORDING_HASH_MISMATCH: { http: 409, exit: 65 },
+  /** an upload URL writes its object once */
+  KENNEL_ERR_URL_USED: { http: 409, exit: 65 },
+  /** the credential a URL was issued to has been revoked, or its session ended, since (R3) */
+  KENNEL_ERR_URL_REVOKED: { http: 403, exit: 77 },
   KENNEL_ERR_KEY_SHREDDED: { http: 410, exit: 65 },
   // audit (R16, R17)
   KENNEL_ERR_AUDIT_TAMPERED: { http: 409, exit: 1 },

@@ -75,3 +75,8 @@ export function accountByEmailHash(docs: Documents, emailHash: string): AccountD
 }
 
 export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
+
+export function sessionById(docs: Documents, sessionId: string): SessionDoc | undefined {
+  const hash = docs.get<string>(SESSION_IDS, sessionId)
+  return hash === undefined ? undefined : sessionByTokenHash(docs, hash)
+}

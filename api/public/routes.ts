@@ -9,12 +9,13 @@ export function securityTxt(config: Pick<Config, 'securityContact' | 'securityTx
   return [`Contact: ${config.securityContact}`, `Expires: ${expires.toISOString().replace(/\.\d{3}Z$/, 'Z')}`, 'Preferred-Languages: en', `Canonical: ${canonical}`, ''].join('\n')
 }
 
-export async function publicRoutes(app: FastifyInstance, opts: { config: Config; startedAt: Date }): Promise<void> {
-  const { config, startedAt } = opts
+export async function publicRoutes(app: FastifyInstance, opts: { config: Config; publicUrl: () => string; startedAt: Date }): Promise<void> {
+  const { config, publicUrl, startedAt } = opts
   app.get('/healthz', { schema: { tags: ['public'], summary: 'liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }))
 
-  app.get('/.well-known/security.txt', { schema: { tags: ['public'], summary: 'RFC 9116 security contact (R10)' } }, async (req, reply) => {
-    const canonical = `https://${req.host}/.well-known/security.txt`
+  app.get('/.well-known/security.txt', { schema: { tags: ['public'], summary: 'RFC 9116 security contact (R10)' } }, async (_req, reply) => {
+    // the configured origin, not the request's Host header (R13)
+    const canonical = `${publicUrl()}/.well-known/security.txt`
     return reply.type('text/plain; charset=utf-8').header('cache-control', 'public, max-age=86400').send(securityTxt(config, canonical, startedAt))
   })
 

@@ -7,7 +7,6 @@ import type { ApiContext } from '../context.ts'
 import { authenticateDevice, deviceMetadata, devicePrincipal } from '../plugins/device-auth.ts'
 import { errorResponses, uuidParam } from '../schemas.ts'
 import { recordingById, recordingsOfDevice, recordingView, recordingViewSchema, type RecordingDoc } from './projection.ts'
-import { origin } from './routes.ts'
 import { completeRecording, createRecording, issueDownloadUrl, newRecordingBody, presignedSchema } from './service.ts'
 
 // Toy routes (R2, R4): the client certificate is the identity; a toy reaches only recordings
@@ -27,7 +26,7 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
   app.addHook('onClose', () => auth.flush())
   const security = [{ deviceCertificate: [] }]
 
-  app.post<{ Body: { contentType: string; bytes: number } }>('/v1/device/recordings', {
+  app.post<{ Body: { contentType: string; bytes: number; sha256?: string } }>('/v1/device/recordings', {
     schema: {
       tags: ['device'],
       summary: "a recording made by the toy for its household: an upload URL (R5)",
@@ -39,7 +38,7 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
     const { deviceId } = devicePrincipal(req)
     const householdId = deviceView(ctx.docs, deviceId)?.householdId
     if (!householdId) throw new KennelError('KENNEL_ERR_FORBIDDEN', 'this toy is not paired with a household yet')
-    const issued = await createRecording(ctx, { householdId, deviceId, direction: 'from-device', contentType: req.body.contentType, bytes: req.body.bytes }, deviceMetadata(req), origin(req))
+    const issued = await createRecording(ctx, { householdId, deviceId, direction: 'from-device', contentType: req.body.contentType, bytes: req.body.bytes, sha256: req.body.sha256 }, deviceMetadata(req))
     return reply.status(201).send(issued)
   })
 
@@ -48,16 +47,16 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
   }, async (req) => ({ recordings: recordingsOfDevice(ctx.docs, devicePrincipal(req).deviceId).map(recordingView) }))
 
   app.post<{ Params: { recordingId: string } }>('/v1/device/recordings/:recordingId/complete', {
-    schema: { tags: ['device'], summary: "mark the toy's upload complete (object checked)", security, params: uuidParam('recordingId'), response: { 200: recordingViewSchema, ...errorResponses } },
+    schema: { tags: ['device'], summary: "mark the toy's upload complete (size and SHA-256 of the stored object checked)", security, params: uuidParam('recordingId'), response: { 200: recordingViewSchema, ...errorResponses } },
   }, async (req) => {
     const r = ownRecording(ctx, req, req.params.recordingId)
-    await completeRecording(ctx, r, deviceMetadata(req))
+    await completeRecording(ctx, r.recordingId, deviceMetadata(req))
     return recordingView(recordingById(ctx.docs, r.recordingId)!)
   })
 
   app.get<{ Params: { recordingId: string } }>('/v1/device/recordings/:recordingId/download-url', {
     schema: { tags: ['device'], summary: 'a short-lived download URL (R5)', security, params: uuidParam('recordingId'), response: { 200: presignedSchema, ...errorResponses } },
-  }, async (req) => issueDownloadUrl(ctx, ownRecording(ctx, req, req.params.recordingId), deviceMetadata(req), origin(req)))
+  }, async (req) => issueDownloadUrl(ctx, ownRecording(ctx, req, req.params.recordingId), deviceMetadata(req)))
 
   app.post<{ Body: { csr: string } }>('/v1/device/certificate', {
     schema: {

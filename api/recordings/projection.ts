@@ -10,8 +10,15 @@ export interface RecordingDoc {
   deviceId: string
   direction: RecordingDirection
   contentType: string
+  /** declared at creation; once stored, what the object holds (the same, or completion refused) */
   bytes: number
+  /** the SHA-256 the client declared at creation, if any */
+  declaredSha256: string | undefined
+  /** the SHA-256 of the stored content, recorded at completion: downloads are checked against it */
+  sha256: string | undefined
   objectKey: string
+  /** the urlId of the recording's upload URL */
+  uploadUrlId: string | undefined
   status: 'pending' | 'stored'
   createdAt: string
   storedAt: string | undefined
@@ -26,14 +33,32 @@ const BY_OBJECT_KEY = 'api.recordingByObjectKey'
 
 export const recordingsProjection: Projection = {
   name: 'api-recordings',
-  version: 2,
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingStored', 'RecordingDownloaded'],
+  version: 3,
+  // every event of a recording's stream, so that `revision` is the stream's (completion appends
+  // with it as the expected revision)
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as RecordingEvent
     switch (event.type) {
       case 'RecordingCreated': {
         const d = event.data
-        tx.put(RECORDINGS, d.recordingId, { ...d, status: 'pending', storedAt: undefined, revision: recorded.revision } satisfies RecordingDoc)
+        const doc: RecordingDoc = {
+          recordingId: d.recordingId,
+          householdId: d.householdId,
+          deviceId: d.deviceId,
+          direction: d.direction,
+          contentType: d.contentType,
+          bytes: d.bytes,
+          declaredSha256: d.sha256,
+          sha256: undefined,
+          objectKey: d.objectKey,
+          uploadUrlId: undefined,
+          status: 'pending',
+          createdAt: d.createdAt,
+          storedAt: undefined,
+          revision: recorded.revision,
+        }
+        tx.put(RECORDINGS, d.recordingId, doc)
         tx.put(BY_HOUSEHOLD, d.householdId, [...(tx.get<string[]>(BY_HOUSEHOLD, d.householdId) ?? []), d.recordingId])
         tx.put(BY_DEVICE, d.deviceId, [...(tx.get<string[]>(BY_DEVICE, d.deviceId) ?? []), d.recordingId])
         tx.put(BY_OBJECT_KEY, d.objectKey, d.recordingId)
@@ -41,12 +66,19 @@ export const recordingsProjection: Projection = {
       }
       case 'RecordingStored': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, status: 'stored', storedAt: event.data.storedAt, revision: recorded.revision })
+        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, status: 'stored', bytes: event.data.bytes, sha256: event.data.sha256, storedAt: event.data.storedAt, revision: recorded.revision })
         return
       }
-      case 'UploadUrlIssued':
+      case 'UploadUrlIssued': {
+        const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
+        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, uploadUrlId: event.data.urlId, revision: recorded.revision })
+        return
+      }
       case 'DownloadUrlIssued':
-      case 'RecordingDownloaded': {
+      case 'RecordingUploaded':
+      case 'RecordingCompletionRefused':
+      case 'RecordingDownloaded':
+      case 'RecordingUrlRefused': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
         if (r) tx.put(RECORDINGS, r.recordingId, { ...r, revision: recorded.revision })
         return
@@ -73,7 +105,7 @@ export const recordingsOfDevice = (docs: Documents, deviceId: string): Recording
 
 /** what the API shows of a recording (never the object key) */
 export function recordingView(r: RecordingDoc) {
-  return { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, direction: r.direction, contentType: r.contentType, bytes: r.bytes, status: r.status, createdAt: r.createdAt, storedAt: r.storedAt }
+  return { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, direction: r.direction, contentType: r.contentType, bytes: r.bytes, sha256: r.sha256, status: r.status, createdAt: r.createdAt, storedAt: r.storedAt }
 }
 
 export const recordingViewSchema = {
@@ -85,6 +117,7 @@ export const recordingViewSchema = {
     direction: { type: 'string' },
     contentType: { type: 'string' },
     bytes: { type: 'integer' },
+    sha256: { type: 'string', description: 'SHA-256 of the stored content (lowercase hex), once stored' },
     status: { type: 'string' },
     createdAt: { type: 'string' },
     storedAt: { type: 'string' },

@@ -9,8 +9,6 @@ import { deviceIdPattern, errorResponses, uuidParam } from '../schemas.ts'
 import { recordingById, recordingsOfHousehold, recordingView, recordingViewSchema, type RecordingDoc } from './projection.ts'
 import { completeRecording, createRecording, issueDownloadUrl, newRecordingBody, presignedSchema } from './service.ts'
 
-export const origin = (req: FastifyRequest): string => `${req.protocol}://${req.host}`
-
 /** R4: a recording of another household answers exactly like a missing one */
 function memberRecording(ctx: ApiContext, req: FastifyRequest, recordingId: string): RecordingDoc {
   const r = recordingById(ctx.docs, recordingId)
@@ -31,7 +29,7 @@ export async function recordingRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     return { recordings: recordingsOfHousehold(ctx.docs, h.householdId).map(recordingView) }
   })
 
-  app.post<{ Params: { householdId: string }; Body: { deviceId: string; contentType: string; bytes: number } }>('/v1/households/:householdId/recordings', {
+  app.post<{ Params: { householdId: string }; Body: { deviceId: string; contentType: string; bytes: number; sha256?: string } }>('/v1/households/:householdId/recordings', {
     schema: {
       tags: ['recordings'],
       summary: 'a message for a toy of the household: an upload URL (R5)',
@@ -42,22 +40,22 @@ export async function recordingRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     },
   }, async (req, reply) => {
     const h = memberHousehold(ctx.docs, principal(req).accountId, req.params.householdId)
-    const { deviceId, contentType, bytes } = req.body
+    const { deviceId, contentType, bytes, sha256 } = req.body
     if (!h.deviceIds.includes(deviceId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such toy in this household')
     if (deviceView(ctx.docs, deviceId)?.status === 'revoked') throw new KennelError('KENNEL_ERR_DEVICE_REVOKED', 'this toy is revoked')
-    const issued = await createRecording(ctx, { householdId: h.householdId, deviceId, direction: 'to-device', contentType, bytes }, accountMetadata(req), origin(req))
+    const issued = await createRecording(ctx, { householdId: h.householdId, deviceId, direction: 'to-device', contentType, bytes, sha256 }, accountMetadata(req))
     return reply.status(201).send(issued)
   })
 
   app.post<{ Params: { recordingId: string } }>('/v1/recordings/:recordingId/complete', {
-    schema: { tags: ['recordings'], summary: 'mark uploaded: checks the object exists with the declared size, then tells the toy', security, params: uuidParam('recordingId'), response: { 200: recordingViewSchema, ...errorResponses } },
+    schema: { tags: ['recordings'], summary: 'mark uploaded: checks the stored object has the declared size (and SHA-256), records its SHA-256, then tells the toy', security, params: uuidParam('recordingId'), response: { 200: recordingViewSchema, ...errorResponses } },
   }, async (req) => {
     const r = memberRecording(ctx, req, req.params.recordingId)
-    await completeRecording(ctx, r, accountMetadata(req))
+    await completeRecording(ctx, r.recordingId, accountMetadata(req))
     return recordingView(recordingById(ctx.docs, r.recordingId)!)
   })
 
   app.get<{ Params: { recordingId: string } }>('/v1/recordings/:recordingId/download-url', {
     schema: { tags: ['recordings'], summary: 'a short-lived download URL (R5)', security, params: uuidParam('recordingId'), response: { 200: presignedSchema, ...errorResponses } },
-  }, async (req) => issueDownloadUrl(ctx, memberRecording(ctx, req, req.params.recordingId), accountMetadata(req), origin(req)))
+  }, async (req) => issueDownloadUrl(ctx, memberRecording(ctx, req, req.params.recordingId), accountMetadata(req)))
 }

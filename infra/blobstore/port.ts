@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto'
 
 // The blob-store port (R5, R12, R13): objects are written and read only through presigned URLs
-// that expire and are bound to one object and one method. Two adapters, one contract suite
-// (test/infra/blobstore/contract.ts): the embedded encrypted store (local.ts) and S3 (s3.ts).
+// that expire and are bound to one object and one method. An upload URL writes its object once:
+// the embedded store refuses a second PUT, S3 a conditional write (`If-None-Match: *`), so an
+// object that was checked at completion cannot be replaced behind it. Two adapters, one contract
+// suite (test/infra/blobstore/contract.ts): the embedded encrypted store (local.ts) and S3 (s3.ts).
 
 export type BlobMethod = 'PUT' | 'GET'
 
@@ -16,6 +18,12 @@ export interface PresignRequest {
   contentType?: string
   /** PUT: the exact size the upload must have */
   bytes?: number
+  /** PUT: the SHA-256 (lowercase hex) the client declared; an upload with other bytes is refused */
+  sha256?: string
+  /** whom the URL is issued to (`cert:{serial}`, `token:{sessionId}`): the embedded store signs
+   * it into the URL so that the API can check, when the URL is used, that this credential was not
+   * revoked since (R3). S3 serves its URLs itself and never sees it. */
+  credential?: string
 }
 
 export interface PresignedUrl {
@@ -27,8 +35,11 @@ export interface PresignedUrl {
   expiresAt: string
 }
 
+/** what is stored under a key, read back from the bytes themselves */
 export interface BlobStat {
   size: number
+  /** SHA-256 of the content (the plaintext, for the embedded store), lowercase hex */
+  sha256: string
 }
 
 export interface BlobStore {

@@ -1,11 +1,18 @@
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3'
+import { createHash } from 'node:crypto'
+import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3'
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import type { BlobStat, BlobStore, PresignedUrl, PresignRequest } from './port.ts'
 
 // S3 (R5, R12, R14): SigV4 presigned URLs that expire and are bound to one key and one method;
 // uploads must carry the signed Content-Type, Content-Length and server-side-encryption headers
-// (SSE-KMS with KENNEL_S3_KMS_KEY_ID, otherwise SSE-S3). Credentials come from the SDK's default
-// chain (role, environment), never from kennel's configuration.
+// (SSE-KMS with KENNEL_S3_KMS_KEY_ID, otherwise SSE-S3), and `If-None-Match: *`, so S3 refuses
+// (412) a second write of the key: an upload URL writes once. A declared SHA-256 is signed as
+// `x-amz-checksum-sha256`, which S3 checks against the body (400 BadDigest). Credentials come from
+// the SDK's default chain (role, environment), never from kennel's configuration.
+//
+// What S3 cannot do for kennel: it serves the URLs itself, so it cannot refuse a download URL
+// whose credential was revoked after issuance (only the URL's lifetime bounds that), nor tell the
+// API that a URL was used (S3 server access logs or CloudTrail data events do).
 
 export interface S3BlobStoreOptions {
   bucket: string
@@ -19,7 +26,15 @@ export interface S3BlobStoreOptions {
 }
 
 // kept as headers so that the signature covers them and the client must send them
-const SSE_HEADERS = new Set(['x-amz-server-side-encryption', 'x-amz-server-side-encryption-aws-kms-key-id', 'content-type', 'content-length'])
+const SIGNED_HEADERS = new Set([
+  'x-amz-server-side-encryption',
+  'x-amz-server-side-encryption-aws-kms-key-id',
+  'content-type',
+  'content-length',
+  'if-none-match',
+  'x-amz-checksum-sha256',
+  'x-amz-sdk-checksum-algorithm',
+])
 
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3' as const
@@ -31,6 +46,9 @@ export class S3BlobStore implements BlobStore {
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
+      // by default the SDK adds a CRC32 of the (empty) presigned body to a PutObject URL, which S3
+      // would hold the real upload to; checksums are signed only when the client declared one
+      requestChecksumCalculation: 'WHEN_REQUIRED',
     })
   }
 
@@ -42,21 +60,33 @@ export class S3BlobStore implements BlobStore {
       return { method: 'GET', url, headers: {}, expiresAt }
     }
     const sse = this.opts.kmsKeyId ? { ServerSideEncryption: 'aws:kms' as const, SSEKMSKeyId: this.opts.kmsKeyId } : { ServerSideEncryption: 'AES256' as const }
-    const command = new PutObjectCommand({ Bucket: this.opts.bucket, Key: r.key, ContentType: r.contentType, ContentLength: r.bytes, ...sse })
-    const url = await getSignedUrl(this.client, command, { expiresIn: r.ttlSeconds, signingDate, unhoistableHeaders: SSE_HEADERS, signableHeaders: SSE_HEADERS })
-    const headers: Record<string, string> = { 'content-type': r.contentType ?? 'application/octet-stream', 'x-amz-server-side-encryption': sse.ServerSideEncryption }
+    const checksum = r.sha256 ? { ChecksumAlgorithm: 'SHA256' as const, ChecksumSHA256: Buffer.from(r.sha256, 'hex').toString('base64') } : undefined
+    const command = new PutObjectCommand({ Bucket: this.opts.bucket, Key: r.key, ContentType: r.contentType, ContentLength: r.bytes, IfNoneMatch: '*', ...sse, ...checksum })
+    const url = await getSignedUrl(this.client, command, { expiresIn: r.ttlSeconds, signingDate, unhoistableHeaders: SIGNED_HEADERS, signableHeaders: SIGNED_HEADERS })
+    const headers: Record<string, string> = { 'content-type': r.contentType ?? 'application/octet-stream', 'if-none-match': '*', 'x-amz-server-side-encryption': sse.ServerSideEncryption }
     if (this.opts.kmsKeyId) headers['x-amz-server-side-encryption-aws-kms-key-id'] = this.opts.kmsKeyId
+    if (checksum) Object.assign(headers, { 'x-amz-sdk-checksum-algorithm': 'SHA256', 'x-amz-checksum-sha256': checksum.ChecksumSHA256 })
     return { method: 'PUT', url, headers, expiresAt }
   }
 
+  /** Reads the object back and hashes it. The checksum S3 keeps is whatever the writer declared
+   * (verified by S3 itself, not by every S3-compatible store), and there is none when the client
+   * declared nothing: completion compares the bytes themselves (at most 20 MB, once per recording). */
   async stat(key: string): Promise<BlobStat | undefined> {
+    let body: AsyncIterable<Uint8Array>
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: key }))
-      return { size: head.ContentLength ?? 0 }
+      body = (await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }))).Body as AsyncIterable<Uint8Array>
     } catch (err) {
-      if (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === 'NotFound')) return undefined
+      if (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === 'NoSuchKey' || err.name === 'NotFound')) return undefined
       throw err
     }
+    const hash = createHash('sha256')
+    let size = 0
+    for await (const chunk of body) {
+      hash.update(chunk)
+      size += chunk.length
+    }
+    return { size, sha256: hash.digest('hex') }
   }
 
   async close(): Promise<void> {

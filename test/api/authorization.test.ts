@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { grantRole } from '../../bin/commands/account.ts'
 import { bearer, buildTestApi, STRONG, type TestApi } from './helpers.ts'
@@ -37,11 +38,13 @@ t.test('the legitimate path works end to end (the baseline of every attack below
   const got = await api.app.inject({ method: 'GET', url: u.pathname + u.search })
   t.equal(got.statusCode, 200)
   t.equal(got.body, 'hello')
-  t.same(api.notifications, [{ deviceId: 'toy-alice', subtopic: 'recordings', payload: { recordingId: upload.recordingId, contentType: 'audio/ogg', bytes: 5 } }], 'the toy is told')
+  const sha256 = createHash('sha256').update('hello').digest('hex')
+  t.same(api.notifications, [{ deviceId: 'toy-alice', subtopic: 'recordings', payload: { recordingId: upload.recordingId, contentType: 'audio/ogg', bytes: 5, sha256 } }], 'the toy is told, with the SHA-256 to check')
+  t.equal(download.sha256, sha256, 'the download URL comes with the SHA-256 recorded at completion')
   const issued = await api.pki.store.readStream(`recording-${upload.recordingId}`)
-  t.same(issued.map((e) => e.type), ['RecordingCreated', 'UploadUrlIssued', 'RecordingStored', 'DownloadUrlIssued', 'RecordingDownloaded'], 'the download URL was issued, then used (R16)')
-  t.same(issued[3]!.metadata.actor, `account:${alice.accountId}`)
-  t.ok((issued[3]!.data as { until: string }).until)
+  t.same(issued.map((e) => e.type), ['RecordingCreated', 'UploadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'DownloadUrlIssued', 'RecordingDownloaded'], 'the upload URL was issued and used, the download URL was issued, then used (R16)')
+  t.same(issued[4]!.metadata.actor, `account:${alice.accountId}`)
+  t.ok((issued[4]!.data as { until: string }).until)
 })
 
 t.test('parent B attacks household A', async (t) => {

@@ -44,11 +44,12 @@ t.test('a toy uploads a recording, completes it, lists and downloads it over mTL
   t.same(events.map((e) => [e.type, e.metadata.actor, e.metadata.credential]), [
     ['RecordingCreated', 'device:toy-x', `cert:${x.serial}`],
     ['UploadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
+    ['RecordingUploaded', 'anonymous', undefined],
     ['RecordingStored', 'device:toy-x', `cert:${x.serial}`],
     ['DownloadUrlIssued', 'device:toy-x', `cert:${x.serial}`],
     ['RecordingDownloaded', 'anonymous', undefined],
   ])
-  t.match(events[4], { data: { recordingId, until: dl.json().expiresAt }, metadata: { sourceIp: '127.0.0.1' } }, 'the use names the URL it used by its expiry')
+  t.match(events[5], { data: { recordingId, until: dl.json().expiresAt }, metadata: { sourceIp: '127.0.0.1' } }, 'the use names the URL it used by its expiry')
 })
 
 t.test('toy Y cannot reach toy X\'s recordings', async (t) => {

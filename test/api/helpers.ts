@@ -5,6 +5,7 @@ import { buildApi, type ApiDeps } from '../../api/app.ts'
 import { listenApi, type ListeningApi } from '../../api/listen.ts'
 import { ApiMetrics } from '../../api/metrics.ts'
 import { loadServerTls } from '../../devices/server-tls.ts'
+import { publicUrlOf } from '../../infra/config.ts'
 import { createTestPki, type TestPki } from '../helpers/pki.ts'
 
 // A whole API on a temporary data dir: a real event store, a development CA, the embedded blob
@@ -19,6 +20,8 @@ export interface TestApi {
   pki: TestPki
   metrics: ApiMetrics
   notifications: Array<{ deviceId: string; subtopic: string; payload: Record<string, unknown> }>
+  /** the port listenTestApi bound: the API's URLs name it, as bin/start.ts wires it */
+  boundPort: number
   /** sign up and log in; returns the bearer token */
   parent(email: string): Promise<{ token: string; accountId: string; householdId: string }>
   /** enrol a toy and pair it with the household */
@@ -31,6 +34,7 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
   const pki = await createTestPki(t, opts.env)
   const notifications: TestApi['notifications'] = []
   const metrics = new ApiMetrics()
+  let api: TestApi | undefined
   const app = await buildApi({
     config: pki.config,
     store: pki.store,
@@ -39,14 +43,16 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
     notifyDevice: (deviceId, subtopic, payload) => void notifications.push({ deviceId, subtopic, payload }),
     passwordHashing: { memoryCost: 4096, timeCost: 1, parallelism: 1 },
     metrics,
+    publicUrl: () => publicUrlOf(pki.config, api?.boundPort ?? pki.config.apiPort),
     ...opts.deps,
   })
   t.teardown(() => app.close())
-  const api: TestApi = {
+  api = {
     app,
     pki,
     metrics,
     notifications,
+    boundPort: pki.config.apiPort,
     async parent(email) {
       const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password: STRONG } })
       if (created.statusCode !== 201) throw new Error(`signup ${created.statusCode} ${created.body}`)
@@ -67,11 +73,12 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
 
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
 
-/** the API on real HTTPS, port 0 */
+/** the API on real HTTPS, port 0 (whatever the test's configuration says: tests run side by side) */
 export async function listenTestApi(t: T, api: TestApi): Promise<ListeningApi & { caPem: string }> {
   const tls = await loadServerTls(api.pki.config, api.pki.ca)
-  const listening = await listenApi(api.app, { config: api.pki.config, tls, trustedCaPem: api.pki.ca.trustedPem, store: api.pki.store, metrics: api.metrics })
+  const listening = await listenApi(api.app, { config: { ...api.pki.config, apiPort: 0 }, tls, trustedCaPem: api.pki.ca.trustedPem, store: api.pki.store, metrics: api.metrics })
   t.teardown(() => listening.close())
+  api.boundPort = listening.port
   return { ...listening, caPem: api.pki.ca.trustedPem }
 }
 

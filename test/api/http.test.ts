@@ -46,8 +46,9 @@ t.test('security headers on API responses', async (t) => {
 
 t.test('/.well-known/security.txt follows RFC 9116 (R10)', async (t) => {
   const now = new Date('2030-03-01T10:00:00.000Z')
-  const { app } = await buildTestApi(t, { env: { KENNEL_SECURITY_CONTACT: 'mailto:psirt@toys.example', KENNEL_SECURITY_TXT_EXPIRES_DAYS: '90' }, deps: { now: () => now } })
-  const res = await app.inject({ method: 'GET', url: '/.well-known/security.txt', headers: { host: 'api.toys.example' } })
+  const { app } = await buildTestApi(t, { env: { KENNEL_SECURITY_CONTACT: 'mailto:psirt@toys.example', KENNEL_SECURITY_TXT_EXPIRES_DAYS: '90', KENNEL_PUBLIC_URL: 'https://api.toys.example' }, deps: { now: () => now } })
+  // the Canonical URL is the configured origin, whatever Host the request names
+  const res = await app.inject({ method: 'GET', url: '/.well-known/security.txt', headers: { host: 'evil.example' } })
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], /^text\/plain; charset=utf-8/)
   const fields = Object.fromEntries(res.body.trim().split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))

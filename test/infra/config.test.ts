@@ -1,6 +1,6 @@
 import path from 'node:path'
 import t from 'tap'
-import { configTable, loadConfig } from '../../infra/config.ts'
+import { configTable, loadConfig, publicUrlOf } from '../../infra/config.ts'
 import { isKennelError } from '../../infra/errors.ts'
 
 t.test('defaults: development, embedded store in ./data, loopback, 8883 and 8443', async (t) => {
@@ -26,6 +26,12 @@ t.test('a bad value stops start-up with a message naming the variable', async (t
     ['KENNEL_PRESIGN_TTL_SECONDS', '901', /KENNEL_PRESIGN_TTL_SECONDS must be an integer 1-900/],
     ['KENNEL_REDIS_URL', 'http://x', /KENNEL_REDIS_URL must be a URL with scheme redis: or rediss:/],
     ['KENNEL_MASTER_KEY', 'c2hvcnQ=', /KENNEL_MASTER_KEY must be a base64-encoded 32-byte key \(got "<redacted>"\)/],
+    ['KENNEL_PUBLIC_URL', 'http://api.toys.example', /KENNEL_PUBLIC_URL must be an https URL with no path, query or fragment/],
+    ['KENNEL_PUBLIC_URL', 'https://api.toys.example/v1', /KENNEL_PUBLIC_URL must be an https URL/],
+    ['KENNEL_PUBLIC_URL', 'https://api.toys.example?x=1', /KENNEL_PUBLIC_URL must be an https URL/],
+    ['KENNEL_PUBLIC_URL', 'https://api.toys.example/#top', /KENNEL_PUBLIC_URL must be an https URL/],
+    ['KENNEL_PUBLIC_URL', 'https://user:pw@api.toys.example', /KENNEL_PUBLIC_URL must be an https URL/],
+    ['KENNEL_PUBLIC_URL', 'api.toys.example', /KENNEL_PUBLIC_URL must be an https URL/],
   ]
   for (const [name, value, message] of cases) {
     const err = (() => {
@@ -77,4 +83,11 @@ t.test('the README documents every configuration variable', async (t) => {
     const name = /`(KENNEL_[A-Z0-9_]+)`/.exec(line)![1]!
     t.ok(readme.includes(`\`${name}\``), `${name} is in the README`)
   }
+})
+
+t.test('KENNEL_PUBLIC_URL: the origin of the API\'s URLs, by default the listener\'s own address', async (t) => {
+  t.equal(loadConfig({ KENNEL_PUBLIC_URL: 'https://API.toys.example:443/' }).publicUrl, 'https://api.toys.example', 'kept as an origin')
+  t.equal(publicUrlOf(loadConfig({ KENNEL_PUBLIC_URL: 'https://api.toys.example:8443' }), 40000), 'https://api.toys.example:8443', 'the configured one wins over the bound port')
+  t.equal(publicUrlOf(loadConfig({}), 40000), 'https://127.0.0.1:40000', 'unset: KENNEL_HOST and the port the API is bound to')
+  t.equal(publicUrlOf(loadConfig({ KENNEL_HOST: '::1' }), 8443), 'https://[::1]:8443', 'an IPv6 listener in brackets')
 })

@@ -22,7 +22,9 @@ import { dumpReadModels } from '../projections/helpers.ts'
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-e2e-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
 const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
-const kennel = await startKennel(config, createLogger('silent'))
+// every line the whole run logs, at the most verbose level, for the signed-URL check at the end
+const logLines: string[] = []
+const kennel = await startKennel(config, createLogger('trace', 'kennel', { write: (line: string) => void logLines.push(line) }))
 t.teardown(() => kennel.stop())
 const ca = kennel.ca.trustedPem
 const api = (method: string, p: string, opts: { token?: string; body?: unknown; key?: string; cert?: string } = {}) =>
@@ -158,4 +160,12 @@ t.test('every read model the server persisted equals a rebuild from zero', async
   t.teardown(() => rebuilt.close())
   await rebuildProjections({ store: kennel.store, readModels: rebuilt, projections })
   t.same(await dumpReadModels(rebuilt, names), await dumpReadModels(served, names))
+})
+
+t.test('no log line of the whole run carries a signed URL or its signature (R5)', async (t) => {
+  t.ok(logLines.some((l) => l.includes('"url":"/v1/blobs/rec-')), 'the uses of the presigned URLs were logged (as paths)')
+  for (const needle of ['sig=', 'X-Amz-Signature', 'X-Amz-Credential']) {
+    const found = logLines.filter((l) => l.toLowerCase().includes(needle.toLowerCase()))
+    t.same(found, [], `no line contains ${needle}`)
+  }
 })
