@@ -8,7 +8,8 @@ import type { CaEvent } from './events.ts'
 // R18) without a restart: it follows the `ca-{caId}` streams, and a CA it does not trust yet makes
 // it load the CA again from where it came from (the data dir, or the configured files) and hand
 // the result to `onChange`, where the composition root swaps both listeners' trusted CAs. The
-// rollover writes the new CA before it appends its CaCreated, so the load finds it.
+// rollover writes the new CA before it appends its CaCreated, so the load finds it. A reload only
+// adds trust; a failed one leaves everything as it was.
 
 /** A DeviceCa whose fields read the CA loaded last: the API and the server keep one object
  * across rollovers. Enrolment and renewal read it once per operation (devices/enroll.ts). */
@@ -73,9 +74,17 @@ export function followDeviceCa(opts: CaFollowerOptions): CaFollower {
     if (trustedCaIds(opts.ca).has(caId)) return
     try {
       const next = await opts.load()
-      if (!trustedCaIds(next).has(caId)) {
+      const nextIds = trustedCaIds(next)
+      if (!nextIds.has(caId)) {
         // production: another process uses CA files this one was not started with
         opts.log.warn({ caId }, 'a device CA this process does not have was recorded; restart it with the new KENNEL_CA_* files')
+        return
+      }
+      // a reload only adds trust: a CA left out of the files (KENNEL_CA_PREVIOUS_CERTS forgotten)
+      // would cut off its toys, so dropping one takes a deliberate restart
+      const dropped = [...trustedCaIds(opts.ca)].filter((id) => !nextIds.has(id))
+      if (dropped.length > 0) {
+        opts.log.error({ caId, dropped }, 'the device CA files no longer hold CAs this process trusts; kept them, restart to drop them')
         return
       }
       await opts.onChange(next)
