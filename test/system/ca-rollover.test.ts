@@ -8,7 +8,7 @@ import * as x509 from '@peculiar/x509'
 import mqtt from 'mqtt'
 import t, { type Test } from 'tap'
 import { startKennel, type RunningKennel } from '../../bin/start.ts'
-import { loadDeviceCa } from '../../devices/ca.ts'
+import { caIdOf, loadDeviceCa } from '../../devices/ca.ts'
 import { generateKeyPair, privateKeyPem } from '../../devices/crypto-keys.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
 import { issueDevelopmentServerCertificate } from '../../devices/server-tls.ts'
@@ -123,20 +123,24 @@ async function allConnect(t: Test, kennel: RunningKennel, toys: Toy[], when: str
 }
 
 /** POST /v1/device/certificate with the toy's current certificate: the toy keeps what it gets */
-async function renew(t: Test, port: number, toy: Toy): Promise<Toy & { serial: string }> {
+async function renew(t: Test, port: number, toy: Toy): Promise<Toy> {
   const csr = await makeCsr({ commonName: toy.id })
   const res = await request(port, { method: 'POST', path: '/v1/device/certificate', ca: toy.caPem, key: toy.keyPem, cert: toy.certPem, body: { csr: csr.csrPem } })
   t.equal(res.status, 200, `${toy.id} renews over the API`, { body: res.body })
-  const body = res.json() as { certPem: string; caPem: string; serial: string }
-  return { id: toy.id, keyPem: csr.keyPem, certPem: body.certPem, caPem: body.caPem, serial: body.serial }
+  const body = res.json() as { certPem: string; caPem: string }
+  return { id: toy.id, keyPem: csr.keyPem, certPem: body.certPem, caPem: body.caPem }
 }
 
 function issuerName(certPem: string): string {
   return new x509.X509Certificate(certPem).issuer
 }
 
+function caPemOf(dir: string, caId: string): string {
+  return fs.readFileSync(path.join(dir, 'ca', caId, 'ca.crt'), 'utf8')
+}
+
 function caSubject(dir: string, caId: string): string {
-  return new x509.X509Certificate(fs.readFileSync(path.join(dir, 'ca', caId, 'ca.crt'), 'utf8')).subject
+  return new x509.X509Certificate(caPemOf(dir, caId)).subject
 }
 
 /** a toy whose certificate comes from a CA that is not kennel's, trusting kennel's server */
@@ -178,6 +182,7 @@ t.test('enrol → rollover by the CLI while kennel runs → enrol → restart: e
   await allConnect(t, kennel, [a, b], 'after a restart')
   const aRenewed = await renew(t, kennel.ports.api, a)
   t.equal(issuerName(aRenewed.certPem), caSubject(dir, next), 'the renewed certificate is issued by the new CA')
+  t.ok(aRenewed.caPem.includes(caPemOf(dir, next).trim()), 'the trust bundle delivered with it holds the new CA')
   await allConnect(t, kennel, [aRenewed], 'with the renewed certificate and the trust bundle delivered with it')
   await refusesStrangers(t, kennel, a.caPem)
 })
@@ -204,8 +209,7 @@ async function writeLegacyCa(dir: string, environment: string, createdAt: Date):
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   })
-  const { sha256Hex } = await import('../../devices/crypto-keys.ts')
-  const caId = sha256Hex(cert.rawData).slice(0, 16)
+  const caId = caIdOf(cert)
   const caDir = path.join(dir, 'ca', caId)
   fs.mkdirSync(caDir, { recursive: true, mode: 0o700 })
   fs.writeFileSync(path.join(caDir, 'ca.key'), await privateKeyPem(keys.privateKey), { mode: 0o600 })
@@ -244,7 +248,8 @@ t.test('a data dir from before the change: toys enrolled before and after an old
   fs.writeFileSync(path.join(dir, 'tls', 'server.pem'), legacyServer.key + legacyServer.cert, { mode: 0o600 })
 
   let kennel = await start(t, config)
-  t.equal(issuerName(fs.readFileSync(path.join(dir, 'tls', 'server.pem'), 'utf8').replace(/^[\s\S]*?(?=-----BEGIN CERTIFICATE)/, '')), caSubject(dir, first), 'the server certificate is issued by the first CA, which every toy trusts')
+  const serverPem = fs.readFileSync(path.join(dir, 'tls', 'server.pem'), 'utf8')
+  t.equal(issuerName(serverPem.slice(serverPem.indexOf('-----BEGIN CERTIFICATE-----'))), caSubject(dir, first), 'the server certificate is issued by the first CA, which every toy trusts')
   await allConnect(t, kennel, [a, b], 'after the upgrade')
 
   const third = await rolloverWithCli(t, dir)
