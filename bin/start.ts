@@ -4,7 +4,9 @@ import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
+import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
+import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
 import { checkCertificate, devicesProjection } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
@@ -16,7 +18,7 @@ import type { ReadModelStore } from '../projections/readmodels/port.ts'
 import { type ProjectionRunner, startProjectionRunner } from '../projections/runner.ts'
 import { buildApi } from '../api/app.ts'
 import type { NotifyDevice } from '../api/context.ts'
-import { listenApi, listenMetrics } from '../api/listen.ts'
+import { listenApi, listenMetrics, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
@@ -45,7 +47,8 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
     stops.push(() => store.close())
     log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir }, 'event store open')
-    const ca = await loadDeviceCa(config)
+    const caFrom = await store.headPosition()
+    const ca = new FollowedDeviceCa(await loadDeviceCa(config))
     const tls = await loadServerTls(config, ca)
     const registry = new Registry()
     const readModels = await openKennelReadModels(config)
@@ -57,8 +60,9 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
     const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
     const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, log, stops)
-    log.info({ host: config.host, port: api, metricsPort: metrics }, 'HTTPS API listening')
-    return { config, store, ca, broker, projections, ports: { mqtt, api, metrics }, stop }
+    log.info({ host: config.host, port: api.port, metricsPort: metrics }, 'HTTPS API listening')
+    await followCaRollovers(config, store, caFrom, ca, broker, api, log, stops)
+    return { config, store, ca, broker, projections, ports: { mqtt, api: api.port, metrics }, stop }
   } catch (err) {
     await stop()
     throw err
@@ -106,7 +110,7 @@ async function startApi(
   registry: Registry,
   log: Logger,
   stops: Stops,
-): Promise<{ api: number; metrics: number }> {
+): Promise<{ api: ListeningApi; metrics: number }> {
   const metrics = new ApiMetrics()
   let redis: import('ioredis').Redis | undefined
   if (config.redisUrl !== undefined) {
@@ -127,5 +131,25 @@ async function startApi(
   stops.push(() => api.close())
   const metricsServer = await listenMetrics(config.metricsPort, [metrics.registry, registry])
   stops.push(() => metricsServer.close())
-  return { api: api.port, metrics: metricsServer.port }
+  return { api, metrics: metricsServer.port }
+}
+
+// A device-CA rollover made by the CLI in another process reaches both listeners without a
+// restart (R18): toys enrolled under the new CA are trusted, renewals are issued by it, and live
+// sessions keep the chain they were verified with.
+async function followCaRollovers(config: Config, store: EventStore, after: number, ca: FollowedDeviceCa, broker: Broker, api: ListeningApi, log: Logger, stops: Stops): Promise<void> {
+  const follower = followDeviceCa({
+    store,
+    after,
+    ca,
+    load: () => loadDeviceCa(config),
+    async onChange(next) {
+      const tls = await loadServerTls(config, next)
+      reloadListenerTls(broker.server, config, { ca: next.trustedPem, ...tls })
+      api.reloadTls(tls, next.trustedPem)
+    },
+    log: log.child({ component: 'ca' }),
+  })
+  stops.push(() => follower.stop())
+  await follower.ready
 }

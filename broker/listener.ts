@@ -20,10 +20,7 @@ export interface ListenerHooks {
 
 export function createListener(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial, hooks: ListenerHooks): tls.Server {
   const server = tls.createServer({
-    ...serverTlsOptions(config, material),
-    // No session resumption: every connect verifies the certificate chain against the current
-    // trust store and CRL, and the tickets cost ≈ 15 KB per TLS 1.3 connection (bench/broker.ts)
-    secureOptions: constants.SSL_OP_NO_TICKET,
+    ...listenerTlsOptions(config, material),
     // Nagle + delayed ACK cost ~40 ms per TLS 1.3 connect (FIELD-NOTES)
     noDelay: true,
   })
@@ -37,4 +34,20 @@ export function createListener(config: Pick<Config, 'tlsMinVersion' | 'tlsCipher
   server.on('secureConnection', hooks.onSecureConnection)
   server.on('tlsClientError', hooks.onTlsError)
   return server
+}
+
+/** Swap the trusted device CAs and the server certificate without a restart (a CA rollover made
+ * by another process, R18); live connections keep the chain they were verified with. */
+export function reloadListenerTls(server: tls.Server, config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial): void {
+  server.setSecureContext(listenerTlsOptions(config, material))
+}
+
+// setSecureContext replaces every context option, secureOptions included: both paths use this.
+function listenerTlsOptions(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial): tls.TlsOptions {
+  return {
+    ...serverTlsOptions(config, material),
+    // No session resumption: every connect verifies the certificate chain against the current
+    // trust store and CRL, and the tickets cost ≈ 15 KB per TLS 1.3 connection (bench/broker.ts)
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  }
 }

@@ -75,7 +75,7 @@ export function randomOf(deps: { random?: (n: number) => Buffer }): (n: number) 
 }
 
 /** Record the issuing CA once in `ca-{caId}` before its first certificate is recorded. */
-export async function recordCa(store: EventStore, ca: DeviceCa, actor: string): Promise<void> {
+export async function recordCa(store: EventStore, ca: Pick<DeviceCa, 'issuer' | 'origin'>, actor: string): Promise<void> {
   const { info } = ca.issuer
   const event: CaEvent = ca.origin === 'created' ? { type: 'CaCreated', data: info } : { type: 'CaAdded', data: info }
   const h = sha256Hex(Buffer.from(`${caStream(info.caId)}:${event.type}`))

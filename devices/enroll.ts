@@ -33,7 +33,7 @@ export async function enrollDevice(deps: DeviceDeps, deviceId: string): Promise<
   const keys = await generateKeyPair('P-256')
   const publicKey = await x509.PublicKey.create(keys.publicKey)
   const result = await enrol(deps, deviceId, publicKey, sha256Hex(publicKey.rawData), true)
-  return { deviceId, keyPem: await privateKeyPem(keys.privateKey), certPem: result.certPem, caPem: deps.ca.trustedPem, claimCode: result.claimCode, serial: result.serial }
+  return { deviceId, keyPem: await privateKeyPem(keys.privateKey), certPem: result.certPem, caPem: result.caPem, claimCode: result.claimCode, serial: result.serial }
 }
 
 /** Enrol a device from its CSR. Returns the claim code to print on the toy's card. */
@@ -49,9 +49,11 @@ async function enrol(deps: DeviceDeps, deviceId: string, publicKey: x509.PublicK
   const random = randomOf(deps)
   const { code, secret } = newClaimCode(deviceId, random)
   const claimCodeHash = await hashClaimSecret(secret)
+  // one CA for the whole enrolment, even when the server picks up a rollover meanwhile
+  const { issuer, chainPem, origin, trustedPem } = deps.ca
   const { certPem, issued } = await signDeviceCertificate({
-    issuer: deps.ca.issuer,
-    chainPem: deps.ca.chainPem,
+    issuer,
+    chainPem,
     deviceId,
     publicKey,
     publicKeyId,
@@ -64,7 +66,7 @@ async function enrol(deps: DeviceDeps, deviceId: string, publicKey: x509.PublicK
     { type: 'EnrollDevice', deviceId, now, keyGeneratedByKennel, claimCodeHash, claimCodeExpiresAt: new Date(now.getTime() + deps.config.claimCodeTtlHours * 3_600_000), certificate: issued },
     state,
   )
-  await recordCa(deps.store, deps.ca, deps.actor)
+  await recordCa(deps.store, { issuer, origin }, deps.actor)
   try {
     await appendDeviceEvents(deps, deviceId, events, revision)
   } catch (err) {
@@ -73,5 +75,5 @@ async function enrol(deps: DeviceDeps, deviceId: string, publicKey: x509.PublicK
     }
     throw err
   }
-  return { certPem, serial: issued.serial, claimCode: code }
+  return { certPem, serial: issued.serial, claimCode: code, caPem: trustedPem }
 }

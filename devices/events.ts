@@ -86,7 +86,7 @@ export interface CaInfo {
   notBefore: string
   notAfter: string
   development: boolean
-  /** the issuing CA is an intermediate under an offline root */
+  /** the issuing CA is an intermediate under a root (the development root, or the offline root of KENNEL_CA_CERT) */
   intermediate: boolean
 }
 

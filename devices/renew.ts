@@ -8,16 +8,20 @@ import { normalizeSerial } from './registry.ts'
 // Renewal (R18): a device holding its current, valid certificate gets a new one for a new CSR
 // without downtime; the old one stays valid for KENNEL_RENEWAL_GRACE_HOURS, then is superseded.
 // The transport (the API's device route) has already checked the presented certificate's chain.
-export async function renewCertificate(deps: DeviceDeps, deviceId: string, presentedSerial: string, csrPem: string): Promise<{ certPem: string; serial: string }> {
+// The toy gets the CA's trust bundle with its certificate and keeps it as its ca.crt: after any
+// number of rollovers it still holds the CA of the server certificate.
+export async function renewCertificate(deps: DeviceDeps, deviceId: string, presentedSerial: string, csrPem: string): Promise<{ certPem: string; serial: string; caPem: string }> {
   assertDeviceId(deviceId)
   const presented = parseSerial(presentedSerial)
   const now = nowOf(deps)
   const before = await loadDevice(deps.store, deviceId)
   assertCanRenew(before.state, presented, now)
   const csr = await checkCsr(csrPem, deviceId)
+  // one CA for the whole renewal, even when the server picks up a rollover meanwhile
+  const { issuer, chainPem, origin, trustedPem } = deps.ca
   const { certPem, issued } = await signDeviceCertificate({
-    issuer: deps.ca.issuer,
-    chainPem: deps.ca.chainPem,
+    issuer,
+    chainPem,
     deviceId,
     publicKey: csr.publicKey,
     publicKeyId: csr.publicKeyId,
@@ -28,9 +32,9 @@ export async function renewCertificate(deps: DeviceDeps, deviceId: string, prese
   // re-read: a concurrent renewal or revocation wins and this one is refused
   const { state, revision } = await loadDevice(deps.store, deviceId)
   const events = decide({ type: 'RenewCertificate', presentedSerial: presented, now, graceHours: deps.config.renewalGraceHours, certificate: issued }, state)
-  await recordCa(deps.store, deps.ca, deps.actor)
+  await recordCa(deps.store, { issuer, origin }, deps.actor)
   await appendDeviceEvents({ ...deps, credential: deps.credential ?? `cert:${presented}` }, deviceId, events, revision)
-  return { certPem, serial: issued.serial }
+  return { certPem, serial: issued.serial, caPem: trustedPem }
 }
 
 export function parseSerial(serial: unknown): string {

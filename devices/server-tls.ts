@@ -1,5 +1,5 @@
 import 'reflect-metadata'
-import { randomBytes } from 'node:crypto'
+import crypto, { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import * as x509 from '@peculiar/x509'
@@ -9,15 +9,17 @@ import { assertPrivateFile, type DeviceCa } from './ca.ts'
 import { generateKeyPair, privateKeyPem } from './crypto-keys.ts'
 
 // Server certificates for the MQTT and API listeners. Production: KENNEL_TLS_CERT/KENNEL_TLS_KEY
-// (the key file private, not issued by a development CA — R8). Development: issued by the
-// development CA for localhost, 127.0.0.1 and ::1, cached in <dataDir>/tls/server.pem (key and
-// chain in one file, replaced atomically) and reissued when it nears expiry or the CA rolled over.
+// (the key file private, not issued by a development CA — R8), chaining to a certificate of the
+// trust bundle toys are given (ca.crt), or toys could not verify the server. Development: issued
+// by the CA's serverIssuer (the development root, which a device-CA rollover keeps — R18) for
+// localhost, 127.0.0.1 and ::1, cached in <dataDir>/tls/server.pem (key and chain in one file,
+// replaced atomically) and reissued when it nears expiry or was issued by another CA.
 
 const VALIDITY_DAYS = 90
 const RENEW_BEFORE_MS = 7 * 86_400_000
 
 export async function loadServerTls(config: Config, ca: DeviceCa): Promise<{ cert: string; key: string }> {
-  if (config.tlsCert !== undefined || config.tlsKey !== undefined) return loadConfigured(config)
+  if (config.tlsCert !== undefined || config.tlsKey !== undefined) return loadConfigured(config, ca)
   if (config.env === 'production') throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_TLS_CERT and KENNEL_TLS_KEY')
   const file = path.join(config.dataDir, 'tls', 'server.pem')
   const cached = fs.existsSync(file) ? await readCached(file, ca) : undefined
@@ -30,7 +32,7 @@ export async function loadServerTls(config: Config, ca: DeviceCa): Promise<{ cer
   return issued
 }
 
-function loadConfigured(config: Config): { cert: string; key: string } {
+function loadConfigured(config: Config, ca: DeviceCa): { cert: string; key: string } {
   if (config.tlsCert === undefined || config.tlsKey === undefined) throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_TLS_CERT and KENNEL_TLS_KEY must be set together')
   assertPrivateFile(config.tlsKey)
   let cert: string
@@ -51,8 +53,28 @@ function loadConfigured(config: Config): { cert: string; key: string } {
     if (leaf.issuer.includes('kennel development') || /(^|, )OU=development(,|$)/.test(leaf.issuer)) {
       throw new KennelError('KENNEL_ERR_DEVELOPMENT_MATERIAL', `KENNEL_TLS_CERT (${config.tlsCert}) was issued by a development CA (R8)`)
     }
+    if (!chainsTo(cert, ca.trustedPem)) {
+      throw new KennelError(
+        'KENNEL_ERR_CONFIG',
+        `KENNEL_TLS_CERT (${config.tlsCert}) does not chain to a certificate of KENNEL_CA_CERT or KENNEL_CA_PREVIOUS_CERTS, the ca.crt toys are given: they could not verify the server; issue it under the offline root (R18)`,
+      )
+    }
   }
   return { cert, key }
+}
+
+/** The leaf of `chainPem`, through the chain's own certificates, reaches a certificate of `trustPem`. */
+function chainsTo(chainPem: string, trustPem: string): boolean {
+  const parse = (pem: string) => (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new crypto.X509Certificate(c))
+  const [leaf, ...untrusted] = parse(chainPem)
+  const anchors = parse(trustPem)
+  const issuerOf = (cert: crypto.X509Certificate, among: crypto.X509Certificate[]) => among.find((c) => cert.checkIssued(c) && cert.verify(c.publicKey))
+  let cert = leaf
+  for (let depth = 0; cert && depth <= untrusted.length; depth++) {
+    if (anchors.some((a) => a.raw.equals(cert!.raw)) || issuerOf(cert, anchors)) return true
+    cert = issuerOf(cert, untrusted)
+  }
+  return false
 }
 
 async function readCached(file: string, ca: DeviceCa): Promise<{ cert: string; key: string } | undefined> {
@@ -62,8 +84,8 @@ async function readCached(file: string, ca: DeviceCa): Promise<{ cert: string; k
     const cert = text.slice(text.indexOf('-----BEGIN CERTIFICATE-----'))
     const leaf = new x509.X509Certificate(cert)
     const fresh = leaf.notAfter.getTime() - Date.now() > RENEW_BEFORE_MS
-    const fromCurrentCa = await leaf.verify({ publicKey: ca.issuer.certificate.publicKey, signatureOnly: true })
-    return key && fresh && fromCurrentCa ? { cert, key } : undefined
+    const fromServerCa = leaf.issuer === ca.serverIssuer.certificate.subject && (await leaf.verify({ publicKey: ca.serverIssuer.certificate.publicKey, signatureOnly: true }))
+    return key && fresh && fromServerCa ? { cert, key } : undefined
   } catch {
     return undefined
   }
@@ -71,7 +93,7 @@ async function readCached(file: string, ca: DeviceCa): Promise<{ cert: string; k
 
 export async function issueDevelopmentServerCertificate(ca: DeviceCa, now: Date): Promise<{ cert: string; key: string }> {
   const keys = await generateKeyPair('P-256')
-  const issuer = ca.issuer
+  const issuer = ca.serverIssuer
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomBytes(16).toString('hex'),
     subject: 'CN=localhost, OU=development, O=kennel',

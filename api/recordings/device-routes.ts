@@ -69,9 +69,8 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
   }, async (req) => {
     const { deviceId, serial } = devicePrincipal(req)
     const meta = deviceMetadata(req)
-    const ca = ctx.ca as DeviceCa
-    const renewed = await renewCertificate({ store: ctx.store, ca, config: ctx.config, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, deviceId, serial, req.body.csr)
+    const renewed = await renewCertificate({ store: ctx.store, ca: ctx.ca as DeviceCa, config: ctx.config, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, deviceId, serial, req.body.csr)
     await ctx.catchUp()
-    return { ...renewed, caPem: ca.chainPem }
+    return renewed // caPem: the trust bundle the toy keeps as its ca.crt (R18)
   })
 }

@@ -27,7 +27,7 @@ export function registerCaCommands(program: Command): void {
     )
 
   ca.command('cert')
-    .description('print every trusted device CA certificate (PEM), e.g. for ca.crt on toys')
+    .description("print every trusted CA certificate (PEM): the device CAs and their root, which is what a toy's ca.crt holds")
     .action(
       action(async () => {
         await withStore(async ({ config }) => void process.stdout.write((await loadDeviceCa(config)).trustedPem))
@@ -35,13 +35,16 @@ export function registerCaCommands(program: Command): void {
     )
 
   ca.command('rollover')
-    .description('development: create a new device CA that issues from now on; certificates of the old one stay valid until they expire (R18)')
+    .description('development: create a new device CA under the same root that issues from now on; certificates of the old one stay valid until they expire, the server certificate stays, and a running kennel picks the new CA up without a restart (R18)')
     .action(
       action(async () => {
         await withStore(async ({ config, store, actor }) => {
           const next = await rolloverDevelopmentCa(config)
           await recordCa(store, next, actor)
-          process.stdout.write(`new issuing CA ${next.issuer.info.caId} (${next.issuer.info.subject}); ${next.previousIssuers.length} previous CA(s) stay trusted\n`)
+          process.stdout.write(
+            `new issuing CA ${next.issuer.info.caId} (${next.issuer.info.subject}); ${next.previousIssuers.length} previous CA(s) stay trusted; ` +
+              `the server certificate is still issued by ${next.serverIssuer.info.caId}, which every toy trusts; running kennel processes pick the new CA up\n`,
+          )
         })
       }),
     )

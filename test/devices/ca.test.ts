@@ -47,7 +47,7 @@ async function offlineRootAndIntermediate(dir: string) {
   const key = path.join(dir, 'device-ca.key')
   fs.writeFileSync(cert, inter.toString('pem') + '\n' + root.toString('pem') + '\n')
   fs.writeFileSync(key, await privateKeyPem(interKeys.privateKey), { mode: 0o600 })
-  return { cert, key, rootPem: root.toString('pem') + '\n' }
+  return { cert, key, rootPem: root.toString('pem') + '\n', rootSigner: { certificate: root, signingKey: rootKeys.privateKey, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' } as EcdsaParams } }
 }
 
 t.test('the development CA is created once, P-256 by default, key mode 0600, marked development', async (t) => {
@@ -64,12 +64,49 @@ t.test('the development CA is created once, P-256 by default, key mode 0600, mar
   t.equal(pki.ca.issuer.signingKey.extractable, false, 'the signing key cannot be exported')
 })
 
-t.test('two processes starting at once end up with one CA', async (t) => {
+t.test('two processes starting at once end up with one root and one device CA', async (t) => {
   const dir = tmp(t)
   const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir })
   const [a, b] = await Promise.all([loadDeviceCa(config), loadDeviceCa(config)])
   t.equal(a.issuer.info.caId, b.issuer.info.caId)
-  t.equal(fs.readdirSync(path.join(dir, 'ca')).filter((f) => /^[0-9a-f]{16}$/.test(f)).length, 1)
+  t.equal(a.serverIssuer.info.caId, b.serverIssuer.info.caId)
+  const roles = fs.readdirSync(path.join(dir, 'ca')).filter((f) => /^[0-9a-f]{16}$/.test(f)).map((id) => JSON.parse(fs.readFileSync(path.join(dir, 'ca', id, 'ca.json'), 'utf8')).role as string)
+  t.same(roles.sort(), ['device', 'root'])
+})
+
+t.test('the development device CA is issued by a root that toys trust and that issues the server certificate (R18)', async (t) => {
+  const pki = await createTestPki(t)
+  const { issuer, serverIssuer } = pki.ca
+  t.equal(issuer.info.intermediate, true, 'the device CA is an intermediate')
+  t.equal(serverIssuer.info.intermediate, false, 'under a self-signed root')
+  t.match(serverIssuer.info.subject, /^CN=kennel development root CA .*OU=development/)
+  t.not(serverIssuer.info.caId, issuer.info.caId)
+  t.equal(issuer.certificate.issuer, serverIssuer.certificate.subject)
+  t.equal(fs.statSync(path.join(pki.dir, 'ca', serverIssuer.info.caId, 'ca.key')).mode & 0o777, 0o600)
+  const toy = await pki.enroll('toy-1')
+  t.equal((toy.certPem.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'the device certificate is sent with its CA')
+  t.ok(toy.caPem.includes(serverIssuer.certificate.toString('pem')), "the root is in the toy's ca.crt")
+  t.equal(pki.ca.previousIssuers.length, 0, 'the root issues no device certificate and has no CRL')
+  const rootFile = path.join(pki.dir, 'root.crt')
+  fs.writeFileSync(rootFile, serverIssuer.certificate.toString('pem'))
+  t.equal(verify(['-CAfile', rootFile, '-untrusted', toy.certFile, toy.certFile]), 0, 'the device certificate chains to the root')
+})
+
+t.test("a device CA's key cannot impersonate the server to a toy (EKU of the device CA)", async (t) => {
+  const pki = await createTestPki(t)
+  const toy = await pki.enroll('toy-1')
+  const keys = await generateKeyPair('P-256')
+  const forged = await signCertificate({ commonName: 'localhost', keys, usage: 'serverAuth', signer: pki.ca.issuer })
+  const srv = tls.createServer({ cert: forged.toString('pem') + '\n' + pki.ca.chainPem, key: await privateKeyPem(keys.privateKey) }, (s) => s.end('impostor'))
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => srv.close())
+  const port = (srv.address() as { port: number }).port
+  const outcome = await new Promise<string>((resolve) => {
+    const c = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: toy.caPem, key: toy.keyPem, cert: toy.certPem })
+    c.once('secureConnect', () => (c.destroy(), resolve('trusted')))
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(String(err.code)))
+  })
+  t.equal(outcome, 'INVALID_PURPOSE', 'the toy refuses a server certificate issued by the device CA')
 })
 
 for (const alg of ['P-384', 'RSA-3072'] as const) {
@@ -150,11 +187,11 @@ t.test('development server certificate: issued by the dev CA for localhost, 127.
   const x = new crypto.X509Certificate(server.cert)
   t.equal(x.subjectAltName, 'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1')
   t.ok(x.keyUsage?.includes('1.3.6.1.5.5.7.3.1'), 'EKU serverAuth')
-  t.ok(x.checkIssued(new crypto.X509Certificate(pki.ca.issuer.certificate.toString('pem'))))
+  t.ok(x.checkIssued(new crypto.X509Certificate(pki.ca.serverIssuer.certificate.toString('pem'))), 'issued by the root')
   t.equal(fs.statSync(path.join(pki.dir, 'tls', 'server.pem')).mode & 0o777, 0o600)
   t.same(await loadServerTls(pki.config, pki.ca), server, 'cached')
   const next = await rolloverDevelopmentCa(pki.config)
-  t.not((await loadServerTls(pki.config, next)).cert, server.cert, 'reissued after a CA rollover')
+  t.same(await loadServerTls(pki.config, next), server, 'kept across a device-CA rollover: toys enrolled before still verify it')
 
   // a real mutual-TLS handshake with an enrolled toy
   const toy = await enrollDevice(pki.deps({ ca: next }), 'toy-1')
@@ -182,10 +219,13 @@ t.test('production server certificates come from configured files; a readable ke
   const prodCa = await loadDeviceCa(loadConfig(productionEnv(dir, ca, tlsFiles)))
   await t.rejects(loadServerTls(loadConfig(productionEnv(dir, ca, tlsFiles)), prodCa), { code: 'KENNEL_ERR_DEVELOPMENT_MATERIAL' })
   const keys = await generateKeyPair('P-256')
-  const real = await signCertificate({ commonName: 'mqtt.toys.example', keys, usage: 'serverAuth', signer: { signingKey: keys.privateKey, signingAlgorithm: ecdsa } })
-  fs.writeFileSync(tlsFiles.cert, real.toString('pem'))
+  const elsewhere = await signCertificate({ commonName: 'mqtt.toys.example', keys, usage: 'serverAuth', signer: { signingKey: keys.privateKey, signingAlgorithm: ecdsa } })
+  fs.writeFileSync(tlsFiles.cert, elsewhere.toString('pem'))
   fs.writeFileSync(tlsFiles.key, await privateKeyPem(keys.privateKey), { mode: 0o600 })
-  t.match(await loadServerTls(loadConfig(productionEnv(dir, ca, tlsFiles)), prodCa), { cert: /BEGIN CERTIFICATE/, key: /BEGIN PRIVATE KEY/ })
+  await t.rejects(loadServerTls(loadConfig(productionEnv(dir, ca, tlsFiles)), prodCa), { code: 'KENNEL_ERR_CONFIG', message: /does not chain to a certificate of KENNEL_CA_CERT or KENNEL_CA_PREVIOUS_CERTS, the ca\.crt toys are given/ }, 'a server certificate toys could not verify is refused (R18)')
+  const real = await signCertificate({ commonName: 'mqtt.toys.example', keys, usage: 'serverAuth', signer: ca.rootSigner })
+  fs.writeFileSync(tlsFiles.cert, real.toString('pem'))
+  t.match(await loadServerTls(loadConfig(productionEnv(dir, ca, tlsFiles)), prodCa), { cert: /BEGIN CERTIFICATE/, key: /BEGIN PRIVATE KEY/ }, 'issued under the offline root')
   fs.chmodSync(tlsFiles.key, 0o644)
   await t.rejects(loadServerTls(loadConfig(productionEnv(dir, ca, tlsFiles)), prodCa), { code: 'KENNEL_ERR_INSECURE_KEY_FILE' })
 })
