@@ -119,6 +119,8 @@ export class PublishingToy {
       clientId: toy.deviceId,
       protocolVersion: 4,
       reconnectPeriod: options.reconnectPeriod ?? 0,
+      // CONNACK 3 (server unavailable) while the store is away is worth another try
+      reconnectOnConnackError: true,
       clean: options.clean ?? true,
       connectTimeout: 10_000,
     })
