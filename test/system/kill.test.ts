@@ -14,9 +14,13 @@ import { enrollToys, kennelEnv, PublishingToy, startKennelChild, until } from '.
 const LIVES = 3
 const ACKS_PER_LIFE = 100
 
-t.test('kill -9 under QoS 1 load: every acknowledged publish has its PublishAccepted event', async (t) => {
+t.test('kill -9 under QoS 1 load: every acknowledged publish has its PublishAccepted event, and the data files stay private', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-kill-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  // a data dir the user made, readable by anyone, and the usual umask: kennel's files stay private
+  fs.chmodSync(dir, 0o755)
+  const umask = process.umask(0o022)
+  t.teardown(() => process.umask(umask))
   const env = kennelEnv(dir)
   const config = loadConfig(env)
   const toys = await enrollToys(config, ['toy-k1', 'toy-k2', 'toy-k3'])
@@ -32,6 +36,14 @@ t.test('kill -9 under QoS 1 load: every acknowledged publish has its PublishAcce
     await Promise.all(load.map((l) => l.stop()))
     for (const l of load) for (const sha of l.acked) acked.add(sha)
   }
+
+  // before this process opens the store (which would make the files private itself)
+  const files = (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile())
+  t.ok(files.includes('events.sqlite-wal') && files.includes('readmodels.sqlite-wal'), 'the write-ahead logs survived the kill')
+  // certificates, the CA's description and the audit public key hold nothing secret
+  const isPublic = (f: string): boolean => /(^|\/)(ca\.crt|ca\.json|signing-key\.pub\.pem)$/.test(f)
+  const open = files.filter((f) => !isPublic(f) && (fs.statSync(path.join(dir, f)).mode & 0o077) !== 0)
+  t.same(open, [], `every file kennel wrote in the data dir is 0600 (${files.length} files)`)
 
   const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
   t.teardown(() => store.close())
