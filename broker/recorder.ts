@@ -36,7 +36,7 @@ interface Pending {
   waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>
 }
 
-export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5, retryDelaysMs = RETRY_DELAYS_MS } = {}): Recorder {
+export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5 } = {}): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
   let timer: NodeJS.Timeout | undefined
@@ -50,7 +50,7 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
         await store.append(stream, events, { expectedRevision: 'any' })
         return
       } catch (err) {
-        const delayMs = retryDelaysMs[attempt]
+        const delayMs = RETRY_DELAYS_MS[attempt]
         if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
         log.warn({ err: (err as Error).message, stream, events: events.length, delayMs }, 'broker event append failed; retrying with the same event ids')
         await sleep(delayMs)

@@ -369,7 +369,7 @@ class PostgresEventStore implements EventStore {
     try {
       const { rows } = await query<{ r: typeof results }>(
         this.pool,
-        `appending ${batch.length === 1 ? `to ${batch[0]!.stream}` : `${batch.length} batches of events`}`,
+        `appending ${batch.length === 1 ? `to ${batch[0]!.stream}` : `${batch.length} appends (the first to ${batch[0]!.stream})`}`,
         {
           name: 'append_batch',
           text: `SELECT ${this.s}.append_batch($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::text[], $6::json[], $7::json[]) AS r`,
