@@ -183,7 +183,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (isRefusal(peer)) {
       // refused before any MQTT byte is read; the reason is on record before the socket closes (R19)
       socket.pause()
-      void recordRefusal(peer).finally(() => socket.destroy())
+      void recordRefusal(peer).catch(() => undefined).finally(() => socket.destroy())
       return
     }
     identities.set(socket, peer)
@@ -294,8 +294,16 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       await recordRateLimit(limit, identity.deviceId, identity).catch(() => undefined)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', `${limit.limit} limit exceeded`)
     }
+    // the PUBACK (QoS 1) and the routing wait for the event's commit, so an acknowledged publish
+    // is never lost (R19); unrecorded, it is refused: the connection closes without a PUBACK, and
+    // the toy sends the message again once reconnected (QoS 1 is at least once)
+    try {
+      await record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: sha256(payload) } }, deviceMeta(identity))
+    } catch (err) {
+      session.reason ??= 'event-store-unavailable'
+      throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, { cause: err })
+    }
     metrics.messages.inc({ direction: 'in' })
-    void record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: sha256(payload) } }, deviceMeta(identity))
   }
 
   aedes.authorizeSubscribe = (client, sub, done) => {

@@ -2,7 +2,7 @@
 // `mqtt-{deviceId}` once its certificate chains to the device CA; attempts without a trusted
 // identity go to `security-{yyyy-mm-dd}`. Payloads never appear, only their size and SHA-256.
 
-export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'broker-shutdown'
+export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'event-store-unavailable' | 'broker-shutdown'
 
 /** why the broker closed a live session itself (Broker.kick) */
 export type KickReason = Extract<DisconnectReason, 'revoked' | 'superseded'>
@@ -69,18 +69,20 @@ export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'Devic
 export const mqttStream = (deviceId: string): string => `mqtt-${deviceId}`
 export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`
 
-/** R19: these are appended before the client is answered; the rest are batched. */
-export function isSecurityRelevant(event: BrokerEvent): boolean {
+/** R19: the client is answered only once these are committed: the security-relevant ones, and
+ * PublishAccepted, whose commit the PUBACK (QoS 1) and the routing wait for, so that a publish
+ * kennel acknowledged is on record even after a crash. The rest are batched. */
+export function awaitsCommit(event: BrokerEvent): boolean {
   switch (event.type) {
     case 'DeviceConnected':
     case 'DeviceAuthFailed':
+    case 'PublishAccepted':
     case 'PublishDenied':
     case 'SubscriptionDenied':
     case 'RateLimitExceeded':
     case 'ConnectionDenylisted':
       return true
     case 'DeviceDisconnected':
-    case 'PublishAccepted':
     case 'SubscriptionGranted':
     case 'InboxMessagePublished':
       return false

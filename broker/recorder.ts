@@ -1,18 +1,29 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { isKennelError } from '../infra/errors.ts'
 import type { EventMetadata, EventStore, NewEvent } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
-import { type BrokerEvent, isSecurityRelevant } from './events.ts'
+import { type BrokerEvent, awaitsCommit } from './events.ts'
 
-// Appends the broker's events (R19). Security-relevant events are appended before the caller
-// answers the client (record() resolves after the append); the rest resolve at once. Every
-// event is queued per stream, and all queued streams are flushed together, at most once per
-// `commitIntervalMs`: a commit is an fsync, and with a synchronous store (SQLite) that blocks
-// the event loop, so under a burst of connects one commit per handshake serialised the
-// handshakes behind the disk. An isolated event waits for no one (the interval has passed);
-// under load an awaited event waits at most the interval. A flush of a stream carries its
-// queued events in order, in one append.
+// Appends the broker's events (R19). The events the client's answer waits for (security-relevant
+// ones, and PublishAccepted: events.ts awaitsCommit) resolve record() once committed; the rest
+// resolve at once. Every event is queued per stream, and all queued streams are flushed together,
+// at most once per `commitIntervalMs`: a commit is an fsync, and with a synchronous store
+// (SQLite) that blocks the event loop, so under a burst of connects one commit per handshake
+// serialised the handshakes behind the disk. An isolated event waits for no one (the interval
+// has passed); under load an awaited event waits at most the interval, and many publishes share
+// one commit. A flush of a stream carries its queued events in order, in one append.
+//
+// An append whose outcome is unknown (KENNEL_ERR_UNAVAILABLE: a dropped database connection, a
+// writer thread that died) is retried with the same event ids, which the store makes idempotent,
+// so a blip neither loses an event nor records it twice; when the retries fail too, the waiting
+// callers are refused (no PUBACK, no CONNACK 0).
+
+/** pauses before the retries of an append whose outcome is unknown */
+const RETRY_DELAYS_MS = [50, 250, 1000]
 
 export interface Recorder {
-  /** resolves once the event is durable when it is security-relevant, at once otherwise */
+  /** resolves once the event is committed when the client's answer waits for it, at once otherwise */
   record(stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void>
   /** append everything queued; resolves when done */
   flush(): Promise<void>
@@ -33,11 +44,25 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
   let lastFlush = -Infinity
   let failures = 0
 
+  async function append(stream: string, events: NewEvent[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await store.append(stream, events, { expectedRevision: 'any' })
+        return
+      } catch (err) {
+        const delayMs = RETRY_DELAYS_MS[attempt]
+        if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
+        log.warn({ err: (err as Error).message, stream, events: events.length, delayMs }, 'broker event append failed; retrying with the same event ids')
+        await sleep(delayMs)
+      }
+    }
+  }
+
   function flushStream(stream: string): Promise<void> {
     const pending = queued.get(stream)
     if (!pending) return Promise.resolve()
     queued.delete(stream)
-    const p = store.append(stream, pending.events, { expectedRevision: 'any' }).then(
+    const p = append(stream, pending.events).then(
       () => {
         for (const w of pending.waiters) w.resolve()
       },
@@ -72,8 +97,9 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
     record(stream, event, metadata) {
       let pending = queued.get(stream)
       if (!pending) queued.set(stream, (pending = { events: [], waiters: [] }))
-      pending.events.push({ type: event.type, data: event.data, metadata })
-      const done = isSecurityRelevant(event) ? new Promise<void>((resolve, reject) => pending.waiters.push({ resolve, reject })) : Promise.resolve()
+      // the id is fixed here so that a retry of the append is recognised by the store
+      pending.events.push({ id: randomUUID(), type: event.type, data: event.data, metadata })
+      const done = awaitsCommit(event) ? new Promise<void>((resolve, reject) => pending.waiters.push({ resolve, reject })) : Promise.resolve()
       if (pending.events.length >= maxBatch) void flushStream(stream)
       else schedule()
       return done

@@ -16,6 +16,9 @@ import type { EntryColumns, EntryRow, ProjectionChanges, ReadModelStore } from '
 // the stored checkpoint, so the restart applies every later event once. Events raised by projections (outbox) are appended after the
 // commit with deterministic ids, so a repeat after a crash is absorbed by the idempotent append.
 
+/** a server's runner reloads from the stored checkpoints this long after a failure */
+const RESTART_RETRY_MS = 1000
+
 export interface RunnerOptions {
   store: EventStore
   readModels: ReadModelStore
@@ -323,10 +326,11 @@ class Runner implements ProjectionRunner {
       this.rejectCaughtUp(err)
       return
     }
-    void this.restart(1000)
+    void this.restart(RESTART_RETRY_MS)
   }
 
   private restart(delayMs: number): Promise<void> {
+    let failed = false
     this.restarting ??= (async () => {
       this.generation++
       await this.bulk
@@ -343,8 +347,15 @@ class Runner implements ProjectionRunner {
       this.committed = this.pos
       this.follow()
     })()
-      .catch((err: unknown) => this.o.log?.error({ err }, 'projection runner could not restart'))
-      .finally(() => (this.restarting = undefined))
+      .catch((err: unknown) => {
+        // the read-model store or the event store is still away (a database restarting): try again
+        this.o.log?.error({ err }, 'projection runner could not restart; retrying')
+        failed = true
+      })
+      .finally(() => {
+        this.restarting = undefined
+        if (failed && !this.stopping) void this.restart(RESTART_RETRY_MS)
+      })
     return this.restarting
   }
 
@@ -389,7 +400,15 @@ class Runner implements ProjectionRunner {
     const position = this.pos
     if (changes.length > 0) {
       this.o.beforeCommit?.(position)
-      await this.o.readModels.commit(changes)
+      try {
+        await this.o.readModels.commit(changes)
+      } catch (err) {
+        // the changes were taken out of memory above and are not stored: from here on memory is
+        // behind, so a flush queued behind this one must not commit (onError may come later,
+        // through the subscription)
+        this.discarding = true
+        throw err
+      }
       for (const c of changes) {
         const s = this.states.find((x) => x.projection.name === c.name)
         if (s) s.stored = c.position

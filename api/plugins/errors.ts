@@ -14,6 +14,9 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_VALIDATION: 'KENNEL_ERR_VALIDATION',
 }
 
+/** what a 503 asks the client to wait: a dropped database connection is replaced at the next query */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = 1
+
 export function toKennelError(err: FastifyError | Error): KennelError {
   if (err instanceof KennelError) return err
   const fe = err as FastifyError
@@ -30,7 +33,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err, req, reply) => {
     const ke = toKennelError(err as FastifyError)
     if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
-    const retryAfter = ke.details?.retryAfterSeconds
+    // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
+    const retryAfter = ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
     if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
     if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
     return reply.status(ke.httpStatus).send(ke.toJSON())

@@ -19,6 +19,7 @@ import {
   prepareAppend,
 } from './port.ts'
 import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
+import { openPool, query } from './pg-connections.ts'
 
 // PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, FIELD-NOTES "Event
 // stores"): with positions handed out by concurrent transactions, a reader can pass a position
@@ -255,9 +256,9 @@ export interface PostgresOptions extends OpenOptions {
 
 export async function openPostgresEventStore(url: string, options: PostgresOptions): Promise<EventStore> {
   const { connectionString, schema } = parseUrl(url)
-  const pool = new pg.Pool({ connectionString, max: options.poolSize ?? 8, application_name: 'kennel' })
-  // an idle connection that dies is dropped by the pool; the next query reports the failure
-  pool.on('error', () => {})
+  // the name lets an operator (and the fault tests) tell this process's connections apart; an
+  // application_name in the URL takes precedence
+  const pool = openPool({ connectionString, max: options.poolSize ?? 8, application_name: `kennel:${schema}` })
   const lockKey = createHash('sha256').update(schema).digest().readInt32BE(0)
   try {
     const environment = await initialise(pool, schema, lockKey, options.environment)
@@ -366,11 +367,16 @@ class PostgresEventStore implements EventStore {
     }
     let results: Array<[number, number] | SqlError>
     try {
-      const { rows } = await this.pool.query<{ r: typeof results }>({
-        name: 'append_batch',
-        text: `SELECT ${this.s}.append_batch($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::text[], $6::json[], $7::json[]) AS r`,
-        values: Object.values(columns),
-      })
+      const { rows } = await query<{ r: typeof results }>(
+        this.pool,
+        `appending ${batch.length === 1 ? `to ${batch[0]!.stream}` : `${batch.length} appends (the first to ${batch[0]!.stream})`}`,
+        {
+          name: 'append_batch',
+          text: `SELECT ${this.s}.append_batch($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::text[], $6::json[], $7::json[]) AS r`,
+          values: Object.values(columns),
+        },
+        'the append may or may not have been committed; a retry with the same event ids is safe',
+      )
       results = rows[0]!.r
     } catch (err) {
       // the outcome is unknown (the commit may have happened): a retry with the same ids is safe
@@ -391,10 +397,10 @@ class PostgresEventStore implements EventStore {
     this.assertOpen()
     const backwards = options.direction === 'backwards'
     const from = options.fromRevision ?? (backwards ? 2 ** 31 - 1 : 0)
-    const { rows } = await this.pool.query<Row>(
-      `SELECT ${COLUMNS} FROM ${this.s}.events WHERE stream = $1 AND revision ${backwards ? '<=' : '>='} $2 ORDER BY revision ${backwards ? 'DESC' : 'ASC'} LIMIT $3`,
-      [stream, from, options.maxCount ?? null],
-    )
+    const { rows } = await query<Row>(this.pool, `reading stream ${stream}`, {
+      text: `SELECT ${COLUMNS} FROM ${this.s}.events WHERE stream = $1 AND revision ${backwards ? '<=' : '>='} $2 ORDER BY revision ${backwards ? 'DESC' : 'ASC'} LIMIT $3`,
+      values: [stream, from, options.maxCount ?? null],
+    })
     return rows.map(toRecorded)
   }
 
@@ -404,7 +410,7 @@ class PostgresEventStore implements EventStore {
   }
 
   private async read(backwards: boolean, bound: number | undefined, max: number | undefined, filter: EventFilter | undefined): Promise<RecordedEvent[]> {
-    const { rows } = await this.pool.query<Row>({
+    const { rows } = await query<Row>(this.pool, 'reading events', {
       // the statement text depends only on the direction and the filter's shape: name it so each connection plans it once
       name: `read-${backwards ? 'b' : 'f'}-${filter?.types ? 't' : ''}${filter?.streamPrefixes ? 'p' : ''}`,
       text: `SELECT ${COLUMNS} FROM ${this.s}.events
@@ -438,7 +444,7 @@ class PostgresEventStore implements EventStore {
 
   async headPosition(): Promise<number> {
     this.assertOpen()
-    const { rows } = await this.pool.query<{ head: string }>({ name: 'head', text: `SELECT coalesce(max(position), 0) AS head FROM ${this.s}.events` })
+    const { rows } = await query<{ head: string }>(this.pool, 'reading the head position', { name: 'head', text: `SELECT coalesce(max(position), 0) AS head FROM ${this.s}.events` })
     return Number(rows[0]!.head)
   }
 

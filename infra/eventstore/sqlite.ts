@@ -22,6 +22,7 @@ import {
   classifyRetry,
   prepareAppend,
 } from './port.ts'
+import { preparePrivateDatabase } from './sqlite-file.ts'
 import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
 
 // Embedded event store: one SQLite file in WAL mode, no network listener (R7).
@@ -173,6 +174,7 @@ export interface SqliteOptions extends OpenOptions {
 
 export async function openSqliteEventStore(file: string, options: SqliteOptions): Promise<EventStore> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+  preparePrivateDatabase(file)
   const db = new Database(file)
   let environment: string
   try {
@@ -186,11 +188,6 @@ export async function openSqliteEventStore(file: string, options: SqliteOptions)
   } catch (err) {
     db.close()
     throw err
-  }
-  try {
-    fs.chmodSync(file, 0o600)
-  } catch {
-    // not our file to chmod (read-only mount); the directory mode still protects it
   }
   const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
   // wait for the writer's connection, so the first append does not pay for the thread's start

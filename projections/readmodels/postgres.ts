@@ -1,4 +1,5 @@
-import pg from 'pg'
+import type pg from 'pg'
+import { connect, isConnectionLoss, openPool, query, unlessConnectionLost } from '../../infra/eventstore/pg-connections.ts'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
 import { entryRowsOf, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
@@ -32,10 +33,9 @@ export async function openPostgresReadModels(url: string, options: PostgresReadM
   const schema = options.schema ?? u.searchParams.get('schema') ?? 'kennel'
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
   u.searchParams.delete('schema')
-  const pool = new pg.Pool({ connectionString: u.toString(), max: 4 })
-  // an idle connection the server drops (a restart, an admin) is removed by the pool and the next
-  // query reconnects; without a listener its 'error' event would end the process
-  pool.on('error', () => {})
+  // a dropped connection (a restart, an admin) fails only what was using it, with
+  // KENNEL_ERR_UNAVAILABLE; the next query reconnects (infra/eventstore/pg-connections.ts)
+  const pool = openPool({ connectionString: u.toString(), max: 4, application_name: `kennel-readmodels:${schema}` })
   try {
     await pool.query(schemaSql(schema))
   } catch (err) {
@@ -56,7 +56,9 @@ class PostgresReadModels implements ReadModelStore {
   ) {}
 
   async load(name: string): Promise<StoredProjection | undefined> {
-    const client = await this.pool.connect()
+    const doing = `loading read model ${name}`
+    const client = await connect(this.pool, doing)
+    let lost = false
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ')
       const cp = await client.query(`SELECT version, position FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
@@ -67,29 +69,36 @@ class PostgresReadModels implements ReadModelStore {
         position: int(cp.rows[0].position),
         docs: (docs.rows as [string, string, string][]).map(([c, id, doc]) => [c, id, JSON.parse(doc)]),
       }
+    } catch (err) {
+      lost = isConnectionLoss(err)
+      throw unlessConnectionLost(err, doing)
     } finally {
-      await client.query('COMMIT').catch(() => {})
-      client.release()
+      if (!lost) await client.query('COMMIT').catch(() => {})
+      client.release(lost)
     }
   }
 
-  /** run fn in one transaction on one pooled connection; any failure rolls it back */
-  private async transaction(fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
-    const client = await this.pool.connect()
+  /** run fn in one transaction on one pooled connection; any failure rolls it back. A connection
+   * lost before COMMIT returned leaves the outcome unknown: the caller reloads the checkpoints,
+   * which were written in the same transaction, and goes on from what they say. */
+  private async transaction(doing: string, fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const client = await connect(this.pool, doing)
+    let lost = false
     try {
       await client.query('BEGIN')
       await fn(client)
       await client.query('COMMIT')
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {})
-      throw err
+      lost = isConnectionLoss(err)
+      if (!lost) await client.query('ROLLBACK').catch(() => {})
+      throw unlessConnectionLost(err, doing, 'the transaction may or may not have been committed')
     } finally {
-      client.release()
+      client.release(lost)
     }
   }
 
   commit(changes: readonly ProjectionChanges[]): Promise<void> {
-    return this.transaction(async (client) => {
+    return this.transaction(`committing read models ${changes.map((c) => c.name).join(', ')}`, async (client) => {
       for (const c of changes) await this.commitOne(client, c)
     })
   }
@@ -151,17 +160,17 @@ class PostgresReadModels implements ReadModelStore {
   async settle(): Promise<void> {}
 
   reset(name: string): Promise<void> {
-    return this.transaction(async (client) => {
+    return this.transaction(`resetting read model ${name}`, async (client) => {
       for (const table of ['projection_documents', 'projection_entries', 'projection_keys']) await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
       await client.query(`DELETE FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
     })
   }
 
   async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {
-    const r = await this.pool.query(
-      `SELECT position FROM ${this.s}.projection_keys WHERE projection = $1 AND key = $2 AND time >= $3 AND time < $4 ORDER BY time, position ${options.limit !== undefined ? 'LIMIT $5' : ''}`,
-      [name, key, options.since ?? '', options.until ?? '\uffff', ...(options.limit !== undefined ? [options.limit] : [])],
-    )
+    const r = await query<{ position: string }>(this.pool, `looking up ${name}`, {
+      text: `SELECT position FROM ${this.s}.projection_keys WHERE projection = $1 AND key = $2 AND time >= $3 AND time < $4 ORDER BY time, position ${options.limit !== undefined ? 'LIMIT $5' : ''}`,
+      values: [name, key, options.since ?? '', options.until ?? '\uffff', ...(options.limit !== undefined ? [options.limit] : [])],
+    })
     return r.rows.map((row) => int(row.position))
   }
 
@@ -171,22 +180,22 @@ class PostgresReadModels implements ReadModelStore {
   }
 
   async entryAt(name: string, position: number): Promise<StoredEntry | undefined> {
-    const r = await this.pool.query(`SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position = $2`, [name, position])
+    const r = await query<EntryRow>(this.pool, `reading ${name}`, { text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position = $2`, values: [name, position] })
     return r.rows.map(toEntry)[0]
   }
 
   async entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]> {
-    const r = await this.pool.query(`SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position > $2 ORDER BY position LIMIT $3`, [name, afterPosition, limit])
+    const r = await query<EntryRow>(this.pool, `reading ${name}`, { text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position > $2 ORDER BY position LIMIT $3`, values: [name, afterPosition, limit] })
     return r.rows.map(toEntry)
   }
 
   async cursor(name: string): Promise<number> {
-    const r = await this.pool.query(`SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`, [name])
-    return r.rowCount === 0 ? 0 : int(r.rows[0].position)
+    const r = await query<{ position: string }>(this.pool, `reading cursor ${name}`, { text: `SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`, values: [name] })
+    return r.rows.length === 0 ? 0 : int(r.rows[0]!.position)
   }
 
   async setCursor(name: string, position: number): Promise<void> {
-    await this.pool.query(`INSERT INTO ${this.s}.projection_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position`, [name, position])
+    await query(this.pool, `moving cursor ${name}`, { text: `INSERT INTO ${this.s}.projection_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position`, values: [name, position] })
   }
 
   async close(): Promise<void> {
@@ -194,7 +203,14 @@ class PostgresReadModels implements ReadModelStore {
   }
 }
 
-const toEntry = (row: { ordinal: string; position: string; time: string; digest: Buffer }): StoredEntry => ({
+interface EntryRow {
+  ordinal: string
+  position: string
+  time: string
+  digest: Buffer
+}
+
+const toEntry = (row: EntryRow): StoredEntry => ({
   ordinal: int(row.ordinal),
   position: int(row.position),
   time: row.time,

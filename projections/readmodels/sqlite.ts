@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
+import { preparePrivateDatabase } from '../../infra/eventstore/sqlite-file.ts'
 import { packAscending, packPostings, packRuns, unpackAscending, unpackPostings, unpackRuns } from './packing.ts'
 import type { EntryColumns, EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
 
@@ -122,6 +123,7 @@ function indexIn(run: Run, position: number): number {
 
 export function openSqliteReadModels(file: string): ReadModelStore {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+  preparePrivateDatabase(file)
   const db = new Database(file)
   // a new file only: entry runs are rows of tens of kilobytes, which 4 KiB pages split into chains
   db.pragma('page_size = 65536')
@@ -135,11 +137,6 @@ export function openSqliteReadModels(file: string): ReadModelStore {
     db.exec(SCHEMA)
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
   }).immediate()
-  try {
-    fs.chmodSync(file, 0o600)
-  } catch {
-    // not ours to chmod; the directory mode still protects it
-  }
   return new SqliteReadModels(db)
 }
 

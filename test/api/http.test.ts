@@ -79,6 +79,7 @@ t.test('audit verify and breach reports answer 503 when the audit port is not wi
   const res = await app.inject({ method: 'GET', url: '/v1/audit/verify', headers: bearer(token) })
   t.equal(res.statusCode, 503)
   t.equal(res.json().error.code, 'KENNEL_ERR_UNAVAILABLE')
+  t.equal(res.headers['retry-after'], '1', 'a 503 says when to retry')
 })
 
 t.test('bodies are validated as sent, query strings are converted', async (t) => {

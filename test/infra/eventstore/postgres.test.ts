@@ -141,3 +141,73 @@ if (reachable) {
     t.ok(position > 1)
   })
 }
+
+if (reachable) {
+  /** wait for a condition, polling; fails the test with `what` after a generous deadline */
+  async function until(what: string, check: () => Promise<boolean> | boolean, deadlineMs = 20_000): Promise<void> {
+    const deadline = Date.now() + deadlineMs
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+
+  t.test('a connection the server drops fails only the appends using it, with a coded retryable error; a retry with the same ids lands exactly once', async (t) => {
+    const { schema, url } = freshSchema(t)
+    const store = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => store.close())
+    const delivered: string[] = []
+    const sub = store.subscribe({ onEvent: (e) => void delivered.push(e.id) })
+    t.teardown(() => sub.stop())
+    // the store names its connections after the schema, so only they are dropped
+    const appName = `kennel:${schema}`
+    const waitingOnLock = async (): Promise<boolean> =>
+      (await admin.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, [appName])).rowCount! > 0
+
+    const resolved: string[] = []
+    const refusals: unknown[] = []
+    let stop = false
+    // four appenders, each retrying a refused append with the same event id
+    const appenders = Array.from({ length: 4 }, async (_, n) => {
+      for (let i = 0; !stop; i++) {
+        const id = randomUUID()
+        for (;;) {
+          try {
+            await store.append(`s-${n}`, [{ id, type: 'X', data: { n, i } }])
+            resolved.push(id)
+            break
+          } catch (err) {
+            refusals.push(err)
+          }
+        }
+      }
+    })
+    for (let round = 0; round < 3; round++) {
+      // appends are held at the events table while the connections are dropped, so some are surely in flight
+      const locker = new pg.Client({ connectionString: base })
+      await locker.connect()
+      t.teardown(() => locker.end().catch(() => undefined))
+      await locker.query('BEGIN')
+      await locker.query(`LOCK TABLE "${schema}".events IN EXCLUSIVE MODE`)
+      await until('an append waiting on the lock', waitingOnLock)
+      const refusedBefore = refusals.length
+      const dropped = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [appName])
+      t.ok(dropped.rowCount! > 0, `round ${round}: the store's connections were dropped (${dropped.rowCount})`)
+      await until('the appends in flight to be refused', () => refusals.length > refusedBefore)
+      t.ok(refusals.slice(refusedBefore).every((e) => isKennelError(e, 'KENNEL_ERR_UNAVAILABLE')), `round ${round}: refused with KENNEL_ERR_UNAVAILABLE (HTTP 503)`)
+      await locker.query('COMMIT')
+      const resolvedBefore = resolved.length
+      await until('appends to succeed again', () => resolved.length >= resolvedBefore + 20)
+    }
+    stop = true
+    await Promise.all(appenders)
+
+    t.ok(refusals.length > 0, `${refusals.length} appends were refused`)
+    t.match((refusals[0] as Error).message, /connection lost while appending.*a retry with the same event ids is safe/)
+    const stored = (await store.readAll()).map((e) => e.id)
+    t.equal(new Set(stored).size, stored.length, 'no event is stored twice')
+    t.same([...stored].sort(), [...resolved].sort(), 'every append that resolved is stored, exactly once, and nothing else')
+    await until('the subscription to deliver every event', () => delivered.length >= stored.length)
+    t.same(delivered, stored, 'the subscription went on through the drops, in order, none twice')
+  })
+}

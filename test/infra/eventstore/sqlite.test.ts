@@ -62,6 +62,29 @@ t.test('the store file is private to its owner and opens no network listener', a
   t.notOk(handles.some((h) => h?.constructor?.name === 'Server'), 'no server socket')
 })
 
+t.test('in a directory anyone can read (made by the user, umask 022), the store, its WAL and shared-memory files are 0600', async (t) => {
+  const open = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-userdir-'))
+  t.teardown(() => fs.rmSync(open, { recursive: true, force: true }))
+  fs.chmodSync(open, 0o755)
+  const umask = process.umask(0o022)
+  t.teardown(() => process.umask(umask))
+  const file = path.join(open, 'events.sqlite')
+  const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => store.close())
+  await store.append('s', [{ type: 'X', data: {} }])
+  const files = fs.readdirSync(open)
+  t.same([...files].sort(), ['events.sqlite', 'events.sqlite-shm', 'events.sqlite-wal'], 'the write-ahead log and shared memory exist while the store is open')
+  for (const f of files) t.equal((fs.statSync(path.join(open, f)).mode & 0o777).toString(8), '600', f)
+
+  // a store made by an earlier kennel, readable by anyone, is made private before SQLite reopens it
+  await store.close()
+  fs.chmodSync(file, 0o644)
+  const reopened = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+  t.teardown(() => reopened.close())
+  await reopened.append('s', [{ type: 'X', data: {} }])
+  for (const f of fs.readdirSync(open)) t.equal((fs.statSync(path.join(open, f)).mode & 0o777).toString(8), '600', `${f}, reopened`)
+})
+
 t.test('a subscription sees events appended by another process (the CLI while the server runs)', async (t) => {
   const file = path.join(dir, 'cross.sqlite')
   const server = await openEventStore(`sqlite:${file}`, { environment: 'test' })
