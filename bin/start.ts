@@ -9,6 +9,7 @@ import { checkCertificate, devicesProjection } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
 import { auditSigner, auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
+import { reportOpenFileLimit } from './open-files.ts'
 import { persistentProjections } from './read-models.ts'
 import { startAlertDelivery } from '../projections/monitor/delivery.ts'
 import type { ReadModelStore } from '../projections/readmodels/port.ts'
@@ -40,6 +41,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   const stop = async (): Promise<void> => {
     for (const s of stops.splice(0).reverse()) await s()
   }
+  reportOpenFileLimit(log)
   try {
     const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
     stops.push(() => store.close())

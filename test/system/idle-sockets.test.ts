@@ -191,3 +191,13 @@ t.test('over its cap a source is refused on accept, before TLS, while a toy and 
     t.equal(events.reduce((n, e) => n + (e.data as { refusals: number }).refusals, 0), 260, `${listener}: every refusal is counted in the events (the rest folded, written on stop)`)
   }
 })
+
+t.test('the descriptor limit is raised to the hard limit and a low one is reported', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-nofile-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const kennel = await startKennel(t, dir, '256:1024', {})
+  const limits = fs.readFileSync(`/proc/${kennel.pid}/limits`, 'utf8')
+  t.match(limits, /^Max open files\s+1024\s+1024\s/m, 'soft limit raised from 256 to the hard limit')
+  const report = kennel.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('open-file limit'))
+  t.match(report, { level: 40, soft: 1024, hard: 1024, msg: /LimitNOFILE/ }, 'a warning names the limit and how to raise it')
+})
