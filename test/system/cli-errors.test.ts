@@ -36,3 +36,17 @@ t.test('a port in use stops start-up with the variable and the address to change
     t.notMatch(run.stderr, /internal error/)
   }
 })
+
+t.test('--out in a missing directory names the directory', async (t) => {
+  const missing = path.join(dir, 'no-such-dir')
+  for (const args of [['ca', 'crl', '--out', path.join(missing, 'crl.pem')], ['audit', 'heads', '--out', path.join(missing, 'heads.json')]]) {
+    const run = await kennel(args)
+    t.equal(run.code, errorCatalogue.KENNEL_ERR_NOT_FOUND.exit, `${args.slice(0, 2).join(' ')}: exit ${run.code} ${run.stderr}`)
+    t.match(run.stderr, `the directory ${missing} does not exist; create it or give --out a path in an existing directory (KENNEL_ERR_NOT_FOUND)`)
+    t.notOk(fs.existsSync(missing), 'nothing created')
+  }
+  fs.writeFileSync(path.join(dir, 'a-file'), '')
+  const run = await kennel(['ca', 'crl', '--out', path.join(dir, 'a-file', 'crl.pem')])
+  t.equal(run.code, errorCatalogue.KENNEL_ERR_NOT_FOUND.exit)
+  t.match(run.stderr, `${path.join(dir, 'a-file')} is not a directory`)
+})
