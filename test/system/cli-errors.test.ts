@@ -50,3 +50,12 @@ t.test('--out in a missing directory names the directory', async (t) => {
   t.equal(run.code, errorCatalogue.KENNEL_ERR_NOT_FOUND.exit)
   t.match(run.stderr, `${path.join(dir, 'a-file')} is not a directory`)
 })
+
+t.test('events tail refuses an unknown --type with the known types, and takes a known one', async (t) => {
+  const bogus = await kennel(['events', 'tail', '--type', 'DeviceConnected', 'Bogus'])
+  t.equal(bogus.code, errorCatalogue.KENNEL_ERR_VALIDATION.exit, 'usage exit code')
+  t.match(bogus.stderr, /^kennel: unknown event type Bogus \(--type\); known types: .*\bDeviceConnected\b.*\bTreeHeadSigned\b.* \(KENNEL_ERR_VALIDATION\)\n$/)
+  t.equal(bogus.stdout, '')
+  const known = await kennel(['events', 'tail', '--type', 'DeviceConnected', 'CaCreated'])
+  t.equal(known.code, 0, known.stderr)
+})
