@@ -10,13 +10,17 @@ import type { Logger } from '../infra/log.ts'
 import { securityStream } from './accounts/events.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
-import type { ConnectionDenylisted } from './guard/events.ts'
+import type { ConnectionCapExceeded, ConnectionDenylisted } from './guard/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
+import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 // Puts a built API on HTTPS (R2, R9, R18) and /metrics on loopback. Parents connect without a
 // certificate and toys with theirs, so the server requests one but does not reject the handshake;
-// device routes read the verdict (api/plugins/device-auth.ts).
+// device routes read the verdict (api/plugins/device-auth.ts). Until its first request head has
+// arrived a connection counts toward its source's cap and has a deadline from accept
+// (infra/net/unauthenticated.ts): Node's headersTimeout never closes a TLS connection that
+// sends nothing, and is checked only every 30 s for the others.
 
 export interface ListenOptions {
   config: Config
@@ -45,10 +49,11 @@ export function tlsOptions(config: Config, tls: { cert: string; key: string }, t
 export async function listenApi(app: FastifyInstance, opts: ListenOptions): Promise<ListeningApi> {
   const { config } = opts
   await app.ready()
-  const server = https.createServer(
-    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true },
-    (req, res) => app.routing(req, res),
-  )
+  const unauthenticated = createUnauthenticated(opts)
+  const server = https.createServer({ ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true }, (req, res) => {
+    unauthenticated.authenticated(req.socket)
+    app.routing(req, res)
+  })
   server.headersTimeout = 15_000
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
@@ -64,14 +69,17 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   // 'connection' fires on TCP accept, before the TLS handshake (R9)
   server.on('connection', (socket: Socket) => {
     const cidr = denylist(socket.remoteAddress)
-    if (!cidr) return
+    if (!cidr) return void unauthenticated.admit(socket)
     socket.destroy()
     opts.metrics.denylistHits.inc()
     const ip = socket.remoteAddress ?? 'unknown'
     if (denied.count(ip, Date.now(), { ip, cidr })) void recordDenied(ip, cidr, 1)
   })
   // a connection's client certificate is fixed for its lifetime: device-auth reads it once (R2)
-  server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
+  server.on('secureConnection', (socket: TLSSocket) => {
+    socket.disableRenegotiation()
+    unauthenticated.secured(socket)
+  })
   server.on('tlsClientError', (err) => opts.log?.debug({ err: err.message }, 'TLS handshake failed'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -85,15 +93,41 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
     },
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      unauthenticated.destroyAll()
       server.closeIdleConnections()
       // requests in flight get a moment to finish, idle keep-alive sockets do not hold the stop
       const timer = setTimeout(() => server.closeAllConnections(), 2000)
       await closed
       clearTimeout(timer)
       await denied.flush()
+      await unauthenticated.flush()
       await app.close()
     },
   }
+}
+
+/** the deadlines and per-source cap before a first request (R9), with metrics and ConnectionCapExceeded events */
+function createUnauthenticated(opts: ListenOptions): UnauthenticatedConnections {
+  const { config, metrics } = opts
+  const connections = new UnauthenticatedConnections(
+    { handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000, connectTimeoutMs: config.connectTimeoutSeconds * 1000, maxPerSource: config.unauthenticatedPerIp },
+    {
+      onRefused: () => metrics.unauthenticatedRefused.inc(),
+      record({ ip, source, cap }, refusals) {
+        const event: ConnectionCapExceeded = { type: 'ConnectionCapExceeded', data: { ip, source, listener: 'api', cap, refusals } }
+        return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
+          () => undefined,
+          (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),
+        )
+      },
+      onTimeout(phase, ip) {
+        metrics.connectTimeouts.inc({ phase })
+        opts.log?.debug({ phase, ip }, 'connection closed: no request in time')
+      },
+    },
+  )
+  metrics.countUnauthenticated = () => connections.size
+  return connections
 }
 
 export interface ListeningMetrics {

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import os from 'node:os'
+import path from 'node:path'
 import { getSystemErrorMap } from 'node:util'
 import { type Config, loadConfig } from '../infra/config.ts'
 import { type ErrorCode, errorCatalogue, KennelError } from '../infra/errors.ts'
@@ -93,8 +94,17 @@ export function writeOutput(text: string, out: string | undefined, mode = 0o666)
   try {
     fs.writeFileSync(out, text, { mode })
   } catch (err) {
-    throw fileError(err, `write ${out}`)
+    throw missingDirectory(err, out) ?? fileError(err, `write ${out}`)
   }
+}
+
+/** --out in a directory that does not exist: name the directory, which is what to change */
+function missingDirectory(err: unknown, out: string): KennelError | undefined {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code !== 'ENOENT' && code !== 'ENOTDIR') return undefined
+  const dir = path.dirname(path.resolve(out))
+  const problem = code === 'ENOENT' ? `the directory ${dir} does not exist` : `${dir} is not a directory`
+  return new KennelError('KENNEL_ERR_NOT_FOUND', `cannot write ${out}: ${problem}; create it or give --out a path in an existing directory`, undefined, { cause: err })
 }
 
 /** commander's own usage errors (a missing required option, an unknown one) exit with the

@@ -1,5 +1,6 @@
 import { Gauge, Registry } from 'prom-client'
-import { publicUrlOf, type Config } from '../infra/config.ts'
+import { publicUrlOf, type Config, configKeys } from '../infra/config.ts'
+import { KennelError } from '../infra/errors.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
@@ -12,6 +13,7 @@ import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
 import { auditSigner, auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
 import { accountContacts } from './breach-contacts.ts'
+import { reportOpenFileLimit } from './open-files.ts'
 import { persistentProjections } from './read-models.ts'
 import { startAlertDelivery } from '../projections/monitor/delivery.ts'
 import type { ReadModelStore } from '../projections/readmodels/port.ts'
@@ -43,6 +45,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   const stop = async (): Promise<void> => {
     for (const s of stops.splice(0).reverse()) await s()
   }
+  reportOpenFileLimit(log)
   try {
     const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
     stops.push(() => store.close())
@@ -55,7 +58,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     stops.push(() => readModels.close())
     const projections = await startProjections(config, store, readModels, registry, log, stops)
     const broker = await startBroker(config, store, ca, tls, registry, log, stops)
-    const mqtt = await broker.listen(config.mqttPort, config.host)
+    const mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () => broker.listen(config.mqttPort, config.host))
     log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
     const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
     const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
@@ -126,10 +129,10 @@ async function startApi(
   let boundPort = config.apiPort
   const publicUrl = () => publicUrlOf(config, boundPort)
   const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, metrics, audit, publicUrl, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
-  const api = await listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log })
+  const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () => listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }))
   boundPort = api.port
   stops.push(() => api.close())
-  const metricsServer = await listenMetrics(config.metricsPort, [metrics.registry, registry])
+  const metricsServer = await bound(configKeys.metricsPort.env, '127.0.0.1', config.metricsPort, () => listenMetrics(config.metricsPort, [metrics.registry, registry]))
   stops.push(() => metricsServer.close())
   return { api, metrics: metricsServer.port }
 }
@@ -152,4 +155,24 @@ async function followCaRollovers(config: Config, store: EventStore, after: numbe
   })
   stops.push(() => follower.stop())
   await follower.ready
+}
+
+/** A listener that cannot bind is a setting to change, not an internal error: the message names
+ * the variable and the address. */
+async function bound<T>(variable: string, host: string, port: number, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen()
+  } catch (err) {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`
+    const hostVariable = configKeys.host.env
+    const reasons: Record<string, string> = {
+      EADDRINUSE: `${address} is already in use: stop what listens there or set ${variable} to a free port (0 = any free port)`,
+      EACCES: `not allowed to listen on ${address}: ports below 1024 need privileges; set ${variable} to a port from 1024 up`,
+      EADDRNOTAVAIL: `${host} is not an address of this machine: set ${hostVariable} to one of its addresses (for ${variable})`,
+      ENOTFOUND: `${host} does not resolve to an address: set ${hostVariable} to one of this machine's addresses (for ${variable})`,
+    }
+    const reason = reasons[(err as NodeJS.ErrnoException).code ?? '']
+    if (reason === undefined) throw err
+    throw new KennelError('KENNEL_ERR_CANNOT_LISTEN', `cannot listen for ${variable}: ${reason}`, { variable, host, port }, { cause: err })
+  }
 }

@@ -11,6 +11,7 @@ import { type CertificateCheck, identifyPeer, isRefusal, type PeerIdentity, type
 import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts'
 import { type ClusterParts, createClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
+import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitExceeded, securityStream } from './events.ts'
@@ -28,7 +29,7 @@ import { createSessions } from './sessions.ts'
 export type BrokerConfig = Pick<
   Config,
   'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
->
+> & AdmissionConfig
 
 export interface BrokerOptions {
   config: BrokerConfig
@@ -103,10 +104,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
     // client id = device id (≤ 64 characters, devices/device-id.ts) [MQTT-3.1.3-5]
     maxClientsIdLength: 64,
-    connectTimeout: 10_000,
+    // a backstop: the listener's deadline (admission.ts) closes a client without CONNACK 0 first
+    connectTimeout: 2 * config.connectTimeoutSeconds * 1000,
   })
   const clients = (): Record<string, Client> => registeredClients(aedes)
-  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => recorder.failures)
+  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => recorder.failures, () => admission.size)
 
   const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
   const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
@@ -170,6 +172,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const recordDenied = ({ ip, port }: { ip: string; port: number | undefined }, hits: number): Promise<void> =>
     record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
   const denied = new FoldedRefusals(DENYLIST_EVENT_INTERVAL_MS, recordDenied)
+  const admission = createAdmission({ config, metrics, record, now, log })
   function onDenied(socket: Socket): void {
     metrics.denylistHits.inc()
     const subject = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort }
@@ -195,6 +198,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const server = createListener(config, opts.tls, {
     denylist,
     onDenied,
+    unauthenticated: admission,
     onSecureConnection,
     onTlsError(err, socket) {
       if (denylist(socket.remoteAddress)) return
@@ -334,6 +338,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   // --- lifecycle events ------------------------------------------------------------------
+  aedes.on('connackSent', (connack, client) => {
+    if (connack.returnCode === 0) admission.authenticated(client.conn as TLSSocket)
+  })
   // the DeviceDisconnected itself is recorded when the socket closes (broker/sessions.ts)
   aedes.on('keepaliveTimeout', (client) => sessions.note(client, 'keepalive-timeout'))
   // clientError once the CONNECT was read, connectionError before (garbage in the CONNECT's own segment)
@@ -401,12 +408,14 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       closing = true
       await revocations.stop()
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
+      admission.destroyAll()
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       // connections before CONNACK are not Aedes' clients yet: their sessions end here too
       await Promise.allSettled([...authenticating])
       await Promise.all(sessions.live().map(({ client, ended }) => (endConnection(client, 'broker-shutdown'), ended)))
       await serverClosed
       await Promise.all([denied.flush(), limited.flush()])
+      await admission.flush()
       await recorder.flush()
       await cluster?.close()
     },

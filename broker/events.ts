@@ -49,6 +49,8 @@ export interface RateLimitExceeded {
   }
 }
 export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** connections this event stands for: 1 for the first hit of a block, then the block's other hits, recorded when it ends */ hits: number } }
+/** connections refused on accept because their source (an IPv4 address or IPv6 /64) held `cap` unauthenticated connections already (infra/net/unauthenticated.ts) */
+export interface ConnectionCapExceeded { type: 'ConnectionCapExceeded'; data: { ip: string; source: string; listener: 'mqtt'; cap: number; /** refusals this event stands for: 1 for the first of a block, then the block's others, recorded when it ends */ refusals: number } }
 /** the backend (not a toy) sent a message to a toy's inbox */
 export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }
 
@@ -62,9 +64,10 @@ export type BrokerEvent =
   | SubscriptionDenied
   | RateLimitExceeded
   | ConnectionDenylisted
+  | ConnectionCapExceeded
   | InboxMessagePublished
 
-export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'DeviceAuthFailed', 'PublishAccepted', 'PublishDenied', 'SubscriptionGranted', 'SubscriptionDenied', 'RateLimitExceeded', 'ConnectionDenylisted', 'InboxMessagePublished'] as const satisfies readonly BrokerEvent['type'][]
+export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'DeviceAuthFailed', 'PublishAccepted', 'PublishDenied', 'SubscriptionGranted', 'SubscriptionDenied', 'RateLimitExceeded', 'ConnectionDenylisted', 'ConnectionCapExceeded', 'InboxMessagePublished'] as const satisfies readonly BrokerEvent['type'][]
 
 export const mqttStream = (deviceId: string): string => `mqtt-${deviceId}`
 export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`
@@ -81,6 +84,7 @@ export function awaitsCommit(event: BrokerEvent): boolean {
     case 'SubscriptionDenied':
     case 'RateLimitExceeded':
     case 'ConnectionDenylisted':
+    case 'ConnectionCapExceeded':
       return true
     case 'DeviceDisconnected':
     case 'SubscriptionGranted':

@@ -1,24 +1,27 @@
 import type { Socket } from 'node:net'
 import { constants } from 'node:crypto'
 import tls, { type TLSSocket } from 'node:tls'
-import type { Config } from '../infra/config.ts'
 import type { Denylist } from '../infra/net/denylist.ts'
-import { serverTlsOptions, type ServerTlsMaterial } from '../infra/net/tls.ts'
+import { serverTlsOptions, type ServerTlsMaterial, type TlsPolicy } from '../infra/net/tls.ts'
+import type { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 
 // The MQTT listener: mutual TLS only (plain MQTT is not offered). Every handshake is accepted
 // (rejectUnauthorized: false) so that the broker can record why a certificate was refused
-// (FIELD-NOTES, TLS); the denylist is applied to the raw TCP connection, before TLS (R9).
+// (FIELD-NOTES, TLS); the denylist and the cap on unauthenticated connections are applied to the
+// raw TCP connection, before TLS, and the handshake has a deadline from accept (R9).
 
 export type TlsMaterial = ServerTlsMaterial
 
 export interface ListenerHooks {
   denylist: Denylist
   onDenied(socket: Socket): void
+  /** counts each connection until the broker sends CONNACK 0 */
+  unauthenticated: UnauthenticatedConnections
   onSecureConnection(socket: TLSSocket): void
   onTlsError(err: Error, socket: TLSSocket): void
 }
 
-export function createListener(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial, hooks: ListenerHooks): tls.Server {
+export function createListener(config: TlsPolicy, material: TlsMaterial, hooks: ListenerHooks): tls.Server {
   const server = tls.createServer({
     ...listenerTlsOptions(config, material),
     // Nagle + delayed ACK cost ~40 ms per TLS 1.3 connect (FIELD-NOTES)
@@ -29,21 +32,30 @@ export function createListener(config: Pick<Config, 'tlsMinVersion' | 'tlsCipher
     if (hooks.denylist(socket.remoteAddress)) {
       hooks.onDenied(socket)
       socket.destroy()
+      return
     }
+    hooks.unauthenticated.admit(socket)
   })
-  server.on('secureConnection', hooks.onSecureConnection)
-  server.on('tlsClientError', hooks.onTlsError)
+  server.on('secureConnection', (socket: TLSSocket) => {
+    hooks.unauthenticated.secured(socket)
+    hooks.onSecureConnection(socket)
+  })
+  // a tls.Server reports a failed or timed-out handshake and leaves the socket open: close it
+  server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+    socket.destroy()
+    hooks.onTlsError(err, socket)
+  })
   return server
 }
 
 /** Swap the trusted device CAs and the server certificate without a restart (a CA rollover made
  * by another process, R18); live connections keep the chain they were verified with. */
-export function reloadListenerTls(server: tls.Server, config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial): void {
+export function reloadListenerTls(server: tls.Server, config: TlsPolicy, material: TlsMaterial): void {
   server.setSecureContext(listenerTlsOptions(config, material))
 }
 
 // setSecureContext replaces every context option, secureOptions included: both paths use this.
-function listenerTlsOptions(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: TlsMaterial): tls.TlsOptions {
+function listenerTlsOptions(config: TlsPolicy, material: TlsMaterial): tls.TlsOptions {
   return {
     ...serverTlsOptions(config, material),
     // No session resumption: every connect verifies the certificate chain against the current

@@ -16,6 +16,8 @@ export const errorCatalogue = {
   KENNEL_ERR_ENVIRONMENT_MISMATCH: { http: 500, exit: 78 },
   KENNEL_ERR_INSECURE_KEY_FILE: { http: 500, exit: 78 },
   KENNEL_ERR_DEVELOPMENT_MATERIAL: { http: 500, exit: 78 },
+  /** a listener cannot bind its configured address (in use, privileged port, not this host's) */
+  KENNEL_ERR_CANNOT_LISTEN: { http: 500, exit: 78 },
   // generic input
   KENNEL_ERR_VALIDATION: { http: 400, exit: 64 },
   KENNEL_ERR_NOT_FOUND: { http: 404, exit: 66 },

@@ -39,4 +39,10 @@ export interface ConnectionDenylisted {
   data: { ip: string; listener: 'api'; cidr: string; hits: number }
 }
 
-export type GuardEvent = RateLimitExceeded | DeviceAuthRefused | ConnectionDenylisted
+export interface ConnectionCapExceeded {
+  type: 'ConnectionCapExceeded'
+  /** connections refused on accept because their source (an IPv4 address or IPv6 /64) held `cap` connections without a request already; refusals: how many this event stands for, 1 when a block opens, then the rest of the block's */
+  data: { ip: string; source: string; listener: 'api'; cap: number; refusals: number }
+}
+
+export type GuardEvent = RateLimitExceeded | DeviceAuthRefused | ConnectionDenylisted | ConnectionCapExceeded

@@ -1,11 +1,10 @@
-import fs from 'node:fs'
 import type { Command } from 'commander'
 import { loadDeviceCa, rolloverDevelopmentCa } from '../../devices/ca.ts'
 import { buildCrl } from '../../devices/crl.ts'
 import { recordCa } from '../../devices/device-store.ts'
 import { readRegistry } from '../../devices/registry.ts'
 import { KennelError } from '../../infra/errors.ts'
-import { action, withStore } from '../context.ts'
+import { action, withStore, writeOutput } from '../context.ts'
 
 export function registerCaCommands(program: Command): void {
   const ca = program.command('ca').description('the device CA: CRL export, certificates, rollover')
@@ -20,7 +19,7 @@ export function registerCaCommands(program: Command): void {
         if (!Number.isSafeInteger(days) || days < 1 || days > 365) throw new KennelError('KENNEL_ERR_VALIDATION', `--days must be an integer 1-365 (got ${opts.days})`)
         await withStore(async ({ config, store }) => {
           const deviceCa = await loadDeviceCa(config)
-          fs.writeFileSync(opts.out, await buildCrl(deviceCa, await readRegistry(store), new Date(), days))
+          writeOutput(await buildCrl(deviceCa, await readRegistry(store), new Date(), days), opts.out)
           process.stdout.write(`CRL written to ${opts.out} (next update in ${days} days)\n`)
         })
       }),

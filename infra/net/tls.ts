@@ -15,10 +15,9 @@ export interface ServerTlsMaterial {
   key: string
 }
 
-/** a slow or silent peer gets this long to finish the handshake */
-export const HANDSHAKE_TIMEOUT_MS = 10_000
+export type TlsPolicy = Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves' | 'tlsHandshakeTimeoutSeconds'>
 
-export function serverTlsOptions(config: Pick<Config, 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'>, material: ServerTlsMaterial): TlsOptions {
+export function serverTlsOptions(config: TlsPolicy, material: ServerTlsMaterial): TlsOptions {
   return {
     ca: material.ca,
     cert: material.cert,
@@ -29,6 +28,9 @@ export function serverTlsOptions(config: Pick<Config, 'tlsMinVersion' | 'tlsCiph
     ciphers: config.tlsCiphers,
     ecdhCurve: config.tlsCurves,
     honorCipherOrder: true,
-    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    // Node's own timer only reports the timeout ('tlsClientError') and is set when the TLS socket
+    // is made, just before the listener's deadline from accept (unauthenticated.ts) that closes
+    // the connection; twice as long, it stays a backstop that never fires first
+    handshakeTimeout: 2 * config.tlsHandshakeTimeoutSeconds * 1000,
   }
 }

@@ -126,8 +126,8 @@ t.test('a file that cannot be read or written is a coded error naming it, not an
     [['audit', 'check-proof', proofFile, '--public-key', dir], 64, /^kennel: cannot read the public key .*: .*directory \(KENNEL_ERR_VALIDATION\)\n$/],
     [['audit', 'check-proof', path.join(dir, 'nope.json'), '--public-key', pub], 66, /^kennel: cannot read the proof .*nope\.json: no such file or directory \(KENNEL_ERR_NOT_FOUND\)\n$/],
     [['audit', 'verify', '--public-key', missing], 66, /^kennel: cannot read the public key .*nokey\.pem.*\(KENNEL_ERR_NOT_FOUND\)\n$/],
-    [['audit', 'heads', '--out', nowhere], 66, /^kennel: cannot write .*no-such-dir\/x\.json: no such file or directory \(KENNEL_ERR_NOT_FOUND\)\n$/],
-    [['audit', 'prove', target.id, '--out', nowhere], 66, /^kennel: cannot write .*no-such-dir\/x\.json: no such file or directory \(KENNEL_ERR_NOT_FOUND\)\n$/],
+    [['audit', 'heads', '--out', nowhere], 66, /^kennel: cannot write .*no-such-dir\/x\.json: the directory .*no-such-dir does not exist; create it or give --out a path in an existing directory \(KENNEL_ERR_NOT_FOUND\)\n$/],
+    [['audit', 'prove', target.id, '--out', nowhere], 66, /^kennel: cannot write .*no-such-dir\/x\.json: the directory .*no-such-dir does not exist; create it or give --out a path in an existing directory \(KENNEL_ERR_NOT_FOUND\)\n$/],
   ]
   for (const [args, code, stderr] of cases) t.match(await kennel(...args), { code, stdout: '', stderr }, args.join(' '))
   t.notOk(fs.existsSync(path.dirname(nowhere)), 'nothing was created in place of the missing directory')
