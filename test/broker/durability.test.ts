@@ -132,8 +132,10 @@ t.test('a publish that cannot be recorded is refused: no PUBACK, not routed, the
   t.ok(g.refused >= 2, `the append was retried before the publish was refused (${g.refused} attempts)`)
   t.same(received, [], 'the refused message was not routed')
   t.equal(await accepted('refused-once'), 0, 'and not recorded')
-  const disconnects = await sys.events('DeviceDisconnected')
-  t.match(disconnects.filter((e) => e.stream === `mqtt-${id}`).at(-1)?.data, { reason: 'event-store-unavailable' })
+  // the DeviceDisconnected is recorded when the broker's side of the socket closes
+  const lastDisconnect = async () => (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).at(-1)?.data
+  await until('the DeviceDisconnected', async () => (await lastDisconnect()) !== undefined)
+  t.match(await lastDisconnect(), { reason: 'event-store-unavailable' })
 
   g.open()
   await published
