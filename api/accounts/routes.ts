@@ -98,7 +98,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   })
 
   app.delete('/v1/sessions/current', {
-    preHandler: authenticateAccount(ctx),
+    onRequest: authenticateAccount(ctx),
     schema: { tags: ['accounts'], summary: 'log out: revoke this token', security: [{ bearer: [] }], response: { 204: { type: 'null' }, ...errorResponses } },
   }, async (req, reply) => {
     const p = principal(req)

@@ -17,7 +17,7 @@ const deviceSummary = {
 
 export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  app.addHook('preHandler', authenticateAccount(ctx))
+  app.addHook('onRequest', authenticateAccount(ctx))
   const security = [{ bearer: [] }]
 
   app.post('/v1/households', {

@@ -2,7 +2,8 @@ import t from 'tap'
 import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
 t.test('every error has one shape with a catalogue code', async (t) => {
-  const { app } = await buildTestApi(t)
+  const { app, parent } = await buildTestApi(t)
+  const alice = await parent('alice@example.org')
   const notFound = await app.inject({ method: 'GET', url: '/nope' })
   t.equal(notFound.statusCode, 404)
   t.equal(notFound.json().error.code, 'KENNEL_ERR_NOT_FOUND')
@@ -12,7 +13,7 @@ t.test('every error has one shape with a catalogue code', async (t) => {
   const extra = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'a@example.org', password: STRONG, role: 'ops' } })
   t.equal(extra.statusCode, 400, 'unknown properties are refused, not dropped')
   t.match(extra.json().error.message, /additional properties/)
-  const stringly = await app.inject({ method: 'POST', url: '/v1/device/recordings', headers: { 'content-type': 'application/json' }, payload: '{"contentType":"audio/ogg","bytes":"5"}' })
+  const stringly = await app.inject({ method: 'POST', url: `/v1/households/${alice.householdId}/recordings`, headers: { ...bearer(alice.token), 'content-type': 'application/json' }, payload: '{"deviceId":"toy-a","contentType":"audio/ogg","bytes":"5"}' })
   t.equal(stringly.statusCode, 400, 'JSON bodies are not coerced: "5" is no integer')
   t.equal(stringly.json().error.code, 'KENNEL_ERR_VALIDATION')
   const badJson = await app.inject({ method: 'POST', url: '/v1/accounts', headers: { 'content-type': 'application/json' }, payload: '{"email":' })
