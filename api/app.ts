@@ -23,9 +23,9 @@ import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
 import { opsRoutes } from './ops/routes.ts'
-import { registerErrorHandling } from './plugins/errors.ts'
+import { answerFrameworkError, registerErrorHandling } from './plugins/errors.ts'
 import { registerQueryCoercion } from './plugins/query-coercion.ts'
-import { registerSecurityHeaders } from './plugins/security-headers.ts'
+import { registerSecurityHeaders, setSecurityHeaders } from './plugins/security-headers.ts'
 import { publicRoutes } from './public/routes.ts'
 import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
@@ -104,6 +104,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     trustProxy: false,
     return503OnClosing: true,
+    // errors Fastify answers while routing, before any hook: the same shape and headers as the rest
+    frameworkErrors: (err, req, reply) => (setSecurityHeaders(reply), answerFrameworkError(err, req, reply)),
     routerOptions: { maxParamLength: 200 },
     // reject unknown properties instead of silently dropping them (Fastify's default removes
     // them), and validate JSON bodies as sent: only query strings are converted (query-coercion.ts)

@@ -83,9 +83,9 @@ export interface HttpsReply {
 }
 
 /** one HTTPS request with (or without) a client certificate */
-export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
+export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; rawBody?: string; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
-    const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body)
+    const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body))
     const req = https.request(
       {
         host: '127.0.0.1',
@@ -97,7 +97,7 @@ export function request(port: number, opts: { method: string; path: string; ca: 
         key: opts.key,
         cert: opts.cert,
         agent: opts.agent ?? false,
-        headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
+        headers: { ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
       },
       (res) => {
         const chunks: Buffer[] = []
@@ -109,7 +109,7 @@ export function request(port: number, opts: { method: string; path: string; ca: 
       },
     )
     req.on('error', reject)
-    if (payload) req.write(payload)
+    if (payload !== undefined) req.write(payload)
     req.end()
   })
 }

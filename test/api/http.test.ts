@@ -1,5 +1,5 @@
 import t from 'tap'
-import { bearer, buildTestApi, STRONG } from './helpers.ts'
+import { bearer, buildTestApi, listenTestApi, request, STRONG } from './helpers.ts'
 
 t.test('every error has one shape with a catalogue code', async (t) => {
   const { app, parent } = await buildTestApi(t)
@@ -29,6 +29,32 @@ t.test('every error has one shape with a catalogue code', async (t) => {
   t.equal(noAuth.statusCode, 401)
   t.equal(noAuth.json().error.code, 'KENNEL_ERR_UNAUTHENTICATED')
   for (const res of [notFound, invalid, noAuth]) t.same(Object.keys(res.json()), ['error'])
+})
+
+t.test("Fastify's own errors use the same shape: broken percent-encoding, over-long parameters, bad JSON, media type, unknown route", async (t) => {
+  const api = await buildTestApi(t)
+  const server = await listenTestApi(t, api)
+  const cases: Array<[string, string, Record<string, string>, string | undefined, number, string]> = [
+    ['GET', '/%zz', {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['GET', '/v1/households/%E0%A4%A/devices', {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions%ZZ', { 'content-type': 'application/json' }, '{}', 400, 'KENNEL_ERR_VALIDATION'],
+    ['GET', `/v1/recordings/${'a'.repeat(300)}/download-url`, {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions', { 'content-type': 'application/json' }, '{"email":', 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions', { 'content-type': 'application/x-www-form-urlencoded' }, 'email=a', 415, 'KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE'],
+    ['DELETE', '/v1/no/such/route', {}, undefined, 404, 'KENNEL_ERR_NOT_FOUND'],
+  ]
+  for (const [method, path, headers, body, status, code] of cases) {
+    const viaInject = await api.app.inject({ method: method as 'GET', url: path, headers, ...(body !== undefined ? { payload: body } : {}) })
+    const viaHttps = await request(server.port, { method, path, ca: server.caPem, headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) }, ...(body !== undefined ? { rawBody: body } : {}) })
+    for (const [how, got, json, h] of [['inject', viaInject.statusCode, viaInject.json(), viaInject.headers], ['https', viaHttps.status, viaHttps.json(), viaHttps.headers]] as const) {
+      t.equal(got, status, `${how} ${method} ${path}`)
+      t.same(Object.keys(json), ['error'], `${how} ${method} ${path}: only "error"`)
+      t.same(Object.keys(json.error).sort(), ['code', 'message'])
+      t.equal(json.error.code, code, `${how} ${method} ${path}`)
+      t.notMatch(json.error.code, /^FST_/)
+      t.equal(h['x-content-type-options'], 'nosniff', `${how} ${method} ${path}: security headers too`)
+    }
+  }
 })
 
 t.test('security headers on API responses', async (t) => {
