@@ -12,7 +12,7 @@ import { followProjections } from '../projections/follow.ts'
 import { devicesProjection } from '../devices/registry.ts'
 import type { DeviceCa } from '../devices/ca.ts'
 import { LoginLimiter } from './accounts/login-limiter.ts'
-import { EmailProtector } from './accounts/personal-data.ts'
+import { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import { accountsProjection } from './accounts/projection.ts'
 import { accountRoutes } from './accounts/routes.ts'
 import { auditRoutes, type AuditPort } from './audit/routes.ts'
@@ -70,6 +70,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
   const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, now })
+  const personKeys = new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')
   const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
   await followed.caughtUp
 
@@ -89,7 +90,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     async catchUp() {
       await followed.waitFor(await deps.store.headPosition())
     },
-    emails: new EmailProtector(deps.masterKey, new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')),
+    emails: new EmailProtector(deps.masterKey, personKeys),
+    personalData: new PersonalData(personKeys),
     loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
     metrics: deps.metrics ?? new ApiMetrics(),

@@ -3,7 +3,7 @@ import type { Config } from '../infra/config.ts'
 import type { BlobStore } from '../infra/blobstore/port.ts'
 import type { AppendResult, EventStore, ExpectedRevision, NewEvent } from '../infra/eventstore/port.ts'
 import type { Documents } from '../projections/projection.ts'
-import type { EmailProtector } from './accounts/personal-data.ts'
+import type { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
 import type { DeviceLimiter } from './guard/device-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
@@ -32,6 +32,8 @@ export interface ApiContext {
   /** wait until the read models have applied everything up to the store's head */
   catchUp(): Promise<void>
   emails: EmailProtector
+  /** personal data other than e-mails (household names), sealed with the person's key (R12) */
+  personalData: PersonalData
   loginLimiter: LoginLimiter
   deviceLimiter: DeviceLimiter
   metrics: ApiMetrics
