@@ -77,6 +77,24 @@ const rateList = (raw: string, env: string): RateWindow[] =>
 
 const tlsVersion = oneOf('TLSv1.2', 'TLSv1.3')
 
+// smtps://user:pass@host:465 or smtp://user:pass@host:587 (STARTTLS required, infra/mail/smtp.ts);
+// no query string: nodemailer would read options from it, `?ignoreTLS=true` among them
+const smtpUrl = (raw: string, env: string): string => {
+  const expected = 'smtps://user:password@host[:port] or smtp://user:password@host[:port] (STARTTLS required), without a query string'
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    return bad(env, expected, '<redacted>')
+  }
+  return (u.protocol === 'smtps:' || u.protocol === 'smtp:') && u.hostname !== '' && u.search === '' && u.hash === '' && (u.pathname === '' || u.pathname === '/') ? raw : bad(env, expected, '<redacted>')
+}
+
+// "kennel <no-reply@toys.example>" or "no-reply@toys.example": one mailbox, no line breaks (a
+// header injected through the sender would reach every mail)
+const mailbox = (raw: string, env: string): string =>
+  /^([^\r\n<>"]{0,100} )?<[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+>$|^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/.test(raw) ? raw : bad(env, 'one address like "kennel <no-reply@toys.example>"', raw)
+
 // "20/60s": a security-monitor rule fires when its measure reaches 20 within 60 seconds (R11)
 export interface MonitorThreshold { count: number; windowSeconds: number }
 const threshold = (raw: string, env: string): MonitorThreshold => {
@@ -120,6 +138,9 @@ export const configKeys = {
   deviceApiLimits: key('KENNEL_DEVICE_API_LIMITS', 'device API calls per certificate (R6)', '60/minute,200/hour,400/day', rateList),
   loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP before a block (R6)', '5', int(1, 1000)),
   loginIpDailyLimit: key('KENNEL_LOGIN_IP_DAILY_LIMIT', 'failed logins per source IP per day (R6)', '100', int(1, 1_000_000)),
+  verificationTtlHours: key('KENNEL_VERIFICATION_TTL_HOURS', 'lifetime of the token in a sign-up confirmation mail, in hours (R15)', '24', int(1, 168)),
+  smtpUrl: key('KENNEL_SMTP_URL', 'mail server for sign-up confirmations: `smtps://user:password@host:465` or `smtp://…:587` with STARTTLS required, never plaintext; unset = each mail written as an .eml file to <data dir>/outbox/ (development, test); required in production', '', optional(smtpUrl)),
+  mailFrom: key('KENNEL_MAIL_FROM', 'sender of the mails kennel sends; must be set in production', 'kennel <no-reply@kennel.invalid>', mailbox),
   sessionTtlMinutes: key('KENNEL_SESSION_TTL_MINUTES', 'lifetime of a session token from POST /v1/sessions, in minutes (R6)', '720', int(5, 10_080)),
   denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),
   presignTtlSeconds: key('KENNEL_PRESIGN_TTL_SECONDS', 'lifetime of presigned recording URLs, at most 900 (R5)', '300', int(1, 900)),
@@ -185,6 +206,12 @@ function assertProductionReady(c: Config): void {
   }
   if (c.redisUrl !== undefined && !c.redisUrl.startsWith('rediss:')) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_REDIS_URL in production must use rediss:// (TLS) (R7)')
+  }
+  if (c.smtpUrl === undefined) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SMTP_URL must be set in production: sign-up confirmations are mailed (the outbox is for development)')
+  }
+  if (c.mailFrom === configKeys.mailFrom.default) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_MAIL_FROM must be set in production')
   }
   if (c.securityContact === configKeys.securityContact.default) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SECURITY_CONTACT must be set in production (R10)')
