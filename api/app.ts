@@ -8,6 +8,7 @@ import type { BlobStore } from '../infra/blobstore/port.ts'
 import { LocalBlobStore } from '../infra/blobstore/local.ts'
 import { KeyRing } from '../infra/blobstore/keys.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
+import type { Mailer } from '../infra/mail/port.ts'
 import { followProjections } from '../projections/follow.ts'
 import { devicesProjection } from '../devices/registry.ts'
 import type { DeviceCa } from '../devices/ca.ts'
@@ -15,6 +16,7 @@ import { LoginLimiter } from './accounts/login-limiter.ts'
 import { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import { accountsProjection } from './accounts/projection.ts'
 import { accountRoutes } from './accounts/routes.ts'
+import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
@@ -46,6 +48,8 @@ export interface ApiDeps {
   notifyDevice: NotifyDevice
   /** default: the embedded encrypted store in <dataDir>/blobs */
   blobs?: BlobStore
+  /** sign-up confirmations (infra/mail/open.ts openMailer); closed by the caller */
+  mailer: Mailer
   /** audit verification and breach reports (projections/); 503 without */
   audit?: AuditPort
   /** rate-limit store; default in memory */
@@ -93,6 +97,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     emails: new EmailProtector(deps.masterKey, personKeys),
     personalData: new PersonalData(personKeys),
     loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    mailer: deps.mailer,
+    signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
     metrics: deps.metrics ?? new ApiMetrics(),
     passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },

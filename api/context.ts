@@ -5,6 +5,8 @@ import type { AppendResult, EventStore, ExpectedRevision, NewEvent } from '../in
 import type { Documents } from '../projections/projection.ts'
 import type { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
+import type { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
+import type { Mailer } from '../infra/mail/port.ts'
 import type { DeviceLimiter } from './guard/device-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
@@ -35,6 +37,9 @@ export interface ApiContext {
   /** personal data other than e-mails (household names), sealed with the person's key (R12) */
   personalData: PersonalData
   loginLimiter: LoginLimiter
+  /** sign-up confirmation mails (infra/mail) */
+  mailer: Mailer
+  signupMailLimiter: SignupMailLimiter
   deviceLimiter: DeviceLimiter
   metrics: ApiMetrics
   passwordHashing: PasswordHashing

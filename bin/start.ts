@@ -19,6 +19,7 @@ import { listenApi, listenMetrics } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
+import { openMailer } from '../infra/mail/open.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
 // together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
@@ -116,7 +117,11 @@ async function startApi(
   }
   const blobs = config.s3Bucket !== undefined ? new S3BlobStore({ bucket: config.s3Bucket, region: config.s3Region, endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKeyId }) : undefined
   if (blobs) stops.push(() => blobs.close())
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, metrics, audit, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
+  // sign-up confirmations: SMTP over TLS, or the .eml outbox in the data dir (development)
+  const mailer = openMailer(config)
+  stops.push(() => mailer.close())
+  log.info({ mailer: mailer.kind }, 'mailer ready')
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, mailer, metrics, audit, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
   const api = await listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log })
   stops.push(() => api.close())
   const metricsServer = await listenMetrics(config.metricsPort, [metrics.registry, registry])

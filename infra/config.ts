@@ -140,6 +140,7 @@ export const configKeys = {
   loginIpDailyLimit: key('KENNEL_LOGIN_IP_DAILY_LIMIT', 'failed logins per source IP per day (R6)', '100', int(1, 1_000_000)),
   verificationTtlHours: key('KENNEL_VERIFICATION_TTL_HOURS', 'lifetime of the token in a sign-up confirmation mail, in hours (R15)', '24', int(1, 168)),
   smtpUrl: key('KENNEL_SMTP_URL', 'mail server for sign-up confirmations: `smtps://user:password@host:465` or `smtp://…:587` with STARTTLS required, never plaintext; unset = each mail written as an .eml file to <data dir>/outbox/ (development, test); required in production', '', optional(smtpUrl)),
+  signupMailsPerHour: key('KENNEL_SIGNUP_MAILS_PER_HOUR', 'sign-up mails sent to one address per hour; over it sign-up answers as always and sends none (R15)', '5', int(1, 1000)),
   mailFrom: key('KENNEL_MAIL_FROM', 'sender of the mails kennel sends; must be set in production', 'kennel <no-reply@kennel.invalid>', mailbox),
   sessionTtlMinutes: key('KENNEL_SESSION_TTL_MINUTES', 'lifetime of a session token from POST /v1/sessions, in minutes (R6)', '720', int(5, 10_080)),
   denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),

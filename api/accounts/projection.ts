@@ -9,6 +9,24 @@ export interface AccountDoc {
   emailHash: string
   passwordHash: string
   roles: Role[]
+  /** the address was confirmed (or the account predates confirmation); logins need it */
+  verified: boolean
+  /** the newest confirmation mail's token while unverified: the only one that confirms */
+  pending?: PendingVerification
+}
+
+export interface PendingVerification {
+  verificationId: string
+  tokenHash: string
+  /** the password chosen with that sign-up, the account's once confirmed */
+  passwordHash: string
+  expiresAt: string
+}
+
+/** every confirmation token ever mailed, by its hash: which account it names */
+export interface VerificationDoc {
+  accountId: string
+  verificationId: string
 }
 
 export interface SessionDoc {
@@ -23,19 +41,35 @@ const ACCOUNTS = 'api.accounts'
 const BY_EMAIL = 'api.accountByEmail'
 const SESSIONS = 'api.sessions'
 const SESSION_IDS = 'api.sessionIds'
+const VERIFICATIONS = 'api.verifications'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 1,
-  eventTypes: ['AccountCreated', 'RoleGranted', 'SessionStarted', 'SessionEnded'],
+  version: 2,
+  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
       case 'AccountCreated': {
-        const { accountId, emailHash, passwordHash } = event.data
+        const { accountId, emailHash, passwordHash, verificationRequired } = event.data
         if (tx.get(BY_EMAIL, emailHash) !== undefined) return
-        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [] } satisfies AccountDoc)
+        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [], verified: verificationRequired !== true } satisfies AccountDoc)
         tx.put(BY_EMAIL, emailHash, accountId)
+        return
+      }
+      case 'VerificationRequested': {
+        const { accountId, verificationId, tokenHash, passwordHash, expiresAt } = event.data
+        const a = tx.get<AccountDoc>(ACCOUNTS, accountId)
+        if (!a || a.verified) return
+        tx.put(ACCOUNTS, accountId, { ...a, pending: { verificationId, tokenHash, passwordHash, expiresAt } })
+        tx.put(VERIFICATIONS, tokenHash, { accountId, verificationId } satisfies VerificationDoc)
+        return
+      }
+      case 'AccountVerified': {
+        const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
+        if (!a || a.verified || a.pending?.verificationId !== event.data.verificationId) return
+        const { pending: _, ...rest } = a
+        tx.put(ACCOUNTS, a.accountId, { ...rest, passwordHash: a.pending.passwordHash, verified: true })
         return
       }
       case 'RoleGranted': {
@@ -75,3 +109,5 @@ export function accountByEmailHash(docs: Documents, emailHash: string): AccountD
 }
 
 export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
+
+export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)

@@ -5,11 +5,12 @@ import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses } from '../schemas.ts'
-import { accountStream, securityStream, type AccountCreated, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
-import { reserveEmail } from './email-reservation.ts'
+import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
 import { accountByEmailHash } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
-import { newToken, tokenHash } from './tokens.ts'
+import { hashPassword, signUp } from './signup.ts'
+import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
+import { verifyAccount } from './verification.ts'
 import type { RateLimitExceeded } from '../guard/events.ts'
 import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
@@ -29,9 +30,8 @@ const REFUSAL_EVENT_BLOCK_MS = 60_000
 
 export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  const hashOptions = { type: argon2.argon2id as 2, ...ctx.passwordHashing }
   // verified against when the e-mail is unknown, so both answers take the same work
-  const dummyHash = await argon2.hash(newToken(), hashOptions)
+  const dummyHash = await hashPassword(ctx, newToken())
   const recordLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
     ctx.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
   // one event per limit, account and IP per minute; the rest of a burst is counted (R11, R19)
@@ -40,25 +40,29 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   app.addHook('onClose', () => limited.flush())
 
   app.post<{ Body: { email: string; password: string } }>('/v1/accounts', {
-    schema: { tags: ['accounts'], summary: 'create a parent account (R15 password policy)', body: credentials, response: { 201: { type: 'object', properties: { accountId: { type: 'string' } } }, ...errorResponses } },
+    schema: {
+      tags: ['accounts'],
+      summary: 'sign up: the same answer whether or not the address has an account; the confirmation token comes by mail (R15 password policy)',
+      body: credentials,
+      response: { 202: { type: 'object', properties: { status: { type: 'string', enum: ['verification-pending'] } } }, ...errorResponses },
+    },
   }, async (req, reply) => {
     const { email, password } = req.body
+    // depends only on what was sent, so it tells nothing about the address
     const problem = passwordProblem(password, email)
     if (problem) throw new KennelError('KENNEL_ERR_WEAK_PASSWORD', problem)
-    const emailHash = ctx.emails.hash(email)
-    // the read model answers the common case; the reservation decides a race (email-reservation.ts)
-    if (accountByEmailHash(ctx.docs, emailHash)) throw new KennelError('KENNEL_ERR_ACCOUNT_EXISTS', 'an account with this e-mail address exists; log in instead')
-    const accountId = randomUUID()
-    const passwordHash = await argon2.hash(password, hashOptions)
-    const metadata = { actor: `account:${accountId}`, sourceIp: req.ip, correlationId: req.id }
-    await reserveEmail(ctx, emailHash, accountId, metadata)
-    const event: AccountCreated = {
-      type: 'AccountCreated',
-      data: { accountId, emailHash, emailSealed: ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString() },
-    }
-    await ctx.append(accountStream(accountId), [{ ...event, metadata }], 'no_stream')
-    return reply.status(201).send({ accountId })
+    await signUp(ctx, email, password, { sourceIp: req.ip, correlationId: req.id })
+    return reply.status(202).send({ status: 'verification-pending' })
   })
+
+  app.post<{ Body: { token: string } }>('/v1/accounts/verify', {
+    schema: {
+      tags: ['accounts'],
+      summary: "confirm the address with the token from the sign-up mail (once, before it expires)",
+      body: { type: 'object', additionalProperties: false, required: ['token'], properties: { token: { type: 'string', pattern: VERIFICATION_TOKEN_PATTERN } } },
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, status: { type: 'string', enum: ['verified'] } } }, ...errorResponses },
+    },
+  }, async (req) => ({ accountId: await verifyAccount(ctx, req.body.token, { sourceIp: req.ip, correlationId: req.id }), status: 'verified' }))
 
   app.post<{ Body: { email: string; password: string } }>('/v1/sessions', {
     schema: {
@@ -87,6 +91,11 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
       const stream = account ? accountStream(account.accountId) : securityStream(ctx.now())
       await ctx.append(stream, [{ ...failed, metadata: { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip, correlationId: req.id } }])
       throw new KennelError('KENNEL_ERR_LOGIN_FAILED', LOGIN_FAILED)
+    }
+    if (!account.verified) {
+      const refused: LoginFailed = { type: 'LoginFailed', data: { accountId: account.accountId, emailHash, ip: req.ip, reason: 'unverified' } }
+      await ctx.append(accountStream(account.accountId), [{ ...refused, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
+      throw new KennelError('KENNEL_ERR_ACCOUNT_UNVERIFIED', 'confirm your e-mail address first: the token is in the mail kennel sent when you signed up (sign up again for a new one)')
     }
     await ctx.loginLimiter.succeeded(emailHash, req.ip)
     const token = newToken()

@@ -5,10 +5,13 @@ import { buildApi, type ApiDeps } from '../../api/app.ts'
 import { listenApi, type ListeningApi } from '../../api/listen.ts'
 import { ApiMetrics } from '../../api/metrics.ts'
 import { loadServerTls } from '../../devices/server-tls.ts'
+import { findVerificationToken } from '../../api/accounts/tokens.ts'
+import { OutboxMailer, outboxDir, readOutbox, type OutboxMessage } from '../../infra/mail/outbox.ts'
 import { createTestPki, type TestPki } from '../helpers/pki.ts'
 
 // A whole API on a temporary data dir: a real event store, a development CA, the embedded blob
-// store, a fake toy notifier that records its calls, cheap argon2 parameters.
+// store, the development mail outbox (read back to confirm sign-ups), a fake toy notifier that
+// records its calls, cheap argon2 parameters.
 
 interface T {
   teardown(fn: () => unknown): void
@@ -19,7 +22,11 @@ export interface TestApi {
   pki: TestPki
   metrics: ApiMetrics
   notifications: Array<{ deviceId: string; subtopic: string; payload: Record<string, unknown> }>
-  /** sign up and log in; returns the bearer token */
+  /** the mails sent so far (the development outbox), oldest first */
+  outbox(): OutboxMessage[]
+  /** sign up and confirm the address with the token from the mail; returns the account id */
+  signUp(email: string, password?: string): Promise<string>
+  /** sign up, confirm, log in and create a household; returns the bearer token */
   parent(email: string): Promise<{ token: string; accountId: string; householdId: string }>
   /** enrol a toy and pair it with the household */
   pairedToy(token: string, householdId: string, deviceId: string): Promise<Awaited<ReturnType<TestPki['enroll']>>>
@@ -31,7 +38,10 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
   const pki = await createTestPki(t, opts.env)
   const notifications: TestApi['notifications'] = []
   const metrics = new ApiMetrics()
+  const mailer = new OutboxMailer(outboxDir(pki.config.dataDir), pki.config.mailFrom)
+  t.teardown(() => mailer.close())
   const app = await buildApi({
+    mailer,
     config: pki.config,
     store: pki.store,
     masterKey: loadMasterKey(pki.config),
@@ -47,13 +57,22 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
     pki,
     metrics,
     notifications,
+    outbox: () => readOutbox(outboxDir(pki.config.dataDir)),
+    async signUp(email, password = STRONG) {
+      const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password } })
+      if (created.statusCode !== 202) throw new Error(`signup ${created.statusCode} ${created.body}`)
+      const token = api.outbox().filter((m) => m.headers.to === email).map((m) => findVerificationToken(m.text)).at(-1)
+      if (!token) throw new Error(`no confirmation mail to ${email}`)
+      const verified = await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token } })
+      if (verified.statusCode !== 200) throw new Error(`verify ${verified.statusCode} ${verified.body}`)
+      return (verified.json() as { accountId: string }).accountId
+    },
     async parent(email) {
-      const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password: STRONG } })
-      if (created.statusCode !== 201) throw new Error(`signup ${created.statusCode} ${created.body}`)
+      const accountId = await api.signUp(email)
       const session = await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email, password: STRONG } })
       const { token } = session.json() as { token: string }
       const household = await app.inject({ method: 'POST', url: '/v1/households', headers: { authorization: `Bearer ${token}` } })
-      return { token, accountId: (created.json() as { accountId: string }).accountId, householdId: (household.json() as { householdId: string }).householdId }
+      return { token, accountId, householdId: (household.json() as { householdId: string }).householdId }
     },
     async pairedToy(token, householdId, deviceId) {
       const toy = await pki.enroll(deviceId)

@@ -97,8 +97,8 @@ t.test('OpenAPI describes the routes from their schemas', async (t) => {
 })
 
 t.test('audit verify and breach reports answer 503 when the audit port is not wired', async (t) => {
-  const { app, pki } = await buildTestApi(t)
-  await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'aud@example.org', password: STRONG } })
+  const { app, pki, signUp } = await buildTestApi(t)
+  await signUp('aud@example.org')
   const { grantRole } = await import('../../bin/commands/account.ts')
   await grantRole({ config: pki.config, store: pki.store, actor: 'cli:test' }, 'aud@example.org', 'auditor')
   const token = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'aud@example.org', password: STRONG } })).json().token
