@@ -96,7 +96,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     emails: new EmailProtector(deps.masterKey, personKeys),
     personalData: new PersonalData(personKeys),
-    loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    loginLimiter: new LoginLimiter({ freeFailures: config.loginLimits, firstDelaySeconds: config.loginFirstDelaySeconds, maxDelaySeconds: config.loginMaxDelaySeconds, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
     mailer: deps.mailer,
     signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),

@@ -81,13 +81,20 @@ export interface LoginFailed {
   data: { accountId?: string; emailHash: string; reason: LoginFailedReason; ip: string }
 }
 
+/** `kennel account unblock`: the account's login waits start again from zero, at every address
+ * or, with `ip`, at that address (whose daily count of failures starts again too) (R6) */
+export interface LoginBlockLifted {
+  type: 'LoginBlockLifted'
+  data: { accountId: string; ip?: string; liftedAt: string }
+}
+
 /** an ops or auditor read: privileged reads are events too (R4) */
 export interface PrivilegedRouteUsed {
   type: 'PrivilegedRouteUsed'
   data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
 }
 
-export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | PrivilegedRouteUsed
+export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

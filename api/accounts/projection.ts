@@ -1,6 +1,7 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
 import type { AccountEvent, Role } from './events.ts'
+import type { LoginLifts } from './login-limiter.ts'
 
 // Accounts, their roles and their sessions, beside the queries that read them (STYLE §5).
 
@@ -42,11 +43,13 @@ const BY_EMAIL = 'api.accountByEmail'
 const SESSIONS = 'api.sessions'
 const SESSION_IDS = 'api.sessionIds'
 const VERIFICATIONS = 'api.verifications'
+/** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
+const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
   version: 2,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded'],
+  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
@@ -89,6 +92,14 @@ export const accountsProjection: Projection = {
         if (s) tx.put(SESSIONS, s.tokenHash, { ...s, ended: true })
         return
       }
+      case 'LoginBlockLifted': {
+        const { accountId, ip } = event.data
+        const bump = (id: string) => tx.put(LOGIN_LIFTS, id, (tx.get<number>(LOGIN_LIFTS, id) ?? 0) + 1)
+        if (ip === undefined) return bump(`account:${accountId}`)
+        bump(`account-ip:${accountId}:${ip}`)
+        bump(`ip:${ip}`)
+        return
+      }
       case 'EmailReserved':
       case 'LoginFailed':
       case 'PrivilegedRouteUsed':
@@ -111,3 +122,9 @@ export function accountByEmailHash(docs: Documents, emailHash: string): AccountD
 export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
 
 export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
+
+/** how often the login limits were lifted for this account and address (login-limiter.ts loginKeys) */
+export function loginLifts(docs: Documents, accountId: string | undefined, ip: string): LoginLifts {
+  const count = (id: string) => docs.get<number>(LOGIN_LIFTS, id) ?? 0
+  return { account: accountId ? count(`account:${accountId}`) : 0, accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0, ip: count(`ip:${ip}`) }
+}

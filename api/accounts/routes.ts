@@ -6,7 +6,8 @@ import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses } from '../schemas.ts'
 import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
-import { accountByEmailHash } from './projection.ts'
+import { loginKeys, normaliseIp } from './login-limiter.ts'
+import { accountByEmailHash, loginLifts } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
 import { hashPassword, signUp } from './signup.ts'
 import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
@@ -25,7 +26,7 @@ const credentials = {
 } as const
 
 const LOGIN_FAILED = 'the e-mail address or the password is wrong'
-// shorter than a login block (an hour), so a long block still reports its refusals each minute (R11)
+// shorter than the longest login wait, so a long wait still reports its refusals each minute (R11)
 const REFUSAL_EVENT_BLOCK_MS = 60_000
 
 export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
@@ -75,17 +76,18 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const { email, password } = req.body
     const emailHash = ctx.emails.hash(email)
     const account = accountByEmailHash(ctx.docs, emailHash)
-    const block = await ctx.loginLimiter.blocked(emailHash, req.ip)
+    const keys = loginKeys(emailHash, req.ip, loginLifts(ctx.docs, account?.accountId, normaliseIp(req.ip)))
+    const block = await ctx.loginLimiter.blocked(keys)
     if (block) {
       ctx.metrics.rateLimited.inc({ limit: block.limit })
       const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}), refusals: 1 } }
       const metadata = { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip }
       if (limited.count(`${block.limit}:${block.limit === 'login-ip-day' ? '' : emailHash}:${req.ip}`, ctx.now().getTime(), { req, event, metadata })) await recordLimited(event, metadata)
-      throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many failed logins; try again in ${block.retryAfterSeconds} s`, { retryAfterSeconds: block.retryAfterSeconds })
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', block.limit === 'login-ip-day' ? `too many failed logins from this address today; try again in ${block.retryAfterSeconds} s` : `too many failed logins; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })
     }
     const ok = await argon2.verify(account?.passwordHash ?? dummyHash, password)
     if (!account || !ok) {
-      await ctx.loginLimiter.failed(emailHash, req.ip)
+      await ctx.loginLimiter.failed(keys)
       ctx.metrics.authFailures.inc({ kind: 'password' })
       const failed: LoginFailed = { type: 'LoginFailed', data: { emailHash, ip: req.ip, reason: account ? 'wrong-password' : 'unknown-account', ...(account ? { accountId: account.accountId } : {}) } }
       const stream = account ? accountStream(account.accountId) : securityStream(ctx.now())
@@ -97,7 +99,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
       await ctx.append(accountStream(account.accountId), [{ ...refused, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
       throw new KennelError('KENNEL_ERR_ACCOUNT_UNVERIFIED', 'confirm your e-mail address first: the token is in the mail kennel sent when you signed up (sign up again for a new one)')
     }
-    await ctx.loginLimiter.succeeded(emailHash, req.ip)
+    await ctx.loginLimiter.succeeded(keys)
     const token = newToken()
     const sessionId = randomUUID()
     const expiresAt = new Date(ctx.now().getTime() + ctx.config.sessionTtlMinutes * 60_000).toISOString()
