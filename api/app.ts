@@ -8,13 +8,15 @@ import type { BlobStore } from '../infra/blobstore/port.ts'
 import { LocalBlobStore } from '../infra/blobstore/local.ts'
 import { KeyRing } from '../infra/blobstore/keys.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
+import type { Mailer } from '../infra/mail/port.ts'
 import { followProjections } from '../projections/follow.ts'
 import { devicesProjection } from '../devices/registry.ts'
 import type { DeviceCa } from '../devices/ca.ts'
 import { LoginLimiter } from './accounts/login-limiter.ts'
-import { EmailProtector } from './accounts/personal-data.ts'
+import { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import { accountsProjection } from './accounts/projection.ts'
 import { accountRoutes } from './accounts/routes.ts'
+import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
@@ -23,9 +25,9 @@ import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
 import { opsRoutes } from './ops/routes.ts'
-import { registerErrorHandling } from './plugins/errors.ts'
+import { answerFrameworkError, registerErrorHandling } from './plugins/errors.ts'
 import { registerQueryCoercion } from './plugins/query-coercion.ts'
-import { registerSecurityHeaders } from './plugins/security-headers.ts'
+import { registerSecurityHeaders, setSecurityHeaders } from './plugins/security-headers.ts'
 import { publicRoutes } from './public/routes.ts'
 import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
@@ -46,6 +48,8 @@ export interface ApiDeps {
   notifyDevice: NotifyDevice
   /** default: the embedded encrypted store in <dataDir>/blobs */
   blobs?: BlobStore
+  /** sign-up confirmations (infra/mail/open.ts openMailer); closed by the caller */
+  mailer: Mailer
   /** audit verification and breach reports (projections/); 503 without */
   audit?: AuditPort
   /** rate-limit store; default in memory */
@@ -73,6 +77,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
   const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, now })
+  const personKeys = new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')
   const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
   await followed.caughtUp
 
@@ -93,8 +98,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     async catchUp() {
       await followed.waitFor(await deps.store.headPosition())
     },
-    emails: new EmailProtector(deps.masterKey, new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')),
-    loginLimiter: new LoginLimiter({ consecutiveFailures: config.loginLimits, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    emails: new EmailProtector(deps.masterKey, personKeys),
+    personalData: new PersonalData(personKeys),
+    loginLimiter: new LoginLimiter({ freeFailures: config.loginLimits, firstDelaySeconds: config.loginFirstDelaySeconds, maxDelaySeconds: config.loginMaxDelaySeconds, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    mailer: deps.mailer,
+    signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
     metrics: deps.metrics ?? new ApiMetrics(),
     passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },
@@ -108,6 +116,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     trustProxy: false,
     return503OnClosing: true,
+    // errors Fastify answers while routing, before any hook: the same shape and headers as the rest
+    frameworkErrors: (err, req, reply) => (setSecurityHeaders(reply), answerFrameworkError(err, req, reply)),
     routerOptions: { maxParamLength: 200 },
     // reject unknown properties instead of silently dropping them (Fastify's default removes
     // them), and validate JSON bodies as sent: only query strings are converted (query-coercion.ts)

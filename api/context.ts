@@ -3,8 +3,10 @@ import type { Config } from '../infra/config.ts'
 import type { BlobStore } from '../infra/blobstore/port.ts'
 import type { AppendResult, EventStore, ExpectedRevision, NewEvent } from '../infra/eventstore/port.ts'
 import type { Documents } from '../projections/projection.ts'
-import type { EmailProtector } from './accounts/personal-data.ts'
+import type { EmailProtector, PersonalData } from './accounts/personal-data.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
+import type { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
+import type { Mailer } from '../infra/mail/port.ts'
 import type { DeviceLimiter } from './guard/device-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
@@ -35,7 +37,12 @@ export interface ApiContext {
   /** wait until the read models have applied everything up to the store's head */
   catchUp(): Promise<void>
   emails: EmailProtector
+  /** personal data other than e-mails (household names), sealed with the person's key (R12) */
+  personalData: PersonalData
   loginLimiter: LoginLimiter
+  /** sign-up confirmation mails (infra/mail) */
+  mailer: Mailer
+  signupMailLimiter: SignupMailLimiter
   deviceLimiter: DeviceLimiter
   metrics: ApiMetrics
   passwordHashing: PasswordHashing

@@ -12,6 +12,8 @@ import { loadServerTls } from '../devices/server-tls.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { loadConfig } from '../infra/config.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
+import { OutboxMailer, outboxDir, readOutbox } from '../infra/mail/outbox.ts'
+import { findVerificationToken } from '../api/accounts/tokens.ts'
 
 // `npm run bench -- api`: presign (download-url) requests/s and latency on a device route over
 // keep-alive mTLS, and logins/s (argon2id-bound). The server runs in this process; the load runs
@@ -137,10 +139,13 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
   const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
   const ca = await loadDeviceCa(config)
   const metrics = new ApiMetrics()
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, metrics })
+  const mailer = new OutboxMailer(outboxDir(config.dataDir), config.mailFrom)
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, mailer, metrics })
   const server = await listenApi(app, { config, tls: await loadServerTls(config, ca), trustedCaPem: ca.trustedPem, store, metrics })
   try {
     await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'bench@example.org', password: PASSWORD } })
+    const confirmation = findVerificationToken(readOutbox(outboxDir(config.dataDir)).at(-1)?.text ?? '')
+    await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token: confirmation } })
     const token = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'bench@example.org', password: PASSWORD } })).json().token as string
     const auth = { authorization: `Bearer ${token}` }
     const householdId = (await app.inject({ method: 'POST', url: '/v1/households', headers: auth })).json().householdId as string
@@ -193,6 +198,7 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
     return result
   } finally {
     await server.close()
+    await mailer.close()
     await store.close()
     fs.rmSync(dir, { recursive: true, force: true })
   }

@@ -41,6 +41,9 @@ const known = {
   CaAdded: true,
   // api/
   AccountCreated: true,
+  VerificationRequested: true,
+  AccountVerified: true,
+  LoginBlockLifted: true,
   EmailReserved: true,
   RoleGranted: true,
   SessionStarted: true,

@@ -24,6 +24,7 @@ import { listenApi, listenMetrics, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
+import { openMailer } from '../infra/mail/open.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
 // together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
@@ -124,11 +125,15 @@ async function startApi(
   }
   const blobs = config.s3Bucket !== undefined ? new S3BlobStore({ bucket: config.s3Bucket, region: config.s3Region, endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKeyId }) : undefined
   if (blobs) stops.push(() => blobs.close())
+  // sign-up confirmations: SMTP over TLS, or the .eml outbox in the data dir (development)
+  const mailer = openMailer(config)
+  stops.push(() => mailer.close())
+  log.info({ mailer: mailer.kind }, 'mailer ready')
   // KENNEL_PUBLIC_URL, else the listener's address with the port it is bound to (KENNEL_API_PORT=0
   // picks one): known once it listens, before the first request is read
   let boundPort = config.apiPort
   const publicUrl = () => publicUrlOf(config, boundPort)
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, metrics, audit, publicUrl, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, mailer, metrics, audit, publicUrl, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
   const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () => listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }))
   boundPort = api.port
   stops.push(() => api.close())

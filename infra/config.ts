@@ -90,6 +90,24 @@ const rateList = (raw: string, env: string): RateWindow[] =>
 
 const tlsVersion = oneOf('TLSv1.2', 'TLSv1.3')
 
+// smtps://user:pass@host:465 or smtp://user:pass@host:587 (STARTTLS required, infra/mail/smtp.ts);
+// no query string: nodemailer would read options from it, `?ignoreTLS=true` among them
+const smtpUrl = (raw: string, env: string): string => {
+  const expected = 'smtps://user:password@host[:port] or smtp://user:password@host[:port] (STARTTLS required), without a query string'
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    return bad(env, expected, '<redacted>')
+  }
+  return (u.protocol === 'smtps:' || u.protocol === 'smtp:') && u.hostname !== '' && u.search === '' && u.hash === '' && (u.pathname === '' || u.pathname === '/') ? raw : bad(env, expected, '<redacted>')
+}
+
+// "kennel <no-reply@toys.example>" or "no-reply@toys.example": one mailbox, no line breaks (a
+// header injected through the sender would reach every mail)
+const mailbox = (raw: string, env: string): string =>
+  /^([^\r\n<>"]{0,100} )?<[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+>$|^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/.test(raw) ? raw : bad(env, 'one address like "kennel <no-reply@toys.example>"', raw)
+
 // "20/60s": a security-monitor rule fires when its measure reaches 20 within 60 seconds (R11)
 export interface MonitorThreshold { count: number; windowSeconds: number }
 const threshold = (raw: string, env: string): MonitorThreshold => {
@@ -132,8 +150,14 @@ export const configKeys = {
   mqttPublishLimits: key('KENNEL_MQTT_PUBLISH_LIMITS', 'MQTT publishes per device (R6)', '100/second,3000/minute', rateList),
   mqttByteLimits: key('KENNEL_MQTT_BYTE_LIMITS', 'MQTT payload bytes per device (R6)', '4194304/minute', rateList),
   deviceApiLimits: key('KENNEL_DEVICE_API_LIMITS', 'device API calls per certificate (R6)', '60/minute,200/hour,400/day', rateList),
-  loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP before a block (R6)', '5', int(1, 1000)),
+  loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP answered at once; after them each attempt waits, the wait doubling with each further failure (R6)', '5', int(1, 1000)),
+  loginFirstDelaySeconds: key('KENNEL_LOGIN_FIRST_DELAY_SECONDS', 'the first wait after KENNEL_LOGIN_FAILURE_LIMIT failures, in seconds; then 2×, 4×, … (R6)', '1', int(1, 3600)),
+  loginMaxDelaySeconds: key('KENNEL_LOGIN_MAX_DELAY_SECONDS', 'the longest wait between failed logins per account and IP, in seconds (R6)', '900', int(1, 86400)),
   loginIpDailyLimit: key('KENNEL_LOGIN_IP_DAILY_LIMIT', 'failed logins per source IP per day (R6)', '100', int(1, 1_000_000)),
+  verificationTtlHours: key('KENNEL_VERIFICATION_TTL_HOURS', 'lifetime of the token in a sign-up confirmation mail, in hours (R15)', '24', int(1, 168)),
+  smtpUrl: key('KENNEL_SMTP_URL', 'mail server for sign-up confirmations: `smtps://user:password@host:465` or `smtp://…:587` with STARTTLS required, never plaintext; unset = each mail written as an .eml file to <data dir>/outbox/ (development, test); required in production', '', optional(smtpUrl)),
+  signupMailsPerHour: key('KENNEL_SIGNUP_MAILS_PER_HOUR', 'sign-up mails sent to one address per hour; over it sign-up answers as always and sends none (R15)', '5', int(1, 1000)),
+  mailFrom: key('KENNEL_MAIL_FROM', 'sender of the mails kennel sends; must be set in production', 'kennel <no-reply@kennel.invalid>', mailbox),
   sessionTtlMinutes: key('KENNEL_SESSION_TTL_MINUTES', 'lifetime of a session token from POST /v1/sessions, in minutes (R6)', '720', int(5, 10_080)),
   denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),
   tlsHandshakeTimeoutSeconds: key('KENNEL_TLS_HANDSHAKE_TIMEOUT_SECONDS', 'seconds from TCP accept to the end of the TLS handshake on the MQTT and API listeners; a slower or silent peer is disconnected (R9)', '10', int(1, 300)),
@@ -202,6 +226,12 @@ function assertProductionReady(c: Config): void {
   }
   if (c.redisUrl !== undefined && !c.redisUrl.startsWith('rediss:')) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_REDIS_URL in production must use rediss:// (TLS) (R7)')
+  }
+  if (c.smtpUrl === undefined) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SMTP_URL must be set in production: sign-up confirmations are mailed (the outbox is for development)')
+  }
+  if (c.mailFrom === configKeys.mailFrom.default) {
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_MAIL_FROM must be set in production')
   }
   if (c.securityContact === configKeys.securityContact.default) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SECURITY_CONTACT must be set in production (R10)')

@@ -52,12 +52,16 @@ export const errorCatalogue = {
   KENNEL_ERR_CLIENT_ID_MISMATCH: { http: 400, exit: 65, connack: 2 },
   KENNEL_ERR_TOPIC_DENIED: { http: 403, exit: 77, connack: 5 },
   KENNEL_ERR_DENYLISTED: { http: 403, exit: 77, connack: 5 },
-  // API, accounts and sessions (R4, R13, R15)
+  // API, accounts and sessions (R4, R6, R13, R15)
   KENNEL_ERR_UNAUTHENTICATED: { http: 401, exit: 77, connack: 4 },
   KENNEL_ERR_FORBIDDEN: { http: 403, exit: 77, connack: 5 },
   KENNEL_ERR_RATE_LIMITED: { http: 429, exit: 75, connack: 3 },
   KENNEL_ERR_WEAK_PASSWORD: { http: 400, exit: 65 },
-  KENNEL_ERR_ACCOUNT_EXISTS: { http: 409, exit: 73 },
+  /** the right password, but the address was not confirmed yet (POST /v1/accounts/verify) */
+  KENNEL_ERR_ACCOUNT_UNVERIFIED: { http: 403, exit: 77 },
+  KENNEL_ERR_VERIFICATION_INVALID: { http: 400, exit: 65 },
+  KENNEL_ERR_VERIFICATION_EXPIRED: { http: 410, exit: 65 },
+  KENNEL_ERR_VERIFICATION_USED: { http: 409, exit: 65 },
   KENNEL_ERR_LOGIN_FAILED: { http: 401, exit: 77 },
   KENNEL_ERR_ROLE_INVALID: { http: 400, exit: 64 },
   // recordings and blobs (R5, R12)

@@ -17,26 +17,28 @@ export function reservationHolds(last: EmailReserved['data'], holderExists: bool
   return holderExists || now.getTime() - Date.parse(last.reservedAt) < RESERVATION_TIMEOUT_MS
 }
 
-const taken = () => new KennelError('KENNEL_ERR_ACCOUNT_EXISTS', 'an account with this e-mail address exists; log in instead')
 const isConflict = (err: unknown) => err instanceof KennelError && err.code === 'KENNEL_ERR_WRONG_EXPECTED_REVISION'
 
-export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId: string, metadata: EventMetadata): Promise<void> {
+/** true when the address is now reserved for `accountId`, false when another sign-up holds it */
+export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId: string, metadata: EventMetadata): Promise<boolean> {
   const stream = emailStream(emailHash)
   const event: EmailReserved = { type: 'EmailReserved', data: { emailHash, accountId, reservedAt: ctx.now().toISOString() } }
   try {
     await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: 'no_stream' })
-    return
+    return true
   } catch (err) {
     if (!isConflict(err)) throw err
   }
   const [last] = await ctx.store.readStream(stream, { direction: 'backwards', maxCount: 1 })
-  if (!last) throw taken()
+  if (!last) return false
   const holder = (last.data as EmailReserved['data']).accountId
   const holderExists = (await ctx.store.readStream(accountStream(holder), { maxCount: 1 })).length > 0
-  if (reservationHolds(last.data as EmailReserved['data'], holderExists, ctx.now())) throw taken()
+  if (reservationHolds(last.data as EmailReserved['data'], holderExists, ctx.now())) return false
   try {
     await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: last.revision })
+    return true
   } catch (err) {
-    throw isConflict(err) ? taken() : err
+    if (isConflict(err)) return false
+    throw err
   }
 }

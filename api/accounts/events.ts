@@ -15,7 +15,34 @@ export interface AccountCreated {
     /** argon2id (R15) */
     passwordHash: string
     createdAt: string
+    /** true: the address must be confirmed (VerificationRequested, AccountVerified) before the
+     * first login; absent on accounts created before sign-up confirmation existed (verified) */
+    verificationRequired?: true
   }
+}
+
+/** a confirmation mail was sent: its token (only the hash is kept) confirms the address once,
+ * until it expires or a newer one is requested; confirming makes `passwordHash`, the one chosen
+ * with this sign-up, the account's password (so a sign-up by someone without the mailbox cannot
+ * set the password of the account the mailbox owner confirms) */
+export interface VerificationRequested {
+  type: 'VerificationRequested'
+  data: {
+    accountId: string
+    /** the token's public id (credential `token:{verificationId}`) */
+    verificationId: string
+    /** SHA-256 of the token; the token itself is only in the mail */
+    tokenHash: string
+    /** argon2id of the password given with this sign-up (R15) */
+    passwordHash: string
+    expiresAt: string
+  }
+}
+
+/** the address was confirmed with the token of `verificationId`; logins are allowed from now on */
+export interface AccountVerified {
+  type: 'AccountVerified'
+  data: { accountId: string; verificationId: string; verifiedAt: string }
 }
 
 /** in `email-{emailHash}`, appended with an expected revision before AccountCreated: the address
@@ -47,11 +74,18 @@ export interface SessionEnded {
   data: { accountId: string; sessionId: string; reason: 'logout' }
 }
 
-export type LoginFailedReason = 'wrong-password' | 'unknown-account' | 'rate-limited'
+export type LoginFailedReason = 'wrong-password' | 'unknown-account' | 'rate-limited' | 'unverified'
 
 export interface LoginFailed {
   type: 'LoginFailed'
   data: { accountId?: string; emailHash: string; reason: LoginFailedReason; ip: string }
+}
+
+/** `kennel account unblock`: the account's login waits start again from zero, at every address
+ * or, with `ip`, at that address (whose daily count of failures starts again too) (R6) */
+export interface LoginBlockLifted {
+  type: 'LoginBlockLifted'
+  data: { accountId: string; ip?: string; liftedAt: string }
 }
 
 /** an ops or auditor read: privileged reads are events too (R4) */
@@ -60,7 +94,7 @@ export interface PrivilegedRouteUsed {
   data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
 }
 
-export type AccountEvent = AccountCreated | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | PrivilegedRouteUsed
+export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

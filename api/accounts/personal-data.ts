@@ -1,9 +1,10 @@
 import { createHmac } from 'node:crypto'
-import { deriveKey, type KeyRing, seal } from '../../infra/blobstore/keys.ts'
+import { deriveKey, type KeyRing, open, seal } from '../../infra/blobstore/keys.ts'
 
-// E-mail addresses are personal data (R12). Events carry only a keyed lookup hash and the
-// address sealed with the account's own key; shredding that key (KeyRing.shred) erases the
-// address from the whole history while the hash chain over the events stays verifiable.
+// E-mail addresses and the names people give their households are personal data (R12). Events
+// carry only a keyed lookup hash of the address and the data sealed with its person's own key;
+// shredding that key (KeyRing.shred) erases it from the whole history while the hash chain over
+// the events stays verifiable.
 
 export function normaliseEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase()
@@ -25,5 +26,21 @@ export class EmailProtector {
 
   seal(accountId: string, email: string): string {
     return seal(this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
+  }
+}
+
+/** Other personal data in events, sealed with its person's key and bound to what it describes
+ * (`label`, e.g. `household-name:{householdId}`), so a sealed value cannot be moved elsewhere. */
+export class PersonalData {
+  constructor(private readonly personKeys: KeyRing) {}
+
+  seal(personId: string, label: string, value: string): string {
+    return seal(this.personKeys.keyFor(personId), Buffer.from(value), label).toString('base64')
+  }
+
+  /** the value, or undefined once the person's key is shredded */
+  open(personId: string, label: string, sealed: string): string | undefined {
+    const key = this.personKeys.existingKey(personId)
+    return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), label).toString('utf8')
   }
 }

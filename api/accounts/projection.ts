@@ -1,6 +1,7 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
 import type { AccountEvent, Role } from './events.ts'
+import type { LoginLifts } from './login-limiter.ts'
 
 // Accounts, their roles and their sessions, beside the queries that read them (STYLE §5).
 
@@ -9,6 +10,24 @@ export interface AccountDoc {
   emailHash: string
   passwordHash: string
   roles: Role[]
+  /** the address was confirmed (or the account predates confirmation); logins need it */
+  verified: boolean
+  /** the newest confirmation mail's token while unverified: the only one that confirms */
+  pending?: PendingVerification
+}
+
+export interface PendingVerification {
+  verificationId: string
+  tokenHash: string
+  /** the password chosen with that sign-up, the account's once confirmed */
+  passwordHash: string
+  expiresAt: string
+}
+
+/** every confirmation token ever mailed, by its hash: which account it names */
+export interface VerificationDoc {
+  accountId: string
+  verificationId: string
 }
 
 export interface SessionDoc {
@@ -23,19 +42,37 @@ const ACCOUNTS = 'api.accounts'
 const BY_EMAIL = 'api.accountByEmail'
 const SESSIONS = 'api.sessions'
 const SESSION_IDS = 'api.sessionIds'
+const VERIFICATIONS = 'api.verifications'
+/** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
+const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 1,
-  eventTypes: ['AccountCreated', 'RoleGranted', 'SessionStarted', 'SessionEnded'],
+  version: 2,
+  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
       case 'AccountCreated': {
-        const { accountId, emailHash, passwordHash } = event.data
+        const { accountId, emailHash, passwordHash, verificationRequired } = event.data
         if (tx.get(BY_EMAIL, emailHash) !== undefined) return
-        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [] } satisfies AccountDoc)
+        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [], verified: verificationRequired !== true } satisfies AccountDoc)
         tx.put(BY_EMAIL, emailHash, accountId)
+        return
+      }
+      case 'VerificationRequested': {
+        const { accountId, verificationId, tokenHash, passwordHash, expiresAt } = event.data
+        const a = tx.get<AccountDoc>(ACCOUNTS, accountId)
+        if (!a || a.verified) return
+        tx.put(ACCOUNTS, accountId, { ...a, pending: { verificationId, tokenHash, passwordHash, expiresAt } })
+        tx.put(VERIFICATIONS, tokenHash, { accountId, verificationId } satisfies VerificationDoc)
+        return
+      }
+      case 'AccountVerified': {
+        const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
+        if (!a || a.verified || a.pending?.verificationId !== event.data.verificationId) return
+        const { pending: _, ...rest } = a
+        tx.put(ACCOUNTS, a.accountId, { ...rest, passwordHash: a.pending.passwordHash, verified: true })
         return
       }
       case 'RoleGranted': {
@@ -53,6 +90,14 @@ export const accountsProjection: Projection = {
         const hash = tx.get<string>(SESSION_IDS, event.data.sessionId)
         const s = hash === undefined ? undefined : tx.get<SessionDoc>(SESSIONS, hash)
         if (s) tx.put(SESSIONS, s.tokenHash, { ...s, ended: true })
+        return
+      }
+      case 'LoginBlockLifted': {
+        const { accountId, ip } = event.data
+        const bump = (id: string) => tx.put(LOGIN_LIFTS, id, (tx.get<number>(LOGIN_LIFTS, id) ?? 0) + 1)
+        if (ip === undefined) return bump(`account:${accountId}`)
+        bump(`account-ip:${accountId}:${ip}`)
+        bump(`ip:${ip}`)
         return
       }
       case 'EmailReserved':
@@ -79,4 +124,12 @@ export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionD
 export function sessionById(docs: Documents, sessionId: string): SessionDoc | undefined {
   const hash = docs.get<string>(SESSION_IDS, sessionId)
   return hash === undefined ? undefined : sessionByTokenHash(docs, hash)
+}
+
+export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
+
+/** how often the login limits were lifted for this account and address (login-limiter.ts loginKeys) */
+export function loginLifts(docs: Documents, accountId: string | undefined, ip: string): LoginLifts {
+  const count = (id: string) => docs.get<number>(LOGIN_LIFTS, id) ?? 0
+  return { account: accountId ? count(`account:${accountId}`) : 0, accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0, ip: count(`ip:${ip}`) }
 }

@@ -5,11 +5,13 @@ import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses } from '../schemas.ts'
-import { accountStream, securityStream, type AccountCreated, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
-import { reserveEmail } from './email-reservation.ts'
-import { accountByEmailHash } from './projection.ts'
+import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
+import { loginKeys, normaliseIp } from './login-limiter.ts'
+import { accountByEmailHash, loginLifts } from './projection.ts'
 import { passwordProblem } from './password-policy.ts'
-import { newToken, tokenHash } from './tokens.ts'
+import { hashPassword, signUp } from './signup.ts'
+import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
+import { verifyAccount } from './verification.ts'
 import type { RateLimitExceeded } from '../guard/events.ts'
 import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
@@ -24,14 +26,13 @@ const credentials = {
 } as const
 
 const LOGIN_FAILED = 'the e-mail address or the password is wrong'
-// shorter than a login block (an hour), so a long block still reports its refusals each minute (R11)
+// shorter than the longest login wait, so a long wait still reports its refusals each minute (R11)
 const REFUSAL_EVENT_BLOCK_MS = 60_000
 
 export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  const hashOptions = { type: argon2.argon2id as 2, ...ctx.passwordHashing }
   // verified against when the e-mail is unknown, so both answers take the same work
-  const dummyHash = await argon2.hash(newToken(), hashOptions)
+  const dummyHash = await hashPassword(ctx, newToken())
   const recordLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
     ctx.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
   // one event per limit, account and IP per minute; the rest of a burst is counted (R11, R19)
@@ -40,25 +41,29 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   app.addHook('onClose', () => limited.flush())
 
   app.post<{ Body: { email: string; password: string } }>('/v1/accounts', {
-    schema: { tags: ['accounts'], summary: 'create a parent account (R15 password policy)', body: credentials, response: { 201: { type: 'object', properties: { accountId: { type: 'string' } } }, ...errorResponses } },
+    schema: {
+      tags: ['accounts'],
+      summary: 'sign up: the same answer whether or not the address has an account; the confirmation token comes by mail (R15 password policy)',
+      body: credentials,
+      response: { 202: { type: 'object', properties: { status: { type: 'string', enum: ['verification-pending'] } } }, ...errorResponses },
+    },
   }, async (req, reply) => {
     const { email, password } = req.body
+    // depends only on what was sent, so it tells nothing about the address
     const problem = passwordProblem(password, email)
     if (problem) throw new KennelError('KENNEL_ERR_WEAK_PASSWORD', problem)
-    const emailHash = ctx.emails.hash(email)
-    // the read model answers the common case; the reservation decides a race (email-reservation.ts)
-    if (accountByEmailHash(ctx.docs, emailHash)) throw new KennelError('KENNEL_ERR_ACCOUNT_EXISTS', 'an account with this e-mail address exists; log in instead')
-    const accountId = randomUUID()
-    const passwordHash = await argon2.hash(password, hashOptions)
-    const metadata = { actor: `account:${accountId}`, sourceIp: req.ip, correlationId: req.id }
-    await reserveEmail(ctx, emailHash, accountId, metadata)
-    const event: AccountCreated = {
-      type: 'AccountCreated',
-      data: { accountId, emailHash, emailSealed: ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString() },
-    }
-    await ctx.append(accountStream(accountId), [{ ...event, metadata }], 'no_stream')
-    return reply.status(201).send({ accountId })
+    await signUp(ctx, email, password, { sourceIp: req.ip, correlationId: req.id })
+    return reply.status(202).send({ status: 'verification-pending' })
   })
+
+  app.post<{ Body: { token: string } }>('/v1/accounts/verify', {
+    schema: {
+      tags: ['accounts'],
+      summary: "confirm the address with the token from the sign-up mail (once, before it expires)",
+      body: { type: 'object', additionalProperties: false, required: ['token'], properties: { token: { type: 'string', pattern: VERIFICATION_TOKEN_PATTERN } } },
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, status: { type: 'string', enum: ['verified'] } } }, ...errorResponses },
+    },
+  }, async (req) => ({ accountId: await verifyAccount(ctx, req.body.token, { sourceIp: req.ip, correlationId: req.id }), status: 'verified' }))
 
   app.post<{ Body: { email: string; password: string } }>('/v1/sessions', {
     schema: {
@@ -71,24 +76,30 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const { email, password } = req.body
     const emailHash = ctx.emails.hash(email)
     const account = accountByEmailHash(ctx.docs, emailHash)
-    const block = await ctx.loginLimiter.blocked(emailHash, req.ip)
+    const keys = loginKeys(emailHash, req.ip, loginLifts(ctx.docs, account?.accountId, normaliseIp(req.ip)))
+    const block = await ctx.loginLimiter.blocked(keys)
     if (block) {
       ctx.metrics.rateLimited.inc({ limit: block.limit })
       const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}), refusals: 1 } }
       const metadata = { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip }
       if (limited.count(`${block.limit}:${block.limit === 'login-ip-day' ? '' : emailHash}:${req.ip}`, ctx.now().getTime(), { req, event, metadata })) await recordLimited(event, metadata)
-      throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many failed logins; try again in ${block.retryAfterSeconds} s`, { retryAfterSeconds: block.retryAfterSeconds })
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', block.limit === 'login-ip-day' ? `too many failed logins from this address today; try again in ${block.retryAfterSeconds} s` : `too many failed logins; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })
     }
     const ok = await argon2.verify(account?.passwordHash ?? dummyHash, password)
     if (!account || !ok) {
-      await ctx.loginLimiter.failed(emailHash, req.ip)
+      await ctx.loginLimiter.failed(keys)
       ctx.metrics.authFailures.inc({ kind: 'password' })
       const failed: LoginFailed = { type: 'LoginFailed', data: { emailHash, ip: req.ip, reason: account ? 'wrong-password' : 'unknown-account', ...(account ? { accountId: account.accountId } : {}) } }
       const stream = account ? accountStream(account.accountId) : securityStream(ctx.now())
       await ctx.append(stream, [{ ...failed, metadata: { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip, correlationId: req.id } }])
       throw new KennelError('KENNEL_ERR_LOGIN_FAILED', LOGIN_FAILED)
     }
-    await ctx.loginLimiter.succeeded(emailHash, req.ip)
+    if (!account.verified) {
+      const refused: LoginFailed = { type: 'LoginFailed', data: { accountId: account.accountId, emailHash, ip: req.ip, reason: 'unverified' } }
+      await ctx.append(accountStream(account.accountId), [{ ...refused, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
+      throw new KennelError('KENNEL_ERR_ACCOUNT_UNVERIFIED', 'confirm your e-mail address first: the token is in the mail kennel sent when you signed up (sign up again for a new one)')
+    }
+    await ctx.loginLimiter.succeeded(keys)
     const token = newToken()
     const sessionId = randomUUID()
     const expiresAt = new Date(ctx.now().getTime() + ctx.config.sessionTtlMinutes * 60_000).toISOString()
@@ -98,7 +109,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   })
 
   app.delete('/v1/sessions/current', {
-    preHandler: authenticateAccount(ctx),
+    onRequest: authenticateAccount(ctx),
     schema: { tags: ['accounts'], summary: 'log out: revoke this token', security: [{ bearer: [] }], response: { 204: { type: 'null' }, ...errorResponses } },
   }, async (req, reply) => {
     const p = principal(req)

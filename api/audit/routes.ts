@@ -33,8 +33,8 @@ const wantsCsv = (accept: string | undefined): boolean => accept !== undefined &
 
 export async function auditRoutes(app: FastifyInstance, opts: { ctx: ApiContext; audit: AuditPort | undefined }): Promise<void> {
   const { ctx, audit } = opts
-  app.addHook('preHandler', authenticateAccount(ctx))
-  app.addHook('preHandler', requireRole('auditor'))
+  app.addHook('onRequest', authenticateAccount(ctx))
+  app.addHook('onRequest', requireRole('auditor'))
   const security = [{ bearer: [] }]
   const unavailable = () => new KennelError('KENNEL_ERR_UNAVAILABLE', 'audit verification and breach reports are not wired into this API process; use `kennel audit verify` / `kennel audit report`')
 

@@ -3,7 +3,13 @@
 
 export interface HouseholdCreated {
   type: 'HouseholdCreated'
-  data: { householdId: string; ownerAccountId: string; createdAt: string }
+  data: {
+    householdId: string
+    ownerAccountId: string
+    createdAt: string
+    /** the name the owner gave it, sealed with the owner's person key (R12; absent: none given) */
+    nameSealed?: string
+  }
 }
 
 export type HouseholdEvent = HouseholdCreated

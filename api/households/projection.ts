@@ -7,6 +7,9 @@ import type { HouseholdEvent } from './events.ts'
 
 export interface HouseholdDoc {
   householdId: string
+  ownerAccountId: string
+  /** sealed with the owner's person key: open with PersonalData and householdNameLabel */
+  nameSealed?: string
   members: string[]
   deviceIds: string[]
   createdAt: string
@@ -16,14 +19,14 @@ const HOUSEHOLDS = 'api.households'
 
 export const householdsProjection: Projection = {
   name: 'api-households',
-  version: 1,
+  version: 2,
   eventTypes: ['HouseholdCreated', 'DeviceClaimed'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as HouseholdEvent | DeviceClaimed
     switch (event.type) {
       case 'HouseholdCreated': {
-        const { householdId, ownerAccountId, createdAt } = event.data
-        tx.put(HOUSEHOLDS, householdId, { householdId, members: [ownerAccountId], deviceIds: [], createdAt } satisfies HouseholdDoc)
+        const { householdId, ownerAccountId, createdAt, nameSealed } = event.data
+        tx.put(HOUSEHOLDS, householdId, { householdId, ownerAccountId, ...(nameSealed !== undefined ? { nameSealed } : {}), members: [ownerAccountId], deviceIds: [], createdAt } satisfies HouseholdDoc)
         return
       }
       case 'DeviceClaimed': {
@@ -44,3 +47,6 @@ export const householdById = (docs: Documents, householdId: string): HouseholdDo
 export function householdsOf(docs: Documents, accountId: string): HouseholdDoc[] {
   return [...docs.values<HouseholdDoc>(HOUSEHOLDS)].filter((h) => h.members.includes(accountId))
 }
+
+/** what a household's sealed name is bound to (PersonalData label) */
+export const householdNameLabel = (householdId: string): string => `household-name:${householdId}`

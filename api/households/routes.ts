@@ -8,31 +8,57 @@ import { accountMetadata, authenticateAccount, principal } from '../plugins/acco
 import { errorResponses, uuidParam } from '../schemas.ts'
 import { memberHousehold } from './access.ts'
 import { householdStream, type HouseholdCreated } from './events.ts'
-import { householdsOf } from './projection.ts'
+import { householdNameLabel, householdsOf } from './projection.ts'
 
 const deviceSummary = {
   type: 'object',
   properties: { deviceId: { type: 'string' }, status: { type: 'string' }, claimedAt: { type: 'string' } },
 } as const
 
+// printable text with something besides spaces: no control characters (they would reach every
+// screen the name is shown on)
+const householdName = { type: 'string', minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*[^\\s\\u0000-\\u001f\\u007f][^\\u0000-\\u001f\\u007f]*$' } as const
+
 export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  app.addHook('preHandler', authenticateAccount(ctx))
+  app.addHook('onRequest', authenticateAccount(ctx))
   const security = [{ bearer: [] }]
 
-  app.post('/v1/households', {
-    schema: { tags: ['households'], summary: 'create a household owned by the caller', security, response: { 201: { type: 'object', properties: { householdId: { type: 'string' } } }, ...errorResponses } },
+  app.post<{ Body: { name?: string } }>('/v1/households', {
+    schema: {
+      tags: ['households'],
+      summary: 'create a household owned by the caller',
+      security,
+      // unknown fields are refused (400), not dropped; the name is personal data: sealed in the event (R12)
+      body: { type: 'object', additionalProperties: false, properties: { name: householdName } },
+      response: { 201: { type: 'object', properties: { householdId: { type: 'string' }, name: { type: 'string', nullable: true } } }, ...errorResponses },
+    },
+    // the body is optional: a request without one is validated as {}
+    preValidation: async (req) => void (req.body ??= {}),
   }, async (req, reply) => {
     const p = principal(req)
     const householdId = randomUUID()
-    const event: HouseholdCreated = { type: 'HouseholdCreated', data: { householdId, ownerAccountId: p.accountId, createdAt: ctx.now().toISOString() } }
+    const name = req.body.name?.trim()
+    const nameSealed = name ? ctx.personalData.seal(p.accountId, householdNameLabel(householdId), name) : undefined
+    const event: HouseholdCreated = { type: 'HouseholdCreated', data: { householdId, ownerAccountId: p.accountId, createdAt: ctx.now().toISOString(), ...(nameSealed !== undefined ? { nameSealed } : {}) } }
     await ctx.append(householdStream(householdId), [{ ...event, metadata: accountMetadata(req) }], 'no_stream')
-    return reply.status(201).send({ householdId })
+    return reply.status(201).send({ householdId, name: name || null })
   })
 
   app.get('/v1/households', {
-    schema: { tags: ['households'], summary: "the caller's households", security, response: { 200: { type: 'object', properties: { households: { type: 'array', items: { type: 'object', properties: { householdId: { type: 'string' }, deviceIds: { type: 'array', items: { type: 'string' } } } } } } }, ...errorResponses } },
-  }, async (req) => ({ households: householdsOf(ctx.docs, principal(req).accountId) }))
+    schema: {
+      tags: ['households'],
+      summary: "the caller's households (name: null when none was given or its owner's data was erased)",
+      security,
+      response: { 200: { type: 'object', properties: { households: { type: 'array', items: { type: 'object', properties: { householdId: { type: 'string' }, name: { type: 'string', nullable: true }, deviceIds: { type: 'array', items: { type: 'string' } } } } } } }, ...errorResponses },
+    },
+  }, async (req) => ({
+    households: householdsOf(ctx.docs, principal(req).accountId).map((h) => ({
+      householdId: h.householdId,
+      name: h.nameSealed === undefined ? null : (ctx.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed) ?? null),
+      deviceIds: h.deviceIds,
+    })),
+  }))
 
   app.post<{ Params: { householdId: string }; Body: { claimCode: string } }>('/v1/households/:householdId/devices', {
     schema: {

@@ -16,8 +16,8 @@ export async function recordPrivilegedRead(ctx: ApiContext, req: FastifyRequest,
 
 export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  app.addHook('preHandler', authenticateAccount(ctx))
-  app.addHook('preHandler', requireRole('ops'))
+  app.addHook('onRequest', authenticateAccount(ctx))
+  app.addHook('onRequest', requireRole('ops'))
   const security = [{ bearer: [] }]
 
   app.post<{ Params: { deviceId: string }; Body: { reason: string } }>('/v1/ops/devices/:deviceId/revoke', {

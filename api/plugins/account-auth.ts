@@ -5,8 +5,10 @@ import { accountById, sessionByTokenHash } from '../accounts/projection.ts'
 import { isTokenShaped, tokenHash } from '../accounts/tokens.ts'
 import type { ApiContext } from '../context.ts'
 
-// Parents, ops and auditors authenticate with a bearer session token (R4). These preHandlers are
-// the only way account policy enters the routes (STYLE §6).
+// Parents, ops and auditors authenticate with a bearer session token (R4). These hooks are the
+// only way account policy enters the routes, and they run as onRequest hooks: before the body is
+// parsed and before params, query and body are validated, so a caller without the right token or
+// role gets 401/403 and learns nothing of the route's schema (R4, R13).
 
 export interface AccountPrincipal {
   accountId: string

@@ -1,9 +1,10 @@
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { KennelError, type ErrorCode } from '../../infra/errors.ts'
 
-// The one error format (STYLE §7): {"error":{"code":"KENNEL_ERR_...","message":"..."}} with the
-// catalogue's status. Fastify's own errors are mapped to catalogue codes; anything unexpected is
-// logged and answered as KENNEL_ERR_INTERNAL without details.
+// The one error format: {"error":{"code":"KENNEL_ERR_...","message":"..."}} with the catalogue's
+// status (infra/errors.ts). Fastify's own errors are mapped to catalogue codes, including those it
+// answers before any route runs (frameworkErrors); anything unexpected is logged and answered as
+// KENNEL_ERR_INTERNAL without details.
 
 const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'KENNEL_ERR_PAYLOAD_TOO_LARGE',
@@ -12,6 +13,14 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'KENNEL_ERR_VALIDATION',
   FST_ERR_CTP_INVALID_JSON_BODY: 'KENNEL_ERR_VALIDATION',
   FST_ERR_VALIDATION: 'KENNEL_ERR_VALIDATION',
+  FST_ERR_BAD_URL: 'KENNEL_ERR_VALIDATION',
+  FST_ERR_MAX_PARAM_LENGTH: 'KENNEL_ERR_VALIDATION',
+}
+
+// Fastify's messages for these echo the raw path; the answer names the problem instead
+const frameworkMessages: Record<string, string> = {
+  FST_ERR_BAD_URL: 'invalid URL: broken percent-encoding',
+  FST_ERR_MAX_PARAM_LENGTH: 'invalid URL: a path parameter is too long',
 }
 
 /** what a 503 asks the client to wait: a dropped database connection is replaced at the next query */
@@ -22,23 +31,31 @@ export function toKennelError(err: FastifyError | Error): KennelError {
   const fe = err as FastifyError
   if (fe.validation) return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   const mapped = fe.code ? fastifyCodes[fe.code] : undefined
-  if (mapped) return new KennelError(mapped, fe.message)
+  if (mapped) return new KennelError(mapped, frameworkMessages[fe.code] ?? fe.message)
   if (err instanceof SyntaxError || (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)) {
     return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   }
   return new KennelError('KENNEL_ERR_INTERNAL', 'internal error')
 }
 
+function answer(err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const ke = toKennelError(err)
+  if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
+  // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
+  const retryAfter = ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
+  if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
+  if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
+  return reply.status(ke.httpStatus).send(ke.toJSON())
+}
+
+/** Fastify's `frameworkErrors` option: errors it answers while routing, before any hook or the
+ * error handler (a URL with broken percent-encoding, an over-long path parameter) */
+export function answerFrameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  void answer(err, req, reply)
+}
+
 export function registerErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((err, req, reply) => {
-    const ke = toKennelError(err as FastifyError)
-    if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
-    // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
-    const retryAfter = ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
-    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
-    if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
-    return reply.status(ke.httpStatus).send(ke.toJSON())
-  })
+  app.setErrorHandler((err, req, reply) => answer(err as FastifyError, req, reply))
   app.setNotFoundHandler((req, reply) => {
     const ke = new KennelError('KENNEL_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`)
     return reply.status(404).send(ke.toJSON())

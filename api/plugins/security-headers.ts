@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 
 // Security headers on every response: HSTS, no sniffing, no framing, no caching of API answers
 // (they carry personal data and short-lived URLs), and a CSP that allows nothing to run.
@@ -14,9 +14,13 @@ const headers: Record<string, string> = {
   'cache-control': 'no-store',
 }
 
+export function setSecurityHeaders(reply: FastifyReply): void {
+  for (const [name, value] of Object.entries(headers)) if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
+}
+
 export function registerSecurityHeaders(app: FastifyInstance): void {
   app.addHook('onSend', async (_req, reply, payload) => {
-    for (const [name, value] of Object.entries(headers)) if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
+    setSecurityHeaders(reply)
     return payload
   })
 }

@@ -21,7 +21,7 @@ function ownRecording(ctx: ApiContext, req: FastifyRequest, recordingId: string)
 export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
   const auth = authenticateDevice(ctx)
-  app.addHook('preHandler', auth)
+  app.addHook('onRequest', auth)
   // the refusals counted since a block's first event are recorded before the API stops
   app.addHook('onClose', () => auth.flush())
   const security = [{ deviceCertificate: [] }]

@@ -19,7 +19,7 @@ function memberRecording(ctx: ApiContext, req: FastifyRequest, recordingId: stri
 
 export async function recordingRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts
-  app.addHook('preHandler', authenticateAccount(ctx))
+  app.addHook('onRequest', authenticateAccount(ctx))
   const security = [{ bearer: [] }]
 
   app.get<{ Params: { householdId: string } }>('/v1/households/:householdId/recordings', {

@@ -10,6 +10,8 @@ import { enrollDevice } from '../../devices/enroll.ts'
 import { connectToy } from '../../devices/simulator/toy.ts'
 import { action } from '../context.ts'
 import { grantRole } from './account.ts'
+import { findVerificationToken } from '../../api/accounts/tokens.ts'
+import { outboxDir, readOutbox } from '../../infra/mail/outbox.ts'
 
 // `kennel demo`: a scripted tour of the whole system, on a throw-away data dir and free ports so
 // it never touches ./data or a running server. Each step is a real action over real mTLS MQTT
@@ -62,15 +64,25 @@ async function runDemo(keep: boolean): Promise<void> {
     const weak = await api('POST', '/v1/accounts', { email: 'parent@demo.example', password: 'kennel12345' })
     say(`5. a parent signs up with "kennel12345" → ${weak.status} ${weak.json.error?.message ?? ''}`)
     const password = 'violet-Harbour-43-quiet-Lantern'
-    await api('POST', '/v1/accounts', { email: 'parent@demo.example', password })
+    // sign up, then confirm the address with the token from the mail in the development outbox
+    const signUp = async (email: string): Promise<{ signup: number; confirmed: number; mail: string }> => {
+      const signup = (await api('POST', '/v1/accounts', { email, password })).status
+      const mail = readOutbox(outboxDir(dir)).filter((m) => m.headers.to === email).at(-1)
+      const confirmed = (await api('POST', '/v1/accounts/verify', { token: findVerificationToken(mail?.text ?? '') })).status
+      return { signup, confirmed, mail: mail ? path.relative(dir, mail.file) : 'none' }
+    }
+    const parent = await signUp('parent@demo.example')
+    say(`   with a strong password → ${parent.signup}; the confirmation mail (${parent.mail}) carries a token → confirmed ${parent.confirmed}`)
+    const again = await api('POST', '/v1/accounts', { email: 'parent@demo.example', password })
+    say(`   signing up again with the same address → ${again.status} ${JSON.stringify(again.json)}: the same answer as for a new address; the mailbox is told instead`)
     const token = (await api('POST', '/v1/sessions', { email: 'parent@demo.example', password })).json.token as string
     const household = (await api('POST', '/v1/households', { name: 'The Demo family' }, token)).json.householdId as string
     const paired = await api('POST', `/v1/households/${household}/devices`, { claimCode: teddy!.claimCode }, token)
-    say(`   with a strong password it works; the parent pairs demo-teddy with its claim code → ${paired.status}`)
+    say(`   the parent logs in, creates a household and pairs demo-teddy with its claim code → ${paired.status}`)
     const reused = await api('POST', `/v1/households/${household}/devices`, { claimCode: teddy!.claimCode }, token)
     say(`   the same claim code again → ${reused.status} ${reused.json.error?.code ?? ''}`)
 
-    await api('POST', '/v1/accounts', { email: 'ops@demo.example', password })
+    await signUp('ops@demo.example')
     await grantRole({ config, store: kennel.store, actor: 'cli:demo' }, 'ops@demo.example', 'ops')
     await new Promise((r) => setTimeout(r, 100))
     const opsToken = (await api('POST', '/v1/sessions', { email: 'ops@demo.example', password })).json.token as string
@@ -78,13 +90,13 @@ async function runDemo(keep: boolean): Promise<void> {
     const revoked = api('POST', '/v1/ops/devices/demo-robot/revoke', { reason: 'reported stolen' }, opsToken)
     await toys[2]!.closed
     say(`6. ops revokes demo-robot (${(await revoked).status}); its live MQTT session closed after ${(performance.now() - started).toFixed(0)} ms`)
-    const again = await connectToy(url, robot!).then(
+    const reconnect = await connectToy(url, robot!).then(
       async (t) => (await t.end(), 'connected (unexpected!)'),
       (err: Error) => `refused: ${err.message}`,
     )
-    say(`   demo-robot reconnects → ${again}`)
+    say(`   demo-robot reconnects → ${reconnect}`)
 
-    await api('POST', '/v1/accounts', { email: 'auditor@demo.example', password })
+    await signUp('auditor@demo.example')
     await grantRole({ config, store: kennel.store, actor: 'cli:demo' }, 'auditor@demo.example', 'auditor')
     await new Promise((r) => setTimeout(r, 100))
     const auditor = (await api('POST', '/v1/sessions', { email: 'auditor@demo.example', password })).json.token as string

@@ -118,8 +118,8 @@ t.test('a parent on ops and auditor routes is refused', async (t) => {
 
 t.test('ops and auditors: roles are granted by the CLI and their reads are events', async (t) => {
   const { api, bob } = await world(t)
-  await api.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'ops@example.org', password: STRONG } })
-  await api.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'audit@example.org', password: STRONG } })
+  await api.signUp('ops@example.org')
+  await api.signUp('audit@example.org')
   t.same((await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'ops@example.org', 'ops')).granted, true)
   await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'audit@example.org', 'auditor')
   await t.rejects(grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'audit@example.org', 'root'), { code: 'KENNEL_ERR_ROLE_INVALID' })

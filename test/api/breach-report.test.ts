@@ -30,7 +30,7 @@ async function world(t: Test) {
   const u = new URL(upload.url)
   await api.app.inject({ method: 'PUT', url: u.pathname + u.search, headers: upload.headers, payload: Buffer.from('hello') })
   await api.app.inject({ method: 'POST', url: `/v1/recordings/${upload.recordingId}/complete`, headers: bearer(alice.token) })
-  await api.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'audit@example.org', password: STRONG } })
+  await api.signUp('audit@example.org')
   await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'audit@example.org', 'auditor')
   const auditor = (await api.app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'audit@example.org', password: STRONG } })).json().token as string
   const caughtUp = async () => {

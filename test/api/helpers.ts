@@ -6,10 +6,13 @@ import { listenApi, type ListeningApi } from '../../api/listen.ts'
 import { ApiMetrics } from '../../api/metrics.ts'
 import { loadServerTls } from '../../devices/server-tls.ts'
 import { publicUrlOf } from '../../infra/config.ts'
+import { findVerificationToken } from '../../api/accounts/tokens.ts'
+import { OutboxMailer, outboxDir, readOutbox, type OutboxMessage } from '../../infra/mail/outbox.ts'
 import { createTestPki, type TestPki } from '../helpers/pki.ts'
 
 // A whole API on a temporary data dir: a real event store, a development CA, the embedded blob
-// store, a fake toy notifier that records its calls, cheap argon2 parameters.
+// store, the development mail outbox (read back to confirm sign-ups), a fake toy notifier that
+// records its calls, cheap argon2 parameters.
 
 interface T {
   teardown(fn: () => unknown): void
@@ -22,7 +25,11 @@ export interface TestApi {
   notifications: Array<{ deviceId: string; subtopic: string; payload: Record<string, unknown> }>
   /** the port listenTestApi bound: the API's URLs name it, as bin/start.ts wires it */
   boundPort: number
-  /** sign up and log in; returns the bearer token */
+  /** the mails sent so far (the development outbox), oldest first */
+  outbox(): OutboxMessage[]
+  /** sign up and confirm the address with the token from the mail; returns the account id */
+  signUp(email: string, password?: string): Promise<string>
+  /** sign up, confirm, log in and create a household; returns the bearer token */
   parent(email: string): Promise<{ token: string; accountId: string; householdId: string }>
   /** enrol a toy and pair it with the household */
   pairedToy(token: string, householdId: string, deviceId: string): Promise<Awaited<ReturnType<TestPki['enroll']>>>
@@ -35,7 +42,10 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
   const notifications: TestApi['notifications'] = []
   const metrics = new ApiMetrics()
   let api: TestApi | undefined
+  const mailer = new OutboxMailer(outboxDir(pki.config.dataDir), pki.config.mailFrom)
+  t.teardown(() => mailer.close())
   const app = await buildApi({
+    mailer,
     config: pki.config,
     store: pki.store,
     masterKey: loadMasterKey(pki.config),
@@ -47,19 +57,28 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
     ...opts.deps,
   })
   t.teardown(() => app.close())
-  api = {
+  const self: TestApi = {
     app,
     pki,
     metrics,
     notifications,
     boundPort: pki.config.apiPort,
+    outbox: () => readOutbox(outboxDir(pki.config.dataDir)),
+    async signUp(email, password = STRONG) {
+      const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password } })
+      if (created.statusCode !== 202) throw new Error(`signup ${created.statusCode} ${created.body}`)
+      const token = self.outbox().filter((m) => m.headers.to === email).map((m) => findVerificationToken(m.text)).at(-1)
+      if (!token) throw new Error(`no confirmation mail to ${email}`)
+      const verified = await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token } })
+      if (verified.statusCode !== 200) throw new Error(`verify ${verified.statusCode} ${verified.body}`)
+      return (verified.json() as { accountId: string }).accountId
+    },
     async parent(email) {
-      const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password: STRONG } })
-      if (created.statusCode !== 201) throw new Error(`signup ${created.statusCode} ${created.body}`)
+      const accountId = await self.signUp(email)
       const session = await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email, password: STRONG } })
       const { token } = session.json() as { token: string }
       const household = await app.inject({ method: 'POST', url: '/v1/households', headers: { authorization: `Bearer ${token}` } })
-      return { token, accountId: (created.json() as { accountId: string }).accountId, householdId: (household.json() as { householdId: string }).householdId }
+      return { token, accountId, householdId: (household.json() as { householdId: string }).householdId }
     },
     async pairedToy(token, householdId, deviceId) {
       const toy = await pki.enroll(deviceId)
@@ -68,7 +87,8 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
       return toy
     },
   }
-  return api
+  api = self
+  return self
 }
 
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
@@ -90,9 +110,9 @@ export interface HttpsReply {
 }
 
 /** one HTTPS request with (or without) a client certificate */
-export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
+export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; rawBody?: string; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
-    const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body)
+    const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body))
     const req = https.request(
       {
         host: '127.0.0.1',
@@ -104,7 +124,7 @@ export function request(port: number, opts: { method: string; path: string; ca: 
         key: opts.key,
         cert: opts.cert,
         agent: opts.agent ?? false,
-        headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
+        headers: { ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
       },
       (res) => {
         const chunks: Buffer[] = []
@@ -116,7 +136,7 @@ export function request(port: number, opts: { method: string; path: string; ca: 
       },
     )
     req.on('error', reject)
-    if (payload) req.write(payload)
+    if (payload !== undefined) req.write(payload)
     req.end()
   })
 }

@@ -1,8 +1,9 @@
 import t from 'tap'
-import { bearer, buildTestApi, STRONG } from './helpers.ts'
+import { bearer, buildTestApi, listenTestApi, request, STRONG } from './helpers.ts'
 
 t.test('every error has one shape with a catalogue code', async (t) => {
-  const { app } = await buildTestApi(t)
+  const { app, parent } = await buildTestApi(t)
+  const alice = await parent('alice@example.org')
   const notFound = await app.inject({ method: 'GET', url: '/nope' })
   t.equal(notFound.statusCode, 404)
   t.equal(notFound.json().error.code, 'KENNEL_ERR_NOT_FOUND')
@@ -12,7 +13,7 @@ t.test('every error has one shape with a catalogue code', async (t) => {
   const extra = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'a@example.org', password: STRONG, role: 'ops' } })
   t.equal(extra.statusCode, 400, 'unknown properties are refused, not dropped')
   t.match(extra.json().error.message, /additional properties/)
-  const stringly = await app.inject({ method: 'POST', url: '/v1/device/recordings', headers: { 'content-type': 'application/json' }, payload: '{"contentType":"audio/ogg","bytes":"5"}' })
+  const stringly = await app.inject({ method: 'POST', url: `/v1/households/${alice.householdId}/recordings`, headers: { ...bearer(alice.token), 'content-type': 'application/json' }, payload: '{"deviceId":"toy-a","contentType":"audio/ogg","bytes":"5"}' })
   t.equal(stringly.statusCode, 400, 'JSON bodies are not coerced: "5" is no integer')
   t.equal(stringly.json().error.code, 'KENNEL_ERR_VALIDATION')
   const badJson = await app.inject({ method: 'POST', url: '/v1/accounts', headers: { 'content-type': 'application/json' }, payload: '{"email":' })
@@ -28,6 +29,32 @@ t.test('every error has one shape with a catalogue code', async (t) => {
   t.equal(noAuth.statusCode, 401)
   t.equal(noAuth.json().error.code, 'KENNEL_ERR_UNAUTHENTICATED')
   for (const res of [notFound, invalid, noAuth]) t.same(Object.keys(res.json()), ['error'])
+})
+
+t.test("Fastify's own errors use the same shape: broken percent-encoding, over-long parameters, bad JSON, media type, unknown route", async (t) => {
+  const api = await buildTestApi(t)
+  const server = await listenTestApi(t, api)
+  const cases: Array<[string, string, Record<string, string>, string | undefined, number, string]> = [
+    ['GET', '/%zz', {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['GET', '/v1/households/%E0%A4%A/devices', {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions%ZZ', { 'content-type': 'application/json' }, '{}', 400, 'KENNEL_ERR_VALIDATION'],
+    ['GET', `/v1/recordings/${'a'.repeat(300)}/download-url`, {}, undefined, 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions', { 'content-type': 'application/json' }, '{"email":', 400, 'KENNEL_ERR_VALIDATION'],
+    ['POST', '/v1/sessions', { 'content-type': 'application/x-www-form-urlencoded' }, 'email=a', 415, 'KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE'],
+    ['DELETE', '/v1/no/such/route', {}, undefined, 404, 'KENNEL_ERR_NOT_FOUND'],
+  ]
+  for (const [method, path, headers, body, status, code] of cases) {
+    const viaInject = await api.app.inject({ method: method as 'GET', url: path, headers, ...(body !== undefined ? { payload: body } : {}) })
+    const viaHttps = await request(server.port, { method, path, ca: server.caPem, headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) }, ...(body !== undefined ? { rawBody: body } : {}) })
+    for (const [how, got, json, h] of [['inject', viaInject.statusCode, viaInject.json(), viaInject.headers], ['https', viaHttps.status, viaHttps.json(), viaHttps.headers]] as const) {
+      t.equal(got, status, `${how} ${method} ${path}`)
+      t.same(Object.keys(json), ['error'], `${how} ${method} ${path}: only "error"`)
+      t.same(Object.keys(json.error).sort(), ['code', 'message'])
+      t.equal(json.error.code, code, `${how} ${method} ${path}`)
+      t.notMatch(json.error.code, /^FST_/)
+      t.equal(h['x-content-type-options'], 'nosniff', `${how} ${method} ${path}: security headers too`)
+    }
+  }
 })
 
 t.test('security headers on API responses', async (t) => {
@@ -71,8 +98,8 @@ t.test('OpenAPI describes the routes from their schemas', async (t) => {
 })
 
 t.test('audit verify and breach reports answer 503 when the audit port is not wired', async (t) => {
-  const { app, pki } = await buildTestApi(t)
-  await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'aud@example.org', password: STRONG } })
+  const { app, pki, signUp } = await buildTestApi(t)
+  await signUp('aud@example.org')
   const { grantRole } = await import('../../bin/commands/account.ts')
   await grantRole({ config: pki.config, store: pki.store, actor: 'cli:test' }, 'aud@example.org', 'auditor')
   const token = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'aud@example.org', password: STRONG } })).json().token

@@ -35,6 +35,8 @@ function productionEnv(dir: string, ca: { cert: string; key: string }, tlsFiles?
     KENNEL_TLS_KEY: tlsFiles?.key ?? path.join(dir, 'none.key'),
     KENNEL_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
     KENNEL_SECURITY_CONTACT: 'mailto:sec@toys.example',
+    KENNEL_SMTP_URL: 'smtps://kennel:secret@mail.toys.example',
+    KENNEL_MAIL_FROM: 'kennel <no-reply@toys.example>',
   }
 }
 

@@ -107,6 +107,8 @@ t.test('production refuses the development CA and a readable key file, with a me
     KENNEL_TLS_KEY: path.join(dir, 'x.key'),
     KENNEL_MASTER_KEY: Buffer.alloc(32, 1).toString('base64'),
     KENNEL_SECURITY_CONTACT: 'mailto:sec@toys.example',
+    KENNEL_SMTP_URL: 'smtps://kennel:secret@mail.toys.example',
+    KENNEL_MAIL_FROM: 'kennel <no-reply@toys.example>',
   }
   const dev = await kennel(prodDir, ['ca', 'crl', '--out', path.join(prodDir, 'crl.pem')], env)
   t.equal(dev.code, 78)

@@ -32,6 +32,11 @@ t.test('a bad value stops start-up with a message naming the variable', async (t
     ['KENNEL_PUBLIC_URL', 'https://api.toys.example/#top', /KENNEL_PUBLIC_URL must be an https URL/],
     ['KENNEL_PUBLIC_URL', 'https://user:pw@api.toys.example', /KENNEL_PUBLIC_URL must be an https URL/],
     ['KENNEL_PUBLIC_URL', 'api.toys.example', /KENNEL_PUBLIC_URL must be an https URL/],
+    ['KENNEL_SMTP_URL', 'http://mail.example', /KENNEL_SMTP_URL must be smtps:\/\/.* \(got "<redacted>"\)/],
+    ['KENNEL_SMTP_URL', 'smtp://u:secret@mail.example:587?ignoreTLS=true', /KENNEL_SMTP_URL must be .*without a query string \(got "<redacted>"\)/],
+    ['KENNEL_MAIL_FROM', 'kennel <a@toys.example>\r\nBcc: everyone@example.org', /KENNEL_MAIL_FROM must be one address/],
+    ['KENNEL_MAIL_FROM', 'a@b@toys.example', /KENNEL_MAIL_FROM/],
+    ['KENNEL_VERIFICATION_TTL_HOURS', '0', /KENNEL_VERIFICATION_TTL_HOURS must be an integer 1-168/],
   ]
   for (const [name, value, message] of cases) {
     const err = (() => {
@@ -62,8 +67,14 @@ t.test('production refuses missing secrets, an unauthenticated or plaintext data
     KENNEL_CA_KEY: '/etc/kennel/ca.key',
     KENNEL_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
     KENNEL_SECURITY_CONTACT: 'mailto:security@toys.example',
+    KENNEL_SMTP_URL: 'smtps://kennel:secret@mail.toys.example',
+    KENNEL_MAIL_FROM: 'kennel <no-reply@toys.example>',
   }
   t.equal(loadConfig(ready).env, 'production')
+  t.throws(() => loadConfig({ ...ready, KENNEL_SMTP_URL: '' }), /KENNEL_SMTP_URL must be set in production/)
+  t.throws(() => loadConfig({ ...ready, KENNEL_MAIL_FROM: '' }), /KENNEL_MAIL_FROM/)
+  t.throws(() => loadConfig({ ...ready, KENNEL_MAIL_FROM: 'kennel <no-reply@kennel.invalid>' }), /KENNEL_MAIL_FROM must be set in production/)
+  t.equal(loadConfig({ ...ready, KENNEL_SMTP_URL: 'smtp://kennel:secret@mail.toys.example:587' }).smtpUrl, 'smtp://kennel:secret@mail.toys.example:587', 'smtp:// is accepted: STARTTLS is always required')
   t.throws(() => loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel@db/kennel' }), /must authenticate .* sslmode/)
   t.throws(() => loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel:pw@db/kennel?sslmode=disable' }), /sslmode/)
   t.equal(loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel:pw@db/kennel?sslmode=verify-full' }).eventStore.startsWith('postgres'), true)

@@ -10,6 +10,8 @@ import { startKennel } from '../../bin/start.ts'
 import { grantRole } from '../../bin/commands/account.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
 import { request } from '../api/helpers.ts'
+import { findVerificationToken } from '../../api/accounts/tokens.ts'
+import { outboxDir, readOutbox } from '../../infra/mail/outbox.ts'
 import { persistentProjections } from '../../bin/read-models.ts'
 import { auditSigner } from '../../projections/catalogue.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
@@ -32,7 +34,10 @@ const api = (method: string, p: string, opts: { token?: string; body?: unknown; 
 
 async function account(email: string): Promise<string> {
   const password = 'violet-Harbour-43-quiet-Lantern'
-  t.equal((await api('POST', '/v1/accounts', { body: { email, password } })).status, 201, `${email} signs up`)
+  t.equal((await api('POST', '/v1/accounts', { body: { email, password } })).status, 202, `${email} signs up`)
+  // the confirmation mail, as `kennel start` writes it to the outbox of its data dir
+  const mail = readOutbox(outboxDir(dir)).filter((m) => m.headers.to === email).at(-1)
+  t.equal((await api('POST', '/v1/accounts/verify', { body: { token: findVerificationToken(mail?.text ?? '') } })).status, 200, `${email} confirms the address`)
   const session = await api('POST', '/v1/sessions', { body: { email, password } })
   t.equal(session.status, 200)
   return session.json().token as string
