@@ -343,6 +343,21 @@ t.test('attempts the embedded store refused are listed beside the uses; those af
   t.same(both.households.map((h) => h.flags), [['url-used-after-revocation', 'url-refused-after-revocation']])
 })
 
+t.test('a burst of refusals folded at the end of its minute is listed even when recorded after the URL expired', async (t) => {
+  const { store, readModels, breachReport } = await world(t)
+  const session = { actor: 'account:alice', credential: 'token:s1' }
+  const until = new Date(Date.now() + 5).toISOString()
+  await put(store, 'recording-r1', 'RecordingCreated', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1' }, { actor: 'account:alice' })
+  await put(store, 'recording-r1', 'DownloadUrlIssued', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until, urlId: 'u1' }, session)
+  await put(store, 'account-alice', 'SessionEnded', { accountId: 'alice', sessionId: 's1', reason: 'logout' }, session)
+  while (Date.now() <= Date.parse(until) + 1) await new Promise((r) => setTimeout(r, 5))
+  await put(store, 'recording-r1', 'RecordingUrlRefused', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', method: 'GET', urlId: 'u1', until, code: 'KENNEL_ERR_URL_REVOKED', reason: 'session-ended', attempts: 7 }, { actor: 'anonymous' })
+  await audited(t, store, readModels)
+  const report = await breachReport({ credential: 'token:s1', ...wholeTime })
+  t.ok(report.urls[0]!.refused.every((x) => x.time > until), 'recorded after the expiry')
+  t.same(report.urls.map((u) => u.refused.map((x) => [x.attempts, x.afterRevocation])), [[[7, true]]])
+})
+
 t.test('an upload URL is matched to its own RecordingUploaded where the API writes one, not to the recording\'s completion', async (t) => {
   const { store, readModels, breachReport } = await world(t)
   await put(store, 'recording-r1', 'RecordingCreated', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1' }, { actor: 'device:d1', credential: 'cert:ab01' })
