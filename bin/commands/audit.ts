@@ -6,7 +6,7 @@ import { findAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier 
 import { checkProof, proveConsistency, proveInclusion } from '../../projections/audit/proofs.ts'
 import { verifyAuditLog } from '../../projections/audit/verify.ts'
 import { breachReportCsv } from '../../projections/breach/csv.ts'
-import { buildBreachReport, type BreachReport, type PresignedUrl, type TopicUse } from '../../projections/breach/report.ts'
+import { buildBreachReport, type BreachReport, type PresignedUrl, type TopicUse, type UrlRefusal } from '../../projections/breach/report.ts'
 import { auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
 import { accountContacts } from '../breach-contacts.ts'
 import { persistentProjections } from '../read-models.ts'
@@ -145,7 +145,7 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('report')
-    .description('breach reconstruction: everything a credential did and touched in a window, per household, and who to notify at which address (R16)')
+    .description('breach reconstruction: everything a credential did and touched in a window, per household (URLs used or refused after the revocation flagged), and who to notify at which address (R16)')
     .requiredOption('--credential <kind:value>', 'device:<id>, cert:<serial>, account:<id> or token:<id>')
     .requiredOption('--since <iso>', 'start of the window (inclusive)')
     .requiredOption('--until <iso>', 'end of the window (exclusive)')
@@ -171,8 +171,11 @@ const REPORT_FORMATS = ['text', 'json', 'csv'] as const
 
 function renderReport(r: BreachReport): string {
   const list = (xs: string[]): string => (xs.length > 0 ? xs.join(', ') : '(none)')
+  const afterRevocation = (x: { afterRevocation: boolean }): string => (x.afterRevocation ? ' AFTER REVOCATION' : '')
+  const refusal = (x: UrlRefusal): string => `${x.time} (${x.reason}, ${x.attempts} attempt${x.attempts === 1 ? '' : 's'}${x.sourceIp ? ` from ${x.sourceIp}` : ''})${afterRevocation(x)}`
   const url = (u: PresignedUrl): string =>
-    `${u.kind} ${u.recordingId} issued ${u.issuedAt} until ${u.until}: ${u.used.length > 0 ? `used ${u.used.map((x) => `${x.time}${x.afterRevocation ? ' AFTER REVOCATION' : ''}`).join(', ')}` : 'not used'}`
+    `${u.kind} ${u.recordingId} issued ${u.issuedAt} until ${u.until}: ${u.used.length > 0 ? `used ${u.used.map((x) => `${x.time}${afterRevocation(x)}`).join(', ')}` : 'not used'}` +
+    (u.refused.length > 0 ? `; refused ${u.refused.map(refusal).join(', ')}` : '')
   const topic = (t: TopicUse): string => `${t.action} ${t.topic} ×${t.count}${t.denied ? ' (denied)' : ''}`
   return [
     `breach report ${r.reportId}: ${r.credential}, ${r.since} to ${r.until} (events up to position ${r.throughPosition})`,

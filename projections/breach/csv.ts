@@ -22,6 +22,7 @@ export const CSV_COLUMNS = [
   'urls_issued',
   'urls_used',
   'urls_used_after_revocation',
+  'urls_refused_after_revocation',
   'flags',
   'touched',
 ] as const
@@ -37,7 +38,7 @@ export function csvField(value: string): string {
 const topicText = (t: TopicUse): string => `${t.action} ${t.topic} (${t.count}${t.denied ? ', denied' : ''})`
 
 function householdColumns(h: HouseholdExposure | undefined): string[] {
-  if (!h) return ['', '', '', '0', '0', '0', '']
+  if (!h) return ['', '', '', '0', '0', '0', '0', '']
   return [
     h.deviceIds.join('; '),
     h.topics.map(topicText).join('; '),
@@ -45,6 +46,8 @@ function householdColumns(h: HouseholdExposure | undefined): string[] {
     String(h.urls.length),
     String(h.urls.filter((u) => u.used.length > 0).length),
     String(h.urls.filter((u) => u.used.some((x) => x.afterRevocation)).length),
+    // attempts the embedded store refused: nothing served, but someone holds the URL
+    String(h.urls.filter((u) => u.refused.some((x) => x.afterRevocation)).length),
     h.flags.join('; '),
   ]
 }

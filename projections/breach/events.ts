@@ -17,8 +17,18 @@ export interface HouseholdTouched {
   topics: Array<{ action: 'publish' | 'subscribe'; topic: string; denied: boolean; count: number }>
   recordingIds: string[]
   /** the URLs the credential obtained for the household's recordings: the position of each
-   * issuance and of each use, and the uses after the credential was revoked */
-  urls: Array<{ kind: 'upload' | 'download'; recordingId: string; urlId?: string; issuedAt: number; usedAt: number[]; usedAfterRevocation: number[] }>
+   * issuance, of each use and of each refused attempt (`RecordingUrlRefused`), and those after
+   * the credential was revoked */
+  urls: Array<{
+    kind: 'upload' | 'download'
+    recordingId: string
+    urlId?: string
+    issuedAt: number
+    usedAt: number[]
+    usedAfterRevocation: number[]
+    refusedAt: number[]
+    refusedAfterRevocation: number[]
+  }>
   flags: string[]
 }
 
@@ -39,6 +49,10 @@ export interface BreachReportGenerated {
     urlsIssued: number
     urlsUsed: number
     urlsUsedAfterRevocation: number
+    /** URLs with a refused attempt after the revocation, and those attempts (folded events
+     * weighed by their `attempts`) */
+    urlsRefusedAfterRevocation: number
+    refusedAttemptsAfterRevocation: number
     /** the event that revoked the credential, if one did */
     revocation?: Pick<Revocation, 'type' | 'id' | 'position'>
     households: HouseholdTouched[]

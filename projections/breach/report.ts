@@ -7,13 +7,13 @@ import { contactStatus, type ContactResolver } from './contacts.ts'
 import { credentialKeys, knownKeys, parseCredential, type Credential } from './credential.ts'
 import { AUDIT_REPORTS_STREAM, type AccountHolderNotificationRequired, type BreachReportGenerated } from './events.ts'
 import { revocationOf, type Revocation } from './revocation.ts'
-import { action, issuedUrl, urlUses, type PresignedUrl, type ReportedAction } from './urls.ts'
+import { action, issuedUrl, urlRefusals, urlUses, type PresignedUrl, type ReportedAction } from './urls.ts'
 
 // Breach reconstruction (R16): given a credential and a time window, every action it performed
 // (metadata.actor or metadata.credential, docs/EVENTS.md), every household, account, device and
 // recording those actions touched, per household what was touched (topics, recordings, the
-// presigned URLs it obtained and their use, flagged when used after the credential was revoked),
-// and the account holders to notify, each with the reason and the contact address to write to.
+// presigned URLs it obtained, their uses and the refused attempts to use them, each flagged when it
+// came after the credential was revoked), and the account holders to notify, each with the reason and the contact address to write to.
 // The report and each notification are appended to `audit-reports` before the report is returned;
 // the addresses are in the returned report only (contacts.ts).
 
@@ -66,7 +66,7 @@ export interface BreachReportRequest {
   reportId?: string
 }
 
-export type { PresignedUrl, ReportedAction, UrlUse } from './urls.ts'
+export type { PresignedUrl, ReportedAction, UrlRefusal, UrlUse } from './urls.ts'
 export type { Revocation } from './revocation.ts'
 
 export interface TopicUse {
@@ -81,8 +81,24 @@ export interface TopicUse {
 }
 
 /** a flag on a household: a URL the credential obtained for it was used after the credential
- * was revoked */
+ * was revoked (bytes stored or served: S3, which cannot refuse, or events from before the
+ * embedded store refused) */
 export const URL_USED_AFTER_REVOCATION = 'url-used-after-revocation'
+/** a flag on a household: an attempt to use such a URL after the revocation was refused. Nothing
+ * was served, but someone holds the URL the stolen credential obtained: the auditor must see it. */
+export const URL_REFUSED_AFTER_REVOCATION = 'url-refused-after-revocation'
+
+const usedAfterRevocation = (u: PresignedUrl): boolean => u.used.some((x) => x.afterRevocation)
+const refusedAfterRevocation = (u: PresignedUrl): boolean => u.refused.some((x) => x.afterRevocation)
+
+/** the household's flags, from the URLs obtained for it */
+function urlFlags(urls: readonly PresignedUrl[]): string[] {
+  return [...(urls.some(usedAfterRevocation) ? [URL_USED_AFTER_REVOCATION] : []), ...(urls.some(refusedAfterRevocation) ? [URL_REFUSED_AFTER_REVOCATION] : [])]
+}
+
+/** the refused attempts after the revocation, each folded event weighed by its `attempts` */
+const refusedAttemptsAfterRevocation = (urls: readonly PresignedUrl[]): number =>
+  urls.reduce((n, u) => n + u.refused.filter((x) => x.afterRevocation).reduce((m, x) => m + x.attempts, 0), 0)
 
 export interface HouseholdExposure {
   householdId: string
@@ -213,7 +229,10 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
     if (url) urls.push(url)
   }
   for (const d of devicesUsed) devices.add(d)
-  for (const url of urls) url.used = await urlUses(log, url, revocation)
+  for (const url of urls) {
+    url.used = await urlUses(log, url, revocation)
+    url.refused = await urlRefusals(log, url, revocation)
+  }
 
   // a recording belongs to the household named when it was created
   const recordingHousehold = new Map<string, string>()
@@ -278,7 +297,7 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
       topics: topicList(r.topics),
       recordingIds: sorted(r.recordings),
       urls: r.urls,
-      flags: r.urls.some((u) => u.used.some((x) => x.afterRevocation)) ? [URL_USED_AFTER_REVOCATION] : [],
+      flags: urlFlags(r.urls),
     })
   }
   for (const a of sorted(accounts)) notify(a, undefined, `account ${a} was used or touched by the credential ${credential.kind}:${credential.value} between ${since} and ${until}`)
@@ -308,7 +327,6 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
 
 /** the report as events: ids, positions and topics, never an address (events.ts) */
 async function recordReport(store: EventStore, r: BreachReport, actor: string): Promise<void> {
-  const usedAfterRevocation = r.urls.filter((u) => u.used.some((x) => x.afterRevocation))
   const generated: BreachReportGenerated = {
     type: 'BreachReportGenerated',
     data: {
@@ -324,7 +342,9 @@ async function recordReport(store: EventStore, r: BreachReport, actor: string): 
       recordingIds: r.recordingIds,
       urlsIssued: r.urls.length,
       urlsUsed: r.urls.filter((u) => u.used.length > 0).length,
-      urlsUsedAfterRevocation: usedAfterRevocation.length,
+      urlsUsedAfterRevocation: r.urls.filter(usedAfterRevocation).length,
+      urlsRefusedAfterRevocation: r.urls.filter(refusedAfterRevocation).length,
+      refusedAttemptsAfterRevocation: refusedAttemptsAfterRevocation(r.urls),
       ...(r.revocation ? { revocation: { type: r.revocation.type, id: r.revocation.id, position: r.revocation.position } } : {}),
       households: r.households.map((h) => ({
         householdId: h.householdId,
@@ -339,6 +359,8 @@ async function recordReport(store: EventStore, r: BreachReport, actor: string): 
           issuedAt: u.position,
           usedAt: u.used.map((x) => x.position),
           usedAfterRevocation: u.used.filter((x) => x.afterRevocation).map((x) => x.position),
+          refusedAt: u.refused.map((x) => x.position),
+          refusedAfterRevocation: u.refused.filter((x) => x.afterRevocation).map((x) => x.position),
         })),
         flags: h.flags,
       })),

@@ -13,8 +13,9 @@ import { startProjectionRunner } from '../../projections/runner.ts'
 import { testKeys } from '../projections/helpers.ts'
 import { bearer, buildTestApi, listenTestApi, request, STRONG } from './helpers.ts'
 
-// Breach reports through the API (R16): the download URLs a credential obtained and only their
-// own use, and refusals that write no report.
+// Breach reports through the API (R16): the download URLs a credential obtained, only their own
+// use, the attempts the embedded store refused once the credential was revoked, and refusals that
+// write no report.
 
 async function world(t: Test) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-breach-'))
@@ -89,7 +90,7 @@ t.test('an unknown credential answers 404 and an impossible date 400, and neithe
   t.equal((await report({ credential: 'device:toy-alice', ...window })).statusCode, 201, 'a known device still gets its report')
 })
 
-t.test('a stolen toy: the report names the parent by the address used at sign-up, flags the URL used after the revocation, and is a CSV for the mailing', async (t) => {
+t.test('a stolen toy: its kept URL is refused after the revocation; the report names the parent by the address used at sign-up, lists and flags the refused attempt, and is a CSV for the mailing', async (t) => {
   const { api, alice, toy, upload, caughtUp, report, advance } = await world(t)
   const server = await listenTestApi(t, api)
   const asToy = (p: string) => request(server.port, { method: 'GET', path: p, ca: server.caPem, key: toy.keyPem, cert: toy.certPem })
@@ -104,7 +105,13 @@ t.test('a stolen toy: the report names the parent by the address used at sign-up
   await revokeDevice(api.pki.deps(), 'toy-alice', 'stolen from the car')
   await api.app.readModels.waitFor(await api.pki.store.headPosition())
   t.equal((await asToy(`/v1/device/recordings/${upload.recordingId}/download-url`)).status, 403, 'the revoked toy gets no new URL')
-  t.equal((await fetchUrl(kept.json().url)).status, 200, 'but the URL it obtained before still works until it expires')
+  // the thief tries the URL it kept: the embedded store asks whether its credential still holds
+  const attempt = await fetchUrl(kept.json().url)
+  t.equal(attempt.status, 403, 'the URL it obtained before is refused with the credential')
+  t.equal(attempt.json().error.code, 'KENNEL_ERR_URL_REVOKED')
+  t.notOk(attempt.body.includes('hello'), 'no bytes of the recording')
+  const stream = await api.pki.store.readStream(`recording-${upload.recordingId}`)
+  t.equal(stream.filter((e) => e.type === 'RecordingDownloaded').length, 1, 'only the download before the revocation was served')
   await caughtUp()
 
   const window = { credential: 'device:toy-alice', since: new Date(Date.now() - 3600_000).toISOString(), until: new Date(Date.now() + 3600_000).toISOString() }
@@ -113,8 +120,10 @@ t.test('a stolen toy: the report names the parent by the address used at sign-up
   const json = res.json()
   t.same(json.notifications.map((n: { accountId: string; contact: string }) => [n.accountId, n.contact]), [[alice.accountId, 'alice@example.org']], 'the parent, by the address she signed up with; not the auditor')
   t.match(json.revocation, { type: 'DeviceRevoked' })
-  t.same(json.households.map((h: { householdId: string; recordingIds: string[]; flags: string[] }) => [h.householdId, h.recordingIds, h.flags]), [[alice.householdId, [upload.recordingId], ['url-used-after-revocation']]])
-  t.same(json.households[0].urls.map((u: { used: Array<{ afterRevocation: boolean; match: string }> }) => u.used.map((x) => [x.match, x.afterRevocation])), [[['url-id', false]], [['url-id', true]]], 'the URL used before the revocation, and the one used after')
+  t.same(json.households.map((h: { householdId: string; recordingIds: string[]; flags: string[] }) => [h.householdId, h.recordingIds, h.flags]), [[alice.householdId, [upload.recordingId], ['url-refused-after-revocation']]], 'flagged as refused, not as used: nothing was served')
+  const refusedEvent = stream.find((e) => e.type === 'RecordingUrlRefused')!
+  t.same(json.households[0].urls.map((u: { used: Array<{ afterRevocation: boolean; match: string }>; refused: unknown[] }) => [u.used.map((x) => [x.match, x.afterRevocation]), u.refused.length]), [[[['url-id', false]], 0], [[], 1]], 'the URL used before the revocation; the kept one never used, tried once')
+  t.match(json.households[0].urls[1].refused, [{ position: refusedEvent.position, time: refusedEvent.time, type: 'RecordingUrlRefused', match: 'url-id', reason: 'device-revoked', code: 'KENNEL_ERR_URL_REVOKED', attempts: 1, sourceIp: /127\.0\.0\.1/, afterRevocation: true }], 'the refused attempt: when, why, how often and from where')
 
   const csv = await report(window, { accept: 'text/csv' })
   t.equal(csv.statusCode, 201, csv.body)
@@ -123,14 +132,16 @@ t.test('a stolen toy: the report names the parent by the address used at sign-up
   const rows = csv.body.split('\r\n').slice(0, -1).map((line) => line.split(','))
   t.equal(rows.length, 2, 'the header and one row: one holder of one household')
   const row = Object.fromEntries(rows[0]!.map((name, i) => [name, rows[1]![i]]))
-  t.match(row, { account_id: alice.accountId, contact: 'alice@example.org', household_id: alice.householdId, role: 'owner', devices: 'toy-alice', recordings: upload.recordingId, urls_issued: '2', urls_used: '2', urls_used_after_revocation: '1', flags: 'url-used-after-revocation' })
+  t.match(row, { account_id: alice.accountId, contact: 'alice@example.org', household_id: alice.householdId, role: 'owner', devices: 'toy-alice', recordings: upload.recordingId, urls_issued: '2', urls_used: '1', urls_used_after_revocation: '0', urls_refused_after_revocation: '1', flags: 'url-refused-after-revocation' })
   t.equal((await report(window, { accept: 'application/json, text/csv;q=0.5' })).headers['content-type'], 'application/json; charset=utf-8', 'JSON unless CSV is preferred')
 
   const events = JSON.stringify(await api.pki.store.readAll())
   t.notOk(events.includes('alice@example.org'), 'no event holds the address in clear')
   const files = fs.readdirSync(api.pki.dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
   t.notOk(files.some((e) => fs.readFileSync(path.join(e.parentPath, e.name)).includes('alice@example.org')), 'nor any file in the data dir')
-  t.same((await api.pki.store.readStream('audit-reports')).filter((e) => e.type === 'AccountHolderNotificationRequired').map((e) => (e.data as { contact: string }).contact), ['resolved', 'resolved', 'resolved'])
+  const reports = await api.pki.store.readStream('audit-reports')
+  t.same(reports.filter((e) => e.type === 'AccountHolderNotificationRequired').map((e) => (e.data as { contact: string }).contact), ['resolved', 'resolved', 'resolved'])
+  t.match(reports.find((e) => e.type === 'BreachReportGenerated')!.data, { urlsUsed: 1, urlsUsedAfterRevocation: 0, urlsRefusedAfterRevocation: 1, refusedAttemptsAfterRevocation: 1, households: [{ urls: [{ refusedAt: [] }, { usedAt: [], refusedAt: [refusedEvent.position], refusedAfterRevocation: [refusedEvent.position] }], flags: ['url-refused-after-revocation'] }] }, 'the report event counts the refused attempt')
 
   // erasure: the person key is shredded, and the address with it
   new KeyRing(path.join(api.pki.config.dataDir, 'keys', 'persons'), loadMasterKey(api.pki.config), 'person').shred(alice.accountId)

@@ -112,11 +112,12 @@ t.test('a malformed credential is refused with KENNEL_ERR_CREDENTIAL_INVALID', a
   }
 })
 
-/** the audit projection over the store, caught up */
-async function audited(t: Test, store: EventStore, readModels: ReadModelStore): Promise<void> {
+/** the audit projection over the store, caught up; it follows later appends (`waitFor`) */
+async function audited(t: Test, store: EventStore, readModels: ReadModelStore): Promise<Awaited<ReturnType<typeof startProjectionRunner>>> {
   const runner = await startProjectionRunner({ store, readModels, projections: [createAuditProjection({ signer: testKeys().signer, headEveryEvents: 1000, headEverySeconds: 86400 })] })
   t.teardown(() => runner.stop())
   await runner.caughtUp
+  return runner
 }
 
 const wholeTime = { since: '2000-01-01T00:00:00Z', until: '2100-01-01T00:00:00Z', actor: 'cli:auditor' }
@@ -150,9 +151,15 @@ t.test('older events without URL ids are still matched, by window and expiry, an
   await put(store, 'recording-r1', 'DownloadUrlIssued', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until: soon }, { actor: 'account:alice', credential: 'token:other' })
   await put(store, 'recording-r1', 'RecordingDownloaded', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until: later }, { actor: 'anonymous' })
   await put(store, 'recording-r1', 'RecordingDownloaded', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until: soon }, { actor: 'anonymous' })
+  // refusals recorded after an upgrade: one of a download URL with the old URL's expiry, one of an upload URL with the same expiry
+  const refusal = (method: string, urlId: string) => ({ recordingId: 'r1', householdId: 'h1', deviceId: 'd1', method, urlId, until: later, code: 'KENNEL_ERR_URL_REVOKED', reason: 'session-ended', attempts: 1 })
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refusal('PUT', 'u-upload'), { actor: 'anonymous' })
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refusal('GET', 'u-download'), { actor: 'anonymous' })
   await audited(t, store, readModels)
   const report = await breachReport({ credential: 'token:old', ...wholeTime })
   t.same(report.urls.map((u) => u.used.map((x) => [x.type, x.match])), [[['RecordingDownloaded', 'inferred']]], 'the download that names its expiry; the other URL\'s is not counted')
+  const refusedGet = (await store.readStream('recording-r1')).find((e) => e.type === 'RecordingUrlRefused' && (e.data as { method: string }).method === 'GET')!
+  t.same(report.urls.map((u) => u.refused.map((x) => [x.position, x.match])), [[[refusedGet.position, 'inferred']]], 'the refused GET with its expiry, inferred; not the upload URL\'s PUT')
 })
 
 t.test('a credential that never appears in the event store is refused with KENNEL_ERR_NOT_FOUND and no report is written', async (t) => {
@@ -231,11 +238,11 @@ t.test('a stolen toy credential: the report names the holders\' sign-up addresse
     const csv = breachReportCsv(report)
     const lines = csv.split('\r\n')
     t.equal(lines.at(-1), '', 'CRLF after every row')
-    t.equal(lines[0], 'report_id,credential,since,until,account_id,contact,household_id,role,devices,topics,recordings,urls_issued,urls_used,urls_used_after_revocation,flags,touched')
+    t.equal(lines[0], 'report_id,credential,since,until,account_id,contact,household_id,role,devices,topics,recordings,urls_issued,urls_used,urls_used_after_revocation,urls_refused_after_revocation,flags,touched')
     const topics = '"publish toys/d1/status (2); publish toys/d2/x,""y"" (1, denied); subscribe toys/d1/inbox/# (1)"'
     const touched = 'acted on the household; reached its recording r1; reached its recording r2; used or reached its device d1'
     const row = (account: string, contact: string, role: string) =>
-      [report.reportId, report.credential, report.since, report.until, account, contact, 'h1', role, 'd1', topics, 'r1; r2', '2', '2', '1', 'url-used-after-revocation', touched].join(',')
+      [report.reportId, report.credential, report.since, report.until, account, contact, 'h1', role, 'd1', topics, 'r1; r2', '2', '2', '1', '0', 'url-used-after-revocation', touched].join(',')
     t.same(lines.slice(1, -1), [row('alice', 'alice.parent@example.org', 'owner'), row('bob', "'+bob@example.org", 'member')], 'one row per holder; the quoted topic list; the address that starts like a formula is neutralised')
   }
 
@@ -248,7 +255,7 @@ t.test('a stolen toy credential: the report names the holders\' sign-up addresse
   const notices = (await store.readStream('audit-reports')).filter((e) => e.type === 'AccountHolderNotificationRequired')
   t.same(notices.map((e) => (e.data as { contact: string }).contact), ['resolved', 'resolved', 'resolved', 'resolved', 'erased', 'resolved'], 'the events record whether an address was known, not the address')
   const generated = (await store.readStream('audit-reports')).find((e) => e.type === 'BreachReportGenerated')!
-  t.match(generated.data, { urlsUsedAfterRevocation: 1, revocation: { type: 'DeviceRevoked', position: revoked.position }, households: [{ householdId: 'h1', accountIds: ['alice', 'bob'], recordingIds: ['r1', 'r2'], urls: [{ urlId: 'u1', usedAfterRevocation: [] }, { urlId: 'u2', usedAfterRevocation: [downloads[1]] }], flags: ['url-used-after-revocation'] }] })
+  t.match(generated.data, { urlsUsedAfterRevocation: 1, urlsRefusedAfterRevocation: 0, refusedAttemptsAfterRevocation: 0, revocation: { type: 'DeviceRevoked', position: revoked.position }, households: [{ householdId: 'h1', accountIds: ['alice', 'bob'], recordingIds: ['r1', 'r2'], urls: [{ urlId: 'u1', usedAfterRevocation: [] }, { urlId: 'u2', usedAfterRevocation: [downloads[1]] }], flags: ['url-used-after-revocation'] }] })
   const everything = JSON.stringify(await store.readAll())
   for (const address of ['alice.parent@example.org', 'bob@example.org']) {
     t.notOk(everything.toLowerCase().includes(address), `no event holds ${address}`)
@@ -282,6 +289,73 @@ t.test('a URL used after a logout, or after its certificate alone was revoked, i
   const device = await breachReport({ credential: 'device:d1', ...wholeTime })
   t.equal(device.revocation, null, 'revoking one certificate does not revoke the toy')
   t.same(device.households.map((h) => h.flags), [[]])
+})
+
+t.test('attempts the embedded store refused are listed beside the uses; those after the revocation flag url-refused-after-revocation, not url-used-after-revocation', async (t) => {
+  const { store, readModels, breachReport } = await world(t)
+  const thief = { actor: 'device:d1', credential: 'cert:ab01' }
+  const from = (sourceIp: string) => ({ actor: 'anonymous', sourceIp })
+  const refused = (recordingId: string, method: string, urlId: string, reason: string, attempts: number) =>
+    ({ recordingId, householdId: 'h1', deviceId: 'd1', method, urlId, until: later, code: reason === 'content-mismatch' ? 'KENNEL_ERR_RECORDING_HASH_MISMATCH' : 'KENNEL_ERR_URL_REVOKED', reason, attempts })
+  await put(store, 'household-h1', 'HouseholdCreated', { householdId: 'h1', ownerAccountId: 'alice' }, { actor: 'account:alice' })
+  await put(store, 'device-d1', 'CertificateIssued', { deviceId: 'd1', serial: 'ab01' }, { actor: 'cli:ops' })
+  await put(store, 'recording-r1', 'RecordingCreated', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1' }, { actor: 'account:alice' })
+  await put(store, 'recording-r1', 'DownloadUrlIssued', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until: later, urlId: 'u-get' }, thief)
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refused('r1', 'GET', 'u-get', 'content-mismatch', 1), from('192.0.2.7'))
+  await put(store, 'recording-r2', 'RecordingCreated', { recordingId: 'r2', householdId: 'h1', deviceId: 'd1' }, thief)
+  await put(store, 'recording-r2', 'UploadUrlIssued', { recordingId: 'r2', householdId: 'h1', deviceId: 'd1', until: later, urlId: 'u-put' }, thief)
+  await put(store, 'device-d1', 'DeviceRevoked', { deviceId: 'd1', reason: 'stolen', serials: ['ab01'] }, { actor: 'account:ops' })
+  // the thief still holds both URLs; the embedded store refuses them: once, then a burst folded
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refused('r1', 'GET', 'u-get', 'device-revoked', 1), from('203.0.113.9'))
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refused('r1', 'GET', 'u-get', 'device-revoked', 4), from('203.0.113.9'))
+  await put(store, 'recording-r2', 'RecordingUrlRefused', refused('r2', 'PUT', 'u-put', 'device-revoked', 1), {})
+  // another holder's URL of the same recording, refused too: not this credential's
+  await put(store, 'recording-r1', 'RecordingUrlRefused', refused('r1', 'GET', 'u-someone-else', 'session-ended', 1), from('198.51.100.1'))
+  const runner = await audited(t, store, readModels)
+  const revoked = (await store.readStream('device-d1')).find((e) => e.type === 'DeviceRevoked')!
+  const refusals = [...(await store.readStream('recording-r1')), ...(await store.readStream('recording-r2'))].filter((e) => e.type === 'RecordingUrlRefused').map((e) => e.position)
+
+  const report = await breachReport({ credential: 'cert:ab01', ...wholeTime })
+  t.match(report.revocation, { type: 'DeviceRevoked', position: revoked.position })
+  t.same(report.urls.map((u) => [u.kind, u.urlId, u.used.length, u.refused.map((x) => [x.position, x.reason, x.attempts, x.sourceIp ?? null, x.match, x.afterRevocation])]), [
+    ['download', 'u-get', 0, [[refusals[0], 'content-mismatch', 1, '192.0.2.7', 'url-id', false], [refusals[1], 'device-revoked', 1, '203.0.113.9', 'url-id', true], [refusals[2], 'device-revoked', 4, '203.0.113.9', 'url-id', true]]],
+    ['upload', 'u-put', 0, [[refusals[4], 'device-revoked', 1, null, 'url-id', true]]],
+  ], 'each refused attempt with its reason, weight and source; the one before the revocation unmarked; another URL\'s refusal not credited')
+  t.match(report.urls[0]!.refused[1], { code: 'KENNEL_ERR_URL_REVOKED', type: 'RecordingUrlRefused' })
+  t.same(report.households.map((h) => [h.householdId, h.flags]), [['h1', ['url-refused-after-revocation']]], 'refused, not used: nothing was served')
+
+  const [header, row] = breachReportCsv(report).split('\r\n')
+  const cells = Object.fromEntries(header!.split(',').map((name, i) => [name, row!.split(',')[i]]))
+  t.match(cells, { urls_issued: '2', urls_used: '0', urls_used_after_revocation: '0', urls_refused_after_revocation: '2', flags: 'url-refused-after-revocation' })
+  const generated = (await store.readStream('audit-reports')).find((e) => e.type === 'BreachReportGenerated')!
+  t.match(generated.data, {
+    urlsUsed: 0,
+    urlsUsedAfterRevocation: 0,
+    urlsRefusedAfterRevocation: 2,
+    refusedAttemptsAfterRevocation: 6,
+    households: [{ urls: [{ urlId: 'u-get', refusedAt: refusals.slice(0, 3), refusedAfterRevocation: refusals.slice(1, 3) }, { urlId: 'u-put', refusedAt: [refusals[4]], refusedAfterRevocation: [refusals[4]] }], flags: ['url-refused-after-revocation'] }],
+  }, 'the event counts the URLs and the attempts, the burst weighed by its count')
+
+  // the same URL also served after the revocation (S3 cannot refuse; older events): both flags
+  await put(store, 'recording-r1', 'RecordingDownloaded', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until: later, urlId: 'u-get' }, from('203.0.113.9'))
+  await runner.waitFor(await store.headPosition(), 60_000)
+  const both = await breachReport({ credential: 'cert:ab01', ...wholeTime })
+  t.same(both.households.map((h) => h.flags), [['url-used-after-revocation', 'url-refused-after-revocation']])
+})
+
+t.test('a burst of refusals folded at the end of its minute is listed even when recorded after the URL expired', async (t) => {
+  const { store, readModels, breachReport } = await world(t)
+  const session = { actor: 'account:alice', credential: 'token:s1' }
+  const until = new Date(Date.now() + 5).toISOString()
+  await put(store, 'recording-r1', 'RecordingCreated', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1' }, { actor: 'account:alice' })
+  await put(store, 'recording-r1', 'DownloadUrlIssued', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', until, urlId: 'u1' }, session)
+  await put(store, 'account-alice', 'SessionEnded', { accountId: 'alice', sessionId: 's1', reason: 'logout' }, session)
+  while (Date.now() <= Date.parse(until) + 1) await new Promise((r) => setTimeout(r, 5))
+  await put(store, 'recording-r1', 'RecordingUrlRefused', { recordingId: 'r1', householdId: 'h1', deviceId: 'd1', method: 'GET', urlId: 'u1', until, code: 'KENNEL_ERR_URL_REVOKED', reason: 'session-ended', attempts: 7 }, { actor: 'anonymous' })
+  await audited(t, store, readModels)
+  const report = await breachReport({ credential: 'token:s1', ...wholeTime })
+  t.ok(report.urls[0]!.refused.every((x) => x.time > until), 'recorded after the expiry')
+  t.same(report.urls.map((u) => u.refused.map((x) => [x.attempts, x.afterRevocation])), [[[7, true]]])
 })
 
 t.test('an upload URL is matched to its own RecordingUploaded where the API writes one, not to the recording\'s completion', async (t) => {
