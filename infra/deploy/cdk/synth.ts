@@ -73,8 +73,14 @@ export function buildApp(context: Context, app = newApp()): { app: App; stack: K
   return { app, stack }
 }
 
+/** synthesize in-process and keep only the template: the cloud assembly (a temporary directory) is removed */
 export function templateOf(app: App, stack: KennelStack): CfnTemplate {
-  return app.synth().getStackArtifact(stack.artifactId).template as CfnTemplate
+  const assembly = app.synth()
+  try {
+    return assembly.getStackArtifact(stack.artifactId).template as CfnTemplate
+  } finally {
+    fs.rmSync(assembly.directory, { recursive: true, force: true })
+  }
 }
 
 /** the context in infra/deploy/cdk/cdk.json, which `cdk deploy` also reads */
