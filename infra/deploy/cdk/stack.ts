@@ -68,9 +68,9 @@ export class KennelStack extends Stack {
   constructor(scope: Construct, id: string, props: KennelStackProps) {
     super(scope, id, props)
 
-    // R14 network separation: public subnets hold only the NLB; kennel runs in private subnets
-    // (egress through NAT for AWS APIs, the alert webhook and mail); data stores in isolated
-    // subnets without any route out.
+    // R14 network separation: public subnets hold only the NLB (and the NAT gateways); kennel
+    // runs in private subnets (egress through NAT, tcp/443 only: AWS APIs, the alert webhook);
+    // data stores in isolated subnets without any route out.
     this.vpc = new ec2.Vpc(this, 'Vpc', {
       maxAzs: 2,
       natGateways: 2,
