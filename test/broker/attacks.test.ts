@@ -118,10 +118,17 @@ t.test("a toy cannot publish on another toy's topic: it is disconnected and the 
     await gone
     t.pass(`${JSON.stringify(topic)}: disconnected`)
   }
+  // MQTT 3.1.1 has no negative acknowledgement at QoS 0: the refusal a toy sees is the closed connection
+  const client = await sys.connect(attacker)
+  const gone = closed(client)
+  client.publish(`toys/${victim.id}/inbox/command`, 'forged at QoS 0', { qos: 0 })
+  await gone
+  t.pass('QoS 0: disconnected')
   await victim.publish()
   t.same(victimSeen.map((m) => m.payload), ['the victim speaks'], 'the victim received only its own message')
   const denied = (await sys.events('PublishDenied')).filter((e) => e.stream === `mqtt-${attacker.deviceId}`)
-  t.equal(denied.length, 3, 'each denied publish is an event')
+  t.equal(denied.length, 4, 'each denied publish is an event')
+  t.match(denied[3]!.data, { topic: `toys/${victim.id}/inbox/command`, qos: 0 })
   t.match(denied[0]!.data, { topic: `toys/${victim.id}/inbox/command`, will: false, bytes: 6 })
 })
 
