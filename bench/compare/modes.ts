@@ -177,7 +177,7 @@ async function revokeKennel(broker: KennelUnderTest, pool: LoadPool, cast: Cast)
     await broker.revoke(toy.id)
     const at = await closed
     if (Number.isNaN(at)) timeouts++
-    else samples.push(at - t0)
+    else samples.push(round(at - t0, 2))
   }
   const bystandersClosed = (await pool.isOpen(cast.bystander.id)) ? 0 : 1
   const reconnect = await pool.tryConnect(cast.revoked[0]!.id)
@@ -211,7 +211,7 @@ async function revokeMosquitto(broker: MosquittoUnderTest, pool: LoadPool, cast:
     enforced.push(wallNow() - t0)
     const at = await closed
     if (Number.isNaN(at)) timeouts++
-    else samples.push(at - t0)
+    else samples.push(round(at - t0, 2))
     if (!(await pool.isOpen(cast.bystander.id))) bystandersClosed++
     await pool.release()
   }
