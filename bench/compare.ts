@@ -77,7 +77,8 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
   try {
     progress(`enrolling ${TOYS} toys in ${runDir} (kennel's enrolment: a P-256 key, a certificate and an argon2id-hashed claim code each)…`)
     const data = await prepareData(runDir, TOYS, progress)
-    const cast: Cast = { idle: data.toys.slice(0, shape.idle), echo: data.toys.slice(0, shape.echoToys), revoked: data.toys.slice(shape.idle, shape.idle + shape.revocations + 1), bystander: data.toys[shape.idle + shape.revocations + 1]! }
+    const [reloadProbe, bystander, ...revoked] = data.toys.slice(shape.idle)
+    const cast: Cast = { idle: data.toys.slice(0, shape.idle), echo: data.toys.slice(0, shape.echoToys), revoked: revoked.slice(0, shape.revocations), reloadProbe: reloadProbe!, bystander: bystander! }
     pool = await LoadPool.start(args.loaders, data.toysFile, data.ca.trustedPem, data.toys.map((t) => t.id))
     brokers.push(new KennelUnderTest(data, runDir))
     if (version) brokers.push(new MosquittoUnderTest(data, runDir))

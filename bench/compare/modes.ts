@@ -2,7 +2,7 @@ import type { GeneratorCpu, LoadPool } from '../loadgen/pool.ts'
 import { wallNow } from '../loadgen/session.ts'
 import { KennelUnderTest } from './kennel.ts'
 import { MosquittoUnderTest } from './mosquitto.ts'
-import { treeCpuMs, treeRssKB } from './proc.ts'
+import { cpuMs, processTree, treeRssKB } from './proc.ts'
 import type { BrokerUnderTest } from './subject.ts'
 import type { Toy } from './toys.ts'
 
@@ -28,6 +28,8 @@ export interface Cast {
   idle: Toy[]
   echo: Toy[]
   revoked: Toy[]
+  /** Mosquitto: revoked in the CRL with a SIGHUP only, to show what that does */
+  reloadProbe: Toy
   bystander: Toy
 }
 
@@ -129,15 +131,31 @@ async function settledRssKB(broker: BrokerUnderTest): Promise<number> {
   return percentile(samples, 50)
 }
 
-/** the broker's CPU over the load's measured interval (after its warm-up), in % of one core */
-function brokerCpuDuring(broker: BrokerUnderTest, shape: Shape): Promise<number> {
-  return new Promise((resolve) => {
-    setTimeout(() => {
-      const cpu0 = treeCpuMs(broker.pid)
-      const t0 = performance.now()
-      setTimeout(() => resolve(Math.round(((treeCpuMs(broker.pid) - cpu0) / (performance.now() - t0)) * 100)), shape.durationS * 1000)
-    }, shape.warmupS * 1000)
-  })
+/** The broker's CPU, sampled while a load runs, so that its share over the interval the load
+ * processes measured (after their set-up and warm-up) can be read afterwards. */
+class CpuTimeline {
+  private readonly samples: Array<[at: number, cpuMs: number]> = []
+  private readonly pids: number[]
+  private readonly timer: NodeJS.Timeout
+  constructor(broker: BrokerUnderTest) {
+    this.pids = processTree(broker.pid)
+    this.sample()
+    this.timer = setInterval(() => this.sample(), 200)
+  }
+
+  private sample(): void {
+    this.samples.push([wallNow(), cpuMs(this.pids)])
+  }
+
+  /** % of one core between the first and last samples inside [from, until] */
+  percentOf([from, until]: [number, number]): number {
+    clearInterval(this.timer)
+    const inside = this.samples.filter(([at]) => at >= from && at <= until)
+    if (inside.length < 2) return NaN
+    const [t0, c0] = inside[0]!
+    const [t1, c1] = inside.at(-1)!
+    return Math.round(((c1 - c0) / (t1 - t0)) * 100)
+  }
 }
 
 async function idle(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape): Promise<IdleFigures> {
@@ -151,17 +169,18 @@ async function idle(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: 
 }
 
 async function connects(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape): Promise<ConnectsFigures> {
-  const cpu = brokerCpuDuring(broker, shape)
+  const cpu = new CpuTimeline(broker)
   const r = await pool.connects(ids(cast.idle), { inFlight: shape.inFlight, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000 })
+  const brokerCpuPct = cpu.percentOf(r.window)
   await sleep(1000) // let the last sessions close before the next mode
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), failures: r.failures, generator: r.cpu, brokerCpuPct: await cpu }
+  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), failures: r.failures, generator: r.cpu, brokerCpuPct }
 }
 
 async function echo(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape, qos: 0 | 1): Promise<EchoFigures> {
-  const cpu = brokerCpuDuring(broker, shape)
+  const cpu = new CpuTimeline(broker)
   const r = await pool.echo(ids(cast.echo.slice(0, shape.echoToys)), { qos, window: shape.window, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000, drainMs: 30_000 })
   const { sent, acked, uniqueReceived, duplicates, lost, stalled } = r.totals
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), sent, acked, uniqueReceived, duplicates, lost, stalled, generator: r.cpu, brokerCpuPct: await cpu }
+  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), sent, acked, uniqueReceived, duplicates, lost, stalled, generator: r.cpu, brokerCpuPct: cpu.percentOf(r.window) }
 }
 
 // kennel: ops revokes each toy through the API; the time is from the request to the toy's socket
@@ -189,19 +208,19 @@ async function revokeKennel(broker: KennelUnderTest, pool: LoadPool, cast: Cast)
 // takes to close the session — the CRL updated and the broker restarted — timed from the CRL
 // write to the toy's socket closing
 async function revokeMosquitto(broker: MosquittoUnderTest, pool: LoadPool, cast: Cast): Promise<RevocationFigures> {
-  const [first, ...rest] = cast.revoked
-  await pool.hold([first!.id, cast.bystander.id], 2)
-  await broker.revokeInCrl(first!.serial)
+  const probe = cast.reloadProbe
+  await pool.hold([probe.id, cast.bystander.id], 2)
+  await broker.revokeInCrl(probe.serial)
   broker.reload()
   await sleep(1000)
-  const reloadOnly = { sessionOpenAfter1s: await pool.isOpen(first!.id), reconnect: await pool.tryConnect(first!.id) }
+  const reloadOnly = { sessionOpenAfter1s: await pool.isOpen(probe.id), reconnect: await pool.tryConnect(probe.id) }
   await pool.release()
 
   const samples: number[] = []
   const enforced: number[] = []
   let timeouts = 0
   let bystandersClosed = 0
-  for (const toy of rest) {
+  for (const toy of cast.revoked) {
     const { held } = await pool.hold([toy.id, cast.bystander.id], 2)
     if (held !== 2) throw new Error(`mosquitto accepted ${held} of 2 toys for the revocation mode`)
     const closed = pool.watch(toy.id, 10_000)
@@ -215,6 +234,6 @@ async function revokeMosquitto(broker: MosquittoUnderTest, pool: LoadPool, cast:
     if (!(await pool.isOpen(cast.bystander.id))) bystandersClosed++
     await pool.release()
   }
-  const reconnect = await pool.tryConnect(rest[0]!.id)
+  const reconnect = await pool.tryConnect(cast.revoked[0]!.id)
   return { how: 'CRL updated, broker restarted (all sessions closed)', samples, p50Ms: round(percentile(samples, 50), 2), p99Ms: round(percentile(samples, 99), 2), timeouts, bystandersClosed, reconnect, enforcedP50Ms: round(percentile(enforced, 50), 2), reloadOnly }
 }

@@ -48,10 +48,10 @@ export function treeRssKB(root: number): number {
   return kb
 }
 
-/** user + system CPU time of the tree, in ms (clock-tick resolution, 10 ms on most kernels) */
-export function treeCpuMs(root: number): number {
+/** user + system CPU time of these processes, in ms (clock-tick resolution, 10 ms on most kernels) */
+export function cpuMs(pids: number[]): number {
   let ticks = 0
-  for (const pid of processTree(root)) {
+  for (const pid of pids) {
     const f = statOf(pid)
     // fields 14 and 15 (utime, stime) are at 11 and 12 once pid and comm are cut off
     if (f) ticks += Number(f[11]) + Number(f[12])

@@ -1,5 +1,5 @@
 import { LatencyHistogram, type SparseHistogram } from './histogram.ts'
-import { ConnectRefused, openSession, type Target, type ToyCredentials } from './session.ts'
+import { ConnectRefused, openSession, type Target, type ToyCredentials, wallNow } from './session.ts'
 
 // Connects: `inFlight` loops, each taking the next toy of its own share (so one toy is never
 // connecting twice at once), doing a full mutual-TLS handshake, CONNECT, CONNACK, then
@@ -15,6 +15,8 @@ export interface ConnectsOptions {
 export interface ConnectsResult {
   connects: number
   measuredMs: number
+  /** the measured interval, wall-clock ms */
+  window: [number, number]
   cpuMs: number
   /** CONNACK received − connect started */
   latency: SparseHistogram
@@ -30,8 +32,9 @@ export async function runConnects(toys: ToyCredentials[], target: Target, opts: 
   let connects = 0
   let cpu0: NodeJS.CpuUsage | undefined
   let cpu: NodeJS.CpuUsage | undefined
-  const startTimer = setTimeout(() => (cpu0 = process.cpuUsage()), opts.warmupMs)
-  const stopTimer = setTimeout(() => (cpu = process.cpuUsage(cpu0)), opts.warmupMs + opts.measureMs)
+  const window: [number, number] = [NaN, NaN]
+  const startTimer = setTimeout(() => ((cpu0 = process.cpuUsage()), (window[0] = wallNow())), opts.warmupMs)
+  const stopTimer = setTimeout(() => ((cpu = process.cpuUsage(cpu0)), (window[1] = wallNow())), opts.warmupMs + opts.measureMs)
   const slots = Math.min(opts.inFlight, toys.length)
   await Promise.all(
     Array.from({ length: slots }, async (_, slot) => {
@@ -56,5 +59,5 @@ export async function runConnects(toys: ToyCredentials[], target: Target, opts: 
   clearTimeout(startTimer)
   clearTimeout(stopTimer)
   cpu ??= process.cpuUsage(cpu0)
-  return { connects, measuredMs: opts.measureMs, cpuMs: (cpu.user + cpu.system) / 1000, latency: latency.toSparse(), failures }
+  return { connects, measuredMs: opts.measureMs, window, cpuMs: (cpu.user + cpu.system) / 1000, latency: latency.toSparse(), failures }
 }

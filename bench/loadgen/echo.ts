@@ -1,6 +1,6 @@
 import { LatencyHistogram, type SparseHistogram } from './histogram.ts'
 import { PUBACK, PUBLISH, PublishTemplate, pubackPacket, readPublish, SUBACK, subscribePacket, type PublishView } from './packets.ts'
-import { openSession, type Target, type ToyCredentials, type ToySession } from './session.ts'
+import { openSession, type Target, type ToyCredentials, type ToySession, wallNow } from './session.ts'
 
 // The echo load: each toy subscribes to `toys/{id}/echo` and publishes 64-byte messages to it,
 // keeping up to `window` in flight — at QoS 1 publishes not yet acknowledged by PUBACK, at QoS 0
@@ -23,6 +23,8 @@ export interface EchoResult {
   /** messages received back during the measured interval */
   received: number
   measuredMs: number
+  /** the measured interval, wall-clock ms */
+  window: [number, number]
   cpuMs: number
   latency: SparseHistogram
   sent: number
@@ -37,8 +39,6 @@ export interface EchoResult {
 }
 
 const STALL_MS = 10_000
-
-type Phase = 'sending' | 'draining' | 'done'
 
 class EchoToy {
   inflight = 0
@@ -91,7 +91,8 @@ class EchoToy {
     this.seen[p.seq] = 1
     this.uniqueReceived++
     this.run.received(now - p.sentAt)
-    if (this.run.opts.qos === 0) {
+    // a message of a window given up as stalled no longer holds a place in it
+    if (this.run.opts.qos === 0 && this.inflight > 0) {
       this.inflight--
       this.credit++
     }
@@ -126,8 +127,7 @@ class EchoToy {
 
   /** write the pending PUBACKs and as many new publishes as the window allows */
   flush(): void {
-    const sending = this.run.phase === 'sending'
-    const count = sending ? Math.min(this.credit, this.run.opts.window - this.inflight) : 0
+    const count = this.run.sending ? Math.min(this.credit, this.run.opts.window - this.inflight) : 0
     this.credit = 0
     if (count <= 0 && this.pubacks.length === 0) return
     const out = Buffer.allocUnsafe(this.pubacks.length * 4 + Math.max(0, count) * this.template.bytes.length)
@@ -168,7 +168,7 @@ class EchoToy {
 }
 
 class EchoRun {
-  phase: Phase = 'sending'
+  sending = true
   measuring = false
   count = 0
   readonly latency = new LatencyHistogram()
@@ -198,16 +198,17 @@ export async function runEcho(toys: ToyCredentials[], target: Target, opts: Echo
     await sleep(opts.warmupMs)
     const cpu0 = process.cpuUsage()
     const t0 = performance.now()
+    const window: [number, number] = [wallNow(), NaN]
     run.measuring = true
     await sleep(opts.measureMs)
     run.measuring = false
     const measuredMs = performance.now() - t0
+    window[1] = wallNow()
     const cpu = process.cpuUsage(cpu0)
-    run.phase = 'draining'
+    run.sending = false
     const drainUntil = performance.now() + opts.drainMs
     while (!echoes.every((e) => e.settled) && performance.now() < drainUntil) await sleep(20)
     clearInterval(watchdog)
-    run.phase = 'done'
     const sum = (f: (e: EchoToy) => number): number => echoes.reduce((s, e) => s + f(e), 0)
     const sent = sum((e) => e.seq)
     const acked = sum((e) => e.acked)
@@ -216,6 +217,7 @@ export async function runEcho(toys: ToyCredentials[], target: Target, opts: Echo
       toys: toys.length,
       received: run.count,
       measuredMs,
+      window,
       cpuMs: (cpu.user + cpu.system) / 1000,
       latency: run.latency.toSparse(),
       sent,

@@ -108,15 +108,15 @@ export class LoadPool {
     await Promise.all(this.procs.map((p) => p.request('release')))
   }
 
-  async connects(ids: string[], opts: ConnectsOptions): Promise<{ perSecond: number; latency: LatencyHistogram; failures: Record<string, number>; cpu: GeneratorCpu }> {
+  async connects(ids: string[], opts: ConnectsOptions): Promise<{ perSecond: number; latency: LatencyHistogram; failures: Record<string, number>; cpu: GeneratorCpu; window: [number, number] }> {
     const groups = this.split(ids)
     const rs = await Promise.all(groups.map(([p, mine]) => p.request<ConnectsResult>('connects', { ids: mine, opts: { ...opts, inFlight: Math.ceil(opts.inFlight / groups.length) } })))
     const latency = new LatencyHistogram()
     for (const r of rs) latency.add(r.latency)
-    return { perSecond: rs.reduce((s, r) => s + r.connects, 0) / (opts.measureMs / 1000), latency, failures: mergeCounts(rs.map((r) => r.failures)), cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])) }
+    return { perSecond: rs.reduce((s, r) => s + r.connects, 0) / (opts.measureMs / 1000), latency, failures: mergeCounts(rs.map((r) => r.failures)), cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])), window: windowOf(rs) }
   }
 
-  async echo(ids: string[], opts: EchoOptions): Promise<{ perSecond: number; latency: LatencyHistogram; totals: Omit<EchoResult, 'latency' | 'measuredMs' | 'cpuMs'>; cpu: GeneratorCpu }> {
+  async echo(ids: string[], opts: EchoOptions): Promise<{ perSecond: number; latency: LatencyHistogram; totals: Omit<EchoResult, 'latency' | 'measuredMs' | 'cpuMs' | 'window'>; cpu: GeneratorCpu; window: [number, number] }> {
     const rs = await Promise.all(this.split(ids).map(([p, mine]) => p.request<EchoResult>('echo', { ids: mine, opts })))
     const latency = new LatencyHistogram()
     for (const r of rs) latency.add(r.latency)
@@ -127,6 +127,7 @@ export class LoadPool {
       latency,
       totals: { toys: sum('toys'), received: sum('received'), sent: sum('sent'), acked: sum('acked'), uniqueReceived: sum('uniqueReceived'), duplicates: sum('duplicates'), lost: sum('lost'), stalled: sum('stalled') },
       cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])),
+      window: windowOf(rs),
     }
   }
 
@@ -151,6 +152,11 @@ export class LoadPool {
 function cpuOf(samples: Array<[cpuMs: number, wallMs: number]>): GeneratorCpu {
   const pcts = samples.map(([cpu, wall]) => (wall > 0 ? (cpu / wall) * 100 : 0))
   return { totalPct: Math.round(pcts.reduce((s, p) => s + p, 0)), maxProcessPct: Math.round(Math.max(0, ...pcts)) }
+}
+
+/** the interval all load processes were measuring */
+function windowOf(rs: Array<{ window: [number, number] }>): [number, number] {
+  return [Math.max(...rs.map((r) => r.window[0])), Math.min(...rs.map((r) => r.window[1]))]
 }
 
 function mergeCounts(all: Array<Record<string, number>>): Record<string, number> {
