@@ -183,53 +183,80 @@ class EchoRun {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-export async function runEcho(toys: ToyCredentials[], target: Target, opts: EchoOptions): Promise<EchoResult> {
-  const run = new EchoRun(opts)
-  const sessions = await Promise.all(toys.map((t) => openSession(t, target)))
-  const echoes = sessions.map((s) => new EchoToy(s, run))
-  try {
-    for (const e of echoes) e.start()
-    await Promise.all(echoes.map((e) => e.subscribed))
-    const watchdog = setInterval(() => {
-      const now = performance.now()
-      for (const e of echoes) e.checkStall(now)
-    }, 250)
-    for (const e of echoes) e.begin()
-    await sleep(opts.warmupMs)
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const window: [number, number] = [wallNow(), NaN]
-    run.measuring = true
-    await sleep(opts.measureMs)
-    run.measuring = false
-    const measuredMs = performance.now() - t0
-    window[1] = wallNow()
-    const cpu = process.cpuUsage(cpu0)
-    run.sending = false
-    const drainUntil = performance.now() + opts.drainMs
-    while (!echoes.every((e) => e.settled) && performance.now() < drainUntil) await sleep(20)
-    clearInterval(watchdog)
-    const sum = (f: (e: EchoToy) => number): number => echoes.reduce((s, e) => s + f(e), 0)
-    const sent = sum((e) => e.seq)
-    const acked = sum((e) => e.acked)
-    const uniqueReceived = sum((e) => e.uniqueReceived)
-    return {
-      toys: toys.length,
-      received: run.count,
-      measuredMs,
-      window,
-      cpuMs: (cpu.user + cpu.system) / 1000,
-      latency: run.latency.toSparse(),
-      sent,
-      acked,
-      uniqueReceived,
-      duplicates: sum((e) => e.duplicates),
-      lost: Math.max(0, (opts.qos === 1 ? acked : sent) - uniqueReceived),
-      stalled: sum((e) => e.stalled),
+/** An echo load in two steps, so that every load process has its toys connected and subscribed
+ * before any of them starts sending: otherwise one process's measured interval would overlap
+ * another's set-up. */
+export class EchoLoad {
+  private constructor(
+    private readonly sessions: ToySession[],
+    private readonly echoes: EchoToy[],
+    private readonly run: EchoRun,
+  ) {}
+
+  static async prepare(toys: ToyCredentials[], target: Target, opts: EchoOptions): Promise<EchoLoad> {
+    const run = new EchoRun(opts)
+    const sessions = await Promise.all(toys.map((t) => openSession(t, target)))
+    const echoes = sessions.map((s) => new EchoToy(s, run))
+    const load = new EchoLoad(sessions, echoes, run)
+    try {
+      for (const e of echoes) e.start()
+      await Promise.all(echoes.map((e) => e.subscribed))
+    } catch (err) {
+      await load.close()
+      throw err
     }
-  } finally {
-    for (const s of sessions) s.disconnect()
-    await Promise.race([Promise.all(sessions.map((s) => s.closed)), sleep(5000)])
-    for (const s of sessions) s.destroy()
+    return load
+  }
+
+  async measure(): Promise<EchoResult> {
+    const { run, echoes } = this
+    const opts = run.opts
+    try {
+      const watchdog = setInterval(() => {
+        const now = performance.now()
+        for (const e of echoes) e.checkStall(now)
+      }, 250)
+      for (const e of echoes) e.begin()
+      await sleep(opts.warmupMs)
+      const cpu0 = process.cpuUsage()
+      const t0 = performance.now()
+      const window: [number, number] = [wallNow(), NaN]
+      run.measuring = true
+      await sleep(opts.measureMs)
+      run.measuring = false
+      const measuredMs = performance.now() - t0
+      window[1] = wallNow()
+      const cpu = process.cpuUsage(cpu0)
+      run.sending = false
+      const drainUntil = performance.now() + opts.drainMs
+      while (!echoes.every((e) => e.settled) && performance.now() < drainUntil) await sleep(20)
+      clearInterval(watchdog)
+      const sum = (f: (e: EchoToy) => number): number => echoes.reduce((s, e) => s + f(e), 0)
+      const sent = sum((e) => e.seq)
+      const acked = sum((e) => e.acked)
+      const uniqueReceived = sum((e) => e.uniqueReceived)
+      return {
+        toys: echoes.length,
+        received: run.count,
+        measuredMs,
+        window,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+        latency: run.latency.toSparse(),
+        sent,
+        acked,
+        uniqueReceived,
+        duplicates: sum((e) => e.duplicates),
+        lost: Math.max(0, (opts.qos === 1 ? acked : sent) - uniqueReceived),
+        stalled: sum((e) => e.stalled),
+      }
+    } finally {
+      await this.close()
+    }
+  }
+
+  private async close(): Promise<void> {
+    for (const s of this.sessions) s.disconnect()
+    await Promise.race([Promise.all(this.sessions.map((s) => s.closed)), sleep(5000)])
+    for (const s of this.sessions) s.destroy()
   }
 }

@@ -117,7 +117,9 @@ export class LoadPool {
   }
 
   async echo(ids: string[], opts: EchoOptions): Promise<{ perSecond: number; latency: LatencyHistogram; totals: Omit<EchoResult, 'latency' | 'measuredMs' | 'cpuMs' | 'window'>; cpu: GeneratorCpu; window: [number, number] }> {
-    const rs = await Promise.all(this.split(ids).map(([p, mine]) => p.request<EchoResult>('echo', { ids: mine, opts })))
+    const groups = this.split(ids)
+    await Promise.all(groups.map(([p, mine]) => p.request('echoPrepare', { ids: mine, opts })))
+    const rs = await Promise.all(groups.map(([p]) => p.request<EchoResult>('echoMeasure')))
     const latency = new LatencyHistogram()
     for (const r of rs) latency.add(r.latency)
     const sum = (k: keyof EchoResult): number => rs.reduce((s, r) => s + (r[k] as number), 0)

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { runConnects, type ConnectsOptions } from './connects.ts'
-import { runEcho, type EchoOptions } from './echo.ts'
+import { EchoLoad, type EchoOptions } from './echo.ts'
 import { ConnectRefused, openSession, prepareContexts, wallNow, type Target, type ToyCredentials, type ToySession } from './session.ts'
 
 // A load process (forked by pool.ts): it holds toys' sessions and runs the loads the driver asks
@@ -13,6 +13,7 @@ type Reply = Record<string, unknown>
 let toys = new Map<string, ToyCredentials>()
 let target: Target | undefined
 const held = new Map<string, ToySession>()
+let echo: EchoLoad | undefined
 
 const toysOf = (ids: unknown): ToyCredentials[] => (ids as string[]).map((id) => toys.get(id) ?? fail(`unknown toy ${id}`))
 const targetOf = (): Target => target ?? fail('no target set')
@@ -86,7 +87,16 @@ const handlers: Record<string, (m: Request) => Promise<Reply> | Reply> = {
     }
   },
   connects: (m) => runConnects(toysOf(m.ids), targetOf(), m.opts as ConnectsOptions) as unknown as Reply,
-  echo: (m) => runEcho(toysOf(m.ids), targetOf(), m.opts as EchoOptions) as unknown as Reply,
+  /** connect and subscribe the echo load's toys; `echoMeasure` then runs it */
+  async echoPrepare(m) {
+    echo = await EchoLoad.prepare(toysOf(m.ids), targetOf(), m.opts as EchoOptions)
+    return {}
+  },
+  async echoMeasure() {
+    const load = echo ?? fail('no echo load prepared')
+    echo = undefined
+    return (await load.measure()) as unknown as Reply
+  },
 }
 
 function cpuMs(c: NodeJS.CpuUsage): number {
