@@ -13,7 +13,7 @@ import { kennelEnv, type PreparedData } from './toys.ts'
 
 const KENNEL_BIN = fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
 const UNLIMITED = '1000000000/second'
-export const RAISED_LIMITS = {
+const RAISED_LIMITS = {
   KENNEL_MQTT_CONNECT_LIMITS: UNLIMITED,
   KENNEL_MQTT_CONNECT_IP_LIMITS: UNLIMITED,
   KENNEL_MQTT_PUBLISH_LIMITS: UNLIMITED,

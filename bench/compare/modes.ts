@@ -95,7 +95,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const ids = (toys: Toy[]): string[] => toys.map((t) => t.id)
 const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits
 
-export function percentile(xs: number[], p: number): number {
+function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b)
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
 }

@@ -5,7 +5,7 @@ import mqttPacket from 'mqtt-packet'
 // split into packets by a streaming reader that allocates nothing per packet, so that the
 // generator's per-message CPU stays far below the broker's.
 
-export const PAYLOAD_BYTES = 64
+const PAYLOAD_BYTES = 64
 // MQTT 3.1.1 §2.2.1 control packet types (the high nibble of the first byte)
 export const CONNACK = 2
 export const PUBLISH = 3

@@ -69,14 +69,6 @@ export class LoadPool {
     return pool
   }
 
-  get size(): number {
-    return this.procs.length
-  }
-
-  get pids(): number[] {
-    return this.procs.map((p) => p.child.pid!)
-  }
-
   ownerOf(id: string): LoadProcess {
     const p = this.owner.get(id)
     if (!p) throw new Error(`no load process owns ${id}`)

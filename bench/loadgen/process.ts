@@ -35,7 +35,6 @@ const handlers: Record<string, (m: Request) => Promise<Reply> | Reply> = {
     target = { ...targetOf(), port: m.port as number }
     return {}
   },
-  cpu: () => ({ cpuMs: cpuMs(process.cpuUsage()) }),
   /** connect these toys and keep them connected, `concurrency` at a time */
   async hold(m) {
     const list = toysOf(m.ids)
