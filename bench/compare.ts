@@ -107,6 +107,7 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
       machine: host,
       generatorCpu: summary.generatorCpu,
       brokerCpuPct: summary.brokerCpuPct,
+      otherCpuPct: summary.otherCpuPct,
       limitedByGenerator: summary.limitedByGenerator,
       flags: summary.flags,
       delivery: summary.delivery,

@@ -2,7 +2,7 @@ import type { GeneratorCpu, LoadPool } from '../loadgen/pool.ts'
 import { wallNow } from '../loadgen/session.ts'
 import { KennelUnderTest } from './kennel.ts'
 import { MosquittoUnderTest } from './mosquitto.ts'
-import { cpuMs, processTree, treeRssKB } from './proc.ts'
+import { cpuMs, machineBusyMs, processTree, treeRssKB } from './proc.ts'
 import type { BrokerUnderTest } from './subject.ts'
 import type { Toy } from './toys.ts'
 
@@ -40,6 +40,7 @@ export interface ConnectsFigures {
   failures: Record<string, number>
   generator: GeneratorCpu
   brokerCpuPct: number
+  otherCpuPct: number
 }
 
 export interface EchoFigures {
@@ -54,6 +55,7 @@ export interface EchoFigures {
   stalled: number
   generator: GeneratorCpu
   brokerCpuPct: number
+  otherCpuPct: number
 }
 
 export interface IdleFigures {
@@ -117,8 +119,8 @@ export async function runModes(broker: BrokerUnderTest, pool: LoadPool, cast: Ca
 }
 
 function brief(f: ConnectsFigures | EchoFigures): string {
-  const { perSecond, p50Ms, p99Ms, generator, brokerCpuPct } = f
-  return JSON.stringify({ perSecond: round(perSecond), p50Ms, p99Ms, brokerCpuPct, generator, ...('lost' in f ? { lost: f.lost, duplicates: f.duplicates, stalled: f.stalled } : { failures: f.failures }) })
+  const { perSecond, p50Ms, p99Ms, generator, brokerCpuPct, otherCpuPct } = f
+  return JSON.stringify({ perSecond: round(perSecond), p50Ms, p99Ms, brokerCpuPct, generator, otherCpuPct, ...('lost' in f ? { lost: f.lost, duplicates: f.duplicates, stalled: f.stalled } : { failures: f.failures }) })
 }
 
 /** median of a few VmRSS samples of the broker's process tree, in KB */
@@ -131,10 +133,12 @@ async function settledRssKB(broker: BrokerUnderTest): Promise<number> {
   return percentile(samples, 50)
 }
 
-/** The broker's CPU, sampled while a load runs, so that its share over the interval the load
- * processes measured (after their set-up and warm-up) can be read afterwards. */
+/** The broker's and the whole machine's CPU, sampled while a load runs, so that their shares over
+ * the interval the load processes measured (after their set-up and warm-up) can be read
+ * afterwards. What the machine spent beyond the broker and the generator is other processes'
+ * work: on a busy machine the figures are not the brokers' alone. */
 class CpuTimeline {
-  private readonly samples: Array<[at: number, cpuMs: number]> = []
+  private readonly samples: Array<[at: number, brokerMs: number, machineMs: number]> = []
   private readonly pids: number[]
   private readonly timer: NodeJS.Timeout
   constructor(broker: BrokerUnderTest) {
@@ -144,17 +148,19 @@ class CpuTimeline {
   }
 
   private sample(): void {
-    this.samples.push([wallNow(), cpuMs(this.pids)])
+    this.samples.push([wallNow(), cpuMs(this.pids), machineBusyMs()])
   }
 
-  /** % of one core between the first and last samples inside [from, until] */
-  percentOf([from, until]: [number, number]): number {
+  /** % of one core between the first and last samples inside [from, until]: the broker's, and
+   * other processes' (the machine's less the broker's and the generator's) */
+  percentOf([from, until]: [number, number], generator: GeneratorCpu): { brokerCpuPct: number; otherCpuPct: number } {
     clearInterval(this.timer)
     const inside = this.samples.filter(([at]) => at >= from && at <= until)
-    if (inside.length < 2) return NaN
-    const [t0, c0] = inside[0]!
-    const [t1, c1] = inside.at(-1)!
-    return Math.round(((c1 - c0) / (t1 - t0)) * 100)
+    if (inside.length < 2) return { brokerCpuPct: NaN, otherCpuPct: NaN }
+    const [t0, b0, m0] = inside[0]!
+    const [t1, b1, m1] = inside.at(-1)!
+    const pct = (ms: number): number => Math.round((ms / (t1 - t0)) * 100)
+    return { brokerCpuPct: pct(b1 - b0), otherCpuPct: Math.max(0, pct(m1 - m0) - pct(b1 - b0) - generator.totalPct) }
   }
 }
 
@@ -171,16 +177,16 @@ async function idle(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: 
 async function connects(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape): Promise<ConnectsFigures> {
   const cpu = new CpuTimeline(broker)
   const r = await pool.connects(ids(cast.idle), { inFlight: shape.inFlight, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000 })
-  const brokerCpuPct = cpu.percentOf(r.window)
+  const shares = cpu.percentOf(r.window, r.cpu)
   await sleep(1000) // let the last sessions close before the next mode
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), failures: r.failures, generator: r.cpu, brokerCpuPct }
+  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), failures: r.failures, generator: r.cpu, ...shares }
 }
 
 async function echo(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape, qos: 0 | 1): Promise<EchoFigures> {
   const cpu = new CpuTimeline(broker)
   const r = await pool.echo(ids(cast.echo.slice(0, shape.echoToys)), { qos, window: shape.window, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000, drainMs: 30_000 })
   const { sent, acked, uniqueReceived, duplicates, lost, stalled } = r.totals
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), sent, acked, uniqueReceived, duplicates, lost, stalled, generator: r.cpu, brokerCpuPct: cpu.percentOf(r.window) }
+  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), sent, acked, uniqueReceived, duplicates, lost, stalled, generator: r.cpu, ...cpu.percentOf(r.window, r.cpu) }
 }
 
 // kennel: ops revokes each toy through the API; the time is from the request to the toy's socket

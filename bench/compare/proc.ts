@@ -58,3 +58,10 @@ export function cpuMs(pids: number[]): number {
   }
   return (ticks / CLOCK_TICKS) * 1000
 }
+
+/** CPU time the whole machine spent busy (all cores: user, nice, system, irq, softirq, steal), in ms */
+export function machineBusyMs(): number {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields
+  return ((user + nice + system + irq + softirq + steal) / CLOCK_TICKS) * 1000
+}

@@ -58,10 +58,19 @@ function brokerCpuOf(f: SessionFigures, mode: LoadedMode): number | undefined {
   return mode === 'idle' ? undefined : f[mode]?.brokerCpuPct
 }
 
+function otherCpuOf(f: SessionFigures, mode: LoadedMode): number | undefined {
+  return mode === 'idle' ? undefined : f[mode]?.otherCpuPct
+}
+
+// other processes at a quarter of a core or more: the brokers did not have the machine to themselves
+const BUSY_MACHINE_PCT = 25
+
 export interface Summary {
   pairs: Record<string, Pair>
   generatorCpu: Record<string, Record<BrokerName, { totalPct: number | null; maxProcessPct: number | null } | null>>
   brokerCpuPct: Record<string, Record<BrokerName, number | null>>
+  /** CPU other processes used during each load, in % of one core */
+  otherCpuPct: Record<string, Record<BrokerName, number | null>>
   limitedByGenerator: string[]
   /** per mode: where the generator or the machine may have limited the figures */
   flags: Record<string, string[]>
@@ -79,16 +88,19 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
   }
   const generatorCpu: Summary['generatorCpu'] = {}
   const brokerCpuPct: Summary['brokerCpuPct'] = {}
+  const otherCpuPct: Summary['otherCpuPct'] = {}
   const limitedByGenerator: string[] = []
   for (const mode of LOADED_MODES) {
     if (!modes.includes(mode)) continue
     generatorCpu[mode] = { kennel: null, mosquitto: null }
     brokerCpuPct[mode] = { kennel: null, mosquitto: null }
+    otherCpuPct[mode] = { kennel: null, mosquitto: null }
     for (const b of brokers) {
       const gens = rounds[b].map((f) => generatorOf(f, mode)).filter((g): g is GeneratorCpu => g !== undefined)
       if (gens.length === 0) continue
       generatorCpu[mode][b] = { totalPct: median(gens.map((g) => g.totalPct)), maxProcessPct: median(gens.map((g) => g.maxProcessPct)) }
       brokerCpuPct[mode][b] = median(rounds[b].map((f) => brokerCpuOf(f, mode)).filter((x): x is number => x !== undefined))
+      otherCpuPct[mode][b] = median(rounds[b].map((f) => otherCpuOf(f, mode)).filter((x): x is number => x !== undefined))
       // idle: connecting the toys is not what is measured there
       if (mode !== 'idle' && gens.some((g) => g.maxProcessPct >= GENERATOR_LIMIT_PCT)) limitedByGenerator.push(`${mode} (${b})`)
     }
@@ -105,6 +117,8 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
       // on a machine this small the generator's CPU is CPU the broker did not get
       if (broker + generator >= 0.9 * cores * 100) flags[mode].push(`machine CPU-bound (${b})`)
       if (generator >= broker) flags[mode].push(`generator CPU ≥ broker's (${b})`)
+      const other = otherCpuPct[mode]![b]
+      if (other != null && other >= BUSY_MACHINE_PCT) flags[mode].push(`busy machine: other processes ${other}% (${b})`)
     }
   }
   const deliveryOf = (mode: 'qos0' | 'qos1', b: BrokerName): Summary['delivery']['qos0']['kennel'] => {
@@ -123,6 +137,7 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
     pairs,
     generatorCpu,
     brokerCpuPct,
+    otherCpuPct,
     limitedByGenerator,
     flags,
     delivery: { qos0: { kennel: deliveryOf('qos0', 'kennel'), mosquitto: deliveryOf('qos0', 'mosquitto') }, qos1: { kennel: deliveryOf('qos1', 'kennel'), mosquitto: deliveryOf('qos1', 'mosquitto') } },
