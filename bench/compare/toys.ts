@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import { findVerificationToken } from '../../api/accounts/tokens.ts'
 import { buildApi } from '../../api/app.ts'
 import { ApiMetrics } from '../../api/metrics.ts'
 import { grantRole } from '../../bin/commands/account.ts'
@@ -10,6 +11,7 @@ import { loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { type Config, loadConfig } from '../../infra/config.ts'
 import { openEventStore } from '../../infra/eventstore/open.ts'
 import type { EventStore } from '../../infra/eventstore/port.ts'
+import { OutboxMailer, outboxDir, readOutbox } from '../../infra/mail/outbox.ts'
 
 // The bench's data directory, made once and copied for every kennel run: a development CA and
 // server certificate, N toys enrolled through kennel's own enrolment (ECDSA P-256 key and
@@ -74,12 +76,18 @@ export async function prepareData(runDir: string, count: number, progress: (s: s
 // the account signs up through the API (in process, no listener) and is granted ops as
 // `kennel account grant` does; each kennel run logs in over HTTPS
 async function createOpsAccount(config: Config, store: EventStore, ca: DeviceCa): Promise<void> {
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, metrics: new ApiMetrics() })
+  const mailer = new OutboxMailer(outboxDir(config.dataDir), config.mailFrom)
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, mailer, metrics: new ApiMetrics() })
   try {
     const res = await app.inject({ method: 'POST', url: '/v1/accounts', payload: OPS })
     if (res.statusCode >= 300) throw new Error(`creating the bench's ops account failed: ${res.statusCode} ${res.body}`)
+    // the sign-up is confirmed with the token of the mail it sent (the development outbox)
+    const token = findVerificationToken(readOutbox(outboxDir(config.dataDir)).at(-1)?.text ?? '')
+    const verified = await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token } })
+    if (verified.statusCode !== 200) throw new Error(`confirming the bench's ops account failed: ${verified.statusCode} ${verified.body}`)
   } finally {
     await app.close()
+    await mailer.close()
   }
   await grantRole({ config, store, actor: 'cli:bench' }, OPS.email, 'ops')
 }
