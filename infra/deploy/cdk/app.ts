@@ -1,15 +1,14 @@
 import { App, Validations } from 'aws-cdk-lib'
 import nag from 'cdk-nag'
 import { isKennelError } from '../../errors.ts'
-import { buildApp, CONTEXT_DEFAULTS, FEATURE_FLAGS, type Context } from './synth.ts'
+import { buildApp, CONTEXT_KEYS, FEATURE_FLAGS, type Context } from './synth.ts'
 
-// The CDK app (`cdk synth`, `cdk deploy`; docs/DEPLOYMENT.md). Context: image and
-// securityContact are required, the rest default (CONTEXT_DEFAULTS). cdk-nag's AwsSolutions
+// The CDK app (`cdk synth`, `cdk deploy`; docs/DEPLOYMENT.md). Context: image, securityContact,
+// publicUrl and mailFrom are required, the rest default (CONTEXT_DEFAULTS). cdk-nag's AwsSolutions
 // pack runs as a validation plugin, so synthesis stops on any error not acknowledged with its reason.
 
 const app = new App({ context: FEATURE_FLAGS })
-const keys = ['image', 'securityContact', 'alertWebhook', ...Object.keys(CONTEXT_DEFAULTS)]
-const context: Context = Object.fromEntries(keys.map((k) => [k, app.node.tryGetContext(k) === undefined ? undefined : String(app.node.tryGetContext(k))]))
+const context: Context = Object.fromEntries(CONTEXT_KEYS.map((k) => [k, app.node.tryGetContext(k) === undefined ? undefined : String(app.node.tryGetContext(k))]))
 try {
   buildApp(context, app)
 } catch (err) {

@@ -20,8 +20,11 @@ export const KEY_FILES = [
   { env: 'KENNEL_AUDIT_KEY', secret: 'audit-key', variable: 'PEM_AUDIT_KEY', file: '/run/kennel/audit.key' },
 ] as const
 
-/** secrets that are kennel settings as they are */
-export const SECRET_SETTINGS = [{ env: 'KENNEL_MASTER_KEY', secret: 'master-key' }] as const
+/** secrets that are kennel settings as they are; the SMTP URL holds the relay's password */
+export const SECRET_SETTINGS = [
+  { env: 'KENNEL_MASTER_KEY', secret: 'master-key' },
+  { env: 'KENNEL_SMTP_URL', secret: 'smtp-url' },
+] as const
 
 /** the parts of the two connection URLs that come from generated secrets */
 export const URL_SECRETS = { dbUser: 'DB_USER', dbPassword: 'DB_PASSWORD', redisToken: 'REDIS_AUTH_TOKEN' } as const
@@ -62,6 +65,10 @@ export interface Settings {
   retentionDays: number
   securityContact: string
   alertWebhook: string | undefined
+  /** KENNEL_PUBLIC_URL: the https origin clients reach the NLB at */
+  publicUrl: string
+  /** KENNEL_MAIL_FROM: the sender of sign-up confirmations */
+  mailFrom: string
 }
 
 /** the plain (non-secret) environment of every kennel task */
@@ -72,6 +79,9 @@ export function environment(s: Settings, e: Endpoints): Record<string, string> {
     KENNEL_HOST: '0.0.0.0',
     KENNEL_MQTT_PORT: '8883',
     KENNEL_API_PORT: '8443',
+    // 0.0.0.0 is no origin to hand out: the API's URLs and security.txt's Canonical start with
+    // the name clients reach the NLB at (R5, R10, R13)
+    KENNEL_PUBLIC_URL: s.publicUrl,
     // bound to 127.0.0.1 by kennel; no port mapping, listener or rule exposes it (R11)
     KENNEL_METRICS_PORT: '9464',
     KENNEL_S3_BUCKET: s.bucketName,
@@ -82,6 +92,8 @@ export function environment(s: Settings, e: Endpoints): Record<string, string> {
     KENNEL_RETENTION_RECORDINGS_DAYS: String(s.retentionDays),
     KENNEL_SECURITY_CONTACT: s.securityContact,
     ...(s.alertWebhook === undefined ? {} : { KENNEL_ALERT_WEBHOOK: s.alertWebhook }),
+    // sign-up confirmations (R15) leave through KENNEL_SMTP_URL, a container secret
+    KENNEL_MAIL_FROM: s.mailFrom,
     ...Object.fromEntries(KEY_FILES.map((k) => [k.env, k.file])),
     DB_HOST: e.dbHost,
     DB_PORT: e.dbPort,

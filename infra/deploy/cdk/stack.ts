@@ -23,12 +23,15 @@ import { entrypoint, environment, KEY_FILES, RECORDINGS_PREFIX, SECRET_SETTINGS,
 //        └─8443─▶ API service    ┘ reachable only from the NLB
 //                 ├─5432 TLS─▶ PostgreSQL (isolated subnets)
 //                 ├─6379 TLS+AUTH─▶ Redis (isolated subnets)
-//                 └─presigned URLs─▶ S3 recordings bucket (SSE-KMS, TLS only, never public)
+//                 ├─presigned URLs─▶ S3 recordings bucket (SSE-KMS, TLS only, never public)
+//                 └─465/587 TLS─▶ the operator's mail relay (sign-up confirmations)
 
 export const MQTT_PORT = 8883
 export const API_PORT = 8443
 const POSTGRES_PORT = 5432
 const REDIS_PORT = 6379
+/** SMTP submission (RFC 8314 implicit TLS, RFC 6409 with STARTTLS): the ports of smtps:// and smtp:// */
+const SMTP_PORTS = [[465, 'smtps:// (TLS from the first byte)'], [587, 'smtp:// with STARTTLS required']] as const
 
 export interface KennelStackProps extends StackProps {
   /** the kennel image (`registry/repository:tag` or `…@sha256:…`); this stack builds nothing */
@@ -41,6 +44,10 @@ export interface KennelStackProps extends StackProps {
   recoveryDays: number
   /** KENNEL_ALERT_WEBHOOK (R11) */
   alertWebhook?: string | undefined
+  /** KENNEL_PUBLIC_URL: the https origin clients reach the NLB at (the listeners bind 0.0.0.0, which is no origin) */
+  publicUrl: string
+  /** KENNEL_MAIL_FROM: the sender of sign-up confirmations; production refuses kennel's default */
+  mailFrom: string
   /** where the operator keeps kennel's key material in Secrets Manager, e.g. `kennel/production/` */
   secretsPrefix: string
   /** path of the Amazon RDS CA bundle inside the image (sslrootcert) */
@@ -69,8 +76,8 @@ export class KennelStack extends Stack {
     super(scope, id, props)
 
     // R14 network separation: public subnets hold only the NLB (and the NAT gateways); kennel
-    // runs in private subnets (egress through NAT, tcp/443 only: AWS APIs, the alert webhook);
-    // data stores in isolated subnets without any route out.
+    // runs in private subnets (egress through NAT: tcp/443 for AWS APIs and the alert webhook,
+    // tcp/465 and tcp/587 for the mail relay); data stores in isolated subnets without any route out.
     this.vpc = new ec2.Vpc(this, 'Vpc', {
       maxAzs: 2,
       natGateways: 2,
@@ -97,6 +104,9 @@ export class KennelStack extends Stack {
       this.edge.addEgressRule(kennelSg, ec2.Port.tcp(port), `to kennel ${port}`)
     }
     kennelSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'AWS APIs (ECR, Secrets Manager, Logs, S3), the alert webhook')
+    // the relay's address is inside the KENNEL_SMTP_URL secret, so the stack cannot narrow these
+    // two to it; kennel speaks TLS on both (smtps://, or STARTTLS required) and never plaintext on 25
+    for (const [port, use] of SMTP_PORTS) kennelSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `mail relay (KENNEL_SMTP_URL): ${use}`)
     const dbSg = new ec2.SecurityGroup(this, 'DatabaseSg', { vpc: this.vpc, description: 'kennel PostgreSQL: 5432 from kennel tasks only', allowAllOutbound: false })
     const redisSg = new ec2.SecurityGroup(this, 'RedisSg', { vpc: this.vpc, description: 'kennel Redis: 6379 from kennel tasks only', allowAllOutbound: false })
     dbSg.addIngressRule(kennelSg, ec2.Port.tcp(POSTGRES_PORT), 'PostgreSQL from kennel')
@@ -234,7 +244,7 @@ export class KennelStack extends Stack {
       [URL_SECRETS.redisToken]: ecs.Secret.fromSecretsManager(this.redisToken),
     }
     const taskEnvironment = environment(
-      { bucketName: this.recordings.bucketName, region: Aws.REGION, kmsKeyArn: this.recordingsKey.keyArn, retentionDays: props.retentionDays, securityContact: props.securityContact, alertWebhook: props.alertWebhook },
+      { bucketName: this.recordings.bucketName, region: Aws.REGION, kmsKeyArn: this.recordingsKey.keyArn, retentionDays: props.retentionDays, securityContact: props.securityContact, alertWebhook: props.alertWebhook, publicUrl: props.publicUrl, mailFrom: props.mailFrom },
       { dbHost: this.database.dbInstanceEndpointAddress, dbPort: String(POSTGRES_PORT), redisHost: this.redis.attrPrimaryEndPointAddress, redisPort: String(REDIS_PORT), rdsCaBundle: props.rdsCaBundle },
     )
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import { App } from 'aws-cdk-lib'
-import { KennelError } from '../../errors.ts'
+import { configKeys } from '../../config.ts'
+import { isKennelError, KennelError } from '../../errors.ts'
 import { checkTemplate, controls, type DeploymentReport } from './controls.ts'
 import { acknowledgeDeliberateFindings, nagErrors } from './nag.ts'
 import { KennelStack, type KennelStackProps } from './stack.ts'
@@ -27,12 +28,32 @@ export const CONTEXT_DEFAULTS = {
 } as const
 
 /** what `kennel deploy check` synthesizes with when the operator has not given these: the controls do not depend on them */
-export const CHECK_PLACEHOLDERS = { image: 'kennel:check-only', securityContact: 'mailto:security@kennel.invalid' } as const
+export const CHECK_PLACEHOLDERS = {
+  image: 'kennel:check-only',
+  securityContact: 'mailto:security@kennel.invalid',
+  publicUrl: 'https://kennel.invalid',
+  mailFrom: 'kennel <no-reply@check-only.kennel.invalid>',
+} as const
+
+/** every context key the app reads: the required ones (no default), alertWebhook, and those with a default */
+export const CONTEXT_KEYS = ['image', 'securityContact', 'publicUrl', 'mailFrom', 'alertWebhook', ...Object.keys(CONTEXT_DEFAULTS)]
 
 export type Context = Record<string, string | undefined>
 
 function bad(key: string, expected: string, got: string | undefined): never {
   throw new KennelError('KENNEL_ERR_DEPLOY_DEFINITION', `context ${key} must be ${expected} (got ${got === undefined ? 'nothing' : JSON.stringify(got)})`)
+}
+
+/** a required context value that becomes the kennel setting of the same name, judged by kennel's own parser for it */
+function kennelSetting(context: Context, key: 'publicUrl' | 'mailFrom', expected: string): string {
+  const raw = context[key]
+  if (raw === undefined || raw.trim() === '') return bad(key, expected, raw)
+  try {
+    return configKeys[key].parse(raw.trim(), `context ${key}`) ?? bad(key, expected, raw)
+  } catch (err) {
+    if (isKennelError(err, 'KENNEL_ERR_CONFIG')) throw new KennelError('KENNEL_ERR_DEPLOY_DEFINITION', err.message)
+    throw err
+  }
 }
 
 function integer(context: Context, key: keyof typeof CONTEXT_DEFAULTS, min: number, max: number): number {
@@ -47,6 +68,11 @@ export function stackProps(context: Context): KennelStackProps & { stackName: st
   if (!/^(mailto:|https:\/\/)\S+$/.test(securityContact)) bad('securityContact', 'a mailto: or https: URI', securityContact)
   const alertWebhook = context.alertWebhook
   if (alertWebhook !== undefined && !/^https:\/\/\S+$/.test(alertWebhook)) bad('alertWebhook', 'an https: URL', alertWebhook)
+  // the listeners bind 0.0.0.0 behind the NLB, so the origin of the API's URLs cannot be guessed
+  const publicUrl = kennelSetting(context, 'publicUrl', 'the https origin clients reach the load balancer at, like https://api.toys.example (KENNEL_PUBLIC_URL)')
+  // no default: production refuses kennel's own, and a guessed sender would fail its domain's SPF/DKIM
+  const mailFrom = kennelSetting(context, 'mailFrom', 'the sender of sign-up confirmations, like "kennel <no-reply@toys.example>" (KENNEL_MAIL_FROM)')
+  if (mailFrom === configKeys.mailFrom.default) bad('mailFrom', "the operator's own sender address, not kennel's default", mailFrom)
   const secretsPrefix = context.secretsPrefix ?? CONTEXT_DEFAULTS.secretsPrefix
   if (!/^[\w/+=.@-]*$/.test(secretsPrefix)) bad('secretsPrefix', 'a Secrets Manager name prefix', secretsPrefix)
   return {
@@ -54,6 +80,8 @@ export function stackProps(context: Context): KennelStackProps & { stackName: st
     image,
     securityContact,
     alertWebhook,
+    publicUrl,
+    mailFrom,
     secretsPrefix,
     rdsCaBundle: context.rdsCaBundle ?? CONTEXT_DEFAULTS.rdsCaBundle,
     retentionDays: integer(context, 'retentionDays', 1, 36500),

@@ -1,23 +1,29 @@
-import { loadConfig } from '../../../config.ts'
+import { loadConfig, publicUrlOf } from '../../../config.ts'
 import { isKennelError } from '../../../errors.ts'
-import { exportsOf, obj, ofType, render, type Container, type Json } from '../template.ts'
+import { exportsOf, list, obj, ofType, render, target, type Container, type Json } from '../template.ts'
 import type { Control, Problem } from './facts.ts'
 
 // R8: production runs as production, with an environment kennel's own start-up validation
 // accepts, and no secret is written into the template: each comes from Secrets Manager by
 // reference. CloudPets mixed live and development systems and kept credentials beside the data.
 
-/** what a container secret stands for when kennel's configuration is validated: base64 of 32 bytes fits every key */
+/** what a container secret stands for when kennel's configuration is validated (kennel judges the real value when it starts): base64 of 32 bytes fits every key */
 const SECRET_STAND_IN = Buffer.alloc(32, 7).toString('base64')
+/** secrets kennel parses as URLs stand in as a URL of the kind production accepts */
+const URL_STAND_INS: Record<string, string> = { KENNEL_SMTP_URL: 'smtps://stand-in:stand-in@smtp.invalid:465' }
 
-/** references (`<Id.Attr>`) become host-name-safe words, so URLs around them still parse */
-const standIn = (text: string): string => text.replace(/<([^>]+)>/g, (_, ref: string) => `ref-${ref.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`)
+/** a value as kennel would see it, references (`Ref`, `Fn::GetAtt`) as host-name-safe words so URLs around them still parse; literal text stays as it is (`kennel <no-reply@…>`) */
+function standIn(v: Json): string {
+  const join = obj(v)['Fn::Join']
+  if (Array.isArray(join) && typeof join[0] === 'string') return list(join[1]).map(standIn).join(join[0])
+  return target(v) === undefined ? render(v) : `ref-${render(v).slice(1, -1).toLowerCase().replace(/[^a-z0-9]+/g, '-')}`
+}
 
 /** the environment `kennel start` sees: the task's variables and secrets, then the entrypoint's exports expanded */
 function processEnvironment(c: Container): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(c.environment)) env[k] = standIn(render(v))
-  for (const k of Object.keys(c.secrets)) env[k] = SECRET_STAND_IN
+  for (const [k, v] of Object.entries(c.environment)) env[k] = standIn(v)
+  for (const k of Object.keys(c.secrets)) env[k] = URL_STAND_INS[k] ?? SECRET_STAND_IN
   for (const [k, v] of Object.entries(exportsOf(c))) env[k] = v.replace(/\$(\w+)/g, (_, name: string) => env[name] ?? '')
   return env
 }
@@ -25,7 +31,7 @@ function processEnvironment(c: Container): Record<string, string> {
 export const envProduction: Control = {
   id: 'env-production',
   requirement: 'R8',
-  holds: "every kennel container runs with KENNEL_ENV=production and an environment kennel's own production validation accepts",
+  holds: "every kennel container runs with KENNEL_ENV=production, an environment kennel's own production validation accepts (SMTP relay and sender included) and KENNEL_PUBLIC_URL set",
   check: (f) => {
     if (f.kennel.length === 0) return [{ path: 'Resources', message: 'no ECS container runs kennel' }]
     return f.kennel.flatMap((c): Problem[] => {
@@ -33,7 +39,10 @@ export const envProduction: Control = {
       if (env.KENNEL_ENV !== 'production') return [{ path: `${c.path}.KENNEL_ENV`, message: `must be production (got ${env.KENNEL_ENV ?? 'nothing'})` }]
       // the same check `kennel start` runs, so the stack cannot drift from R7/R8's refusals
       try {
-        loadConfig(env)
+        const config = loadConfig(env)
+        // behind the load balancer the listeners' own address is no origin a client reaches:
+        // security.txt's Canonical (R10) and the API's URLs (R5) would point nowhere
+        if (config.publicUrl === undefined) return [{ path: `${c.path}.Environment.KENNEL_PUBLIC_URL`, message: `must be set: kennel would hand out ${publicUrlOf(config, config.apiPort)}, its listeners' address` }]
         return []
       } catch (err) {
         return [{ path: `${c.path}.Environment`, message: `kennel would refuse to start: ${isKennelError(err) ? err.message : String(err)}` }]

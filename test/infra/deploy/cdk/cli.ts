@@ -31,7 +31,7 @@ export function cliChecks(t: Test, s: Synthesized): void {
     const ok = await kennel(['deploy', 'check'], dir)
     t.equal(ok.code, 0, ok.stderr)
     t.match(ok.stdout, /^stack KennelProduction, synthesized from infra\/deploy\/cdk\n/, 'synthesizes the CDK app, from any directory')
-    t.match(ok.stdout, /placeholders for image, securityContact/)
+    t.match(ok.stdout, /placeholders for image, securityContact, publicUrl, mailFrom:/)
     t.match(ok.stdout, /✓ db-not-public/)
     t.match(ok.stdout, /✓ cdk-nag-aws-solutions/)
     t.notMatch(ok.stdout, /✗/)
@@ -76,6 +76,11 @@ export function cliChecks(t: Test, s: Synthesized): void {
     t.equal(context.code, 65)
     t.match(context.stderr, /^kennel: context retentionDays must be an integer 1-36500 \(got "0"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/)
     noStack(context.stderr)
+
+    const origin = await kennel(['deploy', 'check', '-c', 'publicUrl=http://api.kennel.example'], dir)
+    t.equal(origin.code, 65)
+    t.match(origin.stderr, /^kennel: context publicUrl must be an https URL with no path, query or fragment, like https:\/\/api\.toys\.example \(got "http:\/\/api\.kennel\.example"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/)
+    noStack(origin.stderr)
 
     const pair = await kennel(['deploy', 'check', '-c', 'retentionDays'], dir)
     t.equal(pair.code, 64)

@@ -22,8 +22,18 @@ export function contextChecks(t: Test): void {
       [{ ...CONTEXT, retentionDays: '0' }, /context retentionDays must be an integer 1-36500 \(got "0"\)/],
       [{ ...CONTEXT, retentionDays: '30d' }, /context retentionDays must be an integer/],
       [{ ...CONTEXT, alertWebhook: 'http://alerts.example' }, /context alertWebhook must be an https: URL/],
+      [{ ...CONTEXT, publicUrl: undefined }, /context publicUrl must be the https origin clients reach the load balancer at/],
+      [{ ...CONTEXT, publicUrl: 'http://api.kennel.example' }, /context publicUrl must be an https URL with no path, query or fragment/],
+      [{ ...CONTEXT, publicUrl: 'https://api.kennel.example/v1' }, /context publicUrl must be an https URL with no path/],
+      [{ ...CONTEXT, mailFrom: undefined }, /context mailFrom must be the sender of sign-up confirmations/],
+      [{ ...CONTEXT, mailFrom: 'kennel <no-reply@kennel.example>\r\nBcc: all@kennel.example' }, /context mailFrom must be one address/],
+      [{ ...CONTEXT, mailFrom: 'kennel <no-reply@kennel.invalid>' }, /context mailFrom must be the operator's own sender address, not kennel's default/],
     ]
     for (const [context, message] of cases) t.throws(() => stackProps(context), { code: 'KENNEL_ERR_DEPLOY_DEFINITION', message }, String(message))
+  })
+
+  t.test('publicUrl is normalized to an origin by kennel\'s own parser', async (t) => {
+    t.equal(stackProps({ ...CONTEXT, publicUrl: ' https://API.kennel.example:443/ ' }).publicUrl, 'https://api.kennel.example')
   })
 
   t.test('retentionDays sets the lifecycle rule and KENNEL_RETENTION_RECORDINGS_DAYS together', async (t) => {

@@ -85,6 +85,7 @@ const setEnv = (r: Edit, i: Ids, name: string, value: unknown) => {
   else container(r, i).Environment.push({ Name: name, Value: value })
 }
 const dropEnv = (r: Edit, i: Ids, name: string) => (container(r, i).Environment = container(r, i).Environment.filter((e: Edit) => e.Name !== name))
+const dropSecret = (r: Edit, i: Ids, name: string) => (container(r, i).Secrets = container(r, i).Secrets.filter((x: Edit) => x.Name !== name))
 const editScript = (r: Edit, i: Ids, edit: (script: string) => string) => {
   const c = container(r, i)
   c.Command = [edit(c.Command[0])]
@@ -174,12 +175,17 @@ export const attacks: Attack[] = [
   ['env-production', 'KENNEL_ENV=development', (r, i) => setEnv(r, i, 'KENNEL_ENV', 'development')],
   ['env-production', 'the default security contact (kennel refuses to start)', (r, i) => setEnv(r, i, 'KENNEL_SECURITY_CONTACT', 'mailto:security@example.com')],
   ['env-production', 'no TLS certificate (kennel refuses to start)', (r, i) => dropEnv(r, i, 'KENNEL_TLS_CERT')],
+  ['env-production', 'no SMTP secret: sign-up confirmations could not be mailed (kennel refuses to start)', (r, i) => dropSecret(r, i, 'KENNEL_SMTP_URL')],
+  ['env-production', 'an SMTP URL that turns TLS off (kennel refuses to start)', (r, i) => (dropSecret(r, i, 'KENNEL_SMTP_URL'), setEnv(r, i, 'KENNEL_SMTP_URL', 'smtp://relay.example:25?ignoreTLS=true'))],
+  ['env-production', "kennel's default sender (kennel refuses to start)", (r, i) => dropEnv(r, i, 'KENNEL_MAIL_FROM')],
+  ['env-production', "no public URL: kennel would hand out https://0.0.0.0:8443", (r, i) => dropEnv(r, i, 'KENNEL_PUBLIC_URL')],
   ['no-inline-secrets', 'the master key in the plain environment', (r, i) => setEnv(r, i, 'KENNEL_MASTER_KEY', Buffer.alloc(32, 1).toString('base64'))],
   ['no-inline-secrets', 'a private key written into the template', (r, i) => setEnv(r, i, 'PEM_SERVER_KEY', '-----BEGIN PRIVATE KEY-----\nMIG…\n-----END PRIVATE KEY-----')],
   ['no-inline-secrets', 'a password in the plain environment', (r, i) => setEnv(r, i, 'DB_PASSWORD', 'hunter2hunter2')],
   ['no-inline-secrets', 'a URL with a password in the plain environment', (r, i) => setEnv(r, i, 'KENNEL_ALERT_WEBHOOK', 'https://ops:hunter2@alerts.example/kennel')],
+  ['no-inline-secrets', "the mail relay's password in the plain environment", (r, i) => setEnv(r, i, 'KENNEL_SMTP_URL', 'smtps://kennel:hunter2@smtp.example:465')],
   ['no-inline-secrets', 'key files written before umask 077', (r, i) => editScript(r, i, (s) => s.replace('umask 077\n', ''))],
-  ['no-inline-secrets', 'a key file from the plain environment', (r, i) => void (container(r, i).Secrets = container(r, i).Secrets.filter((x: Edit) => x.Name !== 'PEM_DEVICE_CA_KEY'))],
+  ['no-inline-secrets', 'a key file from the plain environment', (r, i) => dropSecret(r, i, 'PEM_DEVICE_CA_KEY')],
   ['no-inline-secrets', 'a secret value written into the template', (r) => void (r.Extra = { Type: 'AWS::SecretsManager::Secret', Properties: { SecretString: 'correct horse battery staple' } })],
   ['no-inline-secrets', 'a Redis token written into the template', (r, i) => void (p(r, i.redis).AuthToken = 'correct-horse-battery-staple')],
 ]

@@ -144,6 +144,22 @@ export function stackAssertions(t: Test, s: Synthesized): void {
     template.allResourcesProperties('AWS::ECS::Service', { NetworkConfiguration: { AwsvpcConfiguration: Match.objectLike({ AssignPublicIp: 'DISABLED' }) } })
   })
 
+  t.test('kennel tasks reach out only on tcp/443 (AWS APIs, webhook), tcp/465 and tcp/587 (the mail relay) and the two data stores (R14)', async (t) => {
+    const resources = template.toJSON().Resources
+    const db = resources[idOf(stack, stack.database)].Properties
+    const redis = Object.values(template.findResources('AWS::ElastiCache::ReplicationGroup'))[0]!.Properties
+    const inline = (resources[kennelSg!].Properties.SecurityGroupEgress ?? []) as Array<Record<string, unknown>>
+    const separate = Object.values(template.findResources('AWS::EC2::SecurityGroupEgress', { Properties: { GroupId: getAtt(kennelSg!, 'GroupId') } })).map((r) => r.Properties as Record<string, unknown>)
+    const rules = [...inline, ...separate].map((r) => [r.IpProtocol, r.FromPort, r.ToPort, r.CidrIp ?? r.DestinationSecurityGroupId])
+    t.same(rules, [
+      ['tcp', 443, 443, '0.0.0.0/0'],
+      ['tcp', 465, 465, '0.0.0.0/0'],
+      ['tcp', 587, 587, '0.0.0.0/0'],
+      ['tcp', 5432, 5432, getAtt(db.VPCSecurityGroups[0]['Fn::GetAtt'][0], 'GroupId')],
+      ['tcp', 6379, 6379, getAtt(redis.SecurityGroupIds[0]['Fn::GetAtt'][0], 'GroupId')],
+    ])
+  })
+
   t.test('kennel containers: production, secrets by reference, no plaintext MQTT or metrics port mapped, retention matching the bucket (R8, R11)', async (t) => {
     const defs = Object.values(template.findResources('AWS::ECS::TaskDefinition')).flatMap((r) => r.Properties.ContainerDefinitions)
     t.equal(defs.length, 2, 'broker and API')
@@ -153,7 +169,10 @@ export function stackAssertions(t: Test, s: Synthesized): void {
       t.equal(env.KENNEL_RETENTION_RECORDINGS_DAYS, '365', 'the same number as the lifecycle rule')
       t.same(env.KENNEL_S3_KMS_KEY_ID, getAtt(recordingsKey, 'Arn'), 'presigned uploads name the bucket key')
       t.same(env.KENNEL_S3_BUCKET, { Ref: bucket })
-      t.same(c.Secrets.map((x: { Name: string }) => x.Name).sort(), ['DB_PASSWORD', 'DB_USER', 'KENNEL_MASTER_KEY', 'PEM_AUDIT_KEY', 'PEM_DEVICE_CA_CERT', 'PEM_DEVICE_CA_KEY', 'PEM_SERVER_CERT', 'PEM_SERVER_KEY', 'REDIS_AUTH_TOKEN'])
+      t.same(c.Secrets.map((x: { Name: string }) => x.Name).sort(), ['DB_PASSWORD', 'DB_USER', 'KENNEL_MASTER_KEY', 'KENNEL_SMTP_URL', 'PEM_AUDIT_KEY', 'PEM_DEVICE_CA_CERT', 'PEM_DEVICE_CA_KEY', 'PEM_SERVER_CERT', 'PEM_SERVER_KEY', 'REDIS_AUTH_TOKEN'])
+      t.match(JSON.stringify(c.Secrets.find((x: { Name: string }) => x.Name === 'KENNEL_SMTP_URL').ValueFrom), /:secret:kennel\/production\/smtp-url/, 'the SMTP URL (with the relay password) from the operator\'s secret')
+      t.equal(env.KENNEL_PUBLIC_URL, 'https://api.kennel.example', 'the context publicUrl, not the listeners\' 0.0.0.0')
+      t.equal(env.KENNEL_MAIL_FROM, 'kennel <no-reply@kennel.example>')
       t.notOk(Object.keys(env).some((k) => /PASSWORD|TOKEN|MASTER_KEY/.test(k)), 'no secret in the plain environment')
       const ports = c.PortMappings.map((m: { ContainerPort: number }) => m.ContainerPort)
       t.ok(ports.length === 1 && [8883, 8443].includes(ports[0]), `one TLS port mapped (${ports})`)

@@ -9,6 +9,8 @@ import type { CfnTemplate } from '../../../../infra/deploy/cdk/template.ts'
 export const CONTEXT = {
   image: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/kennel:1.0.0',
   securityContact: 'mailto:security@kennel.example',
+  publicUrl: 'https://api.kennel.example',
+  mailFrom: 'kennel <no-reply@kennel.example>',
 }
 
 export interface Synthesized {
