@@ -236,7 +236,14 @@ function assertProductionReady(c: Config): void {
   if (c.securityContact === configKeys.securityContact.default) {
     throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_SECURITY_CONTACT must be set in production (R10)')
   }
+  // a wildcard bind address is no origin a client can reach: the API would hand out
+  // https://0.0.0.0:8443/... recording URLs (R5, R13)
+  if (c.publicUrl === undefined && WILDCARD_HOSTS.has(c.host)) {
+    throw new KennelError('KENNEL_ERR_CONFIG', `KENNEL_PUBLIC_URL must be set in production when KENNEL_HOST is ${c.host}: it is the origin of the URLs the API hands out`)
+  }
 }
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]', '::0'])
 
 /** The origin of the API's own URLs when KENNEL_PUBLIC_URL is unset: the listener's address and
  * the port it is bound to (with KENNEL_API_PORT=0, the real one). */

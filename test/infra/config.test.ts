@@ -80,6 +80,8 @@ t.test('production refuses missing secrets, an unauthenticated or plaintext data
   t.equal(loadConfig({ ...ready, KENNEL_EVENTSTORE: 'postgres://kennel:pw@db/kennel?sslmode=verify-full' }).eventStore.startsWith('postgres'), true)
   t.throws(() => loadConfig({ ...ready, KENNEL_REDIS_URL: 'redis://cache:6379' }), /rediss:/)
   t.throws(() => loadConfig({ ...ready, KENNEL_SECURITY_CONTACT: 'mailto:security@example.com' }), /KENNEL_SECURITY_CONTACT/)
+  for (const host of ['0.0.0.0', '::']) t.throws(() => loadConfig({ ...ready, KENNEL_HOST: host }), /KENNEL_PUBLIC_URL must be set in production when KENNEL_HOST is/, `a wildcard ${host} needs a public URL`)
+  t.equal(loadConfig({ ...ready, KENNEL_HOST: '0.0.0.0', KENNEL_PUBLIC_URL: 'https://api.toys.example' }).publicUrl, 'https://api.toys.example')
 })
 
 t.test('the README configuration table lists every variable', async (t) => {
