@@ -21,6 +21,7 @@ import { type BrokerRateLimits, createRateLimits, type RateRefusal } from './rat
 import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
 import { createSessions } from './sessions.ts'
+import { createUnacknowledgedPublishes } from './unacknowledged.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (STYLE §6); decisions are the plain functions of authenticate.ts and
@@ -96,6 +97,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const recorder = createRecorder(store, log)
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
   const sessions = createSessions()
+  const unacknowledged = createUnacknowledgedPublishes()
   /** authentications in progress: a DeviceConnected may still be recorded for each */
   const authenticating = new Set<Promise<void>>()
   let closing = false
@@ -301,12 +303,21 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     // the PUBACK (QoS 1) and the routing wait for the event's commit, so an acknowledged publish
     // is never lost (R19); unrecorded, it is refused: the connection closes without a PUBACK, and
     // the toy sends the message again once reconnected (QoS 1 is at least once)
+    const digest = sha256(payload)
+    // the re-send of a publish whose event committed after its connection had closed (see
+    // unacknowledged.ts): acknowledged and routed on the strength of that event
+    if (packet.qos === 1 && unacknowledged.take(identity.deviceId, packet.messageId!, digest)) {
+      metrics.messages.inc({ direction: 'in' })
+      return
+    }
     try {
-      await record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: sha256(payload) } }, deviceMeta(identity))
+      await record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: digest } }, deviceMeta(identity))
     } catch (err) {
       session.reason ??= 'event-store-unavailable'
       throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, { cause: err })
     }
+    // committed, but Aedes will neither acknowledge nor route it: its connection is gone
+    if (packet.qos === 1 && !client.connected) unacknowledged.remember(identity.deviceId, packet.messageId!, digest)
     metrics.messages.inc({ direction: 'in' })
   }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient, Store } from 'mqtt'
 import { createBroker } from '../../broker/broker.ts'
 import { checkCertificate } from '../../devices/registry.ts'
 import { loadServerTls } from '../../devices/server-tls.ts'
@@ -143,4 +143,40 @@ t.test('a publish that cannot be recorded is refused: no PUBACK, not routed, the
   await until('the delivery', () => received.length >= 1)
   t.equal(received[0]?.payload, 'refused-once')
   t.equal(await accepted('refused-once'), 1, 'recorded exactly once')
+})
+
+t.test('a publish whose event commits after its connection closed is recorded once: the re-send is acknowledged and routed on that event', async (t) => {
+  const { sys, g, port, id, device, accepted } = await gatedBroker(t)
+  // the toy's in-flight messages outlive its connection in this store, as a toy's own would
+  const outgoingStore = new Store()
+  const first: MqttClient = await sys.connect(device, { port, clean: false, outgoingStore })
+  await first.subscribeAsync(`toys/${id}/#`, { qos: 1 })
+
+  g.mode = 'hold'
+  void first.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 }).catch(() => undefined)
+  await until('the PublishAccepted append to reach the gate', () => g.held > 0)
+  const disconnects = async () => (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).length
+  const before = await disconnects()
+  first.stream.destroy()
+  // (not broker.flushEvents(): it would wait for the held append)
+  await until('the broker to see the connection closed', async () => (await disconnects()) > before)
+  g.open()
+  await until('the late commit', async () => (await accepted('committed-late')) === 1)
+
+  // the toy reconnects and re-sends what its store holds, with the same packet identifier
+  const pubacks: number[] = []
+  const second = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: device.keyPem, cert: device.certPem, ca: device.caPem, clientId: id, protocolVersion: 4, reconnectPeriod: 0, clean: false, outgoingStore })
+  t.teardown(() => second.endAsync(true))
+  second.on('packetreceive', (packet) => {
+    if (packet.cmd === 'puback') pubacks.push(packet.messageId!)
+  })
+  const received = collectMessages(second)
+  await until('the PUBACK of the re-send', () => pubacks.length === 1)
+  await until('the delivery', () => received.length >= 1)
+  t.same(received.map((m) => m.payload), ['committed-late'], 'delivered once')
+  t.equal(await accepted('committed-late'), 1, 'recorded exactly once')
+
+  await second.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 })
+  await until('the second delivery', () => received.length >= 2)
+  t.equal(await accepted('committed-late'), 2, 'a later publish of the same payload is a new message, recorded again')
 })
