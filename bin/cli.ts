@@ -9,6 +9,7 @@ import { registerDeployCommands } from './commands/deploy.ts'
 import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
+import { registerSimulateCommand } from './commands/simulate.ts'
 import { action, exitOnUsageError } from './context.ts'
 
 const program = new Command()
@@ -46,6 +47,7 @@ registerAccountCommands(program)
 registerProjectionCommands(program)
 registerAuditCommands(program)
 registerDemoCommand(program)
+registerSimulateCommand(program)
 
 function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string): string {
   const lines = [
