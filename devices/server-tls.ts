@@ -27,7 +27,7 @@ export async function loadServerTls(config: Config, ca: DeviceCa): Promise<{ cer
   const issued = await issueDevelopmentServerCertificate(ca, new Date())
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`
-  fs.writeFileSync(tmp, issued.key + issued.cert, { mode: 0o600 })
+  fs.writeFileSync(tmp, `${issued.key.trimEnd()}\n${issued.cert}`, { mode: 0o600 })
   fs.renameSync(tmp, file)
   return issued
 }

@@ -51,7 +51,8 @@ const MAX_ATTEMPTS = 3
 /** confirm the address whose mail carried `token`; returns the account id */
 export async function verifyAccount(ctx: ApiContext, token: string, request: { sourceIp: string; correlationId: string }): Promise<string> {
   const hash = tokenHash(token)
-  const known = verificationByTokenHash(ctx.docs, hash)
+  // a sign-up made through another node a moment ago may not have reached this one's read model
+  const known = verificationByTokenHash(ctx.docs, hash) ?? (await ctx.catchUp(), verificationByTokenHash(ctx.docs, hash))
   if (!known) throw new KennelError('KENNEL_ERR_VERIFICATION_INVALID', 'this token is not one kennel sent; check the mail and try again')
   const stream = accountStream(known.accountId)
   for (let attempt = 1; ; attempt++) {
