@@ -6,6 +6,9 @@ import { deriveKey, type KeyRing, open, seal } from '../../infra/blobstore/keys.
 // shredding that key (KeyRing.shred) erases it from the whole history while the hash chain over
 // the events stays verifiable.
 
+/** what is shown in place of a value whose person was erased (its key shredded) */
+export const ERASED = '[erased]'
+
 export function normaliseEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase()
 }
@@ -27,6 +30,12 @@ export class EmailProtector {
   seal(accountId: string, email: string): string {
     return seal(this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
   }
+
+  /** the address, or undefined once the person's key is shredded */
+  open(accountId: string, sealed: string): string | undefined {
+    const key = this.personKeys.existingKey(accountId)
+    return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
+  }
 }
 
 /** Other personal data in events, sealed with its person's key and bound to what it describes
@@ -36,6 +45,11 @@ export class PersonalData {
 
   seal(personId: string, label: string, value: string): string {
     return seal(this.personKeys.keyFor(personId), Buffer.from(value), label).toString('base64')
+  }
+
+  /** erasure (R12): everything sealed with the person's key is unreadable from now on */
+  shred(personId: string): void {
+    this.personKeys.shred(personId)
   }
 
   /** the value, or undefined once the person's key is shredded */
