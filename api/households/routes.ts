@@ -75,7 +75,7 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     const h = memberHousehold(ctx.docs, p.accountId, req.params.householdId)
     const meta = accountMetadata(req)
     const { deviceId } = await claimDevice(
-      { store: ctx.store, ca: ctx.ca as DeviceCa, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now() },
+      { store: ctx.store, ca: ctx.ca as DeviceCa, actor: meta.actor!, credential: meta.credential, sealedSource: p.source, correlationId: req.id, now: ctx.now() },
       req.body.claimCode,
       h.householdId,
     )
