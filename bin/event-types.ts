@@ -52,6 +52,7 @@ const known = {
   LoginFailed: true,
   PrivilegedRouteUsed: true,
   AccountErased: true,
+  AccountExported: true,
   HouseholdCreated: true,
   RecordingCreated: true,
   UploadUrlIssued: true,

@@ -113,7 +113,14 @@ export interface AccountErased {
   }
 }
 
-export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed | AccountErased
+/** the person's data was exported (GET /v1/accounts/me/export, `kennel account export`): what
+ * the document held, counted; the actor in metadata (R12, R19) */
+export interface AccountExported {
+  type: 'AccountExported'
+  data: { accountId: string; exportedAt: string; households: number; recordings: number; events: number }
+}
+
+export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed | AccountErased | AccountExported
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

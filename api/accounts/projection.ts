@@ -119,6 +119,7 @@ export const accountsProjection: Projection = {
         return
       }
       case 'EmailReserved':
+      case 'AccountExported':
       case 'LoginFailed':
       case 'PrivilegedRouteUsed':
         return

@@ -9,6 +9,8 @@ import { accountStream, securityStream, type LoginFailed, type SessionEnded, typ
 import { loginKeys, normaliseIp } from './login-limiter.ts'
 import { accountByEmailHash, accountById, loginLifts } from './projection.ts'
 import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
+import { exportAccount } from './export.ts'
+import { issueDownloadUrl } from '../recordings/service.ts'
 import { passwordProblem } from './password-policy.ts'
 import { hashPassword, signUp } from './signup.ts'
 import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
@@ -141,6 +143,22 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const erased = await eraseAccount({ store: ctx.store, docs: ctx.docs, blobs: ctx.blobs, personKeys: ctx.personalData, now: ctx.now(), metadata }, account.accountId, HOLDER_REQUEST)
     await ctx.catchUp()
     return { accountId: erased.accountId, status: 'erased', householdIds: erased.householdIds, deviceIds: erased.deviceIds, recordings: erased.recordingIds.length }
+  })
+
+  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key
+  app.get('/v1/accounts/me/export', {
+    onRequest: authenticateAccount(ctx),
+    schema: {
+      tags: ['accounts'],
+      summary: 'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+      security: [{ bearer: [] }],
+      response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const metadata = accountMetadata(req)
+    await ctx.catchUp()
+    const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)
+    return reply.header('content-disposition', 'attachment; filename="kennel-export.json"').header('cache-control', 'no-store').send(document)
   })
 
   app.delete('/v1/sessions/current', {

@@ -4,7 +4,8 @@ import type { Command } from 'commander'
 import { accountStream, roles, type LoginBlockLifted, type Role, type RoleGranted } from '../../api/accounts/events.ts'
 import { normaliseIp } from '../../api/accounts/login-limiter.ts'
 import { eraseAccount, erasureReason } from '../../api/accounts/erasure.ts'
-import { EmailProtector } from '../../api/accounts/personal-data.ts'
+import { exportAccount } from '../../api/accounts/export.ts'
+import { EmailProtector, PersonalData } from '../../api/accounts/personal-data.ts'
 import { accountByEmailHash, accountById, accountsProjection, erasedAccount, type AccountDoc } from '../../api/accounts/projection.ts'
 import { householdsProjection } from '../../api/households/projection.ts'
 import { recordingsProjection } from '../../api/recordings/projection.ts'
@@ -13,7 +14,7 @@ import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { openBlobStore } from '../../infra/blobstore/open.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { followProjections } from '../../projections/follow.ts'
-import { action, withStore, type CommandContext } from '../context.ts'
+import { action, withStore, writeOutput, type CommandContext } from '../context.ts'
 
 /** the account with this e-mail address, from the accounts read model */
 async function findAccount<T>(ctx: CommandContext, email: string, fn: (account: AccountDoc) => Promise<T>): Promise<T> {
@@ -77,6 +78,25 @@ export async function eraseAccountByOps(ctx: CommandContext, who: string, reason
   }
 }
 
+/** Export everything kennel holds about the person with this address (R12), as
+ * GET /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
+ * Without download URLs: they would expire (KENNEL_PRESIGN_TTL_SECONDS) before the file reaches
+ * the person, who gets fresh ones from the API. */
+export async function exportAccountByOps(ctx: CommandContext, email: string): Promise<Record<string, unknown>> {
+  const masterKey = loadMasterKey(ctx.config)
+  const personKeys = new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const emails = new EmailProtector(masterKey, personKeys)
+  const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  try {
+    await followed.caughtUp
+    const account = accountByEmailHash(followed.docs, emails.hash(email))
+    if (!account) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
+    return await exportAccount({ store: ctx.store, docs: followed.docs, emails, personalData: new PersonalData(personKeys), now: new Date(), metadata: { actor: ctx.actor } }, account.accountId)
+  } finally {
+    await followed.stop()
+  }
+}
+
 export function registerAccountCommands(program: Command): void {
   const account = program.command('account').description('manage API accounts')
   account
@@ -102,6 +122,21 @@ export function registerAccountCommands(program: Command): void {
         await withStore(async (ctx) => {
           const r = await eraseAccountByOps(ctx, who, opts.reason)
           process.stdout.write(`erased account ${r.accountId}: ${r.households} household(s), ${r.devices} toy(s) revoked and unpaired, ${r.recordings} recording(s) deleted\n`)
+        })
+      }),
+    )
+  account
+    .command('export')
+    .description("everything kennel holds about the person with this e-mail and their households, as JSON (sealed values opened with their key); recorded as AccountExported")
+    .argument('<email>', "the account's e-mail address")
+    .requiredOption('--out <file>', 'where to write it (created 0600: it is personal data)')
+    .action(
+      action(async (email: string, opts: { out: string }) => {
+        await withStore(async (ctx) => {
+          const document = await exportAccountByOps(ctx, email)
+          writeOutput(`${JSON.stringify(document, null, 2)}\n`, opts.out, 0o600)
+          const account = document.account as { accountId: string }
+          process.stdout.write(`exported account ${account.accountId} to ${opts.out}\n`)
         })
       }),
     )
