@@ -62,6 +62,7 @@ const known = {
   RecordingUploaded: true,
   RecordingCompletionRefused: true,
   RecordingUrlRefused: true,
+  RecordingExpired: true,
   DeviceAuthRefused: true,
   // projections/
   TreeHeadSigned: true,

@@ -37,7 +37,7 @@ export const recordingsProjection: Projection = {
   version: 4,
   // every event of a recording's stream, so that `revision` is the stream's (completion appends
   // with it as the expected revision)
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused', 'AccountErased'],
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused', 'RecordingExpired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as RecordingEvent | AccountErased
     switch (event.type) {
@@ -87,6 +87,9 @@ export const recordingsProjection: Projection = {
       case 'AccountErased':
         for (const id of event.data.recordingIds) forget(tx, id)
         return
+      case 'RecordingExpired':
+        forget(tx, event.data.recordingId)
+        return
       default: {
         const _: never = event
         return _
@@ -109,6 +112,9 @@ function forget(tx: DocumentTx, recordingId: string): void {
   tx.delete(BY_OBJECT_KEY, r.objectKey)
   tx.delete(RECORDINGS, recordingId)
 }
+
+/** every recording in the index (the retention job's scan) */
+export const allRecordings = (docs: Documents): Iterable<RecordingDoc> => docs.values<RecordingDoc>(RECORDINGS)
 
 export const recordingById = (docs: Documents, recordingId: string): RecordingDoc | undefined => docs.get<RecordingDoc>(RECORDINGS, recordingId)
 
