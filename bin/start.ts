@@ -25,6 +25,8 @@ import { ApiMetrics } from '../api/metrics.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
 import { openMailer } from '../infra/mail/open.ts'
+import { openBlobStore } from '../infra/blobstore/open.ts'
+import { startRecordingRetention } from '../api/recordings/retention.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
 // together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
@@ -78,6 +80,9 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
 async function startProjections(config: Config, store: EventStore, readModels: ReadModelStore, registry: Registry, log: Logger, stops: Stops): Promise<ProjectionRunner> {
   const runner = await startProjectionRunner({ store, readModels, projections: persistentProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
   stops.push(() => runner.stop())
+  // R12: recordings older than KENNEL_RETENTION_RECORDINGS_DAYS are deleted (api/recordings/retention.ts)
+  const retention = startRecordingRetention({ store, blobs: openBlobStore(config, loadMasterKey(config)), retentionDays: config.retentionRecordingsDays, log: log.child({ component: 'retention' }) })
+  stops.push(() => retention.stop())
   const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
   stops.push(() => alerts.stop())
   new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await runner.lag()).events) } })

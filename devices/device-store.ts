@@ -22,6 +22,8 @@ export interface DeviceDeps {
   /** the credential the actor used (`cert:<serial>`, `token:<id>`), recorded as `credential` */
   credential?: string
   sourceIp?: string
+  /** a person's action: their source address sealed with their key, instead of sourceIp (R12) */
+  sealedSource?: { sourceIpSealed: string; sourceIpTag: string }
   correlationId?: string
   /** the devices read model, when the caller keeps one: O(1) serial lookups */
   docs?: Documents
@@ -44,6 +46,7 @@ export function metadataOf(deps: Omit<ClaimDeps, 'store'>): EventMetadata {
   const m: EventMetadata = { actor: deps.actor }
   if (deps.credential !== undefined) m.credential = deps.credential
   if (deps.sourceIp !== undefined) m.sourceIp = deps.sourceIp
+  if (deps.sealedSource !== undefined) Object.assign(m, deps.sealedSource)
   if (deps.correlationId !== undefined) m.correlationId = deps.correlationId
   return m
 }

@@ -47,6 +47,7 @@ export type DeviceCommand =
   | { type: 'RenewCertificate'; presentedSerial: string; now: Date; graceHours: number; certificate: IssuedCertificate }
   | { type: 'RevokeCertificate'; serial: string; reason: string; now: Date }
   | { type: 'RevokeDevice'; reason: string; now: Date }
+  | { type: 'UnpairDevice'; reason: string; now: Date }
   | { type: 'ClaimDevice'; householdId: string; secretMatches: boolean; now: Date }
 
 /** Thrown by decide when a claim is refused; the handler records it as ClaimCodeRejected. */
@@ -132,6 +133,11 @@ export function decide(command: DeviceCommand, state: DeviceState): DeviceEvent[
       const serials = Object.entries(state.certificates).filter(([, c]) => c.status !== 'revoked').map(([s]) => s)
       return [{ type: 'DeviceRevoked', data: { deviceId: state.deviceId!, reason: command.reason, revokedAt: command.now.toISOString(), serials } }]
     }
+    case 'UnpairDevice': {
+      if (state.status === 'new') throw new KennelError('KENNEL_ERR_DEVICE_UNKNOWN', 'unknown device')
+      if (state.householdId === undefined) return []
+      return [{ type: 'DeviceUnpaired', data: { deviceId: state.deviceId!, householdId: state.householdId, reason: command.reason, unpairedAt: command.now.toISOString() } }]
+    }
     case 'ClaimDevice': {
       if (state.status === 'new') throw new ClaimRefused('unknown-device')
       if (!command.secretMatches) throw new ClaimRefused('wrong-secret')
@@ -166,6 +172,8 @@ export function evolve(state: DeviceState, event: DeviceEvent): DeviceState {
     }
     case 'DeviceClaimed':
       return { ...state, householdId: event.data.householdId }
+    case 'DeviceUnpaired':
+      return { ...state, householdId: undefined }
     default: {
       const _: never = event
       return _

@@ -64,6 +64,13 @@ export interface DeviceClaimed {
   data: { deviceId: string; householdId: string; claimedAt: string }
 }
 
+/** the toy no longer belongs to the household: the household was erased with its last member
+ * (R12); the toy is revoked in the same append, so it cannot be claimed again */
+export interface DeviceUnpaired {
+  type: 'DeviceUnpaired'
+  data: { deviceId: string; householdId: string; reason: string; unpairedAt: string }
+}
+
 export type ClaimCodeRejectedReason = 'malformed' | 'unknown-device' | 'wrong-secret' | 'expired' | 'used' | 'device-revoked'
 
 export interface ClaimCodeRejected {
@@ -102,11 +109,11 @@ export interface CaAdded {
   data: CaInfo
 }
 
-export type DeviceEvent = DeviceEnrolled | CertificateIssued | CertificateRenewed | CertificateRevoked | DeviceRevoked | DeviceClaimed
+export type DeviceEvent = DeviceEnrolled | CertificateIssued | CertificateRenewed | CertificateRevoked | DeviceRevoked | DeviceClaimed | DeviceUnpaired
 export type CaEvent = CaCreated | CaAdded
 export type DevicesContextEvent = DeviceEvent | CaEvent | ClaimCodeRejected
 
-export const deviceEventTypes = ['DeviceEnrolled', 'CertificateIssued', 'CertificateRenewed', 'CertificateRevoked', 'DeviceRevoked', 'DeviceClaimed'] as const satisfies readonly DeviceEvent['type'][]
+export const deviceEventTypes = ['DeviceEnrolled', 'CertificateIssued', 'CertificateRenewed', 'CertificateRevoked', 'DeviceRevoked', 'DeviceClaimed', 'DeviceUnpaired'] as const satisfies readonly DeviceEvent['type'][]
 
 export const deviceStream = (deviceId: string): string => `device-${deviceId}`
 export const caStream = (caId: string): string => `ca-${caId}`

@@ -87,7 +87,7 @@ type ConnectionEvent = { type: 'DeviceConnected' | 'DeviceDisconnected'; data: {
 
 export const devicesProjection: Projection = {
   name: 'devices',
-  version: 2,
+  version: 3,
   eventTypes: [...deviceEventTypes, 'DeviceConnected', 'DeviceDisconnected'],
   apply(tx: DocumentTx, recorded: RecordedEvent): void {
     const event = { type: recorded.type, data: recorded.data } as DeviceEvent | ConnectionEvent
@@ -135,6 +135,9 @@ export const devicesProjection: Projection = {
       }
       case 'DeviceClaimed':
         updateDevice(tx, event.data.deviceId, (v) => ({ ...v, householdId: event.data.householdId, claimedAt: event.data.claimedAt }))
+        return
+      case 'DeviceUnpaired':
+        updateDevice(tx, event.data.deviceId, (v) => ({ ...v, householdId: undefined, claimedAt: undefined }))
         return
       case 'DeviceConnected':
         updateDevice(tx, event.data.deviceId, (v) => ({ ...v, lastConnectedAt: recorded.time }))

@@ -1,7 +1,7 @@
 import { KennelError } from '../infra/errors.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Documents } from '../projections/projection.ts'
-import { decide } from './device.ts'
+import { decide, evolve } from './device.ts'
 import { assertDeviceId } from './device-id.ts'
 import { appendDeviceEvents, loadDevice, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
 import type { CertificateIssued } from './events.ts'
@@ -21,6 +21,22 @@ export async function revokeDevice(deps: RevokeDeps, deviceId: string, reason: s
     const { state, revision } = await loadDevice(deps.store, deviceId)
     if (state.status === 'new') throw new KennelError('KENNEL_ERR_DEVICE_UNKNOWN', `no device ${deviceId}`)
     await appendDeviceEvents(deps, deviceId, decide({ type: 'RevokeDevice', reason: why, now: nowOf(deps) }, state), revision)
+  })
+}
+
+/** The household the toy belonged to was erased with its last member (R12): the toy is revoked
+ * with every certificate (the existing revocation, so the broker and the API cut it off) and
+ * unpaired, in one append. A toy already revoked is only unpaired; one never enrolled is skipped. */
+export async function retireDevice(deps: RevokeDeps, deviceId: string, reason: string): Promise<void> {
+  assertDeviceId(deviceId)
+  const why = checkReason(reason)
+  await withRetry(async () => {
+    const { state, revision } = await loadDevice(deps.store, deviceId)
+    if (state.status === 'new') return
+    const now = nowOf(deps)
+    const revoked = state.status === 'revoked' ? [] : decide({ type: 'RevokeDevice', reason: why, now }, state)
+    const events = [...revoked, ...decide({ type: 'UnpairDevice', reason: why, now }, revoked.reduce(evolve, state))]
+    if (events.length > 0) await appendDeviceEvents(deps, deviceId, events, revision)
   })
 }
 

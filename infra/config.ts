@@ -163,6 +163,7 @@ export const configKeys = {
   tlsHandshakeTimeoutSeconds: key('KENNEL_TLS_HANDSHAKE_TIMEOUT_SECONDS', 'seconds from TCP accept to the end of the TLS handshake on the MQTT and API listeners; a slower or silent peer is disconnected (R9)', '10', int(1, 300)),
   connectTimeoutSeconds: key('KENNEL_CONNECT_TIMEOUT_SECONDS', 'seconds after the TLS handshake for a toy to be accepted over MQTT (CONNACK 0) or an HTTPS client to send its first request head; slower peers are disconnected (R9)', '10', int(1, 300)),
   unauthenticatedPerIp: key('KENNEL_UNAUTHENTICATED_PER_IP', 'connections one IPv4 address or IPv6 /64 may hold open on each listener before they are authenticated (CONNACK 0 sent, first HTTPS request received); more are refused on accept, before TLS (R9)', '128', int(1, 1_000_000)),
+  retentionRecordingsDays: key('KENNEL_RETENTION_RECORDINGS_DAYS', 'recordings older than this many days are deleted (object deleted, RecordingExpired appended) by an hourly job of the projector; the production bucket\'s lifecycle rule uses the same number (R12)', '365', int(1, 36500)),
   presignTtlSeconds: key('KENNEL_PRESIGN_TTL_SECONDS', 'lifetime of presigned recording URLs, at most 900 (R5)', '300', int(1, 900)),
   s3Bucket: key('KENNEL_S3_BUCKET', 'S3 bucket for recordings (unset = encrypted blob store in the data dir)', '', optional(text)),
   s3Region: key('KENNEL_S3_REGION', 'S3 region', 'us-east-1', text),

@@ -8,7 +8,8 @@ import { accountStream, emailStream, type EmailReserved } from './events.ts'
 // `no_stream`, so of two concurrent sign-ups exactly one wins. AccountCreated follows at once;
 // if the process died between the two appends, the reservation would hold an address for an
 // account that never came to be, so a reservation whose account does not exist is taken over
-// once it is older than RESERVATION_TIMEOUT_MS (again with an expected revision).
+// once it is older than RESERVATION_TIMEOUT_MS (again with an expected revision), and so is the
+// reservation of an erased account.
 
 export const RESERVATION_TIMEOUT_MS = 60_000
 
@@ -32,8 +33,10 @@ export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId
   const [last] = await ctx.store.readStream(stream, { direction: 'backwards', maxCount: 1 })
   if (!last) return false
   const holder = (last.data as EmailReserved['data']).accountId
-  const holderExists = (await ctx.store.readStream(accountStream(holder), { maxCount: 1 })).length > 0
-  if (reservationHolds(last.data as EmailReserved['data'], holderExists, ctx.now())) return false
+  // an erased holder keeps nothing: the address may sign up again (R12)
+  const holderEvents = await ctx.store.readStream(accountStream(holder))
+  const holderErased = holderEvents.some((e) => e.type === 'AccountErased')
+  if (!holderErased && reservationHolds(last.data as EmailReserved['data'], holderEvents.length > 0, ctx.now())) return false
   try {
     await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: last.revision })
     return true

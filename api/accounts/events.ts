@@ -71,7 +71,8 @@ export interface SessionStarted {
 
 export interface SessionEnded {
   type: 'SessionEnded'
-  data: { accountId: string; sessionId: string; reason: 'logout' }
+  /** `account-erased`: every open session ends with the account (AccountErased follows in the same append) */
+  data: { accountId: string; sessionId: string; reason: 'logout' | 'account-erased' }
 }
 
 export type LoginFailedReason = 'wrong-password' | 'unknown-account' | 'rate-limited' | 'unverified'
@@ -94,7 +95,32 @@ export interface PrivilegedRouteUsed {
   data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
 }
 
-export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed
+/** The person was erased (R12): their person key is shredded, so every value sealed with it
+ * (address, household names, source addresses) reads `[erased]` from now on; the households of
+ * which they were the last member went with them (recording key shredded, recordings deleted,
+ * toys revoked and unpaired). Who (accountId), when and why (reason; the actor in metadata), and
+ * nothing personal: `reason` is `holder-request` for DELETE /v1/accounts/me, the operator's text
+ * for `kennel account erase`. */
+export interface AccountErased {
+  type: 'AccountErased'
+  data: {
+    accountId: string
+    erasedAt: string
+    reason: string
+    householdIds: string[]
+    deviceIds: string[]
+    recordingIds: string[]
+  }
+}
+
+/** the person's data was exported (GET /v1/accounts/me/export, `kennel account export`): what
+ * the document held, counted; the actor in metadata (R12, R19) */
+export interface AccountExported {
+  type: 'AccountExported'
+  data: { accountId: string; exportedAt: string; households: number; recordings: number; events: number }
+}
+
+export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed | AccountErased | AccountExported
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

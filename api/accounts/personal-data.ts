@@ -1,10 +1,14 @@
 import { createHmac } from 'node:crypto'
+import { isIP } from 'node:net'
 import { deriveKey, type KeyRing, open, seal } from '../../infra/blobstore/keys.ts'
 
 // E-mail addresses and the names people give their households are personal data (R12). Events
 // carry only a keyed lookup hash of the address and the data sealed with its person's own key;
 // shredding that key (KeyRing.shred) erases it from the whole history while the hash chain over
 // the events stays verifiable.
+
+/** what is shown in place of a value whose person was erased (its key shredded) */
+export const ERASED = '[erased]'
 
 export function normaliseEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase()
@@ -27,7 +31,25 @@ export class EmailProtector {
   seal(accountId: string, email: string): string {
     return seal(this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
   }
+
+  /** the address, or undefined once the person's key is shredded */
+  open(accountId: string, sealed: string): string | undefined {
+    const key = this.personKeys.existingKey(accountId)
+    return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
+  }
 }
+
+/** where a person's own action came from, in the event's metadata (docs/EVENTS.md): the address
+ * sealed with their key, and a tag that tells their addresses apart (the monitor counts the
+ * distinct addresses an account logs in from, R11) without showing them; both mean nothing once
+ * the key is shredded */
+export interface SealedSource {
+  sourceIpSealed: string
+  sourceIpTag: string
+}
+
+const sourceLabel = (personId: string): string => `source-ip:${personId}`
+const plainIp = (ip: string): string => ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1')
 
 /** Other personal data in events, sealed with its person's key and bound to what it describes
  * (`label`, e.g. `household-name:{householdId}`), so a sealed value cannot be moved elsewhere. */
@@ -36,6 +58,26 @@ export class PersonalData {
 
   seal(personId: string, label: string, value: string): string {
     return seal(this.personKeys.keyFor(personId), Buffer.from(value), label).toString('base64')
+  }
+
+  source(personId: string, ip: string): SealedSource {
+    const key = this.personKeys.keyFor(personId)
+    const addr = plainIp(ip)
+    return {
+      sourceIpSealed: seal(key, Buffer.from(addr), sourceLabel(personId)).toString('base64'),
+      sourceIpTag: createHmac('sha256', key).update(`source-ip-tag\n${addr}`).digest('base64url').slice(0, 22),
+    }
+  }
+
+  /** the address of SealedSource.sourceIpSealed, or undefined once the person's key is shredded */
+  openSource(personId: string, sealed: string): string | undefined {
+    const addr = this.open(personId, sourceLabel(personId), sealed)
+    return addr !== undefined && isIP(addr) !== 0 ? addr : undefined
+  }
+
+  /** erasure (R12): everything sealed with the person's key is unreadable from now on */
+  shred(personId: string): void {
+    this.personKeys.shred(personId)
   }
 
   /** the value, or undefined once the person's key is shredded */

@@ -30,6 +30,11 @@ export interface VerificationDoc {
   verificationId: string
 }
 
+export interface ErasedAccountDoc {
+  accountId: string
+  erasedAt: string
+}
+
 export interface SessionDoc {
   sessionId: string
   accountId: string
@@ -43,13 +48,15 @@ const BY_EMAIL = 'api.accountByEmail'
 const SESSIONS = 'api.sessions'
 const SESSION_IDS = 'api.sessionIds'
 const VERIFICATIONS = 'api.verifications'
+/** erased accounts: accountId → ErasedAccountDoc (nothing personal) */
+const ERASED_ACCOUNTS = 'api.erasedAccounts'
 /** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
 const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 2,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted'],
+  version: 3,
+  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
@@ -100,7 +107,19 @@ export const accountsProjection: Projection = {
         bump(`ip:${ip}`)
         return
       }
+      case 'AccountErased': {
+        // R12: the account and its address lookup go; the address is free for a new sign-up
+        const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
+        if (a) {
+          if (tx.get<string>(BY_EMAIL, a.emailHash) === a.accountId) tx.delete(BY_EMAIL, a.emailHash)
+          if (a.pending) tx.delete(VERIFICATIONS, a.pending.tokenHash)
+          tx.delete(ACCOUNTS, a.accountId)
+        }
+        tx.put(ERASED_ACCOUNTS, event.data.accountId, { accountId: event.data.accountId, erasedAt: event.data.erasedAt } satisfies ErasedAccountDoc)
+        return
+      }
       case 'EmailReserved':
+      case 'AccountExported':
       case 'LoginFailed':
       case 'PrivilegedRouteUsed':
         return
@@ -117,6 +136,13 @@ export const accountById = (docs: Documents, accountId: string): AccountDoc | un
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
+}
+
+export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined => docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
+
+/** the account's sessions that have not ended (expired ones included: ending them costs nothing) */
+export function openSessionsOf(docs: Documents, accountId: string): SessionDoc[] {
+  return [...docs.values<SessionDoc>(SESSIONS)].filter((s) => s.accountId === accountId && !s.ended)
 }
 
 export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)

@@ -7,7 +7,10 @@ import { accountMetadata, authenticateAccount, principal } from '../plugins/acco
 import { errorResponses } from '../schemas.ts'
 import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
 import { loginKeys, normaliseIp } from './login-limiter.ts'
-import { accountByEmailHash, loginLifts } from './projection.ts'
+import { accountByEmailHash, accountById, loginLifts } from './projection.ts'
+import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
+import { exportAccount } from './export.ts'
+import { issueDownloadUrl } from '../recordings/service.ts'
 import { passwordProblem } from './password-policy.ts'
 import { hashPassword, signUp } from './signup.ts'
 import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
@@ -105,8 +108,58 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const sessionId = randomUUID()
     const expiresAt = new Date(ctx.now().getTime() + ctx.config.sessionTtlMinutes * 60_000).toISOString()
     const started: SessionStarted = { type: 'SessionStarted', data: { accountId: account.accountId, sessionId, tokenHash: tokenHash(token), expiresAt } }
-    await ctx.append(accountStream(account.accountId), [{ ...started, metadata: { actor: `account:${account.accountId}`, credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
+    await ctx.append(accountStream(account.accountId), [{ ...started, metadata: { actor: `account:${account.accountId}`, credential: `password:${account.accountId}`, ...ctx.personalData.source(account.accountId, req.ip), correlationId: req.id } }])
     return { token, expiresAt }
+  })
+
+  // R12: the holder erases themselves. A bearer token alone is not enough (a token left on a
+  // shared tablet must not erase a family): the password is given again, under the login limits.
+  app.delete<{ Body: { password: string } }>('/v1/accounts/me', {
+    onRequest: authenticateAccount(ctx),
+    schema: {
+      tags: ['accounts'],
+      summary: 'erase my account (password given again): my address and the names I gave are shredded, households of which I am the last member are erased with their recordings, their toys revoked and unpaired; every session ends',
+      security: [{ bearer: [] }],
+      body: { type: 'object', additionalProperties: false, required: ['password'], properties: { password: { type: 'string', minLength: 1, maxLength: 256 } } },
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, status: { type: 'string', enum: ['erased'] }, householdIds: { type: 'array', items: { type: 'string' } }, deviceIds: { type: 'array', items: { type: 'string' } }, recordings: { type: 'integer' } } }, ...errorResponses },
+    },
+  }, async (req) => {
+    const p = principal(req)
+    const account = accountById(ctx.docs, p.accountId)
+    if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
+    const keys = loginKeys(account.emailHash, req.ip, loginLifts(ctx.docs, account.accountId, normaliseIp(req.ip)))
+    const block = await ctx.loginLimiter.blocked(keys)
+    if (block) throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many wrong passwords; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })
+    if (!(await argon2.verify(account.passwordHash, req.body.password))) {
+      await ctx.loginLimiter.failed(keys)
+      ctx.metrics.authFailures.inc({ kind: 'password' })
+      const failed: LoginFailed = { type: 'LoginFailed', data: { accountId: account.accountId, emailHash: account.emailHash, ip: req.ip, reason: 'wrong-password' } }
+      await ctx.append(accountStream(account.accountId), [{ ...failed, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
+      throw new KennelError('KENNEL_ERR_LOGIN_FAILED', 'the password is wrong: nothing was erased')
+    }
+    await ctx.loginLimiter.succeeded(keys)
+    await ctx.catchUp()
+    // no source address: the key it would be sealed with is the one being shredded
+    const metadata = { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, correlationId: req.id }
+    const erased = await eraseAccount({ store: ctx.store, docs: ctx.docs, blobs: ctx.blobs, personKeys: ctx.personalData, now: ctx.now(), metadata }, account.accountId, HOLDER_REQUEST)
+    await ctx.catchUp()
+    return { accountId: erased.accountId, status: 'erased', householdIds: erased.householdIds, deviceIds: erased.deviceIds, recordings: erased.recordingIds.length }
+  })
+
+  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key
+  app.get('/v1/accounts/me/export', {
+    onRequest: authenticateAccount(ctx),
+    schema: {
+      tags: ['accounts'],
+      summary: 'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+      security: [{ bearer: [] }],
+      response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const metadata = accountMetadata(req)
+    await ctx.catchUp()
+    const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)
+    return reply.header('content-disposition', 'attachment; filename="kennel-export.json"').header('cache-control', 'no-store').send(document)
   })
 
   app.delete('/v1/sessions/current', {

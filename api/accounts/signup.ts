@@ -24,7 +24,7 @@ export async function signUp(ctx: ApiContext, email: string, password: string, r
   let account = accountByEmailHash(ctx.docs, emailHash)
   if (!account) {
     const accountId = randomUUID()
-    const metadata = { actor: `account:${accountId}`, ...request }
+    const metadata = { actor: `account:${accountId}`, ...ctx.personalData.source(accountId, request.sourceIp), correlationId: request.correlationId }
     // the read model answers the common case; the reservation decides a race (email-reservation.ts)
     if (await reserveEmail(ctx, emailHash, accountId, metadata)) return createAccount(ctx, accountId, email, emailHash, passwordHash, metadata)
     await ctx.catchUp()
@@ -49,7 +49,7 @@ async function createAccount(ctx: ApiContext, accountId: string, email: string, 
 async function resendVerification(ctx: ApiContext, account: AccountDoc, email: string, passwordHash: string, request: { sourceIp: string; correlationId: string }): Promise<void> {
   if (await overCap(ctx, account.emailHash)) return
   const { token, event } = newVerification(ctx, account.accountId, passwordHash)
-  await ctx.append(accountStream(account.accountId), [{ ...event, metadata: { actor: 'anonymous', ...request } }])
+  await ctx.append(accountStream(account.accountId), [{ ...event, metadata: { actor: 'anonymous', ...ctx.personalData.source(account.accountId, request.sourceIp), correlationId: request.correlationId } }])
   await ctx.mailer.send(verificationMail(email, token, event.data.expiresAt))
 }
 

@@ -1,6 +1,7 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
-import type { DeviceClaimed } from '../../devices/events.ts'
+import type { DeviceClaimed, DeviceUnpaired } from '../../devices/events.ts'
+import type { AccountErased } from '../accounts/events.ts'
 import type { HouseholdEvent } from './events.ts'
 
 // Households, their members and their paired toys (R4: a parent sees only their own household).
@@ -19,10 +20,10 @@ const HOUSEHOLDS = 'api.households'
 
 export const householdsProjection: Projection = {
   name: 'api-households',
-  version: 2,
-  eventTypes: ['HouseholdCreated', 'DeviceClaimed'],
+  version: 3,
+  eventTypes: ['HouseholdCreated', 'DeviceClaimed', 'DeviceUnpaired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
-    const event = { type: recorded.type, data: recorded.data } as HouseholdEvent | DeviceClaimed
+    const event = { type: recorded.type, data: recorded.data } as HouseholdEvent | DeviceClaimed | DeviceUnpaired | AccountErased
     switch (event.type) {
       case 'HouseholdCreated': {
         const { householdId, ownerAccountId, createdAt, nameSealed } = event.data
@@ -32,6 +33,19 @@ export const householdsProjection: Projection = {
       case 'DeviceClaimed': {
         const h = tx.get<HouseholdDoc>(HOUSEHOLDS, event.data.householdId)
         if (h && !h.deviceIds.includes(event.data.deviceId)) tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: [...h.deviceIds, event.data.deviceId] })
+        return
+      }
+      case 'DeviceUnpaired': {
+        const h = tx.get<HouseholdDoc>(HOUSEHOLDS, event.data.householdId)
+        if (h) tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: h.deviceIds.filter((d) => d !== event.data.deviceId) })
+        return
+      }
+      case 'AccountErased': {
+        // the households erased with their last member go; in the others the person is no member
+        for (const id of event.data.householdIds) tx.delete(HOUSEHOLDS, id)
+        for (const h of [...tx.values<HouseholdDoc>(HOUSEHOLDS)]) {
+          if (h.members.includes(event.data.accountId)) tx.put(HOUSEHOLDS, h.householdId, { ...h, members: h.members.filter((m) => m !== event.data.accountId) })
+        }
         return
       }
       default: {

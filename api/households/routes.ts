@@ -4,6 +4,7 @@ import { claimDevice } from '../../devices/enroll.ts'
 import type { DeviceCa } from '../../devices/ca.ts'
 import { deviceView } from '../../devices/registry.ts'
 import type { ApiContext } from '../context.ts'
+import { ERASED } from '../accounts/personal-data.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses, uuidParam } from '../schemas.ts'
 import { memberHousehold } from './access.ts'
@@ -48,14 +49,14 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
   app.get('/v1/households', {
     schema: {
       tags: ['households'],
-      summary: "the caller's households (name: null when none was given or its owner's data was erased)",
+      summary: "the caller's households (name: null when none was given, [erased] once its owner was erased)",
       security,
       response: { 200: { type: 'object', properties: { households: { type: 'array', items: { type: 'object', properties: { householdId: { type: 'string' }, name: { type: 'string', nullable: true }, deviceIds: { type: 'array', items: { type: 'string' } } } } } } }, ...errorResponses },
     },
   }, async (req) => ({
     households: householdsOf(ctx.docs, principal(req).accountId).map((h) => ({
       householdId: h.householdId,
-      name: h.nameSealed === undefined ? null : (ctx.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed) ?? null),
+      name: h.nameSealed === undefined ? null : (ctx.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed) ?? ERASED),
       deviceIds: h.deviceIds,
     })),
   }))
@@ -74,7 +75,7 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     const h = memberHousehold(ctx.docs, p.accountId, req.params.householdId)
     const meta = accountMetadata(req)
     const { deviceId } = await claimDevice(
-      { store: ctx.store, ca: ctx.ca as DeviceCa, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now() },
+      { store: ctx.store, ca: ctx.ca as DeviceCa, actor: meta.actor!, credential: meta.credential, sealedSource: p.source, correlationId: req.id, now: ctx.now() },
       req.body.claimCode,
       h.householdId,
     )

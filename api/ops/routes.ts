@@ -31,7 +31,7 @@ export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext })
     },
   }, async (req) => {
     const meta = accountMetadata(req)
-    await revokeDevice({ store: ctx.store, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, req.params.deviceId, req.body.reason)
+    await revokeDevice({ store: ctx.store, actor: meta.actor!, credential: meta.credential, sealedSource: principal(req).source, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, req.params.deviceId, req.body.reason)
     await ctx.catchUp()
     return { deviceId: req.params.deviceId, status: 'revoked' }
   })

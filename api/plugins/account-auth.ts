@@ -4,6 +4,7 @@ import type { Role } from '../accounts/events.ts'
 import { accountById, sessionByTokenHash } from '../accounts/projection.ts'
 import { isTokenShaped, tokenHash } from '../accounts/tokens.ts'
 import type { ApiContext } from '../context.ts'
+import type { SealedSource } from '../accounts/personal-data.ts'
 
 // Parents, ops and auditors authenticate with a bearer session token (R4). These hooks are the
 // only way account policy enters the routes, and they run as onRequest hooks: before the body is
@@ -14,6 +15,8 @@ export interface AccountPrincipal {
   accountId: string
   sessionId: string
   roles: readonly Role[]
+  /** where the request came from, sealed with the account's key (R12) */
+  source: SealedSource
 }
 
 declare module 'fastify' {
@@ -39,7 +42,7 @@ export function authenticateAccount(ctx: ApiContext) {
     }
     const account = accountById(ctx.docs, session.accountId)
     if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
-    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles }
+    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles, source: ctx.personalData.source(account.accountId, req.ip) }
   }
 }
 
@@ -54,8 +57,9 @@ export function principal(req: FastifyRequest): AccountPrincipal {
   return req.account
 }
 
-/** event metadata for an authenticated account's action (docs/EVENTS.md) */
+/** event metadata for an authenticated account's action (docs/EVENTS.md): the source address
+ * only sealed with the account's key, so that erasing the person erases it (R12) */
 export function accountMetadata(req: FastifyRequest): Record<string, string> {
   const p = principal(req)
-  return { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, sourceIp: req.ip, correlationId: req.id }
+  return { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, ...p.source, correlationId: req.id }
 }

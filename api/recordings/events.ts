@@ -92,6 +92,12 @@ export interface RecordingUrlRefused {
   }
 }
 
+/** the retention job deleted the recording's object: it was older than KENNEL_RETENTION_RECORDINGS_DAYS (R12) */
+export interface RecordingExpired {
+  type: 'RecordingExpired'
+  data: { recordingId: string; householdId: string; deviceId: string; createdAt: string; expiredAt: string; retentionDays: number }
+}
+
 export type RecordingEvent =
   | RecordingCreated
   | UploadUrlIssued
@@ -101,5 +107,6 @@ export type RecordingEvent =
   | RecordingCompletionRefused
   | RecordingDownloaded
   | RecordingUrlRefused
+  | RecordingExpired
 
 export const recordingStream = (recordingId: string): string => `recording-${recordingId}`

@@ -1,5 +1,6 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
+import type { AccountErased } from '../accounts/events.ts'
 import type { RecordingDirection, RecordingEvent } from './events.ts'
 
 // The recordings index: one document per recording, listed by household and by toy.
@@ -33,12 +34,12 @@ const BY_OBJECT_KEY = 'api.recordingByObjectKey'
 
 export const recordingsProjection: Projection = {
   name: 'api-recordings',
-  version: 3,
+  version: 4,
   // every event of a recording's stream, so that `revision` is the stream's (completion appends
   // with it as the expected revision)
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused'],
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused', 'RecordingExpired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
-    const event = { type: recorded.type, data: recorded.data } as RecordingEvent
+    const event = { type: recorded.type, data: recorded.data } as RecordingEvent | AccountErased
     switch (event.type) {
       case 'RecordingCreated': {
         const d = event.data
@@ -83,6 +84,12 @@ export const recordingsProjection: Projection = {
         if (r) tx.put(RECORDINGS, r.recordingId, { ...r, revision: recorded.revision })
         return
       }
+      case 'AccountErased':
+        for (const id of event.data.recordingIds) forget(tx, id)
+        return
+      case 'RecordingExpired':
+        forget(tx, event.data.recordingId)
+        return
       default: {
         const _: never = event
         return _
@@ -90,6 +97,24 @@ export const recordingsProjection: Projection = {
     }
   },
 }
+
+/** a recording whose object was deleted (erasure, retention) leaves the index */
+function forget(tx: DocumentTx, recordingId: string): void {
+  const r = tx.get<RecordingDoc>(RECORDINGS, recordingId)
+  if (!r) return
+  const without = (collection: string, id: string) => {
+    const ids = (tx.get<string[]>(collection, id) ?? []).filter((x) => x !== recordingId)
+    if (ids.length > 0) tx.put(collection, id, ids)
+    else tx.delete(collection, id)
+  }
+  without(BY_HOUSEHOLD, r.householdId)
+  without(BY_DEVICE, r.deviceId)
+  tx.delete(BY_OBJECT_KEY, r.objectKey)
+  tx.delete(RECORDINGS, recordingId)
+}
+
+/** every recording in the index (the retention job's scan) */
+export const allRecordings = (docs: Documents): Iterable<RecordingDoc> => docs.values<RecordingDoc>(RECORDINGS)
 
 export const recordingById = (docs: Documents, recordingId: string): RecordingDoc | undefined => docs.get<RecordingDoc>(RECORDINGS, recordingId)
 

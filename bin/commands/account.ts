@@ -3,12 +3,18 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import { accountStream, roles, type LoginBlockLifted, type Role, type RoleGranted } from '../../api/accounts/events.ts'
 import { normaliseIp } from '../../api/accounts/login-limiter.ts'
-import { EmailProtector } from '../../api/accounts/personal-data.ts'
-import { accountByEmailHash, accountsProjection, type AccountDoc } from '../../api/accounts/projection.ts'
+import { eraseAccount, erasureReason } from '../../api/accounts/erasure.ts'
+import { exportAccount } from '../../api/accounts/export.ts'
+import { EmailProtector, PersonalData } from '../../api/accounts/personal-data.ts'
+import { accountByEmailHash, accountById, accountsProjection, erasedAccount, type AccountDoc } from '../../api/accounts/projection.ts'
+import { householdsProjection } from '../../api/households/projection.ts'
+import { recordingsProjection } from '../../api/recordings/projection.ts'
+import { devicesProjection } from '../../devices/registry.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { openBlobStore } from '../../infra/blobstore/open.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { followProjections } from '../../projections/follow.ts'
-import { action, withStore, type CommandContext } from '../context.ts'
+import { action, withStore, writeOutput, type CommandContext } from '../context.ts'
 
 /** the account with this e-mail address, from the accounts read model */
 async function findAccount<T>(ctx: CommandContext, email: string, fn: (account: AccountDoc) => Promise<T>): Promise<T> {
@@ -47,6 +53,50 @@ export async function unblockLogin(ctx: CommandContext, email: string, ip?: stri
   })
 }
 
+const ACCOUNT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** Erase a person (R12) named by e-mail address or account id: what DELETE /v1/accounts/me does,
+ * for ops (a request by mail, a court order). Recorded as AccountErased with who ran it and why;
+ * a running server follows the store and ends the person's sessions and toys at once. */
+export async function eraseAccountByOps(ctx: CommandContext, who: string, reason: string): Promise<{ accountId: string; households: number; devices: number; recordings: number }> {
+  const why = erasureReason(reason)
+  const masterKey = loadMasterKey(ctx.config)
+  const personKeys = new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  const blobs = openBlobStore(ctx.config, masterKey)
+  try {
+    await followed.caughtUp
+    const accountId = ACCOUNT_ID.test(who) ? who.toLowerCase() : accountByEmailHash(followed.docs, new EmailProtector(masterKey, personKeys).hash(who))?.accountId
+    // the same answer for an address never seen and one erased: the address is not kept
+    if (accountId === undefined) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
+    if (!accountById(followed.docs, accountId) && !erasedAccount(followed.docs, accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no account ${accountId}`)
+    const erased = await eraseAccount({ store: ctx.store, docs: followed.docs, blobs, personKeys, now: new Date(), metadata: { actor: ctx.actor } }, accountId, why)
+    return { accountId, households: erased.householdIds.length, devices: erased.deviceIds.length, recordings: erased.recordingIds.length }
+  } finally {
+    await blobs.close()
+    await followed.stop()
+  }
+}
+
+/** Export everything kennel holds about the person with this address (R12), as
+ * GET /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
+ * Without download URLs: they would expire (KENNEL_PRESIGN_TTL_SECONDS) before the file reaches
+ * the person, who gets fresh ones from the API. */
+export async function exportAccountByOps(ctx: CommandContext, email: string): Promise<Record<string, unknown>> {
+  const masterKey = loadMasterKey(ctx.config)
+  const personKeys = new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const emails = new EmailProtector(masterKey, personKeys)
+  const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  try {
+    await followed.caughtUp
+    const account = accountByEmailHash(followed.docs, emails.hash(email))
+    if (!account) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
+    return await exportAccount({ store: ctx.store, docs: followed.docs, emails, personalData: new PersonalData(personKeys), now: new Date(), metadata: { actor: ctx.actor } }, account.accountId)
+  } finally {
+    await followed.stop()
+  }
+}
+
 export function registerAccountCommands(program: Command): void {
   const account = program.command('account').description('manage API accounts')
   account
@@ -59,6 +109,34 @@ export function registerAccountCommands(program: Command): void {
         await withStore(async (ctx) => {
           const { accountId, granted } = await grantRole(ctx, email, role)
           process.stdout.write(granted ? `granted ${role} to account ${accountId}\n` : `account ${accountId} already has ${role}\n`)
+        })
+      }),
+    )
+  account
+    .command('erase')
+    .description('erase a person (R12): their key is shredded (address, household names, source addresses read [erased]); households of which they are the last member are erased with their recordings, their toys revoked and unpaired; sessions end; recorded as AccountErased with who ran it and why')
+    .argument('<who>', "the account's e-mail address or its account id")
+    .requiredOption('--reason <text>', 'why (1-200 printable characters, e.g. a ticket number; not the person\'s data): recorded in AccountErased')
+    .action(
+      action(async (who: string, opts: { reason: string }) => {
+        await withStore(async (ctx) => {
+          const r = await eraseAccountByOps(ctx, who, opts.reason)
+          process.stdout.write(`erased account ${r.accountId}: ${r.households} household(s), ${r.devices} toy(s) revoked and unpaired, ${r.recordings} recording(s) deleted\n`)
+        })
+      }),
+    )
+  account
+    .command('export')
+    .description("everything kennel holds about the person with this e-mail and their households, as JSON (sealed values opened with their key); recorded as AccountExported")
+    .argument('<email>', "the account's e-mail address")
+    .requiredOption('--out <file>', 'where to write it (created 0600: it is personal data)')
+    .action(
+      action(async (email: string, opts: { out: string }) => {
+        await withStore(async (ctx) => {
+          const document = await exportAccountByOps(ctx, email)
+          writeOutput(`${JSON.stringify(document, null, 2)}\n`, opts.out, 0o600)
+          const account = document.account as { accountId: string }
+          process.stdout.write(`exported account ${account.accountId} to ${opts.out}\n`)
         })
       }),
     )

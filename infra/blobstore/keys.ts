@@ -79,10 +79,12 @@ export class KeyRing {
     return key
   }
 
-  /** the owner's key, or undefined once shredded (never creates one) */
+  /** the owner's key, or undefined once shredded (never creates one). The file is looked for on
+   * every call: another process (`kennel account erase`) may have shredded it since it was cached. */
   existingKey(owner: string): Buffer | undefined {
-    if (this.cache.has(owner)) return this.cache.get(owner)
-    return fs.existsSync(this.file(owner)) ? this.keyFor(owner) : undefined
+    if (fs.existsSync(this.file(owner))) return this.keyFor(owner)
+    this.cache.delete(owner)
+    return undefined
   }
 
   shred(owner: string): void {

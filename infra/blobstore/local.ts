@@ -124,6 +124,15 @@ export class LocalBlobStore implements BlobStore {
     return body ? { size: body.length, sha256: sha256Hex(body) } : undefined
   }
 
+  async delete(key: string): Promise<void> {
+    assertKey(key)
+    await Promise.all([fs.rm(this.file(key), { force: true }), fs.rm(`${this.file(key)}.json`, { force: true })])
+  }
+
+  async shredHousehold(householdId: string): Promise<void> {
+    this.keys.shred(householdId)
+  }
+
   async close(): Promise<void> {}
 
   /** the URL's signature and expiry; receive and send check them too */

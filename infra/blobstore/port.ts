@@ -46,6 +46,12 @@ export interface BlobStore {
   readonly kind: 'local' | 's3'
   presign(request: PresignRequest): Promise<PresignedUrl>
   stat(key: string): Promise<BlobStat | undefined>
+  /** delete an object (erasure, retention: R12); nothing happens when there is none */
+  delete(key: string): Promise<void>
+  /** forget the household's data key where the store keeps one: the embedded store's objects
+   * sealed with it become unreadable (crypto-shredding, R12). S3 encrypts with the bucket's KMS
+   * key, which is not the household's: there, deleting the objects is the erasure. */
+  shredHousehold(householdId: string): Promise<void>
   close(): Promise<void>
 }
 

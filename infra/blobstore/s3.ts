@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3'
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import type { BlobStat, BlobStore, PresignedUrl, PresignRequest } from './port.ts'
 
@@ -88,6 +88,15 @@ export class S3BlobStore implements BlobStore {
     }
     return { size, sha256: hash.digest('hex') }
   }
+
+  /** In a versioned bucket (the production one, infra/deploy/cdk) this adds a delete marker: the
+   * object is gone for every reader at once, and its noncurrent version is removed by the
+   * bucket's lifecycle rule after the recovery window (docs/PRIVACY.md). */
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: key }))
+  }
+
+  async shredHousehold(): Promise<void> {}
 
   async close(): Promise<void> {
     this.client.destroy()

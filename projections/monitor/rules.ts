@@ -129,7 +129,8 @@ export const rules: readonly Rule[] = [
     eventTypes: ['SessionStarted', 'LoginSucceeded'],
     observe: (e) => {
       const account = s(data(e).accountId)
-      const ip = ipOf(e)
+      // the API seals a person's address (R12); its tag tells the addresses apart
+      const ip = ipOf(e) ?? s(e.metadata.sourceIpTag)
       return account && ip ? { key: account, distinct: ip } : undefined
     },
     describe: (key, n, t) => `account ${key} logged in from ${n} different IPs within ${t.windowSeconds} s`,

@@ -19,7 +19,8 @@ export const FEATURE_FLAGS = {
 /** context keys (`cdk deploy -c key=value`, cdk.json, `kennel deploy check -c key=value`) and their defaults */
 export const CONTEXT_DEFAULTS = {
   stackName: 'KennelProduction',
-  retentionDays: '365',
+  // kennel's own default, so the bucket's lifecycle rule and the retention job agree unless told otherwise
+  retentionDays: configKeys.retentionRecordingsDays.default,
   recoveryDays: '30',
   secretsPrefix: 'kennel/production/',
   rdsCaBundle: '/etc/kennel/rds-global-bundle.pem',

@@ -47,6 +47,20 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
     t.same(down.body, audio)
   })
 
+  t.test(`${name}: a deleted object is gone for every URL, and deleting it again is no error (R12 erasure, retention)`, async (t) => {
+    const h = await make(t)
+    const key = newObjectKey()
+    await h.fetch(await put(h, key), audio)
+    const issuedBefore = await get(h, key)
+    await h.store.delete(key)
+    t.equal(await h.store.stat(key), undefined, 'stat finds nothing')
+    t.not((await h.fetch(issuedBefore)).status, 200, 'a download URL issued before the deletion serves nothing')
+    t.not((await h.fetch(await get(h, key))).status, 200, 'nor one issued after')
+    await h.store.delete(key)
+    await h.store.delete(newObjectKey())
+    t.pass('deleting an absent object is no error')
+  })
+
   t.test(`${name}: URLs expire (R5)`, async (t) => {
     const h = await make(t)
     if (skipping(t, h.noExpiryChecks)) return

@@ -101,3 +101,22 @@ t.test('embedded store: the declared SHA-256 and the credential are part of the 
   }
   t.equal(await store.stat(key), undefined, 'nothing was stored')
 })
+
+t.test("embedded store: shredding a household's key makes its objects unreadable, other households' stay (R12 crypto-shredding)", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-blobs-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const store = new LocalBlobStore({ dir, masterKey: randomBytes(32) })
+  const body = Buffer.from('OggS-a-lullaby')
+  const upload = async (householdId: string) => {
+    const key = newObjectKey()
+    const up = await store.presign({ method: 'PUT', key, ttlSeconds: 60, householdId, contentType: 'audio/ogg', bytes: body.length })
+    const q = new URL(up.url, 'http://x').searchParams
+    await store.receive(key, { householdId, contentType: 'audio/ogg', bytes: body.length, sha256: '', credential: '', expires: Number(q.get('expires')), sig: q.get('sig')! }, 'audio/ogg', body)
+    return key
+  }
+  const erased = await upload('h-erased')
+  const kept = await upload('h-kept')
+  await store.shredHousehold('h-erased')
+  await t.rejects(store.stat(erased), { code: 'KENNEL_ERR_KEY_SHREDDED' }, 'the sealed file no longer opens')
+  t.equal((await store.stat(kept))?.size, body.length, "another household's object is untouched")
+})

@@ -1,4 +1,5 @@
 import type { Test } from 'tap'
+import { configKeys, loadConfig } from '../../../../infra/config.ts'
 import { buildApp, stackProps } from '../../../../infra/deploy/cdk/synth.ts'
 import { CONTEXT } from './synthesized.ts'
 
@@ -12,6 +13,7 @@ export function contextChecks(t: Test): void {
   t.test('context defaults: 365 days of retention, 30 days to restore a version, two tasks per service', async (t) => {
     const props = stackProps(CONTEXT)
     t.match(props, { retentionDays: 365, recoveryDays: 30, brokerTasks: 2, apiTasks: 2, secretsPrefix: 'kennel/production/', stackName: 'KennelProduction' })
+    t.equal(props.retentionDays, loadConfig({}).retentionRecordingsDays, `the bucket's default lifecycle is kennel's own ${configKeys.retentionRecordingsDays.env} default (R12)`)
   })
 
   t.test('bad context values stop the synthesis with KENNEL_ERR_DEPLOY_DEFINITION naming the key', async (t) => {
