@@ -9,11 +9,14 @@ import { registerDeployCommands } from './commands/deploy.ts'
 import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
+import { registerCompletionCommand } from './commands/completion.ts'
 import { action, exitOnUsageError } from './context.ts'
+import { kennelVersion } from './version.ts'
 
 const program = new Command()
   .name('kennel')
   .description('the secure, event-sourced backend for internet-connected toys')
+  .version(kennelVersion(), '-V, --version', 'print the version of kennel')
   .showHelpAfterError()
   // before the commands are added: they inherit it
   .exitOverride(exitOnUsageError)
@@ -46,6 +49,7 @@ registerAccountCommands(program)
 registerProjectionCommands(program)
 registerAuditCommands(program)
 registerDemoCommand(program)
+registerCompletionCommand(program)
 
 function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string): string {
   const lines = [
