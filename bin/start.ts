@@ -2,7 +2,6 @@ import { Gauge, Registry } from 'prom-client'
 import { publicUrlOf, type Config, configKeys } from '../infra/config.ts'
 import { KennelError } from '../infra/errors.ts'
 import { instrumentEventStore } from '../infra/eventstore/instrumented.ts'
-import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
@@ -30,6 +29,8 @@ import { processMetrics } from '../infra/ops/process-metrics.ts'
 import type { Readiness } from '../infra/ops/readiness.ts'
 import { listenOps } from '../infra/ops/server.ts'
 import { kennelReadiness } from './readiness.ts'
+import { prepareDataDir } from './data-dir.ts'
+import { openConfiguredEventStore } from './event-store.ts'
 import { kennelVersion } from './version.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
@@ -56,8 +57,9 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   }
   reportOpenFileLimit(log)
   try {
+    prepareDataDir(config)
     const registry = new Registry()
-    const store = instrumentEventStore(await openEventStore(config.eventStoreUrl, { environment: config.env }), registry)
+    const store = instrumentEventStore(await openConfiguredEventStore(config), registry)
     stops.push(() => store.close())
     log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir }, 'event store open')
     const caFrom = await store.headPosition()
