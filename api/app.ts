@@ -29,6 +29,7 @@ import { answerFrameworkError, registerErrorHandling } from './plugins/errors.ts
 import { registerQueryCoercion } from './plugins/query-coercion.ts'
 import { registerSecurityHeaders, setSecurityHeaders } from './plugins/security-headers.ts'
 import { publicRoutes } from './public/routes.ts'
+import type { ReadinessReport } from '../infra/ops/readiness.ts'
 import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
 import { recordingRoutes } from './recordings/routes.ts'
@@ -62,6 +63,9 @@ export interface ApiDeps {
   /** argon2id cost; default 64 MiB, 3 passes */
   passwordHashing?: PasswordHashing
   metrics?: ApiMetrics
+  /** the process's readiness, answered at GET /readyz without its figures (bin/readiness.ts);
+   * default: ready once the API is built */
+  readiness?: () => Promise<ReadinessReport>
 }
 
 export const JSON_BODY_LIMIT = 64 * 1024
@@ -151,7 +155,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
   })
-  await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now() })
+  await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now(), readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })) })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
   await app.register(recordingRoutes, { ctx })

@@ -1,9 +1,7 @@
-import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
-import { register as defaultRegistry, Registry } from 'prom-client'
 import type { Config } from '../infra/config.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
@@ -15,7 +13,7 @@ import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 import type { ApiMetrics } from './metrics.ts'
 
-// Puts a built API on HTTPS (R2, R9, R18) and /metrics on loopback. Parents connect without a
+// Puts a built API on HTTPS (R2, R9, R18). Parents connect without a
 // certificate and toys with theirs, so the server requests one but does not reject the handshake;
 // device routes read the verdict (api/plugins/device-auth.ts). Until its first request head has
 // arrived a connection counts toward its source's cap and has a deadline from accept
@@ -128,32 +126,4 @@ function createUnauthenticated(opts: ListenOptions): UnauthenticatedConnections 
   )
   metrics.countUnauthenticated = () => connections.size
   return connections
-}
-
-export interface ListeningMetrics {
-  port: number
-  close(): Promise<void>
-}
-
-/** Prometheus /metrics, always on 127.0.0.1 (R11): the API's registry plus the process default. */
-export async function listenMetrics(port: number, registries: Registry[] = []): Promise<ListeningMetrics> {
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"KENNEL_ERR_NOT_FOUND","message":"only GET /metrics"}}')
-      return
-    }
-    const merged = Registry.merge([defaultRegistry, ...registries])
-    merged.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': merged.contentType }).end(text),
-      () => res.writeHead(500).end(),
-    )
-  })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, '127.0.0.1', () => (server.off('error', reject), resolve()))
-  })
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  }
 }

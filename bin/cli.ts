@@ -10,11 +10,14 @@ import { registerDeviceCommands } from './commands/device.ts'
 import { registerEventCommands } from './commands/events.ts'
 import { registerProjectionCommands } from './commands/projections.ts'
 import { registerSimulateCommand } from './commands/simulate.ts'
+import { registerCompletionCommand } from './commands/completion.ts'
 import { action, exitOnUsageError } from './context.ts'
+import { kennelVersion } from './version.ts'
 
 const program = new Command()
   .name('kennel')
   .description('the secure, event-sourced backend for internet-connected toys')
+  .version(kennelVersion(), '-V, --version', 'print the version of kennel')
   .showHelpAfterError()
   // before the commands are added: they inherit it
   .exitOverride(exitOnUsageError)
@@ -29,7 +32,7 @@ program
       // loaded here, not at the top: other commands need neither the broker nor the API
       const { startKennel } = await import('./start.ts')
       const kennel = await startKennel(config, log)
-      process.stderr.write(nextSteps(kennel.ports, config.dataDir))
+      process.stderr.write(nextSteps(kennel.ports, config.dataDir, config.metricsHost))
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve)
         process.once('SIGTERM', resolve)
@@ -48,14 +51,16 @@ registerProjectionCommands(program)
 registerAuditCommands(program)
 registerDemoCommand(program)
 registerSimulateCommand(program)
+registerCompletionCommand(program)
 
-function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string): string {
+function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string, metricsHost: string): string {
+  const ops = `http://${metricsHost.includes(':') ? `[${metricsHost}]` : metricsHost}:${ports.metrics}`
   const lines = [
     '',
     `kennel is running (data in ${dataDir}).`,
     ports.mqtt !== undefined ? `  MQTT over mutual TLS: mqtts://localhost:${ports.mqtt}` : undefined,
     ports.api !== undefined ? `  HTTPS API:           https://localhost:${ports.api}  (OpenAPI at /docs)` : undefined,
-    ports.metrics !== undefined ? `  metrics:             http://127.0.0.1:${ports.metrics}/metrics` : undefined,
+    ports.metrics !== undefined ? `  metrics, health:     ${ops}/metrics  ${ops}/healthz  ${ops}/readyz` : undefined,
     'Next:',
     `  npx kennel device enroll toy-1 --out ./toy-1   give a toy its key, certificate and claim code`,
     `  mosquitto_sub -h localhost -p ${ports.mqtt ?? 8883} --cafile ./toy-1/ca.crt --cert ./toy-1/device.crt --key ./toy-1/device.key -i toy-1 -t 'toys/toy-1/#'`,

@@ -4,8 +4,8 @@ import path from 'node:path'
 import { getSystemErrorMap } from 'node:util'
 import { type Config, loadConfig } from '../infra/config.ts'
 import { type ErrorCode, errorCatalogue, KennelError } from '../infra/errors.ts'
-import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
+import { openConfiguredEventStore } from './event-store.ts'
 
 // What every CLI command needs: the validated configuration and, for most, the event store.
 // Errors end the process with the catalogue's message and exit code, never a stack trace.
@@ -32,7 +32,7 @@ function osUser(): string | undefined {
 
 export async function withStore<T>(fn: (ctx: CommandContext) => Promise<T>): Promise<T> {
   const config = loadConfig()
-  const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
+  const store = await openConfiguredEventStore(config)
   try {
     return await fn({ config, store, actor: cliActor() })
   } finally {

@@ -1,4 +1,6 @@
 import type { AuditSigner } from '../projections/audit/keys.ts'
+import { AUDIT_PROJECTION } from '../projections/audit/projection.ts'
+import { MONITOR_PROJECTION } from '../projections/monitor/projection.ts'
 import { kennelProjections } from '../projections/catalogue.ts'
 import type { Projection } from '../projections/projection.ts'
 import { accountsProjection } from '../api/accounts/projection.ts'
@@ -14,4 +16,10 @@ import type { Config } from '../infra/config.ts'
 
 export function persistentProjections(config: Config, signer: AuditSigner): Projection[] {
   return [...kennelProjections(config, signer), devicesProjection, accountsProjection, householdsProjection, recordingsProjection]
+}
+
+/** the names of persistentProjections, known without the audit signing key (commands that only
+ * read must not create one) */
+export function persistentProjectionNames(): string[] {
+  return [AUDIT_PROJECTION, MONITOR_PROJECTION, devicesProjection.name, accountsProjection.name, householdsProjection.name, recordingsProjection.name]
 }

@@ -1,7 +1,7 @@
 import { Gauge, Registry } from 'prom-client'
 import { publicUrlOf, type Config, configKeys } from '../infra/config.ts'
 import { KennelError } from '../infra/errors.ts'
-import { openEventStore } from '../infra/eventstore/open.ts'
+import { instrumentEventStore } from '../infra/eventstore/instrumented.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
@@ -20,13 +20,20 @@ import type { ReadModelStore } from '../projections/readmodels/port.ts'
 import { type ProjectionRunner, startProjectionRunner } from '../projections/runner.ts'
 import { buildApi } from '../api/app.ts'
 import type { NotifyDevice } from '../api/context.ts'
-import { listenApi, listenMetrics, type ListeningApi } from '../api/listen.ts'
+import { listenApi, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
 import { openMailer } from '../infra/mail/open.ts'
 import { openBlobStore } from '../infra/blobstore/open.ts'
 import { startRecordingRetention } from '../api/recordings/retention.ts'
+import { processMetrics } from '../infra/ops/process-metrics.ts'
+import type { Readiness } from '../infra/ops/readiness.ts'
+import { listenOps } from '../infra/ops/server.ts'
+import { kennelReadiness } from './readiness.ts'
+import { prepareDataDir } from './data-dir.ts'
+import { openConfiguredEventStore } from './event-store.ts'
+import { kennelVersion } from './version.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
 // together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
@@ -37,6 +44,8 @@ export interface RunningKennel {
   ca: DeviceCa
   broker: Broker
   projections: ProjectionRunner
+  /** what /readyz reports */
+  readiness: Readiness
   ports: { mqtt: number; api: number; metrics: number }
   stop(): Promise<void>
 }
@@ -50,25 +59,31 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   }
   reportOpenFileLimit(log)
   try {
-    const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
+    prepareDataDir(config)
+    const registry = new Registry()
+    const store = instrumentEventStore(await openConfiguredEventStore(config), registry)
     stops.push(() => store.close())
     log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir }, 'event store open')
     const caFrom = await store.headPosition()
     const ca = new FollowedDeviceCa(await loadDeviceCa(config))
     const tls = await loadServerTls(config, ca)
-    const registry = new Registry()
     const readModels = await openKennelReadModels(config)
     stops.push(() => readModels.close())
+    const readiness = kennelReadiness({ config, store, readModels })
+    const mqttListener = readiness.listener('mqtt')
     const projections = await startProjections(config, store, readModels, registry, log, stops)
     const broker = await startBroker(config, store, ca, tls, registry, log, stops)
     const mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () => broker.listen(config.mqttPort, config.host))
+    mqttListener.up()
     log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
     const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
     const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
-    const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, log, stops)
+    const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, readiness, log, stops)
     log.info({ host: config.host, port: api.port, metricsPort: metrics }, 'HTTPS API listening')
     await followCaRollovers(config, store, caFrom, ca, broker, api, log, stops)
-    return { config, store, ca, broker, projections, ports: { mqtt, api: api.port, metrics }, stop }
+    // pushed last, so it runs first: not ready before anything closes
+    stops.push(async () => readiness.drain())
+    return { config, store, ca, broker, projections, readiness, ports: { mqtt, api: api.port, metrics }, stop }
   } catch (err) {
     await stop()
     throw err
@@ -108,7 +123,8 @@ async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls:
   return broker
 }
 
-// The REST API (api/) on HTTPS and /metrics on loopback; toys are told through the broker.
+// The REST API (api/) on HTTPS and the operations listener (/metrics, /healthz, /readyz) on
+// KENNEL_METRICS_HOST; toys are told through the broker.
 async function startApi(
   config: Config,
   store: EventStore,
@@ -117,9 +133,12 @@ async function startApi(
   notifyDevice: NotifyDevice,
   audit: ReturnType<typeof createAuditPort>,
   registry: Registry,
+  readiness: Readiness,
   log: Logger,
   stops: Stops,
 ): Promise<{ api: ListeningApi; metrics: number }> {
+  const apiListener = readiness.listener('api')
+  const opsListener = readiness.listener('metrics')
   const metrics = new ApiMetrics()
   let redis: import('ioredis').Redis | undefined
   if (config.redisUrl !== undefined) {
@@ -138,12 +157,15 @@ async function startApi(
   // picks one): known once it listens, before the first request is read
   let boundPort = config.apiPort
   const publicUrl = () => publicUrlOf(config, boundPort)
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, mailer, metrics, audit, publicUrl, logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
+  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, mailer, metrics, audit, publicUrl, readiness: () => readiness.report(), logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
   const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () => listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }))
   boundPort = api.port
   stops.push(() => api.close())
-  const metricsServer = await bound(configKeys.metricsPort.env, '127.0.0.1', config.metricsPort, () => listenMetrics(config.metricsPort, [metrics.registry, registry]))
+  apiListener.up()
+  const registries = [processMetrics({ version: kennelVersion() }), metrics.registry, registry]
+  const metricsServer = await bound(configKeys.metricsPort.env, config.metricsHost, config.metricsPort, () => listenOps({ host: config.metricsHost, port: config.metricsPort, registries, readiness }), configKeys.metricsHost.env)
   stops.push(() => metricsServer.close())
+  opsListener.up()
   return { api, metrics: metricsServer.port }
 }
 
@@ -169,12 +191,11 @@ async function followCaRollovers(config: Config, store: EventStore, after: numbe
 
 /** A listener that cannot bind is a setting to change, not an internal error: the message names
  * the variable and the address. */
-async function bound<T>(variable: string, host: string, port: number, listen: () => Promise<T>): Promise<T> {
+async function bound<T>(variable: string, host: string, port: number, listen: () => Promise<T>, hostVariable: string = configKeys.host.env): Promise<T> {
   try {
     return await listen()
   } catch (err) {
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`
-    const hostVariable = configKeys.host.env
     const reasons: Record<string, string> = {
       EADDRINUSE: `${address} is already in use: stop what listens there or set ${variable} to a free port (0 = any free port)`,
       EACCES: `not allowed to listen on ${address}: ports below 1024 need privileges; set ${variable} to a port from 1024 up`,

@@ -94,7 +94,6 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const now = opts.now ?? (() => new Date())
   const cluster: ClusterParts | undefined = config.redisUrl ? createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
   const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
-  const recorder = createRecorder(store, log)
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
   const sessions = createSessions()
   const unacknowledged = createUnacknowledgedPublishes()
@@ -110,7 +109,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     connectTimeout: 2 * config.connectTimeoutSeconds * 1000,
   })
   const clients = (): Record<string, Client> => registeredClients(aedes)
-  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => recorder.failures, () => admission.size)
+  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => admission.size)
+  const recorder = createRecorder(store, log, { onFailure: (events) => metrics.appendFailures.inc(events) })
 
   const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
   const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })

@@ -12,10 +12,10 @@ export interface BrokerMetrics {
   connectTimeouts: Counter<'phase'>
   rateLimited: Counter<'limit'>
   kicks: Counter<'reason'>
-  appendFailures: Gauge
+  appendFailures: Counter
 }
 
-export function createBrokerMetrics(registry: Registry, connectedClients: () => number, appendFailures: () => number, unauthenticated: () => number): BrokerMetrics {
+export function createBrokerMetrics(registry: Registry, connectedClients: () => number, unauthenticated: () => number): BrokerMetrics {
   const registers = [registry]
   new Gauge({
     name: 'kennel_mqtt_clients_connected',
@@ -43,13 +43,6 @@ export function createBrokerMetrics(registry: Registry, connectedClients: () => 
     connectTimeouts: new Counter({ name: 'kennel_mqtt_connect_timeouts_total', help: 'connections closed for not finishing the TLS handshake (phase handshake) or not being accepted with CONNACK 0 (phase connect) in time (R9)', labelNames: ['phase'], registers }),
     rateLimited: new Counter({ name: 'kennel_mqtt_rate_limited_total', help: 'MQTT actions refused by a rate limit (R6)', labelNames: ['limit'], registers }),
     kicks: new Counter({ name: 'kennel_mqtt_kicks_total', help: 'live sessions closed by the broker, by reason', labelNames: ['reason'], registers }),
-    appendFailures: new Gauge({
-      name: 'kennel_mqtt_event_append_failures',
-      help: 'broker events whose append failed since start',
-      registers,
-      collect() {
-        this.set(appendFailures())
-      },
-    }),
+    appendFailures: new Counter({ name: 'kennel_mqtt_event_append_failures_total', help: 'broker events whose append failed after its retries (logged; the action they record happened)', registers }),
   }
 }

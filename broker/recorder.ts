@@ -27,8 +27,6 @@ export interface Recorder {
   record(stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void>
   /** append everything queued; resolves when done */
   flush(): Promise<void>
-  /** appends that failed (logged; also exposed as a metric) */
-  readonly failures: number
 }
 
 interface Pending {
@@ -36,13 +34,13 @@ interface Pending {
   waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>
 }
 
-export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5 } = {}): Recorder {
+/** `onFailure` is told how many events an append that failed after its retries held (a metric) */
+export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {}): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
   let timer: NodeJS.Timeout | undefined
   let immediate: NodeJS.Immediate | undefined
   let lastFlush = -Infinity
-  let failures = 0
 
   async function append(stream: string, events: NewEvent[]): Promise<void> {
     for (let attempt = 0; ; attempt++) {
@@ -67,7 +65,7 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
         for (const w of pending.waiters) w.resolve()
       },
       (err: unknown) => {
-        failures += pending.events.length
+        onFailure(pending.events.length)
         log.error({ err, stream, events: pending.events.length }, 'broker event append failed')
         for (const w of pending.waiters) w.reject(err)
       },
@@ -107,9 +105,6 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
     async flush() {
       await flushAll()
       await Promise.all([...inFlight])
-    },
-    get failures() {
-      return failures
     },
   }
 }

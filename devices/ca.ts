@@ -135,7 +135,7 @@ async function readHeldCa(config: Config, id: string): Promise<HeldCa> {
   const dir = path.join(caDir(config), id)
   const marker = JSON.parse(fs.readFileSync(path.join(dir, 'ca.json'), 'utf8')) as { environment: string; createdAt: string; role?: 'root' | 'device' }
   if (marker.environment !== config.env) {
-    throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `the development CA in ${dir} was created for ${marker.environment}, not ${config.env} (R8)`)
+    throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `the development CA in ${dir} was created for ${marker.environment}, not ${config.env}: set KENNEL_ENV=${marker.environment} if this is a ${marker.environment} deployment, or set KENNEL_DATA_DIR to a data directory of the ${config.env} environment (R8)`)
   }
   const certPem = fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8')
   const keyFile = path.join(dir, 'ca.key')

@@ -18,6 +18,8 @@ export const errorCatalogue = {
   KENNEL_ERR_DEVELOPMENT_MATERIAL: { http: 500, exit: 78 },
   /** a listener cannot bind its configured address (in use, privileged port, not this host's) */
   KENNEL_ERR_CANNOT_LISTEN: { http: 500, exit: 78 },
+  /** the data directory cannot be created or written (permissions, read-only, a file in the way) */
+  KENNEL_ERR_DATA_DIR: { http: 500, exit: 73 },
   // generic input
   KENNEL_ERR_VALIDATION: { http: 400, exit: 64 },
   KENNEL_ERR_NOT_FOUND: { http: 404, exit: 66 },

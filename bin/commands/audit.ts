@@ -80,6 +80,7 @@ export function registerAuditCommands(program: Command): void {
     .command('heads')
     .description('export every signed tree head (for anchoring elsewhere)')
     .option('--out <file>', 'write to a file instead of stdout')
+    .option('--json', 'JSON (the only format of this command; accepted so every command that reads takes --json)')
     .action(
       action(async (opts: { out?: string }) => {
         await withStore(async ({ config, store }) => {
@@ -94,6 +95,7 @@ export function registerAuditCommands(program: Command): void {
     .command('prove <eventId>')
     .description('print an inclusion proof of an event against the latest signed head (JSON)')
     .option('--out <file>', 'write to a file instead of stdout')
+    .option('--json', 'JSON (the only format of this command; accepted so every command that reads takes --json)')
     .action(
       action(async (eventId: string, opts: { out?: string }) => {
         await withStore(async (ctx) => {
@@ -109,6 +111,7 @@ export function registerAuditCommands(program: Command): void {
     .requiredOption('--from <size>', 'size of the older head')
     .option('--to <size>', 'size of the newer head (default: the latest)')
     .option('--out <file>', 'write to a file instead of stdout')
+    .option('--json', 'JSON (the only format of this command; accepted so every command that reads takes --json)')
     .action(
       action(async (opts: { from: string; to?: string; out?: string }) => {
         const size = (v: string, name: string): number => {
@@ -128,8 +131,9 @@ export function registerAuditCommands(program: Command): void {
     .command('check-proof <file>')
     .description('verify an inclusion or consistency proof offline, with only the public key')
     .requiredOption('--public-key <pem>', 'the audit Ed25519 public key (PEM file)')
+    .option('--json', 'print the result as JSON')
     .action(
-      action(async (file: string, opts: { publicKey: string }) => {
+      action(async (file: string, opts: { publicKey: string; json?: boolean }) => {
         const text = readInputFile(file, 'proof')
         const verifier = verifierFromPem(readInputFile(opts.publicKey, 'public key'))
         let proof: unknown
@@ -139,7 +143,8 @@ export function registerAuditCommands(program: Command): void {
           throw new KennelError('KENNEL_ERR_PROOF_INVALID', `proof ${file} is not JSON: ${(err as Error).message}`)
         }
         checkProof(proof, verifier)
-        process.stdout.write('ok: the proof verifies against the signed head\n')
+        if (opts.json) process.stdout.write(`${JSON.stringify({ ok: true, kind: (proof as { kind: string }).kind })}\n`)
+        else process.stdout.write('ok: the proof verifies against the signed head\n')
       }),
     )
 

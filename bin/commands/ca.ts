@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto'
 import type { Command } from 'commander'
 import { loadDeviceCa, rolloverDevelopmentCa } from '../../devices/ca.ts'
 import { buildCrl } from '../../devices/crl.ts'
@@ -27,9 +28,17 @@ export function registerCaCommands(program: Command): void {
 
   ca.command('cert')
     .description("print every trusted CA certificate (PEM): the device CAs and their root, which is what a toy's ca.crt holds")
+    .option('--json', 'one JSON object per certificate and line: subject, issuer, validity, SHA-256 fingerprint and PEM')
     .action(
-      action(async () => {
-        await withStore(async ({ config }) => void process.stdout.write((await loadDeviceCa(config)).trustedPem))
+      action(async (opts: { json?: boolean }) => {
+        await withStore(async ({ config }) => {
+          const pem = (await loadDeviceCa(config)).trustedPem
+          if (!opts.json) return void process.stdout.write(pem)
+          for (const block of pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []) {
+            const c = new X509Certificate(block)
+            process.stdout.write(`${JSON.stringify({ subject: c.subject, issuer: c.issuer, notBefore: new Date(c.validFrom).toISOString(), notAfter: new Date(c.validTo).toISOString(), sha256: c.fingerprint256, pem: `${block}\n` })}\n`)
+          }
+        })
       }),
     )
 

@@ -12,6 +12,7 @@ export function registerEventCommands(program: Command): void {
     .option('-f, --follow', 'keep printing new events as they are appended')
     .option('--stream <prefix>', 'only events whose stream starts with this prefix')
     .option('--type <type...>', 'only events of these types (an unknown type is refused with the list of known ones)')
+    .option('--json', 'JSON (the only format of this command; accepted so every command that reads takes --json)')
     .action(
       action(async (opts: { lines: string; follow?: boolean; stream?: string; type?: string[] }) => {
         const n = Number(opts.lines)

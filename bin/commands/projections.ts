@@ -1,7 +1,8 @@
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { auditSigner, openKennelReadModels } from '../../projections/catalogue.ts'
-import { persistentProjections } from '../read-models.ts'
+import { persistentProjectionNames, persistentProjections } from '../read-models.ts'
+import { projectorLag } from '../../projections/lag.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { action, withStore } from '../context.ts'
 
@@ -45,6 +46,27 @@ export function registerProjectionCommands(program: Command): void {
             process.stderr.write(`rebuilt ${result.projections.join(', ')} up to position ${result.head} in ${result.seconds.toFixed(1)} s\n`)
           } finally {
             bar.stop()
+            await readModels.close()
+          }
+        })
+      }),
+    )
+
+  projections
+    .command('status')
+    .description("each read model's stored checkpoint and how many events of the store it has not applied yet")
+    .option('--json', 'print the status as one JSON object')
+    .action(
+      action(async (opts: { json?: boolean }) => {
+        await withStore(async ({ config, store }) => {
+          const readModels = await openKennelReadModels(config)
+          try {
+            const lag = await projectorLag(store, readModels, persistentProjectionNames())
+            if (opts.json) return void process.stdout.write(`${JSON.stringify(lag)}\n`)
+            const width = Math.max(...lag.projections.map((p) => p.name.length))
+            process.stdout.write(`event store head: ${lag.head}\n`)
+            for (const p of lag.projections) process.stdout.write(`  ${p.name.padEnd(width)}  at ${p.position}${p.behind > 0 ? `, ${p.behind} behind` : ', caught up'}\n`)
+          } finally {
             await readModels.close()
           }
         })

@@ -87,6 +87,9 @@ export interface LookupOptions {
 export interface ReadModelStore {
   readonly kind: 'sqlite' | 'postgres'
   load(name: string): Promise<StoredProjection | undefined>
+  /** the stored checkpoint of every projection that has one, by name, without loading documents:
+   * any process reads how far the projector has come (readiness, `kennel projections status`) */
+  checkpoints(): Promise<Map<string, number>>
   commit(changes: readonly ProjectionChanges[]): Promise<void>
   /** write whatever index a from-zero load deferred; after it every lookup is complete */
   settle(): Promise<void>

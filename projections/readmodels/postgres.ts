@@ -189,6 +189,11 @@ class PostgresReadModels implements ReadModelStore {
     return r.rows.map(toEntry)
   }
 
+  async checkpoints(): Promise<Map<string, number>> {
+    const r = await query<{ name: string; position: string }>(this.pool, 'reading checkpoints', { text: `SELECT name, position FROM ${this.s}.projection_checkpoints` })
+    return new Map(r.rows.map((row) => [row.name, int(row.position)]))
+  }
+
   async cursor(name: string): Promise<number> {
     const r = await query<{ position: string }>(this.pool, `reading cursor ${name}`, { text: `SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`, values: [name] })
     return r.rows.length === 0 ? 0 : int(r.rows[0]!.position)

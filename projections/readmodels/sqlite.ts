@@ -333,6 +333,7 @@ class SqliteReadModels implements ReadModelStore {
       postings: db.prepare('SELECT postings FROM projection_postings WHERE projection = ? AND key = ? AND max_time >= ? AND min_time < ? ORDER BY last_position').pluck(),
       runFrom: db.prepare('SELECT last_position, first_ordinal, positions, times, digests, event_ids FROM projection_entry_runs WHERE projection = ? AND last_position >= ? ORDER BY last_position LIMIT 1'),
       cursor: db.prepare('SELECT position FROM projection_cursors WHERE name = ?').pluck(),
+      checkpoints: db.prepare('SELECT name, position FROM projection_checkpoints').raw(),
       setCursor: db.prepare('INSERT OR REPLACE INTO projection_cursors (name, position) VALUES (?, ?)'),
     }
   }
@@ -517,6 +518,10 @@ class SqliteReadModels implements ReadModelStore {
       after = run.lastPosition
     }
     return out
+  }
+
+  async checkpoints(): Promise<Map<string, number>> {
+    return new Map(this.stmt.checkpoints.all() as Array<[string, number]>)
   }
 
   async cursor(name: string): Promise<number> {
