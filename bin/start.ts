@@ -1,23 +1,21 @@
 import { Gauge, Registry } from 'prom-client'
-import { publicUrlOf, type Config, configKeys } from '../infra/config.ts'
+import { publicUrlOf, type Config, configKeys, type Role } from '../infra/config.ts'
 import { KennelError } from '../infra/errors.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
+import { createInboxPublisher } from '../broker/inbox-publisher.ts'
 import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
 import { checkCertificate, devicesProjection } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
-import { auditSigner, auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
+import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
 import { accountContacts } from './breach-contacts.ts'
 import { reportOpenFileLimit } from './open-files.ts'
-import { persistentProjections } from './read-models.ts'
-import { startAlertDelivery } from '../projections/monitor/delivery.ts'
-import type { ReadModelStore } from '../projections/readmodels/port.ts'
-import { type ProjectionRunner, startProjectionRunner } from '../projections/runner.ts'
+import { type Projector, startProjector } from './projector.ts'
 import { buildApi } from '../api/app.ts'
 import type { NotifyDevice } from '../api/context.ts'
 import { listenApi, listenMetrics, type ListeningApi } from '../api/listen.ts'
@@ -28,14 +26,18 @@ import { openMailer } from '../infra/mail/open.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
 // together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
+// KENNEL_ROLES chooses the parts: `broker` and `api` append events and keep in memory only the
+// views they decide with; `projector` keeps the persistent read models and delivers alerts.
 
 export interface RunningKennel {
   config: Config
   store: EventStore
-  ca: DeviceCa
-  broker: Broker
-  projections: ProjectionRunner
-  ports: { mqtt: number; api: number; metrics: number }
+  /** the device CA, on broker and API nodes */
+  ca: DeviceCa | undefined
+  broker: Broker | undefined
+  projections: Projector | undefined
+  /** the listeners of this node's roles; /metrics always */
+  ports: { mqtt?: number; api?: number; metrics: number }
   stop(): Promise<void>
 }
 
@@ -46,43 +48,59 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   const stop = async (): Promise<void> => {
     for (const s of stops.splice(0).reverse()) await s()
   }
+  const roles = new Set<Role>(config.roles)
   reportOpenFileLimit(log)
   try {
     const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
     stops.push(() => store.close())
-    log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir }, 'event store open')
+    log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles }, 'event store open')
+    const registry = new Registry()
+    const projections = roles.has('projector') ? await startProjections(config, store, registry, log, stops) : undefined
+    if (!roles.has('broker') && !roles.has('api')) {
+      const metrics = await listenMetricsOn(config, [registry], stops)
+      return { config, store, ca: undefined, broker: undefined, projections, ports: { metrics }, stop }
+    }
     const caFrom = await store.headPosition()
     const ca = new FollowedDeviceCa(await loadDeviceCa(config))
     const tls = await loadServerTls(config, ca)
-    const registry = new Registry()
-    const readModels = await openKennelReadModels(config)
-    stops.push(() => readModels.close())
-    const projections = await startProjections(config, store, readModels, registry, log, stops)
-    const broker = await startBroker(config, store, ca, tls, registry, log, stops)
-    const mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () => broker.listen(config.mqttPort, config.host))
-    log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
-    const notifyDevice: NotifyDevice = (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
-    const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
-    const { api, metrics } = await startApi(config, store, ca, tls, notifyDevice, audit, registry, log, stops)
-    log.info({ host: config.host, port: api.port, metricsPort: metrics }, 'HTTPS API listening')
+    let broker: Broker | undefined
+    let mqtt: number | undefined
+    if (roles.has('broker')) {
+      const b = await startBroker(config, store, ca, tls, registry, log, stops)
+      broker = b
+      mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () => b.listen(config.mqttPort, config.host))
+      log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
+    }
+    let api: ListeningApi | undefined
+    const registries = [registry]
+    if (roles.has('api')) {
+      const notifyDevice = await inboxOf(config, store, broker, log, stops)
+      const readModels = await openKennelReadModels(config)
+      stops.push(() => readModels.close())
+      const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
+      const started = await startApi(config, store, ca, tls, notifyDevice, audit, log, stops)
+      api = started.api
+      registries.push(started.metrics.registry)
+      log.info({ host: config.host, port: api.port }, 'HTTPS API listening')
+    }
+    const metrics = await listenMetricsOn(config, registries, stops)
     await followCaRollovers(config, store, caFrom, ca, broker, api, log, stops)
-    return { config, store, ca, broker, projections, ports: { mqtt, api: api.port, metrics }, stop }
+    return { config, store, ca, broker, projections, ports: { mqtt, api: api?.port, metrics }, stop }
   } catch (err) {
     await stop()
     throw err
   }
 }
 
-// Read models with their checkpoints in the read-model store, the tamper-evident audit log and
-// the security monitor (R11, R17); alerts go to the log and the webhook.
-async function startProjections(config: Config, store: EventStore, readModels: ReadModelStore, registry: Registry, log: Logger, stops: Stops): Promise<ProjectionRunner> {
-  const runner = await startProjectionRunner({ store, readModels, projections: persistentProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
-  stops.push(() => runner.stop())
-  const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
-  stops.push(() => alerts.stop())
-  new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await runner.lag()).events) } })
-  new Gauge({ name: 'kennel_projection_lag_seconds', help: 'age of the newest applied event while the read models are behind', registers: [registry], collect() { this.set(runner.lastLag.seconds) } })
-  return runner
+// The projector role (bin/projector.ts) with its lag on /metrics.
+async function startProjections(config: Config, store: EventStore, registry: Registry, log: Logger, stops: Stops): Promise<Projector> {
+  const readModels = await openKennelReadModels(config)
+  stops.push(() => readModels.close())
+  const projector = await startProjector(config, store, readModels, log)
+  stops.push(() => projector.stop())
+  new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await projector.lag()).events) } })
+  new Gauge({ name: 'kennel_projection_lag_seconds', help: 'age of the newest applied event while the read models are behind', registers: [registry], collect() { this.set(projector.lastLag.seconds) } })
+  return projector
 }
 
 // The MQTT broker (broker/): certificates checked against the devices read model, revocations
@@ -103,7 +121,16 @@ async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls:
   return broker
 }
 
-// The REST API (api/) on HTTPS and /metrics on loopback; toys are told through the broker.
+/** How the API tells a toy: through the broker of this node, else through every broker of the
+ * cluster on the shared Redis (loadConfig refuses an API with neither). */
+async function inboxOf(config: Config, store: EventStore, broker: Broker | undefined, log: Logger, stops: Stops): Promise<NotifyDevice> {
+  if (broker) return (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
+  const publisher = await createInboxPublisher({ config, store, log: log.child({ component: 'inbox' }) })
+  stops.push(() => publisher.close())
+  return (deviceId, subtopic, payload) => publisher.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
+}
+
+// The REST API (api/) on HTTPS.
 async function startApi(
   config: Config,
   store: EventStore,
@@ -111,10 +138,9 @@ async function startApi(
   tls: { cert: string; key: string },
   notifyDevice: NotifyDevice,
   audit: ReturnType<typeof createAuditPort>,
-  registry: Registry,
   log: Logger,
   stops: Stops,
-): Promise<{ api: ListeningApi; metrics: number }> {
+): Promise<{ api: ListeningApi; metrics: ApiMetrics }> {
   const metrics = new ApiMetrics()
   let redis: import('ioredis').Redis | undefined
   if (config.redisUrl !== undefined) {
@@ -137,15 +163,20 @@ async function startApi(
   const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () => listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }))
   boundPort = api.port
   stops.push(() => api.close())
-  const metricsServer = await bound(configKeys.metricsPort.env, '127.0.0.1', config.metricsPort, () => listenMetrics(config.metricsPort, [metrics.registry, registry]))
-  stops.push(() => metricsServer.close())
-  return { api, metrics: metricsServer.port }
+  return { api, metrics }
+}
+
+/** /metrics on loopback, on every node: the figures of the roles it runs */
+async function listenMetricsOn(config: Config, registries: Registry[], stops: Stops): Promise<number> {
+  const server = await bound(configKeys.metricsPort.env, '127.0.0.1', config.metricsPort, () => listenMetrics(config.metricsPort, registries))
+  stops.push(() => server.close())
+  return server.port
 }
 
 // A device-CA rollover made by the CLI in another process reaches both listeners without a
 // restart (R18): toys enrolled under the new CA are trusted, renewals are issued by it, and live
 // sessions keep the chain they were verified with.
-async function followCaRollovers(config: Config, store: EventStore, after: number, ca: FollowedDeviceCa, broker: Broker, api: ListeningApi, log: Logger, stops: Stops): Promise<void> {
+async function followCaRollovers(config: Config, store: EventStore, after: number, ca: FollowedDeviceCa, broker: Broker | undefined, api: ListeningApi | undefined, log: Logger, stops: Stops): Promise<void> {
   const follower = followDeviceCa({
     store,
     after,
@@ -153,8 +184,8 @@ async function followCaRollovers(config: Config, store: EventStore, after: numbe
     load: () => loadDeviceCa(config),
     async onChange(next) {
       const tls = await loadServerTls(config, next)
-      reloadListenerTls(broker.server, config, { ca: next.trustedPem, ...tls })
-      api.reloadTls(tls, next.trustedPem)
+      if (broker) reloadListenerTls(broker.server, config, { ca: next.trustedPem, ...tls })
+      api?.reloadTls(tls, next.trustedPem)
     },
     log: log.child({ component: 'ca' }),
   })
@@ -180,4 +211,18 @@ async function bound<T>(variable: string, host: string, port: number, listen: ()
     if (reason === undefined) throw err
     throw new KennelError('KENNEL_ERR_CANNOT_LISTEN', `cannot listen for ${variable}: ${reason}`, { variable, host, port }, { cause: err })
   }
+}
+
+/** a node that runs every role (the default KENNEL_ROLES): each of its parts is there */
+export interface FullKennel extends RunningKennel {
+  ca: DeviceCa
+  broker: Broker
+  projections: Projector
+  ports: { mqtt: number; api: number; metrics: number }
+}
+
+export function everyRole(kennel: RunningKennel): FullKennel {
+  const { ca, broker, projections, ports } = kennel
+  if (!ca || !broker || !projections || ports.mqtt === undefined || ports.api === undefined) throw new KennelError('KENNEL_ERR_CONFIG', `this needs every role; KENNEL_ROLES is ${kennel.config.roles.join(',')}`)
+  return { ...kennel, ca, broker, projections, ports: { mqtt: ports.mqtt, api: ports.api, metrics: ports.metrics } }
 }
