@@ -15,8 +15,9 @@ import { followProjections } from '../projections/follow.ts'
 import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
 import { accountContacts } from './breach-contacts.ts'
 import { reportOpenFileLimit } from './open-files.ts'
-import { type Projector, startProjector } from './projector.ts'
+import { type Projector, startProjector, startProjectorThread } from './projector.ts'
 import { buildApi } from '../api/app.ts'
+import type { AuditPort } from '../api/audit/routes.ts'
 import type { NotifyDevice } from '../api/context.ts'
 import { listenApi, listenMetrics, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
@@ -77,7 +78,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
       const notifyDevice = await inboxOf(config, store, broker, log, stops)
       const readModels = await openKennelReadModels(config)
       stops.push(() => readModels.close())
-      const audit = createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) })
+      const audit = afterProjection(createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) }), store, projections)
       const started = await startApi(config, store, ca, tls, notifyDevice, audit, log, stops)
       api = started.api
       registries.push(started.metrics.registry)
@@ -92,11 +93,18 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   }
 }
 
-// The projector role (bin/projector.ts) with its lag on /metrics.
+// The projector role (bin/projector.ts) with its lag on /metrics: on a thread of its own beside a
+// broker or an API, so that it never holds up the thread serving toys; on this thread when it is
+// all the node does.
 async function startProjections(config: Config, store: EventStore, registry: Registry, log: Logger, stops: Stops): Promise<Projector> {
-  const readModels = await openKennelReadModels(config)
-  stops.push(() => readModels.close())
-  const projector = await startProjector(config, store, readModels, log)
+  let projector: Projector
+  if (config.roles.length > 1) {
+    projector = await startProjectorThread(config, log)
+  } else {
+    const readModels = await openKennelReadModels(config)
+    stops.push(() => readModels.close())
+    projector = await startProjector(config, store, readModels, log)
+  }
   stops.push(() => projector.stop())
   new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await projector.lag()).events) } })
   new Gauge({ name: 'kennel_projection_lag_seconds', help: 'age of the newest applied event while the read models are behind', registers: [registry], collect() { this.set(projector.lastLag.seconds) } })
@@ -121,6 +129,22 @@ async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls:
   return broker
 }
 
+/** the longest an auditor's request waits for this node's projector to apply what the store holds */
+const AUDIT_WAIT_MS = 10_000
+
+/** Audit verification and breach reports answer from the read models once this node's projector
+ * has committed every event the store held when they were asked (read-your-writes across the
+ * projector's thread); a projector further behind than AUDIT_WAIT_MS answers from what it has
+ * committed, and a node without one from what the cluster's projector has. */
+function afterProjection(port: AuditPort, store: EventStore, projector: Projector | undefined): AuditPort {
+  if (!projector) return port
+  const applied = async (): Promise<void> => projector.waitFor(await store.headPosition(), AUDIT_WAIT_MS).catch(() => undefined)
+  return {
+    verify: async () => (await applied(), port.verify()),
+    breachReport: async (request) => (await applied(), port.breachReport(request)),
+  }
+}
+
 /** How the API tells a toy: through the broker of this node, else through every broker of the
  * cluster on the shared Redis (loadConfig refuses an API with neither). */
 async function inboxOf(config: Config, store: EventStore, broker: Broker | undefined, log: Logger, stops: Stops): Promise<NotifyDevice> {
@@ -137,7 +161,7 @@ async function startApi(
   ca: DeviceCa,
   tls: { cert: string; key: string },
   notifyDevice: NotifyDevice,
-  audit: ReturnType<typeof createAuditPort>,
+  audit: AuditPort,
   log: Logger,
   stops: Stops,
 ): Promise<{ api: ListeningApi; metrics: ApiMetrics }> {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { Aedes } from 'aedes'
 import type { Config } from '../infra/config.ts'
 import { KennelError } from '../infra/errors.ts'
@@ -30,6 +31,13 @@ export interface InboxPublisherOptions {
 export async function createInboxPublisher(o: InboxPublisherOptions): Promise<InboxPublisher> {
   if (o.config.redisUrl === undefined) throw new KennelError('KENNEL_ERR_CONFIG', 'an API without a broker reaches toys through the cluster\'s Redis: set KENNEL_REDIS_URL')
   const cluster = createClusterParts({ redisUrl: o.config.redisUrl, keyPrefix: o.clusterKeyPrefix })
+  try {
+    await connected(cluster.mq)
+  } catch (err) {
+    await new Promise<void>((resolve) => (cluster.mq as { close(cb: () => void): void }).close(resolve))
+    await cluster.close()
+    throw err
+  }
   const aedes = new Aedes({ mq: cluster.mq as never, persistence: cluster.persistence as never })
   await aedes.listen()
   let closed = false
@@ -53,5 +61,21 @@ export async function createInboxPublisher(o: InboxPublisherOptions): Promise<In
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       await cluster.close()
     },
+  }
+}
+
+/** how long start-up waits for the cluster's Redis */
+const CONNECT_DEADLINE_MS = 10_000
+
+/** Both connections of the message bus ready: a subscription sent while the subscriber
+ * connection is still connecting puts it in subscriber mode before ioredis's ready check, which
+ * then fails ("Connection in subscriber mode"). A broker subscribes long after its bus is up. */
+async function connected(mq: unknown): Promise<void> {
+  const { subConn, pubConn } = mq as { subConn: { status: string } & NodeJS.EventEmitter; pubConn: { status: string } & NodeJS.EventEmitter }
+  const signal = AbortSignal.timeout(CONNECT_DEADLINE_MS)
+  try {
+    await Promise.all([subConn, pubConn].map((c) => (c.status === 'ready' ? undefined : once(c, 'ready', { signal }))))
+  } catch (err) {
+    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `the cluster's Redis (KENNEL_REDIS_URL) did not answer within ${CONNECT_DEADLINE_MS / 1000} s`, undefined, { cause: err })
   }
 }

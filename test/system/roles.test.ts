@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import tls from 'node:tls'
+import { threadId } from 'node:worker_threads'
 import t, { type Test } from 'tap'
 import { startKennel } from '../../bin/start.ts'
 import { loadDeviceCa } from '../../devices/ca.ts'
@@ -72,4 +73,22 @@ t.test('an API-only node answers HTTPS, has no MQTT listener and no projector', 
   t.equal(kennel.projections, undefined, 'no projector')
   const health = await request(kennel.ports.api!, { method: 'GET', path: '/healthz', ca: kennel.ca!.trustedPem })
   t.equal(health.status, 200, 'the API answers')
+})
+
+t.test('beside a broker and an API, the projector runs on a thread of its own and the API still reads what it wrote', async (t) => {
+  const { config, start } = node(t, 'broker,api,projector')
+  const kennel = await start()
+  t.not(kennel.projections!.threadId, threadId, 'not the thread that serves toys')
+  await enrollDevice({ store: kennel.store, ca: kennel.ca!, config, actor: 'cli:test' }, 'toy-threaded')
+  await kennel.projections!.waitFor(await kennel.store.headPosition(), 10_000)
+  const stored = openSqliteReadModels(path.join(config.dataDir, 'readmodels.sqlite'))
+  t.teardown(() => stored.close())
+  t.match((await stored.load('devices'))?.docs.find(([, id]) => id === 'toy-threaded'), ['devices', 'toy-threaded', { status: 'active' }], 'committed before waitFor resolves')
+  const lag = await kennel.projections!.lag()
+  t.equal(lag.events, 0, 'the lag is asked of the thread')
+})
+
+t.test('a projector alone runs on the node\'s own thread', async (t) => {
+  const kennel = await node(t, 'projector').start()
+  t.equal(kennel.projections!.threadId, threadId)
 })
