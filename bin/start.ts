@@ -1,6 +1,8 @@
+import path from 'node:path'
 import { Gauge, Registry } from 'prom-client'
 import { publicUrlOf, type Config, configKeys, type Role } from '../infra/config.ts'
 import { KennelError } from '../infra/errors.ts'
+import { lockEmbeddedStore } from '../infra/eventstore/node-lock.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
@@ -52,6 +54,10 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
   const roles = new Set<Role>(config.roles)
   reportOpenFileLimit(log)
   try {
+    if (config.eventStoreUrl.startsWith('sqlite:')) {
+      const lock = lockEmbeddedStore(path.resolve(config.eventStoreUrl.slice('sqlite:'.length)))
+      stops.push(async () => lock.release())
+    }
     const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
     stops.push(() => store.close())
     log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles }, 'event store open')
