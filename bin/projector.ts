@@ -186,3 +186,45 @@ function relay(log: Logger, line: string): void {
   const label = log.levels.labels[Number(level)] as 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | undefined
   log[label ?? 'info']({ ...fields, thread: 'projector' }, typeof msg === 'string' ? msg : '')
 }
+
+// One active projector per cluster on PostgreSQL (infra/lease/postgres.ts): every projector node
+// holds a Projector of this kind; it starts the real one while it holds the lease and stops it
+// when it loses the lease, and stands by otherwise.
+
+export function leasedProjector(start: () => Promise<Projector>, lease: (o: { onAcquired(): Promise<void>; onLost(): Promise<void> }) => { readonly held: boolean; stop(): Promise<void> }): Projector & { readonly active: boolean } {
+  let current: Projector | undefined
+  let resolveCaughtUp!: () => void
+  const caughtUp = new Promise<void>((resolve) => (resolveCaughtUp = resolve))
+  const held = lease({
+    async onAcquired() {
+      current = await start()
+      void current.caughtUp.then(resolveCaughtUp, () => undefined)
+    },
+    async onLost() {
+      const stopping = current
+      current = undefined
+      await stopping?.stop()
+    },
+  })
+  const standby = (): KennelError => new KennelError('KENNEL_ERR_UNAVAILABLE', 'this node\'s projector is standing by: another node holds the projector lease')
+  return {
+    caughtUp,
+    get active() {
+      return current !== undefined
+    },
+    async waitFor(position, timeoutMs) {
+      if (!current) throw standby()
+      await current.waitFor(position, timeoutMs)
+    },
+    async lag() {
+      return current ? current.lag() : { events: 0, seconds: 0 }
+    },
+    get lastLag() {
+      return current?.lastLag ?? { events: 0, seconds: 0 }
+    },
+    get threadId() {
+      return current?.threadId ?? threadId
+    },
+    stop: () => held.stop(),
+  }
+}

@@ -17,7 +17,8 @@ import { followProjections } from '../projections/follow.ts'
 import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
 import { accountContacts } from './breach-contacts.ts'
 import { reportOpenFileLimit } from './open-files.ts'
-import { type Projector, startProjector, startProjectorThread } from './projector.ts'
+import { holdPostgresLease } from '../infra/lease/postgres.ts'
+import { leasedProjector, type Projector, startProjector, startProjectorThread } from './projector.ts'
 import { buildApi } from '../api/app.ts'
 import type { AuditPort } from '../api/audit/routes.ts'
 import type { NotifyDevice } from '../api/context.ts'
@@ -103,13 +104,35 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
 // broker or an API, so that it never holds up the thread serving toys; on this thread when it is
 // all the node does.
 async function startProjections(config: Config, store: EventStore, registry: Registry, log: Logger, stops: Stops): Promise<Projector> {
-  let projector: Projector
-  if (config.roles.length > 1) {
-    projector = await startProjectorThread(config, log)
-  } else {
+  const one = async (): Promise<Projector> => {
+    if (config.roles.length > 1) return startProjectorThread(config, log)
     const readModels = await openKennelReadModels(config)
-    stops.push(() => readModels.close())
-    projector = await startProjector(config, store, readModels, log)
+    const projector = await startProjector(config, store, readModels, log).catch(async (err: unknown) => {
+      await readModels.close()
+      throw err
+    })
+    return {
+      caughtUp: projector.caughtUp,
+      waitFor: (position, timeoutMs) => projector.waitFor(position, timeoutMs),
+      lag: () => projector.lag(),
+      get lastLag() {
+        return projector.lastLag
+      },
+      threadId: projector.threadId,
+      async stop() {
+        await projector.stop()
+        await readModels.close()
+      },
+    }
+  }
+  let projector: Projector
+  if (isPostgres(config.eventStoreUrl)) {
+    // one active projector per cluster: the others stand by (infra/lease/postgres.ts)
+    const leased = leasedProjector(one, (handlers) => holdPostgresLease({ url: config.eventStoreUrl, name: 'projector', log: log.child({ component: 'lease' }), ...handlers }))
+    new Gauge({ name: 'kennel_projector_active', help: '1 while this node holds the projector lease and runs the projections, 0 while it stands by', registers: [registry], collect() { this.set(leased.active ? 1 : 0) } })
+    projector = leased
+  } else {
+    projector = await one()
   }
   stops.push(() => projector.stop())
   new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await projector.lag()).events) } })
@@ -242,6 +265,8 @@ async function bound<T>(variable: string, host: string, port: number, listen: ()
     throw new KennelError('KENNEL_ERR_CANNOT_LISTEN', `cannot listen for ${variable}: ${reason}`, { variable, host, port }, { cause: err })
   }
 }
+
+const isPostgres = (url: string): boolean => url.startsWith('postgres://') || url.startsWith('postgresql://')
 
 /** a node that runs every role (the default KENNEL_ROLES): each of its parts is there */
 export interface FullKennel extends RunningKennel {
