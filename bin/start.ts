@@ -73,10 +73,10 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const store = instrumentEventStore(await openConfiguredEventStore(config), registry)
     stops.push(() => store.close())
     log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles }, 'event store open')
-    // the read models this node reads (readiness: the projector's checkpoints; the API's audit
-    // answers); the projector writes them through its own connection
-    const readModels = await openKennelReadModels(config)
-    stops.push(() => readModels.close())
+    // the read models an API or projector node reads (readiness: the projector's checkpoints; the
+    // API's audit answers); the projector writes them through its own connection
+    const readModels = roles.has('api') || roles.has('projector') ? await openKennelReadModels(config) : undefined
+    if (readModels) stops.push(() => readModels.close())
     const readiness = kennelReadiness({ config, store, readModels })
     const projections = roles.has('projector') ? await startProjections(config, store, registry, log, stops) : undefined
     const registries = [processMetrics({ version: kennelVersion() }), registry]
@@ -102,7 +102,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     let api: ListeningApi | undefined
     if (roles.has('api')) {
       const notifyDevice = await inboxOf(config, store, broker, log, stops)
-      const audit = afterProjection(createAuditPort({ store, readModels, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) }), store, projections)
+      const audit = afterProjection(createAuditPort({ store, readModels: readModels!, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) }), store, projections)
       const started = await startApi(config, store, ca, tls, notifyDevice, audit, readiness, log, stops)
       api = started.api
       registries.push(started.metrics.registry)
