@@ -436,16 +436,27 @@ static void update_interest(conn_t *c) {
   set_interest(c, EPOLLIN | (want_out ? EPOLLOUT : 0));
 }
 
+static void cork(conn_t *c, int on) {
+  setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+/* Corked while OpenSSL writes, so that the client's last flight and CONNECT leave in one
+ * segment, as Node's do: a server that refuses the certificate then reads both and closes with
+ * a FIN, and its alert arrives (sent separately, CONNECT would be unread at its close, which
+ * turns the close into a reset that can discard the alert). */
 static void handshake(conn_t *c) {
   ERR_clear_error();
   errno = 0;
+  cork(c, 1);
   int r = SSL_do_handshake(c->ssl);
   if (r == 1) {
     c->st = C_MQTT;
     send_connect(c);
     conn_flush(c);
+    if (c->st != C_DEAD) cork(c, 0);
     return;
   }
+  if (c->fd >= 0) cork(c, 0);
   int e = SSL_get_error(c->ssl, r);
   if (e == SSL_ERROR_WANT_READ) set_interest(c, EPOLLIN);
   else if (e == SSL_ERROR_WANT_WRITE) set_interest(c, EPOLLIN | EPOLLOUT);
