@@ -72,7 +72,7 @@ export interface GeneratorChoice {
   fallback?: string
 }
 
-function chooseGenerator(wanted: 'c' | 'node', progress: (s: string) => void): GeneratorChoice {
+export function chooseGenerator(wanted: 'c' | 'node', progress: (s: string) => void): GeneratorChoice {
   if (wanted === 'node') return { generator: { kind: 'node' }, label: 'Node load generator (bench/loadgen, --generator node)' }
   const built = buildCGenerator()
   if ('binary' in built) {

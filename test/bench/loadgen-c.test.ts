@@ -159,3 +159,21 @@ t.test('against Mosquitto: hold, connects, QoS 0 and QoS 1 echo without loss, a 
   t.equal(outcome, await node.tryConnect(revoked.id), 'the same outcome as the Node generator')
   t.equal(await pool.tryConnect(ids[5]!), 'accepted')
 })
+
+t.test('the bench falls back to the Node generator with a labelled warning when the C one cannot be built', async (t) => {
+  const { chooseGenerator } = await import('../../bench/compare.ts')
+  const saved = { CC: process.env.CC, KENNEL_BENCH_CACHE: process.env.KENNEL_BENCH_CACHE }
+  process.env.CC = path.join(dir, 'no-such-cc')
+  process.env.KENNEL_BENCH_CACHE = path.join(dir, 'cache-fallback')
+  t.teardown(() => {
+    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]
+    else process.env[k] = v
+  })
+  const said: string[] = []
+  const choice = chooseGenerator('c', (s) => said.push(s))
+  t.same(choice.generator, { kind: 'node' })
+  t.match(choice.fallback, /apt-get install gcc libssl-dev/)
+  t.match(choice.label, /^Node load generator \(FALLBACK: /)
+  t.match(said.join('\n'), /WARNING: .*apt-get install gcc libssl-dev[\s\S]*WARNING: falling back to the Node load generator/)
+  t.same(chooseGenerator('node', () => undefined).generator, { kind: 'node' }, '--generator node')
+})
