@@ -42,6 +42,7 @@
 #define HANDSHAKE_TIMEOUT_MS 30000.0
 #define CLOSING_TIMEOUT_MS 5000.0
 #define STALL_MS 10000.0
+#define MAX_ID 128 /* toy ids (client ids, and the topics built from them) fit the packet buffers below */
 
 /* ---- small utilities ------------------------------------------------------------------------ */
 
@@ -749,6 +750,10 @@ static void do_init(const request_t *r) {
     char *eol = strchr(at, '\n');
     if (!eol) break;
     *eol = 0;
+    if (strlen(at + 4) > MAX_ID) {
+      snprintf(err, sizeof err, "a toy id longer than %d bytes", MAX_ID);
+      break;
+    }
     char *next = strstr(eol + 1, "\ntoy ");
     size_t len = next ? (size_t)(next + 1 - (eol + 1)) : strlen(eol + 1);
     BIO *bio = BIO_new_mem_buf(eol + 1, (int)len);
