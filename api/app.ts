@@ -20,6 +20,7 @@ import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
+import { registerDocs } from './docs/routes.ts'
 import { DeviceLimiter } from './guard/device-limiter.ts'
 import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
@@ -155,6 +156,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
   })
+  await registerDocs(app)
   await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now(), readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })) })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
