@@ -23,6 +23,7 @@ const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
 }
 
 const PUBLIC = new URL('./public/', import.meta.url)
@@ -46,7 +47,7 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
   const page = files.get('index.html')!
   app.get('/console', { schema: { hide: true } }, async (_req, reply) => reply.type(page.type).send(page.body))
   app.get<{ Params: { file: string } }>('/console/:file', {
-    schema: { hide: true, params: { type: 'object', additionalProperties: false, required: ['file'], properties: { file: { type: 'string', pattern: '^[a-z-]+\\.(js|css)$' } } } },
+    schema: { hide: true, params: { type: 'object', additionalProperties: false, required: ['file'], properties: { file: { type: 'string', pattern: '^[a-z-]+\\.(js|css|svg)$' } } } },
   }, async (req, reply) => {
     const file = files.get(req.params.file)
     if (!file) return reply.callNotFound()

@@ -48,7 +48,7 @@ export async function auditLog(view) {
 export async function events(view) {
   view.append(h('h2', {}, 'Events'))
   const form = h('form', { id: 'event-filter', class: 'card inline' },
-    field('Stream (prefix)', 'stream', { placeholder: 'device-toy-1', pattern: '[a-z][a-z0-9-]*' }),
+    field('Stream (prefix)', 'stream', { placeholder: 'device-toy-1', pattern: '[a-z][a-z0-9\\-]*' }),
     field('Type', 'type', { placeholder: 'DeviceRevoked' }),
     field('Since (ISO time)', 'since', { placeholder: '2026-01-01T00:00:00Z' }),
     field('Until (ISO time)', 'until', { placeholder: '2026-12-31T00:00:00Z' }),
@@ -83,12 +83,13 @@ export async function breach(view) {
   view.append(h('h2', {}, 'Breach report'))
   const now = new Date()
   const form = h('form', { id: 'breach-form', class: 'card inline' },
-    field('Credential', 'credential', { required: true, placeholder: 'device:toy-1', pattern: '(device|cert|account|token):[A-Za-z0-9-]+', title: 'device:<id>, cert:<serial>, account:<id> or token:<session id>' }),
+    field('Credential', 'credential', { required: true, placeholder: 'device:toy-1', pattern: '(device|cert|account|token):[A-Za-z0-9\\-]+', title: 'device:<id>, cert:<serial>, account:<id> or token:<session id>' }),
     field('Since', 'since', { required: true, value: new Date(now.getTime() - 30 * 86_400_000).toISOString().slice(0, 10) }),
     field('Until', 'until', { required: true, value: new Date(now.getTime() + 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z') }),
     h('button', { type: 'submit' }, 'Run the report'))
   const result = h('div', { id: 'breach-result' })
-  view.append(h('p', { class: 'muted' }, 'What a credential touched in a window, and who must be notified (as `kennel audit report`). Each report is recorded in the audit log.'), form, result)
+  const earlier = h('div', { id: 'breach-earlier' })
+  view.append(h('p', { class: 'muted' }, 'What a credential touched in a window, and who must be notified (as `kennel audit report`). Each report is recorded in the audit log.'), form, result, h('h3', {}, 'Earlier reports'), earlier)
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault()
     result.replaceChildren(h('p', { class: 'muted' }, 'Reconstructing…'))
@@ -96,10 +97,29 @@ export async function breach(view) {
       // one request: the report and its notification list as CSV, recorded once
       const r = await call('POST', '/v1/audit/breach-reports?with=csv', { body: formValues(form) })
       result.replaceChildren(...report(r))
+      await listReports(earlier)
     } catch (err) {
       result.replaceChildren(problem(err))
     }
   })
+  await listReports(earlier)
+}
+
+/** the reports already run: their BreachReportGenerated events (ids and counts, no address) */
+async function listReports(holder) {
+  try {
+    const { events } = await call('GET', '/v1/audit/events?stream=audit-reports&type=BreachReportGenerated&limit=1000')
+    holder.replaceChildren(table([
+      ['Time', (e) => when(e.time)],
+      ['Credential', (e) => e.data.credential],
+      ['Window', (e) => `${when(e.data.since)} to ${when(e.data.until)}`],
+      ['Households', (e) => e.data.householdIds.length],
+      ['By', (e) => e.metadata?.actor ?? '—'],
+      ['Report', (e) => e.data.reportId],
+    ], events.reverse(), { id: 'breach-reports', empty: 'no report yet' }))
+  } catch (err) {
+    holder.replaceChildren(problem(err))
+  }
 }
 
 function report(r) {
