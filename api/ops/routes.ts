@@ -30,7 +30,12 @@ function fleetEntry(ctx: ApiContext, d: DeviceView): DeviceView & { certificateE
   return { ...d, certificateExpiresAt: d.currentSerial ? certificateView(ctx.docs, d.currentSerial)?.notAfter ?? null : null, connected, lastSeenAt }
 }
 
-const timelineEntry = (e: RecordedEvent) => ({ id: e.id, stream: e.stream, position: e.position, time: e.time, type: e.type, data: e.data, actor: e.metadata.actor ?? null })
+/** an event of a toy's timeline, without the claim code's hash: it derives from the secret on the
+ * toy's box, and ops have no use for it (auditors see whole events) */
+function timelineEntry(e: RecordedEvent) {
+  const { claimCodeHash: _, ...data } = e.data as Record<string, unknown>
+  return { id: e.id, stream: e.stream, position: e.position, time: e.time, type: e.type, data, actor: e.metadata.actor ?? null }
+}
 
 export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext }): Promise<void> {
   const { ctx } = opts

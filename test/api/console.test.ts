@@ -76,6 +76,7 @@ t.test('ops: the fleet shows certificate expiry and sessions, a toy its timeline
   t.equal(one.json().certificates.length, 1)
   const types = one.json().timeline.map((e: { type: string }) => e.type)
   t.same(types, ['DeviceConnected', 'DeviceClaimed', 'CertificateIssued', 'DeviceEnrolled'], 'device and MQTT streams, newest first')
+  t.notMatch(one.body, /claimCodeHash|\$argon2/, "the claim code's hash is not shown to ops")
   t.equal((await get(api, '/v1/ops/devices/toy-alice?limit=2', ops)).json().timeline.length, 2)
   t.equal((await get(api, '/v1/ops/devices/toy-nobody', ops)).json().error.code, 'KENNEL_ERR_DEVICE_UNKNOWN')
   for (const token of [auditor, alice.token]) {

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import Database from 'better-sqlite3'
 import t from 'tap'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { loadConfig } from '../../infra/config.ts'
@@ -172,7 +173,38 @@ async function consoleInBrowser(): Promise<void> {
     t.equal((await kennel.store.readAll({ filter: { types: ['DeviceRevoked'] } })).length, 1, 'toy-spare was not revoked')
     await page.goto(`https://localhost:${kennel.ports.api}/console#/fleet`)
     await page.locator('.refused').waitFor()
+
+    // someone with write access to the database file softens the revocation's reason
+    const revocation = (await kennel.store.readAll({ filter: { types: ['DeviceRevoked'] } }))[0]!
+    const db = new Database(kennel.store.file!)
+    db.exec('DROP TRIGGER events_are_immutable')
+    db.prepare(`UPDATE events SET data = json_set(data, '$.reason', 'routine replacement') WHERE position = ?`).run(revocation.position)
+    db.close()
+    await page.click('#nav a[data-path=audit]')
+    await page.click('#verify')
+    await page.locator('#first-break').waitFor()
+    t.equal(await page.locator('#verify-verdict').textContent(), 'altered')
+    t.equal(await page.locator('#first-break').textContent(), String(revocation.position), 'the first altered position is the edited revocation')
+    await shot(page, 'audit-altered')
     t.same(blocked, [], 'nothing was blocked by the content security policy, no script error')
+  })
+
+  t.test('the token lives only in the page: nothing stored, a reload logs out, logging out ends the session', async (t) => {
+    const { page } = await logIn('ops@console.example')
+    t.same(await page.context().cookies(), [], 'no cookie')
+    t.same(await page.evaluate(() => [localStorage.length, sessionStorage.length]), [0, 0], 'no web storage')
+    const ended = async () => (await kennel.store.readAll({ filter: { types: ['SessionEnded'] } })).length
+    const before = await ended()
+    await page.click('#logout')
+    await page.locator('#login').waitFor()
+    t.equal(await ended(), before + 1, 'the session was ended at the API')
+    await page.fill('#login input[name=email]', 'ops@console.example')
+    await page.fill('#login input[name=password]', PASSWORD)
+    await page.click('#login button[type=submit]')
+    await page.locator('#fleet').waitFor()
+    await page.reload()
+    await page.locator('#login').waitFor()
+    t.equal(await page.locator('#nav').isHidden(), true, 'after a reload the page knows no token')
   })
 
   t.test('Swagger UI at /docs renders the API under its own policy, with nothing blocked', async (t) => {
