@@ -68,7 +68,7 @@ async function consoleInBrowser(): Promise<void> {
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
   t.teardown(() => browser.close())
   if (SHOTS) fs.mkdirSync(SHOTS, { recursive: true })
-  const shot = async (page: Page, name: string) => void (SHOTS && (await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true })))
+  const shot = async (page: Page, name: string, fullPage = true) => void (SHOTS && (await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage })))
 
   /** a fresh page logged in as `email`; `blocked` collects what the browser refused to run or load */
   async function logIn(email: string): Promise<{ page: Page; blocked: string[] }> {
@@ -216,7 +216,7 @@ async function consoleInBrowser(): Promise<void> {
     await page.goto(`https://localhost:${kennel.ports.api}/docs`)
     await page.locator('.swagger-ui .info .title', { hasText: 'kennel API' }).waitFor({ timeout: 15_000 })
     await page.locator('.opblock-summary-path', { hasText: '/v1/ops/devices/{deviceId}/revoke' }).first().waitFor()
-    await shot(page, 'docs')
+    await shot(page, 'docs', false)
     t.same(blocked, [], 'nothing was blocked by the content security policy, no script error')
   })
 }

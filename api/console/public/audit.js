@@ -45,6 +45,8 @@ export async function auditLog(view) {
   }
 }
 
+const PAGE = 100
+
 export async function events(view) {
   view.append(h('h2', {}, 'Events'))
   const form = h('form', { id: 'event-filter', class: 'card inline' },
@@ -64,11 +66,12 @@ export async function events(view) {
     ['Data', (e) => data(e.data)],
   ]
   const show = async (from) => {
-    const q = new URLSearchParams({ from: String(from), limit: '100' })
+    const q = new URLSearchParams({ from: String(from), limit: String(PAGE) })
     for (const [k, v] of Object.entries(formValues(form))) if (v) q.set(k, v)
     try {
       const page = await call('GET', `/v1/audit/events?${q}`)
-      const more = page.next !== undefined && page.events.length > 0
+      // a full page may have more after it; a shorter one is the end of what matches
+      const more = page.next !== undefined && page.events.length === PAGE
       results.replaceChildren(table(columns, page.events, { id: 'events-table', empty: 'no event matches' }),
         more ? h('p', {}, h('button', { type: 'button', onclick: () => show(page.next) }, 'Next page')) : h('p', { class: 'muted' }, 'End of the matching events.'))
     } catch (err) {
