@@ -33,9 +33,12 @@ export async function streamAlerts(store: EventStore, req: FastifyRequest, reply
     onEvent: (e) => void (e.stream === ALERTS && res.write(frame(e))),
     onError: (err) => (req.log.warn({ err }, 'live alerts stopped'), res.end()),
   })
-  res.once('close', () => {
+  const stop = () => {
     clearInterval(heartbeat)
     void subscription.stop()
-  })
+  }
+  // a client gone before this point has already closed the response
+  if (res.destroyed) stop()
+  else res.once('close', stop)
   return reply
 }
