@@ -190,6 +190,7 @@ function afterProjection(port: AuditPort, store: EventStore, projector: Projecto
   return {
     verify: async () => (await applied(), port.verify()),
     breachReport: async (request) => (await applied(), port.breachReport(request)),
+    latestHead: async () => (await applied(), port.latestHead()),
   }
 }
 

@@ -6,7 +6,7 @@ import t from 'tap'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { loadConfig } from '../../infra/config.ts'
 import { createLogger } from '../../infra/log.ts'
-import { startKennel } from '../../bin/start.ts'
+import { everyRole, startKennel } from '../../bin/start.ts'
 import { grantRole } from '../../bin/commands/account.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
 import { connectToy } from '../../devices/simulator/toy.ts'
@@ -32,7 +32,7 @@ async function consoleInBrowser(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-console-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent', KENNEL_AUDIT_HEAD_EVERY_EVENTS: '5' })
-  const kennel = await startKennel(config, createLogger('silent'))
+  const kennel = everyRole(await startKennel(config, createLogger('silent')))
   t.teardown(() => kennel.stop())
   const ca = kennel.ca.trustedPem
   const api = (method: string, p: string, token?: string, body?: unknown) => request(kennel.ports.api, { method, path: p, ca, body, headers: token ? { authorization: `Bearer ${token}` } : {} })
