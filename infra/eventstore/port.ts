@@ -25,6 +25,8 @@ export interface NewEvent<Type extends string = string, Data = unknown> {
   metadata?: EventMetadata
 }
 
+/** Recorded events handed to subscriptions may be shared by every subscription of the process:
+ * treat them, their data and their metadata as read-only. */
 export interface RecordedEvent<Type extends string = string, Data = unknown> {
   id: string
   type: Type
@@ -84,6 +86,10 @@ export interface SubscribeOptions {
   onEvent: (event: RecordedEvent) => void | Promise<void>
   /** called once, when the subscription has delivered every event that existed when it caught up */
   onCaughtUp?: () => void
+  /** called when every event up to `position` has been delivered or left out by the filter, at
+   * least after events the filter left out (a filtered follower can answer "have you seen
+   * position n?" without receiving every event) */
+  onCheckpoint?: (position: number) => void
   /** called when the subscription stops because of an error: onEvent threw, the store was
    * closed, or (EventStoreDB) the server ended the subscription */
   onError?: (err: Error) => void
