@@ -161,17 +161,29 @@ export function prepareAppend(stream: string, events: readonly NewEvent[], expec
   if (!Array.isArray(events) || events.length === 0) {
     throw new KennelError('KENNEL_ERR_VALIDATION', 'an append needs at least one event')
   }
-  const seen = new Set<string>()
-  return events.map((e) => {
-    const id = e.id ?? randomUUID()
-    if (!UUID.test(id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(id)})`)
-    if (seen.has(id.toLowerCase())) throw new KennelError('KENNEL_ERR_VALIDATION', `event id ${id} appears twice in one append`)
-    seen.add(id.toLowerCase())
+  // runs for every event appended: no set for a single event, no check of an id made here
+  const seen = events.length > 1 ? new Set<string>() : undefined
+  const prepared = new Array<PreparedEvent>(events.length)
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!
+    let id: string
+    if (e.id === undefined) id = randomUUID()
+    else {
+      if (!UUID.test(e.id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(e.id)})`)
+      id = e.id.toLowerCase()
+    }
+    if (seen) {
+      if (seen.has(id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id ${id} appears twice in one append`)
+      seen.add(id)
+    }
     if (typeof e.type !== 'string' || !TYPE.test(e.type)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid event type ${JSON.stringify(e.type)}`)
     if (e.data === undefined) throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} has no data`)
-    return { id: id.toLowerCase(), type: e.type, data: e.data, metadata: e.metadata ?? {} }
-  })
+    prepared[i] = { id, type: e.type, data: e.data, metadata: e.metadata ?? NO_METADATA }
+  }
+  return prepared
 }
+
+const NO_METADATA: EventMetadata = Object.freeze({})
 
 /** Check an expected revision against the stream's current last revision (-1 = no stream). */
 export function checkExpectedRevision(stream: string, expected: ExpectedRevision, current: number): void {

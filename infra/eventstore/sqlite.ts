@@ -3,9 +3,10 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { KennelError } from '../errors.ts'
-import { storedJson } from './canonical-json.ts'
+import { CanonicalTextEvent, storedJson } from './canonical-json.ts'
 import {
   type AppendOptions,
+  type EventMetadata,
   type AppendResult,
   type EventFilter,
   type EventStore,
@@ -81,16 +82,8 @@ class PendingEvent implements AppendedEvent {
   ) {}
 
   recorded(): RecordedEvent {
-    return (this.event ??= {
-      id: this.id,
-      type: this.type,
-      stream: this.stream,
-      revision: this.revision,
-      position: this.position,
-      time: this.time,
-      data: JSON.parse(this.data) as unknown,
-      metadata: JSON.parse(this.metadata) as RecordedEvent['metadata'],
-    })
+    // the texts were made here by storedJson: canonical, whatever the store's json mark says
+    return (this.event ??= new CanonicalTextEvent(this.id, this.type, this.stream, this.revision, this.position, this.time, JSON.parse(this.data), JSON.parse(this.metadata) as EventMetadata, this.data, this.metadata))
   }
 }
 
