@@ -51,6 +51,9 @@ export interface FeedOptions {
   batch?: number
 }
 
+/** delivered entries a queue keeps at its front before it is compacted */
+const COMPACT_AT = 4096
+
 /** a failed read is retried after 100 ms, doubling up to 5 s */
 export const RETRY_FIRST_MS = 100
 export const RETRY_MAX_MS = 5000
@@ -352,6 +355,11 @@ class FeedSubscription implements Subscription {
       this.wake?.()
       return
     }
+    if (this.next > COMPACT_AT && this.next * 2 > this.queue.length) {
+      // a queue that is never empty (a handler always a little behind) would only grow
+      this.queue = this.queue.slice(this.next)
+      this.next = 0
+    }
     this.queue.push(event)
     this.queued = event.position
   }
@@ -415,10 +423,10 @@ class FeedSubscription implements Subscription {
   /** deliver what the feed queues; false when stopped, true when it fell behind and must read */
   private async follow(): Promise<boolean> {
     for (;;) {
-      const queue = this.queue
-      while (this.next < queue.length && queue === this.queue) {
-        const item = queue[this.next]!
-        queue[this.next++] = 0
+      // this.queue is read again after each event: push() may have compacted it meanwhile
+      while (this.next < this.queue.length) {
+        const item = this.queue[this.next]!
+        this.queue[this.next++] = 0
         if (typeof item === 'number') {
           this.delivered = item
           this.options.onCheckpoint?.(item)

@@ -207,3 +207,31 @@ t.test('a closed store and a throwing handler end the subscription with the erro
   await c.closed
   t.match(live, { message: 'live handler bug' }, 'a throw on a fed event too')
 })
+
+t.test('the queue of a subscription that is always a little behind does not grow with the events it has delivered', async (t) => {
+  const h = harness({ maxQueued: 1_000_000 })
+  const total = 20_000
+  let delivered = 0
+  let live = false
+  const sub = h.feed.subscribe({
+    onEvent: async () => {
+      delivered++
+      await new Promise((r) => setImmediate(r))
+    },
+    onCaughtUp: () => (live = true),
+  })
+  await until(() => live)
+  const queueLength = (): number => (sub as unknown as { queue: unknown[] }).queue.length
+  let longest = 0
+  // a backlog of 50, then one event per turn, as fast as the handler takes them
+  const ticket = h.feed.sending()
+  h.feed.settled(ticket, h.commit(50).map(appended))
+  for (let i = 50; i < total; i++) {
+    const next = h.feed.sending()
+    h.feed.settled(next, h.commit(1).map(appended))
+    longest = Math.max(longest, queueLength())
+    await new Promise((r) => setImmediate(r))
+  }
+  await until(() => delivered === total)
+  t.ok(longest < total / 2, `the queue held at most ${longest} entries for ${total} events`)
+})
