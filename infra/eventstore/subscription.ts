@@ -1,5 +1,5 @@
 import { isKennelError } from '../errors.ts'
-import { type EventFilter, type RecordedEvent, type SubscribeOptions, type Subscription, matchesFilter } from './port.ts'
+import type { EventFilter, RecordedEvent, SubscribeOptions, Subscription } from './port.ts'
 
 // One live feed per store handle (embedded and PostgreSQL stores): it hands the events this
 // process appends to its subscriptions from the append that wrote them, and reads the store only
@@ -239,11 +239,9 @@ export class LiveFeed {
   private fanOut(events: ReadonlyArray<AppendedEvent | RecordedEvent>, through: number): void {
     const head = this.head
     for (const sub of this.live) {
-      const filter = sub.filter
       for (let i = 0; i < events.length; i++) {
         const e = events[i]!
-        if (e.position <= head || e.position <= sub.queued) continue
-        if (filter !== undefined && !matchesFilter(e, filter)) continue
+        if (e.position <= head || e.position <= sub.queued || !sub.wants(e)) continue
         sub.push(isAppended(e) ? e.recorded() : e)
       }
       sub.passed(through)
@@ -299,6 +297,8 @@ function unionFilter(subs: Iterable<FeedSubscription>): EventFilter | undefined 
  * from then on; each event is delivered once, in global order. */
 class FeedSubscription implements Subscription {
   readonly filter: EventFilter | undefined
+  /** the filter's types as a set: every event appended is checked against every subscription */
+  private readonly types: ReadonlySet<string> | undefined
   /** every event up to here is in the queue (or was left out by the filter) */
   queued = 0
   /** every event up to here was handed to onEvent (or left out) */
@@ -317,8 +317,17 @@ class FeedSubscription implements Subscription {
     readonly options: SubscribeOptions,
   ) {
     this.filter = options.filter
+    this.types = options.filter?.types ? new Set(options.filter.types) : undefined
     this.delivered = options.after ?? 0
     this.closed = new Promise<void>((r) => (this.done = r))
+  }
+
+  wants(e: { stream: string; type: string }): boolean {
+    if (this.types !== undefined && !this.types.has(e.type)) return false
+    const prefixes = this.filter?.streamPrefixes
+    if (prefixes === undefined) return true
+    for (let i = 0; i < prefixes.length; i++) if (e.stream.startsWith(prefixes[i]!)) return true
+    return false
   }
 
   start(): void {
