@@ -257,6 +257,8 @@ export class LiveFeed {
         return await read()
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err))
+        // stopped meanwhile (the store closing ends its pool under a read): nobody to retry for
+        if (this.live.size === 0) return undefined
         if (isKennelError(err, 'KENNEL_ERR_EVENTSTORE_CLOSED')) {
           for (const sub of this.live) sub.fail(error)
           return undefined

@@ -235,3 +235,31 @@ t.test('the queue of a subscription that is always a little behind does not grow
   await until(() => delivered === total)
   t.ok(longest < total / 2, `the queue held at most ${longest} entries for ${total} events`)
 })
+
+t.test('a read that fails after every subscription stopped (the store closing under it) is not retried', async (t) => {
+  let reject!: (err: Error) => void
+  let reading = false
+  const feed = new LiveFeed(
+    {
+      readRange: () => ((reading = true), new Promise((_, r) => (reject = r))),
+      head: async () => 0,
+    },
+    0,
+    { intervalMs: 60_000, tick: () => {} },
+  )
+  let live = false
+  const retries: number[] = []
+  feed.subscribe({ onEvent: () => {}, onCaughtUp: () => (live = true), onRetry: (_e, ms) => void retries.push(ms) })
+  await until(() => live)
+  // a batch of ours after a gap: the feed reads the gap, and the read hangs
+  const ticket = feed.sending()
+  feed.settled(ticket, [appended(event(5))])
+  await until(() => reading)
+  await feed.stopAll()
+  const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
+  const before = timers()
+  reject(new Error('Connection terminated'))
+  await new Promise((r) => setImmediate(r))
+  t.equal(timers(), before, 'no backoff timer keeps the process alive')
+  t.same(retries, [])
+})
