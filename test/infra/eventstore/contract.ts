@@ -307,7 +307,10 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     await here.append('pre', [ev('Pre')])
     const s = collect(here)
     t.teardown(() => s.sub.stop())
+    const o = collect(there)
+    t.teardown(() => o.sub.stop())
     await s.caughtUp
+    await o.caughtUp
     // what a subscription is given from the append must equal what a read returns, JSON rules included
     const data = { z: 1, a: [{ y: 2, x: 1 }], at: new Date(0), gone: undefined, text: 'é"\n' }
     const rounds = 40
@@ -321,9 +324,11 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     )
     const all = await here.readAll()
     await s.waitFor(all.length)
+    await o.waitFor(all.length)
     await new Promise((r) => setTimeout(r, 50))
     t.equal(s.events.length, all.length, 'every event once')
     t.same(s.events, all, 'the same events, times and data as a read returns, in the same order')
+    t.same(o.events, all, 'and the same through the other handle')
   })
 
   t.test('a stopped subscription delivers nothing more', async (t) => {
