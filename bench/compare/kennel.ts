@@ -47,7 +47,11 @@ export class KennelUnderTest implements BrokerUnderTest {
     fs.cpSync(this.data.templateDir, this.dataDir, { recursive: true })
     const [mqtt, api, metrics] = [await freePort(), await freePort(), await freePort()]
     const env = { ...cleanEnv(), ...kennelEnv(this.dataDir), ...RAISED_LIMITS, KENNEL_MQTT_PORT: String(mqtt), KENNEL_API_PORT: String(api), KENNEL_METRICS_PORT: String(metrics), KENNEL_LOG_LEVEL: 'info' }
-    const child = spawn(process.execPath, [KENNEL_BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    // KENNEL_BENCH_CPU_PROFILE=<dir>: a V8 CPU profile of each kennel run, written there when it
+    // stops; KENNEL_BENCH_NODE_FLAGS: more flags for kennel's node (a heap profile, a GC setting)
+    const profile = process.env.KENNEL_BENCH_CPU_PROFILE
+    const flags = [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`] : []), ...(process.env.KENNEL_BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])]
+    const child = spawn(process.execPath, [...flags, KENNEL_BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     const tail = new OutputTail()
     child.stdout!.on('data', (b: Buffer) => tail.push(b))
