@@ -6,12 +6,14 @@ import { fileURLToPath } from 'node:url'
 import { type BrokerUnderTest, cleanEnv, freePort, OutputTail, stopChild } from './subject.ts'
 import { kennelEnv, type PreparedData } from './toys.ts'
 
-// kennel as `kennel start` runs it: `node bin/kennel.js start` on a fresh copy of the prepared
+// kennel as `npm start` runs it: the compiled `node dist/bin/kennel.js start` (built by `npm
+// install`; from the sources through tsx, `bin/kennel.js`, when there is no build) on a fresh copy of the prepared
 // data directory (embedded store, every projection, events on, log level info), on free loopback
 // ports. Only the MQTT rate limits are raised, so that the bench's load is measured rather than
 // refused (R6 would otherwise allow 10 connects per toy per minute and 100 publishes per second).
 
-const KENNEL_BIN = fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
+const COMPILED_BIN = fileURLToPath(new URL('../../dist/bin/kennel.js', import.meta.url))
+const KENNEL_BIN = fs.existsSync(COMPILED_BIN) ? COMPILED_BIN : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
 const UNLIMITED = '1000000000/second'
 const RAISED_LIMITS = {
   KENNEL_MQTT_CONNECT_LIMITS: UNLIMITED,
