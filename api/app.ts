@@ -37,7 +37,7 @@ import { recordingsProjection } from './recordings/projection.ts'
 import { recordingRoutes } from './recordings/routes.ts'
 import { recordingUrlUses } from './recordings/url-uses.ts'
 
-// buildApi: the whole REST API as a Fastify instance that does not listen (STYLE §1); tests use
+// buildApi: the whole REST API as a Fastify instance that does not listen; tests use
 // app.inject(), api/listen.ts puts it on HTTPS. The read models it answers from are followed
 // in memory from the event store.
 

@@ -36,7 +36,7 @@ import { openConfiguredEventStore } from './event-store.ts'
 import { kennelVersion } from './version.ts'
 
 // The composition root: the only place that wires broker/, api/, projections/ and devices/
-// together and listens (STYLE §1). Tests call startKennel with port 0 and a temporary data dir.
+// together and listens. Tests call startKennel with port 0 and a temporary data dir.
 // KENNEL_ROLES chooses the parts: `broker` and `api` append events and keep in memory only the
 // views they decide with; `projector` keeps the persistent read models and delivers alerts.
 

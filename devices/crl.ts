@@ -6,7 +6,7 @@ import { revokedCertificates } from './registry.ts'
 
 // CRL export (R3): one CRL per CA whose key kennel holds, listing the revoked certificates it
 // issued. OpenSSL 3 refuses @peculiar/x509's `BEGIN CRL` label, so the DER is written as
-// `X509 CRL` (FIELD-NOTES). An expired CRL makes OpenSSL reject every client: export again
+// `X509 CRL`. An expired CRL makes OpenSSL reject every client: export again
 // before nextUpdate.
 
 export async function buildCrl(ca: DeviceCa, docs: Documents, now: Date, validDays = 7): Promise<string> {

@@ -8,7 +8,7 @@ import { foldDevice, type DeviceState } from './device.ts'
 import { caStream, deviceStream, type CaEvent, type DeviceEvent } from './events.ts'
 import { sha256Hex } from './crypto-keys.ts'
 
-// Load a device's stream, decide, append with the expected revision (STYLE §4).
+// Load a device's stream, decide, append with the expected revision.
 
 export interface DeviceDeps {
   store: EventStore

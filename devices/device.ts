@@ -1,7 +1,7 @@
 import { KennelError } from '../infra/errors.ts'
 import type { ClaimCodeRejectedReason, DeviceEvent } from './events.ts'
 
-// The device aggregate (stream `device-{deviceId}`): pure decide/evolve (STYLE §3, §4). Time,
+// The device aggregate (stream `device-{deviceId}`): pure decide/evolve. Time,
 // certificates and the result of checking a claim code's secret come in with the command, so
 // every decision is deterministic and tested as given/when/then (test/devices/device.test.ts).
 

@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { KennelError } from './errors.ts'
 
-// One typed, validated, frozen configuration object built from KENNEL_* variables (STYLE §2).
+// One typed, validated, frozen configuration object built from KENNEL_* variables.
 // Each key carries its environment name, a doc string (rendered into the README table) and a
 // default; a bad value stops start-up with KENNEL_ERR_CONFIG naming the variable.
 

@@ -1,4 +1,4 @@
-// The one catalogue of coded errors (STYLE §7). Domain code throws KennelError with a code from
+// The one catalogue of coded errors. Domain code throws KennelError with a code from
 // here; the API's error handler maps it to an HTTP status and the JSON body
 // {"error":{"code","message"}}, the CLI to a message on stderr and an exit code, the broker to a
 // CONNACK return code. Nothing outside this file decides those numbers.

@@ -1,7 +1,7 @@
 import type { EventStore, RecordedEvent } from '../infra/eventstore/port.ts'
 import type { EntryColumns, EntryRow } from './readmodels/port.ts'
 
-// A projection is an `apply` over an explicit list of event types (STYLE §5). Read models are
+// A projection is an `apply` over an explicit list of event types. Read models are
 // documents in named collections; `apply` is synchronous and deterministic (no clock, no
 // randomness: everything it needs is in the event), so a rebuild from zero reproduces the
 // incrementally built read model exactly. The runner (projections/runner.ts) keeps the

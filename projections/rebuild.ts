@@ -24,7 +24,7 @@ export interface RebuildResult {
   seconds: number
 }
 
-/** Forget the stored read models and apply every event again from the start (STYLE §5). */
+/** Forget the stored read models and apply every event again from the start. */
 export async function rebuildProjections(o: RebuildOptions): Promise<RebuildResult> {
   const chosen = o.names ? o.projections.filter((p) => o.names!.includes(p.name)) : [...o.projections]
   const unknown = (o.names ?? []).filter((n) => !o.projections.some((p) => p.name === n))

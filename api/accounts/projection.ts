@@ -3,7 +3,7 @@ import type { Documents, DocumentTx, Projection } from '../../projections/projec
 import type { AccountEvent, Role } from './events.ts'
 import type { LoginLifts } from './login-limiter.ts'
 
-// Accounts, their roles and their sessions, beside the queries that read them (STYLE §5).
+// Accounts, their roles and their sessions, beside the queries that read them.
 
 export interface AccountDoc {
   accountId: string

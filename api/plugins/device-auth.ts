@@ -9,7 +9,8 @@ import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 // Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
 // per certificate (R6). The listener asks for a certificate but does not reject the handshake
-// (parents have none), so the chain verdict is read here from the TLS socket (FIELD-NOTES: TLS),
+// (parents have none), so the chain verdict is read here from the TLS socket (`socket.authorized` and
+// `authorizationError`, set by Node's TLS layer when `rejectUnauthorized` is false),
 // and the event history decides revocation and supersession. Device routes run it as an onRequest
 // hook, before the body is parsed or validated (R4, R13).
 

@@ -42,7 +42,8 @@ import {
 //   (TCP) transactions share one commit position; positions above 2^53 (a 9 PB log) lose precision.
 // - Idempotency is the server's: a retry with the same ids and expected revision returns success;
 //   an id reused in another stream is not detected (ids are unique only within a stream's recent
-//   writes), and with `any` it is best effort (FIELD-NOTES).
+//   writes), and with `any` it is best effort (the server's idempotence check looks only at
+//   recent writes of the stream).
 // - readStream reports the position the server gives for stream reads; servers that read streams
 //   from the index alone give none (-1 here) or 2^64-1.
 // - readAll and headPosition filter $all on the client: their cost grows with other namespaces.

@@ -21,7 +21,7 @@ import {
 import { type AppendedEvent, LiveFeed } from './subscription.ts'
 import { openPool, query } from './pg-connections.ts'
 
-// PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, FIELD-NOTES "Event
+// PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, "Event
 // stores"): with positions handed out by concurrent transactions, a reader can pass a position
 // whose transaction commits later and skip it for ever. Here every append takes one advisory
 // transaction lock inside the append function, so writers are serialised, positions are dense
@@ -502,7 +502,8 @@ class PostgresEventStore implements EventStore {
   }
 
   /** Notice commits by other processes with one cheap query per interval, not a NOTIFY per
-   * append (a NOTIFY serialises every commit: FIELD-NOTES). A failed poll pokes the feed too,
+   * append (PostgreSQL takes a database-wide lock at commit for a transaction that sent
+   * NOTIFY, which serialises every commit). A failed poll pokes the feed too,
    * so that its next read reports the failure. */
   private pollHead(): void {
     if (this.polling) return

@@ -3,8 +3,8 @@ import type { Config } from '../config.ts'
 
 // One TLS policy for every listener (R18): TLS 1.2 minimum, 1.3 preferred, the configured
 // suites and curves in the server's order. The handshake asks for a client certificate but does
-// not reject one it cannot verify, so that the broker and the API can record why (FIELD-NOTES,
-// TLS) and parents can reach the API without a certificate.
+// not reject one it cannot verify, so that the broker and the API can record why (Node
+// then leaves the verdict on `socket.authorized` / `authorizationError`) and parents can reach the API without a certificate.
 
 export interface ServerTlsMaterial {
   /** every trusted device CA certificate, PEM */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { newObjectKey, type BlobStore, type PresignedUrl } from '../../../infra/blobstore/port.ts'
 
-// One contract for every blob-store adapter (STYLE §8): what a presigned URL allows and refuses.
+// One contract for every blob-store adapter, run against each: what a presigned URL allows and refuses.
 
 export interface BlobHarness {
   store: BlobStore

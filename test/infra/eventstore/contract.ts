@@ -8,7 +8,7 @@ import { KennelError, isKennelError } from '../../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../../infra/eventstore/port.ts'
 import { WrongExpectedRevisionError } from '../../../infra/eventstore/port.ts'
 
-// The event-store contract, written once and run against every adapter (STYLE §8).
+// The event-store contract, written once and run against every adapter.
 
 export interface ContractTarget {
   /** a fresh, empty store: its URL (for child processes) and a way to open it */
