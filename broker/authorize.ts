@@ -55,7 +55,9 @@ export function canSubscribe(deviceId: string, filter: unknown): TopicDecision {
 }
 
 /** Is a delivery of `topic` to `deviceId` allowed? The second line of defence behind the
- * subscription check (a persistent session keeps denied filters: FIELD-NOTES). */
+ * subscription check: Aedes restores a persistent session's stored subscriptions on reconnect
+ * without asking authorizeSubscribe again, so a filter denied or stored before a rule changed
+ * can still match. */
 export function canReceive(deviceId: string, topic: string): boolean {
   return isDeviceId(deviceId) && topic.startsWith(ownPrefix(deviceId)) && !FORBIDDEN_CHARS.test(topic)
 }

@@ -24,7 +24,8 @@ import { createSessions } from './sessions.ts'
 import { createUnacknowledgedPublishes } from './unacknowledged.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
-// only through Aedes hooks (STYLE §6); decisions are the plain functions of authenticate.ts and
+// only through Aedes hooks (preConnect, authenticate, authorizePublish, authorizeSubscribe,
+// authorizeForward), never by patching its handlers; decisions are the plain functions of authenticate.ts and
 // authorize.ts; every action becomes an event through the recorder.
 
 export type BrokerConfig = Pick<
@@ -323,7 +324,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   aedes.authorizeSubscribe = (client, sub, done) => {
     // a denial is `null`, never an Error: SUBACK 0x80 keeps the connection, and an Error while a
-    // persistent session is restored would abort every reconnect (FIELD-NOTES)
+    // persistent session is restored would abort every reconnect (Aedes re-runs the hook for each
+    // stored subscription and treats an Error as fatal for the connection)
     void authorizeSubscribe(client, sub).then((granted) => done(null, granted), () => done(null, null))
   }
 

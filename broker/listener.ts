@@ -7,7 +7,7 @@ import type { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts
 
 // The MQTT listener: mutual TLS only (plain MQTT is not offered). Every handshake is accepted
 // (rejectUnauthorized: false) so that the broker can record why a certificate was refused
-// (FIELD-NOTES, TLS); the denylist and the cap on unauthenticated connections are applied to the
+// (Node leaves the verdict on `socket.authorized` / `authorizationError`); the denylist and the cap on unauthenticated connections are applied to the
 // raw TCP connection, before TLS, and the handshake has a deadline from accept (R9).
 
 export type TlsMaterial = ServerTlsMaterial
@@ -24,7 +24,8 @@ export interface ListenerHooks {
 export function createListener(config: TlsPolicy, material: TlsMaterial, hooks: ListenerHooks): tls.Server {
   const server = tls.createServer({
     ...listenerTlsOptions(config, material),
-    // Nagle + delayed ACK cost ~40 ms per TLS 1.3 connect (FIELD-NOTES)
+    // Nagle's algorithm holding the server's last handshake flight until the toy's delayed ACK
+    // costs ~40 ms per TLS 1.3 connect
     noDelay: true,
   })
   // 'connection' fires before the TLS handshake starts reading from the socket

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 
-// The ops and auditor console (docs/CONSOLE.md): a page and a few small ES modules, read once
+// The ops and auditor console (README.md, "Console"): a page and a few small ES modules, read once
 // from api/console/public and served as they are, no build step. Nothing here carries data or
 // needs a login: the page logs in with POST /v1/sessions, keeps the token in memory and calls the
 // same /v1/ops and /v1/audit routes as the CLI, which decide who may see what (R4).

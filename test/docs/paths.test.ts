@@ -1,0 +1,58 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+
+// The repository explains itself: no comment or document cites design notes that live outside
+// it, and every repository path a document or a comment names exists.
+
+const root = path.resolve(import.meta.dirname, '../..')
+const SKIP = new Set(['node_modules', 'dist', '.git', '.tap', 'data', 'cdk.out'])
+
+function files(dir: string, out: string[] = []): string[] {
+  for (const entry of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
+    if (SKIP.has(entry.name)) continue
+    const rel = path.join(dir, entry.name)
+    if (entry.isDirectory()) files(rel, out)
+    else if (/\.(ts|js|md|json|yaml|yml|sh)$/.test(entry.name) || entry.name === 'run') out.push(rel)
+  }
+  return out
+}
+
+const all = files('.').map((f) => f.replace(/^\.\//, ''))
+const text = new Map(all.map((f) => [f, fs.readFileSync(path.join(root, f), 'utf8')]))
+// the folders a path of ours starts with
+const TOP = /^(api|bin|broker|devices|docs|infra|projections|test|bench)\//
+
+t.test('no code or document cites design notes that are not in the repository', async (t) => {
+  const cites = [...text].flatMap(([f, s]) =>
+    s.split('\n').flatMap((line, i) => (/STYLE §|FIELD-NOTES|\.\.\/shared\//.test(line) && f !== 'test/docs/paths.test.ts' ? [`${f}:${i + 1}: ${line.trim()}`] : [])),
+  )
+  t.same(cites, [])
+})
+
+t.test('every repository path named in the docs and in comments exists', async (t) => {
+  const missing: string[] = []
+  for (const [f, s] of text) {
+    if (f.endsWith('package-lock.json')) continue
+    // paths in backticks or plain, with a file extension or ending in /, optionally :line
+    for (const m of s.matchAll(/(?<![\w./-])((?:api|bin|broker|devices|docs|infra|projections|test|bench)\/[\w./-]*[\w/])(?::(\d+))?/g)) {
+      let p = m[1]!.replace(/[.]+$/, '')
+      if (!TOP.test(p) || p.includes('*') || p.includes('{') || p.includes('...') || p.includes('cdk.out')) continue
+      if (/\.(ts|js|md|json|yaml|yml|c|sh|png|txt|html|css)$/.test(p) === false && !p.endsWith('/')) {
+        // a folder named without a trailing slash, or a module without its extension
+        if (fs.existsSync(path.join(root, p))) continue
+        if (fs.existsSync(path.join(root, `${p}.ts`))) continue
+        missing.push(`${f}: ${p}`)
+        continue
+      }
+      if (p.startsWith('dist/')) continue
+      // a compiled name (dist/ holds the .js of each .ts)
+      if (!fs.existsSync(path.join(root, p)) && !(p.endsWith('.js') && fs.existsSync(path.join(root, p.replace(/\.js$/, '.ts'))))) missing.push(`${f}: ${p}`)
+      else if (m[2] !== undefined && fs.statSync(path.join(root, p)).isFile()) {
+        const lines = fs.readFileSync(path.join(root, p), 'utf8').split('\n').length
+        if (Number(m[2]) > lines) missing.push(`${f}: ${p}:${m[2]} (the file has ${lines} lines)`)
+      }
+    }
+  }
+  t.same([...new Set(missing)], [])
+})
