@@ -55,9 +55,8 @@ export function canSubscribe(deviceId: string, filter: unknown): TopicDecision {
 }
 
 /** Is a delivery of `topic` to `deviceId` allowed? The second line of defence behind the
- * subscription check: Aedes restores a persistent session's stored subscriptions on reconnect
- * without asking authorizeSubscribe again, so a filter denied or stored before a rule changed
- * can still match. */
+ * subscription check: a persistent session's subscriptions live in the session store (Redis in a
+ * cluster) and outlive the rules they were granted under, so every delivery is checked again. */
 export function canReceive(deviceId: string, topic: string): boolean {
   return isDeviceId(deviceId) && topic.startsWith(ownPrefix(deviceId)) && !FORBIDDEN_CHARS.test(topic)
 }
