@@ -80,7 +80,12 @@ export interface ClusterNode {
 export async function startClusterNode(t: { teardown(fn: () => unknown): void }, material: ClusterMaterial, root: string, name: string, roles: string, extra: Record<string, string> = {}): Promise<ClusterNode> {
   const dir = path.join(root, name)
   fs.mkdirSync(dir, { mode: 0o700, recursive: true })
-  const env = { ...material.env, HOME: dir, KENNEL_DATA_DIR: dir, KENNEL_ROLES: roles, ...extra }
+  return spawnKennel(t, name, { ...material.env, HOME: dir, KENNEL_DATA_DIR: dir, KENNEL_ROLES: roles, ...extra })
+}
+
+/** `node bin/kennel.js start` (the sources) as a child with `env`, resolved once it has printed
+ * its listeners; killed at teardown */
+export async function spawnKennel(t: { teardown(fn: () => unknown): void }, name: string, env: Record<string, string>): Promise<ClusterNode> {
   const child = spawn(process.execPath, [bin, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()))
@@ -102,7 +107,7 @@ export async function startClusterNode(t: { teardown(fn: () => unknown): void },
   })
   return {
     name,
-    dir,
+    dir: env.KENNEL_DATA_DIR ?? '',
     env,
     process: child,
     ports,

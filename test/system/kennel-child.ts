@@ -1,17 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import path from 'node:path'
-import { createInterface } from 'node:readline'
 import mqtt, { type MqttClient } from 'mqtt'
 import type { Config } from '../../infra/config.ts'
 import { loadDeviceCa } from '../../devices/ca.ts'
 import { enrollDevice, type EnrolledDevice } from '../../devices/enroll.ts'
 import { openEventStore } from '../../infra/eventstore/open.ts'
+import { spawnKennel } from '../../bench/cluster/nodes.ts'
 
-// `kennel start` as a child process (bin/kennel.js, as `npm start` runs it) and toys that publish
+// `kennel start` as a child process (bin/kennel.js: the sources, through tsx) and toys that publish
 // QoS 1 messages with unique payloads, remembering the SHA-256 of every one that got its PUBACK.
-
-const bin = path.resolve(import.meta.dirname, '../../bin/kennel.js')
 
 /** limits far above what the tests send: they measure durability, not rate limiting */
 const UNLIMITED = {
@@ -49,38 +46,9 @@ export function kennelEnv(dataDir: string, env: Record<string, string> = {}): Re
 }
 
 export async function startKennelChild(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<KennelChild> {
-  const child = spawn(process.execPath, [bin, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  const ports = await new Promise<{ mqtt: number; api: number }>((resolve, reject) => {
-    const found: { mqtt?: number; api?: number } = {}
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      output += `${line}\n`
-      found.mqtt ??= Number(/MQTT over mutual TLS: mqtts:\/\/localhost:(\d+)/.exec(line)?.[1]) || undefined
-      found.api ??= Number(/HTTPS API: +https:\/\/localhost:(\d+)/.exec(line)?.[1]) || undefined
-      if (found.mqtt && found.api) resolve({ mqtt: found.mqtt, api: found.api })
-    })
-    void exited.then((code) => reject(new Error(`kennel start exited with ${code} before listening:\n${output}`)))
-  })
-  return {
-    process: child,
-    mqttPort: ports.mqtt,
-    apiPort: ports.api,
-    output: () => output,
-    async kill9() {
-      child.kill('SIGKILL')
-      await exited
-    },
-    async stop() {
-      child.kill('SIGTERM')
-      return exited
-    },
-  }
+  const node = await spawnKennel(t, 'kennel start', env)
+  if (node.ports.mqtt === undefined || node.ports.api === undefined) throw new Error(`kennel start did not listen for MQTT and HTTPS:\n${node.output()}`)
+  return { process: node.process, mqttPort: node.ports.mqtt, apiPort: node.ports.api, output: node.output, kill9: node.kill9, stop: node.stop }
 }
 
 /** enrol toys in the store the child will open (the store is closed again before it starts) */
