@@ -9,7 +9,7 @@ import type { EventMetadata, EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { type CertificateCheck, identifyPeer, isRefusal, type PeerIdentity, type PeerRefusal } from './authenticate.ts'
 import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts'
-import { type ClusterParts, createClusterParts } from './cluster.ts'
+import type { ClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
@@ -91,7 +91,8 @@ function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { ret
 export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const { config, store, log } = opts
   const now = opts.now ?? (() => new Date())
-  const cluster: ClusterParts | undefined = config.redisUrl ? createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
+  // the Redis clients are loaded only in cluster mode
+  const cluster: ClusterParts | undefined = config.redisUrl ? (await import('./cluster.ts')).createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
   const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
   const recorder = createRecorder(store, log)
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
