@@ -13,7 +13,7 @@ import type { ClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter } from './aedes-internals.ts'
+import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitExceeded, securityStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -102,6 +102,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const authenticating = new Set<Promise<void>>()
   let closing = false
 
+  writeNumbersUncached()
   const aedes = new Aedes({
     ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
     // client id = device id (≤ 64 characters, devices/device-id.ts) [MQTT-3.1.3-5]
