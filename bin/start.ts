@@ -7,7 +7,6 @@ import { lockEmbeddedStore } from '../infra/eventstore/node-lock.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
-import { createInboxPublisher } from '../broker/inbox-publisher.ts'
 import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
@@ -17,7 +16,6 @@ import { followProjections } from '../projections/follow.ts'
 import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
 import { accountContacts } from './breach-contacts.ts'
 import { reportOpenFileLimit } from './open-files.ts'
-import { holdPostgresLease } from '../infra/lease/postgres.ts'
 import { leasedProjector, type Projector, startProjector, startProjectorThread } from './projector.ts'
 import { buildApi } from '../api/app.ts'
 import type { AuditPort } from '../api/audit/routes.ts'
@@ -146,7 +144,9 @@ async function startProjections(config: Config, store: EventStore, registry: Reg
   }
   let projector: Projector
   if (isPostgres(config.eventStoreUrl)) {
-    // one active projector per cluster: the others stand by (infra/lease/postgres.ts)
+    // one active projector per cluster: the others stand by (infra/lease/postgres.ts; loaded
+    // here, so that a node on the embedded store never loads the PostgreSQL client)
+    const { holdPostgresLease } = await import('../infra/lease/postgres.ts')
     const leased = leasedProjector(one, (handlers) => holdPostgresLease({ url: config.eventStoreUrl, name: 'projector', log: log.child({ component: 'lease' }), ...handlers }))
     new Gauge({ name: 'kennel_projector_active', help: '1 while this node holds the projector lease and runs the projections, 0 while it stands by', registers: [registry], collect() { this.set(leased.active ? 1 : 0) } })
     projector = leased
@@ -198,6 +198,8 @@ function afterProjection(port: AuditPort, store: EventStore, projector: Projecto
  * cluster on the shared Redis (loadConfig refuses an API with neither). */
 async function inboxOf(config: Config, store: EventStore, broker: Broker | undefined, log: Logger, stops: Stops): Promise<NotifyDevice> {
   if (broker) return (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
+  // loaded here: only a cluster's API node without a broker needs the Redis clients
+  const { createInboxPublisher } = await import('../broker/inbox-publisher.ts')
   const publisher = await createInboxPublisher({ config, store, log: log.child({ component: 'inbox' }) })
   stops.push(() => publisher.close())
   return (deviceId, subtopic, payload) => publisher.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })

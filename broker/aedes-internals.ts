@@ -1,4 +1,5 @@
 import type { AedesPublishPacket, Aedes, Client, PublishPacket } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 
 // Everything kennel reads or changes inside Aedes 1.2 that its types do not expose, in one place,
 // so that an upgrade has one file to check. Each function names the internal it relies on.
@@ -94,4 +95,13 @@ async function* redeliveries(stored: AsyncIterable<StoredOutgoing>): AsyncGenera
     // a copy: the in-memory persistence yields the very packets it stores
     yield sentBefore ? { ...packet, dup: true } : packet
   }
+}
+
+/** Aedes writes every packet with mqtt-packet's `writeToStream`, which by default builds, on its
+ * first packet, a cache of 65,536 two-byte Buffers for packet identifiers and lengths: about 7 MB
+ * of heap held for the life of the process (measured in a heap snapshot of `kennel start`).
+ * Uncached, each such number is a two-byte Buffer from Node's pool when written. The setting is
+ * the module's, for the whole process. */
+export function writeNumbersUncached(): void {
+  mqttPacket.writeToStream.cacheNumbers = false
 }

@@ -6,6 +6,11 @@ import type { RateLimitName } from './events.ts'
 // configured window ("10/minute,100/hour") is one limiter; a request passes only when every
 // window has room. With Redis (cluster mode) the counts are shared by every broker; a Redis
 // outage falls back to an in-memory limiter per process instead of refusing everyone.
+//
+// In one process (no Redis) the counts are MemoryWindows: the semantics of rate-limiter-flexible's
+// RateLimiterMemory (a fixed window from a key's first request; refused requests count too)
+// answered synchronously, so that a publish is not held for a promise per window, and expired
+// keys swept once per window instead of a timer per key.
 
 export interface RateRefusal {
   ok: false
@@ -19,7 +24,8 @@ export type RateDecision = { ok: true } | RateRefusal
 export interface BrokerRateLimits {
   connectDevice(deviceId: string): Promise<RateDecision>
   connectIp(ip: string): Promise<RateDecision>
-  publish(deviceId: string, bytes: number): Promise<RateDecision>
+  /** synchronous when counted in this process, a promise when counted in Redis */
+  publish(deviceId: string, bytes: number): RateDecision | Promise<RateDecision>
 }
 
 export interface RateLimitStore {
@@ -29,20 +35,70 @@ export interface RateLimitStore {
   prefix?: string
 }
 
-interface Window {
+const PASS: RateDecision = Object.freeze({ ok: true })
+
+/** One window of one limit, counted in this process. */
+export class MemoryWindow {
+  private readonly counts = new Map<string, { value: number; expiresAt: number }>()
+  private nextSweep = 0
+
+  constructor(
+    readonly window: string,
+    private readonly points: number,
+    private readonly durationMs: number,
+  ) {}
+
+  /** counts `points` for `key`; 0 when within the limit, else the milliseconds until the window ends */
+  consume(key: string, points: number, now: number): number {
+    if (now >= this.nextSweep) this.sweep(now)
+    const count = this.counts.get(key)
+    if (count === undefined || count.expiresAt <= now) {
+      this.counts.set(key, { value: points, expiresAt: now + this.durationMs })
+      return points > this.points ? this.durationMs : 0
+    }
+    count.value += points
+    return count.value > this.points ? count.expiresAt - now : 0
+  }
+
+  /** keys counted (expired ones are dropped at most one window late) */
+  get size(): number {
+    return this.counts.size
+  }
+
+  private sweep(now: number): void {
+    for (const [key, count] of this.counts) if (count.expiresAt <= now) this.counts.delete(key)
+    this.nextSweep = now + this.durationMs
+  }
+}
+
+function memoryWindows(windows: readonly RateWindow[]): MemoryWindow[] {
+  return windows.map((w) => new MemoryWindow(`${w.points}/${w.label}`, w.points, w.durationSeconds * 1000))
+}
+
+function consumeMemory(name: RateLimitName, ws: readonly MemoryWindow[], key: string, points: number): RateDecision {
+  const now = Date.now()
+  let refusal: RateRefusal | undefined
+  // every window counts the request, as the Redis path does
+  for (const w of ws) {
+    const waitMs = w.consume(key, points, now)
+    if (waitMs > 0 && (!refusal || waitMs > refusal.retryAfterMs)) refusal = { ok: false, limit: name, window: w.window, retryAfterMs: waitMs }
+  }
+  return refusal ?? PASS
+}
+
+interface RedisWindow {
   window: string
   limiter: RateLimiterAbstract
 }
 
-function limiters(name: RateLimitName, windows: readonly RateWindow[], store: RateLimitStore): Window[] {
+function redisWindows(name: RateLimitName, windows: readonly RateWindow[], store: RateLimitStore): RedisWindow[] {
   return windows.map((w) => {
     const opts = { points: w.points, duration: w.durationSeconds, keyPrefix: `${store.prefix ?? 'kennel'}:rl:${name}:${w.label}` }
-    const limiter = store.redis === undefined ? new RateLimiterMemory(opts) : new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) })
-    return { window: `${w.points}/${w.label}`, limiter }
+    return { window: `${w.points}/${w.label}`, limiter: new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) }) }
   })
 }
 
-async function consumeAll(name: RateLimitName, ws: readonly Window[], key: string, points: number): Promise<RateDecision> {
+async function consumeRedis(name: RateLimitName, ws: readonly RedisWindow[], key: string, points: number): Promise<RateDecision> {
   let refusal: RateRefusal | undefined
   await Promise.all(
     ws.map(({ window, limiter }) =>
@@ -54,22 +110,42 @@ async function consumeAll(name: RateLimitName, ws: readonly Window[], key: strin
       }),
     ),
   )
-  return refusal ?? { ok: true }
+  return refusal ?? PASS
 }
 
-export function createRateLimits(config: Pick<Config, 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits'>, store: RateLimitStore = {}): BrokerRateLimits {
-  const connectDevice = limiters('connect-device', config.mqttConnectLimits, store)
-  const connectIp = limiters('connect-ip', config.mqttConnectIpLimits, store)
-  const publishes = limiters('publish-device', config.mqttPublishLimits, store)
-  const bytes = limiters('bytes-device', config.mqttByteLimits, store)
+type Limits = Pick<Config, 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits'>
+
+export function createRateLimits(config: Limits, store: RateLimitStore = {}): BrokerRateLimits {
+  return store.redis === undefined ? memoryRateLimits(config) : redisRateLimits(config, store)
+}
+
+function memoryRateLimits(config: Limits): BrokerRateLimits {
+  const connectDevice = memoryWindows(config.mqttConnectLimits)
+  const connectIp = memoryWindows(config.mqttConnectIpLimits)
+  const publishes = memoryWindows(config.mqttPublishLimits)
+  const bytes = memoryWindows(config.mqttByteLimits)
   return {
-    connectDevice: (deviceId) => consumeAll('connect-device', connectDevice, deviceId, 1),
-    connectIp: (ip) => consumeAll('connect-ip', connectIp, ip, 1),
-    async publish(deviceId, n) {
-      const count = await consumeAll('publish-device', publishes, deviceId, 1)
-      if (!count.ok) return count
+    connectDevice: async (deviceId) => consumeMemory('connect-device', connectDevice, deviceId, 1),
+    connectIp: async (ip) => consumeMemory('connect-ip', connectIp, ip, 1),
+    publish(deviceId, n) {
+      const count = consumeMemory('publish-device', publishes, deviceId, 1)
       // a payload larger than a whole window can never pass; zero-byte publishes cost nothing here
-      return n === 0 ? count : consumeAll('bytes-device', bytes, deviceId, n)
+      return !count.ok || n === 0 ? count : consumeMemory('bytes-device', bytes, deviceId, n)
+    },
+  }
+}
+
+function redisRateLimits(config: Limits, store: RateLimitStore): BrokerRateLimits {
+  const connectDevice = redisWindows('connect-device', config.mqttConnectLimits, store)
+  const connectIp = redisWindows('connect-ip', config.mqttConnectIpLimits, store)
+  const publishes = redisWindows('publish-device', config.mqttPublishLimits, store)
+  const bytes = redisWindows('bytes-device', config.mqttByteLimits, store)
+  return {
+    connectDevice: (deviceId) => consumeRedis('connect-device', connectDevice, deviceId, 1),
+    connectIp: (ip) => consumeRedis('connect-ip', connectIp, ip, 1),
+    async publish(deviceId, n) {
+      const count = await consumeRedis('publish-device', publishes, deviceId, 1)
+      return !count.ok || n === 0 ? count : consumeRedis('bytes-device', bytes, deviceId, n)
     },
   }
 }

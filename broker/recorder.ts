@@ -19,6 +19,8 @@ import { type BrokerEvent, awaitsCommit } from './events.ts'
 // so a blip neither loses an event nor records it twice; when the retries fail too, the waiting
 // callers are refused (no PUBACK, no CONNACK 0).
 
+const RECORDED = Promise.resolve()
+
 /** pauses before the retries of an append whose outcome is unknown */
 const RETRY_DELAYS_MS = [50, 250, 1000]
 
@@ -31,7 +33,15 @@ export interface Recorder {
 
 interface Pending {
   events: NewEvent[]
-  waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>
+  /** settles when the batch's append does; one for every awaited event of the batch, made for the first */
+  committed?: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void }
+}
+
+function deferred(): NonNullable<Pending['committed']> {
+  let resolve!: () => void
+  let reject!: (err: unknown) => void
+  const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)))
+  return { promise, resolve, reject }
 }
 
 /** `onFailure` is told how many events an append that failed after its retries held (a metric) */
@@ -61,13 +71,11 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
     if (!pending) return Promise.resolve()
     queued.delete(stream)
     const p = append(stream, pending.events).then(
-      () => {
-        for (const w of pending.waiters) w.resolve()
-      },
+      () => pending.committed?.resolve(),
       (err: unknown) => {
         onFailure(pending.events.length)
         log.error({ err, stream, events: pending.events.length }, 'broker event append failed')
-        for (const w of pending.waiters) w.reject(err)
+        pending.committed?.reject(err)
       },
     )
     inFlight.add(p)
@@ -94,10 +102,10 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
   return {
     record(stream, event, metadata) {
       let pending = queued.get(stream)
-      if (!pending) queued.set(stream, (pending = { events: [], waiters: [] }))
+      if (!pending) queued.set(stream, (pending = { events: [] }))
       // the id is fixed here so that a retry of the append is recognised by the store
       pending.events.push({ id: randomUUID(), type: event.type, data: event.data, metadata })
-      const done = awaitsCommit(event) ? new Promise<void>((resolve, reject) => pending.waiters.push({ resolve, reject })) : Promise.resolve()
+      const done = awaitsCommit(event) ? (pending.committed ??= deferred()).promise : RECORDED
       if (pending.events.length >= maxBatch) void flushStream(stream)
       else schedule()
       return done

@@ -53,7 +53,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   }, async (req, reply) => {
     const { email, password } = req.body
     // depends only on what was sent, so it tells nothing about the address
-    const problem = passwordProblem(password, email)
+    const problem = await passwordProblem(password, email)
     if (problem) throw new KennelError('KENNEL_ERR_WEAK_PASSWORD', problem)
     await signUp(ctx, email, password, { sourceIp: req.ip, correlationId: req.id })
     return reply.status(202).send({ status: 'verification-pending' })

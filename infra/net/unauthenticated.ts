@@ -44,6 +44,9 @@ interface Pending {
   ip: string
   socket: Socket
   timer: NodeJS.Timeout
+  /** the sockets whose 'close' releases the entry (the raw one, then the TLS one) */
+  watched: Socket[]
+  onClose: () => void
 }
 
 /** the unit a cap counts: IPv4 (also IPv4-mapped) addresses whole, IPv6 by their /64 */
@@ -94,9 +97,9 @@ export class UnauthenticatedConnections {
       return false
     }
     this.perSource.set(source, held + 1)
-    const entry: Pending = { key: connectionKey(socket), source, ip, socket, timer: this.deadline('handshake', socket, ip, this.limits.handshakeTimeoutMs) }
+    const entry: Pending = { key: connectionKey(socket), source, ip, socket, timer: this.deadline('handshake', socket, ip, this.limits.handshakeTimeoutMs), watched: [socket], onClose: () => this.release(entry) }
     this.pending.set(entry.key, entry)
-    socket.once('close', () => this.release(entry))
+    socket.once('close', entry.onClose)
     return true
   }
 
@@ -107,7 +110,8 @@ export class UnauthenticatedConnections {
     clearTimeout(entry.timer)
     entry.socket = socket
     entry.timer = this.deadline('connect', socket, entry.ip, this.limits.connectTimeoutMs)
-    socket.once('close', () => this.release(entry))
+    entry.watched.push(socket)
+    socket.once('close', entry.onClose)
   }
 
   /** the peer is authenticated: no deadline, no longer counted */
@@ -142,6 +146,8 @@ export class UnauthenticatedConnections {
     if (this.pending.get(entry.key) !== entry) return
     clearTimeout(entry.timer)
     this.pending.delete(entry.key)
+    // an authenticated connection lives on for hours: nothing of its admission stays attached to it
+    for (const socket of entry.watched) socket.off('close', entry.onClose)
     const left = (this.perSource.get(entry.source) ?? 1) - 1
     if (left > 0) this.perSource.set(entry.source, left)
     else this.perSource.delete(entry.source)

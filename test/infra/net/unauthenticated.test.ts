@@ -114,3 +114,16 @@ t.test('IPv6 addresses count by /64, IPv4-mapped ones as IPv4', async (t) => {
   t.same(refused, ['2001:db8:1:2:ffff::2'])
   connections.destroyAll()
 })
+
+t.test('an authenticated connection keeps nothing of its admission: no close listener stays on its socket', async (t) => {
+  const s = await server(t, {})
+  client(t, s.port)
+  await until(() => s.accepted.length === 1)
+  const socket = s.accepted[0]!
+  const before = socket.listenerCount('close')
+  s.connections.secured(socket)
+  t.ok(socket.listenerCount('close') > before, 'watched until authenticated')
+  s.connections.authenticated(socket)
+  t.ok(socket.listenerCount('close') < before, 'the listeners of accept and handshake are gone')
+  t.equal(s.connections.size, 0)
+})
