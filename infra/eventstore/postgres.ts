@@ -455,16 +455,20 @@ class PostgresEventStore implements EventStore {
       return
     }
     const written: CommittedEvent[] = []
-    batch.forEach((a, i) => {
-      const r = results[i]!
-      if (!Array.isArray(r)) return a.reject(appendError(a, r))
-      a.resolve({ nextExpectedRevision: r[0], position: r[1] })
-      // [revision, position, time] when it wrote: its events are consecutive, all at that time
-      if (r.length < 3) return
-      const n = a.events.length
-      a.events.forEach((e, k) => written.push(new CommittedEvent(e, a.json[k]!, a.stream, r[0] - n + 1 + k, r[1] - n + 1 + k, r[2]!)))
-    })
-    this.feed.settled(ticket, written)
+    try {
+      batch.forEach((a, i) => {
+        const r = results[i]!
+        if (!Array.isArray(r)) return a.reject(appendError(a, r))
+        a.resolve({ nextExpectedRevision: r[0], position: r[1] })
+        // [revision, position, time] when it wrote: its events are consecutive, all at that time
+        if (r.length < 3) return
+        const n = a.events.length
+        a.events.forEach((e, k) => written.push(new CommittedEvent(e, a.json[k]!, a.stream, r[0] - n + 1 + k, r[1] - n + 1 + k, r[2]!)))
+      })
+    } finally {
+      // whatever happened above, the feed must not wait for this batch for ever
+      this.feed.settled(ticket, written)
+    }
   }
 
   async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
