@@ -32,9 +32,12 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-# the data directory is the only place kennel writes (R8: 0700, its own user); a named volume
-# mounted here starts with this owner and mode
-RUN mkdir -p /var/lib/kennel && chown 10001:10001 /var/lib/kennel && chmod 0700 /var/lib/kennel
+# a named account without a login shell (so that `ps` and the CLI's actor have a name), and the
+# data directory, the only place kennel writes (R8: 0700, its own user); a named volume mounted
+# there starts with this owner and mode
+RUN groupadd --system --gid 10001 kennel \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin kennel \
+ && mkdir -p /var/lib/kennel && chown 10001:10001 /var/lib/kennel && chmod 0700 /var/lib/kennel
 VOLUME ["/var/lib/kennel"]
 USER 10001:10001
 # MQTT over mutual TLS, HTTPS API, and the operations listener (/metrics, /healthz, /readyz),
