@@ -167,7 +167,9 @@ t.test('each kennel node of compose.yaml has a configuration kennel accepts, wit
     t.doesNotThrow(() => loadConfig(env), `${name}: kennel's configuration accepts its environment`)
     t.same(configKeys.roles.parse(env.KENNEL_ROLES!, 'KENNEL_ROLES').join(','), env.KENNEL_ROLES, `${name}: roles ${env.KENNEL_ROLES} are known, in their order`)
   }
-  t.same([...interpolated].filter((v) => !madeInEnvFile.has(v)), [], 'every ${VAR} compose.yaml reads from .env is made in its header')
+  const references = composeText.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n').matchAll(/(?<!\$)\$\{([A-Za-z0-9_]+)/g)
+  const fromEnvFile = new Set([...interpolated, ...[...references].map((m) => m[1]!)])
+  t.same([...fromEnvFile].filter((v) => !madeInEnvFile.has(v)), [], 'every ${VAR} compose.yaml reads from .env is made in its header')
 })
 
 t.test('compose.yaml is the cluster of docs/OPERATIONS.md: two broker,api nodes, two projectors, one store', async (t) => {
