@@ -1,0 +1,71 @@
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { KennelError } from '../errors.ts'
+import type { KeyRingName, KeyStore, StoredKey } from './port.ts'
+
+// Wrapped keys as files, one per owner (mode 0600, directories 0700): `<owner>.key`, and after a
+// shred the tombstone `<owner>.shredded`. The tombstone is written before the key is removed and
+// is checked on every read, so a key file written by a creator racing a shred reads as shredded
+// and is removed. One machine only: another node has another data dir (use PostgreSQL there).
+
+export class FileKeyStore implements KeyStore {
+  readonly kind = 'files' as const
+  /** a file read costs little: every use sees a shred made by another process (`kennel account erase`) */
+  readonly recheckMs = 0
+
+  /** the directory of each ring it keeps */
+  constructor(private readonly dirs: Readonly<Partial<Record<KeyRingName, string>>>) {}
+
+  async read(ring: KeyRingName, owner: string): Promise<StoredKey | undefined> {
+    const { key, tombstone } = this.files(ring, owner)
+    if (await exists(tombstone)) {
+      await fs.rm(key, { force: true })
+      return { state: 'shredded' }
+    }
+    const wrapped = await fs.readFile(key).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined
+      throw err
+    })
+    return wrapped === undefined ? undefined : { state: 'live', wrapped }
+  }
+
+  async create(ring: KeyRingName, owner: string, wrapped: Buffer): Promise<StoredKey> {
+    const { key } = this.files(ring, owner)
+    await fs.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
+    // 'wx' fails when the file exists: of two creators, the first one's key is kept
+    await fs.writeFile(key, wrapped, { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err
+    })
+    const stored = await this.read(ring, owner)
+    if (stored === undefined) return { state: 'shredded' }
+    return stored
+  }
+
+  async shred(ring: KeyRingName, owner: string): Promise<void> {
+    const { key, tombstone } = this.files(ring, owner)
+    await fs.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
+    await fs.writeFile(tombstone, '', { mode: 0o600 })
+    await fs.rm(key, { force: true })
+  }
+
+  async close(): Promise<void> {}
+
+  private files(ring: KeyRingName, owner: string): { key: string; tombstone: string } {
+    const dir = this.dirs[ring]
+    if (dir === undefined) throw new KennelError('KENNEL_ERR_INTERNAL', `this key store keeps no ${ring} keys`)
+    return { key: path.join(dir, `${owner}.key`), tombstone: path.join(dir, `${owner}.shredded`) }
+  }
+}
+
+/** where the embedded deployment has always kept them: person keys in <data dir>/keys/persons,
+ * household data keys beside the embedded blob store's objects, in <data dir>/blobs/keys */
+export function fileKeyStore(dataDir: string): FileKeyStore {
+  return new FileKeyStore({ person: path.join(dataDir, 'keys', 'persons'), 'household-data': path.join(dataDir, 'blobs', 'keys') })
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  )
+}
