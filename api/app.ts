@@ -85,11 +85,11 @@ declare module 'fastify' {
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
+  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
+  await followed.caughtUp
   const keys = deps.keys ?? (await openKeyStore(config))
   const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }), now })
   const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
-  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
-  await followed.caughtUp
 
   const ctx: ApiContext = {
     config,
