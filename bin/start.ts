@@ -27,6 +27,7 @@ import { S3BlobStore } from '../infra/blobstore/s3.ts'
 import { openMailer } from '../infra/mail/open.ts'
 import { openBlobStore } from '../infra/blobstore/open.ts'
 import { startRecordingRetention } from '../api/recordings/retention.ts'
+import { startTelemetryRetention } from '../projections/audit/telemetry-retention.ts'
 import { processMetrics } from '../infra/ops/process-metrics.ts'
 import type { Readiness } from '../infra/ops/readiness.ts'
 import { listenOps } from '../infra/ops/server.ts'
@@ -98,6 +99,9 @@ async function startProjections(config: Config, store: EventStore, readModels: R
   // R12: recordings older than KENNEL_RETENTION_RECORDINGS_DAYS are deleted (api/recordings/retention.ts)
   const retention = startRecordingRetention({ store, blobs: openBlobStore(config, loadMasterKey(config)), retentionDays: config.retentionRecordingsDays, log: log.child({ component: 'retention' }) })
   stops.push(() => retention.stop())
+  // R12: the audit log's index of per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS
+  const telemetry = startTelemetryRetention({ readModels, retentionDays: config.retentionTelemetryDays, log: log.child({ component: 'retention' }) })
+  stops.push(() => telemetry.stop())
   const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
   stops.push(() => alerts.stop())
   new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await runner.lag()).events) } })

@@ -166,6 +166,14 @@ class PostgresReadModels implements ReadModelStore {
     })
   }
 
+  async forget(name: string, keyPrefix: string, before: string): Promise<number> {
+    const { rowCount } = await query(this.pool, `forgetting ${keyPrefix}* of read model ${name}`, {
+      text: `DELETE FROM ${this.s}.projection_keys WHERE projection = $1 AND left(key, length($2)) = $2 AND time < $3`,
+      values: [name, keyPrefix, before],
+    })
+    return rowCount ?? 0
+  }
+
   async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {
     const r = await query<{ position: string }>(this.pool, `looking up ${name}`, {
       text: `SELECT position FROM ${this.s}.projection_keys WHERE projection = $1 AND key = $2 AND time >= $3 AND time < $4 ORDER BY time, position ${options.limit !== undefined ? 'LIMIT $5' : ''}`,

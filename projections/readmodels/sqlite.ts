@@ -475,6 +475,27 @@ class SqliteReadModels implements ReadModelStore {
     }).immediate()
   }
 
+  async forget(name: string, keyPrefix: string, before: string): Promise<number> {
+    const cutoff = Date.parse(before)
+    // keys compare as bytes (BINARY): the prefix is the range [prefix, prefix + U+FFFF)
+    const rows = this.db.prepare('SELECT key, last_position, postings FROM projection_postings WHERE projection = ? AND key >= ? AND key < ? AND min_time < ?').raw()
+    const remove = this.db.prepare('DELETE FROM projection_postings WHERE projection = ? AND key = ? AND last_position = ?')
+    return this.db.transaction(() => {
+      let dropped = 0
+      for (const [key, last, blob] of rows.all(name, keyPrefix, `${keyPrefix}\uffff`, cutoff) as Array<[string, number, Buffer]>) {
+        const list = unpackPostings(blob)
+        const kept: number[] = []
+        for (let i = 0; i < list.length; i += 2) if (list[i + 1]! >= cutoff) kept.push(list[i]!, list[i + 1]!)
+        dropped += (list.length - kept.length) / 2
+        remove.run(name, key, last)
+        if (kept.length === 0) continue
+        const times = kept.filter((_, i) => i % 2 === 1)
+        this.stmt.putPostings.run(name, key, kept[kept.length - 2], Math.min(...times), Math.max(...times), packPostings(Float64Array.from(kept)))
+      }
+      return dropped
+    }).immediate()
+  }
+
   private postings(name: string, key: string, since: number, until: number): Array<[position: number, ms: number]> {
     const out: Array<[number, number]> = []
     for (const blob of this.stmt.postings.all(name, key, since, until) as Buffer[]) {
