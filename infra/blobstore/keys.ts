@@ -58,7 +58,7 @@ export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
  * fails with KENNEL_ERR_KEY_SHREDDED. */
 export class KeyRing {
   private readonly wrapping: Buffer
-  private readonly cache = new Map<string, { key: Buffer; readAt: number }>()
+  private readonly cache = new Map<string, { key: Buffer; wrapped: Buffer; readAt: number }>()
   private readonly now: () => number
 
   constructor(
@@ -100,15 +100,18 @@ export class KeyRing {
   private cached(owner: string): Buffer | undefined {
     assertOwner(owner)
     const hit = this.cache.get(owner)
-    if (hit && this.now() - hit.readAt < this.store.recheckMs) return hit.key
-    this.cache.delete(owner)
-    return undefined
+    return hit && this.now() - hit.readAt < this.store.recheckMs ? hit.key : undefined
   }
 
+  /** the key of what was read; unwrapped again only when it is not the one held */
   private unwrap(owner: string, stored: StoredKey): Buffer | undefined {
-    if (stored.state === 'shredded') return undefined
-    const key = open(this.wrapping, stored.wrapped, this.aad(owner))
-    if (this.store.recheckMs > 0) this.cache.set(owner, { key, readAt: this.now() })
+    if (stored.state === 'shredded') {
+      this.cache.delete(owner)
+      return undefined
+    }
+    const hit = this.cache.get(owner)
+    const key = hit?.wrapped.equals(stored.wrapped) ? hit.key : open(this.wrapping, stored.wrapped, this.aad(owner))
+    this.cache.set(owner, { key, wrapped: stored.wrapped, readAt: this.now() })
     return key
   }
 

@@ -1,4 +1,6 @@
-import fs from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { KennelError } from '../errors.ts'
 import type { KeyRingName, KeyStore, StoredKey } from './port.ts'
@@ -16,26 +18,36 @@ export class FileKeyStore implements KeyStore {
   /** the directory of each ring it keeps */
   constructor(private readonly dirs: Readonly<Partial<Record<KeyRingName, string>>>) {}
 
+  // synchronous on purpose: a key is read on every authenticated request, and two small local
+  // reads cost a few microseconds where the thread pool's round trips cost a few hundred
   async read(ring: KeyRingName, owner: string): Promise<StoredKey | undefined> {
     const { key, tombstone } = this.files(ring, owner)
-    if (await exists(tombstone)) {
-      await fs.rm(key, { force: true })
+    if (fs.existsSync(tombstone)) {
+      fs.rmSync(key, { force: true })
       return { state: 'shredded' }
     }
-    const wrapped = await fs.readFile(key).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined
+    try {
+      return { state: 'live', wrapped: fs.readFileSync(key) }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw err
-    })
-    return wrapped === undefined ? undefined : { state: 'live', wrapped }
+    }
   }
 
   async create(ring: KeyRingName, owner: string, wrapped: Buffer): Promise<StoredKey> {
     const { key } = this.files(ring, owner)
-    await fs.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
-    // 'wx' fails when the file exists: of two creators, the first one's key is kept
-    await fs.writeFile(key, wrapped, { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err
-    })
+    await fsp.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
+    // written aside, then linked: the key file appears whole, and link() fails when it exists,
+    // so of two creators the first one's key is kept and nobody reads a half-written file
+    const tmp = `${key}.${randomBytes(8).toString('hex')}.tmp`
+    try {
+      await fsp.writeFile(tmp, wrapped, { flag: 'wx', mode: 0o600 })
+      await fsp.link(tmp, key).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err
+      })
+    } finally {
+      await fsp.rm(tmp, { force: true })
+    }
     const stored = await this.read(ring, owner)
     if (stored === undefined) return { state: 'shredded' }
     return stored
@@ -43,9 +55,9 @@ export class FileKeyStore implements KeyStore {
 
   async shred(ring: KeyRingName, owner: string): Promise<void> {
     const { key, tombstone } = this.files(ring, owner)
-    await fs.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
-    await fs.writeFile(tombstone, '', { mode: 0o600 })
-    await fs.rm(key, { force: true })
+    await fsp.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
+    await fsp.writeFile(tombstone, '', { mode: 0o600 })
+    await fsp.rm(key, { force: true })
   }
 
   async close(): Promise<void> {}
@@ -61,11 +73,4 @@ export class FileKeyStore implements KeyStore {
  * household data keys beside the embedded blob store's objects, in <data dir>/blobs/keys */
 export function fileKeyStore(dataDir: string): FileKeyStore {
   return new FileKeyStore({ person: path.join(dataDir, 'keys', 'persons'), 'household-data': path.join(dataDir, 'blobs', 'keys') })
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(
-    () => true,
-    () => false,
-  )
 }

@@ -5,7 +5,7 @@ import { loadConfig } from '../../../infra/config.ts'
 import type { EventStore } from '../../../infra/eventstore/port.ts'
 import { AuditLog } from '../../../projections/audit/log.ts'
 import { createAuditProjection } from '../../../projections/audit/projection.ts'
-import { forgetTelemetry } from '../../../projections/audit/telemetry-retention.ts'
+import { forgetTelemetry, startTelemetryRetention } from '../../../projections/audit/telemetry-retention.ts'
 import { verifyAuditLog } from '../../../projections/audit/verify.ts'
 import { openPostgresReadModels } from '../../../projections/readmodels/postgres.ts'
 import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
@@ -61,6 +61,19 @@ async function scenario(t: Test, store: EventStore, readModels: ReadModelStore) 
 t.test('SQLite read models: the telemetry index is forgotten after the retention, the security record stays', async (t) => {
   const sb = await sandbox(t)
   await scenario(t, sb.store, sb.readModels)
+})
+
+t.test('the job drops the telemetry index when the projector starts it, then every hour', async (t) => {
+  const sb = await sandbox(t)
+  const { signer } = testKeys()
+  await sb.store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { deviceId: 'toy-1', topic: 'toys/toy-1/t', qos: 0, retain: false, bytes: 1, sha256: 'ab' }, metadata: toy }])
+  const runner = await startProjectionRunner({ store: sb.store, readModels: sb.readModels, projections: [createAuditProjection({ signer, headEveryEvents: 1000, headEverySeconds: 3600 })] })
+  await runner.waitFor(await sb.store.headPosition())
+  await runner.stop()
+  t.same(await new AuditLog(sb.store, sb.readModels).positions(['device:toy-1']), [1])
+  const job = startTelemetryRetention({ readModels: sb.readModels, retentionDays: 1, now: () => new Date(Date.now() + 2 * DAY_MS) })
+  await job.stop()
+  t.same(await new AuditLog(sb.store, sb.readModels).positions(['device:toy-1']), [], 'gone after the first run')
 })
 
 t.test('KENNEL_RETENTION_TELEMETRY_DAYS: 90 days by default, a whole number of days', async (t) => {
