@@ -4,6 +4,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import pg from 'pg'
 import { accountContacts } from '../../bin/breach-contacts.ts'
+import { eraseAccountByOps, exportAccountByOps } from '../../bin/commands/account.ts'
 import { bearer, buildTestApi, STRONG, type TestApi } from './helpers.ts'
 
 // Two API nodes of a cluster (issue 15): each with its own data dir, one PostgreSQL schema for
@@ -67,5 +68,16 @@ if (reachable && admin) {
     const signUpAgain = await b.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: EMAIL, password: STRONG } })
     t.equal(signUpAgain.statusCode, 202, 'the address may sign up again on node B, as a new account with a new key')
     t.equal((await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })).statusCode, 401, 'her session on node B ended with the erasure')
+  })
+
+  t.test("ops on one machine export and erase an account made through another node's API", async (t) => {
+    const { a, b } = await twoNodes(t)
+    const bob = await a.parent('bob@example.org')
+    const ops = { config: b.pki.config, store: b.pki.store, actor: 'cli:test' }
+    const exported = await exportAccountByOps(ops, 'bob@example.org')
+    t.equal((exported.account as { email: string }).email, 'bob@example.org', '`kennel account export` opens his address')
+    await eraseAccountByOps(ops, 'bob@example.org', 'ticket 42')
+    t.same((await accountContacts({ config: a.pki.config, store: a.pki.store })([bob.accountId])).get(bob.accountId), '[erased]', "node A's breach-report contacts: erased")
+    t.same(personKeyFiles(b), [], 'the erasure left nothing in the data dir either')
   })
 }
