@@ -22,6 +22,8 @@ import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
+import { consoleRoutes } from './console/routes.ts'
+import { registerDocs } from './docs/routes.ts'
 import { DeviceLimiter } from './guard/device-limiter.ts'
 import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
@@ -162,6 +164,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       },
     },
   })
+  await registerDocs(app)
   await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now(), readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })) })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
@@ -169,6 +172,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(deviceRoutes, { ctx })
   await app.register(opsRoutes, { ctx })
   await app.register(auditRoutes, { ctx, audit: deps.audit })
+  await app.register(consoleRoutes)
   if (blobs instanceof LocalBlobStore) {
     const uses = recordingUrlUses(ctx, app.log)
     // the refusals counted since a block's first event are recorded before the API stops

@@ -19,7 +19,7 @@ const nameAt = argv.findIndex((a) => !a.startsWith('-'))
 const name = nameAt < 0 ? undefined : argv[nameAt]
 const help = [
   `usage: npm run bench -- <name> [--json]`,
-  `       npm run bench -- compare [--rounds N] [--duration S] [--modes idle,connects,qos0,qos1,revocation] [--loaders N] [--json]`,
+  `       npm run bench -- compare [--rounds N] [--duration S] [--modes idle,connects,qos0,qos1,revocation] [--loaders N] [--generator c|node] [--json]`,
   `benchmarks: ${available.join(', ')}`,
   `  compare: kennel vs Mosquitto 2 side by side (docs/PERFORMANCE.md)`,
 ].join('\n')

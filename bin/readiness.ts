@@ -9,20 +9,21 @@ import { persistentProjectionNames } from './read-models.ts'
 // KENNEL_READY_MAX_LAG_EVENTS of its head, and every listener of the process is up (each is
 // bound only after the followers it decides with have caught up with the store: the broker's
 // revocation set, the device CA). The lag is read from the shared stores, not from a runner in
-// this process, so it holds wherever the projector runs.
+// this process, so it holds wherever the projector runs. A broker-only node has no projector
+// check: it serves toys whatever the read models' lag, and it opens no read-model store.
 
-export function kennelReadiness(opts: { config: Pick<Config, 'readyMaxLagEvents'>; store: EventStore; readModels: Pick<ReadModelStore, 'checkpoints'> }): Readiness {
+export function kennelReadiness(opts: { config: Pick<Config, 'readyMaxLagEvents'>; store: EventStore; readModels: Pick<ReadModelStore, 'checkpoints'> | undefined }): Readiness {
   const { config, store, readModels } = opts
-  return new Readiness()
-    .add({
-      name: 'event-store',
-      check: async () => ({ ok: true, detail: { kind: store.kind, head: await store.headPosition() } }),
-    })
-    .add({
-      name: 'projector',
-      async check() {
-        const lag = await projectorLag(store, readModels, persistentProjectionNames())
-        return { ok: lag.behind <= config.readyMaxLagEvents, detail: { behind: lag.behind, maxBehind: config.readyMaxLagEvents, head: lag.head } }
-      },
-    })
+  const readiness = new Readiness().add({
+    name: 'event-store',
+    check: async () => ({ ok: true, detail: { kind: store.kind, head: await store.headPosition() } }),
+  })
+  if (!readModels) return readiness
+  return readiness.add({
+    name: 'projector',
+    async check() {
+      const lag = await projectorLag(store, readModels, persistentProjectionNames())
+      return { ok: lag.behind <= config.readyMaxLagEvents, detail: { behind: lag.behind, maxBehind: config.readyMaxLagEvents, head: lag.head } }
+    },
+  })
 }

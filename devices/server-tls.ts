@@ -80,7 +80,7 @@ function chainsTo(chainPem: string, trustPem: string): boolean {
 async function readCached(file: string, ca: DeviceCa): Promise<{ cert: string; key: string } | undefined> {
   try {
     const text = fs.readFileSync(file, 'utf8')
-    const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n?/.exec(text)?.[0]
+    const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(text)?.[0]
     const cert = text.slice(text.indexOf('-----BEGIN CERTIFICATE-----'))
     const leaf = new x509.X509Certificate(cert)
     const fresh = leaf.notAfter.getTime() - Date.now() > RENEW_BEFORE_MS

@@ -118,6 +118,18 @@ const threshold = (raw: string, env: string): MonitorThreshold => {
   return { count, windowSeconds }
 }
 
+/** what a node does (KENNEL_ROLES): `broker` serves toys over MQTT, `api` serves HTTPS, `projector`
+ * keeps the persistent read models, the audit log and the security monitor and delivers alerts */
+export type Role = 'broker' | 'api' | 'projector'
+export const ROLES: readonly Role[] = Object.freeze(['broker', 'api', 'projector'])
+const roleList = (raw: string, env: string): readonly Role[] => {
+  const given = list(raw)
+  const unknown = given.filter((r) => !(ROLES as readonly string[]).includes(r))
+  if (unknown.length > 0) throw new KennelError('KENNEL_ERR_CONFIG', `${env} names unknown role${unknown.length > 1 ? 's' : ''} ${unknown.map((r) => JSON.stringify(r)).join(', ')}: expected a comma-separated list of ${ROLES.join(', ')}`, { variable: env, unknown })
+  if (given.length === 0) return bad(env, `a comma-separated list of ${ROLES.join(', ')}`, raw)
+  return Object.freeze(ROLES.filter((r) => given.includes(r)))
+}
+
 export const configKeys = {
   env: key('KENNEL_ENV', 'development, test or production; stores and CAs remember the environment that made them (R8)', 'development', oneOf<Environment>('development', 'test', 'production')),
   dataDir: key('KENNEL_DATA_DIR', 'directory for the embedded event store, blobs, development CA and keys (git-ignored)', './data', text),
@@ -125,6 +137,7 @@ export const configKeys = {
     if (raw === 'sqlite:' || raw.startsWith('sqlite:') || raw.startsWith('postgres://') || raw.startsWith('postgresql://') || raw.startsWith('esdb://') || raw.startsWith('esdb+discover://') || raw.startsWith('kurrentdb://')) return raw
     return bad(env, 'a URL starting with sqlite:, postgres://, esdb:// or kurrentdb://', raw)
   }),
+  roles: key('KENNEL_ROLES', 'what this node runs, comma-separated: `broker` (MQTT listener), `api` (HTTPS API), `projector` (persistent read models, audit log and signed heads, security monitor, alert delivery; on PostgreSQL one projector of the cluster is active, the others stand by and take over within seconds of its death; beside another role it runs on a thread of its own). An `api` node without `broker` needs KENNEL_REDIS_URL to reach toys', 'broker,api,projector', roleList),
   host: key('KENNEL_HOST', 'address the MQTT and API listeners bind to', '127.0.0.1', text),
   mqttPort: key('KENNEL_MQTT_PORT', 'MQTT over mutual TLS (0 = any free port; the real port is logged)', '8883', port),
   apiPort: key('KENNEL_API_PORT', 'HTTPS API (0 = any free port; the real port is logged)', '8443', port),
@@ -175,7 +188,7 @@ export const configKeys = {
   masterKey: key('KENNEL_MASTER_KEY', 'base64 256-bit key wrapping per-household and per-person keys; generated in the data dir in development, required in production (R12)', '', optional((raw, env) => Buffer.from(raw, 'base64').length === 32 ? raw : bad(env, 'a base64-encoded 32-byte key', '<redacted>'))),
   securityContact: key('KENNEL_SECURITY_CONTACT', 'security.txt Contact (mailto: or https: URI) (R10)', 'mailto:security@example.com', text),
   securityTxtExpires: key('KENNEL_SECURITY_TXT_EXPIRES_DAYS', 'security.txt Expires, in days from start (R10)', '180', int(1, 366)),
-  alertWebhook: key('KENNEL_ALERT_WEBHOOK', 'URL that receives security alerts as JSON POSTs (R11)', '', optional(url('https:', 'http:'))),
+  alertWebhook: key('KENNEL_ALERT_WEBHOOK', 'URL that receives security alerts as JSON POSTs, at least once: each POST carries the alert\'s event id as `Idempotency-Key` (and `id`), so the receiver drops repeats (a retry, a projector taking over) (R11)', '', optional(url('https:', 'http:'))),
   auditHeadEveryEvents: key('KENNEL_AUDIT_HEAD_EVERY_EVENTS', 'sign a Merkle tree head at least every N events (R17)', '1000', int(1, 10_000_000)),
   auditHeadEverySeconds: key('KENNEL_AUDIT_HEAD_EVERY_SECONDS', 'sign a Merkle tree head at least every T seconds when events arrived (R17)', '60', int(1, 86400)),
   monitorAuthFailuresPerIp: key('KENNEL_MONITOR_AUTH_FAILURES_PER_IP', 'security monitor: failed device or account authentications from one IP that raise an alert, as count/window (R11)', '20/60s', threshold),
@@ -205,8 +218,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const es = out.eventStore as string
   out.eventStoreUrl = es === 'sqlite:' ? `sqlite:${path.join(dataDir, 'events.sqlite')}` : es
   const config = Object.freeze(out) as Config
+  assertRolesCanWork(config)
   if (config.env === 'production') assertProductionReady(config)
   return config
+}
+
+// An API sends to toys through a broker: its own, or any broker of the cluster through the shared
+// Redis message bus (broker/inbox-publisher.ts). Without either its inbox messages would vanish.
+function assertRolesCanWork(c: Config): void {
+  if (c.roles.includes('api') && !c.roles.includes('broker') && c.redisUrl === undefined) {
+    throw new KennelError('KENNEL_ERR_CONFIG', `KENNEL_ROLES=${c.roles.join(',')} runs the API without a broker: set KENNEL_REDIS_URL (the API then sends to toys through the brokers' shared Redis) or add broker to KENNEL_ROLES`, { variable: 'KENNEL_ROLES' })
+  }
 }
 
 // R7, R8: production refuses plaintext, default secrets and development material.

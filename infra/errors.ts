@@ -32,6 +32,8 @@ export const errorCatalogue = {
   KENNEL_ERR_DUPLICATE_EVENT: { http: 409, exit: 75 },
   KENNEL_ERR_EVENTSTORE_CLOSED: { http: 503, exit: 69 },
   KENNEL_ERR_EVENTSTORE_URL: { http: 500, exit: 78 },
+  /** another node runs on this embedded store (its lock file names the host and pid) */
+  KENNEL_ERR_STORE_IN_USE: { http: 503, exit: 75 },
   // device identity (R1, R3)
   KENNEL_ERR_DEVICE_ID_INVALID: { http: 400, exit: 65, connack: 2 },
   KENNEL_ERR_DEVICE_EXISTS: { http: 409, exit: 73 },

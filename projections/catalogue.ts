@@ -4,6 +4,8 @@ import type { Config } from '../infra/config.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import { createAuditProjection } from './audit/projection.ts'
 import { devKeyPath, loadAuditSigner, verifierFromPem, type AuditSigner, type AuditVerifier } from './audit/keys.ts'
+import type { TreeHead } from './audit/events.ts'
+import { latestHead, readHeads } from './audit/heads.ts'
 import { verifyAuditLog } from './audit/verify.ts'
 import type { ContactResolver } from './breach/contacts.ts'
 import { breachReportCsv } from './breach/csv.ts'
@@ -61,10 +63,15 @@ export function publicKeyFile(config: Config): string {
  * composition root's resolver of the accounts' addresses (R16) */
 export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number; contacts: ContactResolver }): {
   verify(): Promise<Record<string, unknown>>
+  latestHead(): Promise<(TreeHead & { position: number }) | null>
   breachReport(request: { credential: string; since: string; until: string; actor: string }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>
 } {
   return {
     verify: async () => ({ ...(await verifyAuditLog(deps)) }),
+    latestHead: async () => {
+      const latest = latestHead(await readHeads(deps.store), deps.verifiers)
+      return latest ? { ...latest.head, position: latest.position } : null
+    },
     breachReport: async (r) => {
       const report = await buildBreachReport(deps, { credential: r.credential, since: r.since, until: r.until, actor: r.actor })
       return { report: { ...report }, csv: breachReportCsv(report) }

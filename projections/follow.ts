@@ -23,7 +23,14 @@ export function followProjections(store: EventStore, projections: readonly Proje
   const byType = new Map<string, Projection[]>()
   for (const p of projections) for (const type of p.eventTypes) byType.set(type, [...(byType.get(type) ?? []), p])
   const everything = byType.get(ALL_EVENTS[0]!) ?? []
+  // only the projections' event types are read (in the store's query, or left out by the feed);
+  // checkpoints move the position past the others, so waitFor works for any position
+  const filter = everything.length > 0 ? undefined : { types: [...byType.keys()] }
   let position = 0
+  const reached = (at: number): void => {
+    position = at
+    for (const w of waiters) if (w.position <= position) (waiters.delete(w), w.resolve())
+  }
   const waiters = new Set<{ position: number; resolve: () => void }>()
   let resolveCaughtUp!: () => void
   let rejectCaughtUp!: (err: Error) => void
@@ -31,14 +38,14 @@ export function followProjections(store: EventStore, projections: readonly Proje
     resolveCaughtUp = resolve
     rejectCaughtUp = reject
   })
-  // unfiltered, so that position advances past every event and waitFor works for any position
   const sub = store.subscribe({
+    ...(filter ? { filter } : {}),
     onEvent(event) {
       for (const p of everything) p.apply(docs, event)
       for (const p of byType.get(event.type) ?? []) p.apply(docs, event)
-      position = event.position
-      for (const w of waiters) if (w.position <= position) (waiters.delete(w), w.resolve())
+      reached(event.position)
     },
+    onCheckpoint: reached,
     onCaughtUp: () => resolveCaughtUp(),
     onRetry: (err, delayMs) => log?.warn({ err: err.message, delayMs }, 'in-memory read models: reading the event store failed; retrying'),
     onError: (err) => {

@@ -7,7 +7,7 @@ import { accountMetadata, authenticateAccount, principal } from '../plugins/acco
 import { errorResponses } from '../schemas.ts'
 import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
 import { loginKeys, normaliseIp } from './login-limiter.ts'
-import { accountByEmailHash, accountById, loginLifts } from './projection.ts'
+import { accountByEmailHash, accountById, loginLifts, sessionById } from './projection.ts'
 import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
 import { exportAccount } from './export.ts'
 import { issueDownloadUrl } from '../recordings/service.ts'
@@ -160,6 +160,19 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     await ctx.catchUp()
     const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)
     return reply.header('content-disposition', 'attachment; filename="kennel-export.json"').header('cache-control', 'no-store').send(document)
+  })
+
+  app.get('/v1/sessions/current', {
+    onRequest: authenticateAccount(ctx),
+    schema: {
+      tags: ['accounts'],
+      summary: "who this token is: the account, its roles and when the session expires (the console shows each role's pages)",
+      security: [{ bearer: [] }],
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, roles: { type: 'array', items: { type: 'string' } }, expiresAt: { type: 'string' } } }, ...errorResponses },
+    },
+  }, async (req) => {
+    const p = principal(req)
+    return { accountId: p.accountId, roles: p.roles, expiresAt: sessionById(ctx.docs, p.sessionId)?.expiresAt }
   })
 
   app.delete('/v1/sessions/current', {

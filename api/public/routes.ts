@@ -30,7 +30,4 @@ export async function publicRoutes(app: FastifyInstance, opts: { config: Config;
     const canonical = `${publicUrl()}/.well-known/security.txt`
     return reply.type('text/plain; charset=utf-8').header('cache-control', 'public, max-age=86400').send(securityTxt(config, canonical, startedAt))
   })
-
-  app.get('/docs', { schema: { hide: true } }, async () => app.swagger())
-  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger())
 }

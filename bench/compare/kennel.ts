@@ -6,12 +6,14 @@ import { fileURLToPath } from 'node:url'
 import { type BrokerUnderTest, cleanEnv, freePort, OutputTail, stopChild } from './subject.ts'
 import { kennelEnv, type PreparedData } from './toys.ts'
 
-// kennel as `kennel start` runs it: `node bin/kennel.js start` on a fresh copy of the prepared
+// kennel as `npm start` runs it: the compiled `node dist/bin/kennel.js start` (built by `npm
+// install`; from the sources through tsx, `bin/kennel.js`, when there is no build) on a fresh copy of the prepared
 // data directory (embedded store, every projection, events on, log level info), on free loopback
 // ports. Only the MQTT rate limits are raised, so that the bench's load is measured rather than
 // refused (R6 would otherwise allow 10 connects per toy per minute and 100 publishes per second).
 
-const KENNEL_BIN = fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
+const COMPILED_BIN = fileURLToPath(new URL('../../dist/bin/kennel.js', import.meta.url))
+const KENNEL_BIN = fs.existsSync(COMPILED_BIN) ? COMPILED_BIN : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
 const UNLIMITED = '1000000000/second'
 const RAISED_LIMITS = {
   KENNEL_MQTT_CONNECT_LIMITS: UNLIMITED,
@@ -47,7 +49,11 @@ export class KennelUnderTest implements BrokerUnderTest {
     fs.cpSync(this.data.templateDir, this.dataDir, { recursive: true })
     const [mqtt, api, metrics] = [await freePort(), await freePort(), await freePort()]
     const env = { ...cleanEnv(), ...kennelEnv(this.dataDir), ...RAISED_LIMITS, KENNEL_MQTT_PORT: String(mqtt), KENNEL_API_PORT: String(api), KENNEL_METRICS_PORT: String(metrics), KENNEL_LOG_LEVEL: 'info' }
-    const child = spawn(process.execPath, [KENNEL_BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    // KENNEL_BENCH_CPU_PROFILE=<dir>: a V8 CPU profile of each kennel run, written there when it
+    // stops; KENNEL_BENCH_NODE_FLAGS: more flags for kennel's node (a heap profile, a GC setting)
+    const profile = process.env.KENNEL_BENCH_CPU_PROFILE
+    const flags = [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`] : []), ...(process.env.KENNEL_BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])]
+    const child = spawn(process.execPath, [...flags, KENNEL_BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     const tail = new OutputTail()
     child.stdout!.on('data', (b: Buffer) => tail.push(b))

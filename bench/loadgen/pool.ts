@@ -2,13 +2,25 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { ConnectsOptions, ConnectsResult } from './connects.ts'
 import type { EchoOptions, EchoResult } from './echo.ts'
+import { CLoadProcess } from './cproc.ts'
 import { LatencyHistogram } from './histogram.ts'
 
-// The driver's side of the load generator: N load processes (process.ts), each owning a fixed
-// share of the toys (toy i → process i mod N), asked to run the same load in parallel. Their CPU
-// time over the measured interval is what says whether the generator limited a figure.
+// The driver's side of the load generator: N load processes, each owning a fixed share of the
+// toys (toy i → process i mod N), asked to run the same load in parallel. A load process is
+// either the C generator (c/loadgen.c, see cproc.ts) or a Node one (process.ts); both take the
+// same requests and answer alike. Their CPU time over the measured interval is what says whether
+// the generator limited a figure.
 
 type Reply = Record<string, unknown>
+
+/** which load generator runs the load: the C one (a compiled binary) or the Node one */
+export type Generator = { kind: 'c'; binary: string } | { kind: 'node' }
+
+interface LoadWorker {
+  readonly ids: string[]
+  request<T = Reply>(op: string, args?: Reply): Promise<T>
+  kill(): void
+}
 
 /** the generator's CPU over a measured interval, in percent of one core */
 export interface GeneratorCpu {
@@ -18,7 +30,7 @@ export interface GeneratorCpu {
   maxProcessPct: number
 }
 
-class LoadProcess {
+class LoadProcess implements LoadWorker {
   private seq = 0
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>()
   readonly ids: string[] = []
@@ -44,16 +56,21 @@ class LoadProcess {
       this.child.send({ ...args, op, seq })
     })
   }
+
+  kill(): void {
+    this.child.kill()
+  }
 }
 
 export class LoadPool {
-  private readonly owner = new Map<string, LoadProcess>()
-  private constructor(private readonly procs: LoadProcess[]) {}
+  private readonly owner = new Map<string, LoadWorker>()
+  private constructor(private readonly procs: LoadWorker[]) {}
 
-  static async start(processes: number, toysFile: string, caPem: string, ids: string[]): Promise<LoadPool> {
+  static async start(processes: number, toysFile: string, caPem: string, ids: string[], generator: Generator = { kind: 'node' }): Promise<LoadPool> {
     const file = fileURLToPath(new URL('./process.ts', import.meta.url))
     const procs = await Promise.all(
-      Array.from({ length: processes }, async () => {
+      Array.from({ length: processes }, async (): Promise<LoadWorker> => {
+        if (generator.kind === 'c') return CLoadProcess.start(generator.binary)
         const child = fork(file, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
         await new Promise((resolve, reject) => (child.once('message', resolve), child.once('exit', reject)))
         return new LoadProcess(child)
@@ -69,15 +86,15 @@ export class LoadPool {
     return pool
   }
 
-  ownerOf(id: string): LoadProcess {
+  ownerOf(id: string): LoadWorker {
     const p = this.owner.get(id)
     if (!p) throw new Error(`no load process owns ${id}`)
     return p
   }
 
   /** the given toys grouped by the process that owns them (processes without any are left out) */
-  private split(ids: string[]): Array<[LoadProcess, string[]]> {
-    const groups = new Map<LoadProcess, string[]>()
+  private split(ids: string[]): Array<[LoadWorker, string[]]> {
+    const groups = new Map<LoadWorker, string[]>()
     for (const id of ids) {
       const p = this.ownerOf(id)
       groups.set(p, [...(groups.get(p) ?? []), id])
@@ -139,7 +156,7 @@ export class LoadPool {
   }
 
   close(): void {
-    for (const p of this.procs) p.child.kill()
+    for (const p of this.procs) p.kill()
   }
 }
 

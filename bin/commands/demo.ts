@@ -30,8 +30,8 @@ const say = (text: string): void => void process.stdout.write(`${text}\n`)
 async function runDemo(keep: boolean): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-demo-'))
   const config = loadConfig({ ...process.env, KENNEL_ENV: 'development', KENNEL_DATA_DIR: dir, KENNEL_EVENTSTORE: 'sqlite:', KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
-  const { startKennel } = await import('../start.ts')
-  const kennel = await startKennel(config, createLogger('silent'))
+  const { everyRole, startKennel } = await import('../start.ts')
+  const kennel = everyRole(await startKennel(config, createLogger('silent')))
   const ca = kennel.ca.trustedPem
   const url = `mqtts://localhost:${kennel.ports.mqtt}`
   try {

@@ -1,7 +1,9 @@
 import fs from 'node:fs'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import type { Command } from 'commander'
 import { checkTemplate, controls, type DeploymentReport } from '../../infra/deploy/cdk/controls.ts'
-import { cdkDependenciesInstalled, INSTALL_COMMAND, installCdkDependencies } from '../../infra/deploy/cdk/install.ts'
+import { CDK_DIR, cdkDependenciesInstalled, INSTALL_COMMAND, installCdkDependencies } from '../../infra/deploy/cdk/install.ts'
 import type { CfnTemplate } from '../../infra/deploy/cdk/template.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { action } from '../context.ts'
@@ -52,7 +54,14 @@ async function synthesizeAndCheck(context: Record<string, string>): Promise<Depl
   }
   // loaded only now, and by a computed specifier: it needs aws-cdk-lib from infra/deploy/cdk/node_modules,
   // which kennel's own install and type check do without
-  const synth = (await import(new URL('../../infra/deploy/cdk/synth.ts', import.meta.url).href)) as { checkDeployment: (context: Record<string, string>) => DeploymentReport }
+  // (the app is TypeScript run by tsx: the compiled CLI registers tsx's loader for it, which a
+  // development install has)
+  if (!import.meta.url.endsWith('.ts')) {
+    const tsx = await import('tsx/esm/api').catch(() => undefined)
+    if (!tsx) throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'kennel deploy check runs the CDK app from the source tree: install with development dependencies (npm install) and retry')
+    tsx.register()
+  }
+  const synth = (await import(pathToFileURL(path.join(CDK_DIR, 'synth.ts')).href)) as { checkDeployment: (context: Record<string, string>) => DeploymentReport }
   return synth.checkDeployment(context)
 }
 

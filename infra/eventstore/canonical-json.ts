@@ -1,3 +1,4 @@
+import type { EventMetadata, RecordedEvent } from './port.ts'
 // Canonical JSON: keys sorted at every level (UTF-16 code unit order), no whitespace. The audit
 // log hashes events in this form (projections/audit/canonical.ts), and the embedded store writes
 // data and metadata in it (storedJson), so that an event's canonical bytes can be assembled from
@@ -34,13 +35,16 @@ const SLOW = Symbol('slow')
  * canonical JSON; the value itself when it already is. SLOW when key order cannot be forced: an
  * integer-like key (enumerated before the others whatever the insertion order), `__proto__`
  * (an assignment would set the prototype), or what JSON.stringify treats unlike canonicalJson (a
- * function or symbol value, toJSON, a class instance). */
+ * function or symbol value, toJSON, a class instance). It runs for every event appended, so it
+ * allocates only what it must: nothing for a value already in order, and for an object out of
+ * order only the copy (children that are primitives are not visited). */
 function sortedCopy(value: unknown): unknown {
   if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? SLOW : value
   if (Array.isArray(value)) {
     let out: unknown[] | undefined
     for (let i = 0; i < value.length; i++) {
-      const v = value[i]
+      const v: unknown = value[i]
+      if (!needsVisit(v)) continue
       const s = sortedCopy(v)
       if (s === SLOW) return SLOW
       if (s !== v) (out ??= value.slice())[i] = s
@@ -52,26 +56,34 @@ function sortedCopy(value: unknown): unknown {
   const obj = value as Record<string, unknown>
   const keys = Object.keys(obj)
   let sorted = true
-  let changed = false
-  const values: unknown[] = new Array(keys.length)
+  /** copies of the children that changed, by key index */
+  let copies: unknown[] | undefined
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!
     const c = k.charCodeAt(0)
     if ((c >= 48 && c <= 57) || k === '__proto__') return SLOW
     if (i > 0 && keys[i - 1]! > k) sorted = false
     const v = obj[k]
+    if (!needsVisit(v)) continue
     const s = sortedCopy(v)
     if (s === SLOW) return SLOW
-    if (s !== v) changed = true
-    values[i] = s
+    if (s !== v) (copies ??= new Array<unknown>(keys.length))[i] = s
   }
-  if (sorted && !changed) return value
+  if (sorted && copies === undefined) return value
+  const out: Record<string, unknown> = {}
+  if (copies === undefined) {
+    // the default sort orders by UTF-16 code units, as canonicalJson does
+    for (const k of keys.sort()) out[k] = obj[k]
+    return out
+  }
   const order = keys.map((_, i) => i)
   if (!sorted) order.sort((a, b) => (keys[a]! < keys[b]! ? -1 : 1))
-  const out: Record<string, unknown> = {}
-  for (const i of order) out[keys[i]!] = values[i]
+  for (const i of order) out[keys[i]!] = copies[i] ?? obj[keys[i]!]
   return out
 }
+
+/** objects and arrays may need a copy, functions and symbols make the value SLOW */
+const needsVisit = (v: unknown): boolean => (v !== null && typeof v === 'object') || typeof v === 'function' || typeof v === 'symbol'
 
 /** canonicalJson(value), through the native serialiser whenever key order can be forced */
 export function canonicalJsonFast(value: unknown): string {
@@ -94,4 +106,34 @@ export function storedJson(value: unknown): string | undefined {
   if (sorted !== SLOW) return JSON.stringify(sorted)
   const plain = JSON.stringify(value)
   return plain === undefined ? undefined : canonicalJson(JSON.parse(plain))
+}
+
+/** A recorded event that carries the texts its data and metadata were stored as, when they are
+ * canonical JSON (the embedded store writes them so): the audit log hashes an event's canonical
+ * form, and can assemble it from these instead of serialising the parsed values again. The texts
+ * are private fields: a copy of the event (`{ ...event, data }`) does not carry them. */
+export class CanonicalTextEvent implements RecordedEvent {
+  readonly #data: string
+  readonly #metadata: string
+
+  constructor(
+    readonly id: string,
+    readonly type: string,
+    readonly stream: string,
+    readonly revision: number,
+    readonly position: number,
+    readonly time: string,
+    readonly data: unknown,
+    readonly metadata: EventMetadata,
+    dataText: string,
+    metadataText: string,
+  ) {
+    this.#data = dataText
+    this.#metadata = metadataText
+  }
+
+  /** [data, metadata] as canonical JSON text, when the event came with them */
+  static textsOf(e: RecordedEvent): readonly [data: string, metadata: string] | undefined {
+    return #data in e ? [e.#data, e.#metadata] : undefined
+  }
 }

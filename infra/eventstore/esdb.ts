@@ -209,6 +209,7 @@ class EsdbEventStore implements EventStore {
         const e = this.fromAll(r)
         if (!e || e.position <= after) continue
         if (matchesFilter(e, options.filter)) await options.onEvent(e)
+        else options.onCheckpoint?.(e.position)
         if (e.position >= head) signalCaughtUp()
       }
     }

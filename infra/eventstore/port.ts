@@ -25,6 +25,8 @@ export interface NewEvent<Type extends string = string, Data = unknown> {
   metadata?: EventMetadata
 }
 
+/** Recorded events handed to subscriptions may be shared by every subscription of the process:
+ * treat them, their data and their metadata as read-only. */
 export interface RecordedEvent<Type extends string = string, Data = unknown> {
   id: string
   type: Type
@@ -84,6 +86,10 @@ export interface SubscribeOptions {
   onEvent: (event: RecordedEvent) => void | Promise<void>
   /** called once, when the subscription has delivered every event that existed when it caught up */
   onCaughtUp?: () => void
+  /** called when every event up to `position` has been delivered or left out by the filter, at
+   * least after events the filter left out (a filtered follower can answer "have you seen
+   * position n?" without receiving every event) */
+  onCheckpoint?: (position: number) => void
   /** called when the subscription stops because of an error: onEvent threw, the store was
    * closed, or (EventStoreDB) the server ended the subscription */
   onError?: (err: Error) => void
@@ -155,17 +161,29 @@ export function prepareAppend(stream: string, events: readonly NewEvent[], expec
   if (!Array.isArray(events) || events.length === 0) {
     throw new KennelError('KENNEL_ERR_VALIDATION', 'an append needs at least one event')
   }
-  const seen = new Set<string>()
-  return events.map((e) => {
-    const id = e.id ?? randomUUID()
-    if (!UUID.test(id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(id)})`)
-    if (seen.has(id.toLowerCase())) throw new KennelError('KENNEL_ERR_VALIDATION', `event id ${id} appears twice in one append`)
-    seen.add(id.toLowerCase())
+  // runs for every event appended: no set for a single event, no check of an id made here
+  const seen = events.length > 1 ? new Set<string>() : undefined
+  const prepared = new Array<PreparedEvent>(events.length)
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!
+    let id: string
+    if (e.id === undefined) id = randomUUID()
+    else {
+      if (!UUID.test(e.id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(e.id)})`)
+      id = e.id.toLowerCase()
+    }
+    if (seen) {
+      if (seen.has(id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id ${id} appears twice in one append`)
+      seen.add(id)
+    }
     if (typeof e.type !== 'string' || !TYPE.test(e.type)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid event type ${JSON.stringify(e.type)}`)
     if (e.data === undefined) throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} has no data`)
-    return { id: id.toLowerCase(), type: e.type, data: e.data, metadata: e.metadata ?? {} }
-  })
+    prepared[i] = { id, type: e.type, data: e.data, metadata: e.metadata ?? NO_METADATA }
+  }
+  return prepared
 }
+
+const NO_METADATA: EventMetadata = Object.freeze({})
 
 /** Check an expected revision against the stream's current last revision (-1 = no stream). */
 export function checkExpectedRevision(stream: string, expected: ExpectedRevision, current: number): void {

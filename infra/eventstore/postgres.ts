@@ -18,7 +18,7 @@ import {
   WrongExpectedRevisionError,
   prepareAppend,
 } from './port.ts'
-import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
+import { type AppendedEvent, LiveFeed } from './subscription.ts'
 import { openPool, query } from './pg-connections.ts'
 
 // PostgreSQL event store. The commit-order gap (docs/ARCHITECTURE.md, FIELD-NOTES "Event
@@ -38,7 +38,7 @@ const LOCK_CLASS = 0x4b4e4c00 // advisory-lock namespace: +0 schema creation, +1
 const WRONG_REVISION = 'KNWER'
 const DUPLICATE = 'KNDUP'
 
-function schemaSql(s: string, lockKey: number): string {
+function schemaSql(s: string): string {
   return `
 CREATE SCHEMA IF NOT EXISTS ${s};
 CREATE TABLE ${s}.kennel_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -61,14 +61,25 @@ BEGIN
 END $$;
 CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON ${s}.events FOR EACH ROW EXECUTE FUNCTION ${s}.refuse_change();
 CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON ${s}.events FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_change();
+`
+}
 
+/** version of functionsSql: a store made by an earlier one has its functions replaced on open */
+const FUNCTIONS_VERSION = '2'
+
+/** The append functions. Version 2: an append's events share one time, taken once the writers'
+ * lock is held (so times follow positions) and cut to milliseconds (what a read returns), and an
+ * append that wrote returns it, so that this process's subscriptions are given its events as
+ * appended instead of reading them back. The signatures are those of version 1. */
+function functionsSql(s: string, lockKey: number): string {
+  return `
 -- The append path only probes indexes (enable_seqscan off): a generic plan made while the table was
 -- small would otherwise keep scanning it; and generic plans, because re-planning each call costs
 -- more than the work. Events arrive as parallel arrays, so no JSON envelope is parsed.
 
 -- One append: the idempotency check (as classifyRetry in port.ts), the expected-revision check,
 -- then the insert. p_expected is 'any', 'no_stream', 'stream_exists' or a revision as text.
-CREATE FUNCTION ${s}.append_events(p_stream text, p_expected text, p_ids uuid[], p_types text[], p_data json[], p_metadata json[],
+CREATE OR REPLACE FUNCTION ${s}.append_events(p_stream text, p_expected text, p_ids uuid[], p_types text[], p_data json[], p_metadata json[],
   OUT next_revision integer, OUT last_position bigint)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -79,9 +90,11 @@ DECLARE
   v_in_stream integer;
   v_offset_min bigint;
   v_offset_max bigint;
+  v_now timestamptz;
 BEGIN
   -- serialise writers: position order is commit order (the commit-order gap)
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS + 1}, ${lockKey});
+  v_now := date_trunc('milliseconds', clock_timestamp());
   SELECT coalesce((SELECT max(revision) FROM ${s}.events WHERE stream = p_stream), -1), coalesce((SELECT max(position) FROM ${s}.events), 0)
     INTO v_current, v_head;
   -- where the ids are stored already; revision - index is the same for all of a consecutive run
@@ -104,16 +117,18 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = '${WRONG_REVISION}', MESSAGE = 'wrong expected revision', DETAIL = v_current::text;
   END IF;
   INSERT INTO ${s}.events (position, id, stream, revision, type, time, data, metadata)
-    SELECT v_head + k, p_ids[k], p_stream, v_current + k, p_types[k], clock_timestamp(), p_data[k], p_metadata[k]
+    SELECT v_head + k, p_ids[k], p_stream, v_current + k, p_types[k], v_now, p_data[k], p_metadata[k]
     FROM generate_series(1, v_n) AS k;
   next_revision := v_current + v_n;
   last_position := v_head + v_n;
 END $$;
 
 -- Group commit: several appends in one transaction, each with its own outcome:
--- [next_revision, last_position] or {"code", "message", "detail", "hint"}. Append i has p_counts[i]
--- events, which follow those of the appends before it in the event arrays.
-CREATE FUNCTION ${s}.append_batch(p_streams text[], p_expected text[], p_counts integer[], p_ids uuid[], p_types text[], p_data json[], p_metadata json[])
+-- [next_revision, last_position, time in ms since the epoch] when it wrote, [next_revision,
+-- last_position] when its events were already stored (a retry), or {"code", "message", "detail",
+-- "hint"}. Append i has p_counts[i] events, which follow those of the appends before it in the
+-- event arrays.
+CREATE OR REPLACE FUNCTION ${s}.append_batch(p_streams text[], p_expected text[], p_counts integer[], p_ids uuid[], p_types text[], p_data json[], p_metadata json[])
 RETURNS json
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -125,8 +140,11 @@ DECLARE
   r record;
   v_detail text;
   v_hint text;
+  v_now timestamptz;
+  v_time timestamptz;
 BEGIN
   PERFORM pg_advisory_xact_lock(${LOCK_CLASS + 1}, ${lockKey});
+  v_now := date_trunc('milliseconds', clock_timestamp());
   -- Fast path, the common case: distinct streams and only new event ids. Then an append's outcome
   -- depends only on its own stream's revision, and one statement decides and writes them all.
   IF (SELECT count(DISTINCT x) FROM unnest(p_streams) x) = cardinality(p_streams)
@@ -145,11 +163,11 @@ BEGIN
       SELECT *, v_head + sum(n) FILTER (WHERE ok) OVER (ORDER BY i) AS last_position FROM decided
     ), written AS (
       INSERT INTO ${s}.events (position, id, stream, revision, type, time, data, metadata)
-        SELECT p.last_position - p.n + k, p_ids[p.before + k], p.stream, p.current + k, p_types[p.before + k], clock_timestamp(), p_data[p.before + k], p_metadata[p.before + k]
+        SELECT p.last_position - p.n + k, p_ids[p.before + k], p.stream, p.current + k, p_types[p.before + k], v_now, p_data[p.before + k], p_metadata[p.before + k]
           FROM placed p, generate_series(1, p.n) AS k
          WHERE p.ok
     )
-    SELECT json_agg(CASE WHEN ok THEN json_build_array(current + n, last_position)
+    SELECT json_agg(CASE WHEN ok THEN json_build_array(current + n, last_position, (extract(epoch FROM v_now) * 1000)::bigint)
                     ELSE json_build_object('code', '${WRONG_REVISION}', 'message', 'wrong expected revision', 'detail', current::text) END ORDER BY i)
       INTO v_result FROM placed;
     RETURN v_result;
@@ -158,8 +176,14 @@ BEGIN
   FOR i IN 1 .. cardinality(p_streams) LOOP
     v_hi := v_lo + p_counts[i] - 1;
     BEGIN
+      SELECT coalesce(max(position), 0) INTO v_head FROM ${s}.events;
       SELECT * INTO r FROM ${s}.append_events(p_streams[i], p_expected[i], p_ids[v_lo:v_hi], p_types[v_lo:v_hi], p_data[v_lo:v_hi], p_metadata[v_lo:v_hi]);
-      v_results := v_results || json_build_array(r.next_revision, r.last_position);
+      IF r.last_position > v_head THEN
+        SELECT time INTO v_time FROM ${s}.events WHERE position = r.last_position;
+        v_results := v_results || json_build_array(r.next_revision, r.last_position, (extract(epoch FROM v_time) * 1000)::bigint);
+      ELSE
+        v_results := v_results || json_build_array(r.next_revision, r.last_position);
+      END IF;
     EXCEPTION WHEN OTHERS THEN
       GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
       v_results := v_results || json_build_object('code', SQLSTATE, 'message', SQLERRM, 'detail', v_detail, 'hint', v_hint);
@@ -194,6 +218,38 @@ const toRecorded = (r: Row): RecordedEvent => ({
   data: r.data,
   metadata: r.metadata,
 })
+
+/** an event of an append this process committed, as its subscriptions are given it */
+class CommittedEvent implements AppendedEvent {
+  private event: RecordedEvent | undefined
+
+  constructor(
+    private readonly prepared: PreparedEvent,
+    private readonly json: readonly [string, string],
+    readonly stream: string,
+    private readonly revision: number,
+    readonly position: number,
+    private readonly ms: number,
+  ) {}
+
+  get type(): string {
+    return this.prepared.type
+  }
+
+  recorded(): RecordedEvent {
+    // parsed from the text sent, as a read would parse the json column
+    return (this.event ??= {
+      id: this.prepared.id,
+      type: this.prepared.type,
+      stream: this.stream,
+      revision: this.revision,
+      position: this.position,
+      time: new Date(this.ms).toISOString(),
+      data: JSON.parse(this.json[0]) as unknown,
+      metadata: JSON.parse(this.json[1]) as RecordedEvent['metadata'],
+    })
+  }
+}
 
 interface PendingAppend {
   stream: string
@@ -262,7 +318,8 @@ export async function openPostgresEventStore(url: string, options: PostgresOptio
   const lockKey = createHash('sha256').update(schema).digest().readInt32BE(0)
   try {
     const environment = await initialise(pool, schema, lockKey, options.environment)
-    return new PostgresEventStore(pool, `"${schema}"`, environment)
+    const head = await query<{ head: string }>(pool, 'reading the head position', { text: `SELECT coalesce(max(position), 0) AS head FROM "${schema}".events` })
+    return new PostgresEventStore(pool, `"${schema}"`, environment, Number(head.rows[0]!.head))
   } catch (err) {
     await pool.end()
     if (err instanceof KennelError) throw err
@@ -280,7 +337,12 @@ async function initialise(pool: pg.Pool, schema: string, lockKey: number, enviro
     await client.query('BEGIN')
     await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey])
     const { rows } = await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [`${s}.kennel_meta`])
-    if (rows[0]!.t === null) await client.query(schemaSql(s, lockKey))
+    if (rows[0]!.t === null) await client.query(schemaSql(s))
+    const functions = await client.query<{ value: string }>(`SELECT value FROM ${s}.kennel_meta WHERE key = 'functions'`)
+    if (functions.rows[0]?.value !== FUNCTIONS_VERSION) {
+      await client.query(functionsSql(s, lockKey))
+      await client.query(`INSERT INTO ${s}.kennel_meta (key, value) VALUES ('functions', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [FUNCTIONS_VERSION])
+    }
     const stored = await client.query<{ value: string }>(`SELECT value FROM ${s}.kennel_meta WHERE key = 'environment'`)
     const value = stored.rows[0]?.value
     if (value === undefined) {
@@ -300,21 +362,27 @@ async function initialise(pool: pg.Pool, schema: string, lockKey: number, enviro
 
 class PostgresEventStore implements EventStore {
   readonly kind = 'postgres' as const
-  private readonly notifier = new ChangeNotifier()
   private pending: PendingAppend[] = []
   private inFlight = new Set<Promise<void>>()
   private flushScheduled = false
   private closed = false
-  private readonly live: LiveSubscriptions
+  private readonly feed: LiveFeed
   private polling = false
-  private knownHead = 0
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly s: string,
     readonly environment: string,
+    head: number,
   ) {
-    this.live = new LiveSubscriptions(this.notifier, { intervalMs: POLL_MS, tick: () => this.pollHead() })
+    const source = {
+      readRange: (after: number, upTo: number, max: number, filter: EventFilter | undefined) => {
+        this.assertOpen()
+        return this.read(false, after, max, filter, upTo)
+      },
+      head: () => this.headPosition(),
+    }
+    this.feed = new LiveFeed(source, head, { intervalMs: POLL_MS, tick: () => this.pollHead() })
   }
 
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
@@ -365,7 +433,8 @@ class PostgresEventStore implements EventStore {
         columns.metadata.push(a.json[i]![1])
       })
     }
-    let results: Array<[number, number] | SqlError>
+    let results: Array<[number, number] | [number, number, number] | SqlError>
+    const ticket = this.feed.sending()
     try {
       const { rows } = await query<{ r: typeof results }>(
         this.pool,
@@ -381,16 +450,21 @@ class PostgresEventStore implements EventStore {
     } catch (err) {
       // the outcome is unknown (the commit may have happened): a retry with the same ids is safe
       for (const a of batch) a.reject(err)
+      this.feed.settled(ticket, [])
+      this.feed.poke()
       return
     }
+    const written: CommittedEvent[] = []
     batch.forEach((a, i) => {
       const r = results[i]!
-      if (Array.isArray(r)) {
-        this.knownHead = Math.max(this.knownHead, r[1])
-        a.resolve({ nextExpectedRevision: r[0], position: r[1] })
-      } else a.reject(appendError(a, r))
+      if (!Array.isArray(r)) return a.reject(appendError(a, r))
+      a.resolve({ nextExpectedRevision: r[0], position: r[1] })
+      // [revision, position, time] when it wrote: its events are consecutive, all at that time
+      if (r.length < 3) return
+      const n = a.events.length
+      a.events.forEach((e, k) => written.push(new CommittedEvent(e, a.json[k]!, a.stream, r[0] - n + 1 + k, r[1] - n + 1 + k, r[2]!)))
     })
-    this.notifier.notify()
+    this.feed.settled(ticket, written)
   }
 
   async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
@@ -409,36 +483,34 @@ class PostgresEventStore implements EventStore {
     return this.read(options.direction === 'backwards', options.direction === 'backwards' ? options.before : options.after, options.maxCount, options.filter)
   }
 
-  private async read(backwards: boolean, bound: number | undefined, max: number | undefined, filter: EventFilter | undefined): Promise<RecordedEvent[]> {
+  /** `upTo`: forwards, only events with position <= upTo */
+  private async read(backwards: boolean, bound: number | undefined, max: number | undefined, filter: EventFilter | undefined, upTo = Number.MAX_SAFE_INTEGER): Promise<RecordedEvent[]> {
     const { rows } = await query<Row>(this.pool, 'reading events', {
       // the statement text depends only on the direction and the filter's shape: name it so each connection plans it once
       name: `read-${backwards ? 'b' : 'f'}-${filter?.types ? 't' : ''}${filter?.streamPrefixes ? 'p' : ''}`,
       text: `SELECT ${COLUMNS} FROM ${this.s}.events
-        WHERE position ${backwards ? '<' : '>'} $1 AND ($3::text[] IS NULL OR type = ANY($3)) AND ($4::text[] IS NULL OR stream ^@ ANY($4))
+        WHERE position ${backwards ? '<' : '>'} $1 ${backwards ? '' : 'AND position <= $5'} AND ($3::text[] IS NULL OR type = ANY($3)) AND ($4::text[] IS NULL OR stream ^@ ANY($4))
         ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT $2`,
-      values: [bound ?? (backwards ? Number.MAX_SAFE_INTEGER : 0), max ?? null, filter?.types ?? null, filter?.streamPrefixes ?? null],
+      values: [bound ?? (backwards ? Number.MAX_SAFE_INTEGER : 0), max ?? null, filter?.types ?? null, filter?.streamPrefixes ?? null, ...(backwards ? [] : [upTo])],
     })
     return rows.map(toRecorded)
   }
 
   subscribe(options: SubscribeOptions): Subscription {
     this.assertOpen()
-    return this.live.open((after, max, filter) => this.read(false, after, max, filter), options)
+    return this.feed.subscribe(options)
   }
 
   /** Notice commits by other processes with one cheap query per interval, not a NOTIFY per
-   * append (a NOTIFY serialises every commit: FIELD-NOTES). A failed poll wakes the
-   * subscriptions too, so their next read reports the failure. */
+   * append (a NOTIFY serialises every commit: FIELD-NOTES). A failed poll pokes the feed too,
+   * so that its next read reports the failure. */
   private pollHead(): void {
     if (this.polling) return
     this.polling = true
     this.headPosition()
       .then((head) => {
-        if (head > this.knownHead) {
-          this.knownHead = head
-          this.notifier.notify()
-        }
-      }, () => this.notifier.notify())
+        if (head > this.feed.position) this.feed.poke()
+      }, () => this.feed.poke())
       .finally(() => (this.polling = false))
   }
 
@@ -455,7 +527,7 @@ class PostgresEventStore implements EventStore {
       await Promise.all(this.inFlight)
       await new Promise((r) => setImmediate(r))
     }
-    await this.live.stopAll()
+    await this.feed.stopAll()
     await this.pool.end()
   }
 

@@ -93,7 +93,7 @@ function runBatch(req) {
       }
     }
   }).immediate()
-  return { type: 'done', batch: req.batch, ok, outcomes, written }
+  return { type: 'done', batch: req.batch, ok, outcomes, written, time }
 }
 
 /**

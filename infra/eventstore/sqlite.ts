@@ -3,9 +3,10 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { KennelError } from '../errors.ts'
-import { storedJson } from './canonical-json.ts'
+import { CanonicalTextEvent, storedJson } from './canonical-json.ts'
 import {
   type AppendOptions,
+  type EventMetadata,
   type AppendResult,
   type EventFilter,
   type EventStore,
@@ -23,7 +24,7 @@ import {
   prepareAppend,
 } from './port.ts'
 import { preparePrivateDatabase } from './sqlite-file.ts'
-import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
+import { type AppendedEvent, LiveFeed } from './subscription.ts'
 
 // Embedded event store: one SQLite file in WAL mode, no network listener (R7).
 //
@@ -34,9 +35,10 @@ import { ChangeNotifier, LiveSubscriptions } from './subscription.ts'
 // expected-revision and idempotency outcome. While one batch commits, the next accumulates; at
 // most two are in flight. An append resolves only after the writer's COMMIT returned, so an
 // acknowledged append survives kill -9 and power loss. This thread keeps a read connection
-// (query_only) for reads and subscriptions: in WAL mode it sees every commit the writer has
-// acknowledged (read-your-writes), and subscriptions are woken on each acknowledgement, or by the
-// PRAGMA data_version poll for commits by other processes.
+// (query_only) for reads: in WAL mode it sees every commit the writer has acknowledged
+// (read-your-writes). Subscriptions are fed the events of each acknowledged batch as they were
+// appended (subscription.ts), and read from this connection only what other processes wrote,
+// noticed through the PRAGMA data_version poll or a gap before an acknowledged batch.
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS kennel_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -62,19 +64,34 @@ CREATE TRIGGER IF NOT EXISTS events_are_append_only BEFORE DELETE ON events
 const COLUMNS = 'position, id, stream, revision, type, time, data, metadata'
 type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
 
-/** an event serialised before it is queued, so a bad value fails its own append, not a batch */
-interface SerialisedEvent {
-  id: string
-  type: string
-  data: string
-  metadata: string
+/** An event serialised before it is queued, so a bad value fails its own append, not a batch.
+ * Once its batch is committed it knows where it was written, and is what the subscriptions of
+ * this process are given: parsed once, when one of them wants it. */
+class PendingEvent implements AppendedEvent {
+  stream = ''
+  revision = 0
+  position = 0
+  time = ''
+  private event: RecordedEvent | undefined
+
+  constructor(
+    readonly id: string,
+    readonly type: string,
+    readonly data: string,
+    readonly metadata: string,
+  ) {}
+
+  recorded(): RecordedEvent {
+    // the texts were made here by storedJson: canonical, whatever the store's json mark says
+    return (this.event ??= new CanonicalTextEvent(this.id, this.type, this.stream, this.revision, this.position, this.time, JSON.parse(this.data), JSON.parse(this.metadata) as EventMetadata, this.data, this.metadata))
+  }
 }
 
 type Expected = AppendOptions['expectedRevision'] & {}
 
 interface PendingAppend {
   stream: string
-  events: SerialisedEvent[]
+  events: PendingEvent[]
   expected: Expected
   resolve: (r: AppendResult) => void
   reject: (e: unknown) => void
@@ -114,6 +131,8 @@ export type WriterReply =
       ok: Float64Array
       outcomes: WriterOutcome[]
       written: number
+      /** the time recorded in every event of the batch */
+      time: string
     }
   | { type: 'failed'; batch: number; message: string; code: string | undefined }
   /** the write connection is open */
@@ -121,6 +140,8 @@ export type WriterReply =
 
 interface InFlightBatch {
   batch: number
+  /** the live feed's ticket for this batch */
+  ticket: number
   appends: PendingAppend[]
   /** resolves once every append of the batch is settled (acknowledged, or rejected by a crash) */
   settled: Promise<void>
@@ -220,13 +241,12 @@ function initialise(db: Database.Database, file: string, environment: string): s
 
 class SqliteEventStore implements EventStore {
   readonly kind = 'sqlite' as const
-  private readonly notifier = new ChangeNotifier()
   private pending: PendingAppend[] = []
   private flushScheduled = false
   private closed = false
   private writer: WriterThread | undefined
   private batchSeq = 0
-  private readonly live: LiveSubscriptions
+  private readonly feed: LiveFeed
   private dataVersion: number
   private readonly statements = new Map<string, Database.Statement>()
 
@@ -243,14 +263,25 @@ class SqliteEventStore implements EventStore {
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
     }
     this.dataVersion = this.stmt.dataVersion.get() as number
-    // other processes' commits (the CLI appending while the server runs) move data_version
-    const seen = (): number => (this.dataVersion = this.stmt.dataVersion.get() as number)
-    this.live = new LiveSubscriptions(this.notifier, {
+    // other processes' commits (the CLI appending while the server runs) move data_version, and
+    // so do ours: the feed reads only what no acknowledgement brought
+    const source = {
+      readRange: async (after: number, upTo: number, max: number, filter: EventFilter | undefined) => {
+        this.assertOpen()
+        return this.readAllSync({ after, maxCount: max, filter }, upTo)
+      },
+      head: async () => {
+        this.assertOpen()
+        return this.stmt.head.get() as number
+      },
+    }
+    this.feed = new LiveFeed(source, this.stmt.head.get() as number, {
       intervalMs: pollMs,
-      start: () => void seen(),
       tick: () => {
-        const before = this.dataVersion
-        if (seen() !== before) this.notifier.notify()
+        const version = this.stmt.dataVersion.get() as number
+        if (version === this.dataVersion) return
+        this.dataVersion = version
+        this.feed.poke()
       },
     })
     this.writer = this.startWriter()
@@ -267,7 +298,7 @@ class SqliteEventStore implements EventStore {
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
     const expected = options.expectedRevision ?? 'any'
-    let prepared: SerialisedEvent[]
+    let prepared: PendingEvent[]
     try {
       prepared = prepareAppend(stream, events, expected).map(serialise)
     } catch (err) {
@@ -306,7 +337,7 @@ class SqliteEventStore implements EventStore {
     }
     let done!: () => void
     const settled = new Promise<void>((r) => (done = r))
-    writer.inFlight.push({ batch: request.batch, appends, settled, done })
+    writer.inFlight.push({ batch: request.batch, ticket: this.feed.sending(), appends, settled, done })
     // keep the process alive while appends await their acknowledgement, and only then
     if (writer.inFlight.length === 1) writer.worker.ref()
     writer.worker.postMessage(request)
@@ -361,26 +392,39 @@ class SqliteEventStore implements EventStore {
       const error = new KennelError('KENNEL_ERR_UNAVAILABLE', `event store commit failed, nothing of this append was stored: ${reply.message}`, { sqliteCode: reply.code })
       for (const a of batch.appends) a.reject(error)
       batch.done()
+      this.feed.settled(batch.ticket, [])
       return
     }
-    const special = new Map(reply.outcomes.map((o) => [o.index, o]))
-    batch.appends.forEach((a, i) => {
-      const o = special.get(i)
-      if (o === undefined) a.resolve({ nextExpectedRevision: reply.ok[2 * i]!, position: reply.ok[2 * i + 1]! })
-      else {
+    const written: PendingEvent[] = []
+    let special = 0
+    for (let i = 0; i < batch.appends.length; i++) {
+      const a = batch.appends[i]!
+      const o = reply.outcomes[special]
+      if (o?.index === i) {
+        special++
         try {
           a.resolve(settleOutcome(a, o))
         } catch (err) {
           a.reject(err)
         }
+        continue
       }
-    })
-    batch.done()
-    if (reply.written > 0) {
-      // our own commit also moves data_version: absorb it, so the poll does not wake subscriptions twice
-      if (this.live.polling) this.dataVersion = this.stmt.dataVersion.get() as number
-      this.notifier.notify()
+      const revision = reply.ok[2 * i]!
+      const position = reply.ok[2 * i + 1]!
+      a.resolve({ nextExpectedRevision: revision, position })
+      // one transaction, one writer: an append's events have consecutive positions
+      const n = a.events.length
+      for (let k = 0; k < n; k++) {
+        const e = a.events[k]!
+        e.stream = a.stream
+        e.revision = revision - n + 1 + k
+        e.position = position - n + 1 + k
+        e.time = reply.time
+        written.push(e)
+      }
     }
+    batch.done()
+    this.feed.settled(batch.ticket, written)
   }
 
   /** The writer crashed or stopped: everything sent to it has an unknown outcome. */
@@ -401,9 +445,10 @@ class SqliteEventStore implements EventStore {
     for (const b of lost) {
       for (const a of b.appends) a.reject(error)
       b.done()
+      this.feed.settled(b.ticket, [])
     }
     // some of those may have committed before the crash
-    if (count > 0) this.notifier.notify()
+    if (count > 0) this.feed.poke()
     // appends not yet sent go to a new writer
     if (this.pending.length > 0 && !this.flushScheduled) {
       this.flushScheduled = true
@@ -431,29 +476,30 @@ class SqliteEventStore implements EventStore {
     return this.readAllSync(options)
   }
 
-  private readAllSync(options: ReadAllOptions): RecordedEvent[] {
+  /** `upTo`: forwards, only events with position <= upTo */
+  private readAllSync(options: ReadAllOptions, upTo = Number.MAX_SAFE_INTEGER): RecordedEvent[] {
     const types = options.filter?.types
-    if (types !== undefined && types.length > 1) return this.readByTypes(options, types)
+    if (types !== undefined && types.length > 1) return this.readByTypes(options, types, upTo)
     const backwards = options.direction === 'backwards'
     const [where, args] = filterSql(options.filter)
-    const bound = backwards ? 'position < ?' : 'position > ?'
-    const boundValue = backwards ? (options.before ?? Number.MAX_SAFE_INTEGER) : (options.after ?? 0)
+    const bound = backwards ? 'position < ?' : 'position > ? AND position <= ?'
+    const bounds = backwards ? [options.before ?? Number.MAX_SAFE_INTEGER] : [options.after ?? 0, upTo]
     const sql = `SELECT ${COLUMNS} FROM events WHERE ${bound}${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`
-    return (this.prepared(sql).all(boundValue, ...args, options.maxCount ?? -1) as Row[]).map(toRecorded)
+    return (this.prepared(sql).all(...bounds, ...args, options.maxCount ?? -1) as Row[]).map(toRecorded)
   }
 
   /** Several types: each one's positions read along the events_type index (no row is touched
    * unless a stream prefix must be checked), merged, then exactly those rows read by position.
    * One query with `type IN (…)` would sort every matching event after the bound to return a
    * few. Once `maxCount` positions are held, the next type is read only up to the last of them. */
-  private readByTypes(options: ReadAllOptions, types: readonly string[]): RecordedEvent[] {
+  private readByTypes(options: ReadAllOptions, types: readonly string[], upTo: number): RecordedEvent[] {
     const backwards = options.direction === 'backwards'
     const limit = options.maxCount ?? -1
     if (limit === 0) return []
     const [where, args] = filterSql({ ...options.filter, types: undefined })
     const positionsOf = this.prepared(`SELECT position FROM events WHERE type = ? AND position > ? AND position < ?${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`)
     let lower = backwards ? 0 : (options.after ?? 0)
-    let upper = backwards ? (options.before ?? Number.MAX_SAFE_INTEGER) : Number.MAX_SAFE_INTEGER
+    let upper = backwards ? (options.before ?? Number.MAX_SAFE_INTEGER) : upTo + 1
     const order = backwards ? (a: number, b: number) => b - a : (a: number, b: number) => a - b
     let positions: number[] = []
     for (const type of new Set(types)) {
@@ -482,7 +528,7 @@ class SqliteEventStore implements EventStore {
 
   subscribe(options: SubscribeOptions): Subscription {
     this.assertOpen()
-    return this.live.open(async (after, max, filter) => this.readAllSync({ after, maxCount: max, filter }), options)
+    return this.feed.subscribe(options)
   }
 
   async headPosition(): Promise<number> {
@@ -500,7 +546,7 @@ class SqliteEventStore implements EventStore {
       if (!next) break
       await next.settled
     }
-    await this.live.stopAll()
+    await this.feed.stopAll()
     // the read connection closes first, so the writer's connection is the last one and the
     // closing WAL checkpoint (an fsync) runs on the writer thread
     this.db.close()
@@ -539,12 +585,12 @@ function settleOutcome(a: PendingAppend, o: WriterOutcome): AppendResult {
   throw new KennelError('KENNEL_ERR_INTERNAL', `append to ${a.stream}: the writer thread and the port disagree about its outcome (${o.kind})`)
 }
 
-function serialise(e: PreparedEvent): SerialisedEvent {
+function serialise(e: PreparedEvent): PendingEvent {
   try {
     const data = storedJson(e.data)
     const metadata = storedJson(e.metadata)
     if (data === undefined || metadata === undefined) throw new Error('it has no JSON form')
-    return { id: e.id, type: e.type, data, metadata }
+    return new PendingEvent(e.id, e.type, data, metadata)
   } catch (err) {
     throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} cannot be stored as JSON: ${(err as Error).message}`)
   }

@@ -1,4 +1,4 @@
-import { canonicalJsonFast } from '../../infra/eventstore/canonical-json.ts'
+import { CanonicalTextEvent, canonicalJsonFast } from '../../infra/eventstore/canonical-json.ts'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 
 // The bytes a Merkle leaf hashes (R17): a canonical JSON of the event exactly as the store returns
@@ -7,6 +7,9 @@ import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 // stored, so ciphertext stays verifiable after the person's key is erased (R12).
 
 export function canonicalEventText(e: RecordedEvent): string {
+  // the embedded store hands over its events with the canonical texts it stored
+  const texts = CanonicalTextEvent.textsOf(e)
+  if (texts) return canonicalStoredEventText(e.position, e.id, e.stream, e.revision, e.type, e.time, texts[0], texts[1])
   return canonicalJsonFast({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
 }
 

@@ -1,9 +1,17 @@
 // Entry of an audit catch-up thread (projections/audit/prefetch.ts). Plain JavaScript that
-// registers tsx's loader itself before importing the TypeScript body, because a worker thread
+// registers tsx's loader itself before importing the TypeScript body (from the sources; compiled
+// into dist/ it imports the JavaScript body), because a worker thread
 // neither inherits a loader registered with register() (bin/kennel.js) nor, on Node 20, applies
 // an --import loader to its own entry: so it starts the same way under tap, the bench and
 // `node bin/kennel.js` from any directory.
-import { register } from 'tsx/esm/api'
+import fs from 'node:fs'
 
-register()
-await import('./prefetch-thread.ts')
+// computed, so that the compiler leaves the specifier alone; compiled, the body is JavaScript
+const source = new URL(`./prefetch-thread${'.ts'}`, import.meta.url)
+if (fs.existsSync(source)) {
+  const { register } = await import('tsx/esm/api')
+  register()
+  await import(source.href)
+} else {
+  await import(new URL(`./prefetch-thread${'.js'}`, import.meta.url).href)
+}

@@ -9,8 +9,10 @@ import { ALERTS_STREAM, type AlertDeliveryFailed, type SecurityAlertRaised } fro
 // KENNEL_ALERT_WEBHOOK in order, retrying with exponential backoff; a final failure is itself an
 // event (AlertDeliveryFailed). Progress is a cursor of its own in the read-model store, untouched
 // by `projections rebuild`, so a rebuild delivers nothing twice. The cursor moves past an alert
-// only once it is delivered or its failure recorded: a stop or crash mid-retry repeats that alert
-// after a restart (at-least-once; receivers dedupe by `id`), and records no failure.
+// only once it is delivered or its failure recorded: a stop or crash mid-retry, or between a
+// delivery and the cursor's move, repeats that alert after a restart or on the projector that
+// takes over (at-least-once): each POST carries the alert's event id as `Idempotency-Key` (and
+// `id` in the body) for the receiver to drop repeats. No failure is recorded for a stopped retry.
 
 const CURSOR = 'alert-delivery'
 
@@ -110,7 +112,8 @@ async function deliver(o: AlertDeliveryOptions, e: RecordedEvent, stop: AbortSig
     if (stop.aborted) return false
     try {
       const signal = AbortSignal.any([stop, AbortSignal.timeout(o.timeoutMs ?? 5000)])
-      const res = await fetch(o.webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal })
+      // the alert's event id: the same on every retry, from every node, after every restart
+      const res = await fetch(o.webhook, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': e.id }, body, signal })
       await res.arrayBuffer().catch(() => undefined)
       if (res.ok) return true
       error = `HTTP ${res.status}`

@@ -19,12 +19,15 @@ const privileged: Array<{ role: string; valid: Call; invalid: Call[] }> = [
     ],
   },
   { role: 'ops', valid: { method: 'GET', url: '/v1/ops/devices' }, invalid: [{ method: 'GET', url: '/v1/ops/devices?limit=1' }] },
+  { role: 'ops', valid: { method: 'GET', url: '/v1/ops/devices/toy-bob' }, invalid: [{ method: 'GET', url: '/v1/ops/devices/NOT..VALID' }, { method: 'GET', url: '/v1/ops/devices/toy-bob?limit=0' }] },
+  { role: 'ops', valid: { method: 'GET', url: '/v1/ops/alerts/live?limit=5' }, invalid: [{ method: 'GET', url: '/v1/ops/alerts/live?limit=abc' }, { method: 'GET', url: '/v1/ops/alerts/live?follow=1' }] },
   { role: 'ops', valid: { method: 'GET', url: '/v1/ops/alerts?limit=5' }, invalid: [{ method: 'GET', url: '/v1/ops/alerts?limit=abc' }, { method: 'GET', url: '/v1/ops/alerts?limit=0&secret=1' }] },
   {
     role: 'auditor',
     valid: { method: 'GET', url: '/v1/audit/events?from=0&limit=10' },
-    invalid: [{ method: 'GET', url: '/v1/audit/events?from=-1' }, { method: 'GET', url: '/v1/audit/events?stream=..%2Fetc' }, { method: 'GET', url: '/v1/audit/events?limit=100000' }],
+    invalid: [{ method: 'GET', url: '/v1/audit/events?type=%3Cscript%3E' }, { method: 'GET', url: '/v1/audit/events?since=yesterday' }, { method: 'GET', url: '/v1/audit/events?from=-1' }, { method: 'GET', url: '/v1/audit/events?stream=..%2Fetc' }, { method: 'GET', url: '/v1/audit/events?limit=100000' }],
   },
+  { role: 'auditor', valid: { method: 'GET', url: '/v1/audit/head' }, invalid: [{ method: 'GET', url: '/v1/audit/head?x=1' }] },
   { role: 'auditor', valid: { method: 'GET', url: '/v1/audit/verify' }, invalid: [{ method: 'GET', url: '/v1/audit/verify?x=1' }] },
   {
     role: 'auditor',

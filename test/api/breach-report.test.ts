@@ -25,7 +25,7 @@ async function world(t: Test) {
   const start = Date.now()
   let now = new Date(start)
   const deps = { store: undefined as never, readModels, verifiers: [] }
-  const api = await buildTestApi(t, { deps: { now: () => now, audit: { verify: async () => ({}), breachReport: (r) => createAuditPort({ ...deps, store: api.pki.store, contacts: accountContacts({ config: api.pki.config, store: api.pki.store }) }).breachReport(r) } } })
+  const api = await buildTestApi(t, { deps: { now: () => now, audit: { verify: async () => ({}), latestHead: async () => null, breachReport: (r) => createAuditPort({ ...deps, store: api.pki.store, contacts: accountContacts({ config: api.pki.config, store: api.pki.store }) }).breachReport(r) } } })
   const alice = await api.parent('alice@example.org')
   const toy = await api.pairedToy(alice.token, alice.householdId, 'toy-alice')
   const upload = (await api.app.inject({ method: 'POST', url: `/v1/households/${alice.householdId}/recordings`, headers: bearer(alice.token), payload: { deviceId: 'toy-alice', contentType: 'audio/ogg', bytes: 5 } })).json()

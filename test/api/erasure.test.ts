@@ -35,7 +35,7 @@ async function world(t: Test) {
     env: { KENNEL_AUDIT_HEAD_EVERY_EVENTS: '10' },
     deps: {
       logger,
-      audit: { verify: async () => ({}), breachReport: (r) => createAuditPort({ ...auditDeps, store: api.pki.store, contacts: accountContacts({ config: api.pki.config, store: api.pki.store }) }).breachReport(r) },
+      audit: { verify: async () => ({}), latestHead: async () => null, breachReport: (r) => createAuditPort({ ...auditDeps, store: api.pki.store, contacts: accountContacts({ config: api.pki.config, store: api.pki.store }) }).breachReport(r) },
     },
   })
   const alice = await api.parent(EMAIL)

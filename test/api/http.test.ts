@@ -1,4 +1,5 @@
 import t from 'tap'
+import { DOCS_CSP } from '../../api/docs/routes.ts'
 import { bearer, buildTestApi, listenTestApi, request, STRONG } from './helpers.ts'
 
 t.test('every error has one shape with a catalogue code', async (t) => {
@@ -95,6 +96,31 @@ t.test('OpenAPI describes the routes from their schemas', async (t) => {
   t.equal(doc.openapi, '3.0.3')
   for (const p of ['/v1/accounts', '/v1/sessions', '/v1/households/{householdId}/devices', '/v1/device/recordings', '/v1/ops/devices/{deviceId}/revoke', '/v1/audit/events']) t.ok(doc.paths[p], p)
   t.equal(doc.paths['/v1/accounts'].post.requestBody.content['application/json'].schema.additionalProperties, false)
+})
+
+t.test('/docs serves Swagger UI with a policy of its own; every other route keeps the one that allows nothing', async (t) => {
+  const { app } = await buildTestApi(t)
+  const ui = await app.inject({ method: 'GET', url: '/docs' })
+  t.equal(ui.statusCode, 200)
+  t.match(ui.headers['content-type'], /^text\/html/)
+  t.match(ui.body, /<div id="swagger-ui">/)
+  t.notMatch(ui.body, /<script>|<script [^>]*>[^<\s]/, 'no inline script: every script is a file of this origin')
+  t.equal(ui.headers['content-security-policy'], DOCS_CSP)
+  t.match(DOCS_CSP, /script-src 'self'(;|$)/, 'scripts from this origin only')
+  t.notMatch(DOCS_CSP, /unsafe-|https:|\*/, 'nothing inline, no other origin')
+  const bundle = await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' })
+  t.equal(bundle.statusCode, 200)
+  t.equal(bundle.headers['content-security-policy'], DOCS_CSP)
+  const init = await app.inject({ method: 'GET', url: '/docs/static/swagger-initializer.js' })
+  t.match(init.body, /\/json/, 'the UI loads the spec from this origin')
+  for (const url of ['/healthz', '/docs-not', '/v1/households', '/.well-known/security.txt']) {
+    const res = await app.inject({ method: 'GET', url })
+    t.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'", url)
+  }
+  const spec = await app.inject({ method: 'GET', url: '/docs/json' })
+  t.equal(spec.statusCode, 200)
+  t.equal(spec.json().openapi, '3.0.3')
+  t.notOk(spec.json().paths['/docs'], 'the UI routes are not in the document')
 })
 
 t.test('audit verify and breach reports answer 503 when the audit port is not wired', async (t) => {

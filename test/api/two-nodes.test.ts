@@ -49,8 +49,10 @@ if (reachable && admin) {
     const named = await a.app.inject({ method: 'POST', url: '/v1/households', headers: bearer(alice.token), payload: { name: HOUSEHOLD } })
     t.equal(named.statusCode, 201)
 
+    // node B follows the shared store a few milliseconds behind node A
+    await b.app.readModels.waitFor(await a.pki.store.headPosition())
     const session = await b.app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: EMAIL, password: STRONG } })
-    t.equal(session.statusCode, 200, 'she logs in on the other node')
+    t.equal(session.statusCode, 200, `she logs in on the other node: ${session.body}`)
     const onB = session.json().token as string
     const exported = await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })
     t.equal(exported.statusCode, 200)

@@ -104,3 +104,12 @@ t.test('KENNEL_PUBLIC_URL: the origin of the API\'s URLs, by default the listene
   t.equal(publicUrlOf(loadConfig({}), 40000), 'https://127.0.0.1:40000', 'unset: KENNEL_HOST and the port the API is bound to')
   t.equal(publicUrlOf(loadConfig({ KENNEL_HOST: '::1' }), 8443), 'https://[::1]:8443', 'an IPv6 listener in brackets')
 })
+
+t.test('KENNEL_ROLES: every role by default; an unknown role or an API that cannot reach toys stops start-up', async (t) => {
+  t.same(loadConfig({}).roles, ['broker', 'api', 'projector'])
+  t.same(loadConfig({ KENNEL_ROLES: ' projector , broker ' }).roles, ['broker', 'projector'], 'in a fixed order, spaces ignored')
+  t.throws(() => loadConfig({ KENNEL_ROLES: 'broker,worker' }), { code: 'KENNEL_ERR_CONFIG', message: /KENNEL_ROLES names unknown role "worker"/ })
+  t.throws(() => loadConfig({ KENNEL_ROLES: ' , ' }), { code: 'KENNEL_ERR_CONFIG', message: /KENNEL_ROLES must be a comma-separated list/ })
+  t.throws(() => loadConfig({ KENNEL_ROLES: 'api' }), { code: 'KENNEL_ERR_CONFIG', message: /set KENNEL_REDIS_URL/ }, 'an API without a broker and without Redis could not tell toys anything')
+  t.same(loadConfig({ KENNEL_ROLES: 'api', KENNEL_REDIS_URL: 'redis://127.0.0.1:6379' }).roles, ['api'])
+})

@@ -7,7 +7,7 @@ import path from 'node:path'
 import * as x509 from '@peculiar/x509'
 import mqtt from 'mqtt'
 import t, { type Test } from 'tap'
-import { startKennel, type RunningKennel } from '../../bin/start.ts'
+import { everyRole, startKennel, type FullKennel } from '../../bin/start.ts'
 import { caIdOf, loadDeviceCa } from '../../devices/ca.ts'
 import { generateKeyPair, privateKeyPem } from '../../devices/crypto-keys.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
@@ -107,7 +107,7 @@ const deviceRoute = (port: number, toy: Toy) => request(port, { method: 'GET', p
 
 /** Every toy reaches the broker and a device route. A toy the CLI enrolled moments ago may not be
  * in the broker's registry yet (another process wrote it): its refused connects are retried. */
-async function allConnect(t: Test, kennel: RunningKennel, toys: Toy[], when: string): Promise<void> {
+async function allConnect(t: Test, kennel: FullKennel, toys: Toy[], when: string): Promise<void> {
   await kennel.projections.waitFor(await kennel.store.headPosition(), DEADLINE_MS)
   for (const toy of toys) {
     const api = await deviceRoute(kennel.ports.api, toy)
@@ -144,7 +144,7 @@ function caSubject(dir: string, caId: string): string {
 }
 
 /** a toy whose certificate comes from a CA that is not kennel's, trusting kennel's server */
-async function refusesStrangers(t: Test, kennel: RunningKennel, serverTrustPem: string): Promise<void> {
+async function refusesStrangers(t: Test, kennel: FullKennel, serverTrustPem: string): Promise<void> {
   const asStranger = { id: 'toy-stranger', ...(await foreignCaCertificate('toy-stranger')), caPem: serverTrustPem }
   const api = await deviceRoute(kennel.ports.api, asStranger)
   t.equal(api.status, 401, 'a certificate from neither CA is refused on the API')
@@ -152,8 +152,8 @@ async function refusesStrangers(t: Test, kennel: RunningKennel, serverTrustPem: 
   t.notOk((await mqttAttempt(kennel.ports.mqtt, asStranger)).connected, 'a certificate from neither CA is refused on MQTT')
 }
 
-async function start(t: Test, config: Config): Promise<RunningKennel> {
-  const kennel = await startKennel(config, createLogger('silent'))
+async function start(t: Test, config: Config): Promise<FullKennel> {
+  const kennel = everyRole(await startKennel(config, createLogger('silent')))
   t.teardown(() => kennel.stop())
   return kennel
 }

@@ -6,7 +6,7 @@ import mqtt from 'mqtt'
 import t from 'tap'
 import { loadConfig } from '../../infra/config.ts'
 import { createLogger } from '../../infra/log.ts'
-import { startKennel } from '../../bin/start.ts'
+import { everyRole, startKennel } from '../../bin/start.ts'
 import { grantRole } from '../../bin/commands/account.ts'
 import { enrollDevice } from '../../devices/enroll.ts'
 import { request } from '../api/helpers.ts'
@@ -26,7 +26,7 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
 const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
 // every line the whole run logs, at the most verbose level, for the signed-URL check at the end
 const logLines: string[] = []
-const kennel = await startKennel(config, createLogger('trace', 'kennel', { write: (line: string) => void logLines.push(line) }))
+const kennel = everyRole(await startKennel(config, createLogger('trace', 'kennel', { write: (line: string) => void logLines.push(line) })))
 t.teardown(() => kennel.stop())
 const ca = kennel.ca.trustedPem
 const api = (method: string, p: string, opts: { token?: string; body?: unknown; key?: string; cert?: string } = {}) =>

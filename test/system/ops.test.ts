@@ -4,7 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { loadConfig } from '../../infra/config.ts'
 import { createLogger } from '../../infra/log.ts'
-import { startKennel } from '../../bin/start.ts'
+import { everyRole, startKennel } from '../../bin/start.ts'
 import { request } from '../api/helpers.ts'
 
 // What operators and their orchestrators read from a running kennel: /healthz and /readyz on the
@@ -14,7 +14,7 @@ import { request } from '../api/helpers.ts'
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-ops-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
 const env = { KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' }
-const kennel = await startKennel(loadConfig(env), createLogger('silent'))
+const kennel = everyRole(await startKennel(loadConfig(env), createLogger('silent')))
 t.teardown(() => kennel.stop())
 const ops = async (p: string, port = kennel.ports.metrics, host = '127.0.0.1') => {
   const res = await fetch(`http://${host}:${port}${p}`)

@@ -5,14 +5,14 @@ import tls from 'node:tls'
 import t from 'tap'
 import { loadConfig } from '../../infra/config.ts'
 import { createLogger } from '../../infra/log.ts'
-import { startKennel } from '../../bin/start.ts'
+import { everyRole, startKennel } from '../../bin/start.ts'
 
 // R18: TLS 1.2 minimum, 1.3 preferred, only forward-secret AEAD suites, on both listeners.
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-tls-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
 const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
-const kennel = await startKennel(config, createLogger('silent'))
+const kennel = everyRole(await startKennel(config, createLogger('silent')))
 t.teardown(() => kennel.stop())
 
 function handshake(port: number, options: tls.ConnectionOptions): Promise<{ protocol: string | null; cipher: string } | { error: string }> {

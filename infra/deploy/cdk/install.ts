@@ -7,7 +7,17 @@ import { fileURLToPath } from 'node:url'
 // package's own node_modules, installed on first use so that kennel's own `npm install` stays lean.
 // Nothing here imports them: the CLI and the tests call this before they load synth.ts.
 
-export const CDK_DIR = path.dirname(fileURLToPath(import.meta.url))
+/** the CDK package: this directory in the sources; from a compiled copy (dist/infra/deploy/cdk),
+ * the package of the source tree it was built from */
+export const CDK_DIR = cdkPackageDir(path.dirname(fileURLToPath(import.meta.url)))
+
+function cdkPackageDir(here: string): string {
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    const candidate = dir === here ? here : path.join(dir, 'infra', 'deploy', 'cdk')
+    if (fs.existsSync(path.join(candidate, 'package.json'))) return candidate
+    if (path.dirname(dir) === dir) return here
+  }
+}
 export const INSTALL_COMMAND = 'npm ci --prefix infra/deploy/cdk'
 
 const REQUIRED = ['aws-cdk-lib', 'cdk-nag', 'constructs']

@@ -280,6 +280,57 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     t.equal(filtered.events.length, expected.length + 1, 'live events are filtered too')
   })
 
+  t.test('a filtered subscription reports how far it has read past the events it leaves out', async (t) => {
+    const store = await opened(t, target)
+    const checkpoints: number[] = []
+    const got: string[] = []
+    let caughtUp!: () => void
+    const ready = new Promise<void>((r) => (caughtUp = r))
+    const sub = store.subscribe({ filter: { types: ['Wanted'] }, onEvent: (e) => void got.push(e.type), onCheckpoint: (p) => void checkpoints.push(p), onCaughtUp: () => caughtUp() })
+    t.teardown(() => sub.stop())
+    await ready
+    await store.append('c-1', [ev('Wanted')])
+    const last = await store.append('c-2', [ev('Other'), ev('Other')])
+    const deadline = Date.now() + 10_000
+    while (!checkpoints.some((p) => p >= last.position) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    t.ok(checkpoints.some((p) => p >= last.position), 'a checkpoint at or past the last event it left out')
+    t.same(got, ['Wanted'])
+    t.ok(checkpoints.every((p, i) => i === 0 || p >= checkpoints[i - 1]!), 'checkpoints do not go back')
+  })
+
+  t.test('events from this handle and another (another process) reach a subscription in order, as a reader sees them', async (t) => {
+    const { open } = await target.fresh()
+    const here = await open()
+    t.teardown(() => here.close())
+    const there = await open()
+    t.teardown(() => there.close())
+    await here.append('pre', [ev('Pre')])
+    const s = collect(here)
+    t.teardown(() => s.sub.stop())
+    const o = collect(there)
+    t.teardown(() => o.sub.stop())
+    await s.caughtUp
+    await o.caughtUp
+    // what a subscription is given from the append must equal what a read returns, JSON rules included
+    const data = { z: 1, a: [{ y: 2, x: 1 }], at: new Date(0), gone: undefined, text: 'é"\n' }
+    const rounds = 40
+    await Promise.all(
+      [here, there].map(async (store, w) => {
+        for (let i = 0; i < rounds; i++) {
+          await store.append(`mixed-${w}-${i % 3}`, i % 4 === 0 ? [ev('Two', data), ev('Two', { i })] : [ev('One', { w, i })])
+          if (i % 8 === 0) await new Promise((r) => setTimeout(r, 1))
+        }
+      }),
+    )
+    const all = await here.readAll()
+    await s.waitFor(all.length)
+    await o.waitFor(all.length)
+    await new Promise((r) => setTimeout(r, 50))
+    t.equal(s.events.length, all.length, 'every event once')
+    t.same(s.events, all, 'the same events, times and data as a read returns, in the same order')
+    t.same(o.events, all, 'and the same through the other handle')
+  })
+
   t.test('a stopped subscription delivers nothing more', async (t) => {
     const store = await opened(t, target)
     const s = collect(store)

@@ -54,6 +54,29 @@ if (reachable) {
     t.equal((await stores[1]!.readAll()).length, 1)
   })
 
+  t.test('a store made with the first append functions has them replaced on open, and its subscriptions are given appended events as a read returns them', async (t) => {
+    const { schema, url } = freshSchema(t)
+    const first = await openEventStore(url, { environment: 'test' })
+    await first.append('s', [{ type: 'X', data: { v: 1 } }])
+    await first.close()
+    // version 1 returned [revision, position] only and stored clock_timestamp() per row
+    await admin.query(`DELETE FROM "${schema}".kennel_meta WHERE key = 'functions'`)
+    await admin.query(`CREATE OR REPLACE FUNCTION "${schema}".append_batch(p_streams text[], p_expected text[], p_counts integer[], p_ids uuid[], p_types text[], p_data json[], p_metadata json[]) RETURNS json LANGUAGE sql AS $$ SELECT '[]'::json $$`)
+    const store = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => store.close())
+    const { rows } = await admin.query(`SELECT value FROM "${schema}".kennel_meta WHERE key = 'functions'`)
+    t.same(rows, [{ value: '2' }], 'the functions are recorded as version 2')
+    const seen: RecordedEvent[] = []
+    let caughtUp!: () => void
+    const ready = new Promise<void>((r) => (caughtUp = r))
+    const sub = store.subscribe({ onEvent: (e) => void seen.push(e), onCaughtUp: () => caughtUp() })
+    t.teardown(() => sub.stop())
+    await ready
+    await store.append('s', [{ type: 'X', data: { v: 2 } }, { type: 'X', data: { v: 3 } }])
+    while (seen.length < 3) await new Promise((r) => setTimeout(r, 5))
+    t.same(seen, await store.readAll(), 'the appended events, with the stored time')
+  })
+
   t.test('a schema name that is not a plain identifier is refused', async (t) => {
     const url = new URL(base)
     url.searchParams.set('schema', 'x"; DROP TABLE y; --')

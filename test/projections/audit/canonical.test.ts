@@ -1,6 +1,10 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import t from 'tap'
+import { openEventStore } from '../../../infra/eventstore/open.ts'
 import type { RecordedEvent } from '../../../infra/eventstore/port.ts'
-import { canonicalJson, canonicalJsonFast, storedJson } from '../../../infra/eventstore/canonical-json.ts'
+import { CanonicalTextEvent, canonicalJson, canonicalJsonFast, storedJson } from '../../../infra/eventstore/canonical-json.ts'
 import { canonicalEventText, canonicalStoredEventText } from '../../../projections/audit/canonical.ts'
 import { eventLeaf, leafHash } from '../../../projections/audit/merkle.ts'
 
@@ -78,4 +82,23 @@ t.test("an event's canonical text assembled from stored text equals the one from
   const metadata = storedJson({ credential: 'cert:1', actor: 'device:toy-1' })!
   const e: RecordedEvent = { id: 'e1', type: 'PublishAccepted', stream: 'mqtt-"toy"\\1', revision: 3, position: 42, time: '2026-01-01T00:00:00.000Z', data: JSON.parse(data), metadata: JSON.parse(metadata) }
   t.equal(canonicalStoredEventText(e.position, e.id, e.stream, e.revision, e.type, e.time, data, metadata), canonicalEventText(e))
+})
+
+t.test('the embedded store hands the events it appended to its subscriptions with the canonical texts it stored, and they give the same canonical text', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-canonical-'))
+  const store = await openEventStore(`sqlite:${path.join(dir, 'events.sqlite')}`, { environment: 'test' })
+  t.teardown(async () => (await store.close(), fs.rmSync(dir, { recursive: true, force: true })))
+  const fed: RecordedEvent[] = []
+  let caughtUp!: () => void
+  const ready = new Promise<void>((r) => (caughtUp = r))
+  const sub = store.subscribe({ onEvent: (e) => void fed.push(e), onCaughtUp: () => caughtUp() })
+  t.teardown(() => sub.stop())
+  await ready
+  await store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { topic: 'toys/1/echo', bytes: 64, at: new Date(0), z: [{ b: 1, a: 2 }] }, metadata: { sourceIp: '::1', actor: 'device:toy-1' } }])
+  while (fed.length < 1) await new Promise((r) => setTimeout(r, 5))
+  const [e] = fed
+  t.ok(CanonicalTextEvent.textsOf(e!), 'the stored texts come with the event')
+  t.equal(canonicalEventText(e!), canonicalEventText({ ...e! }), 'the same canonical text as from its parsed fields')
+  t.same(e, (await store.readAll())[0], 'and the same event as a read returns')
+  t.equal(CanonicalTextEvent.textsOf({ ...e!, data: { changed: true } }), undefined, 'a changed copy does not carry them')
 })

@@ -104,12 +104,14 @@ t.test('alerts are appended once, with deterministic ids, and a rebuild raises n
 t.test('the webhook receives each alert once, retried with backoff; a final failure is an event', async (t) => {
   const { store, readModels } = await sandbox(t)
   const received: Array<{ id: string; rule: string }> = []
+  const keys: Array<string | undefined> = []
   let failNext = 2
   const server = http.createServer((req, res) => {
     let body = ''
     req.on('data', (d) => (body += d))
     req.on('end', () => {
       if (req.url === '/broken') return void res.writeHead(503).end()
+      keys.push(req.headers['idempotency-key'] as string | undefined)
       if (failNext-- > 0) return void res.writeHead(500).end()
       received.push(JSON.parse(body))
       res.writeHead(204).end()
@@ -129,6 +131,7 @@ t.test('the webhook receives each alert once, retried with backoff; a final fail
   await delivery.caughtUp
   await delivery.stop()
   t.same(received.map((r) => [r.id, r.rule]), [[alert!.id, 'revoked-certificate-attempt']], 'delivered after two failed attempts')
+  t.same(keys, [alert!.id, alert!.id, alert!.id], 'every attempt carries the alert\'s event id as Idempotency-Key, for the receiver to drop repeats')
   const again = await startAlertDelivery({ store, readModels, log: silent, webhook: `${base}/hook`, backoffMs: 5 })
   await again.caughtUp
   await again.stop()
