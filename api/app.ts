@@ -89,7 +89,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const now = deps.now ?? (() => new Date())
   const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
   await followed.caughtUp
-  const keys = deps.keys ?? (await openKeyStore(config))
+  const keys = deps.keys ?? (await openKeyStore(config, typeof deps.logger === 'object' ? deps.logger : undefined))
   const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }), now })
   const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
 

@@ -62,6 +62,22 @@ export class FileKeyStore implements KeyStore {
 
   async close(): Promise<void> {}
 
+  /** the owners of the ring with a key file or a tombstone here (the move to PostgreSQL, open.ts) */
+  owners(ring: KeyRingName): string[] {
+    const dir = this.dirs[ring]
+    if (dir === undefined || !fs.existsSync(dir)) return []
+    const names = fs.readdirSync(dir).map((f) => /^([A-Za-z0-9-]{1,100})\.(key|shredded)$/.exec(f)?.[1]).filter((o): o is string => o !== undefined)
+    return [...new Set(names)]
+  }
+
+  /** remove what is kept here for the owner; `keep` renames the key file to `{owner}.key.{keep}` instead */
+  async remove(ring: KeyRingName, owner: string, keep?: string): Promise<void> {
+    const { key, tombstone } = this.files(ring, owner)
+    if (keep !== undefined) await fsp.rename(key, `${key}.${keep}`).catch(() => {})
+    await fsp.rm(key, { force: true })
+    await fsp.rm(tombstone, { force: true })
+  }
+
   private files(ring: KeyRingName, owner: string): { key: string; tombstone: string } {
     const dir = this.dirs[ring]
     if (dir === undefined) throw new KennelError('KENNEL_ERR_INTERNAL', `this key store keeps no ${ring} keys`)

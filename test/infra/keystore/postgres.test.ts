@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
 import t, { type Test } from 'tap'
 import pg from 'pg'
 import { KeyRing } from '../../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../../infra/keystore/files.ts'
+import { openKeyStore } from '../../../infra/keystore/open.ts'
 import { openPostgresKeyStore, POSTGRES_KEY_RECHECK_MS } from '../../../infra/keystore/postgres.ts'
 import { keyStoreContract } from './contract.ts'
 
@@ -72,5 +76,33 @@ if (reachable && admin) {
     t.ok(await ring.existingKey('alice'), 'cached within the bound (no round trip per use)')
     now += 1
     t.equal(await ring.existingKey('alice'), undefined, 'read again at the bound')
+  })
+
+  t.test("an upgraded node's file keys move into the shared table, so nothing it sealed reads as erased", async (t) => {
+    const { url } = freshSchema(t)
+    const dataDir = t.testdir()
+    const master = randomBytes(32)
+    const files = fileKeyStore(dataDir)
+    const alice = await new KeyRing(files, master, 'person').keyFor('alice')
+    const household = await new KeyRing(files, master, 'household-data').keyFor('h1')
+    await new KeyRing(files, master, 'person').keyFor('erased')
+    await new KeyRing(files, master, 'person').shred('erased')
+    await new KeyRing(files, master, 'person').keyFor('bob')
+    // another node made its own key for bob before keys were shared
+    const elsewhere = await openPostgresKeyStore(url)
+    const bobElsewhere = await new KeyRing(elsewhere, master, 'person').keyFor('bob')
+    await elsewhere.close()
+
+    const warnings: unknown[] = []
+    const store = await openKeyStore({ eventStoreUrl: url, dataDir }, { info: () => {}, warn: (o: unknown) => void warnings.push(o) })
+    t.teardown(() => store.close())
+    t.equal(store.kind, 'postgres')
+    t.same(await new KeyRing(store, master, 'person').existingKey('alice'), alice, 'her key, as it was')
+    t.same(await new KeyRing(store, master, 'household-data').existingKey('h1'), household)
+    await t.rejects(new KeyRing(store, master, 'person').keyFor('erased'), { code: 'KENNEL_ERR_KEY_SHREDDED' }, 'an erasure made before stays one')
+    t.same(await new KeyRing(store, master, 'person').existingKey('bob'), bobElsewhere, 'the shared key is not replaced')
+    t.equal(warnings.length, 1, 'the conflict is logged')
+    t.same(fs.readdirSync(path.join(dataDir, 'keys', 'persons')), ['bob.key.superseded'], 'the data dir keeps only the superseded key')
+    t.same(fs.readdirSync(path.join(dataDir, 'blobs', 'keys')), [])
   })
 }
