@@ -1,4 +1,5 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { FORGETTABLE_KEY_PREFIX } from '../readmodels/port.ts'
 import type { TreeHead } from './events.ts'
 import { AUDIT_HEADS_STREAM } from './events.ts'
 
@@ -11,7 +12,7 @@ const KINDS = ['actor', 'credential', 'device', 'household', 'account', 'recordi
 /** Per-message metadata (a toy's publishes, the API's messages to it) is indexed under the same
  * kinds with this prefix, so that its index can be forgotten after KENNEL_RETENTION_TELEMETRY_DAYS
  * (projections/audit/telemetry-retention.ts) while every other event stays indexed (R12). */
-export const TELEMETRY_KEY_PREFIX = 'telemetry/'
+export const TELEMETRY_KEY_PREFIX = FORGETTABLE_KEY_PREFIX
 export const TELEMETRY_TYPES: ReadonlySet<string> = new Set(['PublishAccepted', 'InboxMessagePublished'])
 
 /** the kinds of key: KINDS, then the same for telemetry events (`telemetry/device`, …) */

@@ -1,6 +1,5 @@
 import type { Logger } from '../../infra/log.ts'
 import type { ReadModelStore } from '../readmodels/port.ts'
-import { TELEMETRY_KEY_PREFIX } from './lookup-keys.ts'
 import { AUDIT_PROJECTION } from './projection.ts'
 
 // Per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS in the read models (R12): a job
@@ -24,7 +23,7 @@ export interface TelemetryRetentionDeps {
 /** drop the index of telemetry older than `retentionDays`; returns how many postings went */
 export async function forgetTelemetry(deps: TelemetryRetentionDeps): Promise<number> {
   const before = new Date(deps.now().getTime() - deps.retentionDays * DAY_MS).toISOString()
-  const dropped = await deps.readModels.forget(AUDIT_PROJECTION, TELEMETRY_KEY_PREFIX, before)
+  const dropped = await deps.readModels.forget(AUDIT_PROJECTION, before)
   if (dropped > 0) deps.log?.info({ postings: dropped, before, retentionDays: deps.retentionDays }, 'telemetry index past retention dropped')
   return dropped
 }

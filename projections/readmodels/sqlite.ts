@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
 import { preparePrivateDatabase } from '../../infra/eventstore/sqlite-file.ts'
 import { packAscending, packPostings, packRuns, unpackAscending, unpackPostings, unpackRuns } from './packing.ts'
-import type { EntryColumns, EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
+import { FORGETTABLE_KEY_PREFIX, type EntryColumns, type EntryRow, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
 // Embedded read models: a SQLite file beside the event store (never inside it, so the event
 // store's immutability triggers and file stay untouched). WAL with synchronous=NORMAL: a power
@@ -475,9 +475,10 @@ class SqliteReadModels implements ReadModelStore {
     }).immediate()
   }
 
-  async forget(name: string, keyPrefix: string, before: string): Promise<number> {
+  async forget(name: string, before: string): Promise<number> {
     const cutoff = Date.parse(before)
-    // keys compare as bytes (BINARY): the prefix is the range [prefix, prefix + U+FFFF)
+    const keyPrefix = FORGETTABLE_KEY_PREFIX
+    // keys compare as bytes (BINARY): the prefix is the range [prefix, prefix + U+FFFF) of the primary key
     const rows = this.db.prepare('SELECT key, last_position, postings FROM projection_postings WHERE projection = ? AND key >= ? AND key < ? AND min_time < ?').raw()
     const remove = this.db.prepare('DELETE FROM projection_postings WHERE projection = ? AND key = ? AND last_position = ?')
     return this.db.transaction(() => {
