@@ -10,6 +10,9 @@ import type { KeyRingName, KeyStore, StoredKey } from './port.ts'
 // is checked on every read, so a key file written by a creator racing a shred reads as shredded
 // and is removed. One machine only: another node has another data dir (use PostgreSQL there).
 
+/** an owner is a file name and nothing more: no separators, no dots */
+const OWNER = /^[A-Za-z0-9-]{1,100}$/
+
 export class FileKeyStore implements KeyStore {
   readonly kind = 'files' as const
   /** a file read costs little: every use sees a shred made by another process (`kennel account erase`) */
@@ -66,14 +69,18 @@ export class FileKeyStore implements KeyStore {
   owners(ring: KeyRingName): string[] {
     const dir = this.dirs[ring]
     if (dir === undefined || !fs.existsSync(dir)) return []
-    const names = fs.readdirSync(dir).map((f) => /^([A-Za-z0-9-]{1,100})\.(key|shredded)$/.exec(f)?.[1]).filter((o): o is string => o !== undefined)
+    const names = fs.readdirSync(dir).map((f) => /^(.+)\.(key|shredded)$/.exec(f)?.[1]).filter((o): o is string => o !== undefined && OWNER.test(o))
     return [...new Set(names)]
   }
 
   /** remove what is kept here for the owner; `keep` renames the key file to `{owner}.key.{keep}` instead */
   async remove(ring: KeyRingName, owner: string, keep?: string): Promise<void> {
     const { key, tombstone } = this.files(ring, owner)
-    if (keep !== undefined) await fsp.rename(key, `${key}.${keep}`).catch(() => {})
+    if (keep !== undefined) {
+      await fsp.rename(key, `${key}.${keep}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err
+      })
+    }
     await fsp.rm(key, { force: true })
     await fsp.rm(tombstone, { force: true })
   }
@@ -81,6 +88,7 @@ export class FileKeyStore implements KeyStore {
   private files(ring: KeyRingName, owner: string): { key: string; tombstone: string } {
     const dir = this.dirs[ring]
     if (dir === undefined) throw new KennelError('KENNEL_ERR_INTERNAL', `this key store keeps no ${ring} keys`)
+    if (!OWNER.test(owner)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
     return { key: path.join(dir, `${owner}.key`), tombstone: path.join(dir, `${owner}.shredded`) }
   }
 }
