@@ -7,6 +7,8 @@ import { publicUrlOf, type Config } from '../infra/config.ts'
 import type { BlobStore } from '../infra/blobstore/port.ts'
 import { LocalBlobStore } from '../infra/blobstore/local.ts'
 import { KeyRing } from '../infra/blobstore/keys.ts'
+import { openKeyStore } from '../infra/keystore/open.ts'
+import type { KeyStore } from '../infra/keystore/port.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Mailer } from '../infra/mail/port.ts'
 import { followProjections } from '../projections/follow.ts'
@@ -51,6 +53,9 @@ export interface ApiDeps {
   notifyDevice: NotifyDevice
   /** default: the embedded encrypted store in <dataDir>/blobs */
   blobs?: BlobStore
+  /** person and household keys; default: the store that goes with the event store
+   * (infra/keystore/open.ts: PostgreSQL for a cluster, else files in the data dir) */
+  keys?: KeyStore
   /** sign-up confirmations (infra/mail/open.ts openMailer); closed by the caller */
   mailer: Mailer
   /** audit verification and breach reports (projections/); 503 without */
@@ -82,10 +87,11 @@ declare module 'fastify' {
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
-  const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, now })
-  const personKeys = new KeyRing(path.join(config.dataDir, 'keys', 'persons'), deps.masterKey, 'person')
   const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
   await followed.caughtUp
+  const keys = deps.keys ?? (await openKeyStore(config, typeof deps.logger === 'object' ? deps.logger : undefined))
+  const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }), now })
+  const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
 
   const ctx: ApiContext = {
     config,
@@ -143,6 +149,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.addHook('onClose', async () => {
     await followed.stop()
     if (!deps.blobs) await blobs.close()
+    if (!deps.keys) await keys.close()
   })
 
   await app.register(swagger, {

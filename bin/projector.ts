@@ -9,6 +9,7 @@ import type { ReadModelStore } from '../projections/readmodels/port.ts'
 import { type Lag, startProjectionRunner } from '../projections/runner.ts'
 import { persistentProjections } from './read-models.ts'
 import { startRecordingRetention } from '../api/recordings/retention.ts'
+import { startTelemetryRetention } from '../projections/audit/telemetry-retention.ts'
 import { loadMasterKey } from '../infra/blobstore/keys.ts'
 import { openBlobStore } from '../infra/blobstore/open.ts'
 
@@ -37,6 +38,8 @@ export async function startProjector(config: Config, store: EventStore, readMode
     const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
     // R12: recordings older than KENNEL_RETENTION_RECORDINGS_DAYS are deleted (api/recordings/retention.ts)
     const retention = startRecordingRetention({ store, blobs: openBlobStore(config, loadMasterKey(config)), retentionDays: config.retentionRecordingsDays, log: log.child({ component: 'retention' }) })
+    // R12: the audit log's index of per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS
+    const telemetry = startTelemetryRetention({ readModels, retentionDays: config.retentionTelemetryDays, log: log.child({ component: 'retention' }) })
     return {
       caughtUp: runner.caughtUp,
       waitFor: (position, timeoutMs) => runner.waitFor(position, timeoutMs),
@@ -46,6 +49,7 @@ export async function startProjector(config: Config, store: EventStore, readMode
       },
       threadId,
       async stop() {
+        await telemetry.stop()
         await retention.stop()
         await alerts.stop()
         await runner.stop()

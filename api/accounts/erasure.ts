@@ -23,7 +23,7 @@ export interface ErasureDeps {
   docs: Documents
   blobs: BlobStore
   /** the per-person keys (api/accounts/personal-data.ts PersonalData, or a KeyRing) */
-  personKeys: { shred(personId: string): void }
+  personKeys: { shred(personId: string): Promise<void> }
   now: Date
   /** who erases: `account:{id}` (the holder), `cli:{user}` (ops); with credential, sourceIp… */
   metadata: EventMetadata
@@ -53,7 +53,7 @@ export async function eraseAccount(deps: ErasureDeps, accountId: string, reason:
   }
   for (const r of recordings) await deps.blobs.delete(r.objectKey)
   for (const h of households) await deps.blobs.shredHousehold(h.householdId)
-  deps.personKeys.shred(accountId)
+  await deps.personKeys.shred(accountId)
   const ended: SessionEnded[] = openSessionsOf(deps.docs, accountId).map((s) => ({ type: 'SessionEnded', data: { accountId, sessionId: s.sessionId, reason: 'account-erased' } }))
   const erased: AccountErased = {
     type: 'AccountErased',

@@ -33,16 +33,16 @@ export interface ExportDeps {
 const WITHHELD = new Set(['passwordHash', 'tokenHash'])
 
 /** an event as the person may read it: sealed values opened (or `[erased]`), credential hashes withheld */
-function readable(deps: ExportDeps, accountId: string, e: RecordedEvent): Record<string, unknown> {
+async function readable(deps: ExportDeps, accountId: string, e: RecordedEvent): Promise<Record<string, unknown>> {
   const data: Record<string, unknown> = {}
   for (const [k, v] of Object.entries((e.data ?? {}) as Record<string, unknown>)) {
     if (WITHHELD.has(k)) continue
-    if (k === 'emailSealed' && typeof v === 'string') data.email = deps.emails.open(accountId, v) ?? ERASED
-    else if (k === 'nameSealed' && typeof v === 'string') data.name = deps.personalData.open(String((e.data as { ownerAccountId?: string }).ownerAccountId ?? accountId), householdNameLabel(String((e.data as { householdId?: string }).householdId)), v) ?? ERASED
+    if (k === 'emailSealed' && typeof v === 'string') data.email = (await deps.emails.open(accountId, v)) ?? ERASED
+    else if (k === 'nameSealed' && typeof v === 'string') data.name = (await deps.personalData.open(String((e.data as { ownerAccountId?: string }).ownerAccountId ?? accountId), householdNameLabel(String((e.data as { householdId?: string }).householdId)), v)) ?? ERASED
     else data[k] = v
   }
   const { sourceIpSealed, sourceIpTag: _, ...metadata } = e.metadata as Record<string, unknown>
-  if (typeof sourceIpSealed === 'string') metadata.sourceIp = deps.personalData.openSource(accountId, sourceIpSealed) ?? ERASED
+  if (typeof sourceIpSealed === 'string') metadata.sourceIp = (await deps.personalData.openSource(accountId, sourceIpSealed)) ?? ERASED
   return { position: e.position, time: e.time, stream: e.stream, type: e.type, data, metadata }
 }
 
@@ -51,7 +51,7 @@ export async function exportAccount(deps: ExportDeps, accountId: string): Promis
   if (!account) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no account ${accountId}`)
   const own = await deps.store.readStream(accountStream(accountId))
   const created = own.find((e) => e.type === 'AccountCreated')
-  const email = deps.emails.open(accountId, String((created?.data as { emailSealed?: string } | undefined)?.emailSealed ?? '')) ?? ERASED
+  const email = (await deps.emails.open(accountId, String((created?.data as { emailSealed?: string } | undefined)?.emailSealed ?? ''))) ?? ERASED
   const streams = [emailStream(account.emailHash)]
   const households = []
   let recordingCount = 0
@@ -65,7 +65,7 @@ export async function exportAccount(deps: ExportDeps, accountId: string): Promis
     recordingCount += recordings.length
     households.push({
       householdId: h.householdId,
-      name: h.nameSealed === undefined ? null : (deps.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed) ?? ERASED),
+      name: h.nameSealed === undefined ? null : ((await deps.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed)) ?? ERASED),
       role: h.ownerAccountId === accountId ? 'owner' : 'member',
       createdAt: h.createdAt,
       toys: h.deviceIds.map((deviceId) => {
@@ -86,6 +86,6 @@ export async function exportAccount(deps: ExportDeps, accountId: string): Promis
     exportedAt: exported.data.exportedAt,
     account: { accountId, email, createdAt: (created?.data as { createdAt?: string } | undefined)?.createdAt, verified: account.verified, roles: account.roles },
     households,
-    events: events.map((e) => readable(deps, accountId, e)),
+    events: await Promise.all(events.map((e) => readable(deps, accountId, e))),
   }
 }

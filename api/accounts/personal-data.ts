@@ -14,6 +14,11 @@ export function normaliseEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase()
 }
 
+/** the keyed lookup hash of an address (what `emailHash` in events is): no person key needed */
+export function emailLookupHash(masterKey: Buffer, email: string): string {
+  return createHmac('sha256', deriveKey(masterKey, 'email-lookup')).update(normaliseEmail(email)).digest('hex')
+}
+
 export class EmailProtector {
   private readonly lookupKey: Buffer
 
@@ -28,13 +33,13 @@ export class EmailProtector {
     return createHmac('sha256', this.lookupKey).update(normaliseEmail(email)).digest('hex')
   }
 
-  seal(accountId: string, email: string): string {
-    return seal(this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
+  async seal(accountId: string, email: string): Promise<string> {
+    return seal(await this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
   }
 
   /** the address, or undefined once the person's key is shredded */
-  open(accountId: string, sealed: string): string | undefined {
-    const key = this.personKeys.existingKey(accountId)
+  async open(accountId: string, sealed: string): Promise<string | undefined> {
+    const key = await this.personKeys.existingKey(accountId)
     return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
   }
 }
@@ -56,12 +61,12 @@ const plainIp = (ip: string): string => ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)
 export class PersonalData {
   constructor(private readonly personKeys: KeyRing) {}
 
-  seal(personId: string, label: string, value: string): string {
-    return seal(this.personKeys.keyFor(personId), Buffer.from(value), label).toString('base64')
+  async seal(personId: string, label: string, value: string): Promise<string> {
+    return seal(await this.personKeys.keyFor(personId), Buffer.from(value), label).toString('base64')
   }
 
-  source(personId: string, ip: string): SealedSource {
-    const key = this.personKeys.keyFor(personId)
+  async source(personId: string, ip: string): Promise<SealedSource> {
+    const key = await this.personKeys.keyFor(personId)
     const addr = plainIp(ip)
     return {
       sourceIpSealed: seal(key, Buffer.from(addr), sourceLabel(personId)).toString('base64'),
@@ -70,19 +75,19 @@ export class PersonalData {
   }
 
   /** the address of SealedSource.sourceIpSealed, or undefined once the person's key is shredded */
-  openSource(personId: string, sealed: string): string | undefined {
-    const addr = this.open(personId, sourceLabel(personId), sealed)
+  async openSource(personId: string, sealed: string): Promise<string | undefined> {
+    const addr = await this.open(personId, sourceLabel(personId), sealed)
     return addr !== undefined && isIP(addr) !== 0 ? addr : undefined
   }
 
   /** erasure (R12): everything sealed with the person's key is unreadable from now on */
-  shred(personId: string): void {
-    this.personKeys.shred(personId)
+  async shred(personId: string): Promise<void> {
+    await this.personKeys.shred(personId)
   }
 
   /** the value, or undefined once the person's key is shredded */
-  open(personId: string, label: string, sealed: string): string | undefined {
-    const key = this.personKeys.existingKey(personId)
+  async open(personId: string, label: string, sealed: string): Promise<string | undefined> {
+    const key = await this.personKeys.existingKey(personId)
     return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), label).toString('utf8')
   }
 }

@@ -108,7 +108,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const sessionId = randomUUID()
     const expiresAt = new Date(ctx.now().getTime() + ctx.config.sessionTtlMinutes * 60_000).toISOString()
     const started: SessionStarted = { type: 'SessionStarted', data: { accountId: account.accountId, sessionId, tokenHash: tokenHash(token), expiresAt } }
-    await ctx.append(accountStream(account.accountId), [{ ...started, metadata: { actor: `account:${account.accountId}`, credential: `password:${account.accountId}`, ...ctx.personalData.source(account.accountId, req.ip), correlationId: req.id } }])
+    await ctx.append(accountStream(account.accountId), [{ ...started, metadata: { actor: `account:${account.accountId}`, credential: `password:${account.accountId}`, ...(await ctx.personalData.source(account.accountId, req.ip)), correlationId: req.id } }])
     return { token, expiresAt }
   })
 

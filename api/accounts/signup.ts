@@ -24,7 +24,7 @@ export async function signUp(ctx: ApiContext, email: string, password: string, r
   let account = accountByEmailHash(ctx.docs, emailHash)
   if (!account) {
     const accountId = randomUUID()
-    const metadata = { actor: `account:${accountId}`, ...ctx.personalData.source(accountId, request.sourceIp), correlationId: request.correlationId }
+    const metadata = { actor: `account:${accountId}`, ...(await ctx.personalData.source(accountId, request.sourceIp)), correlationId: request.correlationId }
     // the read model answers the common case; the reservation decides a race (email-reservation.ts)
     if (await reserveEmail(ctx, emailHash, accountId, metadata)) return createAccount(ctx, accountId, email, emailHash, passwordHash, metadata)
     await ctx.catchUp()
@@ -39,7 +39,7 @@ export async function signUp(ctx: ApiContext, email: string, password: string, r
 async function createAccount(ctx: ApiContext, accountId: string, email: string, emailHash: string, passwordHash: string, metadata: Record<string, string>): Promise<void> {
   const created: AccountCreated = {
     type: 'AccountCreated',
-    data: { accountId, emailHash, emailSealed: ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString(), verificationRequired: true },
+    data: { accountId, emailHash, emailSealed: await ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString(), verificationRequired: true },
   }
   const { token, event } = newVerification(ctx, accountId, passwordHash)
   await ctx.append(accountStream(accountId), [{ ...created, metadata }, { ...event, metadata: { ...metadata, actor: 'anonymous' } }], 'no_stream')
@@ -49,7 +49,7 @@ async function createAccount(ctx: ApiContext, accountId: string, email: string, 
 async function resendVerification(ctx: ApiContext, account: AccountDoc, email: string, passwordHash: string, request: { sourceIp: string; correlationId: string }): Promise<void> {
   if (await overCap(ctx, account.emailHash)) return
   const { token, event } = newVerification(ctx, account.accountId, passwordHash)
-  await ctx.append(accountStream(account.accountId), [{ ...event, metadata: { actor: 'anonymous', ...ctx.personalData.source(account.accountId, request.sourceIp), correlationId: request.correlationId } }])
+  await ctx.append(accountStream(account.accountId), [{ ...event, metadata: { actor: 'anonymous', ...(await ctx.personalData.source(account.accountId, request.sourceIp)), correlationId: request.correlationId } }])
   await ctx.mailer.send(verificationMail(email, token, event.data.expiresAt))
 }
 

@@ -58,7 +58,7 @@ export async function verifyAccount(ctx: ApiContext, token: string, request: { s
   for (let attempt = 1; ; attempt++) {
     const events = await ctx.store.readStream(stream)
     const verified = decideVerify(events.reduce(evolveVerification, { verified: false }), known.accountId, hash, ctx.now())
-    const metadata = { actor: `account:${known.accountId}`, credential: `token:${verified.data.verificationId}`, ...ctx.personalData.source(known.accountId, request.sourceIp), correlationId: request.correlationId }
+    const metadata = { actor: `account:${known.accountId}`, credential: `token:${verified.data.verificationId}`, ...(await ctx.personalData.source(known.accountId, request.sourceIp)), correlationId: request.correlationId }
     try {
       await ctx.append(stream, [{ ...verified, metadata }], events.at(-1)!.revision)
       return known.accountId

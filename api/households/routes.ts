@@ -40,7 +40,7 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     const p = principal(req)
     const householdId = randomUUID()
     const name = req.body.name?.trim()
-    const nameSealed = name ? ctx.personalData.seal(p.accountId, householdNameLabel(householdId), name) : undefined
+    const nameSealed = name ? await ctx.personalData.seal(p.accountId, householdNameLabel(householdId), name) : undefined
     const event: HouseholdCreated = { type: 'HouseholdCreated', data: { householdId, ownerAccountId: p.accountId, createdAt: ctx.now().toISOString(), ...(nameSealed !== undefined ? { nameSealed } : {}) } }
     await ctx.append(householdStream(householdId), [{ ...event, metadata: accountMetadata(req) }], 'no_stream')
     return reply.status(201).send({ householdId, name: name || null })
@@ -54,11 +54,11 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
       response: { 200: { type: 'object', properties: { households: { type: 'array', items: { type: 'object', properties: { householdId: { type: 'string' }, name: { type: 'string', nullable: true }, deviceIds: { type: 'array', items: { type: 'string' } } } } } } }, ...errorResponses },
     },
   }, async (req) => ({
-    households: householdsOf(ctx.docs, principal(req).accountId).map((h) => ({
+    households: await Promise.all(householdsOf(ctx.docs, principal(req).accountId).map(async (h) => ({
       householdId: h.householdId,
-      name: h.nameSealed === undefined ? null : (ctx.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed) ?? ERASED),
+      name: h.nameSealed === undefined ? null : ((await ctx.personalData.open(h.ownerAccountId, householdNameLabel(h.householdId), h.nameSealed)) ?? ERASED),
       deviceIds: h.deviceIds,
-    })),
+    }))),
   }))
 
   app.post<{ Params: { householdId: string }; Body: { claimCode: string } }>('/v1/households/:householdId/devices', {

@@ -42,7 +42,7 @@ export function authenticateAccount(ctx: ApiContext) {
     }
     const account = accountById(ctx.docs, session.accountId)
     if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
-    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles, source: ctx.personalData.source(account.accountId, req.ip) }
+    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles, source: await ctx.personalData.source(account.accountId, req.ip) }
   }
 }
 

@@ -1,29 +1,28 @@
 import { isIP } from 'node:net'
-import path from 'node:path'
 import type { Command } from 'commander'
 import { accountStream, roles, type LoginBlockLifted, type Role, type RoleGranted } from '../../api/accounts/events.ts'
 import { normaliseIp } from '../../api/accounts/login-limiter.ts'
 import { eraseAccount, erasureReason } from '../../api/accounts/erasure.ts'
 import { exportAccount } from '../../api/accounts/export.ts'
-import { EmailProtector, PersonalData } from '../../api/accounts/personal-data.ts'
+import { EmailProtector, emailLookupHash, PersonalData } from '../../api/accounts/personal-data.ts'
 import { accountByEmailHash, accountById, accountsProjection, erasedAccount, type AccountDoc } from '../../api/accounts/projection.ts'
 import { householdsProjection } from '../../api/households/projection.ts'
 import { recordingsProjection } from '../../api/recordings/projection.ts'
 import { devicesProjection } from '../../devices/registry.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { openBlobStore } from '../../infra/blobstore/open.ts'
+import { openKeyStore } from '../../infra/keystore/open.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { followProjections } from '../../projections/follow.ts'
 import { action, withStore, writeOutput, type CommandContext } from '../context.ts'
 
 /** the account with this e-mail address, from the accounts read model */
 async function findAccount<T>(ctx: CommandContext, email: string, fn: (account: AccountDoc) => Promise<T>): Promise<T> {
-  const masterKey = loadMasterKey(ctx.config)
-  const emails = new EmailProtector(masterKey, new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person'))
+  const emailHash = emailLookupHash(loadMasterKey(ctx.config), email)
   const followed = followProjections(ctx.store, [accountsProjection])
   try {
     await followed.caughtUp
-    const account = accountByEmailHash(followed.docs, emails.hash(email))
+    const account = accountByEmailHash(followed.docs, emailHash)
     if (!account) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
     return await fn(account)
   } finally {
@@ -61,9 +60,10 @@ const ACCOUNT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 export async function eraseAccountByOps(ctx: CommandContext, who: string, reason: string): Promise<{ accountId: string; households: number; devices: number; recordings: number }> {
   const why = erasureReason(reason)
   const masterKey = loadMasterKey(ctx.config)
-  const personKeys = new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const keys = await openKeyStore(ctx.config)
+  const personKeys = new KeyRing(keys, masterKey, 'person')
   const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
-  const blobs = openBlobStore(ctx.config, masterKey)
+  const blobs = openBlobStore(ctx.config, masterKey, keys)
   try {
     await followed.caughtUp
     const accountId = ACCOUNT_ID.test(who) ? who.toLowerCase() : accountByEmailHash(followed.docs, new EmailProtector(masterKey, personKeys).hash(who))?.accountId
@@ -75,6 +75,7 @@ export async function eraseAccountByOps(ctx: CommandContext, who: string, reason
   } finally {
     await blobs.close()
     await followed.stop()
+    await keys.close()
   }
 }
 
@@ -84,7 +85,8 @@ export async function eraseAccountByOps(ctx: CommandContext, who: string, reason
  * the person, who gets fresh ones from the API. */
 export async function exportAccountByOps(ctx: CommandContext, email: string): Promise<Record<string, unknown>> {
   const masterKey = loadMasterKey(ctx.config)
-  const personKeys = new KeyRing(path.join(ctx.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const keys = await openKeyStore(ctx.config)
+  const personKeys = new KeyRing(keys, masterKey, 'person')
   const emails = new EmailProtector(masterKey, personKeys)
   const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
   try {
@@ -94,6 +96,7 @@ export async function exportAccountByOps(ctx: CommandContext, email: string): Pr
     return await exportAccount({ store: ctx.store, docs: followed.docs, emails, personalData: new PersonalData(personKeys), now: new Date(), metadata: { actor: ctx.actor } }, account.accountId)
   } finally {
     await followed.stop()
+    await keys.close()
   }
 }
 

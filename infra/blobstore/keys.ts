@@ -2,12 +2,14 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import fs from 'node:fs'
 import path from 'node:path'
 import type { Config } from '../config.ts'
+import type { KeyRingName, KeyStore, StoredKey } from '../keystore/port.ts'
 import { KennelError } from '../errors.ts'
 
 // Envelope encryption (R12). One master key (KENNEL_MASTER_KEY, or a development key generated
 // in the data dir) wraps per-household data keys and per-person keys; purpose-specific keys
 // (URL signing, e-mail lookup) are derived from it with HKDF. Deleting a wrapped key from a
-// KeyRing is crypto-shredding: what it encrypted is unreadable from then on.
+// KeyRing is crypto-shredding: what it encrypted is unreadable from then on. The wrapped keys are
+// kept in a KeyStore (infra/keystore); the master key and unwrapped keys never leave the process.
 
 const DEV_KEY_FILE = 'master.key'
 
@@ -49,51 +51,75 @@ export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
   return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()])
 }
 
-/** Data keys wrapped by the master key, one file per owner (mode 0600); `shred` deletes one. */
+/** Data keys of one ring (per person, per household), wrapped by the master key and kept in a
+ * KeyStore (infra/keystore: files, or PostgreSQL for a cluster). Keys read are kept in memory for
+ * the store's `recheckMs` at most, so a shred made by another process or node takes effect here
+ * within that bound; one made here, at once. A shredded owner is never given a new key: keyFor
+ * fails with KENNEL_ERR_KEY_SHREDDED. */
 export class KeyRing {
   private readonly wrapping: Buffer
-  private readonly cache = new Map<string, Buffer>()
+  private readonly cache = new Map<string, { key: Buffer; wrapped: Buffer; readAt: number }>()
+  private readonly now: () => number
 
   constructor(
-    private readonly dir: string,
+    private readonly store: KeyStore,
     master: Buffer,
-    private readonly purpose: string,
+    private readonly purpose: KeyRingName,
+    options: { now?: () => Date } = {},
   ) {
     this.wrapping = deriveKey(master, `keyring/${purpose}`)
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+    const now = options.now
+    this.now = now ? () => now().getTime() : Date.now
   }
 
-  /** the owner's key, created on first use */
-  keyFor(owner: string): Buffer {
-    const cached = this.cache.get(owner)
+  /** the owner's key, created on first use; KENNEL_ERR_KEY_SHREDDED once shredded */
+  async keyFor(owner: string): Promise<Buffer> {
+    const cached = this.cached(owner)
     if (cached) return cached
-    const file = this.file(owner)
-    const aad = `${this.purpose}:${owner}`
-    try {
-      fs.writeFileSync(file, seal(this.wrapping, randomBytes(32), aad), { flag: 'wx', mode: 0o600 })
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
-    const key = open(this.wrapping, fs.readFileSync(file), aad)
-    this.cache.set(owner, key)
+    const stored = (await this.store.read(this.purpose, owner)) ?? (await this.store.create(this.purpose, owner, seal(this.wrapping, randomBytes(32), this.aad(owner))))
+    const key = this.unwrap(owner, stored)
+    if (!key) throw new KennelError('KENNEL_ERR_KEY_SHREDDED', `the ${this.purpose} key of ${owner} was erased; no new one is made`)
     return key
   }
 
-  /** the owner's key, or undefined once shredded (never creates one). The file is looked for on
-   * every call: another process (`kennel account erase`) may have shredded it since it was cached. */
-  existingKey(owner: string): Buffer | undefined {
-    if (fs.existsSync(this.file(owner))) return this.keyFor(owner)
-    this.cache.delete(owner)
-    return undefined
+  /** the owner's key, or undefined when there is none or it was shredded (never creates one) */
+  async existingKey(owner: string): Promise<Buffer | undefined> {
+    const cached = this.cached(owner)
+    if (cached) return cached
+    const stored = await this.store.read(this.purpose, owner)
+    return stored === undefined ? undefined : this.unwrap(owner, stored)
   }
 
-  shred(owner: string): void {
+  /** crypto-shredding (R12): what the key sealed is unreadable from now on, on every node sharing the store */
+  async shred(owner: string): Promise<void> {
+    assertOwner(owner)
     this.cache.delete(owner)
-    fs.rmSync(this.file(owner), { force: true })
+    await this.store.shred(this.purpose, owner)
   }
 
-  private file(owner: string): string {
-    if (!/^[A-Za-z0-9-]{1,100}$/.test(owner)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
-    return path.join(this.dir, `${owner}.key`)
+  private cached(owner: string): Buffer | undefined {
+    assertOwner(owner)
+    const hit = this.cache.get(owner)
+    return hit && this.now() - hit.readAt < this.store.recheckMs ? hit.key : undefined
   }
+
+  /** the key of what was read; unwrapped again only when it is not the one held */
+  private unwrap(owner: string, stored: StoredKey): Buffer | undefined {
+    if (stored.state === 'shredded') {
+      this.cache.delete(owner)
+      return undefined
+    }
+    const hit = this.cache.get(owner)
+    const key = hit?.wrapped.equals(stored.wrapped) ? hit.key : open(this.wrapping, stored.wrapped, this.aad(owner))
+    this.cache.set(owner, { key, wrapped: stored.wrapped, readAt: this.now() })
+    return key
+  }
+
+  private aad(owner: string): string {
+    return `${this.purpose}:${owner}`
+  }
+}
+
+function assertOwner(owner: string): void {
+  if (!/^[A-Za-z0-9-]{1,100}$/.test(owner)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
 }

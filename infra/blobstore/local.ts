@@ -2,6 +2,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { KennelError } from '../errors.ts'
+import { FileKeyStore } from '../keystore/files.ts'
 import { deriveKey, KeyRing, open, seal } from './keys.ts'
 import { OBJECT_KEY_PATTERN, type BlobMethod, type BlobStat, type BlobStore, type PresignedUrl, type PresignRequest } from './port.ts'
 
@@ -16,6 +17,8 @@ const KEY = new RegExp(OBJECT_KEY_PATTERN)
 export interface LocalBlobStoreOptions {
   dir: string
   masterKey: Buffer
+  /** the household data keys; default: files in <dir>/keys (one machine) */
+  keys?: KeyRing
   now?: () => Date
 }
 
@@ -48,7 +51,7 @@ export class LocalBlobStore implements BlobStore {
 
   constructor(opts: LocalBlobStoreOptions) {
     this.signingKey = deriveKey(opts.masterKey, 'blob-url-signing')
-    this.keys = new KeyRing(path.join(opts.dir, 'keys'), opts.masterKey, 'household-data')
+    this.keys = opts.keys ?? new KeyRing(new FileKeyStore({ 'household-data': path.join(opts.dir, 'keys') }), opts.masterKey, 'household-data')
     this.objects = path.join(opts.dir, 'objects')
     this.now = opts.now ?? (() => new Date())
   }
@@ -81,7 +84,7 @@ export class LocalBlobStore implements BlobStore {
     if (body.length !== p.bytes) throw new KennelError('KENNEL_ERR_RECORDING_SIZE_MISMATCH', `this URL is signed for exactly ${p.bytes} bytes, got ${body.length}`, { reason: 'size-mismatch' })
     const sha256 = sha256Hex(body)
     if (p.sha256 !== '' && sha256 !== p.sha256) throw new KennelError('KENNEL_ERR_RECORDING_HASH_MISMATCH', `this URL is signed for content with SHA-256 ${p.sha256}, got ${sha256}`, { reason: 'sha256-mismatch' })
-    const dataKey = this.keys.keyFor(p.householdId)
+    const dataKey = await this.keys.keyFor(p.householdId)
     await fs.mkdir(this.objects, { recursive: true, mode: 0o700 })
     const meta: ObjectMeta = { householdId: p.householdId, contentType: p.contentType, size: body.length }
     const tmp = `${this.file(key)}.${randomBytes(8).toString('hex')}.tmp`
@@ -130,7 +133,7 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async shredHousehold(householdId: string): Promise<void> {
-    this.keys.shred(householdId)
+    await this.keys.shred(householdId)
   }
 
   async close(): Promise<void> {}
@@ -161,7 +164,7 @@ export class LocalBlobStore implements BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw err
     }
-    const dataKey = this.keys.existingKey(meta.householdId)
+    const dataKey = await this.keys.existingKey(meta.householdId)
     if (!dataKey) throw new KennelError('KENNEL_ERR_KEY_SHREDDED', 'the key of this object was erased')
     return open(dataKey, sealed, key)
   }

@@ -1,5 +1,6 @@
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { LookupOptions, ReadModelStore } from '../readmodels/port.ts'
+import { TELEMETRY_KEY_PREFIX } from './lookup-keys.ts'
 import { AUDIT_PROJECTION } from './projection.ts'
 
 // Queries over the audit log read model: the index gives positions in O(log n) per key, the
@@ -13,10 +14,13 @@ export class AuditLog {
     private readonly readModels: ReadModelStore,
   ) {}
 
-  /** positions of events indexed under any of the keys, ascending, within [since, until) */
+  /** positions of events indexed under any of the keys, ascending, within [since, until); per-message
+   * metadata (TELEMETRY_TYPES) is found only within the telemetry retention */
   async positions(keys: readonly AuditKey[], window: LookupOptions = {}): Promise<number[]> {
     const all = new Set<number>()
-    for (const key of keys) for (const p of await this.readModels.lookup(AUDIT_PROJECTION, key, window)) all.add(p)
+    for (const key of keys) {
+      for (const indexed of [key, `${TELEMETRY_KEY_PREFIX}${key}`]) for (const p of await this.readModels.lookup(AUDIT_PROJECTION, indexed, window)) all.add(p)
+    }
     return [...all].sort((a, b) => a - b)
   }
 

@@ -1,4 +1,5 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { FORGETTABLE_KEY_PREFIX } from '../readmodels/port.ts'
 import type { TreeHead } from './events.ts'
 import { AUDIT_HEADS_STREAM } from './events.ts'
 
@@ -6,7 +7,16 @@ import { AUDIT_HEADS_STREAM } from './events.ts'
 // ids it names in its data, from the conventions of docs/EVENTS.md. A key is `kind:value`; the
 // event's own id is indexed by the read-model store itself (ReadModelStore.positionOf).
 
-export const KEY_KINDS = ['actor', 'credential', 'device', 'household', 'account', 'recording', 'serial'] as const
+const KINDS = ['actor', 'credential', 'device', 'household', 'account', 'recording', 'serial'] as const
+
+/** Per-message metadata (a toy's publishes, the API's messages to it) is indexed under the same
+ * kinds with this prefix, so that its index can be forgotten after KENNEL_RETENTION_TELEMETRY_DAYS
+ * (projections/audit/telemetry-retention.ts) while every other event stays indexed (R12). */
+export const TELEMETRY_KEY_PREFIX = FORGETTABLE_KEY_PREFIX
+export const TELEMETRY_TYPES: ReadonlySet<string> = new Set(['PublishAccepted', 'InboxMessagePublished'])
+
+/** the kinds of key: KINDS, then the same for telemetry events (`telemetry/device`, …) */
+export const KEY_KINDS = [...KINDS, ...KINDS.map((k) => `${TELEMETRY_KEY_PREFIX}${k}` as const)] as const
 
 const DATA_FIELDS: ReadonlyArray<[field: string, kind: number]> = [
   ['deviceId', 2],
@@ -18,16 +28,17 @@ const DATA_FIELDS: ReadonlyArray<[field: string, kind: number]> = [
 ]
 
 /** calls `visit` with the kind (an index of KEY_KINDS) and value of each key of the event */
-export function visitKeys(e: Pick<RecordedEvent, 'data' | 'metadata'>, visit: (kind: number, value: string) => void): void {
+export function visitKeys(e: Pick<RecordedEvent, 'type' | 'data' | 'metadata'>, visit: (kind: number, value: string) => void): void {
+  const offset = TELEMETRY_TYPES.has(e.type) ? KINDS.length : 0
   const m = e.metadata
-  if (typeof m.actor === 'string') visit(0, m.actor)
-  if (typeof m.credential === 'string') visit(1, m.credential)
+  if (typeof m.actor === 'string') visit(offset, m.actor)
+  if (typeof m.credential === 'string') visit(offset + 1, m.credential)
   const d = e.data
   if (d !== null && typeof d === 'object') {
     const data = d as Record<string, unknown>
     for (const [field, kind] of DATA_FIELDS) {
       const v = data[field]
-      if (typeof v === 'string' && v !== '') visit(kind, v)
+      if (typeof v === 'string' && v !== '') visit(offset + kind, v)
     }
   }
 }

@@ -85,7 +85,8 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
   }
   const projection: Projection = {
     name: AUDIT_PROJECTION,
-    version: 1,
+    // 2: per-message metadata under telemetry/ keys (lookup-keys.ts)
+    version: 2,
     eventTypes: ALL_EVENTS,
     apply(tx, event): ProjectionEntry {
       const tree = load(tx)

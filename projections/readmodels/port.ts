@@ -69,6 +69,10 @@ export interface ProjectionChanges {
   catchingUp?: boolean
 }
 
+/** Keys under this prefix can be dropped by event time (ReadModelStore.forget), and the stores
+ * index them for it; the audit log puts per-message metadata there (projections/audit/lookup-keys.ts). */
+export const FORGETTABLE_KEY_PREFIX = 'telemetry/'
+
 export interface StoredEntry {
   ordinal: number
   position: number
@@ -95,6 +99,10 @@ export interface ReadModelStore {
   settle(): Promise<void>
   /** forget everything stored for a projection (before a rebuild) */
   reset(name: string): Promise<void>
+  /** drop from the key index of `name` what is indexed under FORGETTABLE_KEY_PREFIX keys for
+   * events older than `before` (ISO time): retention (R12). Entries (the Merkle leaves) stay, and
+   * a rebuild indexes the events again. Returns how many postings were dropped. */
+  forget(name: string, before: string): Promise<number>
   /** positions of the entries indexed under `key`, ascending, within the time window */
   lookup(name: string, key: string, options?: LookupOptions): Promise<number[]>
   /** position at which the projection recorded the event with this id */

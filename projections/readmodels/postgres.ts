@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { connect, isConnectionLoss, openPool, query, unlessConnectionLost } from '../../infra/eventstore/pg-connections.ts'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
-import { entryRowsOf, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
+import { entryRowsOf, FORGETTABLE_KEY_PREFIX, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
 // Read models in PostgreSQL: tables in the same database and schema as the events, so the
 // scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
@@ -21,7 +21,12 @@ CREATE TABLE IF NOT EXISTS ${s}.projection_keys (
   projection text NOT NULL, key text NOT NULL, time text NOT NULL, position bigint NOT NULL,
   PRIMARY KEY (projection, key, time, position));
 CREATE TABLE IF NOT EXISTS ${s}.projection_cursors (name text PRIMARY KEY, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS forgettable_keys ON ${s}.projection_keys (projection, time) WHERE ${FORGETTABLE};
 `
+
+/** the predicate of the partial index forget() goes through: a literal, so the planner matches it */
+const FORGETTABLE = `left(key, ${FORGETTABLE_KEY_PREFIX.length}) = '${FORGETTABLE_KEY_PREFIX}'`
+const FORGET_SLICE = 10_000
 
 export interface PostgresReadModelOptions {
   /** schema holding the tables; default: the URL's `schema` parameter, else `kennel` (as the event store) */
@@ -164,6 +169,21 @@ class PostgresReadModels implements ReadModelStore {
       for (const table of ['projection_documents', 'projection_entries', 'projection_keys']) await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
       await client.query(`DELETE FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
     })
+  }
+
+  async forget(name: string, before: string): Promise<number> {
+    // in slices, so that a first run over a large index is not one huge transaction; each slice
+    // found through the partial index forgettable_keys
+    let dropped = 0
+    for (;;) {
+      const { rowCount } = await query(this.pool, `forgetting the ${FORGETTABLE_KEY_PREFIX} keys of read model ${name}`, {
+        text: `DELETE FROM ${this.s}.projection_keys WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM ${this.s}.projection_keys WHERE ${FORGETTABLE} AND projection = $1 AND time < $2 LIMIT ${FORGET_SLICE}))`,
+        values: [name, before],
+      })
+      dropped += rowCount ?? 0
+      if ((rowCount ?? 0) < FORGET_SLICE) return dropped
+    }
   }
 
   async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
 import { preparePrivateDatabase } from '../../infra/eventstore/sqlite-file.ts'
 import { packAscending, packPostings, packRuns, unpackAscending, unpackPostings, unpackRuns } from './packing.ts'
-import type { EntryColumns, EntryRow, LookupOptions, ProjectionChanges, ReadModelStore, StoredEntry, StoredProjection } from './port.ts'
+import { FORGETTABLE_KEY_PREFIX, type EntryColumns, type EntryRow, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
 // Embedded read models: a SQLite file beside the event store (never inside it, so the event
 // store's immutability triggers and file stay untouched). WAL with synchronous=NORMAL: a power
@@ -472,6 +472,28 @@ class SqliteReadModels implements ReadModelStore {
     this.db.transaction(() => {
       for (const table of ['projection_documents', 'projection_entry_runs', 'projection_postings']) this.db.prepare(`DELETE FROM ${table} WHERE projection = ?`).run(name)
       this.db.prepare('DELETE FROM projection_checkpoints WHERE name = ?').run(name)
+    }).immediate()
+  }
+
+  async forget(name: string, before: string): Promise<number> {
+    const cutoff = Date.parse(before)
+    const keyPrefix = FORGETTABLE_KEY_PREFIX
+    // keys compare as bytes (BINARY): the prefix is the range [prefix, prefix + U+FFFF) of the primary key
+    const rows = this.db.prepare('SELECT key, last_position, postings FROM projection_postings WHERE projection = ? AND key >= ? AND key < ? AND min_time < ?').raw()
+    const remove = this.db.prepare('DELETE FROM projection_postings WHERE projection = ? AND key = ? AND last_position = ?')
+    return this.db.transaction(() => {
+      let dropped = 0
+      for (const [key, last, blob] of rows.all(name, keyPrefix, `${keyPrefix}\uffff`, cutoff) as Array<[string, number, Buffer]>) {
+        const list = unpackPostings(blob)
+        const kept: number[] = []
+        for (let i = 0; i < list.length; i += 2) if (list[i + 1]! >= cutoff) kept.push(list[i]!, list[i + 1]!)
+        dropped += (list.length - kept.length) / 2
+        remove.run(name, key, last)
+        if (kept.length === 0) continue
+        const times = kept.filter((_, i) => i % 2 === 1)
+        this.stmt.putPostings.run(name, key, kept[kept.length - 2], Math.min(...times), Math.max(...times), packPostings(Float64Array.from(kept)))
+      }
+      return dropped
     }).immediate()
   }
 

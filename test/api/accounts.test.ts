@@ -3,6 +3,7 @@ import t from 'tap'
 import { RESERVATION_TIMEOUT_MS, reservationHolds } from '../../api/accounts/email-reservation.ts'
 import { EmailProtector } from '../../api/accounts/personal-data.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
 import { createMonitorProjection } from '../../projections/monitor/projection.ts'
 import { OUTBOX, type OutboxEntry } from '../../projections/outbox.ts'
 import { MemoryDocuments } from '../../projections/projection.ts'
@@ -138,7 +139,7 @@ t.test('a reservation left by a sign-up that died before AccountCreated is taken
   let now = new Date('2030-01-01T00:00:00Z')
   const { app, pki } = await buildTestApi(t, { deps: { now: () => now } })
   const masterKey = loadMasterKey(pki.config)
-  const emailHash = new EmailProtector(masterKey, new KeyRing(path.join(pki.config.dataDir, 'keys', 'persons'), masterKey, 'person')).hash('orphan@example.org')
+  const emailHash = new EmailProtector(masterKey, new KeyRing(fileKeyStore(pki.config.dataDir), masterKey, 'person')).hash('orphan@example.org')
   const orphan = { emailHash, accountId: '00000000-0000-4000-8000-000000000000', reservedAt: now.toISOString() }
   await pki.store.append(`email-${emailHash}`, [{ type: 'EmailReserved', data: orphan }], { expectedRevision: 'no_stream' })
   const signup = () => app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'orphan@example.org', password: STRONG } })

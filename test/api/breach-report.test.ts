@@ -6,6 +6,7 @@ import { accountContacts } from '../../bin/breach-contacts.ts'
 import { grantRole } from '../../bin/commands/account.ts'
 import { revokeDevice } from '../../devices/revoke.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
 import { createAuditProjection } from '../../projections/audit/projection.ts'
 import { createAuditPort } from '../../projections/catalogue.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
@@ -146,7 +147,7 @@ t.test('a stolen toy: its kept URL is refused after the revocation; the report n
   t.match(reports.find((e) => e.type === 'BreachReportGenerated')!.data, { urlsUsed: 1, urlsUsedAfterRevocation: 0, urlsRefusedAfterRevocation: 1, refusedAttemptsAfterRevocation: 1, households: [{ urls: [{ refusedAt: [] }, { usedAt: [], refusedAt: [refusedEvent.position], refusedAfterRevocation: [refusedEvent.position] }], flags: ['url-refused-after-revocation'] }] }, 'the report event counts the refused attempt')
 
   // erasure: the person key is shredded, and the address with it
-  new KeyRing(path.join(api.pki.config.dataDir, 'keys', 'persons'), loadMasterKey(api.pki.config), 'person').shred(alice.accountId)
+  await new KeyRing(fileKeyStore(api.pki.config.dataDir), loadMasterKey(api.pki.config), 'person').shred(alice.accountId)
   const erased = await report(window, { accept: 'text/csv' })
   t.match(erased.body.split('\r\n')[1], `,${alice.accountId},[erased],${alice.householdId},owner,`)
   t.same((await report(window)).json().notifications.map((n: { contact: string }) => n.contact), ['[erased]'])

@@ -3,6 +3,7 @@ import t from 'tap'
 import { PersonalData } from '../../api/accounts/personal-data.ts'
 import { householdNameLabel } from '../../api/households/projection.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
 import { bearer, buildTestApi } from './helpers.ts'
 
 // A household's name is kept and shown to its members, but it is personal data: the event holds
@@ -32,14 +33,14 @@ t.test('a household keeps the name it was created with; the event holds it only 
 
   // a process that reads the history later (an export, a rebuild) opens it with the owner's key only
   const masterKey = loadMasterKey(api.pki.config)
-  const persons = () => new KeyRing(path.join(api.pki.config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const persons = () => new KeyRing(fileKeyStore(api.pki.config.dataDir), masterKey, 'person')
   const sealed = (events[0]!.data as { nameSealed: string }).nameSealed
   const label = householdNameLabel(created.json().householdId)
-  t.equal(new PersonalData(persons()).open(alice.accountId, label, sealed), name)
-  t.throws(() => new PersonalData(persons()).open(bob.accountId, label, sealed), 'not with another person\'s key')
-  t.throws(() => new PersonalData(persons()).open(alice.accountId, householdNameLabel(alice.householdId), sealed), 'not as another household\'s name')
-  persons().shred(alice.accountId)
-  t.equal(new PersonalData(persons()).open(alice.accountId, label, sealed), undefined, "shredding the owner's key erases the name (R12)")
+  t.equal(await new PersonalData(persons()).open(alice.accountId, label, sealed), name)
+  await t.rejects(new PersonalData(persons()).open(bob.accountId, label, sealed), 'not with another person\'s key')
+  await t.rejects(new PersonalData(persons()).open(alice.accountId, householdNameLabel(alice.householdId), sealed), 'not as another household\'s name')
+  await persons().shred(alice.accountId)
+  t.equal(await new PersonalData(persons()).open(alice.accountId, label, sealed), undefined, "shredding the owner's key erases the name (R12)")
 })
 
 t.test('unknown fields and unprintable names are refused, nothing is created', async (t) => {

@@ -2,6 +2,7 @@ import path from 'node:path'
 import t from 'tap'
 import { PersonalData } from '../../api/accounts/personal-data.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
 import { rules } from '../../projections/monitor/rules.ts'
 import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
@@ -32,10 +33,10 @@ t.test("a parent's own actions hold their source address only sealed with their 
   for (const e of hers) t.match(e.metadata, { sourceIpSealed: /^[A-Za-z0-9+/]+=*$/, sourceIpTag: /^[A-Za-z0-9_-]{22}$/ }, `${e.type}: sealed address and tag`)
   t.equal(new Set(hers.map((e) => e.metadata.sourceIpTag)).size, 1, 'one address, one tag')
 
-  const persons = () => new PersonalData(new KeyRing(path.join(api.pki.config.dataDir, 'keys', 'persons'), loadMasterKey(api.pki.config), 'person'))
-  t.equal(persons().openSource(accountId, hers[0]!.metadata.sourceIpSealed as string), HOME, 'her key opens it (the export shows it)')
-  persons().shred(accountId)
-  t.equal(persons().openSource(accountId, hers[0]!.metadata.sourceIpSealed as string), undefined, 'her erased key no longer does')
+  const persons = () => new PersonalData(new KeyRing(fileKeyStore(api.pki.config.dataDir), loadMasterKey(api.pki.config), 'person'))
+  t.equal(await persons().openSource(accountId, hers[0]!.metadata.sourceIpSealed as string), HOME, 'her key opens it (the export shows it)')
+  await persons().shred(accountId)
+  t.equal(await persons().openSource(accountId, hers[0]!.metadata.sourceIpSealed as string), undefined, 'her erased key no longer does')
 })
 
 t.test('the monitor still tells the addresses an account logs in from apart by their tags (R11)', async (t) => {

@@ -4,6 +4,7 @@ import t from 'tap'
 import { EmailProtector } from '../../api/accounts/personal-data.ts'
 import { findVerificationToken } from '../../api/accounts/tokens.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
 import { buildTestApi, STRONG, type TestApi } from './helpers.ts'
 
 // Sign-up does not tell who has an account (R15): the answer is the same for a new and a known
@@ -123,10 +124,10 @@ t.test('a token expires; signing up again mails a new one, and only the newest c
 t.test('accounts created before sign-up confirmation existed log in as before', async (t) => {
   const api = await buildTestApi(t)
   const masterKey = loadMasterKey(api.pki.config)
-  const emails = new EmailProtector(masterKey, new KeyRing(path.join(api.pki.config.dataDir, 'keys', 'persons'), masterKey, 'person'))
+  const emails = new EmailProtector(masterKey, new KeyRing(fileKeyStore(api.pki.config.dataDir), masterKey, 'person'))
   const argon2 = (await import('argon2')).default
   const accountId = '11111111-1111-4111-8111-111111111111'
-  await api.pki.store.append(`account-${accountId}`, [{ type: 'AccountCreated', data: { accountId, emailHash: emails.hash('old@example.org'), emailSealed: emails.seal(accountId, 'old@example.org'), passwordHash: await argon2.hash(STRONG, { type: argon2.argon2id }), createdAt: '2029-01-01T00:00:00.000Z' } }])
+  await api.pki.store.append(`account-${accountId}`, [{ type: 'AccountCreated', data: { accountId, emailHash: emails.hash('old@example.org'), emailSealed: await emails.seal(accountId, 'old@example.org'), passwordHash: await argon2.hash(STRONG, { type: argon2.argon2id }), createdAt: '2029-01-01T00:00:00.000Z' } }])
   await api.app.readModels.waitFor(await api.pki.store.headPosition())
   t.equal((await login(api, 'old@example.org')).statusCode, 200)
 })

@@ -100,7 +100,7 @@ t.test('an embedded store rebuilt into PostgreSQL read models: the catch-up thre
   await rebuildProjections({ store: sb.store, readModels: sb.readModels, projections })
   const names = projections.map((p) => p.name)
   t.same(await dumpReadModels(readModels, names), await dumpReadModels(sb.readModels, names), 'the same documents and entries as the embedded read models')
-  for (const key of ['device:toy-3', 'credential:cert:aa7']) t.same(await readModels.lookup('audit', key), await sb.readModels.lookup('audit', key), key)
+  for (const key of ['device:toy-3', 'credential:cert:aa7', 'telemetry/device:toy-3']) t.same(await readModels.lookup('audit', key), await sb.readModels.lookup('audit', key), key)
 })
 
 t.test('a read-model connection the database drops does not end the process; the next query reconnects', { skip }, async (t) => {

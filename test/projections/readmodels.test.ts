@@ -13,11 +13,11 @@ import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic }
 // a read model that looks complete.
 
 async function answers(readModels: ReadModelStore, ids: readonly string[], window: { since: string; until: string }): Promise<unknown> {
-  const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:aa8', 'device:toy-404']
+  const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:aa8', 'device:toy-404', 'telemetry/device:toy-4', 'telemetry/credential:cert:aa8']
   return {
     keys: await Promise.all(keys.map((k) => readModels.lookup(AUDIT_PROJECTION, k))),
     windowed: await Promise.all(keys.map((k) => readModels.lookup(AUDIT_PROJECTION, k, window))),
-    limited: await readModels.lookup(AUDIT_PROJECTION, 'device:toy-4', { limit: 5 }),
+    limited: await readModels.lookup(AUDIT_PROJECTION, 'telemetry/device:toy-4', { limit: 5 }),
     ids: await Promise.all(ids.map((id) => readModels.positionOf(AUDIT_PROJECTION, id))),
   }
 }
@@ -69,7 +69,9 @@ t.test('a from-zero load that dies before its index is written is reported incom
   await runner.caughtUp
   await runner.stop()
   t.equal((await survivor.load(AUDIT_PROJECTION))?.incomplete, undefined, 'rebuilt and complete')
-  t.same(await survivor.lookup(AUDIT_PROJECTION, 'device:toy-4'), events.filter((e) => (e.data as { deviceId: string }).deviceId === 'toy-4').map((e) => e.position))
+  const toy4 = events.filter((e) => (e.data as { deviceId: string }).deviceId === 'toy-4')
+  t.same(await survivor.lookup(AUDIT_PROJECTION, 'device:toy-4'), toy4.filter((e) => e.type !== 'PublishAccepted').map((e) => e.position))
+  t.same(await survivor.lookup(AUDIT_PROJECTION, 'telemetry/device:toy-4'), toy4.filter((e) => e.type === 'PublishAccepted').map((e) => e.position), 'publishes under telemetry/ keys')
 
   const reference = openSqliteReadModels(readModelFile)
   t.teardown(() => reference.close())

@@ -119,4 +119,5 @@ t.test("embedded store: shredding a household's key makes its objects unreadable
   await store.shredHousehold('h-erased')
   await t.rejects(store.stat(erased), { code: 'KENNEL_ERR_KEY_SHREDDED' }, 'the sealed file no longer opens')
   t.equal((await store.stat(kept))?.size, body.length, "another household's object is untouched")
+  await t.rejects(upload('h-erased'), { code: 'KENNEL_ERR_KEY_SHREDDED' }, 'nothing more is sealed for the erased household: no new key is made')
 })

@@ -57,7 +57,7 @@ async function buildLive(sb: Sandbox, ps: Projection[]): Promise<void> {
 async function lookups(readModels: ReadModelStore, store: EventStore): Promise<unknown> {
   const events = await store.readAll({})
   const window = { since: events[5000]!.time, until: events[15000]!.time }
-  const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:a', 'household:hh-2', 'recording:rec-1001', 'actor:anonymous', 'device:toy-404']
+  const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:a', 'household:hh-2', 'recording:rec-1001', 'actor:anonymous', 'device:toy-404', 'telemetry/device:toy-4', 'telemetry/actor:device:toy-12']
   return {
     keys: await Promise.all(keys.map((k) => readModels.lookup(AUDIT_PROJECTION, k))),
     windowed: await Promise.all(keys.map((k) => readModels.lookup(AUDIT_PROJECTION, k, window))),

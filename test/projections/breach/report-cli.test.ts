@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { EmailProtector } from '../../../api/accounts/personal-data.ts'
 import { KeyRing, loadMasterKey } from '../../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../../infra/keystore/files.ts'
 import { loadConfig } from '../../../infra/config.ts'
 import { openEventStore } from '../../../infra/eventstore/open.ts'
 import { later, put, stolenToy } from './stolen-toy.ts'
@@ -28,7 +29,7 @@ t.test('kennel audit report --format csv --out writes the notification list with
     )
   const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir })
   const masterKey = loadMasterKey(config)
-  const personKeys = () => new KeyRing(path.join(dir, 'keys', 'persons'), masterKey, 'person')
+  const personKeys = () => new KeyRing(fileKeyStore(dir), masterKey, 'person')
   const storeUrl = `sqlite:${path.join(dir, 'events.sqlite')}`
   const store = await openEventStore(storeUrl, { environment: 'test' })
   await stolenToy(store, new EmailProtector(masterKey, personKeys()))
@@ -58,7 +59,7 @@ t.test('kennel audit report --format csv --out writes the notification list with
   const bad = await kennel('audit', 'report', ...window, '--format', 'xlsx')
   t.match(bad, { code: 64, stdout: '', stderr: /--format must be text, json, csv \(got "xlsx"\) \(KENNEL_ERR_VALIDATION\)/ })
 
-  personKeys().shred('alice')
+  await personKeys().shred('alice')
   t.equal((await kennel('audit', 'report', ...window, '--format', 'csv', '--out', file)).code, 0)
   t.match(fs.readFileSync(file, 'utf8').split('\r\n')[1], /,alice,\[erased\],h1,owner,/, 'after erasure the address is gone from the report')
 

@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import { EmailProtector } from '../../../api/accounts/personal-data.ts'
 import { accountContacts } from '../../../bin/breach-contacts.ts'
 import { KeyRing, loadMasterKey } from '../../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../../infra/keystore/files.ts'
 import { loadConfig } from '../../../infra/config.ts'
 import type { EventStore, NewEvent } from '../../../infra/eventstore/port.ts'
 import { isKennelError } from '../../../infra/errors.ts'
@@ -60,7 +61,7 @@ async function world(t: Test) {
   const sb = await sandbox(t)
   const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: sb.dir })
   const masterKey = loadMasterKey(config)
-  const personKeys = () => new KeyRing(path.join(config.dataDir, 'keys', 'persons'), masterKey, 'person')
+  const personKeys = () => new KeyRing(fileKeyStore(config.dataDir), masterKey, 'person')
   const breachReport = (request: BreachReportRequest) => build({ store: sb.store, readModels: sb.readModels, contacts: accountContacts({ config, store: sb.store }) }, request)
   return { ...sb, config, personKeys, emails: new EmailProtector(masterKey, personKeys()), breachReport }
 }
@@ -247,7 +248,7 @@ t.test('a stolen toy credential: the report names the holders\' sign-up addresse
   }
 
   // erasure shreds the person's key: the address is gone from every later report
-  personKeys().shred('alice')
+  await personKeys().shred('alice')
   const after = await breachReport({ credential: 'device:d1', ...wholeTime })
   t.same(after.notifications.map((n) => [n.accountId, n.contact]), [['alice', '[erased]'], ['bob', '+bob@example.org']])
   t.match(breachReportCsv(after), /,alice,\[erased\],h1,owner,/)

@@ -17,7 +17,7 @@ export const SIGN_UP = { alice: 'Alice.Parent@Example.org', bob: '+bob@example.o
 
 export async function stolenToy(store: EventStore, emails: EmailProtector): Promise<void> {
   // sign-ups as api/accounts/routes.ts writes them: an HMAC lookup and the address sealed with the person's key
-  const signUp = (accountId: string, email: string) => put(store, `account-${accountId}`, 'AccountCreated', { accountId, emailHash: emails.hash(email), emailSealed: emails.seal(accountId, email), passwordHash: '$argon2id$x', createdAt: new Date().toISOString() }, { actor: 'anonymous' })
+  const signUp = async (accountId: string, email: string) => put(store, `account-${accountId}`, 'AccountCreated', { accountId, emailHash: emails.hash(email), emailSealed: await emails.seal(accountId, email), passwordHash: '$argon2id$x', createdAt: new Date().toISOString() }, { actor: 'anonymous' })
   for (const [accountId, email] of Object.entries(SIGN_UP)) await signUp(accountId, email)
   await put(store, 'household-h1', 'HouseholdCreated', { householdId: 'h1', ownerAccountId: 'alice' }, { actor: 'account:alice' })
   await put(store, 'household-h1', 'MemberAdded', { householdId: 'h1', accountId: 'bob' }, { actor: 'account:alice' })
