@@ -78,8 +78,13 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   }, async (req) => {
     const { email, password } = req.body
     const emailHash = ctx.emails.hash(email)
-    // an account made through another node a moment ago may not have reached this one's read model
-    const account = accountByEmailHash(ctx.docs, emailHash) ?? (await ctx.catchUp(), accountByEmailHash(ctx.docs, emailHash))
+    // an account made, or confirmed, through another node a moment ago may not have reached this
+    // one's read model yet
+    let account = accountByEmailHash(ctx.docs, emailHash)
+    if (!account?.verified) {
+      await ctx.catchUp()
+      account = accountByEmailHash(ctx.docs, emailHash)
+    }
     const keys = loginKeys(emailHash, req.ip, loginLifts(ctx.docs, account?.accountId, normaliseIp(req.ip)))
     const block = await ctx.loginLimiter.blocked(keys)
     if (block) {

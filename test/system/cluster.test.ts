@@ -118,11 +118,13 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
 
   const store = await openEventStore(url.toString(), { environment: 'test' })
   t.teardown(() => store.close())
-  const toyIds = ['toy-ca', 'toy-cb', 'toy-cc', 'toy-cd']
+  // fresh ids each run: the shared Redis keeps rate-limit windows and sessions by device id
+  const tag = randomBytes(3).toString('hex')
+  const toyIds = [`toy-ca-${tag}`, `toy-cb-${tag}`, `toy-cc-${tag}`, `toy-cd-${tag}`]
   const toys = new Map<string, EnrolledDevice>()
   for (const id of toyIds) toys.set(id, await enrollDevice({ store, ca, config: seed, actor: 'cli:test' }, id))
   const toy = (id: string): EnrolledDevice => toys.get(id)!
-  const trust = toy('toy-ca').caPem
+  const trust = toy(`toy-ca-${tag}`).caPem
 
   // a parent (sign-up on A, confirmed and logged in on C), ops and an auditor
   const api = (node: ClusterNode, method: string, p: string, body?: unknown, token?: string) =>
@@ -143,47 +145,47 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
 
   await t.test('a toy on A receives what the API on C sends it', async (t) => {
     const household = (await api(C, 'POST', '/v1/households', { name: 'Cluster family' }, parent)).json().householdId as string
-    t.equal((await api(C, 'POST', `/v1/households/${household}/devices`, { claimCode: toy('toy-ca').claimCode }, parent)).status, 201, 'the parent pairs toy-ca on C')
-    const onA = await connectToy(A.ports.mqtt!, toy('toy-ca'))
+    t.equal((await api(C, 'POST', `/v1/households/${household}/devices`, { claimCode: toy(`toy-ca-${tag}`).claimCode }, parent)).status, 201, `the parent pairs toy-ca-${tag} on C`)
+    const onA = await connectToy(A.ports.mqtt!, toy(`toy-ca-${tag}`))
     t.teardown(() => onA.endAsync(true))
-    await onA.subscribeAsync('toys/toy-ca/inbox/#', { qos: 1 })
+    await onA.subscribeAsync(`toys/toy-ca-${tag}/inbox/#`, { qos: 1 })
     const got = new Promise<string>((resolve) => onA.once('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)))
     // a recording for the toy, uploaded through C: completing it tells the toy on its inbox
     const content = randomBytes(512).toString('hex')
-    const created = await api(C, 'POST', `/v1/households/${household}/recordings`, { deviceId: 'toy-ca', contentType: 'audio/ogg', bytes: Buffer.byteLength(content) }, parent)
-    t.equal(created.status, 201, 'the parent creates a recording for toy-ca on C')
+    const created = await api(C, 'POST', `/v1/households/${household}/recordings`, { deviceId: `toy-ca-${tag}`, contentType: 'audio/ogg', bytes: Buffer.byteLength(content) }, parent)
+    t.equal(created.status, 201, `the parent creates a recording for toy-ca-${tag} on C`)
     const upload = new URL(created.json().uploadUrl as string)
     const put = await request(Number(upload.port), { method: 'PUT', path: upload.pathname + upload.search, ca: trust, rawBody: content, headers: { 'content-type': 'audio/ogg' } })
     t.ok(put.status < 300, `uploaded to C (${put.status})`)
     const done = await api(C, 'POST', `/v1/recordings/${created.json().recordingId}/complete`, undefined, parent)
     t.equal(done.status, 200, 'completed on C')
-    t.match(await got, /^toys\/toy-ca\/inbox\//, 'delivered to the toy on A')
+    t.ok((await got).startsWith(`toys/toy-ca-${tag}/inbox/`), 'delivered to the toy on A')
   })
 
   await t.test('revocation through the API of A closes the session on B; the toy cannot reconnect anywhere', async (t) => {
-    const onB = await connectToy(B.ports.mqtt!, toy('toy-cb'))
+    const onB = await connectToy(B.ports.mqtt!, toy(`toy-cb-${tag}`))
     const closed = new Promise<number>((resolve) => onB.once('close', () => resolve(performance.now())))
     const started = performance.now()
-    const revoked = await api(A, 'POST', '/v1/ops/devices/toy-cb/revoke', { reason: 'cluster test' }, ops)
+    const revoked = await api(A, 'POST', `/v1/ops/devices/toy-cb-${tag}/revoke`, { reason: 'cluster test' }, ops)
     t.equal(revoked.status, 200, 'ops revoke on A')
     const ms = (await closed) - started
     t.pass(`the session on B closed ${ms.toFixed(0)} ms after the revocation was requested on A`)
-    t.not(await tryConnect(A.ports.mqtt!, toy('toy-cb')), 'connected', 'refused on A')
-    t.not(await tryConnect(B.ports.mqtt!, toy('toy-cb')), 'connected', 'refused on B')
+    t.not(await tryConnect(A.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on A')
+    t.not(await tryConnect(B.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on B')
   })
 
   await t.test('rate limits are shared: connects spread over A and B count against one limit', async (t) => {
     // KENNEL_MQTT_CONNECT_LIMITS=4/minute per toy: four connects pass, wherever they land
     const outcomes: string[] = []
-    for (const node of [A, B, A, B, A, B]) outcomes.push(await tryConnect(node.ports.mqtt!, toy('toy-cc')))
+    for (const node of [A, B, A, B, A, B]) outcomes.push(await tryConnect(node.ports.mqtt!, toy(`toy-cc-${tag}`)))
     t.same(outcomes.slice(0, 4), ['connected', 'connected', 'connected', 'connected'], 'the first four connects pass')
     t.notOk(outcomes.slice(4).includes('connected'), `the fifth and sixth are refused on either node (${outcomes.slice(4).join(', ')})`)
   })
 
   await t.test('one client id on two nodes: the older session is taken over', async (t) => {
-    const first = await connectToy(A.ports.mqtt!, toy('toy-cd'))
+    const first = await connectToy(A.ports.mqtt!, toy(`toy-cd-${tag}`))
     const firstClosed = new Promise<void>((resolve) => first.once('close', () => resolve()))
-    const second = await connectToy(B.ports.mqtt!, toy('toy-cd'))
+    const second = await connectToy(B.ports.mqtt!, toy(`toy-cd-${tag}`))
     t.teardown(() => second.endAsync(true))
     await firstClosed
     t.pass('the session on A closed when the toy connected on B')
@@ -192,14 +194,14 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
 
   await t.test('the active projector is killed while toys publish; the standby takes over', async (t) => {
     // the toy that was taken over now publishes on B... which is the node killed: publish on A
-    const publisher = await connectToy(A.ports.mqtt!, toy('toy-ca'), { clientId: 'toy-ca' })
+    const publisher = await connectToy(A.ports.mqtt!, toy(`toy-ca-${tag}`), { clientId: `toy-ca-${tag}` })
     t.teardown(() => publisher.endAsync(true))
     let stop = false
     let acked = 0
     t.teardown(() => void (stop = true))
     const loop = (async () => {
       for (let i = 0; !stop; i++) {
-        await publisher.publishAsync('toys/toy-ca/telemetry', `m-${i}`, { qos: 1 })
+        await publisher.publishAsync(`toys/toy-ca-${tag}/telemetry`, `m-${i}`, { qos: 1 })
         acked++
       }
     })()
@@ -231,7 +233,7 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
   }
 
   await t.test('a revoked toy knocking raises one alert, delivered once with an idempotency key', async (t) => {
-    t.not(await tryConnect(A.ports.mqtt!, toy('toy-cb')), 'connected', 'refused')
+    t.not(await tryConnect(A.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused')
     await until('the alert at the webhook', () => webhookCalls.some((c) => c.body.rule !== undefined), 20_000)
     await new Promise((r) => setTimeout(r, 2000))
     const ids = webhookCalls.map((c) => c.id)
@@ -241,11 +243,16 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
 
   await t.test('read models equal a rebuild, the audit log verifies, and a breach report answers', async (t) => {
     t.equal(await A.stop(), 0, 'A stops cleanly')
-    // C (the projector now) applies what is left, then stops
-    const head = await store.headPosition()
-    await until('C to apply the last events', async () => (await projectedHead()) >= head)
-    const report = await api(C, 'POST', '/v1/audit/breach-reports', { credential: 'device:toy-cb', since: new Date(Date.now() - 3600_000).toISOString(), until: new Date(Date.now() + 60_000).toISOString() }, auditor)
+    const report = await api(C, 'POST', '/v1/audit/breach-reports', { credential: `device:toy-cb-${tag}`, since: new Date(Date.now() - 3600_000).toISOString(), until: new Date(Date.now() + 60_000).toISOString() }, auditor)
     t.equal(report.status, 201, `a breach report on C (${report.status})`)
+    // C (the projector now) applies what is left, the tree heads it appends itself included
+    for (let head = await store.headPosition(); ; ) {
+      await until('C to apply the last events', async () => (await projectedHead()) >= head)
+      await new Promise((r) => setTimeout(r, 300))
+      const now = await store.headPosition()
+      if (now === head) break
+      head = now
+    }
     t.equal(await C.stop(), 0, 'C stops cleanly')
 
     const config = loadConfig(C.env)
