@@ -54,7 +54,7 @@ export function entrypoint(): string {
     // rediss: TLS to ElastiCache, AUTH with the generated token (R7)
     `export KENNEL_REDIS_URL="rediss://:$${redisToken}@$REDIS_HOST:$REDIS_PORT"`,
     `unset ${[...KEY_FILES.map((k) => k.variable), dbUser, dbPassword, redisToken].join(' ')}`,
-    'exec node bin/kennel.js start',
+    'exec node dist/bin/kennel.js start',
   ].join('\n')
 }
 
