@@ -47,7 +47,7 @@ t.test('every repository path named in the docs and in comments exists', async (
     // paths in backticks or plain, with a file extension or ending in /, optionally :line
     for (const m of s.matchAll(/(?<![\w./-])((?:api|bin|broker|devices|docs|infra|projections|test|bench)\/[\w./-]*[\w/])(?::(\d+))?/g)) {
       let p = m[1]!.replace(/[.]+$/, '')
-      if (!TOP.test(p) || p.includes('*') || p.includes('{') || p.includes('...') || p.includes('cdk.out')) continue
+      if (!TOP.test(p) || p.includes('*') || p.includes('{') || p.includes('...') || p.includes('cdk.out') || p.includes('node_modules')) continue
       if (/\.(ts|js|md|json|yaml|yml|c|sh|png|txt|html|css)$/.test(p) === false && !p.endsWith('/')) {
         // a folder named without a trailing slash, or a module without its extension
         if (fs.existsSync(path.join(root, p))) continue
