@@ -156,7 +156,10 @@ t.test('against Mosquitto: hold, connects, QoS 0 and QoS 1 echo without loss, a 
   t.ok(Number.isFinite(await closed), 'the session closed')
   const outcome = await pool.tryConnect(revoked.id)
   t.match(outcome, /^closed before CONNACK/)
-  t.equal(outcome, await node.tryConnect(revoked.id), 'the same outcome as the Node generator')
+  // OpenSSL names the alert SSLV3_ALERT_… up to 3.0 (this machine's, which the C generator links)
+  // and SSL/TLS_ALERT_… later (Node 22's own): the same alert either way
+  const alert = (s: string): string => s.replace('SSL/TLS_ALERT', 'SSLV3_ALERT')
+  t.equal(alert(outcome), alert(await node.tryConnect(revoked.id)), 'the same outcome as the Node generator')
   t.equal(await pool.tryConnect(ids[5]!), 'accepted')
 })
 
