@@ -132,7 +132,10 @@ t.test('two projectors on one PostgreSQL: one works, the other takes over after 
     return settled
   }, 60_000)
 
-  const alerts = await store.readAll({ filter: { types: ['SecurityAlertRaised'] } })
+  // the monitor appends its alerts after its commits: a settled head can come just before them
+  const raised = async () => store.readAll({ filter: { types: ['SecurityAlertRaised'] } })
+  await until('every alert is raised', async () => (await raised()).length >= n, 60_000).catch(() => undefined)
+  const alerts = await raised()
   await until('every alert is delivered', () => alerts.every((a) => deliveries.some((d) => d.key === a.id)), 30_000).catch(() => undefined)
   t.equal(alerts.length, n, 'one alert per denylisted address, raised once although two monitors ran in turn')
   t.same([...new Set(deliveries.map((d) => d.key))].sort(), alerts.map((a) => a.id).sort(), 'every alert reached the webhook, each POST keyed by its event id')
