@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import https from 'node:https'
 import os from 'node:os'
 import path from 'node:path'
 import mqtt from 'mqtt'
 import pg from 'pg'
 import { findVerificationToken } from '../api/accounts/tokens.ts'
 import { grantRole } from '../bin/commands/account.ts'
+import { call } from '../bin/commands/demo.ts'
 import { mintFleet, runFleet } from '../devices/simulator/fleet.ts'
 import { loadConfig } from '../infra/config.ts'
 import { openEventStore } from '../infra/eventstore/open.ts'
@@ -36,21 +36,7 @@ const percentile = (xs: number[], p: number): number | null => {
   return Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10
 }
 
-function api(node: ClusterNode, ca: string, method: string, p: string, body?: unknown, token?: string): Promise<{ status: number; json: any }> {
-  const payload = body === undefined ? undefined : JSON.stringify(body)
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      { host: '127.0.0.1', servername: 'localhost', port: node.ports.api, method, path: p, ca, agent: false, headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) } },
-      (res) => {
-        let text = ''
-        res.on('data', (c) => (text += c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : {} }))
-      },
-    )
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
+const api = (node: ClusterNode, ca: string, method: string, p: string, body?: unknown, token?: string) => call(node.ports.api!, ca, method, p, body, token)
 
 export async function run(opts: BenchOptions): Promise<Record<string, unknown>> {
   const toys = option(opts.args, '--toys', 200)

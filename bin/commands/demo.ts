@@ -118,7 +118,8 @@ async function runDemo(keep: boolean): Promise<void> {
   }
 }
 
-function call(port: number, ca: string, method: string, p: string, body?: unknown, token?: string): Promise<{ status: number; json: any }> {
+/** one HTTPS request to a kennel API on localhost, with its JSON answer (the demo, the cluster bench) */
+export function call(port: number, ca: string, method: string, p: string, body?: unknown, token?: string): Promise<{ status: number; json: any }> {
   const payload = body === undefined ? undefined : JSON.stringify(body)
   return new Promise((resolve, reject) => {
     const req = https.request(
