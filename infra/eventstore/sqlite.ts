@@ -228,7 +228,7 @@ function initialise(db: Database.Database, file: string, environment: string): s
     const row = db.prepare('SELECT value FROM kennel_meta WHERE key = ?').get('environment') as { value: string } | undefined
     if (row === undefined) {
       // every row of a store created with json=canonical holds data and metadata as storedJson
-      // text, so the audit log can hash it unparsed (projections/audit/prefetch-thread.ts)
+      // text, so the audit log can hash it unparsed (projections/audit/catch-up-thread.ts)
       db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?), (?, ?)').run('environment', environment, 'created', new Date().toISOString(), 'json', 'canonical')
       return environment
     }
