@@ -139,7 +139,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const limited = new FoldedRefusals<Limited>(RATE_LIMIT_EVENT_INTERVAL_MS, recordLimited)
   function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
     metrics.rateLimited.inc({ limit: refusal.limit })
-    const data = { listener: 'mqtt' as const, limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
+    const data: RateLimitExceeded['data'] = { listener: 'mqtt', limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
     const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
     return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
   }

@@ -5,8 +5,8 @@
 // because infra/ is what broker/, api/, devices/ and projections/ may all import.
 //
 // Stored events keep the shape they were written in (the audit log hashes them as stored, R17).
-// Every field the audit log and breach reports index (deviceId, serial, accountId, ip) kept its
-// name in every shape; what changed is read through the upcasters below, so a reader that
+// Every field the audit log and breach reports read (deviceId, serial, accountId) kept its name
+// in every shape; what changed is read through the upcasters below, so a reader that
 // weighs or shows these events (the monitor) gets the one shape from any of them.
 
 export type Listener = 'mqtt' | 'api'
@@ -41,7 +41,7 @@ export interface ConnectionDenylisted {
   data: {
     listener: Listener
     ip: string
-    /** the source port of the connection that opened the block, when the socket still knew it */
+    /** the source port of the latest connection it stands for, when the socket still knew it */
     port?: number
     /** the configured CIDR the address fell in (denylist.ts); absent only in the broker's events written before it was recorded */
     cidr?: string
@@ -71,7 +71,8 @@ export type ListenerGuardEvent = RateLimitExceeded | ConnectionDenylisted | Conn
 export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`
 
 // --- reading stored events of every shape ------------------------------------------------
-// Events without `listener` are of an earlier shape; `listener` is on every event written since.
+// Every event of the one shape has `listener`: one without is of an earlier shape (so is the
+// API's first ConnectionDenylisted, which had `listener` and `count`).
 
 type Stored = Record<string, unknown>
 const MQTT_LIMITS: ReadonlySet<string> = new Set<MqttRateLimit>(['connect-device', 'connect-ip', 'publish-device', 'bytes-device'])
