@@ -9,12 +9,6 @@ import { handleDeviceCommand, loadDevice, nowOf, randomOf, recordCa, type Device
 
 // Enrolment (R1): from a CSR, the key staying on the toy (`device sign-csr`), or, for
 // development and factories, with a key kennel generates and hands over once (`device enroll`).
-// Renewal, revocation and claiming live beside this file; they are re-exported here because
-// this module is the entry point other contexts code against.
-export { renewCertificate } from './renew.ts'
-export { revokeCertificate, revokeDevice } from './revoke.ts'
-export { claimDevice } from './claim.ts'
-export type { ClaimDeps, DeviceDeps } from './device-store.ts'
 
 export interface EnrolledDevice {
   deviceId: string

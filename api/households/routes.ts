@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { claimDevice } from '../../devices/enroll.ts'
+import { claimDevice } from '../../devices/claim.ts'
 import type { DeviceCa } from '../../devices/ca.ts'
 import { deviceView } from '../../devices/registry.ts'
 import type { ApiContext } from '../context.ts'

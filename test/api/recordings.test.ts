@@ -5,7 +5,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver'
-import { revokeCertificate, revokeDevice } from '../../devices/enroll.ts'
+import { revokeCertificate, revokeDevice } from '../../devices/revoke.ts'
 import { loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { LocalBlobStore } from '../../infra/blobstore/local.ts'
 import { S3BlobStore } from '../../infra/blobstore/s3.ts'
