@@ -62,6 +62,16 @@ t.test('a completed recording cannot be replaced through its upload URL (R5)', a
   t.match(ofType(stream, 'RecordingUrlRefused'), [{ method: 'PUT', urlId: issued.urlId, code: 'KENNEL_ERR_URL_USED', reason: 'already-used', attempts: 1 }], 'the attempted replacement is evented')
 })
 
+t.test('completions at once record the recording once and tell the toy once', async (t) => {
+  const { api, create, put, complete, events } = await household(t)
+  const upload = await create()
+  await put(upload, hello)
+  const answers = await Promise.all([complete(upload.recordingId), complete(upload.recordingId), complete(upload.recordingId)])
+  t.same(answers.map((a) => a.statusCode), [200, 200, 200], 'the later ones decide again on the stored recording')
+  t.equal(ofType(await events(upload.recordingId), 'RecordingStored').length, 1)
+  t.equal(api.notifications.length, 1)
+})
+
 t.test('an upload URL writes once, also before the recording is completed', async (t) => {
   const { api, create, put, complete, events } = await household(t)
   const upload = await create()
