@@ -83,7 +83,7 @@ t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R
     t.same(res.json().error.message.includes('toy-x'), false)
   }
   t.equal((await asX('GET', '/v1/device/recordings')).status, 200)
-  const { revokeDevice } = await import('../../devices/enroll.ts')
+  const { revokeDevice } = await import('../../devices/revoke.ts')
   await revokeDevice({ store: api.pki.store, actor: 'cli:test' }, 'toy-x', 'lost')
   await api.app.readModels.waitFor(await api.pki.store.headPosition())
   const revoked = await asX('GET', '/v1/device/recordings')

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { MqttClient } from 'mqtt'
-import { revokeDevice } from '../../devices/enroll.ts'
+import { revokeDevice } from '../../devices/revoke.ts'
 import { connectionDenylistedData } from '../../infra/net/events.ts'
 import { expiredCertificate, foreignCaCertificate, notYetValidCertificate, selfSignedCertificate, wrongCnCertificate } from '../helpers/pki.ts'
 import { type BrokerSystem, collectMessages, nextMessage, startBrokerSystem, subscribeCodes, uniqueId } from './system.ts'
