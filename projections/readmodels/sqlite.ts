@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
 import { isoTimes, packPostings } from './packing.ts'
-import { FORGETTABLE_KEY_PREFIX, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
+import { FORGETTABLE_KEY_PREFIX, type EntryLookups, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 import { eventBucket, MAX_BUFFERED_POSTINGS, PostingBuffer, postingsSince, postingsWithin } from './sqlite-postings.ts'
 import { decodeRun, entryOf, indexIn, RUN_COLUMNS, runsOfColumns, runsOfEntries, type Run, type RunRow } from './sqlite-runs.ts'
 import { openReadModelDatabase, PROJECTION_TABLES } from './sqlite-schema.ts'
@@ -17,7 +17,7 @@ import { openReadModelDatabase, PROJECTION_TABLES } from './sqlite-schema.ts'
 // (sqlite-runs.ts), the key index is a set of posting lists (sqlite-postings.ts), and a from-zero
 // load buffers its postings and writes each key's once (PostingBuffer).
 
-export function openSqliteReadModels(file: string): ReadModelStore {
+export function openSqliteReadModels(file: string): ReadModelStore & EntryLookups {
   return new SqliteReadModels(openReadModelDatabase(file))
 }
 
@@ -27,7 +27,7 @@ interface BulkState {
   position: number
 }
 
-class SqliteReadModels implements ReadModelStore {
+class SqliteReadModels implements ReadModelStore, EntryLookups {
   readonly kind = 'sqlite' as const
   private readonly stmt
   /** projections in a from-zero load whose postings are buffered (see ProjectionChanges.catchingUp) */

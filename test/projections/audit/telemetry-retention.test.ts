@@ -8,7 +8,7 @@ import { createAuditProjection } from '../../../projections/audit/projection.ts'
 import { forgetTelemetry, startTelemetryRetention } from '../../../projections/audit/telemetry-retention.ts'
 import { verifyAuditLog } from '../../../projections/audit/verify.ts'
 import { openPostgresReadModels } from '../../../projections/readmodels/postgres.ts'
-import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../../projections/runner.ts'
 import { sandbox, testKeys } from '../helpers.ts'
 
@@ -19,7 +19,7 @@ import { sandbox, testKeys } from '../helpers.ts'
 const DAY_MS = 86_400_000
 const toy = { actor: 'device:toy-1', credential: 'cert:aa01' }
 
-async function scenario(t: Test, store: EventStore, readModels: ReadModelStore) {
+async function scenario(t: Test, store: EventStore, readModels: ReadModelStore & EntryLookups) {
   const { signer, verifier } = testKeys()
   const projections = [createAuditProjection({ signer, headEveryEvents: 4, headEverySeconds: 3600 })]
   const project = async () => {
