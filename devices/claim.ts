@@ -2,7 +2,8 @@ import { KennelError } from '../infra/errors.ts'
 import { claimSecretMatches, hashClaimSecret, parseClaimCode } from './claim-code.ts'
 import { ClaimRefused, decide } from './device.ts'
 import { appendDeviceEvents, loadDevice, metadataOf, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
-import { securityStream, type ClaimCodeRejected, type ClaimCodeRejectedReason } from './events.ts'
+import { securityStream } from '../infra/net/events.ts'
+import type { ClaimCodeRejected, ClaimCodeRejectedReason } from './events.ts'
 
 // Pairing (claim codes): single use, expiring, checked against one argon2id hash. Every refusal
 // is recorded as ClaimCodeRejected in the day's security stream — evidence for the security

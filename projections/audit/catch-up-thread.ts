@@ -5,9 +5,9 @@ import { canonicalStoredEventText } from './canonical.ts'
 import { headSizeOf, KEY_KINDS, visitKeys } from './lookup-keys.ts'
 import { CompactRange, eventLeaf, leafOfCanonicalTextInto } from './merkle.ts'
 
-// An audit catch-up thread (see prefetch.ts): a read-only connection of its own to the SQLite
-// event store (the adapter's openStoredEventReader, infra/eventstore/sqlite.ts), answering a range
-// of positions with everything the audit projection takes from those events: positions, ids,
+// An audit catch-up thread (see catch-up-threads.ts): a read-only connection of its own to the
+// SQLite event store (the adapter's openStoredEventReader, infra/eventstore/sqlite.ts), answering a
+// range of positions with everything the audit projection takes from those events: positions, ids,
 // times, Merkle leaves, the lookup keys of auditKeys and the tree heads among them, plus, for the
 // positions that follow the range's start without a gap, the subtree hash each one's append to the
 // tree produces. Leaves are the bytes eventLeaf hashes: assembled from the stored text when the
@@ -46,16 +46,16 @@ export interface ChunkReply {
   heads: Array<[index: number, size: number]>
 }
 
-export interface PrefetchWorkerData {
+export interface CatchUpThreadData {
   file: string
 }
 
 /** key names a thread remembers before it starts its table again (bounds its memory) */
 const MAX_KEYS = 200_000
 
-if (!parentPort) throw new Error('prefetch-thread.ts runs as a worker thread of the audit projection')
+if (!parentPort) throw new Error('catch-up-thread.ts runs as a worker thread of the audit projection')
 const port = parentPort
-const { file } = workerData as PrefetchWorkerData
+const { file } = workerData as CatchUpThreadData
 // the events as stored, through the adapter's reader: a read-only connection of this thread's own
 const events = openStoredEventReader(file)
 const { canonical } = events
