@@ -8,7 +8,7 @@ import { AUDIT_PROJECTION, createAuditProjection } from '../../../projections/au
 import { verifyAuditLog } from '../../../projections/audit/verify.ts'
 import { createMonitorProjection, MONITOR_PROJECTION } from '../../../projections/monitor/projection.ts'
 import type { Projection } from '../../../projections/projection.ts'
-import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../../projections/readmodels/port.ts'
 import { openSqliteReadModels } from '../../../projections/readmodels/sqlite.ts'
 import { rebuildProjections } from '../../../projections/rebuild.ts'
 import { startProjectionRunner } from '../../../projections/runner.ts'
@@ -54,7 +54,7 @@ async function buildLive(sb: Sandbox, ps: Projection[]): Promise<void> {
   await runner.stop()
 }
 
-async function lookups(readModels: ReadModelStore, store: EventStore): Promise<unknown> {
+async function lookups(readModels: EntryLookups, store: EventStore): Promise<unknown> {
   const events = await store.readAll({})
   const window = { since: events[5000]!.time, until: events[15000]!.time }
   const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:a', 'household:hh-2', 'recording:rec-1001', 'actor:anonymous', 'device:toy-404', 'telemetry/device:toy-4', 'telemetry/actor:device:toy-12']
@@ -66,7 +66,7 @@ async function lookups(readModels: ReadModelStore, store: EventStore): Promise<u
 }
 
 /** the audit read model holds each event's own leaf, in order, and the tree over all of them */
-async function auditMatchesEvents(t: Test, readModels: ReadModelStore, store: EventStore): Promise<void> {
+async function auditMatchesEvents(t: Test, readModels: ReadModelStore & EntryLookups, store: EventStore): Promise<void> {
   const events = await store.readAll({})
   const entries = await readModels.entries(AUDIT_PROJECTION, 0, 1e9)
   t.same(entries.map((e) => [e.position, e.ordinal]), events.map((e, i) => [e.position, i]), 'an entry per event, ordinals in order')

@@ -12,7 +12,7 @@ import { createAuditProjection } from '../../../projections/audit/projection.ts'
 import { parseCredential } from '../../../projections/breach/credential.ts'
 import { breachReportCsv } from '../../../projections/breach/csv.ts'
 import { buildBreachReport as build, parseInstant, type BreachReportRequest } from '../../../projections/breach/report.ts'
-import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../../projections/runner.ts'
 import { sandbox, testKeys } from '../helpers.ts'
 import { later, put, stolenToy } from './stolen-toy.ts'
@@ -114,7 +114,7 @@ t.test('a malformed credential is refused with KENNEL_ERR_CREDENTIAL_INVALID', a
 })
 
 /** the audit projection over the store, caught up; it follows later appends (`waitFor`) */
-async function audited(t: Test, store: EventStore, readModels: ReadModelStore): Promise<Awaited<ReturnType<typeof startProjectionRunner>>> {
+async function audited(t: Test, store: EventStore, readModels: ReadModelStore & EntryLookups): Promise<Awaited<ReturnType<typeof startProjectionRunner>>> {
   const runner = await startProjectionRunner({ store, readModels, projections: [createAuditProjection({ signer: testKeys().signer, headEveryEvents: 1000, headEverySeconds: 86400 })] })
   t.teardown(() => runner.stop())
   await runner.caughtUp
