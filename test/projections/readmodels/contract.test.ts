@@ -10,7 +10,8 @@ import type { EntryLookups, ReadModelStore } from '../../../projections/readmode
 import { readModelContract } from './contract.ts'
 
 // The read-model contract against the embedded store (a file per test) and PostgreSQL (a schema
-// per test, on KENNEL_TEST_PG_URL).
+// per test, on KENNEL_TEST_PG_URL, by default the local server; skipped with the reason when it is
+// unreachable).
 
 type Store = ReadModelStore & EntryLookups
 
@@ -40,10 +41,9 @@ t.test('contract: embedded SQLite', async (t) => {
   })
 })
 
-const PG = process.env.KENNEL_TEST_PG_URL
+const PG = process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
 async function pgSkip(): Promise<string | false> {
-  if (PG === undefined) return 'KENNEL_TEST_PG_URL is not set'
   const c = new pg.Client({ connectionString: PG, connectionTimeoutMillis: 2000 })
   try {
     await c.connect()
