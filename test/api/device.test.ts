@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import { connectionDenylistedData, rateLimitExceededData } from '../../infra/net/events.ts'
 import { expiredCertificate, foreignCaCertificate, makeCsr, selfSignedCertificate } from '../helpers/pki.ts'
 import { bearer, buildTestApi, listenTestApi, request } from './helpers.ts'
+import { until } from '../system/kennel-child.ts'
 
 // Device routes over real HTTPS with real client certificates (R2, R4, R6).
 
@@ -232,11 +233,12 @@ t.test('denylisted addresses are dropped on accept, before TLS (R9)', async (t) 
   t.equal((await api.metrics.denylistHits.get()).values[0]?.value, 1)
   for (let i = 0; i < 2; i++)
     await t.rejects(request(server.port, { method: 'GET', path: '/healthz', ca: server.caPem }))
-  await new Promise((r) => setTimeout(r, 50))
   const hits = async () =>
     (await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })).map(
       (e) => (e.data as { hits: number }).hits,
     )
+  // the first hit's append is on its way when the connection closes: wait for it, not for a time
+  await until('the first hit recorded', async () => (await hits()).length > 0)
   t.same(await hits(), [1], 'the first hit is recorded at once; the rest of the burst is counted')
   const [first] = await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })
   t.match(first!.data, { listener: 'api', ip: '127.0.0.1', port: Number, cidr: '127.0.0.0/8', hits: 1 })
