@@ -22,6 +22,7 @@ import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
 import { createSessions, type Session } from './sessions.ts'
 import { createUnacknowledgedPublishes } from './unacknowledged.ts'
+import type { SourceMetadata } from '../infra/keystore/sealed-source.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (preConnect, authenticate, authorizePublish, authorizeSubscribe,
@@ -48,6 +49,10 @@ export interface BrokerOptions {
   /** Redis key prefix in cluster mode (default `kennel:`); tests use one per run */
   clusterKeyPrefix?: string
   now?: () => Date
+  /** what the events of an accepted connection record of the toy's address (R12): a paired toy's
+   * sealed with its household's key (infra/keystore/sealed-source.ts HouseholdSources), an
+   * unpaired one's in clear; default: in clear. Refusals always record it in clear. */
+  toySource?: (deviceId: string, ip: string) => SourceMetadata | Promise<SourceMetadata>
 }
 
 export interface Broker {
@@ -119,7 +124,18 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const messagesIn = metrics.messages.labels('in')
 
   const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
-  const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
+  const refusalMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
+  /** an accepted connection's address as its events record it, fixed at its CONNECT (toySource) */
+  const sources = new WeakMap<PeerIdentity, SourceMetadata>()
+  const deviceMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sources.get(id)
+    return source === undefined ? refusalMeta(id) : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, ...source }
+  }
+  /** the address in a connection event's data: only where it is recorded in clear */
+  const clearIp = (id: PeerIdentity): { ip?: string } => {
+    const source = sources.get(id)
+    return source === undefined || 'sourceIp' in source ? { ip: id.ip } : {}
+  }
 
   function recordRefusal(r: PeerRefusal): Promise<void> {
     metrics.authFailures.inc({ reason: r.reason })
@@ -139,7 +155,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
     metrics.rateLimited.inc({ limit: refusal.limit })
     const data = { limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
-    const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
+    const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: refusalMeta(id) }
     return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
   }
 
@@ -259,13 +275,14 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     const connectionId = randomUUID()
     try {
-      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
+      if (opts.toySource) sources.set(identity, await opts.toySource(identity.deviceId, identity.ip))
+      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ...clearIp(identity), clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
     } catch {
       throw connectError('event store unavailable', 3)
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
     sessions.open(client, identity, connectionId, (session, reason) => {
-      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId } }, deviceMeta(identity))
+      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId } }, deviceMeta(identity))
     })
     // connected while the broker closed: Aedes no longer answers it
     if (closing) endConnection(client, 'broker-shutdown')

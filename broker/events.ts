@@ -26,8 +26,9 @@ export type AuthFailureReason =
 export type RateLimitName = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device'
 
 /** `connectionId` (absent in events before it was added) pairs a connection's DeviceConnected with its one DeviceDisconnected */
-export interface DeviceConnected { type: 'DeviceConnected'; data: { deviceId: string; serial: string; ip: string; clean: boolean; protocolVersion: number; connectionId: string } }
-export interface DeviceDisconnected { type: 'DeviceDisconnected'; data: { deviceId: string; reason: DisconnectReason; ip: string; connectionId: string } }
+/** `ip` only for a toy with no household: a paired toy's address is in the metadata, sealed with its household's key (docs/EVENTS.md) */
+export interface DeviceConnected { type: 'DeviceConnected'; data: { deviceId: string; serial: string; ip?: string; clean: boolean; protocolVersion: number; connectionId: string } }
+export interface DeviceDisconnected { type: 'DeviceDisconnected'; data: { deviceId: string; reason: DisconnectReason; ip?: string; connectionId: string } }
 export interface DeviceAuthFailed { type: 'DeviceAuthFailed'; data: { reason: AuthFailureReason; ip: string; fingerprint?: string; deviceId?: string; serial?: string; detail?: string } }
 export interface PublishAccepted { type: 'PublishAccepted'; data: { deviceId: string; topic: string; qos: number; retain: boolean; bytes: number; sha256: string } }
 export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean } }

@@ -30,6 +30,18 @@ export interface VerificationDoc {
   verificationId: string
 }
 
+/** an erasure under way: what it set out to erase, who started it and when (nothing personal) */
+export interface ErasureStartedDoc {
+  accountId: string
+  startedAt: string
+  reason: string
+  householdIds: string[]
+  deviceIds: string[]
+  recordingIds: string[]
+  actor: string
+  position: number
+}
+
 export interface ErasedAccountDoc {
   accountId: string
   erasedAt: string
@@ -50,13 +62,15 @@ const SESSION_IDS = 'api.sessionIds'
 const VERIFICATIONS = 'api.verifications'
 /** erased accounts: accountId → ErasedAccountDoc (nothing personal) */
 const ERASED_ACCOUNTS = 'api.erasedAccounts'
+/** erasures started and not finished: accountId → ErasureStartedDoc (AccountErased removes it) */
+const ERASURES_STARTED = 'api.erasuresStarted'
 /** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
 const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 3,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErased'],
+  version: 4,
+  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErasureStarted', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
@@ -107,7 +121,13 @@ export const accountsProjection: Projection = {
         bump(`ip:${ip}`)
         return
       }
+      case 'AccountErasureStarted': {
+        if (tx.get(ERASED_ACCOUNTS, event.data.accountId) !== undefined) return
+        tx.put(ERASURES_STARTED, event.data.accountId, { ...event.data, actor: typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : 'unknown', position: recorded.position } satisfies ErasureStartedDoc)
+        return
+      }
       case 'AccountErased': {
+        tx.delete(ERASURES_STARTED, event.data.accountId)
         // R12: the account and its address lookup go; the address is free for a new sign-up
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
         if (a) {
@@ -136,6 +156,13 @@ export const accountById = (docs: Documents, accountId: string): AccountDoc | un
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
+}
+
+export const erasureStarted = (docs: Documents, accountId: string): ErasureStartedDoc | undefined => docs.get<ErasureStartedDoc>(ERASURES_STARTED, accountId)
+
+/** erasures that started and did not finish (no AccountErased yet), oldest first */
+export function pendingErasures(docs: Documents): ErasureStartedDoc[] {
+  return [...docs.values<ErasureStartedDoc>(ERASURES_STARTED)].sort((a, b) => a.position - b.position)
 }
 
 export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined => docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)

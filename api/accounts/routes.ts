@@ -146,7 +146,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     await ctx.catchUp()
     // no source address: the key it would be sealed with is the one being shredded
     const metadata = { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, correlationId: req.id }
-    const erased = await eraseAccount({ store: ctx.store, docs: ctx.docs, blobs: ctx.blobs, personKeys: ctx.personalData, now: ctx.now(), metadata }, account.accountId, HOLDER_REQUEST)
+    const erased = await eraseAccount({ store: ctx.store, docs: ctx.docs, blobs: ctx.blobs, personKeys: ctx.personalData, householdKeys: ctx.householdSources, now: ctx.now(), metadata }, account.accountId, HOLDER_REQUEST)
     await ctx.catchUp()
     return { accountId: erased.accountId, status: 'erased', householdIds: erased.householdIds, deviceIds: erased.deviceIds, recordings: erased.recordingIds.length }
   })
@@ -163,7 +163,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
   }, async (req, reply) => {
     const metadata = accountMetadata(req)
     await ctx.catchUp()
-    const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)
+    const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, householdSources: ctx.householdSources, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)
     return reply.header('content-disposition', 'attachment; filename="kennel-export.json"').header('cache-control', 'no-store').send(document)
   })
 

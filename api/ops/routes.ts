@@ -9,6 +9,11 @@ import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal, requireRole } from '../plugins/account-auth.ts'
 import { deviceIdPattern, errorResponses } from '../schemas.ts'
 import { streamAlerts } from './live-alerts.ts'
+import { ERASED } from '../accounts/personal-data.ts'
+import { householdOfSource } from '../../infra/keystore/sealed-source.ts'
+
+/** the broker's events whose data held the toy's address before it was sealed (broker/events.ts) */
+const CONNECTION_EVENTS = new Set(['DeviceConnected', 'DeviceDisconnected'])
 
 // Ops (R3, R4, R11): revocation is the devices context's DeviceRevoked event; reads by ops are
 // evented too (PrivilegedRouteUsed), so that what a stolen ops token looked at can be listed.
@@ -31,9 +36,13 @@ function fleetEntry(ctx: ApiContext, d: DeviceView): DeviceView & { certificateE
 }
 
 /** an event of a toy's timeline, without the claim code's hash: it derives from the secret on the
- * toy's box, and ops have no use for it (auditors see whole events) */
-function timelineEntry(e: RecordedEvent) {
+ * toy's box, and ops have no use for it (auditors see whole events). A paired toy's address is
+ * sealed with its household's key (R12): a connection's `ip` is opened here, `[erased]` once the
+ * household was erased. */
+async function timelineEntry(ctx: ApiContext, e: RecordedEvent) {
   const { claimCodeHash: _, ...data } = e.data as Record<string, unknown>
+  const household = householdOfSource(e.metadata)
+  if (household !== undefined && CONNECTION_EVENTS.has(e.type) && typeof e.metadata.sourceIpSealed === 'string') data.ip = (await ctx.householdSources.open(household, e.metadata.sourceIpSealed)) ?? ERASED
   return { id: e.id, stream: e.stream, position: e.position, time: e.time, type: e.type, data, actor: e.metadata.actor ?? null }
 }
 
@@ -93,7 +102,7 @@ export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext })
     const read = (stream: string) => ctx.store.readStream(stream, { direction: 'backwards', maxCount: req.query.limit })
     const events = [...(await read(deviceStream(deviceId))), ...(await read(mqttStream(deviceId)))].sort((a, b) => b.position - a.position).slice(0, req.query.limit)
     const certificates = device.serials.map((serial) => ctx.docs.get<CertificateView>(CERTIFICATES, serial)).filter((c) => c !== undefined)
-    return { device: fleetEntry(ctx, device), certificates, timeline: events.map(timelineEntry) }
+    return { device: fleetEntry(ctx, device), certificates, timeline: await Promise.all(events.map((e) => timelineEntry(ctx, e))) }
   })
 
   app.get<{ Querystring: { limit: number } }>('/v1/ops/alerts', {

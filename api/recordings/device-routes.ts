@@ -4,7 +4,7 @@ import type { DeviceCa } from '../../devices/ca.ts'
 import { renewCertificate } from '../../devices/enroll.ts'
 import { deviceView } from '../../devices/registry.ts'
 import type { ApiContext } from '../context.ts'
-import { authenticateDevice, deviceMetadata, devicePrincipal } from '../plugins/device-auth.ts'
+import { authenticateDevice, deviceMetadata, devicePrincipal, deviceSource } from '../plugins/device-auth.ts'
 import { errorResponses, uuidParam } from '../schemas.ts'
 import { recordingById, recordingsOfDevice, recordingView, recordingViewSchema, type RecordingDoc } from './projection.ts'
 import { completeRecording, createRecording, issueDownloadUrl, newRecordingBody, presignedSchema } from './service.ts'
@@ -69,7 +69,7 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
   }, async (req) => {
     const { deviceId, serial } = devicePrincipal(req)
     const meta = deviceMetadata(req)
-    const renewed = await renewCertificate({ store: ctx.store, ca: ctx.ca as DeviceCa, config: ctx.config, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, deviceId, serial, req.body.csr)
+    const renewed = await renewCertificate({ store: ctx.store, ca: ctx.ca as DeviceCa, config: ctx.config, actor: meta.actor!, credential: meta.credential, ...deviceSource(req), correlationId: req.id, now: ctx.now(), docs: ctx.docs }, deviceId, serial, req.body.csr)
     await ctx.catchUp()
     return renewed // caPem: the trust bundle the toy keeps as its ca.crt (R18)
   })

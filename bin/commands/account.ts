@@ -5,13 +5,14 @@ import { normaliseIp } from '../../api/accounts/login-limiter.ts'
 import { eraseAccount, erasureReason } from '../../api/accounts/erasure.ts'
 import { exportAccount } from '../../api/accounts/export.ts'
 import { EmailProtector, emailLookupHash, PersonalData } from '../../api/accounts/personal-data.ts'
-import { accountByEmailHash, accountById, accountsProjection, erasedAccount, type AccountDoc } from '../../api/accounts/projection.ts'
+import { accountByEmailHash, accountById, accountsProjection, erasedAccount, pendingErasures, type AccountDoc, type ErasureStartedDoc } from '../../api/accounts/projection.ts'
 import { householdsProjection } from '../../api/households/projection.ts'
 import { recordingsProjection } from '../../api/recordings/projection.ts'
 import { devicesProjection } from '../../devices/registry.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { openBlobStore } from '../../infra/blobstore/open.ts'
 import { openKeyStore } from '../../infra/keystore/open.ts'
+import { HouseholdSources } from '../../infra/keystore/sealed-source.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { followProjections } from '../../projections/follow.ts'
 import { action, withStore, writeOutput, type CommandContext } from '../context.ts'
@@ -70,12 +71,26 @@ export async function eraseAccountByOps(ctx: CommandContext, who: string, reason
     // the same answer for an address never seen and one erased: the address is not kept
     if (accountId === undefined) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
     if (!accountById(followed.docs, accountId) && !erasedAccount(followed.docs, accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no account ${accountId}`)
-    const erased = await eraseAccount({ store: ctx.store, docs: followed.docs, blobs, personKeys, now: new Date(), metadata: { actor: ctx.actor } }, accountId, why)
+    const householdKeys = new KeyRing(keys, masterKey, 'household-data')
+    const erased = await eraseAccount({ store: ctx.store, docs: followed.docs, blobs, personKeys, householdKeys, now: new Date(), metadata: { actor: ctx.actor } }, accountId, why)
     return { accountId, households: erased.householdIds.length, devices: erased.deviceIds.length, recordings: erased.recordingIds.length }
   } finally {
     await blobs.close()
     await followed.stop()
     await keys.close()
+  }
+}
+
+/** Erasures that started (AccountErasureStarted) and did not finish (no AccountErased): a crash,
+ * a blob store or key store that failed midway. Each is finished by erasing the account again
+ * (`kennel account erase <accountId> --reason …`), which does only the steps left. */
+export async function listPendingErasures(ctx: Pick<CommandContext, 'store'>): Promise<ErasureStartedDoc[]> {
+  const followed = followProjections(ctx.store, [accountsProjection])
+  try {
+    await followed.caughtUp
+    return pendingErasures(followed.docs)
+  } finally {
+    await followed.stop()
   }
 }
 
@@ -93,7 +108,7 @@ export async function exportAccountByOps(ctx: CommandContext, email: string): Pr
     await followed.caughtUp
     const account = accountByEmailHash(followed.docs, emails.hash(email))
     if (!account) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
-    return await exportAccount({ store: ctx.store, docs: followed.docs, emails, personalData: new PersonalData(personKeys), now: new Date(), metadata: { actor: ctx.actor } }, account.accountId)
+    return await exportAccount({ store: ctx.store, docs: followed.docs, emails, personalData: new PersonalData(personKeys), householdSources: new HouseholdSources(new KeyRing(keys, masterKey, 'household-data')), now: new Date(), metadata: { actor: ctx.actor } }, account.accountId)
   } finally {
     await followed.stop()
     await keys.close()
@@ -129,6 +144,29 @@ export function registerAccountCommands(program: Command): void {
       }),
     )
   account
+    .command('erasures')
+    .description('erasures that started and did not finish (AccountErasureStarted without AccountErased): finish each with `kennel account erase <accountId> --reason <text>`')
+    .requiredOption('--pending', 'only the unfinished ones (the only listing there is: finished erasures are AccountErased events)')
+    .option('--json', 'one JSON object per line')
+    .action(
+      action(async (opts: { pending: boolean; json?: boolean }) => {
+        await withStore(async (ctx) => {
+          const pending = await listPendingErasures(ctx)
+          if (opts.json) {
+            for (const e of pending) process.stdout.write(`${JSON.stringify(pendingView(e))}\n`)
+            return
+          }
+          if (pending.length === 0) {
+            process.stdout.write('no unfinished erasure\n')
+            return
+          }
+          for (const e of pending) {
+            process.stdout.write(`account ${e.accountId}: started ${e.startedAt} by ${e.actor} (${e.reason}); ${e.householdIds.length} household(s), ${e.deviceIds.length} toy(s), ${e.recordingIds.length} recording(s); finish: kennel account erase ${e.accountId} --reason <text>\n`)
+          }
+        })
+      }),
+    )
+  account
     .command('export')
     .description("everything kennel holds about the person with this e-mail and their households, as JSON (sealed values opened with their key); recorded as AccountExported")
     .argument('<email>', "the account's e-mail address")
@@ -157,3 +195,5 @@ export function registerAccountCommands(program: Command): void {
       }),
     )
 }
+
+const pendingView = (e: ErasureStartedDoc) => ({ accountId: e.accountId, startedAt: e.startedAt, actor: e.actor, reason: e.reason, householdIds: e.householdIds, deviceIds: e.deviceIds, recordingIds: e.recordingIds })

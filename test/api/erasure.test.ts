@@ -13,7 +13,16 @@ import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
 import { testKeys } from '../projections/helpers.ts'
-import { bearer, buildTestApi, STRONG } from './helpers.ts'
+import mqtt from 'mqtt'
+import { createBroker } from '../../broker/broker.ts'
+import { exportAccountByOps } from '../../bin/commands/account.ts'
+import { checkCertificate, devicesProjection, deviceView } from '../../devices/registry.ts'
+import { loadServerTls } from '../../devices/server-tls.ts'
+import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
+import { fileKeyStore } from '../../infra/keystore/files.ts'
+import { HouseholdSources } from '../../infra/keystore/sealed-source.ts'
+import { followProjections } from '../../projections/follow.ts'
+import { bearer, buildTestApi, listenTestApi, request, STRONG } from './helpers.ts'
 
 // Erasure by crypto-shredding (R12): a parent erases themselves, or ops erase them. Afterwards
 // nothing kennel shows says who they were, their household goes with its recordings and toys, and
@@ -40,16 +49,17 @@ async function world(t: Test) {
   })
   const alice = await api.parent(EMAIL)
   const named = (await api.app.inject({ method: 'POST', url: '/v1/households', headers: bearer(alice.token), payload: { name: HOUSEHOLD } })).json().householdId as string
-  await api.pairedToy(alice.token, named, 'toy-alice')
+  const aliceToy = await api.pairedToy(alice.token, named, 'toy-alice')
   const upload = (await api.app.inject({ method: 'POST', url: `/v1/households/${named}/recordings`, headers: bearer(alice.token), payload: { deviceId: 'toy-alice', contentType: 'audio/ogg', bytes: hello.length } })).json()
   const u = new URL(upload.url)
   await api.app.inject({ method: 'PUT', url: u.pathname + u.search, headers: upload.headers, payload: hello })
   await api.app.inject({ method: 'POST', url: `/v1/recordings/${upload.recordingId}/complete`, headers: bearer(alice.token) })
   const objectKey = ((await api.pki.store.readStream(`recording-${upload.recordingId}`))[0]!.data as { objectKey: string }).objectKey
   const bob = await api.parent('bob@example.org')
-  await api.pairedToy(bob.token, bob.householdId, 'toy-bob')
+  const bobToy = await api.pairedToy(bob.token, bob.householdId, 'toy-bob')
   await api.signUp('audit@example.org')
   await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'audit@example.org', 'auditor')
+  await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'audit@example.org', 'ops')
   const auditor = (await api.app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'audit@example.org', password: STRONG } })).json().token as string
   const projections = persistentProjections(api.pki.config, signer)
   /** the persistent read models (audit log, monitor, devices, accounts, households, recordings) up to the head */
@@ -60,7 +70,7 @@ async function world(t: Test) {
     await runner.stop()
   }
   const blobs = new LocalBlobStore({ dir: path.join(api.pki.config.dataDir, 'blobs'), masterKey: Buffer.alloc(32) })
-  return { dir, api, alice, bob, named, upload, objectKey, auditor, lines, readModels, projections, project, verifier, blobs }
+  return { dir, api, alice, bob, named, upload, objectKey, auditor, lines, readModels, projections, project, verifier, blobs, aliceToy, bobToy }
 }
 
 const erase = (w: Awaited<ReturnType<typeof world>>, password = STRONG) => w.api.app.inject({ method: 'DELETE', url: '/v1/accounts/me', headers: bearer(w.alice.token), payload: { password } })
@@ -170,4 +180,104 @@ t.test('after erasure `kennel audit verify` still passes over the whole history'
   t.ok(result.events >= head && result.leavesCompared >= head, `${result.events} events verified against their leaves`)
   const types = (await w.api.pki.store.readAll()).map((e) => e.type)
   t.ok(types.includes('AccountCreated') && types.includes('AccountErased'), 'the history still holds her sign-up and her erasure')
+})
+
+// A paired toy's address is its family's home address on the internet (R12): the broker and the
+// device API seal it with the household's key, which erasing the household shreds. Alice's toy
+// connects from 127.0.0.2 (her home), Bob's from 127.0.0.3: loopback addresses this test can tell apart.
+const ALICE_HOME = '127.0.0.2'
+const BOB_HOME = '127.0.0.3'
+
+/** the broker as `kennel start` wires it: a paired toy's address sealed with its household's key */
+async function startToyBroker(t: Test, w: Awaited<ReturnType<typeof world>>) {
+  const { config, store, ca } = w.api.pki
+  const devices = followProjections(store, [devicesProjection])
+  t.teardown(() => devices.stop())
+  await devices.caughtUp
+  const households = new HouseholdSources(new KeyRing(fileKeyStore(config.dataDir), loadMasterKey(config), 'household-data'))
+  const broker = await createBroker({
+    config: { ...config, mqttPort: 0 },
+    store,
+    tls: { ca: ca.trustedPem, ...(await loadServerTls(config, ca)) },
+    checkCertificate: (id, serial, now) => checkCertificate(devices.docs, id, serial, now),
+    log: createLogger('silent'),
+    toySource: (id, ip) => households.source(deviceView(devices.docs, id)?.householdId, ip),
+  })
+  const port = await broker.listen(0, '127.0.0.1')
+  /** connect from `home`, publish one message (QoS 1), disconnect */
+  const session = async (toy: { keyPem: string; certPem: string; caPem: string; deviceId: string }, home: string) => {
+    const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: toy.keyPem, cert: toy.certPem, ca: toy.caPem, clientId: toy.deviceId, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...({ localAddress: home } as object) })
+    await new Promise<void>((resolve, reject) => (client.once('connect', () => resolve()), client.once('error', reject)))
+    await client.publishAsync(`toys/${toy.deviceId}/events/hello`, 'woof', { qos: 1 })
+    await client.endAsync()
+  }
+  return { broker, session }
+}
+
+t.test("a paired toy's address is sealed with its household's key: ops see it opened, and after the household's erasure no read model, API response, CLI output, breach report or event shows it", async (t) => {
+  const w = await world(t)
+  const { api, alice } = w
+  const t0 = new Date(Date.now() - 3600_000).toISOString()
+  const toys = await startToyBroker(t, w)
+  await toys.session(w.aliceToy, ALICE_HOME)
+  await toys.session(w.bobToy, BOB_HOME)
+  // the toy's own request to the device API, from home too
+  const server = await listenTestApi(t, api)
+  const made = await request(server.port, { method: 'POST', path: '/v1/device/recordings', ca: server.caPem, key: w.aliceToy.keyPem, cert: w.aliceToy.certPem, body: { contentType: 'audio/ogg', bytes: 4 }, localAddress: ALICE_HOME })
+  t.equal(made.status, 201, `the toy's request: ${made.status}`)
+  const bobMade = await request(server.port, { method: 'POST', path: '/v1/device/recordings', ca: server.caPem, key: w.bobToy.keyPem, cert: w.bobToy.certPem, body: { contentType: 'audio/ogg', bytes: 4 }, localAddress: BOB_HOME })
+  t.equal(bobMade.status, 201, `Bob's toy's request: ${bobMade.status}`)
+  await toys.broker.flushEvents()
+
+  const history = () => api.pki.store.readAll()
+  const connected = (await history()).filter((e) => e.type === 'DeviceConnected' && e.stream === 'mqtt-toy-alice')
+  t.equal(connected.length, 1)
+  t.notOk('ip' in (connected[0]!.data as object), 'no address in the data')
+  t.match(connected[0]!.metadata, { sourceIpSealed: /^[A-Za-z0-9+/]+=*$/, sourceIpTag: /^[A-Za-z0-9_-]{22}$/, sourceIpOwner: `household:${w.named}` })
+  t.notOk('sourceIp' in connected[0]!.metadata, 'nor in clear in the metadata')
+  const before = JSON.stringify(await history())
+  t.notOk(before.includes(ALICE_HOME) || before.includes(BOB_HOME), 'no event holds a paired toy\'s address in clear (kennel events tail, GET /v1/audit/events)')
+  const created = (await history()).find((e) => e.type === 'RecordingCreated' && e.metadata.actor === 'device:toy-alice')!
+  t.match(created.metadata, { sourceIpOwner: `household:${w.named}` }, "the device API's events seal it too")
+
+  const timeline = async (deviceId: string) => {
+    const res = await api.app.inject({ method: 'GET', url: `/v1/ops/devices/${deviceId}`, headers: bearer(w.auditor) })
+    t.equal(res.statusCode, 200, `GET /v1/ops/devices/${deviceId}`)
+    return res.json().timeline.filter((e: { type: string }) => e.type === 'DeviceConnected' || e.type === 'DeviceDisconnected').map((e: { data: { ip: string } }) => e.data.ip)
+  }
+  t.same(await timeline('toy-alice'), [ALICE_HOME, ALICE_HOME], "ops' timeline opens it with the household's key")
+
+  t.equal((await erase(w)).statusCode, 200)
+  t.same(await timeline('toy-alice'), ['[erased]', '[erased]'], "after the household's erasure it reads [erased]")
+  t.same(await timeline('toy-bob'), [BOB_HOME, BOB_HOME], "another household's toy is untouched")
+
+  const shows = (what: string, text: string) => t.notOk(text.includes(ALICE_HOME), `${what} shows no address of her toy`)
+  shows('the event history (kennel events tail)', JSON.stringify(await history()))
+  await w.project()
+  const models: string[] = []
+  for (const p of w.projections) models.push(JSON.stringify((await w.readModels.load(p.name))?.docs ?? []))
+  shows('the persistent read models', models.join('\n'))
+  const responses: string[] = []
+  for (const url of ['/v1/ops/devices', '/v1/ops/devices/toy-alice', '/v1/ops/alerts', '/v1/audit/events?limit=1000']) responses.push((await api.app.inject({ method: 'GET', url, headers: bearer(w.auditor) })).body)
+  for (const url of ['/v1/households', `/v1/households/${w.bob.householdId}/devices`]) responses.push((await api.app.inject({ method: 'GET', url, headers: bearer(w.bob.token) })).body)
+  shows('the API', responses.join('\n'))
+  for (const credential of [`account:${alice.accountId}`, 'device:toy-alice', `cert:${w.aliceToy.serial}`]) {
+    const report = await api.app.inject({ method: 'POST', url: '/v1/audit/breach-reports', headers: bearer(w.auditor), payload: { credential, since: t0, until: new Date(Date.now() + 3600_000).toISOString() } })
+    t.equal(report.statusCode, 201, `the breach report of ${credential}`)
+    shows(`the breach report of ${credential}`, report.body)
+  }
+  // the CLI's export opens the address of Bob's toy's request for him: his household's key
+  const bobs = JSON.stringify(await exportAccountByOps({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'bob@example.org'))
+  t.ok(bobs.includes(BOB_HOME), "Bob's export (kennel account export) shows where his toy asked from")
+  shows("Bob's export", bobs)
+
+  await toys.broker.close()
+  // the history, sealed addresses and all, still rebuilds and verifies
+  const fresh = openSqliteReadModels(path.join(w.dir, 'rebuilt.sqlite'))
+  t.teardown(() => fresh.close())
+  const rebuilt = await rebuildProjections({ store: api.pki.store, readModels: fresh, projections: w.projections })
+  t.same(rebuilt.projections.sort(), w.projections.map((p) => p.name).sort(), 'every projection rebuilt')
+  await w.project()
+  const verified = await verifyAuditLog({ store: api.pki.store, readModels: w.readModels, verifiers: [w.verifier], headEveryEvents: 10 })
+  t.ok(verified.ok, JSON.stringify(verified.firstBreak))
 })

@@ -110,7 +110,7 @@ export interface HttpsReply {
 }
 
 /** one HTTPS request with (or without) a client certificate */
-export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; rawBody?: string; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
+export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; rawBody?: string; agent?: https.Agent; headers?: Record<string, string>; localAddress?: string }): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
     const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body))
     const req = https.request(
@@ -124,6 +124,7 @@ export function request(port: number, opts: { method: string; path: string; ca: 
         key: opts.key,
         cert: opts.cert,
         agent: opts.agent ?? false,
+        ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}),
         headers: { ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
       },
       (res) => {
