@@ -15,7 +15,11 @@ import { startProjectionRunner } from '../../projections/runner.ts'
 import { testKeys } from '../projections/helpers.ts'
 import mqtt from 'mqtt'
 import { createBroker } from '../../broker/broker.ts'
-import { exportAccountByOps } from '../../bin/commands/account.ts'
+import { exportAccountByOps, listPendingErasures } from '../../bin/commands/account.ts'
+import { eraseAccount } from '../../api/accounts/erasure.ts'
+import { accountsProjection } from '../../api/accounts/projection.ts'
+import { householdsProjection } from '../../api/households/projection.ts'
+import { recordingsProjection } from '../../api/recordings/projection.ts'
 import { checkCertificate, devicesProjection, deviceView } from '../../devices/registry.ts'
 import { loadServerTls } from '../../devices/server-tls.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
@@ -280,4 +284,37 @@ t.test("a paired toy's address is sealed with its household's key: ops see it op
   await w.project()
   const verified = await verifyAuditLog({ store: api.pki.store, readModels: w.readModels, verifiers: [w.verifier], headEveryEvents: 10 })
   t.ok(verified.ok, JSON.stringify(verified.firstBreak))
+})
+
+t.test('an erasure interrupted midway is listed as unfinished (kennel account erasures --pending) until running it again finishes it', async (t) => {
+  const w = await world(t)
+  const ctx = { config: w.api.pki.config, store: w.api.pki.store, actor: 'cli:ops-ana' }
+  t.same(await listPendingErasures(ctx), [], 'none before')
+  // the erasure dies at its second step: the blob store fails to delete the recording
+  const followed = followProjections(ctx.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection])
+  t.teardown(() => followed.stop())
+  await followed.caughtUp
+  const failing = { ...w.blobs, delete: async () => Promise.reject(new Error('blob store down')), shredHousehold: (id: string) => w.blobs.shredHousehold(id) } as unknown as typeof w.blobs
+  const keys = new KeyRing(fileKeyStore(ctx.config.dataDir), loadMasterKey(ctx.config), 'person')
+  const households = new KeyRing(fileKeyStore(ctx.config.dataDir), loadMasterKey(ctx.config), 'household-data')
+  await t.rejects(eraseAccount({ store: ctx.store, docs: followed.docs, blobs: failing, personKeys: keys, householdKeys: households, now: new Date(), metadata: { actor: 'cli:ops-ana' } }, w.alice.accountId, 'ticket 99'), /blob store down/)
+  t.same((await ctx.store.readStream('device-toy-alice')).slice(-2).map((e) => e.type), ['DeviceRevoked', 'DeviceUnpaired'], 'its first step was done')
+
+  const pending = await listPendingErasures(ctx)
+  t.equal(pending.length, 1, 'the unfinished erasure is listed')
+  t.match(pending[0], { accountId: w.alice.accountId, reason: 'ticket 99', actor: 'cli:ops-ana', deviceIds: ['toy-alice'], recordingIds: [w.upload.recordingId] })
+  t.same([...pending[0]!.householdIds].sort(), [w.alice.householdId, w.named].sort())
+  t.notOk(JSON.stringify(pending).includes(EMAIL) || JSON.stringify(pending).includes('Dubois'), 'the listing names the account, never the person')
+  const started = (await ctx.store.readStream(`account-${w.alice.accountId}`)).filter((e) => e.type === 'AccountErasureStarted')
+  t.equal(started.length, 1, 'recorded as AccountErasureStarted')
+  t.notOk('sourceIp' in started[0]!.metadata || 'sourceIpSealed' in started[0]!.metadata, 'with no source address')
+
+  // ops run it again: the steps left are done, and the erasure is complete
+  const r = await eraseAccountByOps(ctx, w.alice.accountId, 'ticket 99')
+  t.same(r, { accountId: w.alice.accountId, households: 2, devices: 1, recordings: 1 }, 'what it set out to erase, the toy unpaired by the first run included')
+  t.equal(await w.blobs.stat(w.objectKey).catch((err: { code: string }) => err.code), undefined, 'the recording is deleted now')
+  t.same(await listPendingErasures(ctx), [], 'and the erasure is no longer listed')
+  const account = await ctx.store.readStream(`account-${w.alice.accountId}`)
+  t.same(account.filter((e) => e.type === 'AccountErasureStarted').length, 1, 'the second run started no new erasure')
+  t.equal(account.at(-1)!.type, 'AccountErased')
 })
