@@ -9,6 +9,7 @@ import { accountStream, securityStream, type LoginFailed, type SessionEnded, typ
 import { loginKeys, normaliseIp } from './login-limiter.ts'
 import { accountByEmailHash, accountById, loginLifts, sessionById } from './projection.ts'
 import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
+import { confirmPassword } from './reauth.ts'
 import { exportAccount } from './export.ts'
 import { issueDownloadUrl } from '../recordings/service.ts'
 import { passwordProblem } from './password-policy.ts'
@@ -132,17 +133,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const p = principal(req)
     const account = accountById(ctx.docs, p.accountId)
     if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
-    const keys = loginKeys(account.emailHash, req.ip, loginLifts(ctx.docs, account.accountId, normaliseIp(req.ip)))
-    const block = await ctx.loginLimiter.blocked(keys)
-    if (block) throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many wrong passwords; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })
-    if (!(await argon2.verify(account.passwordHash, req.body.password))) {
-      await ctx.loginLimiter.failed(keys)
-      ctx.metrics.authFailures.inc({ kind: 'password' })
-      const failed: LoginFailed = { type: 'LoginFailed', data: { accountId: account.accountId, emailHash: account.emailHash, ip: req.ip, reason: 'wrong-password' } }
-      await ctx.append(accountStream(account.accountId), [{ ...failed, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
-      throw new KennelError('KENNEL_ERR_LOGIN_FAILED', 'the password is wrong: nothing was erased')
-    }
-    await ctx.loginLimiter.succeeded(keys)
+    await confirmPassword(ctx, req, account, req.body.password, 'nothing was erased')
     await ctx.catchUp()
     // no source address: the key it would be sealed with is the one being shredded
     const metadata = { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, correlationId: req.id }
@@ -151,16 +142,35 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     return { accountId: erased.accountId, status: 'erased', householdIds: erased.householdIds, deviceIds: erased.deviceIds, recordings: erased.recordingIds.length }
   })
 
-  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key
+  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key. Like
+  // erasure, not on a bearer token alone: the password is given again (reauth.ts).
   app.get('/v1/accounts/me/export', {
     onRequest: authenticateAccount(ctx),
     schema: {
       tags: ['accounts'],
-      summary: 'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+      summary: 'refused with 403 KENNEL_ERR_REAUTH_REQUIRED: the export needs the password again, POST /v1/accounts/me/export with {"password"}',
       security: [{ bearer: [] }],
+      response: errorResponses,
+    },
+  }, async () => {
+    throw new KennelError('KENNEL_ERR_REAUTH_REQUIRED', 'the export needs your password again: POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)')
+  })
+
+  app.post<{ Body: { password?: string } }>('/v1/accounts/me/export', {
+    onRequest: authenticateAccount(ctx),
+    // no body at all is a missing password too (KENNEL_ERR_REAUTH_REQUIRED), not a malformed request
+    preValidation: async (req) => void (req.body ??= {}),
+    schema: {
+      tags: ['accounts'],
+      summary: 'everything kennel holds about me and my households as one JSON document (password given again): account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+      security: [{ bearer: [] }],
+      body: { type: 'object', additionalProperties: false, properties: { password: { type: 'string', maxLength: 256 } } },
       response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
     },
   }, async (req, reply) => {
+    const account = accountById(ctx.docs, principal(req).accountId)
+    if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
+    await confirmPassword(ctx, req, account, req.body.password, 'nothing was exported')
     const metadata = accountMetadata(req)
     await ctx.catchUp()
     const document = await exportAccount({ store: ctx.store, docs: ctx.docs, emails: ctx.emails, personalData: ctx.personalData, householdSources: ctx.householdSources, now: ctx.now(), metadata, downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata) }, principal(req).accountId)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { exportAccountByOps } from '../../bin/commands/account.ts'
-import { bearer, buildTestApi } from './helpers.ts'
+import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
 // The export (R12): a parent gets everything kennel holds about them and their household, with
 // what the events hold sealed opened by their key, and the export is itself an event.
@@ -18,8 +18,8 @@ t.test('a parent exports their account, household, toys, recordings with downloa
   await api.app.inject({ method: 'POST', url: `/v1/recordings/${upload.recordingId}/complete`, headers: bearer(alice.token) })
   const bob = await api.parent('bob@example.org')
 
-  t.equal((await api.app.inject({ method: 'GET', url: '/v1/accounts/me/export' })).statusCode, 401, 'no token, no export')
-  const res = await api.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(alice.token) })
+  t.equal((await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', payload: { password: STRONG } })).statusCode, 401, 'no token, no export')
+  const res = await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token), payload: { password: STRONG } })
   t.equal(res.statusCode, 200, res.body)
   t.match(res.headers['content-disposition'], /attachment/)
   const doc = res.json()
@@ -42,4 +42,26 @@ t.test('a parent exports their account, household, toys, recordings with downloa
   t.notOk(JSON.stringify(byOps).includes('downloadUrl'), 'the CLI leaves URLs out: they would expire before the file arrives')
   t.match((await api.pki.store.readStream(`account-${alice.accountId}`)).at(-1), { type: 'AccountExported', metadata: { actor: 'cli:ops' } })
   await t.rejects(exportAccountByOps({ config: api.pki.config, store: api.pki.store, actor: 'cli:ops' }, 'nobody@example.org'), { code: 'KENNEL_ERR_NOT_FOUND' })
+})
+
+t.test('a bearer token alone exports nothing: the password is given again, under the login limits', async (t) => {
+  const api = await buildTestApi(t)
+  const alice = await api.parent('alice@example.org')
+  const before = await api.pki.store.headPosition()
+  const since = async () => (await api.pki.store.readAll({ after: before })).map((e) => e.type)
+  const refused = async (res: { statusCode: number; body: string; json(): { error: { code: string } } }, status: number, code: string, what: string) => {
+    t.equal(res.statusCode, status, `${what}: ${status}`)
+    t.equal(res.json().error.code, code, `${what}: ${code}`)
+    t.notOk(res.body.includes('alice@example.org') || res.body.includes(alice.householdId), `${what}: nothing of hers in the answer`)
+  }
+  await refused(await api.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(alice.token) }), 403, 'KENNEL_ERR_REAUTH_REQUIRED', 'GET with a token')
+  await refused(await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token), payload: {} }), 403, 'KENNEL_ERR_REAUTH_REQUIRED', 'POST without the password')
+  await refused(await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token) }), 403, 'KENNEL_ERR_REAUTH_REQUIRED', 'POST without a body')
+  t.same(await since(), [], 'nothing was exported, nothing recorded as exported')
+  await refused(await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token), payload: { password: 'not-the-password-at-all' } }), 401, 'KENNEL_ERR_LOGIN_FAILED', 'a wrong password')
+  t.same(await since(), ['LoginFailed'], 'a wrong password is a failed login (it counts towards the waits); no AccountExported')
+  const ok = await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token), payload: { password: STRONG } })
+  t.equal(ok.statusCode, 200, 'the right password exports')
+  t.equal(ok.json().account.email, 'alice@example.org')
+  t.same(await since(), ['LoginFailed', 'AccountExported'], 'and records it')
 })

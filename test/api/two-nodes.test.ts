@@ -54,7 +54,7 @@ if (reachable && admin) {
     const session = await b.app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: EMAIL, password: STRONG } })
     t.equal(session.statusCode, 200, `she logs in on the other node: ${session.body}`)
     const onB = session.json().token as string
-    const exported = await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })
+    const exported = await b.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(onB), payload: { password: STRONG } })
     t.equal(exported.statusCode, 200)
     const doc = exported.json()
     t.equal(doc.account.email, EMAIL, 'her address, sealed on node A, opens on node B')
@@ -69,7 +69,7 @@ if (reachable && admin) {
     t.same((await accountContacts({ config: a.pki.config, store: a.pki.store })([alice.accountId])).get(alice.accountId), '[erased]', 'node A: erased')
     const signUpAgain = await b.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: EMAIL, password: STRONG } })
     t.equal(signUpAgain.statusCode, 202, 'the address may sign up again on node B, as a new account with a new key')
-    t.equal((await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })).statusCode, 401, 'her session on node B ended with the erasure')
+    t.equal((await b.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(onB), payload: { password: STRONG } })).statusCode, 401, 'her session on node B ended with the erasure')
   })
 
   t.test("ops on one machine export and erase an account made through another node's API", async (t) => {
