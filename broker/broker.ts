@@ -127,9 +127,16 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const refusalMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
   /** an accepted connection's address as its events record it, fixed at its CONNECT (toySource) */
   const sources = new WeakMap<PeerIdentity, SourceMetadata>()
-  const deviceMeta = (id: PeerIdentity): EventMetadata => {
+  /** DeviceConnected and DeviceDisconnected: the address as toySource says (sealed, clear or none) */
+  const connectionMeta = (id: PeerIdentity): EventMetadata => {
     const source = sources.get(id)
     return source === undefined ? refusalMeta(id) : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, ...source }
+  }
+  /** the other events of a session: a paired toy's address is on its connection's events only
+   * (one connection, one address), not sealed again on every message; an unpaired one's in clear */
+  const deviceMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sources.get(id)
+    return source === undefined || 'sourceIp' in source ? refusalMeta(id) : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}` }
   }
   /** the address in a connection event's data: only where it is recorded in clear */
   const clearIp = (id: PeerIdentity): { ip?: string } => {
@@ -276,13 +283,13 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const connectionId = randomUUID()
     try {
       if (opts.toySource) sources.set(identity, await opts.toySource(identity.deviceId, identity.ip))
-      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ...clearIp(identity), clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
+      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ...clearIp(identity), clean: client.clean, protocolVersion: client.version, connectionId } }, connectionMeta(identity))
     } catch {
       throw connectError('event store unavailable', 3)
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
     sessions.open(client, identity, connectionId, (session, reason) => {
-      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId } }, deviceMeta(identity))
+      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId } }, connectionMeta(identity))
     })
     // connected while the broker closed: Aedes no longer answers it
     if (closing) endConnection(client, 'broker-shutdown')

@@ -51,13 +51,16 @@ export function householdOfSource(metadata: Record<string, unknown>): string | u
 
 /** Paired toys' addresses, sealed with their household's key (the `household-data` ring, which
  * erasure shreds with the household). The broker seals one on every connect: the unwrapped key is
- * kept here for `cacheMs` (10 minutes by default, at most `maxHouseholds` of them), so the steady
- * state costs one AES-GCM seal and one HMAC, no key-store read. Sealing with a key kept after the
+ * kept here for `cacheMs` (10 minutes by default, at most `maxHouseholds` of them) with the last
+ * address it sealed, so the steady state (a toy reconnecting from home) costs a map lookup: no
+ * key-store read, no cipher. Sealing with a key kept after the
  * household's erasure shredded it is harmless: the household's toys are revoked before its key is
  * shredded, and what such a key sealed opens nowhere once this cache lets it go. Opening always
  * asks the ring (`existingKey`), so an erased household reads `[erased]` at once. */
 export class HouseholdSources {
-  private readonly keys = new Map<string, { key: Buffer; at: number }>()
+  /** per household: its key, when it was read, and the last address sealed with it (a toy
+   * reconnecting from home is given the same sealed value, which says no more than its tag) */
+  private readonly keys = new Map<string, { key: Buffer; at: number; last?: { ip: string; source: SealedSource } }>()
   private readonly cacheMs: number
   private readonly maxHouseholds: number
   private readonly now: () => number
@@ -75,8 +78,14 @@ export class HouseholdSources {
    * the household's key is shredded */
   async source(householdId: string | undefined, ip: string): Promise<SourceMetadata> {
     if (householdId === undefined) return { sourceIp: ip }
-    const key = this.cached(householdId) ?? (await this.load(householdId))
-    return key === undefined ? {} : { ...sealSource(key, householdId, ip), sourceIpOwner: `household:${householdId}` }
+    const hit = this.fresh(householdId)
+    if (hit?.last?.ip === ip) return hit.last.source
+    const key = hit?.key ?? (await this.load(householdId))
+    if (key === undefined) return {}
+    const source: SealedSource = { ...sealSource(key, householdId, ip), sourceIpOwner: `household:${householdId}` }
+    const entry = this.keys.get(householdId)
+    if (entry?.key === key) entry.last = { ip, source }
+    return source
   }
 
   /** the address a household's toy connected from, or undefined once the household's key is shredded */
@@ -90,9 +99,9 @@ export class HouseholdSources {
     await this.ring.shred(householdId)
   }
 
-  private cached(householdId: string): Buffer | undefined {
+  private fresh(householdId: string) {
     const hit = this.keys.get(householdId)
-    return hit !== undefined && this.now() - hit.at < this.cacheMs ? hit.key : undefined
+    return hit !== undefined && this.now() - hit.at < this.cacheMs ? hit : undefined
   }
 
   private async load(householdId: string): Promise<Buffer | undefined> {

@@ -239,6 +239,8 @@ t.test("a paired toy's address is sealed with its household's key: ops see it op
   t.notOk('ip' in (connected[0]!.data as object), 'no address in the data')
   t.match(connected[0]!.metadata, { sourceIpSealed: /^[A-Za-z0-9+/]+=*$/, sourceIpTag: /^[A-Za-z0-9_-]{22}$/, sourceIpOwner: `household:${w.named}` })
   t.notOk('sourceIp' in connected[0]!.metadata, 'nor in clear in the metadata')
+  const published = (await history()).find((e) => e.type === 'PublishAccepted' && e.stream === 'mqtt-toy-alice')!
+  t.notOk('sourceIp' in published.metadata || 'sourceIpSealed' in published.metadata, "a message carries no address: its connection's events do")
   const before = JSON.stringify(await history())
   t.notOk(before.includes(ALICE_HOME) || before.includes(BOB_HOME), 'no event holds a paired toy\'s address in clear (kennel events tail, GET /v1/audit/events)')
   const created = (await history()).find((e) => e.type === 'RecordingCreated' && e.metadata.actor === 'device:toy-alice')!
