@@ -256,6 +256,9 @@ t.test("a paired toy's address is sealed with its household's key: ops see it op
   t.equal((await erase(w)).statusCode, 200)
   t.same(await timeline('toy-alice'), ['[erased]', '[erased]'], "after the household's erasure it reads [erased]")
   t.same(await timeline('toy-bob'), [BOB_HOME, BOB_HOME], "another household's toy is untouched")
+  // an event written before addresses were sealed (in clear) still reads as it was
+  await api.pki.store.append('mqtt-toy-bob', [{ type: 'DeviceConnected', data: { deviceId: 'toy-bob', serial: w.bobToy.serial, ip: '198.51.100.7', clean: true, protocolVersion: 4 }, metadata: { actor: 'device:toy-bob', credential: `cert:${w.bobToy.serial}`, sourceIp: '198.51.100.7' } }])
+  t.same(await timeline('toy-bob'), ['198.51.100.7', BOB_HOME, BOB_HOME], 'an older event keeps its address in clear')
 
   const shows = (what: string, text: string) => t.notOk(text.includes(ALICE_HOME), `${what} shows no address of her toy`)
   shows('the event history (kennel events tail)', JSON.stringify(await history()))
