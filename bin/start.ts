@@ -176,7 +176,7 @@ async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls:
     store,
     tls: { ca: ca.trustedPem, ...tls },
     checkCertificate: (deviceId, serial, now) => checkCertificate(devices.docs, deviceId, serial, now),
-    toySource: (deviceId, ip) => households.source(deviceView(devices.docs, deviceId)?.householdId, ip),
+    toySource: { householdOf: (deviceId) => deviceView(devices.docs, deviceId)?.householdId, source: (householdId, ip) => households.source(householdId, ip) },
     registry,
     log: log.child({ component: 'broker' }),
   })

@@ -205,17 +205,23 @@ async function startToyBroker(t: Test, w: Awaited<ReturnType<typeof world>>) {
     tls: { ca: ca.trustedPem, ...(await loadServerTls(config, ca)) },
     checkCertificate: (id, serial, now) => checkCertificate(devices.docs, id, serial, now),
     log: createLogger('silent'),
-    toySource: (id, ip) => households.source(deviceView(devices.docs, id)?.householdId, ip),
+    toySource: { householdOf: (id) => deviceView(devices.docs, id)?.householdId, source: (householdId, ip) => households.source(householdId, ip) },
   })
   const port = await broker.listen(0, '127.0.0.1')
+  /** connect from `home` */
+  const connect = async (toy: { keyPem: string; certPem: string; caPem: string; deviceId: string }, home: string) => {
+    const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: toy.keyPem, cert: toy.certPem, ca: toy.caPem, clientId: toy.deviceId, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...({ localAddress: home } as object) })
+    t.teardown(() => client.endAsync(true).catch(() => undefined))
+    await new Promise<void>((resolve, reject) => (client.once('connect', () => resolve()), client.once('error', reject)))
+    return client
+  }
   /** connect from `home`, publish one message (QoS 1), disconnect */
   const session = async (toy: { keyPem: string; certPem: string; caPem: string; deviceId: string }, home: string) => {
-    const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: toy.keyPem, cert: toy.certPem, ca: toy.caPem, clientId: toy.deviceId, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...({ localAddress: home } as object) })
-    await new Promise<void>((resolve, reject) => (client.once('connect', () => resolve()), client.once('error', reject)))
+    const client = await connect(toy, home)
     await client.publishAsync(`toys/${toy.deviceId}/events/hello`, 'woof', { qos: 1 })
     await client.endAsync()
   }
-  return { broker, session }
+  return { broker, devices, connect, session }
 }
 
 t.test("a paired toy's address is sealed with its household's key: ops see it opened, and after the household's erasure no read model, API response, CLI output, breach report or event shows it", async (t) => {
@@ -322,4 +328,34 @@ t.test('an erasure interrupted midway is listed as unfinished (kennel account er
   const account = await ctx.store.readStream(`account-${w.alice.accountId}`)
   t.same(account.filter((e) => e.type === 'AccountErasureStarted').length, 1, 'the second run started no new erasure')
   t.equal(account.at(-1)!.type, 'AccountErased')
+})
+
+t.test('a toy paired while connected: its session records its address in clear only while it was unpaired, sealed from the pairing on', async (t) => {
+  const w = await world(t)
+  const { api } = w
+  const NEW_HOME = '127.0.0.4'
+  const toys = await startToyBroker(t, w)
+  const toy = await api.pki.enroll('toy-new')
+  const client = await toys.connect(toy, NEW_HOME)
+  await client.publishAsync('toys/toy-new/events/hello', 'unboxed', { qos: 1 })
+  const paired = await api.app.inject({ method: 'POST', url: `/v1/households/${w.named}/devices`, headers: bearer(w.alice.token), payload: { claimCode: toy.claimCode } })
+  t.equal(paired.statusCode, 201, 'paired while connected')
+  const claimedAt = await api.pki.store.headPosition()
+  await toys.devices.waitFor(claimedAt)
+  for (let i = 0; i < 3; i++) await client.publishAsync('toys/toy-new/events/hello', `paired ${i}`, { qos: 1 })
+  await client.endAsync()
+  await toys.broker.flushEvents()
+
+  const session = await api.pki.store.readStream('mqtt-toy-new')
+  t.match(session[0], { type: 'DeviceConnected', data: { ip: NEW_HOME } }, 'connected while unpaired: in clear (docs/EVENTS.md)')
+  const after = session.filter((e) => e.position > claimedAt)
+  t.same(after.map((e) => e.type), ['PublishAccepted', 'PublishAccepted', 'PublishAccepted', 'DeviceDisconnected'])
+  t.notOk(JSON.stringify(after).includes(NEW_HOME), 'nothing recorded after the pairing holds the address in clear')
+  t.match(after.at(-1)!.metadata, { sourceIpOwner: `household:${w.named}`, sourceIpSealed: /./ }, "its disconnection is sealed with the household's key")
+  t.notOk('ip' in (after.at(-1)!.data as object))
+
+  t.equal((await erase(w)).statusCode, 200)
+  const timeline = (await api.app.inject({ method: 'GET', url: '/v1/ops/devices/toy-new', headers: bearer(w.auditor) })).json().timeline
+  t.same(timeline.filter((e: { type: string; stream: string }) => e.type.startsWith('Device') && e.stream === 'mqtt-toy-new').map((e: { type: string; data: { ip: string } }) => [e.type, e.data.ip]), [['DeviceDisconnected', '[erased]'], ['DeviceConnected', NEW_HOME]], 'after the erasure: [erased], but for the connection made before the pairing')
+  await toys.broker.close()
 })
