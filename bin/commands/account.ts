@@ -146,10 +146,10 @@ export function registerAccountCommands(program: Command): void {
   account
     .command('erasures')
     .description('erasures that started and did not finish (AccountErasureStarted without AccountErased): finish each with `kennel account erase <accountId> --reason <text>`')
-    .requiredOption('--pending', 'only the unfinished ones (the only listing there is: finished erasures are AccountErased events)')
+    .option('--pending', 'the unfinished ones (the default, and the only listing there is: finished erasures are AccountErased events)')
     .option('--json', 'one JSON object per line')
     .action(
-      action(async (opts: { pending: boolean; json?: boolean }) => {
+      action(async (opts: { pending?: boolean; json?: boolean }) => {
         await withStore(async (ctx) => {
           const pending = await listPendingErasures(ctx)
           if (opts.json) {
