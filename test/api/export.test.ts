@@ -1,5 +1,5 @@
 import t from 'tap'
-import { exportAccountByOps } from '../../bin/commands/account.ts'
+import { exportAccountByOps, grantRole } from '../../bin/commands/account.ts'
 import { bearer, buildTestApi, STRONG } from './helpers.ts'
 
 // The export (R12): a parent gets everything kennel holds about them and their household, with
@@ -64,4 +64,22 @@ t.test('a bearer token alone exports nothing: the password is given again, under
   t.equal(ok.statusCode, 200, 'the right password exports')
   t.equal(ok.json().account.email, 'alice@example.org')
   t.same(await since(), ['LoginFailed', 'AccountExported'], 'and records it')
+})
+
+t.test("the export opens the family's own sealed addresses and leaves out another person's (ops who revoked their toy)", async (t) => {
+  const api = await buildTestApi(t)
+  const alice = await api.parent('alice@example.org')
+  await api.pairedToy(alice.token, alice.householdId, 'toy-alice')
+  await api.signUp('ops@example.org')
+  await grantRole({ config: api.pki.config, store: api.pki.store, actor: 'cli:test' }, 'ops@example.org', 'ops')
+  const ops = (await api.app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'ops@example.org', password: STRONG } })).json().token as string
+  const OPS_DESK = '192.0.2.77'
+  const revoked = await api.app.inject({ method: 'POST', url: '/v1/ops/devices/toy-alice/revoke', headers: bearer(ops), payload: { reason: 'reported lost' }, remoteAddress: OPS_DESK })
+  t.equal(revoked.statusCode, 200, 'ops revoke her toy')
+  const res = await api.app.inject({ method: 'POST', url: '/v1/accounts/me/export', headers: bearer(alice.token), payload: { password: STRONG } })
+  t.equal(res.statusCode, 200, 'her export still works')
+  const event = res.json().events.find((e: { type: string }) => e.type === 'DeviceRevoked')
+  t.match(event, { data: { deviceId: 'toy-alice', reason: 'reported lost' } }, 'the revocation is in it')
+  t.notOk('sourceIp' in event.metadata, "without the ops person's address, which is theirs")
+  t.notOk(res.body.includes(OPS_DESK) || res.body.includes('Sealed'), 'nowhere in the document, sealed or not')
 })
