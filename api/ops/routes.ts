@@ -5,6 +5,7 @@ import { CERTIFICATES, certificateView, DEVICES, deviceView, type CertificateVie
 import { KennelError } from '../../infra/errors.ts'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import { accountStream, type PrivilegedRouteUsed } from '../accounts/events.ts'
+import { pendingErasures } from '../accounts/projection.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal, requireRole } from '../plugins/account-auth.ts'
 import { deviceIdPattern, errorResponses } from '../schemas.ts'
@@ -103,6 +104,18 @@ export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext })
     const events = [...(await read(deviceStream(deviceId))), ...(await read(mqttStream(deviceId)))].sort((a, b) => b.position - a.position).slice(0, req.query.limit)
     const certificates = device.serials.map((serial) => ctx.docs.get<CertificateView>(CERTIFICATES, serial)).filter((c) => c !== undefined)
     return { device: fleetEntry(ctx, device), certificates, timeline: await Promise.all(events.map((e) => timelineEntry(ctx, e))) }
+  })
+
+  app.get('/v1/ops/erasures', {
+    schema: {
+      tags: ['ops'],
+      summary: 'erasures that started and did not finish (AccountErasureStarted without AccountErased), oldest first: finish each with `kennel account erase <accountId> --reason <text>` (R12)',
+      security,
+      response: { 200: { type: 'object', properties: { erasures: { type: 'array', items: { type: 'object', additionalProperties: true } } } }, ...errorResponses },
+    },
+  }, async (req) => {
+    await recordPrivilegedRead(ctx, req, 'ops')
+    return { erasures: pendingErasures(ctx.docs).map(({ position: _, ...e }) => e) }
   })
 
   app.get<{ Querystring: { limit: number } }>('/v1/ops/alerts', {
