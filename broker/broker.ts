@@ -136,7 +136,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const refusalMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
   /** an accepted connection's address as its events record it (toySource): sealed at its CONNECT
    * for the household the toy had then, and sealed again for a new one when the toy is paired
-   * while connected (until that is done its events record no address) */
+   * while connected (until that is done its events record no address); once sealed, never in
+   * clear for the rest of the connection */
   type Source = { householdId: string | undefined; source: SourceMetadata; refreshing: boolean }
   const sources = new WeakMap<PeerIdentity, Source>()
   function sourceOf(id: PeerIdentity): SourceMetadata | undefined {
@@ -144,6 +145,8 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (entry === undefined || opts.toySource === undefined) return undefined
     const household = opts.toySource.householdOf(id.deviceId)
     if (household === entry.householdId) return entry.source
+    // unpaired while connected (its household erased: it is being cut off): never in clear again
+    if (household === undefined) return {}
     if (!entry.refreshing) {
       entry.refreshing = true
       void Promise.resolve(opts.toySource.source(household, id.ip)).then(

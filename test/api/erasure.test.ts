@@ -259,8 +259,18 @@ t.test("a paired toy's address is sealed with its household's key: ops see it op
   }
   t.same(await timeline('toy-alice'), [ALICE_HOME, ALICE_HOME], "ops' timeline opens it with the household's key")
 
+  // her toy is online when she erases herself: the broker cuts it off
+  const online = await toys.connect(w.aliceToy, ALICE_HOME)
+  const cutOff = new Promise<void>((resolve) => online.once('close', () => resolve()))
   t.equal((await erase(w)).statusCode, 200)
-  t.same(await timeline('toy-alice'), ['[erased]', '[erased]'], "after the household's erasure it reads [erased]")
+  await cutOff
+  await toys.broker.flushEvents()
+  const ended = (await history()).filter((e) => e.type === 'DeviceDisconnected' && e.stream === 'mqtt-toy-alice').at(-1)!
+  t.match(ended.data, { reason: 'revoked' }, 'the session open at the erasure ended')
+  t.notOk('ip' in (ended.data as object) || 'sourceIp' in ended.metadata, 'and its end holds no address in clear')
+  const after = await timeline('toy-alice')
+  t.equal(after.length, 4)
+  t.ok(after.slice(-2).every((ip: string) => ip === '[erased]') && after.every((ip: string | undefined) => ip === '[erased]' || ip === undefined), "after the household's erasure it reads [erased] (or nothing, for the end of the connection cut off by the erasure)")
   t.same(await timeline('toy-bob'), [BOB_HOME, BOB_HOME], "another household's toy is untouched")
   // an event written before addresses were sealed (in clear) still reads as it was
   await api.pki.store.append('mqtt-toy-bob', [{ type: 'DeviceConnected', data: { deviceId: 'toy-bob', serial: w.bobToy.serial, ip: '198.51.100.7', clean: true, protocolVersion: 4 }, metadata: { actor: 'device:toy-bob', credential: `cert:${w.bobToy.serial}`, sourceIp: '198.51.100.7' } }])
