@@ -23,7 +23,10 @@ try {
     throw err
   })
   const projector = await startProjector(config as Config, store, readModels, log)
-  void projector.caughtUp.then(() => post({ type: 'caughtUp' }), (err: unknown) => post({ type: 'failed', message: (err as Error).message }))
+  void projector.caughtUp.then(
+    () => post({ type: 'caughtUp' }),
+    (err: unknown) => post({ type: 'failed', message: (err as Error).message }),
+  )
   port.on('message', (m: ProjectorRequest) => {
     switch (m.type) {
       case 'waitFor':

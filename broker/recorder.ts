@@ -45,7 +45,11 @@ function deferred(): NonNullable<Pending['committed']> {
 }
 
 /** `onFailure` is told how many events an append that failed after its retries held (a metric) */
-export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {}): Recorder {
+export function createRecorder(
+  store: EventStore,
+  log: Logger,
+  { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {},
+): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
   let timer: NodeJS.Timeout | undefined
@@ -60,7 +64,10 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
       } catch (err) {
         const delayMs = RETRY_DELAYS_MS[attempt]
         if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
-        log.warn({ err: (err as Error).message, stream, events: events.length, delayMs }, 'broker event append failed; retrying with the same event ids')
+        log.warn(
+          { err: (err as Error).message, stream, events: events.length, delayMs },
+          'broker event append failed; retrying with the same event ids',
+        )
         await sleep(delayMs)
       }
     }

@@ -70,14 +70,30 @@ const LOGIN_LIFTS = 'api.loginLifts'
 export const accountsProjection: Projection = {
   name: 'api-accounts',
   version: 4,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErasureStarted', 'AccountErased'],
+  eventTypes: [
+    'AccountCreated',
+    'VerificationRequested',
+    'AccountVerified',
+    'RoleGranted',
+    'SessionStarted',
+    'SessionEnded',
+    'LoginBlockLifted',
+    'AccountErasureStarted',
+    'AccountErased',
+  ],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
       case 'AccountCreated': {
         const { accountId, emailHash, passwordHash, verificationRequired } = event.data
         if (tx.get(BY_EMAIL, emailHash) !== undefined) return
-        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [], verified: verificationRequired !== true } satisfies AccountDoc)
+        tx.put(ACCOUNTS, accountId, {
+          accountId,
+          emailHash,
+          passwordHash,
+          roles: [],
+          verified: verificationRequired !== true,
+        } satisfies AccountDoc)
         tx.put(BY_EMAIL, emailHash, accountId)
         return
       }
@@ -98,7 +114,8 @@ export const accountsProjection: Projection = {
       }
       case 'RoleGranted': {
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
-        if (a && !a.roles.includes(event.data.role)) tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
+        if (a && !a.roles.includes(event.data.role))
+          tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
         return
       }
       case 'SessionStarted': {
@@ -123,7 +140,11 @@ export const accountsProjection: Projection = {
       }
       case 'AccountErasureStarted': {
         if (tx.get(ERASED_ACCOUNTS, event.data.accountId) !== undefined) return
-        tx.put(ERASURES_STARTED, event.data.accountId, { ...event.data, actor: typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : 'unknown', position: recorded.position } satisfies ErasureStartedDoc)
+        tx.put(ERASURES_STARTED, event.data.accountId, {
+          ...event.data,
+          actor: typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : 'unknown',
+          position: recorded.position,
+        } satisfies ErasureStartedDoc)
         return
       }
       case 'AccountErased': {
@@ -135,7 +156,10 @@ export const accountsProjection: Projection = {
           if (a.pending) tx.delete(VERIFICATIONS, a.pending.tokenHash)
           tx.delete(ACCOUNTS, a.accountId)
         }
-        tx.put(ERASED_ACCOUNTS, event.data.accountId, { accountId: event.data.accountId, erasedAt: event.data.erasedAt } satisfies ErasedAccountDoc)
+        tx.put(ERASED_ACCOUNTS, event.data.accountId, {
+          accountId: event.data.accountId,
+          erasedAt: event.data.erasedAt,
+        } satisfies ErasedAccountDoc)
         return
       }
       case 'EmailReserved':
@@ -151,38 +175,47 @@ export const accountsProjection: Projection = {
   },
 }
 
-export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined => docs.get<AccountDoc>(ACCOUNTS, accountId)
+export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined =>
+  docs.get<AccountDoc>(ACCOUNTS, accountId)
 
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
 }
 
-export const erasureStarted = (docs: Documents, accountId: string): ErasureStartedDoc | undefined => docs.get<ErasureStartedDoc>(ERASURES_STARTED, accountId)
+export const erasureStarted = (docs: Documents, accountId: string): ErasureStartedDoc | undefined =>
+  docs.get<ErasureStartedDoc>(ERASURES_STARTED, accountId)
 
 /** erasures that started and did not finish (no AccountErased yet), oldest first */
 export function pendingErasures(docs: Documents): ErasureStartedDoc[] {
   return [...docs.values<ErasureStartedDoc>(ERASURES_STARTED)].sort((a, b) => a.position - b.position)
 }
 
-export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined => docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
+export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined =>
+  docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
 
 /** the account's sessions that have not ended (expired ones included: ending them costs nothing) */
 export function openSessionsOf(docs: Documents, accountId: string): SessionDoc[] {
   return [...docs.values<SessionDoc>(SESSIONS)].filter((s) => s.accountId === accountId && !s.ended)
 }
 
-export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
+export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined =>
+  docs.get<SessionDoc>(SESSIONS, tokenHash)
 
 export function sessionById(docs: Documents, sessionId: string): SessionDoc | undefined {
   const hash = docs.get<string>(SESSION_IDS, sessionId)
   return hash === undefined ? undefined : sessionByTokenHash(docs, hash)
 }
 
-export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
+export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined =>
+  docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
 
 /** how often the login limits were lifted for this account and address (login-limiter.ts loginKeys) */
 export function loginLifts(docs: Documents, accountId: string | undefined, ip: string): LoginLifts {
   const count = (id: string) => docs.get<number>(LOGIN_LIFTS, id) ?? 0
-  return { account: accountId ? count(`account:${accountId}`) : 0, accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0, ip: count(`ip:${ip}`) }
+  return {
+    account: accountId ? count(`account:${accountId}`) : 0,
+    accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0,
+    ip: count(`ip:${ip}`),
+  }
 }

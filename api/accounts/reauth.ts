@@ -16,16 +16,44 @@ import { type AccountDoc, loginLifts } from './projection.ts'
 /** the password, given again; KENNEL_ERR_REAUTH_REQUIRED without one, KENNEL_ERR_LOGIN_FAILED
  * (recorded) when it is wrong, KENNEL_ERR_RATE_LIMITED while the login waits run. `nothing` says
  * what did not happen: "nothing was erased". */
-export async function confirmPassword(ctx: ApiContext, req: FastifyRequest, account: AccountDoc, password: string | undefined, nothing: string): Promise<void> {
-  if (password === undefined || password.length === 0) throw new KennelError('KENNEL_ERR_REAUTH_REQUIRED', `this needs your password again: send {"password": "…"} (${nothing})`)
+export async function confirmPassword(
+  ctx: ApiContext,
+  req: FastifyRequest,
+  account: AccountDoc,
+  password: string | undefined,
+  nothing: string,
+): Promise<void> {
+  if (password === undefined || password.length === 0)
+    throw new KennelError(
+      'KENNEL_ERR_REAUTH_REQUIRED',
+      `this needs your password again: send {"password": "…"} (${nothing})`,
+    )
   const keys = loginKeys(account.emailHash, req.ip, loginLifts(ctx.docs, account.accountId, normaliseIp(req.ip)))
   const block = await ctx.loginLimiter.blocked(keys)
-  if (block) throw new KennelError('KENNEL_ERR_RATE_LIMITED', `too many wrong passwords; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })
+  if (block)
+    throw new KennelError(
+      'KENNEL_ERR_RATE_LIMITED',
+      `too many wrong passwords; wait ${block.retryAfterSeconds} s before the next attempt`,
+      { retryAfterSeconds: block.retryAfterSeconds },
+    )
   if (!(await argon2.verify(account.passwordHash, password))) {
     await ctx.loginLimiter.failed(keys)
     ctx.metrics.authFailures.inc({ kind: 'password' })
-    const failed: LoginFailed = { type: 'LoginFailed', data: { accountId: account.accountId, emailHash: account.emailHash, ip: req.ip, reason: 'wrong-password' } }
-    await ctx.append(accountStream(account.accountId), [{ ...failed, metadata: { actor: 'anonymous', credential: `password:${account.accountId}`, sourceIp: req.ip, correlationId: req.id } }])
+    const failed: LoginFailed = {
+      type: 'LoginFailed',
+      data: { accountId: account.accountId, emailHash: account.emailHash, ip: req.ip, reason: 'wrong-password' },
+    }
+    await ctx.append(accountStream(account.accountId), [
+      {
+        ...failed,
+        metadata: {
+          actor: 'anonymous',
+          credential: `password:${account.accountId}`,
+          sourceIp: req.ip,
+          correlationId: req.id,
+        },
+      },
+    ])
     throw new KennelError('KENNEL_ERR_LOGIN_FAILED', `the password is wrong: ${nothing}`)
   }
   await ctx.loginLimiter.succeeded(keys)
