@@ -52,6 +52,8 @@ export interface SessionDoc {
   accountId: string
   tokenHash: string
   expiresAt: string
+  /** when the login was recorded (absent for sessions read from an older read model) */
+  startedAt?: string
   ended: boolean
 }
 
@@ -69,7 +71,7 @@ const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 4,
+  version: 5,
   eventTypes: [
     'AccountCreated',
     'VerificationRequested',
@@ -120,7 +122,14 @@ export const accountsProjection: Projection = {
       }
       case 'SessionStarted': {
         const { sessionId, accountId, tokenHash, expiresAt } = event.data
-        tx.put(SESSIONS, tokenHash, { sessionId, accountId, tokenHash, expiresAt, ended: false } satisfies SessionDoc)
+        tx.put(SESSIONS, tokenHash, {
+          sessionId,
+          accountId,
+          tokenHash,
+          expiresAt,
+          startedAt: recorded.time,
+          ended: false,
+        } satisfies SessionDoc)
         tx.put(SESSION_IDS, sessionId, tokenHash)
         return
       }

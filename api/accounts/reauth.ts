@@ -10,8 +10,9 @@ import { type AccountDoc, loginLifts } from './projection.ts'
 // it (export: the address, the household names, where they and their toys connected from, and a
 // download URL for every recording). A token left on a shared tablet, or lifted from a browser,
 // does neither: the holder gives their password again, under the login limits, so a wrong one is
-// a LoginFailed and counts towards the waits like a failed login. A recent session alone was not
-// chosen: a stolen token is recent too.
+// a LoginFailed and counts towards the waits like a failed login. Erasure always asks for it; the
+// export also answers a GET within KENNEL_EXPORT_FRESH_LOGIN_SECONDS of the session's login (the
+// login was the password), which bounds, not closes, the use of a token stolen in those minutes.
 
 /** the password, given again; KENNEL_ERR_REAUTH_REQUIRED without one, KENNEL_ERR_LOGIN_FAILED
  * (recorded) when it is wrong, KENNEL_ERR_RATE_LIMITED while the login waits run. `nothing` says

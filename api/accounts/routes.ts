@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import argon2 from 'argon2'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
@@ -300,25 +300,56 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     },
   )
 
-  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key. Like
-  // erasure, not on a bearer token alone: the password is given again (reauth.ts).
+  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key. Not on
+  // a bearer token alone (reauth.ts): GET answers within KENNEL_EXPORT_FRESH_LOGIN_SECONDS of
+  // the session's login (the login was the password, as a "sudo mode" asks), POST with the
+  // password again at any time.
+  const sendExport = async (req: FastifyRequest, reply: FastifyReply) => {
+    const metadata = accountMetadata(req)
+    await ctx.catchUp()
+    const document = await exportAccount(
+      {
+        store: ctx.store,
+        docs: ctx.docs,
+        emails: ctx.emails,
+        personalData: ctx.personalData,
+        householdSources: ctx.householdSources,
+        now: ctx.now(),
+        metadata,
+        downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata),
+      },
+      principal(req).accountId,
+    )
+    return reply
+      .header('content-disposition', 'attachment; filename="kennel-export.json"')
+      .header('cache-control', 'no-store')
+      .send(document)
+  }
+  const exportSummary =
+    'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported'
+
   app.get(
     '/v1/accounts/me/export',
     {
       onRequest: authenticateAccount(ctx),
       schema: {
         tags: ['accounts'],
-        summary:
-          'refused with 403 KENNEL_ERR_REAUTH_REQUIRED: the export needs the password again, POST /v1/accounts/me/export with {"password"}',
+        summary: `${exportSummary}. Answers within KENNEL_EXPORT_FRESH_LOGIN_SECONDS (300) of the login; later 403 KENNEL_ERR_REAUTH_REQUIRED: log in again, or POST the password`,
         security: [{ bearer: [] }],
-        response: errorResponses,
+        response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
       },
     },
-    async () => {
-      throw new KennelError(
-        'KENNEL_ERR_REAUTH_REQUIRED',
-        'the export needs your password again: POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)',
-      )
+    async (req, reply) => {
+      const window = ctx.config.exportFreshLoginSeconds * 1000
+      const since = ctx.now().getTime() - principal(req).loggedInAt
+      if (window === 0 || since > window)
+        throw new KennelError(
+          'KENNEL_ERR_REAUTH_REQUIRED',
+          window === 0
+            ? 'the export needs your password again: POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)'
+            : `the export needs a login of the last ${ctx.config.exportFreshLoginSeconds} s: log in again (POST /v1/sessions), or POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)`,
+        )
+      return sendExport(req, reply)
     },
   )
 
@@ -330,8 +361,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
       preValidation: async (req) => void (req.body ??= {}),
       schema: {
         tags: ['accounts'],
-        summary:
-          'everything kennel holds about me and my households as one JSON document (password given again): account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+        summary: `${exportSummary}. The password given again, at any time`,
         security: [{ bearer: [] }],
         body: {
           type: 'object',
@@ -349,25 +379,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
           'the session token is invalid or has been revoked; log in again',
         )
       await confirmPassword(ctx, req, account, req.body.password, 'nothing was exported')
-      const metadata = accountMetadata(req)
-      await ctx.catchUp()
-      const document = await exportAccount(
-        {
-          store: ctx.store,
-          docs: ctx.docs,
-          emails: ctx.emails,
-          personalData: ctx.personalData,
-          householdSources: ctx.householdSources,
-          now: ctx.now(),
-          metadata,
-          downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata),
-        },
-        principal(req).accountId,
-      )
-      return reply
-        .header('content-disposition', 'attachment; filename="kennel-export.json"')
-        .header('cache-control', 'no-store')
-        .send(document)
+      return sendExport(req, reply)
     },
   )
 

@@ -148,7 +148,7 @@ export async function listPendingErasures(ctx: Pick<CommandContext, 'store'>): P
 }
 
 /** Export everything kennel holds about the person with this address (R12), as
- * GET /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
+ * GET/POST /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
  * Without download URLs: they would expire (KENNEL_PRESIGN_TTL_SECONDS) before the file reaches
  * the person, who gets fresh ones from the API. */
 export async function exportAccountByOps(ctx: CommandContext, email: string): Promise<Record<string, unknown>> {
