@@ -16,6 +16,7 @@ import { devicesProjection } from '../devices/registry.ts'
 import type { DeviceCa } from '../devices/ca.ts'
 import { LoginLimiter } from './accounts/login-limiter.ts'
 import { EmailProtector, PersonalData } from './accounts/personal-data.ts'
+import { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import { accountsProjection } from './accounts/projection.ts'
 import { accountRoutes } from './accounts/routes.ts'
 import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
@@ -123,6 +124,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     emails: new EmailProtector(deps.masterKey, personKeys),
     personalData: new PersonalData(personKeys),
+    householdSources: new HouseholdSources(new KeyRing(keys, deps.masterKey, 'household-data', { now })),
     loginLimiter: new LoginLimiter(
       {
         freeFailures: config.loginLimits,

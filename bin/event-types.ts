@@ -62,6 +62,7 @@ const known = {
   SessionEnded: true,
   LoginFailed: true,
   PrivilegedRouteUsed: true,
+  AccountErasureStarted: true,
   AccountErased: true,
   AccountExported: true,
   HouseholdCreated: true,

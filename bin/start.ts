@@ -10,7 +10,7 @@ import { createBroker, type Broker } from '../broker/broker.ts'
 import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
-import { checkCertificate, devicesProjection } from '../devices/registry.ts'
+import { checkCertificate, devicesProjection, deviceView } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
 import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
@@ -22,7 +22,9 @@ import type { AuditPort } from '../api/audit/routes.ts'
 import type { NotifyDevice } from '../api/context.ts'
 import { listenApi, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
-import { loadMasterKey } from '../infra/blobstore/keys.ts'
+import { KeyRing, loadMasterKey } from '../infra/blobstore/keys.ts'
+import { openKeyStore } from '../infra/keystore/open.ts'
+import { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
 import { openMailer } from '../infra/mail/open.ts'
 import { processMetrics } from '../infra/ops/process-metrics.ts'
@@ -222,11 +224,19 @@ async function startBroker(
   const devices = followProjections(store, [devicesProjection], log.child({ component: 'broker-devices' }))
   stops.push(() => devices.stop())
   await devices.caughtUp
+  // a paired toy's address is its family's home address: sealed with the household's key (R12)
+  const keys = await openKeyStore(config, log)
+  stops.push(() => keys.close())
+  const households = new HouseholdSources(new KeyRing(keys, loadMasterKey(config), 'household-data'))
   const broker = await createBroker({
     config,
     store,
     tls: { ca: ca.trustedPem, ...tls },
     checkCertificate: (deviceId, serial, now) => checkCertificate(devices.docs, deviceId, serial, now),
+    toySource: {
+      householdOf: (deviceId) => deviceView(devices.docs, deviceId)?.householdId,
+      source: (householdId, ip) => households.source(householdId, ip),
+    },
     registry,
     log: log.child({ component: 'broker' }),
   })

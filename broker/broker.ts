@@ -32,6 +32,7 @@ import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
 import { createSessions, type Session } from './sessions.ts'
 import { createUnacknowledgedPublishes } from './unacknowledged.ts'
+import type { SourceMetadata } from '../infra/keystore/sealed-source.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (preConnect, authenticate, authorizePublish, authorizeSubscribe,
@@ -70,6 +71,19 @@ export interface BrokerOptions {
   /** Redis key prefix in cluster mode (default `kennel:`); tests use one per run */
   clusterKeyPrefix?: string
   now?: () => Date
+  /** what the events of an accepted connection record of the toy's address (R12): a paired toy's
+   * sealed with its household's key, an unpaired one's in clear; default: in clear. Refusals
+   * always record it in clear. */
+  toySource?: ToySource
+}
+
+/** a toy's household and what its events record of its address (bin/start.ts wires the broker's
+ * devices view and infra/keystore/sealed-source.ts HouseholdSources) */
+export interface ToySource {
+  /** the toy's household now; undefined while it is unpaired */
+  householdOf(deviceId: string): string | undefined
+  /** what its events record of `ip` for that household: clear, sealed, or nothing */
+  source(householdId: string | undefined, ip: string): SourceMetadata | Promise<SourceMetadata>
 }
 
 export interface Broker {
@@ -161,11 +175,59 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> =>
     recorder.record(stream, event, metadata)
-  const deviceMeta = (id: PeerIdentity): EventMetadata => ({
+  const refusalMeta = (id: PeerIdentity): EventMetadata => ({
     actor: `device:${id.deviceId}`,
     credential: `cert:${id.serial}`,
     sourceIp: id.ip,
   })
+  /** an accepted connection's address as its events record it (toySource): sealed at its CONNECT
+   * for the household the toy had then, and sealed again for a new one when the toy is paired
+   * while connected (until that is done its events record no address); once sealed, never in
+   * clear for the rest of the connection */
+  type Source = { householdId: string | undefined; source: SourceMetadata; refreshing: boolean }
+  const sources = new WeakMap<PeerIdentity, Source>()
+  function sourceOf(id: PeerIdentity): SourceMetadata | undefined {
+    const entry = sources.get(id)
+    if (entry === undefined || opts.toySource === undefined) return undefined
+    const household = opts.toySource.householdOf(id.deviceId)
+    if (household === entry.householdId) return entry.source
+    // unpaired while connected (its household erased: it is being cut off): never in clear again
+    if (household === undefined) return {}
+    if (!entry.refreshing) {
+      entry.refreshing = true
+      void Promise.resolve(opts.toySource.source(household, id.ip)).then(
+        (source) => Object.assign(entry, { householdId: household, source, refreshing: false }),
+        (err: unknown) => (
+          (entry.refreshing = false),
+          log.warn(
+            { err, deviceId: id.deviceId },
+            'cannot seal the address of a toy paired while connected; its events record none until it can',
+          )
+        ),
+      )
+    }
+    return {}
+  }
+  /** DeviceConnected and DeviceDisconnected: the address as toySource says (sealed, clear or none) */
+  const connectionMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sourceOf(id)
+    return source === undefined
+      ? refusalMeta(id)
+      : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, ...source }
+  }
+  /** the other events of a session: a paired toy's address is on its connection's events only
+   * (one connection, one address), not sealed again on every message; an unpaired one's in clear */
+  const deviceMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sourceOf(id)
+    return source === undefined || 'sourceIp' in source
+      ? refusalMeta(id)
+      : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}` }
+  }
+  /** the address in a connection event's data: only where it is recorded in clear */
+  const clearIp = (id: PeerIdentity): { ip?: string } => {
+    const source = sourceOf(id)
+    return source === undefined || 'sourceIp' in source ? { ip: id.ip } : {}
+  }
 
   function recordRefusal(r: PeerRefusal): Promise<void> {
     metrics.authFailures.inc({ reason: r.reason })
@@ -208,7 +270,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const limit: Limited = {
       stream: mqttStream(id.deviceId),
       event: { type: 'RateLimitExceeded', data },
-      metadata: deviceMeta(id),
+      metadata: refusalMeta(id),
     }
     return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit)
       ? record(limit.stream, limit.event, limit.metadata)
@@ -374,6 +436,14 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     const connectionId = randomUUID()
     try {
+      if (opts.toySource) {
+        const householdId = opts.toySource.householdOf(identity.deviceId)
+        sources.set(identity, {
+          householdId,
+          source: await opts.toySource.source(householdId, identity.ip),
+          refreshing: false,
+        })
+      }
       await record(
         mqttStream(identity.deviceId),
         {
@@ -381,13 +451,13 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
           data: {
             deviceId: identity.deviceId,
             serial: identity.serial,
-            ip: identity.ip,
+            ...clearIp(identity),
             clean: client.clean,
             protocolVersion: client.version,
             connectionId,
           },
         },
-        deviceMeta(identity),
+        connectionMeta(identity),
       )
     } catch {
       throw connectError('event store unavailable', 3)
@@ -398,9 +468,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
         mqttStream(identity.deviceId),
         {
           type: 'DeviceDisconnected',
-          data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId },
+          data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId },
         },
-        deviceMeta(identity),
+        connectionMeta(identity),
       )
     })
     // connected while the broker closed: Aedes no longer answers it

@@ -39,13 +39,14 @@ export type AuthFailureReason =
   | 'protocol-refused'
 
 /** `connectionId` (absent in events before it was added) pairs a connection's DeviceConnected with its one DeviceDisconnected */
+/** `ip` only for a toy with no household: a paired toy's address is in the metadata, sealed with its household's key (docs/EVENTS.md) */
 export interface DeviceConnected {
   type: 'DeviceConnected'
-  data: { deviceId: string; serial: string; ip: string; clean: boolean; protocolVersion: number; connectionId: string }
+  data: { deviceId: string; serial: string; ip?: string; clean: boolean; protocolVersion: number; connectionId: string }
 }
 export interface DeviceDisconnected {
   type: 'DeviceDisconnected'
-  data: { deviceId: string; reason: DisconnectReason; ip: string; connectionId: string }
+  data: { deviceId: string; reason: DisconnectReason; ip?: string; connectionId: string }
 }
 export interface DeviceAuthFailed {
   type: 'DeviceAuthFailed'

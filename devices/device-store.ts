@@ -24,8 +24,9 @@ export interface DeviceDeps {
   /** the credential the actor used (`cert:<serial>`, `token:<id>`), recorded as `credential` */
   credential?: string
   sourceIp?: string
-  /** a person's action: their source address sealed with their key, instead of sourceIp (R12) */
-  sealedSource?: { sourceIpSealed: string; sourceIpTag: string }
+  /** a person's action, or a paired toy's: the source address sealed with the person's or the
+   * household's key, instead of sourceIp (R12, infra/keystore/sealed-source.ts) */
+  sealedSource?: { sourceIpSealed: string; sourceIpTag: string; sourceIpOwner?: string }
   correlationId?: string
   /** the devices read model, when the caller keeps one: O(1) serial lookups */
   docs?: Documents

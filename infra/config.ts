@@ -375,6 +375,12 @@ export const configKeys = {
     '720',
     int(5, 10_080),
   ),
+  exportFreshLoginSeconds: key(
+    'KENNEL_EXPORT_FRESH_LOGIN_SECONDS',
+    'GET /v1/accounts/me/export answers a session this many seconds after its login (the login was the password); older sessions POST the password again; 0: always the password (R12)',
+    '300',
+    int(0, 3600),
+  ),
   denylist: key('KENNEL_DENYLIST', 'CIDRs refused on accept, before TLS, on broker and API (R9)', '', cidrList),
   tlsHandshakeTimeoutSeconds: key(
     'KENNEL_TLS_HANDSHAKE_TIMEOUT_SECONDS',

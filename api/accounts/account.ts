@@ -123,6 +123,7 @@ export function evolve(state: AccountState, event: AccountEvent): AccountState {
     case 'LoginBlockLifted':
     case 'PrivilegedRouteUsed':
     case 'AccountExported':
+    case 'AccountErasureStarted':
       return state
     default: {
       const _: never = event

@@ -9,6 +9,7 @@ import { recordingStream } from '../recordings/events.ts'
 import { recordingsOfHousehold, recordingView, type RecordingDoc } from '../recordings/projection.ts'
 import { accountStream, emailStream, type AccountExported } from './events.ts'
 import { ERASED, type EmailProtector, type PersonalData } from './personal-data.ts'
+import { householdOfSource, type HouseholdSources } from '../../infra/keystore/sealed-source.ts'
 import { accountById } from './projection.ts'
 
 // The export (R12; ETSI EN 303 645 5.11): everything kennel holds about a person and their
@@ -24,6 +25,8 @@ export interface ExportDeps {
   docs: Documents
   emails: EmailProtector
   personalData: PersonalData
+  /** the household keys that seal paired toys' addresses */
+  householdSources: HouseholdSources
   now: Date
   /** a download URL for a stored recording (the API issues and records one); absent: none */
   downloadUrl?: (r: RecordingDoc) => Promise<{ url: string; expiresAt: string }>
@@ -47,9 +50,20 @@ async function readable(deps: ExportDeps, accountId: string, e: RecordedEvent): 
         )) ?? ERASED
     else data[k] = v
   }
-  const { sourceIpSealed, sourceIpTag: _, ...metadata } = e.metadata as Record<string, unknown>
-  if (typeof sourceIpSealed === 'string')
-    metadata.sourceIp = (await deps.personalData.openSource(accountId, sourceIpSealed)) ?? ERASED
+  const { sourceIpSealed, sourceIpTag: _, sourceIpOwner: __, ...metadata } = e.metadata as Record<string, unknown>
+  if (typeof sourceIpSealed === 'string') {
+    // a toy's address opens with its household's key; a person's with theirs, and another
+    // member's address is theirs, not the exporter's: left out
+    const household = householdOfSource(e.metadata)
+    if (household !== undefined)
+      metadata.sourceIp = (await deps.householdSources.open(household, sourceIpSealed)) ?? ERASED
+    else if (
+      metadata.actor === `account:${accountId}` ||
+      ((typeof metadata.actor !== 'string' || !metadata.actor.startsWith('account:')) &&
+        e.stream === accountStream(accountId))
+    )
+      metadata.sourceIp = (await deps.personalData.openSource(accountId, sourceIpSealed)) ?? ERASED
+  }
   return { position: e.position, time: e.time, stream: e.stream, type: e.type, data, metadata }
 }
 

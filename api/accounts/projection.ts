@@ -30,6 +30,18 @@ export interface VerificationDoc {
   verificationId: string
 }
 
+/** an erasure under way: what it set out to erase, who started it and when (nothing personal) */
+export interface ErasureStartedDoc {
+  accountId: string
+  startedAt: string
+  reason: string
+  householdIds: string[]
+  deviceIds: string[]
+  recordingIds: string[]
+  actor: string
+  position: number
+}
+
 export interface ErasedAccountDoc {
   accountId: string
   erasedAt: string
@@ -40,6 +52,8 @@ export interface SessionDoc {
   accountId: string
   tokenHash: string
   expiresAt: string
+  /** when the login was recorded (absent for sessions read from an older read model) */
+  startedAt?: string
   ended: boolean
 }
 
@@ -50,12 +64,14 @@ const SESSION_IDS = 'api.sessionIds'
 const VERIFICATIONS = 'api.verifications'
 /** erased accounts: accountId → ErasedAccountDoc (nothing personal) */
 const ERASED_ACCOUNTS = 'api.erasedAccounts'
+/** erasures started and not finished: accountId → ErasureStartedDoc (AccountErased removes it) */
+const ERASURES_STARTED = 'api.erasuresStarted'
 /** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
 const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 3,
+  version: 5,
   eventTypes: [
     'AccountCreated',
     'VerificationRequested',
@@ -64,6 +80,7 @@ export const accountsProjection: Projection = {
     'SessionStarted',
     'SessionEnded',
     'LoginBlockLifted',
+    'AccountErasureStarted',
     'AccountErased',
   ],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
@@ -105,7 +122,14 @@ export const accountsProjection: Projection = {
       }
       case 'SessionStarted': {
         const { sessionId, accountId, tokenHash, expiresAt } = event.data
-        tx.put(SESSIONS, tokenHash, { sessionId, accountId, tokenHash, expiresAt, ended: false } satisfies SessionDoc)
+        tx.put(SESSIONS, tokenHash, {
+          sessionId,
+          accountId,
+          tokenHash,
+          expiresAt,
+          startedAt: recorded.time,
+          ended: false,
+        } satisfies SessionDoc)
         tx.put(SESSION_IDS, sessionId, tokenHash)
         return
       }
@@ -123,7 +147,17 @@ export const accountsProjection: Projection = {
         bump(`ip:${ip}`)
         return
       }
+      case 'AccountErasureStarted': {
+        if (tx.get(ERASED_ACCOUNTS, event.data.accountId) !== undefined) return
+        tx.put(ERASURES_STARTED, event.data.accountId, {
+          ...event.data,
+          actor: typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : 'unknown',
+          position: recorded.position,
+        } satisfies ErasureStartedDoc)
+        return
+      }
       case 'AccountErased': {
+        tx.delete(ERASURES_STARTED, event.data.accountId)
         // R12: the account and its address lookup go; the address is free for a new sign-up
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
         if (a) {
@@ -156,6 +190,14 @@ export const accountById = (docs: Documents, accountId: string): AccountDoc | un
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
+}
+
+export const erasureStarted = (docs: Documents, accountId: string): ErasureStartedDoc | undefined =>
+  docs.get<ErasureStartedDoc>(ERASURES_STARTED, accountId)
+
+/** erasures that started and did not finish (no AccountErased yet), oldest first */
+export function pendingErasures(docs: Documents): ErasureStartedDoc[] {
+  return [...docs.values<ErasureStartedDoc>(ERASURES_STARTED)].sort((a, b) => a.position - b.position)
 }
 
 export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined =>

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import argon2 from 'argon2'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
@@ -9,6 +9,7 @@ import { accountStream, type LoginFailed, type SessionEnded, type SessionStarted
 import { loginKeys, normaliseIp } from './login-limiter.ts'
 import { accountByEmailHash, accountById, loginLifts, sessionById } from './projection.ts'
 import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
+import { confirmPassword } from './reauth.ts'
 import { exportAccount } from './export.ts'
 import { issueDownloadUrl } from '../recordings/service.ts'
 import { passwordProblem } from './password-policy.ts'
@@ -271,40 +272,20 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
           'KENNEL_ERR_UNAUTHENTICATED',
           'the session token is invalid or has been revoked; log in again',
         )
-      const keys = loginKeys(account.emailHash, req.ip, loginLifts(ctx.docs, account.accountId, normaliseIp(req.ip)))
-      const block = await ctx.loginLimiter.blocked(keys)
-      if (block)
-        throw new KennelError(
-          'KENNEL_ERR_RATE_LIMITED',
-          `too many wrong passwords; wait ${block.retryAfterSeconds} s before the next attempt`,
-          { retryAfterSeconds: block.retryAfterSeconds },
-        )
-      if (!(await argon2.verify(account.passwordHash, req.body.password))) {
-        await ctx.loginLimiter.failed(keys)
-        ctx.metrics.authFailures.inc({ kind: 'password' })
-        const failed: LoginFailed = {
-          type: 'LoginFailed',
-          data: { accountId: account.accountId, emailHash: account.emailHash, ip: req.ip, reason: 'wrong-password' },
-        }
-        await ctx.append(accountStream(account.accountId), [
-          {
-            ...failed,
-            metadata: {
-              actor: 'anonymous',
-              credential: `password:${account.accountId}`,
-              sourceIp: req.ip,
-              correlationId: req.id,
-            },
-          },
-        ])
-        throw new KennelError('KENNEL_ERR_LOGIN_FAILED', 'the password is wrong: nothing was erased')
-      }
-      await ctx.loginLimiter.succeeded(keys)
+      await confirmPassword(ctx, req, account, req.body.password, 'nothing was erased')
       await ctx.catchUp()
       // no source address: the key it would be sealed with is the one being shredded
       const metadata = { actor: `account:${p.accountId}`, credential: `token:${p.sessionId}`, correlationId: req.id }
       const erased = await eraseAccount(
-        { store: ctx.store, docs: ctx.docs, blobs: ctx.blobs, personKeys: ctx.personalData, now: ctx.now(), metadata },
+        {
+          store: ctx.store,
+          docs: ctx.docs,
+          blobs: ctx.blobs,
+          personKeys: ctx.personalData,
+          householdKeys: ctx.householdSources,
+          now: ctx.now(),
+          metadata,
+        },
         account.accountId,
         HOLDER_REQUEST,
       )
@@ -319,38 +300,86 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     },
   )
 
-  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key
+  // R12 (ETSI EN 303 645 5.11): a parent's own data, sealed values opened with their key. Not on
+  // a bearer token alone (reauth.ts): GET answers within KENNEL_EXPORT_FRESH_LOGIN_SECONDS of
+  // the session's login (the login was the password, as a "sudo mode" asks), POST with the
+  // password again at any time.
+  const sendExport = async (req: FastifyRequest, reply: FastifyReply) => {
+    const metadata = accountMetadata(req)
+    await ctx.catchUp()
+    const document = await exportAccount(
+      {
+        store: ctx.store,
+        docs: ctx.docs,
+        emails: ctx.emails,
+        personalData: ctx.personalData,
+        householdSources: ctx.householdSources,
+        now: ctx.now(),
+        metadata,
+        downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata),
+      },
+      principal(req).accountId,
+    )
+    return reply
+      .header('content-disposition', 'attachment; filename="kennel-export.json"')
+      .header('cache-control', 'no-store')
+      .send(document)
+  }
+  const exportSummary =
+    'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported'
+
   app.get(
     '/v1/accounts/me/export',
     {
       onRequest: authenticateAccount(ctx),
       schema: {
         tags: ['accounts'],
-        summary:
-          'everything kennel holds about me and my households as one JSON document: account, households, toys, recordings with download URLs, the events that name them; recorded as AccountExported',
+        summary: `${exportSummary}. Answers within KENNEL_EXPORT_FRESH_LOGIN_SECONDS (300) of the login; later 403 KENNEL_ERR_REAUTH_REQUIRED: log in again, or POST the password`,
         security: [{ bearer: [] }],
         response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
       },
     },
     async (req, reply) => {
-      const metadata = accountMetadata(req)
-      await ctx.catchUp()
-      const document = await exportAccount(
-        {
-          store: ctx.store,
-          docs: ctx.docs,
-          emails: ctx.emails,
-          personalData: ctx.personalData,
-          now: ctx.now(),
-          metadata,
-          downloadUrl: (r) => issueDownloadUrl(ctx, r, metadata),
+      const window = ctx.config.exportFreshLoginSeconds * 1000
+      const since = ctx.now().getTime() - principal(req).loggedInAt
+      if (window === 0 || since > window)
+        throw new KennelError(
+          'KENNEL_ERR_REAUTH_REQUIRED',
+          window === 0
+            ? 'the export needs your password again: POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)'
+            : `the export needs a login of the last ${ctx.config.exportFreshLoginSeconds} s: log in again (POST /v1/sessions), or POST /v1/accounts/me/export with {"password": "…"} (nothing was exported)`,
+        )
+      return sendExport(req, reply)
+    },
+  )
+
+  app.post<{ Body: { password?: string } }>(
+    '/v1/accounts/me/export',
+    {
+      onRequest: authenticateAccount(ctx),
+      // no body at all is a missing password too (KENNEL_ERR_REAUTH_REQUIRED), not a malformed request
+      preValidation: async (req) => void (req.body ??= {}),
+      schema: {
+        tags: ['accounts'],
+        summary: `${exportSummary}. The password given again, at any time`,
+        security: [{ bearer: [] }],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { password: { type: 'string', maxLength: 256 } },
         },
-        principal(req).accountId,
-      )
-      return reply
-        .header('content-disposition', 'attachment; filename="kennel-export.json"')
-        .header('cache-control', 'no-store')
-        .send(document)
+        response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const account = accountById(ctx.docs, principal(req).accountId)
+      if (!account)
+        throw new KennelError(
+          'KENNEL_ERR_UNAUTHENTICATED',
+          'the session token is invalid or has been revoked; log in again',
+        )
+      await confirmPassword(ctx, req, account, req.body.password, 'nothing was exported')
+      return sendExport(req, reply)
     },
   )
 

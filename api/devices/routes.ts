@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { DeviceCa } from '../../devices/ca.ts'
 import { renewCertificate } from '../../devices/renew.ts'
 import type { ApiContext } from '../context.ts'
-import { authenticateDevice, deviceMetadata, devicePrincipal } from '../plugins/device-auth.ts'
+import { authenticateDevice, deviceMetadata, devicePrincipal, deviceSource } from '../plugins/device-auth.ts'
 import { deviceRecordingRoutes } from '../recordings/device-routes.ts'
 import { errorResponses } from '../schemas.ts'
 
@@ -52,7 +52,7 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
           config: ctx.config,
           actor: meta.actor!,
           credential: meta.credential,
-          sourceIp: req.ip,
+          ...deviceSource(req),
           correlationId: req.id,
           now: ctx.now(),
           docs: ctx.docs,

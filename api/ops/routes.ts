@@ -12,10 +12,16 @@ import {
 import { KennelError } from '../../infra/errors.ts'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import { accountStream, type PrivilegedRouteUsed } from '../accounts/events.ts'
+import { pendingErasures } from '../accounts/projection.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal, requireRole } from '../plugins/account-auth.ts'
 import { deviceIdPattern, errorResponses } from '../schemas.ts'
 import { streamAlerts } from './live-alerts.ts'
+import { ERASED } from '../accounts/personal-data.ts'
+import { householdOfSource } from '../../infra/keystore/sealed-source.ts'
+
+/** the broker's events whose data held the toy's address before it was sealed (broker/events.ts) */
+const CONNECTION_EVENTS = new Set(['DeviceConnected', 'DeviceDisconnected'])
 
 // Ops (R3, R4, R11): revocation is the devices context's DeviceRevoked event; reads by ops are
 // evented too (PrivilegedRouteUsed), so that what a stolen ops token looked at can be listed.
@@ -64,9 +70,14 @@ function fleetEntry(
 }
 
 /** an event of a toy's timeline, without the claim code's hash: it derives from the secret on the
- * toy's box, and ops have no use for it (auditors see whole events) */
-function timelineEntry(e: RecordedEvent) {
+ * toy's box, and ops have no use for it (auditors see whole events). A paired toy's address is
+ * sealed with its household's key (R12): a connection's `ip` is opened here, `[erased]` once the
+ * household was erased. */
+async function timelineEntry(ctx: ApiContext, e: RecordedEvent) {
   const { claimCodeHash: _, ...data } = e.data as Record<string, unknown>
+  const household = householdOfSource(e.metadata)
+  if (household !== undefined && CONNECTION_EVENTS.has(e.type) && typeof e.metadata.sourceIpSealed === 'string')
+    data.ip = (await ctx.householdSources.open(household, e.metadata.sourceIpSealed)) ?? ERASED
   return {
     id: e.id,
     stream: e.stream,
@@ -196,7 +207,34 @@ export async function opsRoutes(app: FastifyInstance, opts: { ctx: ApiContext })
       const certificates = device.serials
         .map((serial) => ctx.docs.get<CertificateView>(CERTIFICATES, serial))
         .filter((c) => c !== undefined)
-      return { device: fleetEntry(ctx, device), certificates, timeline: events.map(timelineEntry) }
+      return {
+        device: fleetEntry(ctx, device),
+        certificates,
+        timeline: await Promise.all(events.map((e) => timelineEntry(ctx, e))),
+      }
+    },
+  )
+
+  app.get(
+    '/v1/ops/erasures',
+    {
+      schema: {
+        tags: ['ops'],
+        summary:
+          'erasures that started and did not finish (AccountErasureStarted without AccountErased), oldest first: finish each with `kennel account erase <accountId> --reason <text>` (R12)',
+        security,
+        response: {
+          200: {
+            type: 'object',
+            properties: { erasures: { type: 'array', items: { type: 'object', additionalProperties: true } } },
+          },
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      await recordPrivilegedRead(ctx, req, 'ops')
+      return { erasures: pendingErasures(ctx.docs).map(({ position: _, ...e }) => e) }
     },
   )
 

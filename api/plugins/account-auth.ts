@@ -14,6 +14,8 @@ import type { SealedSource } from '../accounts/personal-data.ts'
 export interface AccountPrincipal {
   accountId: string
   sessionId: string
+  /** when the session's login was recorded: epoch ms, 0 when unknown */
+  loggedInAt: number
   roles: readonly Role[]
   /** where the request came from, sealed with the account's key (R12) */
   source: SealedSource
@@ -56,6 +58,7 @@ export function authenticateAccount(ctx: ApiContext) {
     req.account = {
       accountId: account.accountId,
       sessionId: session.sessionId,
+      loggedInAt: session.startedAt === undefined ? 0 : Date.parse(session.startedAt),
       roles: account.roles,
       source: await ctx.personalData.source(account.accountId, req.ip),
     }

@@ -1,7 +1,8 @@
 import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
-import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
+import { checkCertificate, deviceView, normalizeSerial } from '../../devices/registry.ts'
+import type { SealedSource, SourceMetadata } from '../../infra/keystore/sealed-source.ts'
 import type { ApiContext } from '../context.ts'
 import type { DeviceAuthRefused } from '../guard/events.ts'
 import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
@@ -17,6 +18,9 @@ import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 export interface DevicePrincipal {
   deviceId: string
   serial: string
+  /** where the request came from, as its events record it: sealed with the household's key for a
+   * paired toy (its family's home address, R12), in clear for an unpaired one */
+  source: SourceMetadata
 }
 
 declare module 'fastify' {
@@ -194,7 +198,11 @@ export function authenticateDevice(ctx: ApiContext) {
         { retryAfterSeconds: refusal.retryAfterSeconds },
       )
     }
-    req.device = { deviceId, serial }
+    req.device = {
+      deviceId,
+      serial,
+      source: await ctx.householdSources.source(deviceView(ctx.docs, deviceId)?.householdId, req.ip),
+    }
   }
 }
 
@@ -205,5 +213,15 @@ export function devicePrincipal(req: FastifyRequest): DevicePrincipal {
 
 export function deviceMetadata(req: FastifyRequest): Record<string, string> {
   const d = devicePrincipal(req)
-  return { actor: `device:${d.deviceId}`, credential: `cert:${d.serial}`, sourceIp: req.ip, correlationId: req.id }
+  return { actor: `device:${d.deviceId}`, credential: `cert:${d.serial}`, ...d.source, correlationId: req.id }
+}
+
+/** the toy's address for the devices context's deps (devices/device-store.ts metadataOf) */
+export function deviceSource(req: FastifyRequest): { sourceIp?: string; sealedSource?: SealedSource } {
+  const { source } = devicePrincipal(req)
+  return 'sourceIp' in source
+    ? { sourceIp: source.sourceIp }
+    : 'sourceIpSealed' in source
+      ? { sealedSource: source as SealedSource }
+      : {}
 }

@@ -10,7 +10,9 @@ import {
   accountById,
   accountsProjection,
   erasedAccount,
+  pendingErasures,
   type AccountDoc,
+  type ErasureStartedDoc,
 } from '../../api/accounts/projection.ts'
 import { householdsProjection } from '../../api/households/projection.ts'
 import { recordingsProjection } from '../../api/recordings/projection.ts'
@@ -18,6 +20,7 @@ import { devicesProjection } from '../../devices/registry.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { openBlobStore } from '../../infra/blobstore/open.ts'
 import { openKeyStore } from '../../infra/keystore/open.ts'
+import { HouseholdSources } from '../../infra/keystore/sealed-source.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { followProjections } from '../../projections/follow.ts'
 import { action, withStore, writeOutput, type CommandContext } from '../context.ts'
@@ -104,8 +107,17 @@ export async function eraseAccountByOps(
     if (accountId === undefined) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no account with this e-mail address')
     if (!accountById(followed.docs, accountId) && !erasedAccount(followed.docs, accountId))
       throw new KennelError('KENNEL_ERR_NOT_FOUND', `no account ${accountId}`)
+    const householdKeys = new KeyRing(keys, masterKey, 'household-data')
     const erased = await eraseAccount(
-      { store: ctx.store, docs: followed.docs, blobs, personKeys, now: new Date(), metadata: { actor: ctx.actor } },
+      {
+        store: ctx.store,
+        docs: followed.docs,
+        blobs,
+        personKeys,
+        householdKeys,
+        now: new Date(),
+        metadata: { actor: ctx.actor },
+      },
       accountId,
       why,
     )
@@ -122,8 +134,21 @@ export async function eraseAccountByOps(
   }
 }
 
+/** Erasures that started (AccountErasureStarted) and did not finish (no AccountErased): a crash,
+ * a blob store or key store that failed midway. Each is finished by erasing the account again
+ * (`kennel account erase <accountId> --reason …`), which does only the steps left. */
+export async function listPendingErasures(ctx: Pick<CommandContext, 'store'>): Promise<ErasureStartedDoc[]> {
+  const followed = followProjections(ctx.store, [accountsProjection])
+  try {
+    await followed.caughtUp
+    return pendingErasures(followed.docs)
+  } finally {
+    await followed.stop()
+  }
+}
+
 /** Export everything kennel holds about the person with this address (R12), as
- * GET /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
+ * GET/POST /v1/accounts/me/export does, for a request that reaches ops; recorded as AccountExported.
  * Without download URLs: they would expire (KENNEL_PRESIGN_TTL_SECONDS) before the file reaches
  * the person, who gets fresh ones from the API. */
 export async function exportAccountByOps(ctx: CommandContext, email: string): Promise<Record<string, unknown>> {
@@ -147,6 +172,7 @@ export async function exportAccountByOps(ctx: CommandContext, email: string): Pr
         docs: followed.docs,
         emails,
         personalData: new PersonalData(personKeys),
+        householdSources: new HouseholdSources(new KeyRing(keys, masterKey, 'household-data')),
         now: new Date(),
         metadata: { actor: ctx.actor },
       },
@@ -196,6 +222,36 @@ export function registerAccountCommands(program: Command): void {
       }),
     )
   account
+    .command('erasures')
+    .description(
+      'erasures that started and did not finish (AccountErasureStarted without AccountErased): finish each with `kennel account erase <accountId> --reason <text>`',
+    )
+    .option(
+      '--pending',
+      'the unfinished ones (the default, and the only listing there is: finished erasures are AccountErased events)',
+    )
+    .option('--json', 'one JSON object per line')
+    .action(
+      action(async (opts: { pending?: boolean; json?: boolean }) => {
+        await withStore(async (ctx) => {
+          const pending = await listPendingErasures(ctx)
+          if (opts.json) {
+            for (const e of pending) process.stdout.write(`${JSON.stringify(pendingView(e))}\n`)
+            return
+          }
+          if (pending.length === 0) {
+            process.stdout.write('no unfinished erasure\n')
+            return
+          }
+          for (const e of pending) {
+            process.stdout.write(
+              `account ${e.accountId}: started ${e.startedAt} by ${e.actor} (${e.reason}); ${e.householdIds.length} household(s), ${e.deviceIds.length} toy(s), ${e.recordingIds.length} recording(s); finish: kennel account erase ${e.accountId} --reason <text>\n`,
+            )
+          }
+        })
+      }),
+    )
+  account
     .command('export')
     .description(
       'everything kennel holds about the person with this e-mail and their households, as JSON (sealed values opened with their key); recorded as AccountExported',
@@ -230,3 +286,13 @@ export function registerAccountCommands(program: Command): void {
       }),
     )
 }
+
+const pendingView = (e: ErasureStartedDoc) => ({
+  accountId: e.accountId,
+  startedAt: e.startedAt,
+  actor: e.actor,
+  reason: e.reason,
+  householdIds: e.householdIds,
+  deviceIds: e.deviceIds,
+  recordingIds: e.recordingIds,
+})

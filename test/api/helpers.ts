@@ -145,6 +145,7 @@ export function request(
     rawBody?: string
     agent?: https.Agent
     headers?: Record<string, string>
+    localAddress?: string
   },
 ): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
@@ -160,6 +161,7 @@ export function request(
         key: opts.key,
         cert: opts.cert,
         agent: opts.agent ?? false,
+        ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}),
         headers: {
           ...(payload !== undefined
             ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }

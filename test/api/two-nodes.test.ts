@@ -65,7 +65,12 @@ if (reachable && admin) {
     })
     t.equal(session.statusCode, 200, `she logs in on the other node: ${session.body}`)
     const onB = session.json().token as string
-    const exported = await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })
+    const exported = await b.app.inject({
+      method: 'POST',
+      url: '/v1/accounts/me/export',
+      headers: bearer(onB),
+      payload: { password: STRONG },
+    })
     t.equal(exported.statusCode, 200)
     const doc = exported.json()
     t.equal(doc.account.email, EMAIL, 'her address, sealed on node A, opens on node B')
@@ -105,7 +110,14 @@ if (reachable && admin) {
     })
     t.equal(signUpAgain.statusCode, 202, 'the address may sign up again on node B, as a new account with a new key')
     t.equal(
-      (await b.app.inject({ method: 'GET', url: '/v1/accounts/me/export', headers: bearer(onB) })).statusCode,
+      (
+        await b.app.inject({
+          method: 'POST',
+          url: '/v1/accounts/me/export',
+          headers: bearer(onB),
+          payload: { password: STRONG },
+        })
+      ).statusCode,
       401,
       'her session on node B ended with the erasure',
     )

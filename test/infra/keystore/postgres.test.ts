@@ -8,6 +8,7 @@ import { fileKeyStore } from '../../../infra/keystore/files.ts'
 import { openKeyStore } from '../../../infra/keystore/open.ts'
 import { openPostgresKeyStore, POSTGRES_KEY_RECHECK_MS } from '../../../infra/keystore/postgres.ts'
 import { keyStoreContract } from './contract.ts'
+import { HouseholdSources, type SealedSource } from '../../../infra/keystore/sealed-source.ts'
 
 const base = process.env.KENNEL_TEST_PG_URL
 const admin = base === undefined ? undefined : new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 })
@@ -130,4 +131,29 @@ if (reachable && admin) {
     )
     t.same(fs.readdirSync(path.join(dataDir, 'blobs', 'keys')), [])
   })
+
+  t.test(
+    "a paired toy's address sealed by a broker node opens on an API node sharing the schema, and reads as erased there once the household is",
+    async (t) => {
+      const { url } = freshSchema(t)
+      const master = randomBytes(32)
+      const [brokerKeys, apiKeys] = [await openPostgresKeyStore(url), await openPostgresKeyStore(url)]
+      t.teardown(() => Promise.all([brokerKeys.close(), apiKeys.close()]))
+      const onBroker = new HouseholdSources(new KeyRing(brokerKeys, master, 'household-data'))
+      const onApi = new HouseholdSources(new KeyRing(apiKeys, master, 'household-data'))
+      const sealed = (await onBroker.source('h-1', '203.0.113.9')) as SealedSource
+      t.equal(
+        await onApi.open('h-1', sealed.sourceIpSealed),
+        '203.0.113.9',
+        'the API node opens what the broker node sealed',
+      )
+      await onApi.shred('h-1')
+      t.equal(await onApi.open('h-1', sealed.sourceIpSealed), undefined, 'erased on the node that shredded, at once')
+      t.same(
+        await new HouseholdSources(new KeyRing(brokerKeys, master, 'household-data')).source('h-1', '203.0.113.9'),
+        {},
+        'a broker that reads the key again records no address for the erased household',
+      )
+    },
+  )
 }
