@@ -122,7 +122,7 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
 // all the node does.
 async function startProjections(config: Config, store: EventStore, registry: Registry, log: Logger, stops: Stops): Promise<Projector> {
   const one = async (): Promise<Projector> => {
-    if (config.roles.length > 1) return startProjectorThread(config, log)
+    if (config.roles.length > 1) return startProjectorThread(config, log, store)
     const readModels = await openKennelReadModels(config)
     const projector = await startProjector(config, store, readModels, log).catch(async (err: unknown) => {
       await readModels.close()
