@@ -5,10 +5,9 @@ import type { FastifyInstance } from 'fastify'
 import type { Config } from '../infra/config.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
-import { securityStream } from './accounts/events.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
-import type { ConnectionCapExceeded, ConnectionDenylisted } from './guard/events.ts'
+import { type ConnectionCapExceeded, type ConnectionDenylisted, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 import type { ApiMetrics } from './metrics.ts'
@@ -40,6 +39,13 @@ export interface ListeningApi {
 
 const DENYLIST_EVENT_BLOCK_MS = 60_000
 
+/** a denylisted connection: its address and port, and the configured CIDR it fell in */
+interface Denied {
+  ip: string
+  port: number | undefined
+  cidr: string
+}
+
 export function tlsOptions(config: Config, tls: { cert: string; key: string }, trustedCaPem: string): https.ServerOptions {
   return serverTlsOptions(config, { ...tls, ca: trustedCaPem })
 }
@@ -56,9 +62,9 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
   const denylist = compileDenylist(config.denylist)
-  const denied = new FoldedRefusals<{ ip: string; cidr: string }>(DENYLIST_EVENT_BLOCK_MS, ({ ip, cidr }, hits) => recordDenied(ip, cidr, hits))
-  function recordDenied(ip: string, cidr: string, hits: number): Promise<void> {
-    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { ip, listener: 'api', cidr, hits } }
+  const denied = new FoldedRefusals<Denied>(DENYLIST_EVENT_BLOCK_MS, (subject, hits) => recordDenied(subject, hits))
+  function recordDenied({ ip, port, cidr }: Denied, hits: number): Promise<void> {
+    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { listener: 'api', ip, port, cidr, hits } }
     return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
       () => undefined,
       (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
@@ -70,8 +76,8 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
     if (!cidr) return void unauthenticated.admit(socket)
     socket.destroy()
     opts.metrics.denylistHits.inc()
-    const ip = socket.remoteAddress ?? 'unknown'
-    if (denied.count(ip, Date.now(), { ip, cidr })) void recordDenied(ip, cidr, 1)
+    const subject: Denied = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort, cidr }
+    if (denied.count(subject.ip, Date.now(), subject)) void recordDenied(subject, 1)
   })
   // a connection's client certificate is fixed for its lifetime: device-auth reads it once (R2)
   server.on('secureConnection', (socket: TLSSocket) => {
@@ -112,7 +118,7 @@ function createUnauthenticated(opts: ListenOptions): UnauthenticatedConnections 
     {
       onRefused: () => metrics.unauthenticatedRefused.inc(),
       record({ ip, source, cap }, refusals) {
-        const event: ConnectionCapExceeded = { type: 'ConnectionCapExceeded', data: { ip, source, listener: 'api', cap, refusals } }
+        const event: ConnectionCapExceeded = { type: 'ConnectionCapExceeded', data: { listener: 'api', ip, source, cap, refusals } }
         return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
           () => undefined,
           (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),

@@ -4,6 +4,7 @@ import type { HouseholdEvent } from '../api/households/events.ts'
 import type { RecordingEvent } from '../api/recordings/events.ts'
 import type { BrokerEvent } from '../broker/events.ts'
 import type { DevicesContextEvent } from '../devices/events.ts'
+import type { ListenerGuardEvent } from '../infra/net/events.ts'
 import type { AuditEvent } from '../projections/audit/events.ts'
 import type { BreachEvent } from '../projections/breach/events.ts'
 import type { MonitorEvent } from '../projections/monitor/events.ts'
@@ -13,7 +14,7 @@ import type { MonitorEvent } from '../projections/monitor/events.ts'
 // them all, and the compiler keeps this list equal to their union: a type added to a context
 // without being added here, or a name here that no context has, does not compile.
 
-export type KennelEvent = BrokerEvent | DevicesContextEvent | AccountEvent | HouseholdEvent | RecordingEvent | GuardEvent | AuditEvent | BreachEvent | MonitorEvent
+export type KennelEvent = BrokerEvent | ListenerGuardEvent | DevicesContextEvent | AccountEvent | HouseholdEvent | RecordingEvent | GuardEvent | AuditEvent | BreachEvent | MonitorEvent
 
 const known = {
   // broker/
@@ -25,7 +26,7 @@ const known = {
   SubscriptionGranted: true,
   SubscriptionDenied: true,
   InboxMessagePublished: true,
-  // broker/ and api/guard
+  // infra/net/events.ts: the broker's and the API's listeners
   RateLimitExceeded: true,
   ConnectionDenylisted: true,
   ConnectionCapExceeded: true,

@@ -5,7 +5,7 @@ import type { AppendOptions, AppendResult, EventStore, NewEvent } from '../infra
 import type { Logger } from '../infra/log.ts'
 import { auditSigner } from '../projections/catalogue.ts'
 import { startAlertDelivery } from '../projections/monitor/delivery.ts'
-import type { ReadModelStore } from '../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../projections/readmodels/port.ts'
 import { type Lag, startProjectionRunner } from '../projections/runner.ts'
 import { persistentProjections } from './read-models.ts'
 import { startRecordingRetention } from '../api/recordings/retention.ts'
@@ -32,7 +32,7 @@ export interface Projector {
   stop(): Promise<void>
 }
 
-export async function startProjector(config: Config, store: EventStore, readModels: ReadModelStore, log: Logger): Promise<Projector> {
+export async function startProjector(config: Config, store: EventStore, readModels: ReadModelStore & EntryLookups, log: Logger): Promise<Projector> {
   const runner = await startProjectionRunner({ store, readModels, projections: persistentProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
   try {
     const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })

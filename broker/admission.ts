@@ -2,7 +2,8 @@ import type { Config } from '../infra/config.ts'
 import type { EventMetadata } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
-import { type BrokerEvent, securityStream } from './events.ts'
+import { securityStream } from '../infra/net/events.ts'
+import type { BrokerEvent } from './events.ts'
 import type { BrokerMetrics } from './metrics.ts'
 
 // What a connection may hold before CONNACK 0 (R9): the deadlines and the per-source cap of
@@ -23,7 +24,7 @@ export function createAdmission(deps: {
     {
       onRefused: () => metrics.unauthenticatedRefused.inc(),
       record: ({ ip, source, cap }, refusals) =>
-        deps.record(securityStream(deps.now()), { type: 'ConnectionCapExceeded', data: { ip, source, listener: 'mqtt', cap, refusals } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined),
+        deps.record(securityStream(deps.now()), { type: 'ConnectionCapExceeded', data: { listener: 'mqtt', ip, source, cap, refusals } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined),
       onTimeout(phase, ip) {
         metrics.connectTimeouts.inc({ phase })
         deps.log.debug({ phase, ip }, 'connection closed: not authenticated in time')

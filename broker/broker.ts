@@ -12,9 +12,10 @@ import { canPublish, canReceive, canSubscribe, inboxTopic } from './authorize.ts
 import type { ClusterParts } from './cluster.ts'
 import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
+import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
-import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream, type RateLimitExceeded, securityStream } from './events.ts'
+import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
 import { type BrokerRateLimits, createRateLimits, type RateDecision, type RateRefusal } from './ratelimit.ts'
@@ -138,7 +139,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const limited = new FoldedRefusals<Limited>(RATE_LIMIT_EVENT_INTERVAL_MS, recordLimited)
   function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
     metrics.rateLimited.inc({ limit: refusal.limit })
-    const data = { limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
+    const data: RateLimitExceeded['data'] = { listener: 'mqtt', limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
     const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
     return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
   }
@@ -177,13 +178,13 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const denylist = compileDenylist(config.denylist)
   // the first hit from an address is recorded at once; the rest of its minute together when the
   // minute ends or on close
-  const recordDenied = ({ ip, port }: { ip: string; port: number | undefined }, hits: number): Promise<void> =>
-    record(securityStream(now()), { type: 'ConnectionDenylisted', data: { ip, port, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+  const recordDenied = ({ ip, port, cidr }: { ip: string; port: number | undefined; cidr: string }, hits: number): Promise<void> =>
+    record(securityStream(now()), { type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip, port, cidr, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
   const denied = new FoldedRefusals(DENYLIST_EVENT_INTERVAL_MS, recordDenied)
   const admission = createAdmission({ config, metrics, record, now, log })
-  function onDenied(socket: Socket): void {
+  function onDenied(socket: Socket, cidr: string): void {
     metrics.denylistHits.inc()
-    const subject = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort }
+    const subject = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort, cidr }
     if (denied.count(subject.ip, Date.now(), subject)) void recordDenied(subject, 1)
   }
 

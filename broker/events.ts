@@ -1,6 +1,10 @@
+import type { ListenerGuardEvent } from '../infra/net/events.ts'
+
 // Every event of the broker context (docs/EVENTS.md). A device's activity goes to
 // `mqtt-{deviceId}` once its certificate chains to the device CA; attempts without a trusted
-// identity go to `security-{yyyy-mm-dd}`. Payloads never appear, only their size and SHA-256.
+// identity go to `security-{yyyy-mm-dd}` (securityStream). Payloads never appear, only their size
+// and SHA-256. The refusals it shares with the API (RateLimitExceeded, ConnectionDenylisted,
+// ConnectionCapExceeded) are one family in infra/net/events.ts, written with `listener: 'mqtt'`.
 
 export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'event-store-unavailable' | 'broker-shutdown'
 
@@ -23,8 +27,6 @@ export type AuthFailureReason =
   | 'client-id-mismatch'
   | 'protocol-refused'
 
-export type RateLimitName = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device'
-
 /** `connectionId` (absent in events before it was added) pairs a connection's DeviceConnected with its one DeviceDisconnected */
 export interface DeviceConnected { type: 'DeviceConnected'; data: { deviceId: string; serial: string; ip: string; clean: boolean; protocolVersion: number; connectionId: string } }
 export interface DeviceDisconnected { type: 'DeviceDisconnected'; data: { deviceId: string; reason: DisconnectReason; ip: string; connectionId: string } }
@@ -33,24 +35,6 @@ export interface PublishAccepted { type: 'PublishAccepted'; data: { deviceId: st
 export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean } }
 export interface SubscriptionGranted { type: 'SubscriptionGranted'; data: { deviceId: string; filter: string; qos: number } }
 export interface SubscriptionDenied { type: 'SubscriptionDenied'; data: { deviceId: string; filter: string; reason: string } }
-/** the API's shape (api/guard/events.ts); events before it had `key` and `retryAfterMs` and stood for one refusal each */
-export interface RateLimitExceeded {
-  type: 'RateLimitExceeded'
-  data: {
-    limit: RateLimitName
-    /** the window that refused, e.g. "100/second" */
-    window: string
-    deviceId: string
-    serial: string
-    ip: string
-    retryAfterSeconds: number
-    /** refusals this event stands for: 1 when a minute's block opens, then the rest of the block's (infra/net/folded-refusals.ts) */
-    refusals: number
-  }
-}
-export interface ConnectionDenylisted { type: 'ConnectionDenylisted'; data: { ip: string; port?: number; /** connections this event stands for: 1 for the first hit of a block, then the block's other hits, recorded when it ends */ hits: number } }
-/** connections refused on accept because their source (an IPv4 address or IPv6 /64) held `cap` unauthenticated connections already (infra/net/unauthenticated.ts) */
-export interface ConnectionCapExceeded { type: 'ConnectionCapExceeded'; data: { ip: string; source: string; listener: 'mqtt'; cap: number; /** refusals this event stands for: 1 for the first of a block, then the block's others, recorded when it ends */ refusals: number } }
 /** the backend (not a toy) sent a message to a toy's inbox */
 export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }
 
@@ -62,15 +46,12 @@ export type BrokerEvent =
   | PublishDenied
   | SubscriptionGranted
   | SubscriptionDenied
-  | RateLimitExceeded
-  | ConnectionDenylisted
-  | ConnectionCapExceeded
   | InboxMessagePublished
+  | ListenerGuardEvent
 
 export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'DeviceAuthFailed', 'PublishAccepted', 'PublishDenied', 'SubscriptionGranted', 'SubscriptionDenied', 'RateLimitExceeded', 'ConnectionDenylisted', 'ConnectionCapExceeded', 'InboxMessagePublished'] as const satisfies readonly BrokerEvent['type'][]
 
 export const mqttStream = (deviceId: string): string => `mqtt-${deviceId}`
-export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`
 
 /** R19: the client is answered only once these are committed: the security-relevant ones, and
  * PublishAccepted, whose commit the PUBACK (QoS 1) and the routing wait for, so that a publish

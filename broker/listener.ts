@@ -14,7 +14,8 @@ export type TlsMaterial = ServerTlsMaterial
 
 export interface ListenerHooks {
   denylist: Denylist
-  onDenied(socket: Socket): void
+  /** a connection from a denylisted address, before it is destroyed; `cidr` is the entry it matched */
+  onDenied(socket: Socket, cidr: string): void
   /** counts each connection until the broker sends CONNACK 0 */
   unauthenticated: UnauthenticatedConnections
   onSecureConnection(socket: TLSSocket): void
@@ -30,8 +31,9 @@ export function createListener(config: TlsPolicy, material: TlsMaterial, hooks: 
   })
   // 'connection' fires before the TLS handshake starts reading from the socket
   server.on('connection', (socket: Socket) => {
-    if (hooks.denylist(socket.remoteAddress)) {
-      hooks.onDenied(socket)
+    const cidr = hooks.denylist(socket.remoteAddress)
+    if (cidr !== undefined) {
+      hooks.onDenied(socket, cidr)
       socket.destroy()
       return
     }

@@ -1,6 +1,6 @@
 import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
 import type { Config, RateWindow } from '../infra/config.ts'
-import type { RateLimitName } from './events.ts'
+import type { MqttRateLimit } from '../infra/net/events.ts'
 
 // R6: connects per device and per source IP, publishes and payload bytes per device. Each
 // configured window ("10/minute,100/hour") is one limiter; a request passes only when every
@@ -14,7 +14,7 @@ import type { RateLimitName } from './events.ts'
 
 export interface RateRefusal {
   ok: false
-  limit: RateLimitName
+  limit: MqttRateLimit
   /** the window with the longest wait, e.g. "100/second" */
   window: string
   retryAfterMs: number
@@ -75,7 +75,7 @@ function memoryWindows(windows: readonly RateWindow[]): MemoryWindow[] {
   return windows.map((w) => new MemoryWindow(`${w.points}/${w.label}`, w.points, w.durationSeconds * 1000))
 }
 
-function consumeMemory(name: RateLimitName, ws: readonly MemoryWindow[], key: string, points: number): RateDecision {
+function consumeMemory(name: MqttRateLimit, ws: readonly MemoryWindow[], key: string, points: number): RateDecision {
   const now = Date.now()
   let refusal: RateRefusal | undefined
   // every window counts the request, as the Redis path does
@@ -91,14 +91,14 @@ interface RedisWindow {
   limiter: RateLimiterAbstract
 }
 
-function redisWindows(name: RateLimitName, windows: readonly RateWindow[], store: RateLimitStore): RedisWindow[] {
+function redisWindows(name: MqttRateLimit, windows: readonly RateWindow[], store: RateLimitStore): RedisWindow[] {
   return windows.map((w) => {
     const opts = { points: w.points, duration: w.durationSeconds, keyPrefix: `${store.prefix ?? 'kennel'}:rl:${name}:${w.label}` }
     return { window: `${w.points}/${w.label}`, limiter: new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) }) }
   })
 }
 
-async function consumeRedis(name: RateLimitName, ws: readonly RedisWindow[], key: string, points: number): Promise<RateDecision> {
+async function consumeRedis(name: MqttRateLimit, ws: readonly RedisWindow[], key: string, points: number): Promise<RateDecision> {
   let refusal: RateRefusal | undefined
   await Promise.all(
     ws.map(({ window, limiter }) =>

@@ -1,8 +1,9 @@
 import { KennelError } from '../infra/errors.ts'
 import { claimSecretMatches, hashClaimSecret, parseClaimCode } from './claim-code.ts'
 import { ClaimRefused, decide } from './device.ts'
-import { appendDeviceEvents, loadDevice, metadataOf, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
-import { securityStream, type ClaimCodeRejected, type ClaimCodeRejectedReason } from './events.ts'
+import { handleDeviceCommand, loadDevice, metadataOf, nowOf, type ClaimDeps } from './device-store.ts'
+import { securityStream } from '../infra/net/events.ts'
+import type { ClaimCodeRejected, ClaimCodeRejectedReason } from './events.ts'
 
 // Pairing (claim codes): single use, expiring, checked against one argon2id hash. Every refusal
 // is recorded as ClaimCodeRejected in the day's security stream — evidence for the security
@@ -26,11 +27,7 @@ export async function claimDevice(deps: ClaimDeps, claimCode: string, householdI
   const secretMatches = await claimSecretMatches(state.claimCodeHash ?? (await dummy()), secret) && state.claimCodeHash !== undefined
   try {
     // a concurrent append (another claim, a revocation) makes the retry decide on the new state
-    await withRetry(async () => {
-      const current = await loadDevice(deps.store, deviceId)
-      const events = decide({ type: 'ClaimDevice', householdId, secretMatches, now: nowOf(deps) }, current.state)
-      await appendDeviceEvents(deps, deviceId, events, current.revision)
-    })
+    await handleDeviceCommand(deps, deviceId, (state) => decide({ type: 'ClaimDevice', householdId, secretMatches, now: nowOf(deps) }, state))
   } catch (err) {
     if (err instanceof ClaimRefused) return reject(deps, deviceId, householdId, err.reason)
     throw err

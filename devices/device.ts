@@ -1,4 +1,5 @@
 import { KennelError } from '../infra/errors.ts'
+import type { Decider } from '../infra/eventstore/command.ts'
 import type { ClaimCodeRejectedReason, DeviceEvent } from './events.ts'
 
 // The device aggregate (stream `device-{deviceId}`): pure decide/evolve. Time,
@@ -189,3 +190,5 @@ function withCertificate(state: DeviceState, serial: string, change: (c: Certifi
 export function foldDevice(events: readonly DeviceEvent[]): DeviceState {
   return events.reduce(evolve, initialDeviceState)
 }
+
+export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = { initialState: initialDeviceState, evolve, decide }

@@ -117,4 +117,3 @@ export const deviceEventTypes = ['DeviceEnrolled', 'CertificateIssued', 'Certifi
 
 export const deviceStream = (deviceId: string): string => `device-${deviceId}`
 export const caStream = (caId: string): string => `ca-${caId}`
-export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`

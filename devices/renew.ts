@@ -2,7 +2,7 @@ import { KennelError } from '../infra/errors.ts'
 import { checkCsr, newSerial, signDeviceCertificate } from './certificate.ts'
 import { assertCanRenew, decide } from './device.ts'
 import { assertDeviceId } from './device-id.ts'
-import { appendDeviceEvents, loadDevice, nowOf, randomOf, recordCa, type DeviceDeps } from './device-store.ts'
+import { handleDeviceCommand, loadDevice, nowOf, randomOf, recordCa, type DeviceDeps } from './device-store.ts'
 import { normalizeSerial } from './registry.ts'
 
 // Renewal (R18): a device holding its current, valid certificate gets a new one for a new CSR
@@ -29,11 +29,12 @@ export async function renewCertificate(deps: DeviceDeps, deviceId: string, prese
     now,
     validityDays: deps.config.certValidityDays,
   })
-  // re-read: a concurrent renewal or revocation wins and this one is refused
-  const { state, revision } = await loadDevice(deps.store, deviceId)
-  const events = decide({ type: 'RenewCertificate', presentedSerial: presented, now, graceHours: deps.config.renewalGraceHours, certificate: issued }, state)
-  await recordCa(deps.store, { issuer, origin }, deps.actor)
-  await appendDeviceEvents({ ...deps, credential: deps.credential ?? `cert:${presented}` }, deviceId, events, revision)
+  // decided on the stream as it is now: a concurrent renewal or revocation wins and this one is refused
+  await handleDeviceCommand({ ...deps, credential: deps.credential ?? `cert:${presented}` }, deviceId, async (state) => {
+    const events = decide({ type: 'RenewCertificate', presentedSerial: presented, now, graceHours: deps.config.renewalGraceHours, certificate: issued }, state)
+    await recordCa(deps.store, { issuer, origin }, deps.actor)
+    return events
+  })
   return { certPem, serial: issued.serial, caPem: trustedPem }
 }
 

@@ -14,7 +14,7 @@ import { createMonitorProjection } from './monitor/projection.ts'
 import type { MonitorThresholds } from './monitor/rules.ts'
 import type { Projection } from './projection.ts'
 import { openReadModels, readModelLocation } from './readmodels/open.ts'
-import type { ReadModelStore } from './readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from './readmodels/port.ts'
 
 // The projections this context runs, wired from the configuration: what `kennel start` and the
 // CLI pass to the persistent runner.
@@ -51,7 +51,7 @@ export function kennelProjections(config: Config, signer: AuditSigner, threshold
   ]
 }
 
-export function openKennelReadModels(config: Config): Promise<ReadModelStore> {
+export function openKennelReadModels(config: Config): Promise<ReadModelStore & EntryLookups> {
   return openReadModels(readModelLocation(config.eventStoreUrl))
 }
 
@@ -61,7 +61,7 @@ export function publicKeyFile(config: Config): string {
 
 /** what the API's auditor routes call (api/audit/routes.ts AuditPort); `contacts` is the
  * composition root's resolver of the accounts' addresses (R16) */
-export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number; contacts: ContactResolver }): {
+export function createAuditPort(deps: { store: EventStore; readModels: EntryLookups; verifiers: readonly AuditVerifier[]; headEveryEvents?: number; contacts: ContactResolver }): {
   verify(): Promise<Record<string, unknown>>
   latestHead(): Promise<(TreeHead & { position: number }) | null>
   breachReport(request: { credential: string; since: string; until: string; actor: string }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>

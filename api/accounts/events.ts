@@ -124,4 +124,3 @@ export type AccountEvent = AccountCreated | VerificationRequested | AccountVerif
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`
-export const securityStream = (at: Date): string => `security-${at.toISOString().slice(0, 10)}`

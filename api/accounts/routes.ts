@@ -5,7 +5,7 @@ import { KennelError } from '../../infra/errors.ts'
 import type { ApiContext } from '../context.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses } from '../schemas.ts'
-import { accountStream, securityStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
+import { accountStream, type LoginFailed, type SessionEnded, type SessionStarted } from './events.ts'
 import { loginKeys, normaliseIp } from './login-limiter.ts'
 import { accountByEmailHash, accountById, loginLifts, sessionById } from './projection.ts'
 import { eraseAccount, HOLDER_REQUEST } from './erasure.ts'
@@ -15,7 +15,7 @@ import { passwordProblem } from './password-policy.ts'
 import { hashPassword, signUp } from './signup.ts'
 import { newToken, tokenHash, VERIFICATION_TOKEN_PATTERN } from './tokens.ts'
 import { verifyAccount } from './verification.ts'
-import type { RateLimitExceeded } from '../guard/events.ts'
+import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
 import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 const credentials = {
@@ -89,7 +89,7 @@ export async function accountRoutes(app: FastifyInstance, opts: { ctx: ApiContex
     const block = await ctx.loginLimiter.blocked(keys)
     if (block) {
       ctx.metrics.rateLimited.inc({ limit: block.limit })
-      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}), refusals: 1 } }
+      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { listener: 'api', limit: block.limit, ip: req.ip, retryAfterSeconds: block.retryAfterSeconds, ...(account ? { accountId: account.accountId } : {}), refusals: 1 } }
       const metadata = { actor: 'anonymous', ...(account ? { credential: `password:${account.accountId}` } : {}), sourceIp: req.ip }
       if (limited.count(`${block.limit}:${block.limit === 'login-ip-day' ? '' : emailHash}:${req.ip}`, ctx.now().getTime(), { req, event, metadata })) await recordLimited(event, metadata)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', block.limit === 'login-ip-day' ? `too many failed logins from this address today; try again in ${block.retryAfterSeconds} s` : `too many failed logins; wait ${block.retryAfterSeconds} s before the next attempt`, { retryAfterSeconds: block.retryAfterSeconds })

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import argon2 from 'argon2'
 import type { Mail } from '../../infra/mail/port.ts'
+import { handleCommand } from '../../infra/eventstore/command.ts'
 import type { ApiContext } from '../context.ts'
+import { accountDecider, decide } from './account.ts'
 import { reserveEmail } from './email-reservation.ts'
-import { accountStream, type AccountCreated } from './events.ts'
+import { accountStream } from './events.ts'
 import { accountByEmailHash, type AccountDoc } from './projection.ts'
 import { accountExistsMail, verificationMail } from './signup-mails.ts'
 import { newVerification } from './verification.ts'
@@ -37,20 +39,20 @@ export async function signUp(ctx: ApiContext, email: string, password: string, r
 }
 
 async function createAccount(ctx: ApiContext, accountId: string, email: string, emailHash: string, passwordHash: string, metadata: Record<string, string>): Promise<void> {
-  const created: AccountCreated = {
-    type: 'AccountCreated',
-    data: { accountId, emailHash, emailSealed: await ctx.emails.seal(accountId, email), passwordHash, createdAt: ctx.now().toISOString(), verificationRequired: true },
-  }
+  const emailSealed = await ctx.emails.seal(accountId, email)
   const { token, event } = newVerification(ctx, accountId, passwordHash)
-  await ctx.append(accountStream(accountId), [{ ...created, metadata }, { ...event, metadata: { ...metadata, actor: 'anonymous' } }], 'no_stream')
+  const create = { type: 'CreateAccount', accountId, emailHash, emailSealed, passwordHash, now: ctx.now(), verification: event.data } as const
+  await handleCommand(ctx.store, accountStream(accountId), accountDecider, (state) => decide(create, state), { append: ctx.append, metadata: (e) => (e.type === 'AccountCreated' ? metadata : { ...metadata, actor: 'anonymous' }) })
   await mail(ctx, emailHash, () => verificationMail(email, token, event.data.expiresAt))
 }
 
 async function resendVerification(ctx: ApiContext, account: AccountDoc, email: string, passwordHash: string, request: { sourceIp: string; correlationId: string }): Promise<void> {
   if (await overCap(ctx, account.emailHash)) return
   const { token, event } = newVerification(ctx, account.accountId, passwordHash)
-  await ctx.append(accountStream(account.accountId), [{ ...event, metadata: { actor: 'anonymous', ...(await ctx.personalData.source(account.accountId, request.sourceIp)), correlationId: request.correlationId } }])
-  await ctx.mailer.send(verificationMail(email, token, event.data.expiresAt))
+  const metadata = { actor: 'anonymous', ...(await ctx.personalData.source(account.accountId, request.sourceIp)), correlationId: request.correlationId }
+  const { events } = await handleCommand(ctx.store, accountStream(account.accountId), accountDecider, (state) => decide({ type: 'RequestVerification', verification: event.data }, state), { append: ctx.append, metadata })
+  // confirmed since the read model was read: the token would confirm nothing
+  if (events.length > 0) await ctx.mailer.send(verificationMail(email, token, event.data.expiresAt))
 }
 
 async function mail(ctx: ApiContext, emailHash: string, build: () => Mail): Promise<void> {

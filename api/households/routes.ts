@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { claimDevice } from '../../devices/enroll.ts'
+import { handleCommand } from '../../infra/eventstore/command.ts'
+import { claimDevice } from '../../devices/claim.ts'
 import type { DeviceCa } from '../../devices/ca.ts'
 import { deviceView } from '../../devices/registry.ts'
 import type { ApiContext } from '../context.ts'
@@ -8,7 +9,8 @@ import { ERASED } from '../accounts/personal-data.ts'
 import { accountMetadata, authenticateAccount, principal } from '../plugins/account-auth.ts'
 import { errorResponses, uuidParam } from '../schemas.ts'
 import { memberHousehold } from './access.ts'
-import { householdStream, type HouseholdCreated } from './events.ts'
+import { householdStream } from './events.ts'
+import { decide, householdDecider } from './household.ts'
 import { householdNameLabel, householdsOf } from './projection.ts'
 
 const deviceSummary = {
@@ -41,8 +43,8 @@ export async function householdRoutes(app: FastifyInstance, opts: { ctx: ApiCont
     const householdId = randomUUID()
     const name = req.body.name?.trim()
     const nameSealed = name ? await ctx.personalData.seal(p.accountId, householdNameLabel(householdId), name) : undefined
-    const event: HouseholdCreated = { type: 'HouseholdCreated', data: { householdId, ownerAccountId: p.accountId, createdAt: ctx.now().toISOString(), ...(nameSealed !== undefined ? { nameSealed } : {}) } }
-    await ctx.append(householdStream(householdId), [{ ...event, metadata: accountMetadata(req) }], 'no_stream')
+    const create = { type: 'CreateHousehold', householdId, ownerAccountId: p.accountId, now: ctx.now(), nameSealed } as const
+    await handleCommand(ctx.store, householdStream(householdId), householdDecider, (state) => decide(create, state), { append: ctx.append, metadata: accountMetadata(req) })
     return reply.status(201).send({ householdId, name: name || null })
   })
 

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { revokeDevice } from '../../devices/enroll.ts'
+import { revokeDevice } from '../../devices/revoke.ts'
 import { deviceStream } from '../../devices/events.ts'
 import { CERTIFICATES, certificateView, DEVICES, deviceView, type CertificateView, type DeviceView } from '../../devices/registry.ts'
 import { KennelError } from '../../infra/errors.ts'

@@ -2,9 +2,9 @@ import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
 import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
-import { securityStream } from '../accounts/events.ts'
 import type { ApiContext } from '../context.ts'
-import type { DeviceAuthRefused, RateLimitExceeded } from '../guard/events.ts'
+import type { DeviceAuthRefused } from '../guard/events.ts'
+import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
 import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 // Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
@@ -104,7 +104,7 @@ export function authenticateDevice(ctx: ApiContext) {
     const refusal = await ctx.deviceLimiter.consume(serial)
     if (refusal) {
       ctx.metrics.rateLimited.inc({ limit: 'device-api' })
-      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds, refusals: 1 } }
+      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { listener: 'api', limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds, refusals: 1 } }
       const metadata = { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip }
       if (limited.count(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata })) await appendLimited(event, metadata)
       throw new KennelError('KENNEL_ERR_RATE_LIMITED', `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`, { retryAfterSeconds: refusal.retryAfterSeconds })

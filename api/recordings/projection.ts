@@ -1,7 +1,7 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
 import type { AccountErased } from '../accounts/events.ts'
-import type { RecordingDirection, RecordingEvent } from './events.ts'
+import type { RecordingCreated, RecordingDirection, RecordingExpired, RecordingStored, UploadUrlIssued } from './events.ts'
 
 // The recordings index: one document per recording, listed by household and by toy.
 
@@ -23,8 +23,6 @@ export interface RecordingDoc {
   status: 'pending' | 'stored'
   createdAt: string
   storedAt: string | undefined
-  /** revision of the recording's stream, for appends with an expected revision */
-  revision: number
 }
 
 const RECORDINGS = 'api.recordings'
@@ -34,12 +32,12 @@ const BY_OBJECT_KEY = 'api.recordingByObjectKey'
 
 export const recordingsProjection: Projection = {
   name: 'api-recordings',
-  version: 4,
-  // every event of a recording's stream, so that `revision` is the stream's (completion appends
-  // with it as the expected revision)
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused', 'RecordingExpired', 'AccountErased'],
+  version: 5,
+  // completion decides on the recording's stream (recording.ts), not on this document: the events
+  // that change nothing here (URL uses and refusals, downloads) are not followed
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'RecordingStored', 'RecordingExpired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
-    const event = { type: recorded.type, data: recorded.data } as RecordingEvent | AccountErased
+    const event = { type: recorded.type, data: recorded.data } as RecordingCreated | UploadUrlIssued | RecordingStored | RecordingExpired | AccountErased
     switch (event.type) {
       case 'RecordingCreated': {
         const d = event.data
@@ -57,7 +55,6 @@ export const recordingsProjection: Projection = {
           status: 'pending',
           createdAt: d.createdAt,
           storedAt: undefined,
-          revision: recorded.revision,
         }
         tx.put(RECORDINGS, d.recordingId, doc)
         tx.put(BY_HOUSEHOLD, d.householdId, [...(tx.get<string[]>(BY_HOUSEHOLD, d.householdId) ?? []), d.recordingId])
@@ -67,21 +64,12 @@ export const recordingsProjection: Projection = {
       }
       case 'RecordingStored': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, status: 'stored', bytes: event.data.bytes, sha256: event.data.sha256, storedAt: event.data.storedAt, revision: recorded.revision })
+        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, status: 'stored', bytes: event.data.bytes, sha256: event.data.sha256, storedAt: event.data.storedAt })
         return
       }
       case 'UploadUrlIssued': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, uploadUrlId: event.data.urlId, revision: recorded.revision })
-        return
-      }
-      case 'DownloadUrlIssued':
-      case 'RecordingUploaded':
-      case 'RecordingCompletionRefused':
-      case 'RecordingDownloaded':
-      case 'RecordingUrlRefused': {
-        const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, revision: recorded.revision })
+        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, uploadUrlId: event.data.urlId })
         return
       }
       case 'AccountErased':

@@ -68,8 +68,8 @@ export function recordingUrlUses(ctx: ApiContext, log?: Pick<Logger, 'error'>): 
     async uploaded(objectKey, use, stored: BlobStat) {
       const r = recordingOf(ctx, objectKey)
       const event: RecordingUploaded = { type: 'RecordingUploaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: stored.size, sha256: stored.sha256, until: use.until, urlId: urlIdOfSignature(use.signature) } }
-      // waits for the read models: the completion that follows appends with the stream's revision
-      await ctx.append(recordingStream(r.recordingId), [{ ...event, metadata: anonymous(use) }])
+      // no read model follows it: the completion that follows decides on the stream (recording.ts)
+      await ctx.store.append(recordingStream(r.recordingId), [{ ...event, metadata: anonymous(use) }])
     },
 
     async downloaded(objectKey, use) {

@@ -10,7 +10,7 @@ import { buildBreachReport, type BreachReport, type PresignedUrl, type TopicUse,
 import { auditVerifiers, openKennelReadModels } from '../../projections/catalogue.ts'
 import { accountContacts } from '../breach-contacts.ts'
 import { persistentProjections } from '../read-models.ts'
-import type { ReadModelStore } from '../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
 import { action, readInputFile, withStore, writeOutput, type CommandContext } from '../context.ts'
 import { progressBar } from './projections.ts'
@@ -34,7 +34,7 @@ function trustedVerifiers(config: Config, publicKeyFile?: string): AuditVerifier
 }
 
 /** bring the read models up to the store's head, then run fn */
-async function withReadModels<T>(ctx: CommandContext, fn: (readModels: ReadModelStore) => Promise<T>): Promise<T> {
+async function withReadModels<T>(ctx: CommandContext, fn: (readModels: ReadModelStore & EntryLookups) => Promise<T>): Promise<T> {
   const signer = existingSigner(ctx.config)
   const readModels = await openKennelReadModels(ctx.config)
   try {

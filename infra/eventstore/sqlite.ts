@@ -228,7 +228,7 @@ function initialise(db: Database.Database, file: string, environment: string): s
     const row = db.prepare('SELECT value FROM kennel_meta WHERE key = ?').get('environment') as { value: string } | undefined
     if (row === undefined) {
       // every row of a store created with json=canonical holds data and metadata as storedJson
-      // text, so the audit log can hash it unparsed (projections/audit/prefetch-thread.ts)
+      // text, so the audit log can hash it unparsed (projections/audit/catch-up-thread.ts)
       db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?), (?, ?)').run('environment', environment, 'created', new Date().toISOString(), 'json', 'canonical')
       return environment
     }
@@ -613,4 +613,27 @@ function filterSql(filter: EventFilter | undefined): [string, unknown[]] {
     for (const p of filter.streamPrefixes) args.push(p.length, p)
   }
   return [where, args]
+}
+
+/** An event as stored: its columns, data and metadata as the text in the row (unparsed). */
+export type StoredEventRow = Row
+
+/** Reads an embedded store's events as stored, on a read-only connection of its own: for a
+ * thread that is not the store's (the audit log's catch-up threads,
+ * projections/audit/catch-up-thread.ts), which hashes the stored text without parsing it when
+ * the store is marked json=canonical (every row's text is storedJson's). */
+export interface StoredEventReader {
+  /** the store is marked json=canonical in kennel_meta */
+  readonly canonical: boolean
+  /** the events with positions in (after, upTo], ascending */
+  range(after: number, upTo: number): StoredEventRow[]
+  close(): void
+}
+
+export function openStoredEventReader(file: string): StoredEventReader {
+  const db = new Database(file, { readonly: true, fileMustExist: true })
+  db.pragma('busy_timeout = 10000')
+  const canonical = db.prepare("SELECT value FROM kennel_meta WHERE key = 'json'").pluck().get() === 'canonical'
+  const range = db.prepare(`SELECT ${COLUMNS} FROM events WHERE position > ? AND position <= ? ORDER BY position`).raw()
+  return { canonical, range: (after, upTo) => range.all(after, upTo) as Row[], close: () => db.close() }
 }

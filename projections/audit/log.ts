@@ -1,5 +1,5 @@
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import type { LookupOptions, ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups, LookupOptions } from '../readmodels/port.ts'
 import { TELEMETRY_KEY_PREFIX } from './lookup-keys.ts'
 import { AUDIT_PROJECTION } from './projection.ts'
 
@@ -11,7 +11,7 @@ export type AuditKey = `${'actor' | 'credential' | 'device' | 'household' | 'acc
 export class AuditLog {
   constructor(
     private readonly store: EventStore,
-    private readonly readModels: ReadModelStore,
+    private readonly readModels: EntryLookups,
   ) {}
 
   /** positions of events indexed under any of the keys, ascending, within [since, until); per-message

@@ -5,7 +5,7 @@ import { AUDIT_HEADS_STREAM } from './events.ts'
 
 // What the audit log indexes an event under (R16): its actor and credential (metadata) and the
 // ids it names in its data, from the conventions of docs/EVENTS.md. A key is `kind:value`; the
-// event's own id is indexed by the read-model store itself (ReadModelStore.positionOf).
+// event's own id is indexed by the read-model store itself (EntryLookups.positionOf).
 
 const KINDS = ['actor', 'credential', 'device', 'household', 'account', 'recording', 'serial'] as const
 

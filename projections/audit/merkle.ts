@@ -59,7 +59,7 @@ export class CompactRange {
   }
 
   /** push(leaf) for a leaf whose merges with the last `levels` subtrees on the stack were done
-   * elsewhere: `merged` is the root of those 2^levels leaves (the leaf thread's subtree hashes) */
+   * elsewhere: `merged` is the root of those 2^levels leaves (a catch-up thread's subtree hashes, catch-up-thread.ts) */
   pushMerged(merged: Buffer, levels: number): void {
     let hash = merged
     this.stack.length -= levels

@@ -6,7 +6,7 @@ import { AUDIT_HEADS_STREAM, treeHeadMessage, type TreeHead } from './events.ts'
 import type { AuditSigner } from './keys.ts'
 import { auditKeys, headSizeOf } from './lookup-keys.ts'
 import { CompactRange, eventLeaf } from './merkle.ts'
-import { AuditPrefetcher } from './prefetch.ts'
+import { AuditCatchUpThreads } from './catch-up-threads.ts'
 
 // The audit log read model (R16, R17): every event in global order as an entry (its Merkle leaf
 // and lookup keys), the right edge of the Merkle tree, and signed tree heads raised every
@@ -97,8 +97,8 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
       return { ordinal: tree.size - 1, keys: auditKeys(event), digest: leaf }
     },
     catchUp(store, after, head) {
-      const prefetcher = AuditPrefetcher.start(store, after, head)
-      if (!prefetcher) return undefined
+      const threads = AuditCatchUpThreads.start(store, after, head)
+      if (!threads) return undefined
       let done = after
       return {
         async applyThrough(tx, position, entries, columns) {
@@ -106,7 +106,7 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
           // the same instance for apply, should the threads stop
           tx.put(TREE, 'tree', tree)
           while (done < position) {
-            const chunk = await prefetcher.chunkAt(done + 1)
+            const chunk = await threads.chunkAt(done + 1)
             const upTo = Math.min(position, chunk?.upTo ?? position)
             if (chunk === undefined) {
               // the threads stopped: the events themselves, hashed here
@@ -130,7 +130,7 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
             done = upTo
           }
         },
-        stop: () => prefetcher.stop(),
+        stop: () => threads.stop(),
       }
     },
     tick(tx, now) {

@@ -1,6 +1,6 @@
 import { KennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import type { TreeHead } from './events.ts'
 import { headSignatureValid, latestHead, readHeads } from './heads.ts'
 import type { AuditVerifier } from './keys.ts'
@@ -30,7 +30,7 @@ export interface ConsistencyProof {
 export type AuditProof = InclusionProof | ConsistencyProof
 
 /** the recorded leaves 0..size-1, from the audit read model */
-async function leavesUpTo(readModels: ReadModelStore, size: number): Promise<Buffer[]> {
+async function leavesUpTo(readModels: EntryLookups, size: number): Promise<Buffer[]> {
   const leaves: Buffer[] = []
   let after = 0
   while (leaves.length < size) {
@@ -45,7 +45,7 @@ async function leavesUpTo(readModels: ReadModelStore, size: number): Promise<Buf
 
 export interface ProveOptions {
   store: EventStore
-  readModels: ReadModelStore
+  readModels: EntryLookups
   verifiers: readonly AuditVerifier[]
 }
 

@@ -1,5 +1,5 @@
 import type { Logger } from '../../infra/log.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import { AUDIT_PROJECTION } from './projection.ts'
 
 // Per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS in the read models (R12): a job
@@ -14,7 +14,7 @@ const DAY_MS = 86_400_000
 export const TELEMETRY_RETENTION_INTERVAL_MS = 3_600_000
 
 export interface TelemetryRetentionDeps {
-  readModels: ReadModelStore
+  readModels: EntryLookups
   retentionDays: number
   now: () => Date
   log?: Logger

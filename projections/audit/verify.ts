@@ -1,6 +1,6 @@
 import { isKennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import type { ReadModelStore, StoredEntry } from '../readmodels/port.ts'
+import type { EntryLookups, StoredEntry } from '../readmodels/port.ts'
 import { headSignatureValid, readHeads, type StoredHead } from './heads.ts'
 import type { AuditVerifier } from './keys.ts'
 import { CompactRange, eventLeaf } from './merkle.ts'
@@ -37,7 +37,7 @@ export interface VerifyResult {
 export interface VerifyOptions {
   store: EventStore
   /** the audit read model; without it, breaks are located by heads only */
-  readModels?: ReadModelStore
+  readModels?: EntryLookups
   verifiers: readonly AuditVerifier[]
   /** the signing interval: more events than this after the last signed head are reported as
    * unsigned (heads deleted, or never signed); unset, an unsigned tail of any length passes */
@@ -157,7 +157,7 @@ async function readEvents(store: EventStore, after: number, max: number): Promis
   }
 }
 
-async function compareLeaf(readModels: ReadModelStore, stored: StoredEntry, event: RecordedEvent, leaf: Buffer, index: number): Promise<AuditBreak | undefined> {
+async function compareLeaf(readModels: EntryLookups, stored: StoredEntry, event: RecordedEvent, leaf: Buffer, index: number): Promise<AuditBreak | undefined> {
   if (stored.position === event.position) {
     if (stored.digest.equals(leaf)) return undefined
     // the event id tells an edit from an event moved here from elsewhere or one never recorded
@@ -178,7 +178,7 @@ class EntryCursor {
   private i = 0
   private after = 0
   exhausted = false
-  constructor(private readonly readModels: ReadModelStore) {}
+  constructor(private readonly readModels: EntryLookups) {}
 
   async next(): Promise<StoredEntry | undefined> {
     if (this.exhausted) return undefined

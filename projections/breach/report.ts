@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { KennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
 import { AuditLog } from '../audit/log.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import { contactStatus, type ContactResolver } from './contacts.ts'
 import { credentialKeys, knownKeys, parseCredential, type Credential } from './credential.ts'
 import { AUDIT_REPORTS_STREAM, type AccountHolderNotificationRequired, type BreachReportGenerated } from './events.ts'
@@ -146,7 +146,7 @@ export interface BreachReport {
 export interface BreachReportDeps {
   store: EventStore
   /** the audit read model, caught up (the runner's `caughtUp` / `waitFor`) */
-  readModels: ReadModelStore
+  readModels: EntryLookups
   /** the accounts' contact addresses, from the composition root */
   contacts: ContactResolver
 }

@@ -1,4 +1,5 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { connectionDenylistedData, rateLimitExceededData } from '../../infra/net/events.ts'
 
 // The monitor's rules (R11): each names the events it counts, the key it counts them by and how
 // much each weighs; a rule fires when its measure within a sliding window of event times reaches
@@ -56,12 +57,9 @@ const actorOf = (e: RecordedEvent, kind: string): string | undefined => {
   return a?.startsWith(`${kind}:`) ? a.slice(kind.length + 1) : undefined
 }
 const REVOKED = new Set(['certificate-revoked', 'device-revoked'])
-/** how many occurrences an event stands for: the API folds a burst into one event with a count
- * (`attempts` on DeviceAuthRefused, `refusals` on RateLimitExceeded); the broker's and older
- * events are one each */
-const countOf = (e: RecordedEvent, field: 'attempts' | 'refusals'): number => (Number(data(e)[field]) > 0 ? Number(data(e)[field]) : 1)
-const attemptsOf = (e: RecordedEvent): number => countOf(e, 'attempts')
-const refusalsOf = (e: RecordedEvent): number => countOf(e, 'refusals')
+/** how many refused authentications an event stands for: the API folds a burst into one
+ * DeviceAuthRefused with `attempts`; the broker's DeviceAuthFailed is one each */
+const attemptsOf = (e: RecordedEvent): number => (Number(data(e).attempts) > 0 ? Number(data(e).attempts) : 1)
 /** refused device authentications: the broker's (MQTT) and the API's (HTTPS device routes) */
 const DEVICE_AUTH_FAILURES = ['DeviceAuthFailed', 'DeviceAuthRefused'] as const
 
@@ -98,14 +96,16 @@ export const rules: readonly Rule[] = [
     name: 'denylist-hits',
     severity: 'warning',
     eventTypes: ['ConnectionDenylisted'],
-    observe: (e) => (ipOf(e) ? { key: ipOf(e)!, weight: Number(data(e).hits) > 0 ? Number(data(e).hits) : 1 } : undefined),
+    // the hits it stands for, read from any stored shape (infra/net/events.ts)
+    observe: (e) => (ipOf(e) ? { key: ipOf(e)!, weight: connectionDenylistedData(e.data).hits } : undefined),
     describe: (key, n, t) => `${n} connection(s) from denylisted ${key} within ${t.windowSeconds} s`,
   },
   {
     name: 'rate-limit-storm',
     severity: 'warning',
     eventTypes: ['RateLimitExceeded'],
-    observe: (e) => ({ key: 'all', weight: refusalsOf(e) }),
+    // the refusals it stands for, read from any stored shape (infra/net/events.ts)
+    observe: (e) => ({ key: 'all', weight: rateLimitExceededData(e.data).refusals }),
     describe: (_key, n, t) => `${n} rate-limit refusals within ${t.windowSeconds} s`,
   },
   {

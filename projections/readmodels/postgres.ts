@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { connect, isConnectionLoss, openPool, query, unlessConnectionLost } from '../../infra/eventstore/pg-connections.ts'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
-import { entryRowsOf, FORGETTABLE_KEY_PREFIX, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
+import { entryRowsOf, FORGETTABLE_KEY_PREFIX, type EntryLookups, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
 
 // Read models in PostgreSQL: tables in the same database and schema as the events, so the
 // scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
@@ -33,7 +33,7 @@ export interface PostgresReadModelOptions {
   schema?: string
 }
 
-export async function openPostgresReadModels(url: string, options: PostgresReadModelOptions = {}): Promise<ReadModelStore> {
+export async function openPostgresReadModels(url: string, options: PostgresReadModelOptions = {}): Promise<ReadModelStore & EntryLookups> {
   const u = new URL(url)
   const schema = options.schema ?? u.searchParams.get('schema') ?? 'kennel'
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
@@ -52,7 +52,7 @@ export async function openPostgresReadModels(url: string, options: PostgresReadM
 
 const int = (v: unknown): number => Number(v)
 
-class PostgresReadModels implements ReadModelStore {
+class PostgresReadModels implements ReadModelStore, EntryLookups {
   readonly kind = 'postgres' as const
 
   constructor(

@@ -4,6 +4,7 @@ import { RESERVATION_TIMEOUT_MS, reservationHolds } from '../../api/accounts/ema
 import { EmailProtector } from '../../api/accounts/personal-data.ts'
 import { KeyRing, loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { fileKeyStore } from '../../infra/keystore/files.ts'
+import { rateLimitExceededData } from '../../infra/net/events.ts'
 import { createMonitorProjection } from '../../projections/monitor/projection.ts'
 import { OUTBOX, type OutboxEntry } from '../../projections/outbox.ts'
 import { MemoryDocuments } from '../../projections/projection.ts'
@@ -103,6 +104,8 @@ t.test('login brute force: the 6th attempt after 5 failures waits, answered 429 
   t.equal(other.statusCode, 200, 'the block is per account and IP: the owner elsewhere still logs in')
   const limited = await pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
   t.equal(limited.length, 1)
+  t.match(limited[0]!.data, { listener: 'api', limit: 'login-account-ip', accountId: String, ip: String, retryAfterSeconds: Number, refusals: 1 })
+  t.same(limited[0]!.data, rateLimitExceededData(limited[0]!.data), 'written in the one shape the broker writes too (infra/net/events.ts), nothing to upcast')
 })
 
 t.test('a success resets the consecutive-failure count', async (t) => {

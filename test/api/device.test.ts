@@ -1,5 +1,6 @@
 import https from 'node:https'
 import t, { type Test } from 'tap'
+import { connectionDenylistedData, rateLimitExceededData } from '../../infra/net/events.ts'
 import { expiredCertificate, foreignCaCertificate, makeCsr, selfSignedCertificate } from '../helpers/pki.ts'
 import { bearer, buildTestApi, listenTestApi, request } from './helpers.ts'
 
@@ -82,7 +83,7 @@ t.test('refused certificates: none, foreign CA, self-signed, expired, revoked (R
     t.same(res.json().error.message.includes('toy-x'), false)
   }
   t.equal((await asX('GET', '/v1/device/recordings')).status, 200)
-  const { revokeDevice } = await import('../../devices/enroll.ts')
+  const { revokeDevice } = await import('../../devices/revoke.ts')
   await revokeDevice({ store: api.pki.store, actor: 'cli:test' }, 'toy-x', 'lost')
   await api.app.readModels.waitFor(await api.pki.store.headPosition())
   const revoked = await asX('GET', '/v1/device/recordings')
@@ -114,7 +115,8 @@ t.test('per-certificate limit: the 61st device request in a minute gets 429 (R6)
   t.equal((await asY('GET', '/v1/device/recordings')).status, 200, 'another certificate is not affected')
   const events = await api.pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
   t.equal(events.length, 1, 'one event per block, not one per refused request')
-  t.match(events[0], { data: { limit: 'device-api', window: '60/minute', deviceId: 'toy-x', serial: x.serial, refusals: 1 }, metadata: { actor: 'device:toy-x', credential: `cert:${x.serial}` } })
+  t.match(events[0], { data: { listener: 'api', limit: 'device-api', window: '60/minute', deviceId: 'toy-x', serial: x.serial, refusals: 1 }, metadata: { actor: 'device:toy-x', credential: `cert:${x.serial}` } })
+  t.same(events[0]!.data, rateLimitExceededData(events[0]!.data), 'written in the one shape the broker writes too (infra/net/events.ts), nothing to upcast')
   await api.app.close()
   const flushed = await api.pki.store.readAll({ filter: { types: ['RateLimitExceeded'] } })
   t.same(flushed.map((e) => (e.data as { refusals: number }).refusals), [1, 1], 'the second 429 is recorded, with its number, when the API stops')
@@ -143,6 +145,9 @@ t.test('denylisted addresses are dropped on accept, before TLS (R9)', async (t) 
   await new Promise((r) => setTimeout(r, 50))
   const hits = async () => (await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })).map((e) => (e.data as { hits: number }).hits)
   t.same(await hits(), [1], 'the first hit is recorded at once; the rest of the burst is counted')
+  const [first] = await api.pki.store.readAll({ filter: { types: ['ConnectionDenylisted'] } })
+  t.match(first!.data, { listener: 'api', ip: '127.0.0.1', port: Number, cidr: '127.0.0.0/8', hits: 1 })
+  t.same(first!.data, connectionDenylistedData(first!.data), 'written in the one shape the broker writes too (infra/net/events.ts), nothing to upcast')
   await server.close()
   t.same(await hits(), [1, 2], 'the rest of the burst is recorded on close: 3 hits, 2 events')
 })

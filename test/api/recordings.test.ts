@@ -5,7 +5,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver'
-import { revokeCertificate, revokeDevice } from '../../devices/enroll.ts'
+import { revokeCertificate, revokeDevice } from '../../devices/revoke.ts'
 import { loadMasterKey } from '../../infra/blobstore/keys.ts'
 import { LocalBlobStore } from '../../infra/blobstore/local.ts'
 import { S3BlobStore } from '../../infra/blobstore/s3.ts'
@@ -60,6 +60,16 @@ t.test('a completed recording cannot be replaced through its upload URL (R5)', a
   t.match(stream.find((e) => e.type === 'RecordingUploaded')!.metadata, { actor: 'anonymous', sourceIp: '127.0.0.1' })
   t.match(ofType(stream, 'RecordingStored'), [{ bytes: 5, sha256: sha256(hello), urlId: issued.urlId }], 'completion recorded what the object holds')
   t.match(ofType(stream, 'RecordingUrlRefused'), [{ method: 'PUT', urlId: issued.urlId, code: 'KENNEL_ERR_URL_USED', reason: 'already-used', attempts: 1 }], 'the attempted replacement is evented')
+})
+
+t.test('completions at once record the recording once and tell the toy once', async (t) => {
+  const { api, create, put, complete, events } = await household(t)
+  const upload = await create()
+  await put(upload, hello)
+  const answers = await Promise.all([complete(upload.recordingId), complete(upload.recordingId), complete(upload.recordingId)])
+  t.same(answers.map((a) => a.statusCode), [200, 200, 200], 'the later ones decide again on the stored recording')
+  t.equal(ofType(await events(upload.recordingId), 'RecordingStored').length, 1)
+  t.equal(api.notifications.length, 1)
 })
 
 t.test('an upload URL writes once, also before the recording is completed', async (t) => {

@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { MqttClient } from 'mqtt'
-import { revokeDevice } from '../../devices/enroll.ts'
+import { revokeDevice } from '../../devices/revoke.ts'
+import { connectionDenylistedData } from '../../infra/net/events.ts'
 import { expiredCertificate, foreignCaCertificate, notYetValidCertificate, selfSignedCertificate, wrongCnCertificate } from '../helpers/pki.ts'
 import { type BrokerSystem, collectMessages, nextMessage, startBrokerSystem, subscribeCodes, uniqueId } from './system.ts'
 
@@ -182,7 +183,8 @@ t.test('a denylisted address is dropped before TLS; hits are counted, events rat
   for (let i = 0; i < 3; i++) await refusal(sys.connect(device))
   const events = await sys.events('ConnectionDenylisted')
   t.equal(events.length, 1, 'one event for a burst from one address')
-  t.match(events[0]!.data, { ip: '127.0.0.1', hits: 1 })
+  t.match(events[0]!.data, { listener: 'mqtt', ip: '127.0.0.1', port: Number, cidr: '127.0.0.0/8', hits: 1 })
+  t.same(events[0]!.data, connectionDenylistedData(events[0]!.data), 'written in the one shape the API writes too (infra/net/events.ts), nothing to upcast')
   t.match(await sys.broker.metrics.registry.getSingleMetricAsString('kennel_mqtt_denylist_hits_total'), /kennel_mqtt_denylist_hits_total 3/)
   t.equal((await sys.events('DeviceAuthFailed', 'DeviceConnected')).length, 0, 'no handshake happened')
   await sys.broker.close()

@@ -1,5 +1,6 @@
 import t from 'tap'
 import mqttPacket from 'mqtt-packet'
+import { rateLimitExceededData } from '../../infra/net/events.ts'
 import { rawConnect } from './raw-client.ts'
 import { startBrokerSystem, uniqueId } from './system.ts'
 
@@ -10,7 +11,8 @@ t.test('the N+1-th connect of a toy in the window gets CONNACK 3 and a RateLimit
   const err = await sys.connect(device).then(() => undefined, (e: { code?: number }) => e)
   t.equal(err?.code, 3, 'server unavailable: try later')
   const e = (await sys.events('RateLimitExceeded')).at(-1)!
-  t.match(e.data, { limit: 'connect-device', window: '3/minute', deviceId: device.deviceId, serial: device.serial, ip: '127.0.0.1', retryAfterSeconds: Number, refusals: 1 })
+  t.match(e.data, { listener: 'mqtt', limit: 'connect-device', window: '3/minute', deviceId: device.deviceId, serial: device.serial, ip: '127.0.0.1', retryAfterSeconds: Number, refusals: 1 })
+  t.same(e.data, rateLimitExceededData(e.data), 'written in the one shape the API writes too (infra/net/events.ts), nothing to upcast')
   t.equal(e.stream, `mqtt-${device.deviceId}`)
   const other = await sys.enroll(uniqueId('calm'))
   await (await sys.connect(other)).endAsync()
@@ -25,7 +27,7 @@ t.test('connects per source address are limited too', async (t) => {
   await (await sys.connect(b)).endAsync()
   const err = await sys.connect(a).then(() => undefined, (e: { code?: number }) => e)
   t.equal(err?.code, 3)
-  t.match((await sys.events('RateLimitExceeded')).at(-1)!.data, { limit: 'connect-ip', window: '2/minute', ip: '127.0.0.1', deviceId: a.deviceId })
+  t.match((await sys.events('RateLimitExceeded')).at(-1)!.data, { listener: 'mqtt', limit: 'connect-ip', window: '2/minute', ip: '127.0.0.1', deviceId: a.deviceId })
 })
 
 t.test('a toy publishing over its limit is disconnected and the excess is evented', async (t) => {

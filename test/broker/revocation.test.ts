@@ -3,7 +3,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import type { AedesPublishPacket } from 'aedes'
-import { revokeCertificate } from '../../devices/enroll.ts'
+import { revokeCertificate } from '../../devices/revoke.ts'
 import { startBrokerSystem, uniqueId } from './system.ts'
 
 const run = promisify(execFile)

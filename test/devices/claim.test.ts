@@ -1,5 +1,6 @@
 import t from 'tap'
-import { claimDevice, revokeDevice } from '../../devices/enroll.ts'
+import { claimDevice } from '../../devices/claim.ts'
+import { revokeDevice } from '../../devices/revoke.ts'
 import { deviceView, readRegistry } from '../../devices/registry.ts'
 import { createTestPki } from '../helpers/pki.ts'
 

@@ -1,7 +1,7 @@
-import t, { type Test } from 'tap'
-import { decide, evolve, foldDevice, initialDeviceState, type DeviceCommand, type IssuedCertificate } from '../../devices/device.ts'
+import t from 'tap'
+import { deviceDecider, evolve, foldDevice, initialDeviceState, type DeviceCommand, type IssuedCertificate } from '../../devices/device.ts'
 import type { DeviceEvent } from '../../devices/events.ts'
-import type { ErrorCode } from '../../infra/errors.ts'
+import { given as givenEvents } from '../helpers/decider.ts'
 
 // decide/evolve as given (past events) / when (a command) / then (new events or a refusal).
 
@@ -15,15 +15,7 @@ const enrolled: DeviceEvent[] = [
 ]
 const enroll = (now = t0): DeviceCommand => ({ type: 'EnrollDevice', deviceId: 'toy-1', now, keyGeneratedByKennel: false, claimCodeHash: '$argon2id$x', claimCodeExpiresAt: hours(720), certificate: cert('a1') })
 
-function given(events: DeviceEvent[]) {
-  const state = foldDevice(events)
-  return {
-    when: (command: DeviceCommand) => ({
-      then: (tt: Test, expected: DeviceEvent[]) => tt.same(decide(command, state), expected),
-      refused: (tt: Test, code: ErrorCode) => tt.throws(() => decide(command, state), { code }, code),
-    }),
-  }
-}
+const given = (events: DeviceEvent[]) => givenEvents(deviceDecider, events)
 
 t.test('enrolling a new id records the enrolment and its first certificate', async (t) => {
   given([]).when(enroll()).then(t, enrolled)

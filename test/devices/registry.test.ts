@@ -1,5 +1,5 @@
 import t from 'tap'
-import { revokeCertificate, revokeDevice } from '../../devices/enroll.ts'
+import { revokeCertificate, revokeDevice } from '../../devices/revoke.ts'
 import { checkCertificate, deviceView, devicesProjection, normalizeSerial, readRegistry } from '../../devices/registry.ts'
 import { followProjections } from '../../projections/follow.ts'
 import { createTestPki, wrongCnCertificate } from '../helpers/pki.ts'

@@ -8,13 +8,13 @@ import type { EventStore, NewEvent } from '../../infra/eventstore/port.ts'
 import { signerFromPem, verifierFromPem, type AuditSigner, type AuditVerifier } from '../../projections/audit/keys.ts'
 import type { Projection } from '../../projections/projection.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
-import type { ReadModelStore } from '../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../projections/readmodels/port.ts'
 
 export interface Sandbox {
   dir: string
   url: string
   store: EventStore
-  readModels: ReadModelStore
+  readModels: ReadModelStore & EntryLookups
   readModelFile: string
 }
 
@@ -71,7 +71,7 @@ export async function appendAll(store: EventStore, items: Array<{ stream: string
 }
 
 /** the documents, entries and checkpoints of a read-model file, for comparing two of them */
-export async function dumpReadModels(readModels: ReadModelStore, names: readonly string[]): Promise<unknown> {
+export async function dumpReadModels(readModels: ReadModelStore & EntryLookups, names: readonly string[]): Promise<unknown> {
   const out: Record<string, unknown> = {}
   for (const name of names) {
     const stored = await readModels.load(name)

@@ -1,8 +1,4 @@
-import { randomBytes } from 'node:crypto'
-import pg from 'pg'
 import t from 'tap'
-import { openEventStore } from '../../infra/eventstore/open.ts'
-import { openPostgresReadModels } from '../../projections/readmodels/postgres.ts'
 import { loadConfig } from '../../infra/config.ts'
 import { projectorLag } from '../../projections/lag.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
@@ -11,7 +7,8 @@ import { persistentProjectionNames, persistentProjections } from '../../bin/read
 import { appendAll, deviceActivity, sandbox, testKeys, traffic } from './helpers.ts'
 
 // The projector's lag as another process sees it: the store's head against the checkpoints in
-// the read-model store, read through a connection of its own.
+// the read-model store, read through a connection of its own. That both stores give every
+// connection the stored checkpoints is the read-model contract's (test/projections/readmodels/contract.ts).
 
 t.test('another connection reads the lag from the stored checkpoints: behind while stopped, none once caught up', async (t) => {
   const { store, readModels, readModelFile } = await sandbox(t)
@@ -36,42 +33,6 @@ t.test('another connection reads the lag from the stored checkpoints: behind whi
   await again.waitFor(80)
   await again.stop()
   t.same((await projectorLag(store, observer, [deviceActivity.name])).behind, 0)
-})
-
-const PG = process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-async function pgUnreachable(): Promise<string | undefined> {
-  const c = new pg.Client({ connectionString: PG, connectionTimeoutMillis: 2000 })
-  try {
-    await c.connect()
-    await c.end()
-    return undefined
-  } catch (err) {
-    return `PostgreSQL unreachable at ${PG.replace(/\/\/[^@]*@/, '//***@')}: ${(err as Error).message}`
-  }
-}
-const pgSkip = await pgUnreachable()
-
-t.test('PostgreSQL read models report their checkpoints the same way', { skip: pgSkip }, async (t) => {
-  const schema = `klag_${randomBytes(6).toString('hex')}`
-  const u = new URL(PG)
-  u.searchParams.set('schema', schema)
-  const store = await openEventStore(u.toString(), { environment: 'test' })
-  const readModels = await openPostgresReadModels(u.toString())
-  t.teardown(async () => {
-    await readModels.close()
-    await store.close()
-    const sql = new pg.Client({ connectionString: PG })
-    await sql.connect()
-    await sql.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
-    await sql.end()
-  })
-  const runner = await startProjectionRunner({ store, readModels, projections: [deviceActivity] })
-  await appendAll(store, traffic(40))
-  await runner.waitFor(await store.headPosition())
-  await runner.stop()
-  await appendAll(store, traffic(5, 3))
-  t.same(await readModels.checkpoints(), new Map([[deviceActivity.name, 40]]))
-  t.same(await projectorLag(store, readModels, [deviceActivity.name]), { head: 45, projections: [{ name: deviceActivity.name, position: 40, behind: 5 }], behind: 5 })
 })
 
 t.test('the names known without a signing key are those of the persistent projections', async (t) => {

@@ -7,7 +7,7 @@ import { verifyAuditLog } from '../../projections/audit/verify.ts'
 import { openPostgresReadModels } from '../../projections/readmodels/postgres.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
-import { AuditPrefetcher, MIN_CATCH_UP } from '../../projections/audit/prefetch.ts'
+import { AuditCatchUpThreads, MIN_CATCH_UP } from '../../projections/audit/catch-up-threads.ts'
 import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic } from './helpers.ts'
 
 // Read models in PostgreSQL, in the same schema as the events; tamper tests made directly in the
@@ -94,9 +94,9 @@ t.test('an embedded store rebuilt into PostgreSQL read models: the catch-up thre
   const projections = [deviceActivity, createAuditProjection({ signer, headEveryEvents: 1000, headEverySeconds: 86400 })]
   const readModels = await openPostgresReadModels(url)
   t.teardown(() => readModels.close())
-  const chunks = AuditPrefetcher.chunksProvided
+  const chunks = AuditCatchUpThreads.chunksProvided
   await rebuildProjections({ store: sb.store, readModels, projections })
-  t.ok(AuditPrefetcher.chunksProvided > chunks, 'the rebuild went through the catch-up threads')
+  t.ok(AuditCatchUpThreads.chunksProvided > chunks, 'the rebuild went through the catch-up threads')
   await rebuildProjections({ store: sb.store, readModels: sb.readModels, projections })
   const names = projections.map((p) => p.name)
   t.same(await dumpReadModels(readModels, names), await dumpReadModels(sb.readModels, names), 'the same documents and entries as the embedded read models')

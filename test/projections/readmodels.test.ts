@@ -3,7 +3,7 @@ import t from 'tap'
 import { createAuditProjection, AUDIT_PROJECTION } from '../../projections/audit/projection.ts'
 import { MemoryDocuments } from '../../projections/projection.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
-import type { ReadModelStore } from '../../projections/readmodels/port.ts'
+import type { EntryLookups } from '../../projections/readmodels/port.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { startProjectionRunner } from '../../projections/runner.ts'
 import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic } from './helpers.ts'
@@ -12,7 +12,7 @@ import { appendAll, deviceActivity, dumpReadModels, sandbox, testKeys, traffic }
 // exactly as the index written batch by batch, and a crash before it is written must never leave
 // a read model that looks complete.
 
-async function answers(readModels: ReadModelStore, ids: readonly string[], window: { since: string; until: string }): Promise<unknown> {
+async function answers(readModels: EntryLookups, ids: readonly string[], window: { since: string; until: string }): Promise<unknown> {
   const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:aa8', 'device:toy-404', 'telemetry/device:toy-4', 'telemetry/credential:cert:aa8']
   return {
     keys: await Promise.all(keys.map((k) => readModels.lookup(AUDIT_PROJECTION, k))),

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { AuditPrefetcher, MIN_CATCH_UP } from '../../projections/audit/prefetch.ts'
+import { AuditCatchUpThreads, MIN_CATCH_UP } from '../../projections/audit/catch-up-threads.ts'
 import { createAuditProjection } from '../../projections/audit/projection.ts'
 import { rebuildProjections } from '../../projections/rebuild.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
@@ -223,9 +223,9 @@ t.test('a crash during a catch-up in bulk (catch-up threads) neither applies an 
   // the first restart catches up and appends the heads it raised; the next ones apply those
   for (let i = 0; i < 3; i++) t.ok((await runChild(url, readModelFile, key)).lines.includes('caught-up'), 'restart catches up')
 
-  const chunks = AuditPrefetcher.chunksProvided
+  const chunks = AuditCatchUpThreads.chunksProvided
   await restartedEqualsRebuild(t, { store, readModelFile, dir }, privateKeyPem, n)
-  t.ok(AuditPrefetcher.chunksProvided > chunks, 'the reference rebuild went through the catch-up threads too')
+  t.ok(AuditCatchUpThreads.chunksProvided > chunks, 'the reference rebuild went through the catch-up threads too')
 })
 
 /** the read models the killed and restarted children left equal a rebuild, with every one of

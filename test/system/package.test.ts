@@ -43,7 +43,7 @@ t.test('npm start runs the compiled JavaScript: tsx and typescript are for devel
   }
   const files = (fs.readdirSync('dist', { recursive: true }) as string[]).filter((f) => !f.endsWith('.map'))
   t.same(files.filter((f) => f.endsWith('.ts')), [], 'the build holds no TypeScript')
-  for (const f of ['bin/kennel.js', 'bin/cli.js', 'bin/projector-worker.js', 'bin/projector-thread.js', 'projections/audit/prefetch-worker.js', 'projections/audit/prefetch-thread.js', 'infra/eventstore/sqlite-writer.js', 'api/console/public/index.html', 'api/accounts/common-passwords.txt']) {
+  for (const f of ['bin/kennel.js', 'bin/cli.js', 'bin/projector-worker.js', 'bin/projector-thread.js', 'projections/audit/catch-up-worker.js', 'projections/audit/catch-up-thread.js', 'infra/eventstore/sqlite-writer.js', 'api/console/public/index.html', 'api/accounts/common-passwords.txt']) {
     t.ok(files.includes(f), `dist/${f}`)
   }
 })

@@ -12,7 +12,7 @@ import { createAuditProjection } from '../../../projections/audit/projection.ts'
 import { parseCredential } from '../../../projections/breach/credential.ts'
 import { breachReportCsv } from '../../../projections/breach/csv.ts'
 import { buildBreachReport as build, parseInstant, type BreachReportRequest } from '../../../projections/breach/report.ts'
-import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../../projections/readmodels/port.ts'
 import { startProjectionRunner } from '../../../projections/runner.ts'
 import { sandbox, testKeys } from '../helpers.ts'
 import { later, put, stolenToy } from './stolen-toy.ts'
@@ -114,7 +114,7 @@ t.test('a malformed credential is refused with KENNEL_ERR_CREDENTIAL_INVALID', a
 })
 
 /** the audit projection over the store, caught up; it follows later appends (`waitFor`) */
-async function audited(t: Test, store: EventStore, readModels: ReadModelStore): Promise<Awaited<ReturnType<typeof startProjectionRunner>>> {
+async function audited(t: Test, store: EventStore, readModels: ReadModelStore & EntryLookups): Promise<Awaited<ReturnType<typeof startProjectionRunner>>> {
   const runner = await startProjectionRunner({ store, readModels, projections: [createAuditProjection({ signer: testKeys().signer, headEveryEvents: 1000, headEverySeconds: 86400 })] })
   t.teardown(() => runner.stop())
   await runner.caughtUp
@@ -378,4 +378,39 @@ t.test('CSV fields: RFC 4180 quoting, and cells that a spreadsheet would run as 
   t.equal(csvField('two\nlines'), '"two\nlines"')
   for (const danger of ['=HYPERLINK("http://x")', '+1', '-1+2', '@SUM(A1)', '\tx', '\rx']) t.equal(csvField(danger)[0] === '"' ? csvField(danger)[1] : csvField(danger)[0], "'", JSON.stringify(danger))
   t.equal(csvField('=1,2'), `"'=1,2"`)
+})
+
+t.test('refusals stored in every shape the broker and the API wrote are the same actions in a report as the one shape', async (t) => {
+  const thief = { actor: 'device:d1', credential: 'cert:ab01', sourceIp: '203.0.113.9' }
+  const login = { actor: 'anonymous', credential: 'password:alice', sourceIp: '203.0.113.9' }
+  // the stolen toy's refusals and refused logins to alice's account, as kennel wrote them over
+  // time and as it writes them now (infra/net/events.ts)
+  const earlier: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
+    ['mqtt-d1', { limit: 'connect-device', key: 'd1', ip: '203.0.113.9', deviceId: 'd1', retryAfterMs: 1500 }, thief],
+    ['mqtt-d1', { limit: 'publish-device', window: '100/second', deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9', retryAfterSeconds: 1, refusals: 7 }, thief],
+    ['security-x', { limit: 'device-api', window: '60/minute', deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9', retryAfterSeconds: 30 }, thief],
+    ['security-x', { limit: 'login-account-ip', accountId: 'alice', ip: '203.0.113.9', retryAfterSeconds: 600 }, login],
+  ]
+  const now: typeof earlier = [
+    ['mqtt-d1', { listener: 'mqtt', limit: 'connect-device', window: '10/minute', deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9', retryAfterSeconds: 2, refusals: 1 }, thief],
+    ['mqtt-d1', { listener: 'mqtt', limit: 'publish-device', window: '100/second', deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9', retryAfterSeconds: 1, refusals: 7 }, thief],
+    ['security-x', { listener: 'api', limit: 'device-api', window: '60/minute', deviceId: 'd1', serial: 'ab01', ip: '203.0.113.9', retryAfterSeconds: 30, refusals: 1 }, thief],
+    ['security-x', { listener: 'api', limit: 'login-account-ip', accountId: 'alice', ip: '203.0.113.9', retryAfterSeconds: 600, refusals: 1 }, login],
+  ]
+  const reportsFrom = async (refusals: typeof earlier) => {
+    const { store, readModels, breachReport } = await world(t)
+    await scenario(store)
+    for (const [stream, data, metadata] of refusals) await put(store, stream, 'RateLimitExceeded', data, metadata)
+    await audited(t, store, readModels)
+    const summary = async (credential: string) => {
+      const r = await breachReport({ ...wholeTime, credential })
+      return { actions: r.actions.map((a) => [a.type, a.stream, a.position]), householdIds: r.householdIds, accountIds: r.accountIds, deviceIds: r.deviceIds, recordingIds: r.recordingIds, notified: r.notifications.map((n) => n.accountId) }
+    }
+    return { device: await summary('cert:ab01'), account: await summary('account:alice') }
+  }
+  const fromEarlier = await reportsFrom(earlier)
+  t.same(fromEarlier.device.actions.filter(([type]) => type === 'RateLimitExceeded').map(([, stream]) => stream), ['mqtt-d1', 'mqtt-d1', 'security-x'], "the toy's three refusals are actions of its certificate")
+  t.same(fromEarlier.device.deviceIds, ['d1', 'd2'])
+  t.same(fromEarlier.account.actions.filter(([type]) => type === 'RateLimitExceeded').length, 1, "the refused login is an action of alice's account")
+  t.same(await reportsFrom(now), fromEarlier, 'the same reports from the one shape')
 })

@@ -277,3 +277,47 @@ t.test('a rate-limit storm folded into weighted events fires at its refusals, an
   monitor.apply(docs, event('RateLimitExceeded', 50, { limit: 'device-api', ip: '198.51.100.22', retryAfterSeconds: 10, refusals: 25 }))
   t.equal(fired(), 1, 'quiet for one window after firing')
 })
+
+t.test('refusals stored in every shape the broker and the API wrote raise the alerts of the one shape', async (t) => {
+  type Stored = { stream: string; type: string; data: Record<string, unknown> }
+  const anonymous = (data: Record<string, unknown>) => ({ actor: 'anonymous', sourceIp: String(data.ip) })
+  // the same refusals twice: as kennel wrote them over time, and as it writes them now
+  // (infra/net/events.ts); 1 + 7 + 1 + 3 = 12 rate-limit refusals, 2 + 1 + 4 = 7 denylist hits
+  const earlier: Stored[] = [
+    { stream: 'mqtt-toy-1', type: 'RateLimitExceeded', data: { limit: 'connect-ip', key: '192.0.2.7', ip: '192.0.2.7', deviceId: 'toy-1', retryAfterMs: 1500 } },
+    { stream: 'mqtt-toy-1', type: 'RateLimitExceeded', data: { limit: 'publish-device', window: '100/second', deviceId: 'toy-1', serial: 'ab01', ip: '192.0.2.7', retryAfterSeconds: 1, refusals: 7 } },
+    { stream: 'security-x', type: 'RateLimitExceeded', data: { limit: 'device-api', window: '60/minute', deviceId: 'toy-1', serial: 'ab01', ip: '192.0.2.8', retryAfterSeconds: 30 } },
+    { stream: 'security-x', type: 'RateLimitExceeded', data: { limit: 'login-account-ip', accountId: 'a1', ip: '192.0.2.9', retryAfterSeconds: 600, refusals: 3 } },
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { ip: '203.0.113.7', port: 40000, hits: 2 } },
+    // the API's first shape counted the address's hits since start: the event weighed 1
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { ip: '203.0.113.7', listener: 'api', cidr: '203.0.113.0/24', count: 57 } },
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { ip: '203.0.113.7', listener: 'api', cidr: '203.0.113.0/24', hits: 4 } },
+  ]
+  const now: Stored[] = [
+    { stream: 'mqtt-toy-1', type: 'RateLimitExceeded', data: { listener: 'mqtt', limit: 'connect-ip', window: '10/minute', deviceId: 'toy-1', serial: 'ab01', ip: '192.0.2.7', retryAfterSeconds: 2, refusals: 1 } },
+    { stream: 'mqtt-toy-1', type: 'RateLimitExceeded', data: { listener: 'mqtt', limit: 'publish-device', window: '100/second', deviceId: 'toy-1', serial: 'ab01', ip: '192.0.2.7', retryAfterSeconds: 1, refusals: 7 } },
+    { stream: 'security-x', type: 'RateLimitExceeded', data: { listener: 'api', limit: 'device-api', window: '60/minute', deviceId: 'toy-1', serial: 'ab01', ip: '192.0.2.8', retryAfterSeconds: 30, refusals: 1 } },
+    { stream: 'security-x', type: 'RateLimitExceeded', data: { listener: 'api', limit: 'login-account-ip', accountId: 'a1', ip: '192.0.2.9', retryAfterSeconds: 600, refusals: 3 } },
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip: '203.0.113.7', port: 40000, cidr: '203.0.113.0/24', hits: 2 } },
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { listener: 'api', ip: '203.0.113.7', port: 40001, cidr: '203.0.113.0/24', hits: 1 } },
+    { stream: 'security-x', type: 'ConnectionDenylisted', data: { listener: 'api', ip: '203.0.113.7', port: 40002, cidr: '203.0.113.0/24', hits: 4 } },
+  ]
+  const alertsFrom = async (events: Stored[], name: string) => {
+    const { store, readModels } = await sandbox(t, name)
+    const monitor = createMonitorProjection({ 'rate-limit-storm': { count: 12, windowSeconds: 3600 }, 'denylist-hits': { count: 7, windowSeconds: 3600 } })
+    for (const { stream, type, data } of events) await store.append(stream, [{ type, data, metadata: anonymous(data) }])
+    const runner = await startProjectionRunner({ store, readModels, projections: [monitor] })
+    await runner.waitFor(await store.headPosition())
+    await runner.stop()
+    return (await store.readStream('alerts')).filter((e) => e.type === 'SecurityAlertRaised').map((e) => {
+      const { rule, key, count, threshold, triggeringPosition } = e.data as { rule: string; key: string; count: number; threshold: number; triggeringPosition: number }
+      return { rule, key, count, threshold, triggeringPosition }
+    })
+  }
+  const fromEarlier = await alertsFrom(earlier, 'earlier')
+  t.same(fromEarlier, [
+    { rule: 'rate-limit-storm', key: 'all', count: 12, threshold: 12, triggeringPosition: 4 },
+    { rule: 'denylist-hits', key: '203.0.113.7', count: 7, threshold: 7, triggeringPosition: 7 },
+  ], 'each alert at its threshold, on the event that reached it')
+  t.same(await alertsFrom(now, 'now'), fromEarlier, 'the same alerts from the one shape')
+})

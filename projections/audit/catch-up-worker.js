@@ -1,4 +1,4 @@
-// Entry of an audit catch-up thread (projections/audit/prefetch.ts). Plain JavaScript that
+// Entry of an audit catch-up thread (projections/audit/catch-up-threads.ts). Plain JavaScript that
 // registers tsx's loader itself before importing the TypeScript body (from the sources; compiled
 // into dist/ it imports the JavaScript body), because a worker thread
 // neither inherits a loader registered with register() (bin/kennel.js) nor, on Node 20, applies
@@ -7,11 +7,11 @@
 import fs from 'node:fs'
 
 // computed, so that the compiler leaves the specifier alone; compiled, the body is JavaScript
-const source = new URL(`./prefetch-thread${'.ts'}`, import.meta.url)
+const source = new URL(`./catch-up-thread${'.ts'}`, import.meta.url)
 if (fs.existsSync(source)) {
   const { register } = await import('tsx/esm/api')
   register()
   await import(source.href)
 } else {
-  await import(new URL(`./prefetch-thread${'.js'}`, import.meta.url).href)
+  await import(new URL(`./catch-up-thread${'.js'}`, import.meta.url).href)
 }

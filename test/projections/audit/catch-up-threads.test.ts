@@ -3,12 +3,12 @@ import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import type { EventStore, NewEvent } from '../../../infra/eventstore/port.ts'
 import { CompactRange, eventLeaf } from '../../../projections/audit/merkle.ts'
-import { AuditPrefetcher, MIN_CATCH_UP } from '../../../projections/audit/prefetch.ts'
+import { AuditCatchUpThreads, MIN_CATCH_UP } from '../../../projections/audit/catch-up-threads.ts'
 import { AUDIT_PROJECTION, createAuditProjection } from '../../../projections/audit/projection.ts'
 import { verifyAuditLog } from '../../../projections/audit/verify.ts'
 import { createMonitorProjection, MONITOR_PROJECTION } from '../../../projections/monitor/projection.ts'
 import type { Projection } from '../../../projections/projection.ts'
-import type { ReadModelStore } from '../../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../../projections/readmodels/port.ts'
 import { openSqliteReadModels } from '../../../projections/readmodels/sqlite.ts'
 import { rebuildProjections } from '../../../projections/rebuild.ts'
 import { startProjectionRunner } from '../../../projections/runner.ts'
@@ -54,7 +54,7 @@ async function buildLive(sb: Sandbox, ps: Projection[]): Promise<void> {
   await runner.stop()
 }
 
-async function lookups(readModels: ReadModelStore, store: EventStore): Promise<unknown> {
+async function lookups(readModels: EntryLookups, store: EventStore): Promise<unknown> {
   const events = await store.readAll({})
   const window = { since: events[5000]!.time, until: events[15000]!.time }
   const keys = ['device:toy-4', 'actor:device:toy-12', 'credential:cert:a', 'household:hh-2', 'recording:rec-1001', 'actor:anonymous', 'device:toy-404', 'telemetry/device:toy-4', 'telemetry/actor:device:toy-12']
@@ -66,7 +66,7 @@ async function lookups(readModels: ReadModelStore, store: EventStore): Promise<u
 }
 
 /** the audit read model holds each event's own leaf, in order, and the tree over all of them */
-async function auditMatchesEvents(t: Test, readModels: ReadModelStore, store: EventStore): Promise<void> {
+async function auditMatchesEvents(t: Test, readModels: ReadModelStore & EntryLookups, store: EventStore): Promise<void> {
   const events = await store.readAll({})
   const entries = await readModels.entries(AUDIT_PROJECTION, 0, 1e9)
   t.same(entries.map((e) => [e.position, e.ordinal]), events.map((e, i) => [e.position, i]), 'an entry per event, ordinals in order')
@@ -81,16 +81,16 @@ t.test('a rebuild on the catch-up threads gives the read models built event by e
   const sb = await sandbox(t)
   const { signer, verifier } = testKeys()
   const ps = projections(signer)
-  const started = AuditPrefetcher.threadsStarted
+  const started = AuditCatchUpThreads.threadsStarted
   await buildLive(sb, ps)
-  t.equal(AuditPrefetcher.threadsStarted, started, 'live events are applied on the main thread')
+  t.equal(AuditCatchUpThreads.threadsStarted, started, 'live events are applied on the main thread')
 
   const other = openSqliteReadModels(path.join(sb.dir, 'rebuilt.readmodels.sqlite'))
   t.teardown(() => other.close())
-  const chunks = AuditPrefetcher.chunksProvided
+  const chunks = AuditCatchUpThreads.chunksProvided
   await rebuildProjections({ store: sb.store, readModels: other, projections: ps, batchSize: 1500 })
-  t.ok(AuditPrefetcher.threadsStarted > started, 'the rebuild used catch-up threads')
-  t.ok(AuditPrefetcher.chunksProvided - chunks >= Math.floor(N / 2048), 'which provided the chunks')
+  t.ok(AuditCatchUpThreads.threadsStarted > started, 'the rebuild used catch-up threads')
+  t.ok(AuditCatchUpThreads.chunksProvided - chunks >= Math.floor(N / 2048), 'which provided the chunks')
 
   t.same(await dumpReadModels(other, NAMES), await dumpReadModels(sb.readModels, NAMES), 'documents and entries equal')
   t.same(await lookups(other, sb.store), await lookups(sb.readModels, sb.store), 'keys, windows and event ids answer the same')
@@ -147,8 +147,8 @@ t.test('a catch-up thread that dies half-way: the rest is applied on the main th
   const ps = projections(signer)
   await buildLive(sb, ps)
   let killed = false
-  AuditPrefetcher.onStart = (threads) => threads[0]!.once('message', () => void threads[0]!.terminate().then(() => (killed = true)))
-  t.teardown(() => (AuditPrefetcher.onStart = undefined))
+  AuditCatchUpThreads.onStart = (threads) => threads[0]!.once('message', () => void threads[0]!.terminate().then(() => (killed = true)))
+  t.teardown(() => (AuditCatchUpThreads.onStart = undefined))
   const other = openSqliteReadModels(path.join(sb.dir, 'rebuilt.readmodels.sqlite'))
   t.teardown(() => other.close())
   await rebuildProjections({ store: sb.store, readModels: other, projections: ps, batchSize: 1500 })

@@ -1,7 +1,7 @@
 import os from 'node:os'
 import { Worker } from 'node:worker_threads'
 import type { EventStore } from '../../infra/eventstore/port.ts'
-import type { ChunkReply, ChunkRequest, PrefetchWorkerData } from './prefetch-thread.ts'
+import type { ChunkReply, ChunkRequest, CatchUpThreadData } from './catch-up-thread.ts'
 
 // A long catch-up of the audit log on an embedded store (a rebuild, a restart far behind) reads
 // its events on other threads: each catch-up thread opens its own read-only connection to the
@@ -19,7 +19,7 @@ const AHEAD = 4
 /** a shorter catch-up is not worth the threads' start */
 export const MIN_CATCH_UP = 20_000
 
-const WORKER_URL = new URL('./prefetch-worker.js', import.meta.url)
+const WORKER_URL = new URL('./catch-up-worker.js', import.meta.url)
 
 /** A chunk as the projection applies it: the positions found up to `upTo` (its last position);
  * the columns of EntryColumns, each event's time and key ids resolved against its thread's
@@ -50,7 +50,7 @@ function sqliteFileOf(store: EventStore): string | undefined {
   return file !== undefined && file !== '' && file !== ':memory:' && !file.startsWith('file:') ? file : undefined
 }
 
-export class AuditPrefetcher {
+export class AuditCatchUpThreads {
   /** threads started and chunks they provided in this process, and a hook to see the threads (tests) */
   static threadsStarted = 0
   static chunksProvided = 0
@@ -62,17 +62,17 @@ export class AuditPrefetcher {
   private readonly lastChunk: number
   private failed = false
 
-  static start(store: EventStore, after: number, head: number, threads = defaultThreads()): AuditPrefetcher | undefined {
+  static start(store: EventStore, after: number, head: number, threads = defaultThreads()): AuditCatchUpThreads | undefined {
     const file = sqliteFileOf(store)
     if (file === undefined || head - after < MIN_CATCH_UP) return undefined
-    return new AuditPrefetcher(file, head, threads)
+    return new AuditCatchUpThreads(file, head, threads)
   }
 
   private constructor(file: string, head: number, threads: number) {
     this.lastChunk = chunkOf(head)
     for (let w = 0; w < threads; w++) {
-      AuditPrefetcher.threadsStarted++
-      const worker = new Worker(WORKER_URL, { workerData: { file } satisfies PrefetchWorkerData, execArgv: [], name: `kennel-audit-catch-up-${w}` })
+      AuditCatchUpThreads.threadsStarted++
+      const worker = new Worker(WORKER_URL, { workerData: { file } satisfies CatchUpThreadData, execArgv: [], name: `kennel-audit-catch-up-${w}` })
       worker.unref()
       worker.on('message', (reply: ChunkReply) => this.received(w, reply))
       worker.on('error', () => this.fail())
@@ -80,7 +80,7 @@ export class AuditPrefetcher {
       this.workers.push(worker)
       this.names.push([])
     }
-    AuditPrefetcher.onStart?.(this.workers)
+    AuditCatchUpThreads.onStart?.(this.workers)
   }
 
   /** the chunk holding `position` (requesting the next ones); undefined once the threads failed */
@@ -121,7 +121,7 @@ export class AuditPrefetcher {
       keyStarts: new Int32Array(r.keyStarts),
       heads: new Map(r.heads),
     }
-    AuditPrefetcher.chunksProvided++
+    AuditCatchUpThreads.chunksProvided++
     this.pending.get(r.id)?.resolve(chunk)
   }
 
