@@ -87,10 +87,21 @@ declare module 'fastify' {
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
-  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
+  const followed = followProjections(
+    deps.store,
+    [devicesProjection, accountsProjection, householdsProjection, recordingsProjection],
+    typeof deps.logger === 'object' ? deps.logger : undefined,
+  )
   await followed.caughtUp
   const keys = deps.keys ?? (await openKeyStore(config, typeof deps.logger === 'object' ? deps.logger : undefined))
-  const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }), now })
+  const blobs =
+    deps.blobs ??
+    new LocalBlobStore({
+      dir: path.join(config.dataDir, 'blobs'),
+      masterKey: deps.masterKey,
+      keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }),
+      now,
+    })
   const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
 
   const ctx: ApiContext = {
@@ -112,7 +123,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     emails: new EmailProtector(deps.masterKey, personKeys),
     personalData: new PersonalData(personKeys),
-    loginLimiter: new LoginLimiter({ freeFailures: config.loginLimits, firstDelaySeconds: config.loginFirstDelaySeconds, maxDelaySeconds: config.loginMaxDelaySeconds, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    loginLimiter: new LoginLimiter(
+      {
+        freeFailures: config.loginLimits,
+        firstDelaySeconds: config.loginFirstDelaySeconds,
+        maxDelaySeconds: config.loginMaxDelaySeconds,
+        ipDailyFailures: config.loginIpDailyLimit,
+      },
+      deps.redis,
+    ),
     mailer: deps.mailer,
     signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
@@ -137,7 +156,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   })
   app.decorateRequest('account', null)
   app.decorateRequest('device', null)
-  app.decorate('readModels', { get position() { return followed.position }, waitFor: (position: number) => followed.waitFor(position) })
+  app.decorate('readModels', {
+    get position() {
+      return followed.position
+    },
+    waitFor: (position: number) => followed.waitFor(position),
+  })
   registerErrorHandling(app)
   registerQueryCoercion(app)
   registerSecurityHeaders(app)
@@ -155,7 +179,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'kennel API', version: '1', description: 'Parents (bearer token), toys (client certificate), ops and auditors (roles). Errors: {"error":{"code":"KENNEL_ERR_…","message"}}.' },
+      info: {
+        title: 'kennel API',
+        version: '1',
+        description:
+          'Parents (bearer token), toys (client certificate), ops and auditors (roles). Errors: {"error":{"code":"KENNEL_ERR_…","message"}}.',
+      },
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer' },
@@ -165,7 +194,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
   })
   await registerDocs(app)
-  await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now(), readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })) })
+  await app.register(publicRoutes, {
+    config,
+    publicUrl: ctx.publicUrl,
+    startedAt: now(),
+    readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })),
+  })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
   await app.register(recordingRoutes, { ctx })

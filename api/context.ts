@@ -11,7 +11,11 @@ import type { DeviceLimiter } from './guard/device-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 /** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
-export type NotifyDevice = (deviceId: string, subtopic: string, payload: Record<string, unknown>) => void | Promise<void>
+export type NotifyDevice = (
+  deviceId: string,
+  subtopic: string,
+  payload: Record<string, unknown>,
+) => void | Promise<void>
 
 export interface PasswordHashing {
   memoryCost: number

@@ -46,7 +46,11 @@ interface Denied {
   cidr: string
 }
 
-export function tlsOptions(config: Config, tls: { cert: string; key: string }, trustedCaPem: string): https.ServerOptions {
+export function tlsOptions(
+  config: Config,
+  tls: { cert: string; key: string },
+  trustedCaPem: string,
+): https.ServerOptions {
   return serverTlsOptions(config, { ...tls, ca: trustedCaPem })
 }
 
@@ -54,21 +58,29 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   const { config } = opts
   await app.ready()
   const unauthenticated = createUnauthenticated(opts)
-  const server = https.createServer({ ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true }, (req, res) => {
-    unauthenticated.authenticated(req.socket)
-    app.routing(req, res)
-  })
+  const server = https.createServer(
+    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true },
+    (req, res) => {
+      unauthenticated.authenticated(req.socket)
+      app.routing(req, res)
+    },
+  )
   server.headersTimeout = 15_000
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
   const denylist = compileDenylist(config.denylist)
   const denied = new FoldedRefusals<Denied>(DENYLIST_EVENT_BLOCK_MS, (subject, hits) => recordDenied(subject, hits))
   function recordDenied({ ip, port, cidr }: Denied, hits: number): Promise<void> {
-    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { listener: 'api', ip, port, cidr, hits } }
-    return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
-      () => undefined,
-      (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
-    )
+    const event: ConnectionDenylisted = {
+      type: 'ConnectionDenylisted',
+      data: { listener: 'api', ip, port, cidr, hits },
+    }
+    return opts.store
+      .append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }])
+      .then(
+        () => undefined,
+        (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
+      )
   }
   // 'connection' fires on TCP accept, before the TLS handshake (R9)
   server.on('connection', (socket: Socket) => {
@@ -114,15 +126,24 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
 function createUnauthenticated(opts: ListenOptions): UnauthenticatedConnections {
   const { config, metrics } = opts
   const connections = new UnauthenticatedConnections(
-    { handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000, connectTimeoutMs: config.connectTimeoutSeconds * 1000, maxPerSource: config.unauthenticatedPerIp },
+    {
+      handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000,
+      connectTimeoutMs: config.connectTimeoutSeconds * 1000,
+      maxPerSource: config.unauthenticatedPerIp,
+    },
     {
       onRefused: () => metrics.unauthenticatedRefused.inc(),
       record({ ip, source, cap }, refusals) {
-        const event: ConnectionCapExceeded = { type: 'ConnectionCapExceeded', data: { listener: 'api', ip, source, cap, refusals } }
-        return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
-          () => undefined,
-          (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),
-        )
+        const event: ConnectionCapExceeded = {
+          type: 'ConnectionCapExceeded',
+          data: { listener: 'api', ip, source, cap, refusals },
+        }
+        return opts.store
+          .append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }])
+          .then(
+            () => undefined,
+            (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),
+          )
       },
       onTimeout(phase, ip) {
         metrics.connectTimeouts.inc({ phase })

@@ -34,7 +34,12 @@ port.on('message', (m: ProjectorRequest) => {
   const call = appending.get(m.id)
   appending.delete(m.id)
   if ('result' in m) call?.resolve(m.result)
-  else call?.reject(m.error.code !== undefined ? new KennelError(m.error.code as ErrorCode, m.error.message, m.error.details) : new Error(m.error.message))
+  else
+    call?.reject(
+      m.error.code !== undefined
+        ? new KennelError(m.error.code as ErrorCode, m.error.message, m.error.details)
+        : new Error(m.error.message),
+    )
 })
 
 try {
@@ -44,7 +49,10 @@ try {
     throw err
   })
   const projector = await startProjector(config as Config, store, readModels, log)
-  void projector.caughtUp.then(() => post({ type: 'caughtUp' }), (err: unknown) => post({ type: 'failed', message: (err as Error).message }))
+  void projector.caughtUp.then(
+    () => post({ type: 'caughtUp' }),
+    (err: unknown) => post({ type: 'failed', message: (err as Error).message }),
+  )
   port.on('message', (m: ProjectorRequest) => {
     switch (m.type) {
       case 'waitFor':

@@ -32,14 +32,38 @@ export interface Projector {
   stop(): Promise<void>
 }
 
-export async function startProjector(config: Config, store: EventStore, readModels: ReadModelStore & EntryLookups, log: Logger): Promise<Projector> {
-  const runner = await startProjectionRunner({ store, readModels, projections: persistentProjections(config, auditSigner(config)), log: log.child({ component: 'projections' }) })
+export async function startProjector(
+  config: Config,
+  store: EventStore,
+  readModels: ReadModelStore & EntryLookups,
+  log: Logger,
+): Promise<Projector> {
+  const runner = await startProjectionRunner({
+    store,
+    readModels,
+    projections: persistentProjections(config, auditSigner(config)),
+    log: log.child({ component: 'projections' }),
+  })
   try {
-    const alerts = await startAlertDelivery({ store, readModels, log: log.child({ component: 'alerts' }), webhook: config.alertWebhook })
+    const alerts = await startAlertDelivery({
+      store,
+      readModels,
+      log: log.child({ component: 'alerts' }),
+      webhook: config.alertWebhook,
+    })
     // R12: recordings older than KENNEL_RETENTION_RECORDINGS_DAYS are deleted (api/recordings/retention.ts)
-    const retention = startRecordingRetention({ store, blobs: openBlobStore(config, loadMasterKey(config)), retentionDays: config.retentionRecordingsDays, log: log.child({ component: 'retention' }) })
+    const retention = startRecordingRetention({
+      store,
+      blobs: openBlobStore(config, loadMasterKey(config)),
+      retentionDays: config.retentionRecordingsDays,
+      log: log.child({ component: 'retention' }),
+    })
     // R12: the audit log's index of per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS
-    const telemetry = startTelemetryRetention({ readModels, retentionDays: config.retentionTelemetryDays, log: log.child({ component: 'retention' }) })
+    const telemetry = startTelemetryRetention({
+      readModels,
+      retentionDays: config.retentionTelemetryDays,
+      log: log.child({ component: 'retention' }),
+    })
     return {
       caughtUp: runner.caughtUp,
       waitFor: (position, timeoutMs) => runner.waitFor(position, timeoutMs),
@@ -105,9 +129,17 @@ const STOP_DEADLINE_MS = 30_000
 export const projectorThreadHooks: { onStart?: (worker: Worker) => void } = {}
 
 export async function startProjectorThread(config: Config, log: Logger, store: EventStore): Promise<Projector> {
-  const worker = new Worker(WORKER_URL, { workerData: { config, logLevel: log.level } satisfies ProjectorWorkerData, execArgv: [], name: 'kennel-projector', resourceLimits: { maxYoungGenerationSizeMb: PROJECTOR_YOUNG_GENERATION_MB } })
+  const worker = new Worker(WORKER_URL, {
+    workerData: { config, logLevel: log.level } satisfies ProjectorWorkerData,
+    execArgv: [],
+    name: 'kennel-projector',
+    resourceLimits: { maxYoungGenerationSizeMb: PROJECTOR_YOUNG_GENERATION_MB },
+  })
   projectorThreadHooks.onStart?.(worker)
-  const calls = new Map<number, { resolve: (reply: Extract<ProjectorReply, { type: 'reply' }>) => void; reject: (err: Error) => void }>()
+  const calls = new Map<
+    number,
+    { resolve: (reply: Extract<ProjectorReply, { type: 'reply' }>) => void; reject: (err: Error) => void }
+  >()
   let seq = 0
   let lastLag: Lag = { events: 0, seconds: 0 }
   let stopping = false
@@ -143,7 +175,15 @@ export async function startProjectorThread(config: Config, log: Logger, store: E
             (result) => worker.postMessage({ type: 'appended', id: m.id, result } satisfies ProjectorRequest),
             (err: unknown) => {
               const e = err as Error & { code?: string; details?: Record<string, unknown> }
-              worker.postMessage({ type: 'appended', id: m.id, error: { message: e.message, ...(typeof e.code === 'string' ? { code: e.code } : {}), ...(e.details ? { details: e.details } : {}) } } satisfies ProjectorRequest)
+              worker.postMessage({
+                type: 'appended',
+                id: m.id,
+                error: {
+                  message: e.message,
+                  ...(typeof e.code === 'string' ? { code: e.code } : {}),
+                  ...(e.details ? { details: e.details } : {}),
+                },
+              } satisfies ProjectorRequest)
             },
           )
         default: {
@@ -163,10 +203,16 @@ export async function startProjectorThread(config: Config, log: Logger, store: E
       calls.clear()
       rejectCaughtUp(err)
       reject(err)
-      if (!stopping) log.error({ code }, 'the projector thread exited: read models, audit heads and alerts stand still until kennel restarts')
+      if (!stopping)
+        log.error(
+          { code },
+          'the projector thread exited: read models, audit heads and alerts stand still until kennel restarts',
+        )
     })
   })
-  const call = (request: { type: 'waitFor'; position: number; timeoutMs?: number } | { type: 'lag' }): Promise<Extract<ProjectorReply, { type: 'reply' }>> =>
+  const call = (
+    request: { type: 'waitFor'; position: number; timeoutMs?: number } | { type: 'lag' },
+  ): Promise<Extract<ProjectorReply, { type: 'reply' }>> =>
     new Promise((resolve, reject) => {
       const id = seq++
       calls.set(id, { resolve, reject })
@@ -225,7 +271,13 @@ function relay(log: Logger, line: string): void {
 // holds a Projector of this kind; it starts the real one while it holds the lease and stops it
 // when it loses the lease, and stands by otherwise.
 
-export function leasedProjector(start: () => Promise<Projector>, lease: (o: { onAcquired(): Promise<void>; onLost(): Promise<void> }) => { readonly held: boolean; stop(): Promise<void> }): Projector & { readonly active: boolean } {
+export function leasedProjector(
+  start: () => Promise<Projector>,
+  lease: (o: { onAcquired(): Promise<void>; onLost(): Promise<void> }) => {
+    readonly held: boolean
+    stop(): Promise<void>
+  },
+): Projector & { readonly active: boolean } {
   let current: Projector | undefined
   let resolveCaughtUp!: () => void
   const caughtUp = new Promise<void>((resolve) => (resolveCaughtUp = resolve))
@@ -240,7 +292,11 @@ export function leasedProjector(start: () => Promise<Projector>, lease: (o: { on
       await stopping?.stop()
     },
   })
-  const standby = (): KennelError => new KennelError('KENNEL_ERR_UNAVAILABLE', 'this node\'s projector is standing by: another node holds the projector lease')
+  const standby = (): KennelError =>
+    new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      "this node's projector is standing by: another node holds the projector lease",
+    )
   return {
     caughtUp,
     get active() {

@@ -91,7 +91,8 @@ export function markRedeliveries(aedes: Aedes): void {
 
 async function* redeliveries(stored: AsyncIterable<StoredOutgoing>): AsyncGenerator<StoredOutgoing> {
   for await (const packet of stored) {
-    const sentBefore = (packet.cmd ?? 'publish') === 'publish' && typeof packet.messageId === 'number' && packet.messageId > 0
+    const sentBefore =
+      (packet.cmd ?? 'publish') === 'publish' && typeof packet.messageId === 'number' && packet.messageId > 0
     // a copy: the in-memory persistence yields the very packets it stores
     yield sentBefore ? { ...packet, dup: true } : packet
   }

@@ -14,7 +14,16 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
+import {
+  isOwnWill,
+  limitPacketSize,
+  markRedeliveries,
+  onClosedByBroker,
+  pendingWill,
+  registeredClients,
+  sharedEmitter,
+  writeNumbersUncached,
+} from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -31,8 +40,20 @@ import { createUnacknowledgedPublishes } from './unacknowledged.ts'
 
 export type BrokerConfig = Pick<
   Config,
-  'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
-> & AdmissionConfig
+  | 'host'
+  | 'mqttPort'
+  | 'maxPayloadBytes'
+  | 'mqttConnectLimits'
+  | 'mqttConnectIpLimits'
+  | 'mqttPublishLimits'
+  | 'mqttByteLimits'
+  | 'denylist'
+  | 'redisUrl'
+  | 'tlsMinVersion'
+  | 'tlsCiphers'
+  | 'tlsCurves'
+> &
+  AdmissionConfig
 
 export interface BrokerOptions {
   config: BrokerConfig
@@ -55,7 +76,12 @@ export interface Broker {
   /** start listening; resolves with the bound port (0 = any free port) */
   listen(port?: number, host?: string): Promise<number>
   /** send a message to a toy's inbox, `toys/{deviceId}/inbox/{subtopic}` (the API's publisher) */
-  publishToDevice(deviceId: string, subtopic: string, payload: Buffer | string, options?: { qos?: 0 | 1; retain?: boolean }): Promise<void>
+  publishToDevice(
+    deviceId: string,
+    subtopic: string,
+    payload: Buffer | string,
+    options?: { qos?: 0 | 1; retain?: boolean },
+  ): Promise<void>
   /** close a device's live session (only the one using `serial`, when given) on every broker of
    * the cluster, its will suppressed; `reason` is the DeviceDisconnected reason */
   kick(deviceId: string, reason: KickReason, serial?: string): Promise<void>
@@ -86,7 +112,10 @@ const RATE_LIMIT_EVENT_INTERVAL_MS = 60_000
 const PACKET_OVERHEAD = 65_545
 
 // the one-shot digest (Node ≥ 20.12) costs about a third of a Hash object's for a small payload
-const sha256: (b: Buffer) => string = typeof crypto.hash === 'function' ? (b) => crypto.hash('sha256', b, 'hex') : (b) => crypto.createHash('sha256').update(b).digest('hex')
+const sha256: (b: Buffer) => string =
+  typeof crypto.hash === 'function'
+    ? (b) => crypto.hash('sha256', b, 'hex')
+    : (b) => crypto.createHash('sha256').update(b).digest('hex')
 
 function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { returnCode: number } {
   return Object.assign(new Error(message), { returnCode })
@@ -96,8 +125,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const { config, store, log } = opts
   const now = opts.now ?? (() => new Date())
   // the Redis clients are loaded only in cluster mode
-  const cluster: ClusterParts | undefined = config.redisUrl ? (await import('./cluster.ts')).createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
-  const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
+  const cluster: ClusterParts | undefined = config.redisUrl
+    ? (await import('./cluster.ts')).createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix })
+    : undefined
+  const rateLimits =
+    opts.rateLimits ??
+    createRateLimits(
+      config,
+      cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {},
+    )
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
   const sessions = createSessions()
   const unacknowledged = createUnacknowledgedPublishes()
@@ -114,18 +150,38 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     connectTimeout: 2 * config.connectTimeoutSeconds * 1000,
   })
   const clients = (): Record<string, Client> => registeredClients(aedes)
-  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => admission.size)
+  const metrics = createBrokerMetrics(
+    opts.registry ?? new Registry(),
+    () => Object.keys(clients()).length,
+    () => admission.size,
+  )
   const recorder = createRecorder(store, log, { onFailure: (events) => metrics.appendFailures.inc(events) })
   // counted per publish: the labelled child is looked up once
   const messagesIn = metrics.messages.labels('in')
 
-  const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
-  const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
+  const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> =>
+    recorder.record(stream, event, metadata)
+  const deviceMeta = (id: PeerIdentity): EventMetadata => ({
+    actor: `device:${id.deviceId}`,
+    credential: `cert:${id.serial}`,
+    sourceIp: id.ip,
+  })
 
   function recordRefusal(r: PeerRefusal): Promise<void> {
     metrics.authFailures.inc({ reason: r.reason })
-    const data = { reason: r.reason, ip: r.ip, fingerprint: r.fingerprint, deviceId: r.deviceId, serial: r.serial, detail: r.detail }
-    const metadata: EventMetadata = { actor: r.trusted && r.deviceId ? `device:${r.deviceId}` : 'anonymous', sourceIp: r.ip, ...(r.serial ? { credential: `cert:${r.serial}` } : {}) }
+    const data = {
+      reason: r.reason,
+      ip: r.ip,
+      fingerprint: r.fingerprint,
+      deviceId: r.deviceId,
+      serial: r.serial,
+      detail: r.detail,
+    }
+    const metadata: EventMetadata = {
+      actor: r.trusted && r.deviceId ? `device:${r.deviceId}` : 'anonymous',
+      sourceIp: r.ip,
+      ...(r.serial ? { credential: `cert:${r.serial}` } : {}),
+    }
     // a certificate that chains to the device CA names a device we issued to; anything else is anonymous
     const stream = r.trusted && r.deviceId ? mqttStream(r.deviceId) : securityStream(now())
     return record(stream, { type: 'DeviceAuthFailed', data: JSON.parse(JSON.stringify(data)) }, metadata)
@@ -139,9 +195,24 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const limited = new FoldedRefusals<Limited>(RATE_LIMIT_EVENT_INTERVAL_MS, recordLimited)
   function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
     metrics.rateLimited.inc({ limit: refusal.limit })
-    const data: RateLimitExceeded['data'] = { listener: 'mqtt', limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
-    const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
-    return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
+    const data: RateLimitExceeded['data'] = {
+      listener: 'mqtt',
+      limit: refusal.limit,
+      window: refusal.window,
+      deviceId: id.deviceId,
+      serial: id.serial,
+      ip: id.ip,
+      retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)),
+      refusals: 1,
+    }
+    const limit: Limited = {
+      stream: mqttStream(id.deviceId),
+      event: { type: 'RateLimitExceeded', data },
+      metadata: deviceMeta(id),
+    }
+    return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit)
+      ? record(limit.stream, limit.event, limit.metadata)
+      : Promise.resolve()
   }
 
   // --- revocation and supersession (R3, R18) ---------------------------------------------
@@ -159,13 +230,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   function broadcastKick(k: Kick): Promise<void> {
     return new Promise((resolve) => {
-      aedes.publish({ cmd: 'publish', topic: KICK_TOPIC, payload: Buffer.from(JSON.stringify({ ...k, origin: aedes.id })), qos: 0, retain: false, dup: false }, () => resolve())
+      aedes.publish(
+        {
+          cmd: 'publish',
+          topic: KICK_TOPIC,
+          payload: Buffer.from(JSON.stringify({ ...k, origin: aedes.id })),
+          qos: 0,
+          retain: false,
+          dup: false,
+        },
+        () => resolve(),
+      )
     })
   }
 
   const revocations = followRevocations(store, log, {
     onRevoked(r) {
-      const k: Kick = { deviceId: r.deviceId, reason: 'revoked', ...(r.serial !== undefined ? { serial: r.serial } : {}) }
+      const k: Kick = {
+        deviceId: r.deviceId,
+        reason: 'revoked',
+        ...(r.serial !== undefined ? { serial: r.serial } : {}),
+      }
       kickLocal(k)
       // every node follows the store too; the message covers nodes whose follower lags
       void broadcastKick(k)
@@ -178,8 +263,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const denylist = compileDenylist(config.denylist)
   // the first hit from an address is recorded at once; the rest of its minute together when the
   // minute ends or on close
-  const recordDenied = ({ ip, port, cidr }: { ip: string; port: number | undefined; cidr: string }, hits: number): Promise<void> =>
-    record(securityStream(now()), { type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip, port, cidr, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+  const recordDenied = (
+    { ip, port, cidr }: { ip: string; port: number | undefined; cidr: string },
+    hits: number,
+  ): Promise<void> =>
+    record(
+      securityStream(now()),
+      { type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip, port, cidr, hits } },
+      { actor: 'anonymous', sourceIp: ip },
+    ).catch(() => undefined)
   const denied = new FoldedRefusals(DENYLIST_EVENT_INTERVAL_MS, recordDenied)
   const admission = createAdmission({ config, metrics, record, now, log })
   function onDenied(socket: Socket, cidr: string): void {
@@ -195,7 +287,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (isRefusal(peer)) {
       // refused before any MQTT byte is read; the reason is on record before the socket closes (R19)
       socket.pause()
-      void recordRefusal(peer).catch(() => undefined).finally(() => socket.destroy())
+      void recordRefusal(peer)
+        .catch(() => undefined)
+        .finally(() => socket.destroy())
       return
     }
     identities.set(socket, peer)
@@ -221,10 +315,12 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     // username and password are ignored: the certificate is the credential (R2)
     const authenticated = authenticate(client)
     authenticating.add(authenticated)
-    void authenticated.then(
-      () => done(null, true),
-      (err: Error & { returnCode: number }) => done(err as never, false),
-    ).finally(() => authenticating.delete(authenticated))
+    void authenticated
+      .then(
+        () => done(null, true),
+        (err: Error & { returnCode: number }) => done(err as never, false),
+      )
+      .finally(() => authenticating.delete(authenticated))
   }
 
   async function authenticate(client: Client): Promise<void> {
@@ -246,7 +342,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     // revoked between the handshake and this CONNECT
     if (revocations.revoked.device(identity.deviceId) || revocations.revoked.serial(identity.serial)) {
-      await recordRefusal({ ...identity, reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked', trusted: true })
+      await recordRefusal({
+        ...identity,
+        reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked',
+        trusted: true,
+      })
       throw connectError('certificate revoked', 5)
     }
     const will = pendingWill(client)
@@ -254,19 +354,54 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       const decision = canPublish(identity.deviceId, will.topic)
       if (!decision.ok) {
         metrics.denials.inc({ kind: 'will' })
-        await record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(will.topic).slice(0, 256), qos: will.qos, bytes: will.payload?.length ?? 0, reason: decision.reason, will: true } }, deviceMeta(identity))
+        await record(
+          mqttStream(identity.deviceId),
+          {
+            type: 'PublishDenied',
+            data: {
+              deviceId: identity.deviceId,
+              topic: String(will.topic).slice(0, 256),
+              qos: will.qos,
+              bytes: will.payload?.length ?? 0,
+              reason: decision.reason,
+              will: true,
+            },
+          },
+          deviceMeta(identity),
+        )
         throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
       }
     }
     const connectionId = randomUUID()
     try {
-      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
+      await record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceConnected',
+          data: {
+            deviceId: identity.deviceId,
+            serial: identity.serial,
+            ip: identity.ip,
+            clean: client.clean,
+            protocolVersion: client.version,
+            connectionId,
+          },
+        },
+        deviceMeta(identity),
+      )
     } catch {
       throw connectError('event store unavailable', 3)
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
     const session = sessions.open(client, identity, connectionId, (session, reason) => {
-      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId } }, deviceMeta(identity))
+      void record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceDisconnected',
+          data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId },
+        },
+        deviceMeta(identity),
+      )
     })
     session.recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
     // connected while the broker closed: Aedes no longer answers it
@@ -285,7 +420,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (client === null || isOwnWill(client, packet)) return done(willRefusal(session, packet))
     if (!session) return done(new Error('not authenticated'))
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
-    const decision = payload.length > config.maxPayloadBytes ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` } : canPublish(session.identity.deviceId, packet.topic)
+    const decision =
+      payload.length > config.maxPayloadBytes
+        ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` }
+        : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
     const limit = rateLimits.publish(session.identity.deviceId, payload.length)
     if (limit instanceof Promise) void limit.then((l) => admitPublish(client, session, packet, payload, l, done), done)
@@ -304,12 +442,33 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const { identity } = session
     metrics.denials.inc({ kind: 'publish' })
     session.reason = 'publish-denied'
-    return record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(packet.topic).slice(0, 256), qos: packet.qos, bytes: payload.length, reason, will: false } }, deviceMeta(identity))
+    return record(
+      mqttStream(identity.deviceId),
+      {
+        type: 'PublishDenied',
+        data: {
+          deviceId: identity.deviceId,
+          topic: String(packet.topic).slice(0, 256),
+          qos: packet.qos,
+          bytes: payload.length,
+          reason,
+          will: false,
+        },
+      },
+      deviceMeta(identity),
+    )
       .catch(() => undefined)
       .then(() => new KennelError('KENNEL_ERR_TOPIC_DENIED', reason))
   }
 
-  function admitPublish(client: Client, session: Session, packet: PublishPacket, payload: Buffer, limit: RateDecision, done: (err: Error | null) => void): void {
+  function admitPublish(
+    client: Client,
+    session: Session,
+    packet: PublishPacket,
+    payload: Buffer,
+    limit: RateDecision,
+    done: (err: Error | null) => void,
+  ): void {
     const { identity } = session
     if (!limit.ok) {
       session.reason = 'rate-limited'
@@ -331,8 +490,25 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     // the stream and metadata made once per session; the data's keys in sorted order, as the
     // store writes them (canonical JSON), so that it is serialised without a sorted copy
-    const { stream, metadata } = session.recordedAs ?? { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
-    record(stream, { type: 'PublishAccepted', data: { bytes: payload.length, deviceId: identity.deviceId, qos: packet.qos, retain: packet.retain, sha256: digest, topic: packet.topic } }, metadata).then(
+    const { stream, metadata } = session.recordedAs ?? {
+      stream: mqttStream(identity.deviceId),
+      metadata: deviceMeta(identity),
+    }
+    record(
+      stream,
+      {
+        type: 'PublishAccepted',
+        data: {
+          bytes: payload.length,
+          deviceId: identity.deviceId,
+          qos: packet.qos,
+          retain: packet.retain,
+          sha256: digest,
+          topic: packet.topic,
+        },
+      },
+      metadata,
+    ).then(
       () => {
         // committed, but Aedes will neither acknowledge nor route it: its connection is gone
         if (packet.qos === 1 && !client.connected) unacknowledged.remember(identity.deviceId, packet.messageId!, digest)
@@ -341,7 +517,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       },
       (err: unknown) => {
         session.reason ??= 'event-store-unavailable'
-        done(new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, { cause: err }))
+        done(
+          new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, {
+            cause: err,
+          }),
+        )
       },
     )
   }
@@ -350,7 +530,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     // a denial is `null`, never an Error: SUBACK 0x80 keeps the connection, and an Error while a
     // persistent session is restored would abort every reconnect (Aedes re-runs the hook for each
     // stored subscription and treats an Error as fatal for the connection)
-    void authorizeSubscribe(client, sub).then((granted) => done(null, granted), () => done(null, null))
+    void authorizeSubscribe(client, sub).then(
+      (granted) => done(null, granted),
+      () => done(null, null),
+    )
   }
 
   async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null> {
@@ -360,10 +543,21 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const decision = canSubscribe(identity.deviceId, sub.topic)
     if (!decision.ok) {
       metrics.denials.inc({ kind: 'subscribe' })
-      await record(mqttStream(identity.deviceId), { type: 'SubscriptionDenied', data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason } }, deviceMeta(identity))
+      await record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'SubscriptionDenied',
+          data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason },
+        },
+        deviceMeta(identity),
+      )
       return null
     }
-    void record(mqttStream(identity.deviceId), { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } }, deviceMeta(identity))
+    void record(
+      mqttStream(identity.deviceId),
+      { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } },
+      deviceMeta(identity),
+    )
     return sub
   }
 
@@ -393,7 +587,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       (packet, cb) => {
         try {
           const k = JSON.parse(packet.payload.toString()) as Kick & { origin: string }
-          const valid = typeof k.deviceId === 'string' && (k.serial === undefined || typeof k.serial === 'string') && kickReasons.includes(k.reason)
+          const valid =
+            typeof k.deviceId === 'string' &&
+            (k.serial === undefined || typeof k.serial === 'string') &&
+            kickReasons.includes(k.reason)
           if (k.origin !== aedes.id && valid) kickLocal(k)
         } catch (err) {
           log.warn({ err }, 'malformed kick message')
@@ -424,15 +621,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     },
     async publishToDevice(deviceId, subtopic, payload, options = {}) {
       const target = inboxTopic(deviceId, subtopic)
-      if (!target.ok || target.topic === undefined) throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
+      if (!target.ok || target.topic === undefined)
+        throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
       const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
-      if (buf.length > config.maxPayloadBytes) throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${config.maxPayloadBytes} bytes`)
+      if (buf.length > config.maxPayloadBytes)
+        throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${config.maxPayloadBytes} bytes`)
       const qos = options.qos ?? 1
       await new Promise<void>((resolve, reject) => {
-        aedes.publish({ cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: options.retain ?? false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()))
+        aedes.publish(
+          { cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: options.retain ?? false, dup: false },
+          (err?: Error) => (err ? reject(err) : resolve()),
+        )
       })
       metrics.messages.inc({ direction: 'inbox' })
-      void record(mqttStream(deviceId), { type: 'InboxMessagePublished', data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) } }, { actor: 'system:broker' })
+      void record(
+        mqttStream(deviceId),
+        {
+          type: 'InboxMessagePublished',
+          data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) },
+        },
+        { actor: 'system:broker' },
+      )
     },
     async kick(deviceId, reason, serial) {
       const k: Kick = { deviceId, reason, ...(serial !== undefined ? { serial } : {}) }

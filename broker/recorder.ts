@@ -46,7 +46,11 @@ function deferred(): NonNullable<Pending['committed']> {
 }
 
 /** `onFailure` is told how many events an append that failed after its retries held (a metric) */
-export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {}): Recorder {
+export function createRecorder(
+  store: EventStore,
+  log: Logger,
+  { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {},
+): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
   let timer: NodeJS.Timeout | undefined
@@ -59,7 +63,10 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
     for (let attempt = 0; ; attempt++) {
       const delayMs = RETRY_DELAYS_MS[attempt]
       if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
-      log.warn({ err: (err as Error).message, stream, events: events.length, delayMs }, 'broker event append failed; retrying with the same event ids')
+      log.warn(
+        { err: (err as Error).message, stream, events: events.length, delayMs },
+        'broker event append failed; retrying with the same event ids',
+      )
       await sleep(delayMs)
       try {
         await store.append(stream, events, APPEND_ANY)
@@ -86,7 +93,9 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
       inFlight.delete(p)
       pending.committed?.resolve()
     }
-    const p: Promise<void> = store.append(stream, pending.events, APPEND_ANY).then(committed, (err: unknown) => retry(stream, pending.events, err).then(committed, failed))
+    const p: Promise<void> = store
+      .append(stream, pending.events, APPEND_ANY)
+      .then(committed, (err: unknown) => retry(stream, pending.events, err).then(committed, failed))
     inFlight.add(p)
     return p
   }

@@ -27,7 +27,12 @@ export interface Sessions {
   /** why the connection ends, unless a reason was noted first (also before the session opens) */
   note(client: Client, reason: DisconnectReason): void
   /** the connection's DeviceConnected is on record; `onEnd` runs once, when its socket closes */
-  open(client: Client, identity: PeerIdentity, connectionId: string, onEnd: (session: Session, reason: DisconnectReason) => void): Session
+  open(
+    client: Client,
+    identity: PeerIdentity,
+    connectionId: string,
+    onEnd: (session: Session, reason: DisconnectReason) => void,
+  ): Session
   /** the device's opened connections whose sockets are still open */
   ofDevice(deviceId: string): Client[]
   /** every opened connection whose socket is still open, with a promise of its end */

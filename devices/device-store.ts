@@ -49,7 +49,11 @@ export function metadataOf(deps: Omit<ClaimDeps, 'store'>): EventMetadata {
 /** Decide on the device's stream and append with its revision; a concurrent append to the
  * stream makes `handle` run again on the new state (a second revocation becomes "already
  * revoked"). */
-export function handleDeviceCommand(deps: ClaimDeps, deviceId: string, handle: (state: DeviceState) => DeviceEvent[] | Promise<DeviceEvent[]>): Promise<Handled<DeviceState, DeviceEvent>> {
+export function handleDeviceCommand(
+  deps: ClaimDeps,
+  deviceId: string,
+  handle: (state: DeviceState) => DeviceEvent[] | Promise<DeviceEvent[]>,
+): Promise<Handled<DeviceState, DeviceEvent>> {
   return handleCommand(deps.store, deviceStream(deviceId), deviceDecider, handle, { metadata: metadataOf(deps) })
 }
 
@@ -62,13 +66,19 @@ export function randomOf(deps: { random?: (n: number) => Buffer }): (n: number) 
 }
 
 /** Record the issuing CA once in `ca-{caId}` before its first certificate is recorded. */
-export async function recordCa(store: EventStore, ca: Pick<DeviceCa, 'issuer' | 'origin'>, actor: string): Promise<void> {
+export async function recordCa(
+  store: EventStore,
+  ca: Pick<DeviceCa, 'issuer' | 'origin'>,
+  actor: string,
+): Promise<void> {
   const { info } = ca.issuer
   const event: CaEvent = ca.origin === 'created' ? { type: 'CaCreated', data: info } : { type: 'CaAdded', data: info }
   const h = sha256Hex(Buffer.from(`${caStream(info.caId)}:${event.type}`))
   const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`
   try {
-    await store.append(caStream(info.caId), [{ id, type: event.type, data: event.data, metadata: { actor } }], { expectedRevision: 'no_stream' })
+    await store.append(caStream(info.caId), [{ id, type: event.type, data: event.data, metadata: { actor } }], {
+      expectedRevision: 'no_stream',
+    })
   } catch (err) {
     if (!isKennelError(err, 'KENNEL_ERR_WRONG_EXPECTED_REVISION')) throw err
   }

@@ -26,18 +26,35 @@ export async function enrollDevice(deps: DeviceDeps, deviceId: string): Promise<
   const keys = await generateKeyPair('P-256')
   const publicKey = await x509.PublicKey.create(keys.publicKey)
   const result = await enrol(deps, deviceId, publicKey, sha256Hex(publicKey.rawData), true)
-  return { deviceId, keyPem: await privateKeyPem(keys.privateKey), certPem: result.certPem, caPem: result.caPem, claimCode: result.claimCode, serial: result.serial }
+  return {
+    deviceId,
+    keyPem: await privateKeyPem(keys.privateKey),
+    certPem: result.certPem,
+    caPem: result.caPem,
+    claimCode: result.claimCode,
+    serial: result.serial,
+  }
 }
 
 /** Enrol a device from its CSR. Returns the claim code to print on the toy's card. */
-export async function issueFromCsr(deps: DeviceDeps, deviceId: string, csrPem: string): Promise<{ certPem: string; serial: string; claimCode: string }> {
+export async function issueFromCsr(
+  deps: DeviceDeps,
+  deviceId: string,
+  csrPem: string,
+): Promise<{ certPem: string; serial: string; claimCode: string }> {
   assertDeviceId(deviceId)
   assertCanEnroll((await loadDevice(deps.store, deviceId)).state, deviceId)
   const csr = await checkCsr(csrPem, deviceId)
   return enrol(deps, deviceId, csr.publicKey, csr.publicKeyId, false)
 }
 
-async function enrol(deps: DeviceDeps, deviceId: string, publicKey: x509.PublicKey, publicKeyId: string, keyGeneratedByKennel: boolean) {
+async function enrol(
+  deps: DeviceDeps,
+  deviceId: string,
+  publicKey: x509.PublicKey,
+  publicKeyId: string,
+  keyGeneratedByKennel: boolean,
+) {
   const now = nowOf(deps)
   const random = randomOf(deps)
   const { code, secret } = newClaimCode(deviceId, random)
@@ -57,7 +74,18 @@ async function enrol(deps: DeviceDeps, deviceId: string, publicKey: x509.PublicK
   const claimCodeExpiresAt = new Date(now.getTime() + deps.config.claimCodeTtlHours * 3_600_000)
   // decided on the stream as it is now: an enrolment of the same id meanwhile wins, this one is refused
   await handleDeviceCommand(deps, deviceId, async (state) => {
-    const events = decide({ type: 'EnrollDevice', deviceId, now, keyGeneratedByKennel, claimCodeHash, claimCodeExpiresAt, certificate: issued }, state)
+    const events = decide(
+      {
+        type: 'EnrollDevice',
+        deviceId,
+        now,
+        keyGeneratedByKennel,
+        claimCodeHash,
+        claimCodeExpiresAt,
+        certificate: issued,
+      },
+      state,
+    )
     await recordCa(deps.store, { issuer, origin }, deps.actor)
     return events
   })

@@ -41,13 +41,22 @@ export async function revokeCertificate(deps: RevokeDeps, serial: string, reason
   const normalized = parseSerial(serial)
   const why = checkReason(reason)
   const deviceId = await deviceOfSerial(deps.store, deps.docs, normalized)
-  if (deviceId === undefined) throw new KennelError('KENNEL_ERR_CERT_UNKNOWN', `no certificate with serial ${normalized} was issued`)
-  await handleDeviceCommand(deps, deviceId, (state) => decide({ type: 'RevokeCertificate', serial: normalized, reason: why, now: nowOf(deps) }, state))
+  if (deviceId === undefined)
+    throw new KennelError('KENNEL_ERR_CERT_UNKNOWN', `no certificate with serial ${normalized} was issued`)
+  await handleDeviceCommand(deps, deviceId, (state) =>
+    decide({ type: 'RevokeCertificate', serial: normalized, reason: why, now: nowOf(deps) }, state),
+  )
 }
 
-async function deviceOfSerial(store: EventStore, docs: Documents | undefined, serial: string): Promise<string | undefined> {
+async function deviceOfSerial(
+  store: EventStore,
+  docs: Documents | undefined,
+  serial: string,
+): Promise<string | undefined> {
   if (docs) return certificateView(docs, serial)?.deviceId
-  const issued = (await store.readAll({ filter: { types: ['CertificateIssued'], streamPrefixes: ['device-'] } })) as unknown as { data: CertificateIssued['data'] }[]
+  const issued = (await store.readAll({
+    filter: { types: ['CertificateIssued'], streamPrefixes: ['device-'] },
+  })) as unknown as { data: CertificateIssued['data'] }[]
   return issued.find((e) => e.data.serial === serial)?.data.deviceId
 }
 

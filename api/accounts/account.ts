@@ -26,10 +26,23 @@ export interface AccountState {
   pending: PendingVerification | undefined
 }
 
-export const initialAccountState: AccountState = { accountId: undefined, verified: false, erased: false, pending: undefined }
+export const initialAccountState: AccountState = {
+  accountId: undefined,
+  verified: false,
+  erased: false,
+  pending: undefined,
+}
 
 export type AccountCommand =
-  | { type: 'CreateAccount'; accountId: string; emailHash: string; emailSealed: string; passwordHash: string; now: Date; verification: VerificationRequested['data'] }
+  | {
+      type: 'CreateAccount'
+      accountId: string
+      emailHash: string
+      emailSealed: string
+      passwordHash: string
+      now: Date
+      verification: VerificationRequested['data']
+    }
   | { type: 'RequestVerification'; verification: VerificationRequested['data'] }
   | { type: 'VerifyAccount'; tokenHash: string; now: Date }
 
@@ -37,9 +50,20 @@ export function decide(command: AccountCommand, state: AccountState): AccountEve
   switch (command.type) {
     case 'CreateAccount': {
       // the id is new and random: an existing stream is a conflict, as an append with no_stream
-      if (state.accountId !== undefined) throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `account ${command.accountId} already exists`)
+      if (state.accountId !== undefined)
+        throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `account ${command.accountId} already exists`)
       const { accountId, emailHash, emailSealed, passwordHash, now, verification } = command
-      const created: AccountCreated = { type: 'AccountCreated', data: { accountId, emailHash, emailSealed, passwordHash, createdAt: now.toISOString(), verificationRequired: true } }
+      const created: AccountCreated = {
+        type: 'AccountCreated',
+        data: {
+          accountId,
+          emailHash,
+          emailSealed,
+          passwordHash,
+          createdAt: now.toISOString(),
+          verificationRequired: true,
+        },
+      }
       return [created, { type: 'VerificationRequested', data: verification }]
     }
     case 'RequestVerification': {
@@ -49,10 +73,26 @@ export function decide(command: AccountCommand, state: AccountState): AccountEve
       return [{ type: 'VerificationRequested', data: command.verification }]
     }
     case 'VerifyAccount': {
-      if (state.verified) throw new KennelError('KENNEL_ERR_VERIFICATION_USED', 'this address is already confirmed; log in')
-      if (!state.pending || state.pending.tokenHash !== command.tokenHash) throw new KennelError('KENNEL_ERR_VERIFICATION_EXPIRED', 'a newer confirmation mail replaced this token; use the newest one')
-      if (Date.parse(state.pending.expiresAt) <= command.now.getTime()) throw new KennelError('KENNEL_ERR_VERIFICATION_EXPIRED', 'the token has expired; sign up again for a new confirmation mail')
-      const verified: AccountVerified = { type: 'AccountVerified', data: { accountId: state.accountId!, verificationId: state.pending.verificationId, verifiedAt: command.now.toISOString() } }
+      if (state.verified)
+        throw new KennelError('KENNEL_ERR_VERIFICATION_USED', 'this address is already confirmed; log in')
+      if (!state.pending || state.pending.tokenHash !== command.tokenHash)
+        throw new KennelError(
+          'KENNEL_ERR_VERIFICATION_EXPIRED',
+          'a newer confirmation mail replaced this token; use the newest one',
+        )
+      if (Date.parse(state.pending.expiresAt) <= command.now.getTime())
+        throw new KennelError(
+          'KENNEL_ERR_VERIFICATION_EXPIRED',
+          'the token has expired; sign up again for a new confirmation mail',
+        )
+      const verified: AccountVerified = {
+        type: 'AccountVerified',
+        data: {
+          accountId: state.accountId!,
+          verificationId: state.pending.verificationId,
+          verifiedAt: command.now.toISOString(),
+        },
+      }
       return [verified]
     }
     default: {
@@ -91,4 +131,8 @@ export function evolve(state: AccountState, event: AccountEvent): AccountState {
   }
 }
 
-export const accountDecider: Decider<AccountCommand, AccountState, AccountEvent> = { initialState: initialAccountState, evolve, decide }
+export const accountDecider: Decider<AccountCommand, AccountState, AccountEvent> = {
+  initialState: initialAccountState,
+  evolve,
+  decide,
+}

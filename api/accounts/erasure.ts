@@ -33,14 +33,22 @@ export interface ErasureDeps {
 export function erasureReason(reason: unknown): string {
   const text = typeof reason === 'string' ? reason.trim() : ''
   if (text.length === 0 || text.length > 200 || /[\u0000-\u001f\u007f]/.test(text)) {
-    throw new KennelError('KENNEL_ERR_VALIDATION', 'an erasure needs a reason: 1-200 printable characters (a ticket number, "holder asked by mail"; not the person\'s data)')
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      'an erasure needs a reason: 1-200 printable characters (a ticket number, "holder asked by mail"; not the person\'s data)',
+    )
   }
   return text
 }
 
-export async function eraseAccount(deps: ErasureDeps, accountId: string, reason: string): Promise<AccountErased['data']> {
+export async function eraseAccount(
+  deps: ErasureDeps,
+  accountId: string,
+  reason: string,
+): Promise<AccountErased['data']> {
   const why = erasureReason(reason)
-  if (erasedAccount(deps.docs, accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `account ${accountId} was already erased`)
+  if (erasedAccount(deps.docs, accountId))
+    throw new KennelError('KENNEL_ERR_NOT_FOUND', `account ${accountId} was already erased`)
   if (!accountById(deps.docs, accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no account ${accountId}`)
   // households of which the person is the last member go with them
   const households = householdsOf(deps.docs, accountId).filter((h) => h.members.every((m) => m === accountId))
@@ -49,16 +57,33 @@ export async function eraseAccount(deps: ErasureDeps, accountId: string, reason:
   const actor = typeof deps.metadata.actor === 'string' ? deps.metadata.actor : 'system:api'
   const credential = typeof deps.metadata.credential === 'string' ? deps.metadata.credential : undefined
   for (const deviceId of deviceIds) {
-    await retireDevice({ store: deps.store, actor, ...(credential ? { credential } : {}), now: deps.now, docs: deps.docs }, deviceId, 'account-erased')
+    await retireDevice(
+      { store: deps.store, actor, ...(credential ? { credential } : {}), now: deps.now, docs: deps.docs },
+      deviceId,
+      'account-erased',
+    )
   }
   for (const r of recordings) await deps.blobs.delete(r.objectKey)
   for (const h of households) await deps.blobs.shredHousehold(h.householdId)
   await deps.personKeys.shred(accountId)
-  const ended: SessionEnded[] = openSessionsOf(deps.docs, accountId).map((s) => ({ type: 'SessionEnded', data: { accountId, sessionId: s.sessionId, reason: 'account-erased' } }))
+  const ended: SessionEnded[] = openSessionsOf(deps.docs, accountId).map((s) => ({
+    type: 'SessionEnded',
+    data: { accountId, sessionId: s.sessionId, reason: 'account-erased' },
+  }))
   const erased: AccountErased = {
     type: 'AccountErased',
-    data: { accountId, erasedAt: deps.now.toISOString(), reason: why, householdIds: households.map((h) => h.householdId), deviceIds, recordingIds: recordings.map((r) => r.recordingId) },
+    data: {
+      accountId,
+      erasedAt: deps.now.toISOString(),
+      reason: why,
+      householdIds: households.map((h) => h.householdId),
+      deviceIds,
+      recordingIds: recordings.map((r) => r.recordingId),
+    },
   }
-  await deps.store.append(accountStream(accountId), [...ended, erased].map((e) => ({ ...e, metadata: deps.metadata })))
+  await deps.store.append(
+    accountStream(accountId),
+    [...ended, erased].map((e) => ({ ...e, metadata: deps.metadata })),
+  )
   return erased.data
 }

@@ -120,7 +120,19 @@ export interface AccountExported {
   data: { accountId: string; exportedAt: string; households: number; recordings: number; events: number }
 }
 
-export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed | AccountErased | AccountExported
+export type AccountEvent =
+  | AccountCreated
+  | VerificationRequested
+  | AccountVerified
+  | EmailReserved
+  | RoleGranted
+  | SessionStarted
+  | SessionEnded
+  | LoginFailed
+  | LoginBlockLifted
+  | PrivilegedRouteUsed
+  | AccountErased
+  | AccountExported
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

@@ -34,13 +34,19 @@ export class EmailProtector {
   }
 
   async seal(accountId: string, email: string): Promise<string> {
-    return seal(await this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
+    return seal(
+      await this.personKeys.keyFor(accountId),
+      Buffer.from(normaliseEmail(email)),
+      `email:${accountId}`,
+    ).toString('base64')
   }
 
   /** the address, or undefined once the person's key is shredded */
   async open(accountId: string, sealed: string): Promise<string | undefined> {
     const key = await this.personKeys.existingKey(accountId)
-    return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
+    return key === undefined
+      ? undefined
+      : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
   }
 }
 

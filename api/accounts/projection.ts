@@ -56,14 +56,29 @@ const LOGIN_LIFTS = 'api.loginLifts'
 export const accountsProjection: Projection = {
   name: 'api-accounts',
   version: 3,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErased'],
+  eventTypes: [
+    'AccountCreated',
+    'VerificationRequested',
+    'AccountVerified',
+    'RoleGranted',
+    'SessionStarted',
+    'SessionEnded',
+    'LoginBlockLifted',
+    'AccountErased',
+  ],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
       case 'AccountCreated': {
         const { accountId, emailHash, passwordHash, verificationRequired } = event.data
         if (tx.get(BY_EMAIL, emailHash) !== undefined) return
-        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [], verified: verificationRequired !== true } satisfies AccountDoc)
+        tx.put(ACCOUNTS, accountId, {
+          accountId,
+          emailHash,
+          passwordHash,
+          roles: [],
+          verified: verificationRequired !== true,
+        } satisfies AccountDoc)
         tx.put(BY_EMAIL, emailHash, accountId)
         return
       }
@@ -84,7 +99,8 @@ export const accountsProjection: Projection = {
       }
       case 'RoleGranted': {
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
-        if (a && !a.roles.includes(event.data.role)) tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
+        if (a && !a.roles.includes(event.data.role))
+          tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
         return
       }
       case 'SessionStarted': {
@@ -115,7 +131,10 @@ export const accountsProjection: Projection = {
           if (a.pending) tx.delete(VERIFICATIONS, a.pending.tokenHash)
           tx.delete(ACCOUNTS, a.accountId)
         }
-        tx.put(ERASED_ACCOUNTS, event.data.accountId, { accountId: event.data.accountId, erasedAt: event.data.erasedAt } satisfies ErasedAccountDoc)
+        tx.put(ERASED_ACCOUNTS, event.data.accountId, {
+          accountId: event.data.accountId,
+          erasedAt: event.data.erasedAt,
+        } satisfies ErasedAccountDoc)
         return
       }
       case 'EmailReserved':
@@ -131,31 +150,39 @@ export const accountsProjection: Projection = {
   },
 }
 
-export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined => docs.get<AccountDoc>(ACCOUNTS, accountId)
+export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined =>
+  docs.get<AccountDoc>(ACCOUNTS, accountId)
 
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
 }
 
-export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined => docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
+export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined =>
+  docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
 
 /** the account's sessions that have not ended (expired ones included: ending them costs nothing) */
 export function openSessionsOf(docs: Documents, accountId: string): SessionDoc[] {
   return [...docs.values<SessionDoc>(SESSIONS)].filter((s) => s.accountId === accountId && !s.ended)
 }
 
-export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
+export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined =>
+  docs.get<SessionDoc>(SESSIONS, tokenHash)
 
 export function sessionById(docs: Documents, sessionId: string): SessionDoc | undefined {
   const hash = docs.get<string>(SESSION_IDS, sessionId)
   return hash === undefined ? undefined : sessionByTokenHash(docs, hash)
 }
 
-export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
+export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined =>
+  docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
 
 /** how often the login limits were lifted for this account and address (login-limiter.ts loginKeys) */
 export function loginLifts(docs: Documents, accountId: string | undefined, ip: string): LoginLifts {
   const count = (id: string) => docs.get<number>(LOGIN_LIFTS, id) ?? 0
-  return { account: accountId ? count(`account:${accountId}`) : 0, accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0, ip: count(`ip:${ip}`) }
+  return {
+    account: accountId ? count(`account:${accountId}`) : 0,
+    accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0,
+    ip: count(`ip:${ip}`),
+  }
 }

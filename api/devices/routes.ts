@@ -18,19 +18,51 @@ export async function deviceRoutes(app: FastifyInstance, opts: { ctx: ApiContext
   app.addHook('onClose', () => auth.flush())
   await app.register(deviceRecordingRoutes, { ctx })
 
-  app.post<{ Body: { csr: string } }>('/v1/device/certificate', {
-    schema: {
-      tags: ['device'],
-      summary: 'renew the toy\'s certificate from a CSR (R18)',
-      security: [{ deviceCertificate: [] }],
-      body: { type: 'object', additionalProperties: false, required: ['csr'], properties: { csr: { type: 'string', minLength: 100, maxLength: 16384, pattern: '^-----BEGIN CERTIFICATE REQUEST-----' } } },
-      response: { 200: { type: 'object', properties: { certPem: { type: 'string' }, serial: { type: 'string' }, caPem: { type: 'string' } } }, ...errorResponses },
+  app.post<{ Body: { csr: string } }>(
+    '/v1/device/certificate',
+    {
+      schema: {
+        tags: ['device'],
+        summary: "renew the toy's certificate from a CSR (R18)",
+        security: [{ deviceCertificate: [] }],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['csr'],
+          properties: {
+            csr: { type: 'string', minLength: 100, maxLength: 16384, pattern: '^-----BEGIN CERTIFICATE REQUEST-----' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { certPem: { type: 'string' }, serial: { type: 'string' }, caPem: { type: 'string' } },
+          },
+          ...errorResponses,
+        },
+      },
     },
-  }, async (req) => {
-    const { deviceId, serial } = devicePrincipal(req)
-    const meta = deviceMetadata(req)
-    const renewed = await renewCertificate({ store: ctx.store, ca: ctx.ca as DeviceCa, config: ctx.config, actor: meta.actor!, credential: meta.credential, sourceIp: req.ip, correlationId: req.id, now: ctx.now(), docs: ctx.docs }, deviceId, serial, req.body.csr)
-    await ctx.catchUp()
-    return renewed // caPem: the trust bundle the toy keeps as its ca.crt (R18)
-  })
+    async (req) => {
+      const { deviceId, serial } = devicePrincipal(req)
+      const meta = deviceMetadata(req)
+      const renewed = await renewCertificate(
+        {
+          store: ctx.store,
+          ca: ctx.ca as DeviceCa,
+          config: ctx.config,
+          actor: meta.actor!,
+          credential: meta.credential,
+          sourceIp: req.ip,
+          correlationId: req.id,
+          now: ctx.now(),
+          docs: ctx.docs,
+        },
+        deviceId,
+        serial,
+        req.body.csr,
+      )
+      await ctx.catchUp()
+      return renewed // caPem: the trust bundle the toy keeps as its ca.crt (R18)
+    },
+  )
 }

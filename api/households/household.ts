@@ -25,9 +25,20 @@ export function decide(command: HouseholdCommand, state: HouseholdState): Househ
   switch (command.type) {
     case 'CreateHousehold': {
       // the id is new and random: an existing stream is a conflict, as an append with no_stream
-      if (state.householdId !== undefined) throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `household ${command.householdId} already exists`)
+      if (state.householdId !== undefined)
+        throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `household ${command.householdId} already exists`)
       const { householdId, ownerAccountId, now, nameSealed } = command
-      return [{ type: 'HouseholdCreated', data: { householdId, ownerAccountId, createdAt: now.toISOString(), ...(nameSealed !== undefined ? { nameSealed } : {}) } }]
+      return [
+        {
+          type: 'HouseholdCreated',
+          data: {
+            householdId,
+            ownerAccountId,
+            createdAt: now.toISOString(),
+            ...(nameSealed !== undefined ? { nameSealed } : {}),
+          },
+        },
+      ]
     }
     default: {
       const _: never = command.type
@@ -47,4 +58,8 @@ export function evolve(state: HouseholdState, event: HouseholdEvent): HouseholdS
   }
 }
 
-export const householdDecider: Decider<HouseholdCommand, HouseholdState, HouseholdEvent> = { initialState: initialHouseholdState, evolve, decide }
+export const householdDecider: Decider<HouseholdCommand, HouseholdState, HouseholdEvent> = {
+  initialState: initialHouseholdState,
+  evolve,
+  decide,
+}

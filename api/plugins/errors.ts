@@ -42,7 +42,8 @@ function answer(err: FastifyError | Error, req: FastifyRequest, reply: FastifyRe
   const ke = toKennelError(err)
   if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
   // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
-  const retryAfter = ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
+  const retryAfter =
+    ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
   if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
   if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
   return reply.status(ke.httpStatus).send(ke.toJSON())

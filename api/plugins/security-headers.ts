@@ -15,7 +15,8 @@ const headers: Record<string, string> = {
 }
 
 export function setSecurityHeaders(reply: FastifyReply): void {
-  for (const [name, value] of Object.entries(headers)) if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
+  for (const [name, value] of Object.entries(headers))
+    if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
 }
 
 export function registerSecurityHeaders(app: FastifyInstance): void {

@@ -23,7 +23,18 @@ export interface RecordingState {
   uploadUrlId: string | undefined
 }
 
-export const initialRecordingState: RecordingState = { status: 'new', recordingId: undefined, householdId: '', deviceId: '', direction: 'to-device', contentType: '', bytes: 0, declaredSha256: undefined, objectKey: '', uploadUrlId: undefined }
+export const initialRecordingState: RecordingState = {
+  status: 'new',
+  recordingId: undefined,
+  householdId: '',
+  deviceId: '',
+  direction: 'to-device',
+  contentType: '',
+  bytes: 0,
+  declaredSha256: undefined,
+  objectKey: '',
+  uploadUrlId: undefined,
+}
 
 export type RecordingCommand =
   | {
@@ -57,22 +68,69 @@ export function decide(command: RecordingCommand, state: RecordingState): Record
   switch (command.type) {
     case 'CreateRecording': {
       // the id is new and random: an existing stream is a conflict, as an append with no_stream
-      if (state.status !== 'new') throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `recording ${command.recordingId} already exists`)
+      if (state.status !== 'new')
+        throw new KennelError('KENNEL_ERR_WRONG_EXPECTED_REVISION', `recording ${command.recordingId} already exists`)
       const { recordingId, householdId, deviceId, direction, contentType, bytes, objectKey } = command
       const declared = command.sha256 === undefined ? {} : { sha256: command.sha256 }
       return [
-        { type: 'RecordingCreated', data: { recordingId, householdId, deviceId, direction, contentType, bytes, ...declared, objectKey, createdAt: command.now.toISOString() } },
-        { type: 'UploadUrlIssued', data: { recordingId, householdId, deviceId, until: command.upload.until, urlId: command.upload.urlId } },
+        {
+          type: 'RecordingCreated',
+          data: {
+            recordingId,
+            householdId,
+            deviceId,
+            direction,
+            contentType,
+            bytes,
+            ...declared,
+            objectKey,
+            createdAt: command.now.toISOString(),
+          },
+        },
+        {
+          type: 'UploadUrlIssued',
+          data: { recordingId, householdId, deviceId, until: command.upload.until, urlId: command.upload.urlId },
+        },
       ]
     }
     case 'CompleteRecording': {
-      if (state.status === 'new' || state.status === 'expired') throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such recording')
+      if (state.status === 'new' || state.status === 'expired')
+        throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such recording')
       if (state.status === 'stored') return []
       const stat = command.object
       if (!stat) throw new KennelError('KENNEL_ERR_RECORDING_INCOMPLETE', 'the recording has not been uploaded yet')
-      if (stat.size !== state.bytes) throw refusal(state, stat, 'size-mismatch', new KennelError('KENNEL_ERR_RECORDING_SIZE_MISMATCH', `the uploaded object has ${stat.size} bytes, ${state.bytes} were declared`))
-      if (state.declaredSha256 !== undefined && stat.sha256 !== state.declaredSha256) throw refusal(state, stat, 'sha256-mismatch', new KennelError('KENNEL_ERR_RECORDING_HASH_MISMATCH', `the uploaded object's SHA-256 is ${stat.sha256}, ${state.declaredSha256} was declared`))
-      const stored: RecordingStored = { type: 'RecordingStored', data: { recordingId: state.recordingId!, householdId: state.householdId, deviceId: state.deviceId, bytes: stat.size, sha256: stat.sha256, ...(state.uploadUrlId ? { urlId: state.uploadUrlId } : {}), storedAt: command.now.toISOString() } }
+      if (stat.size !== state.bytes)
+        throw refusal(
+          state,
+          stat,
+          'size-mismatch',
+          new KennelError(
+            'KENNEL_ERR_RECORDING_SIZE_MISMATCH',
+            `the uploaded object has ${stat.size} bytes, ${state.bytes} were declared`,
+          ),
+        )
+      if (state.declaredSha256 !== undefined && stat.sha256 !== state.declaredSha256)
+        throw refusal(
+          state,
+          stat,
+          'sha256-mismatch',
+          new KennelError(
+            'KENNEL_ERR_RECORDING_HASH_MISMATCH',
+            `the uploaded object's SHA-256 is ${stat.sha256}, ${state.declaredSha256} was declared`,
+          ),
+        )
+      const stored: RecordingStored = {
+        type: 'RecordingStored',
+        data: {
+          recordingId: state.recordingId!,
+          householdId: state.householdId,
+          deviceId: state.deviceId,
+          bytes: stat.size,
+          sha256: stat.sha256,
+          ...(state.uploadUrlId ? { urlId: state.uploadUrlId } : {}),
+          storedAt: command.now.toISOString(),
+        },
+      }
       return [stored]
     }
     default: {
@@ -82,10 +140,24 @@ export function decide(command: RecordingCommand, state: RecordingState): Record
   }
 }
 
-function refusal(state: RecordingState, stat: { size: number; sha256: string }, reason: RecordingCompletionRefused['data']['reason'], err: KennelError): CompletionRefused {
+function refusal(
+  state: RecordingState,
+  stat: { size: number; sha256: string },
+  reason: RecordingCompletionRefused['data']['reason'],
+  err: KennelError,
+): CompletionRefused {
   const event: RecordingCompletionRefused = {
     type: 'RecordingCompletionRefused',
-    data: { recordingId: state.recordingId!, householdId: state.householdId, deviceId: state.deviceId, reason, bytes: stat.size, sha256: stat.sha256, declaredBytes: state.bytes, ...(state.declaredSha256 ? { declaredSha256: state.declaredSha256 } : {}) },
+    data: {
+      recordingId: state.recordingId!,
+      householdId: state.householdId,
+      deviceId: state.deviceId,
+      reason,
+      bytes: stat.size,
+      sha256: stat.sha256,
+      declaredBytes: state.bytes,
+      ...(state.declaredSha256 ? { declaredSha256: state.declaredSha256 } : {}),
+    },
   }
   return new CompletionRefused(event, err)
 }
@@ -94,7 +166,18 @@ export function evolve(state: RecordingState, event: RecordingEvent): RecordingS
   switch (event.type) {
     case 'RecordingCreated': {
       const d = event.data
-      return { status: 'pending', recordingId: d.recordingId, householdId: d.householdId, deviceId: d.deviceId, direction: d.direction, contentType: d.contentType, bytes: d.bytes, declaredSha256: d.sha256, objectKey: d.objectKey, uploadUrlId: undefined }
+      return {
+        status: 'pending',
+        recordingId: d.recordingId,
+        householdId: d.householdId,
+        deviceId: d.deviceId,
+        direction: d.direction,
+        contentType: d.contentType,
+        bytes: d.bytes,
+        declaredSha256: d.sha256,
+        objectKey: d.objectKey,
+        uploadUrlId: undefined,
+      }
     }
     case 'UploadUrlIssued':
       return { ...state, uploadUrlId: event.data.urlId }
@@ -115,4 +198,8 @@ export function evolve(state: RecordingState, event: RecordingEvent): RecordingS
   }
 }
 
-export const recordingDecider: Decider<RecordingCommand, RecordingState, RecordingEvent> = { initialState: initialRecordingState, evolve, decide }
+export const recordingDecider: Decider<RecordingCommand, RecordingState, RecordingEvent> = {
+  initialState: initialRecordingState,
+  evolve,
+  decide,
+}

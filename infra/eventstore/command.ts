@@ -29,7 +29,11 @@ export interface LoadedStream<State> {
 }
 
 /** an append the caller chooses (the API's waits until its read models have the events) */
-export type Append = (stream: string, events: readonly NewEvent[], expectedRevision: ExpectedRevision) => Promise<AppendResult>
+export type Append = (
+  stream: string,
+  events: readonly NewEvent[],
+  expectedRevision: ExpectedRevision,
+) => Promise<AppendResult>
 
 export interface HandleOptions<Event extends DomainEvent> {
   /** recorded with every new event; a function to give events of one command different actors */
@@ -53,7 +57,11 @@ export interface Handled<State, Event extends DomainEvent> {
 
 export const DEFAULT_ATTEMPTS = 3
 
-export async function loadStream<State, Event extends DomainEvent>(store: Pick<EventStore, 'readStream'>, stream: string, fold: Fold<State, Event>): Promise<LoadedStream<State>> {
+export async function loadStream<State, Event extends DomainEvent>(
+  store: Pick<EventStore, 'readStream'>,
+  stream: string,
+  fold: Fold<State, Event>,
+): Promise<LoadedStream<State>> {
   const recorded = await store.readStream(stream)
   let state = fold.initialState
   for (const e of recorded) state = fold.evolve(state, { type: e.type, data: e.data } as Event)
@@ -71,16 +79,26 @@ export async function handleCommand<State, Event extends DomainEvent>(
   options: HandleOptions<Event> = {},
 ): Promise<Handled<State, Event>> {
   const attempts = options.attempts ?? DEFAULT_ATTEMPTS
-  const append: Append = options.append ?? ((s, events, expectedRevision) => store.append(s, events, { expectedRevision }))
+  const append: Append =
+    options.append ?? ((s, events, expectedRevision) => store.append(s, events, { expectedRevision }))
   for (let attempt = 1; ; attempt++) {
     const { state, revision } = await loadStream(store, stream, fold)
     const events = await handle(state, revision)
     if (events.length === 0) return { state, events, revision, position: undefined }
     const { metadata } = options
-    const recorded = events.map((e) => ({ type: e.type, data: e.data, ...(metadata === undefined ? {} : { metadata: typeof metadata === 'function' ? metadata(e) : metadata }) }))
+    const recorded = events.map((e) => ({
+      type: e.type,
+      data: e.data,
+      ...(metadata === undefined ? {} : { metadata: typeof metadata === 'function' ? metadata(e) : metadata }),
+    }))
     try {
       const result = await append(stream, recorded, revision < 0 ? 'no_stream' : revision)
-      return { state: events.reduce(fold.evolve, state), events, revision: result.nextExpectedRevision, position: result.position }
+      return {
+        state: events.reduce(fold.evolve, state),
+        events,
+        revision: result.nextExpectedRevision,
+        position: result.position,
+      }
     } catch (err) {
       if (attempt >= attempts || !isKennelError(err, 'KENNEL_ERR_WRONG_EXPECTED_REVISION')) throw err
     }

@@ -7,10 +7,24 @@ import type { EventStore } from './port.ts'
 
 export function instrumentEventStore(store: EventStore, registry: Registry): EventStore {
   const registers = [registry]
-  const appends = new Counter({ name: 'kennel_eventstore_appends_total', help: 'appends by outcome: ok, conflict (wrong expected revision) or error', labelNames: ['outcome'], registers })
-  const events = new Counter({ name: 'kennel_eventstore_events_appended_total', help: 'events in the appends that succeeded', registers })
+  const appends = new Counter({
+    name: 'kennel_eventstore_appends_total',
+    help: 'appends by outcome: ok, conflict (wrong expected revision) or error',
+    labelNames: ['outcome'],
+    registers,
+  })
+  const events = new Counter({
+    name: 'kennel_eventstore_events_appended_total',
+    help: 'events in the appends that succeeded',
+    registers,
+  })
   const appendedOk = appends.labels('ok')
-  const duration = new Histogram({ name: 'kennel_eventstore_append_duration_seconds', help: 'time from an append call to its durable commit', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers })
+  const duration = new Histogram({
+    name: 'kennel_eventstore_append_duration_seconds',
+    help: 'time from an append call to its durable commit',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers,
+  })
   new Gauge({
     name: 'kennel_eventstore_head_position',
     help: 'global position of the newest event in the store',

@@ -120,7 +120,12 @@ export class LiveFeed {
   settled(ticket: number, written: readonly AppendedEvent[]): void {
     this.unsettled.delete(ticket)
     if (written.length > 0) {
-      const segment: Segment = { first: written[0]!.position, last: written[written.length - 1]!.position, events: written, settledAfter: this.tickets }
+      const segment: Segment = {
+        first: written[0]!.position,
+        last: written[written.length - 1]!.position,
+        events: written,
+        settledAfter: this.tickets,
+      }
       let i = this.segments.length
       while (i > 0 && this.segments[i - 1]!.first > segment.first) i--
       this.segments.splice(i, 0, segment)
@@ -282,7 +287,8 @@ export class LiveFeed {
   }
 }
 
-const isAppended = (e: AppendedEvent | RecordedEvent): e is AppendedEvent => typeof (e as AppendedEvent).recorded === 'function'
+const isAppended = (e: AppendedEvent | RecordedEvent): e is AppendedEvent =>
+  typeof (e as AppendedEvent).recorded === 'function'
 
 /** the narrowest filter every live subscription's events pass: undefined as soon as one takes all */
 function unionFilter(subs: Iterable<FeedSubscription>): EventFilter | undefined {

@@ -85,7 +85,12 @@ port.on('message', (m: ChunkRequest) => {
     const [position, id, stream, revision, type, time] = r
     const data: unknown = JSON.parse(r[6])
     const metadata = JSON.parse(r[7]) as RecordedEvent['metadata']
-    if (canonical) leafOfCanonicalTextInto(canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7]), leaves, i * 32)
+    if (canonical)
+      leafOfCanonicalTextInto(
+        canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7]),
+        leaves,
+        i * 32,
+      )
     else leaves.set(eventLeaf({ id, type, stream, revision, position, time, data, metadata }), i * 32)
     const leaf = leaves.subarray(i * 32, i * 32 + 32)
     positions[i] = position
@@ -127,7 +132,14 @@ port.on('message', (m: ChunkRequest) => {
     keyStarts: keyStarts.buffer,
     heads,
   }
-  port.postMessage(reply, [positions.buffer, timeOf.buffer, leaves.buffer, merged.buffer, keyArray.buffer, keyStarts.buffer])
+  port.postMessage(reply, [
+    positions.buffer,
+    timeOf.buffer,
+    leaves.buffer,
+    merged.buffer,
+    keyArray.buffer,
+    keyStarts.buffer,
+  ])
   keysReset = keyCount > MAX_KEYS
   if (keysReset) {
     for (const byValue of keyIds) byValue.clear()

@@ -28,7 +28,10 @@ const DATA_FIELDS: ReadonlyArray<[field: string, kind: number]> = [
 ]
 
 /** calls `visit` with the kind (an index of KEY_KINDS) and value of each key of the event */
-export function visitKeys(e: Pick<RecordedEvent, 'type' | 'data' | 'metadata'>, visit: (kind: number, value: string) => void): void {
+export function visitKeys(
+  e: Pick<RecordedEvent, 'type' | 'data' | 'metadata'>,
+  visit: (kind: number, value: string) => void,
+): void {
   const offset = TELEMETRY_TYPES.has(e.type) ? KINDS.length : 0
   const m = e.metadata
   if (typeof m.actor === 'string') visit(offset, m.actor)

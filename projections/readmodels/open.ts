@@ -12,7 +12,10 @@ export function readModelLocation(eventStoreUrl: string): string {
     return `sqlite:${path.join(path.dirname(file), base === 'events' ? 'readmodels.sqlite' : `${base}.readmodels.sqlite`)}`
   }
   if (eventStoreUrl.startsWith('postgres://') || eventStoreUrl.startsWith('postgresql://')) return eventStoreUrl
-  throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'persistent read models need an sqlite: or postgres:// event store; use the in-memory follower with EventStoreDB')
+  throw new KennelError(
+    'KENNEL_ERR_EVENTSTORE_URL',
+    'persistent read models need an sqlite: or postgres:// event store; use the in-memory follower with EventStoreDB',
+  )
 }
 
 export async function openReadModels(location: string): Promise<ReadModelStore & EntryLookups> {

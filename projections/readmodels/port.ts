@@ -46,7 +46,12 @@ export function* entryRowsOf(columns: readonly EntryColumns[]): Iterable<EntryRo
       const at = c.start + i
       const keys: string[] = []
       for (let k = c.keyStarts[at]!; k < c.keyStarts[at + 1]!; k++) keys.push(c.keyNames[c.keys[k]!]!)
-      yield { position: c.positions[at]!, eventId: c.eventIds[at]!, time: c.times[at]!, entry: { ordinal: c.firstOrdinal + i, keys, digest: c.digests.subarray(at * 32, at * 32 + 32) } }
+      yield {
+        position: c.positions[at]!,
+        eventId: c.eventIds[at]!,
+        time: c.times[at]!,
+        entry: { ordinal: c.firstOrdinal + i, keys, digest: c.digests.subarray(at * 32, at * 32 + 32) },
+      }
     }
   }
 }

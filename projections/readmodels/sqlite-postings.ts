@@ -119,7 +119,12 @@ export class PostingBuffer {
     if (this.last[id] === position) return
     this.last[id] = position
     const n = this.size % BLOCK
-    if (n === 0) this.blocks.push({ keyOf: new Int32Array(BLOCK), positions: new Float64Array(BLOCK), times: new Float64Array(BLOCK) })
+    if (n === 0)
+      this.blocks.push({
+        keyOf: new Int32Array(BLOCK),
+        positions: new Float64Array(BLOCK),
+        times: new Float64Array(BLOCK),
+      })
     const block = this.blocks[this.blocks.length - 1]!
     block.keyOf[n] = id
     block.positions[n] = position
@@ -164,7 +169,8 @@ export class PostingBuffer {
       const key = this.keys[k]!
       return typeof key === 'number' ? bucketKey(key) : key
     }
-    for (const k of mergeByName(buckets, named, name)) yield [name(k), out.subarray(2 * start[k]!, 2 * start[k + 1]!), min[k]!, max[k]!]
+    for (const k of mergeByName(buckets, named, name))
+      yield [name(k), out.subarray(2 * start[k]!, 2 * start[k + 1]!), min[k]!, max[k]!]
   }
 }
 
@@ -184,7 +190,11 @@ function grow(a: Float64Array, fill: number): Float64Array {
 }
 
 /** the postings of rows of one key within [since, until) (ms), as [position, ms] in row order */
-export function postingsWithin(blobs: readonly Buffer[], since: number, until: number): Array<[position: number, ms: number]> {
+export function postingsWithin(
+  blobs: readonly Buffer[],
+  since: number,
+  until: number,
+): Array<[position: number, ms: number]> {
   const out: Array<[number, number]> = []
   for (const blob of blobs) {
     const list = unpackPostings(blob)
@@ -198,7 +208,10 @@ export function postingsWithin(blobs: readonly Buffer[], since: number, until: n
 
 /** a posting list without its postings of events before `cutoff` (ms): how many were dropped,
  * and what is kept with its time range (undefined when nothing is) */
-export function postingsSince(blob: Buffer, cutoff: number): { dropped: number; kept?: { list: Float64Array; minTime: number; maxTime: number } } {
+export function postingsSince(
+  blob: Buffer,
+  cutoff: number,
+): { dropped: number; kept?: { list: Float64Array; minTime: number; maxTime: number } } {
   const list = unpackPostings(blob)
   const kept: number[] = []
   for (let i = 0; i < list.length; i += 2) if (list[i + 1]! >= cutoff) kept.push(list[i]!, list[i + 1]!)

@@ -10,10 +10,32 @@ import type { EntryColumns, EntryRow, StoredEntry } from './port.ts'
 const RUN = 1024
 
 /** a run as written: the columns of its row after `projection`, in the table's order */
-export type RunValues = [lastPosition: number, firstPosition: number, firstOrdinal: number, positions: Buffer, times: Buffer, digests: Buffer, eventIds: string]
+export type RunValues = [
+  lastPosition: number,
+  firstPosition: number,
+  firstOrdinal: number,
+  positions: Buffer,
+  times: Buffer,
+  digests: Buffer,
+  eventIds: string,
+]
 
-function runValues(firstOrdinal: number, positions: Float64Array, times: Float64Array, digests: Buffer, ids: readonly string[]): RunValues {
-  return [positions[positions.length - 1]!, positions[0]!, firstOrdinal, packAscending(positions), packRuns(times), digests, JSON.stringify(ids)]
+function runValues(
+  firstOrdinal: number,
+  positions: Float64Array,
+  times: Float64Array,
+  digests: Buffer,
+  ids: readonly string[],
+): RunValues {
+  return [
+    positions[positions.length - 1]!,
+    positions[0]!,
+    firstOrdinal,
+    packAscending(positions),
+    packRuns(times),
+    digests,
+    JSON.stringify(ids),
+  ]
 }
 
 /** entries in columns as runs of up to RUN */
@@ -25,7 +47,13 @@ export function* runsOfColumns(c: EntryColumns): Iterable<RunValues> {
     const msOf = timesInMs()
     for (let i = from; i < to; i++) times[i - from] = msOf(c.times[i]!)
     const digests = Buffer.from(c.digests.buffer, c.digests.byteOffset + from * 32, (to - from) * 32)
-    yield runValues(c.firstOrdinal + from - c.start, c.positions.subarray(from, to), times, digests, c.eventIds.slice(from, to))
+    yield runValues(
+      c.firstOrdinal + from - c.start,
+      c.positions.subarray(from, to),
+      times,
+      digests,
+      c.eventIds.slice(from, to),
+    )
   }
 }
 
@@ -35,7 +63,13 @@ export function* runsOfEntries(entries: readonly EntryRow[]): Iterable<RunValues
   while (start < entries.length) {
     const first = entries[start]!.entry
     let end = start + 1
-    while (end < entries.length && end - start < RUN && entries[end]!.entry.digest.length === first.digest.length && entries[end]!.entry.ordinal === first.ordinal + end - start) end++
+    while (
+      end < entries.length &&
+      end - start < RUN &&
+      entries[end]!.entry.digest.length === first.digest.length &&
+      entries[end]!.entry.ordinal === first.ordinal + end - start
+    )
+      end++
     const n = end - start
     const positions = new Float64Array(n)
     const times = new Float64Array(n)
@@ -79,13 +113,26 @@ export interface Run {
 
 export function decodeRun(r: RunRow): Run {
   const positions = unpackAscending(r.positions)
-  return { lastPosition: r.last_position, firstOrdinal: r.first_ordinal, positions, times: unpackRuns(r.times), digests: r.digests, digestLength: positions.length === 0 ? 0 : r.digests.length / positions.length, eventIds: JSON.parse(r.event_ids) as string[] }
+  return {
+    lastPosition: r.last_position,
+    firstOrdinal: r.first_ordinal,
+    positions,
+    times: unpackRuns(r.times),
+    digests: r.digests,
+    digestLength: positions.length === 0 ? 0 : r.digests.length / positions.length,
+    eventIds: JSON.parse(r.event_ids) as string[],
+  }
 }
 
 /** the entry at index i of a run, its time's text made by `isoOf` (packing.ts isoTimes) and its
  * digest a view of the run's */
 export function entryOf(run: Run, i: number, isoOf: (ms: number) => string): StoredEntry {
-  return { ordinal: run.firstOrdinal + i, position: run.positions[i]!, time: isoOf(run.times[i]!), digest: run.digests.subarray(i * run.digestLength, (i + 1) * run.digestLength) }
+  return {
+    ordinal: run.firstOrdinal + i,
+    position: run.positions[i]!,
+    time: isoOf(run.times[i]!),
+    digest: run.digests.subarray(i * run.digestLength, (i + 1) * run.digestLength),
+  }
 }
 
 /** index of `position` in a run, -1 when absent */

@@ -34,7 +34,14 @@ CREATE TABLE IF NOT EXISTS projection_cursors (name TEXT PRIMARY KEY, position I
 
 /** tables of earlier layouts, dropped on upgrade (the runner rebuilds from the event store);
  * projection_cursors is kept, so alert delivery never repeats an alert after an upgrade */
-const REBUILT_ON_UPGRADE = ['projection_checkpoints', 'projection_documents', 'projection_entries', 'projection_entry_runs', 'projection_keys', 'projection_postings']
+const REBUILT_ON_UPGRADE = [
+  'projection_checkpoints',
+  'projection_documents',
+  'projection_entries',
+  'projection_entry_runs',
+  'projection_keys',
+  'projection_postings',
+]
 
 /** the tables that hold a projection's read model, by its name in their `projection` column */
 export const PROJECTION_TABLES = ['projection_documents', 'projection_entry_runs', 'projection_postings'] as const

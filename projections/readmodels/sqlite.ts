@@ -1,9 +1,26 @@
 import type Database from 'better-sqlite3'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
 import { isoTimes, packPostings } from './packing.ts'
-import { FORGETTABLE_KEY_PREFIX, type EntryLookups, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
+import {
+  FORGETTABLE_KEY_PREFIX,
+  type EntryLookups,
+  type LookupOptions,
+  type ProjectionChanges,
+  type ReadModelStore,
+  type StoredEntry,
+  type StoredProjection,
+} from './port.ts'
 import { eventBucket, MAX_BUFFERED_POSTINGS, PostingBuffer, postingsSince, postingsWithin } from './sqlite-postings.ts'
-import { decodeRun, entryOf, indexIn, RUN_COLUMNS, runsOfColumns, runsOfEntries, type Run, type RunRow } from './sqlite-runs.ts'
+import {
+  decodeRun,
+  entryOf,
+  indexIn,
+  RUN_COLUMNS,
+  runsOfColumns,
+  runsOfEntries,
+  type Run,
+  type RunRow,
+} from './sqlite-runs.ts'
 import { openReadModelDatabase, PROJECTION_TABLES } from './sqlite-schema.ts'
 
 // Embedded read models: a SQLite file beside the event store (never inside it, so the event
@@ -39,14 +56,28 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
     this.stmt = {
       checkpoint: db.prepare('SELECT version, position, indexed FROM projection_checkpoints WHERE name = ?'),
       docs: db.prepare('SELECT collection, id, doc FROM projection_documents WHERE projection = ?').raw(),
-      putDoc: db.prepare('INSERT OR REPLACE INTO projection_documents (projection, collection, id, doc) VALUES (?, ?, ?, ?)'),
+      putDoc: db.prepare(
+        'INSERT OR REPLACE INTO projection_documents (projection, collection, id, doc) VALUES (?, ?, ?, ?)',
+      ),
       deleteDoc: db.prepare('DELETE FROM projection_documents WHERE projection = ? AND collection = ? AND id = ?'),
-      putRun: db.prepare('INSERT OR REPLACE INTO projection_entry_runs (projection, last_position, first_position, first_ordinal, positions, times, digests, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      putPostings: db.prepare('INSERT INTO projection_postings (projection, key, last_position, min_time, max_time, postings) VALUES (?, ?, ?, ?, ?, ?)'),
-      putCheckpoint: db.prepare('INSERT OR REPLACE INTO projection_checkpoints (name, version, position, indexed) VALUES (?, ?, ?, ?)'),
+      putRun: db.prepare(
+        'INSERT OR REPLACE INTO projection_entry_runs (projection, last_position, first_position, first_ordinal, positions, times, digests, event_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      putPostings: db.prepare(
+        'INSERT INTO projection_postings (projection, key, last_position, min_time, max_time, postings) VALUES (?, ?, ?, ?, ?, ?)',
+      ),
+      putCheckpoint: db.prepare(
+        'INSERT OR REPLACE INTO projection_checkpoints (name, version, position, indexed) VALUES (?, ?, ?, ?)',
+      ),
       setIndexed: db.prepare('UPDATE projection_checkpoints SET indexed = ? WHERE name = ?'),
-      postings: db.prepare('SELECT postings FROM projection_postings WHERE projection = ? AND key = ? AND max_time >= ? AND min_time < ? ORDER BY last_position').pluck(),
-      runFrom: db.prepare(`SELECT ${RUN_COLUMNS} FROM projection_entry_runs WHERE projection = ? AND last_position >= ? ORDER BY last_position LIMIT 1`),
+      postings: db
+        .prepare(
+          'SELECT postings FROM projection_postings WHERE projection = ? AND key = ? AND max_time >= ? AND min_time < ? ORDER BY last_position',
+        )
+        .pluck(),
+      runFrom: db.prepare(
+        `SELECT ${RUN_COLUMNS} FROM projection_entry_runs WHERE projection = ? AND last_position >= ? ORDER BY last_position LIMIT 1`,
+      ),
       cursor: db.prepare('SELECT position FROM projection_cursors WHERE name = ?').pluck(),
       checkpoints: db.prepare('SELECT name, position FROM projection_checkpoints').raw(),
       setCursor: db.prepare('INSERT OR REPLACE INTO projection_cursors (name, position) VALUES (?, ?)'),
@@ -59,48 +90,66 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
     return this.db.transaction(() => {
       const cp = this.stmt.checkpoint.get(name) as { version: number; position: number; indexed: number } | undefined
       if (!cp) return undefined
-      const docs = (this.stmt.docs.all(name) as [string, string, string][]).map(([c, id, doc]) => [c, id, JSON.parse(doc)] as [string, string, unknown])
-      return { version: cp.version, position: cp.position, docs, ...(cp.indexed < cp.position ? { incomplete: true as const } : {}) }
+      const docs = (this.stmt.docs.all(name) as [string, string, string][]).map(
+        ([c, id, doc]) => [c, id, JSON.parse(doc)] as [string, string, unknown],
+      )
+      return {
+        version: cp.version,
+        position: cp.position,
+        docs,
+        ...(cp.indexed < cp.position ? { incomplete: true as const } : {}),
+      }
     })()
   }
 
   async commit(changes: readonly ProjectionChanges[]): Promise<void> {
     const outcome = new Map<string, 'buffer' | 'written' | 'done'>()
-    this.db.transaction(() => {
-      for (const c of changes) {
-        const stored = this.stmt.checkpoint.get(c.name) as { position: number; indexed: number } | undefined
-        if (stored?.position !== c.expectedPosition) {
-          throw new WrongExpectedRevisionError(`projection ${c.name}`, c.expectedPosition ?? 'no_stream', stored?.position ?? 'no_stream', 'another process moved the checkpoint')
+    this.db
+      .transaction(() => {
+        for (const c of changes) {
+          const stored = this.stmt.checkpoint.get(c.name) as { position: number; indexed: number } | undefined
+          if (stored?.position !== c.expectedPosition) {
+            throw new WrongExpectedRevisionError(
+              `projection ${c.name}`,
+              c.expectedPosition ?? 'no_stream',
+              stored?.position ?? 'no_stream',
+              'another process moved the checkpoint',
+            )
+          }
+          for (const [collection, id, json] of c.puts) this.stmt.putDoc.run(c.name, collection, id, json)
+          for (const [collection, id] of c.deletes) this.stmt.deleteDoc.run(c.name, collection, id)
+          for (const columns of c.columns ?? [])
+            for (const run of runsOfColumns(columns)) this.stmt.putRun.run(c.name, ...run)
+          for (const run of runsOfEntries(c.entries)) this.stmt.putRun.run(c.name, ...run)
+          // a from-zero load (nothing stored, or this process's own load going on) buffers its
+          // postings; a crash before they are written leaves indexed < position, which load
+          // reports as incomplete so that the runner starts again from zero
+          const previous = this.bulk.get(c.name)
+          const bulk = c.catchingUp === true && (stored === undefined || previous?.position === stored.position)
+          if (bulk && (previous?.buffer.size ?? 0) < MAX_BUFFERED_POSTINGS) {
+            this.stmt.putCheckpoint.run(c.name, c.version, c.position, stored?.indexed ?? 0)
+            outcome.set(c.name, 'buffer')
+            continue
+          }
+          if (previous) this.writePostings(c.name, previous.buffer)
+          const batch = new PostingBuffer()
+          batch.addChanges(c)
+          this.writePostings(c.name, batch)
+          this.stmt.putCheckpoint.run(c.name, c.version, c.position, c.position)
+          outcome.set(c.name, bulk ? 'written' : 'done')
         }
-        for (const [collection, id, json] of c.puts) this.stmt.putDoc.run(c.name, collection, id, json)
-        for (const [collection, id] of c.deletes) this.stmt.deleteDoc.run(c.name, collection, id)
-        for (const columns of c.columns ?? []) for (const run of runsOfColumns(columns)) this.stmt.putRun.run(c.name, ...run)
-        for (const run of runsOfEntries(c.entries)) this.stmt.putRun.run(c.name, ...run)
-        // a from-zero load (nothing stored, or this process's own load going on) buffers its
-        // postings; a crash before they are written leaves indexed < position, which load
-        // reports as incomplete so that the runner starts again from zero
-        const previous = this.bulk.get(c.name)
-        const bulk = c.catchingUp === true && (stored === undefined || previous?.position === stored.position)
-        if (bulk && (previous?.buffer.size ?? 0) < MAX_BUFFERED_POSTINGS) {
-          this.stmt.putCheckpoint.run(c.name, c.version, c.position, stored?.indexed ?? 0)
-          outcome.set(c.name, 'buffer')
-          continue
-        }
-        if (previous) this.writePostings(c.name, previous.buffer)
-        const batch = new PostingBuffer()
-        batch.addChanges(c)
-        this.writePostings(c.name, batch)
-        this.stmt.putCheckpoint.run(c.name, c.version, c.position, c.position)
-        outcome.set(c.name, bulk ? 'written' : 'done')
-      }
-    }).immediate()
+      })
+      .immediate()
     for (const c of changes) {
       const what = outcome.get(c.name)
       if (what === 'done') {
         this.bulk.delete(c.name)
         continue
       }
-      const state = what === 'buffer' ? (this.bulk.get(c.name) ?? { buffer: new PostingBuffer(true), position: 0 }) : { buffer: new PostingBuffer(true), position: 0 }
+      const state =
+        what === 'buffer'
+          ? (this.bulk.get(c.name) ?? { buffer: new PostingBuffer(true), position: 0 })
+          : { buffer: new PostingBuffer(true), position: 0 }
       if (what === 'buffer') state.buffer.addChanges(c)
       state.position = c.position
       this.bulk.set(c.name, state)
@@ -121,15 +170,17 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
 
   async settle(): Promise<void> {
     if (this.bulk.size === 0) return
-    this.db.transaction(() => {
-      for (const [name, state] of this.bulk) {
-        const stored = this.stmt.checkpoint.get(name) as { position: number } | undefined
-        // moved by another writer: what was buffered no longer matches; load reports it
-        if (stored?.position !== state.position) continue
-        this.writePostings(name, state.buffer)
-        this.stmt.setIndexed.run(state.position, name)
-      }
-    }).immediate()
+    this.db
+      .transaction(() => {
+        for (const [name, state] of this.bulk) {
+          const stored = this.stmt.checkpoint.get(name) as { position: number } | undefined
+          // moved by another writer: what was buffered no longer matches; load reports it
+          if (stored?.position !== state.position) continue
+          this.writePostings(name, state.buffer)
+          this.stmt.setIndexed.run(state.position, name)
+        }
+      })
+      .immediate()
     this.bulk.clear()
   }
 
@@ -142,30 +193,42 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
 
   async reset(name: string): Promise<void> {
     this.bulk.delete(name)
-    this.db.transaction(() => {
-      for (const table of PROJECTION_TABLES) this.db.prepare(`DELETE FROM ${table} WHERE projection = ?`).run(name)
-      this.db.prepare('DELETE FROM projection_checkpoints WHERE name = ?').run(name)
-    }).immediate()
+    this.db
+      .transaction(() => {
+        for (const table of PROJECTION_TABLES) this.db.prepare(`DELETE FROM ${table} WHERE projection = ?`).run(name)
+        this.db.prepare('DELETE FROM projection_checkpoints WHERE name = ?').run(name)
+      })
+      .immediate()
   }
 
   async forget(name: string, before: string): Promise<number> {
     const cutoff = Date.parse(before)
     const keyPrefix = FORGETTABLE_KEY_PREFIX
     // keys compare as bytes (BINARY): the prefix is the range [prefix, prefix + U+FFFF) of the primary key
-    const rows = this.db.prepare('SELECT key, last_position, postings FROM projection_postings WHERE projection = ? AND key >= ? AND key < ? AND min_time < ?').raw()
-    const remove = this.db.prepare('DELETE FROM projection_postings WHERE projection = ? AND key = ? AND last_position = ?')
-    return this.db.transaction(() => {
-      let dropped = 0
-      for (const [key, last, blob] of rows.all(name, keyPrefix, `${keyPrefix}\uffff`, cutoff) as Array<[string, number, Buffer]>) {
-        const since = postingsSince(blob, cutoff)
-        dropped += since.dropped
-        remove.run(name, key, last)
-        if (since.kept === undefined) continue
-        const { list, minTime, maxTime } = since.kept
-        this.stmt.putPostings.run(name, key, list[list.length - 2], minTime, maxTime, packPostings(list))
-      }
-      return dropped
-    }).immediate()
+    const rows = this.db
+      .prepare(
+        'SELECT key, last_position, postings FROM projection_postings WHERE projection = ? AND key >= ? AND key < ? AND min_time < ?',
+      )
+      .raw()
+    const remove = this.db.prepare(
+      'DELETE FROM projection_postings WHERE projection = ? AND key = ? AND last_position = ?',
+    )
+    return this.db
+      .transaction(() => {
+        let dropped = 0
+        for (const [key, last, blob] of rows.all(name, keyPrefix, `${keyPrefix}\uffff`, cutoff) as Array<
+          [string, number, Buffer]
+        >) {
+          const since = postingsSince(blob, cutoff)
+          dropped += since.dropped
+          remove.run(name, key, last)
+          if (since.kept === undefined) continue
+          const { list, minTime, maxTime } = since.kept
+          this.stmt.putPostings.run(name, key, list[list.length - 2], minTime, maxTime, packPostings(list))
+        }
+        return dropped
+      })
+      .immediate()
   }
 
   private postings(name: string, key: string, since: number, until: number): Array<[position: number, ms: number]> {
@@ -181,7 +244,12 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
   }
 
   async positionOf(name: string, eventId: string): Promise<number | undefined> {
-    for (const [position] of this.postings(name, eventBucket(eventId), Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)) {
+    for (const [position] of this.postings(
+      name,
+      eventBucket(eventId),
+      Number.MIN_SAFE_INTEGER,
+      Number.MAX_SAFE_INTEGER,
+    )) {
       const found = this.entryIndex(name, position)
       if (found !== undefined && found[0].eventIds[found[1]] === eventId) return position
     }
@@ -199,7 +267,8 @@ class SqliteReadModels implements ReadModelStore, EntryLookups {
     while (out.length < limit) {
       const run = this.runFrom(name, after + 1)
       if (run === undefined) break
-      for (let i = 0; i < run.positions.length && out.length < limit; i++) if (run.positions[i]! > after) out.push(entryOf(run, i, this.isoOf))
+      for (let i = 0; i < run.positions.length && out.length < limit; i++)
+        if (run.positions[i]! > after) out.push(entryOf(run, i, this.isoOf))
       after = run.lastPosition
     }
     return out

@@ -15,7 +15,8 @@ t.test('a range of positions as stored, with the json=canonical mark', async (t)
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const file = path.join(dir, 'events.sqlite')
   const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })
-  for (let i = 1; i <= 5; i++) await store.append(`s-${i % 2}`, [{ type: 'Happened', data: { z: i, a: 'é' }, metadata: { actor: 'test:reader' } }])
+  for (let i = 1; i <= 5; i++)
+    await store.append(`s-${i % 2}`, [{ type: 'Happened', data: { z: i, a: 'é' }, metadata: { actor: 'test:reader' } }])
   const recorded = await store.readAll()
   await store.close()
 
@@ -23,12 +24,22 @@ t.test('a range of positions as stored, with the json=canonical mark', async (t)
   t.teardown(() => reader.close())
   t.equal(reader.canonical, true, 'a store this kennel created is marked canonical')
   const rows = reader.range(1, 4)
-  t.same(rows.map((r) => r[0]), [2, 3, 4], 'positions after `after`, up to and including `upTo`')
+  t.same(
+    rows.map((r) => r[0]),
+    [2, 3, 4],
+    'positions after `after`, up to and including `upTo`',
+  )
   t.same(
     rows.map(([position, id, stream, revision, type, time]) => ({ position, id, stream, revision, type, time })),
-    recorded.slice(1, 4).map(({ position, id, stream, revision, type, time }) => ({ position, id, stream, revision, type, time })),
+    recorded
+      .slice(1, 4)
+      .map(({ position, id, stream, revision, type, time }) => ({ position, id, stream, revision, type, time })),
   )
-  t.same(rows.map((r) => [r[6], r[7]]), recorded.slice(1, 4).map((e) => [`{"a":"é","z":${(e.data as { z: number }).z}}`, '{"actor":"test:reader"}']), 'data and metadata as the stored text, keys sorted')
+  t.same(
+    rows.map((r) => [r[6], r[7]]),
+    recorded.slice(1, 4).map((e) => [`{"a":"é","z":${(e.data as { z: number }).z}}`, '{"actor":"test:reader"}']),
+    'data and metadata as the stored text, keys sorted',
+  )
   t.same(reader.range(5, 100), [])
 
   const db = new Database(file)

@@ -26,14 +26,42 @@ async function scenario(t: Test, store: EventStore, readModels: ReadModelStore &
     await runner.stop()
   }
   const old = [
-    await store.append('mqtt-toy-1', [{ type: 'DeviceConnected', data: { deviceId: 'toy-1', ip: '203.0.113.9' }, metadata: toy }]),
-    await store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { deviceId: 'toy-1', topic: 'toys/toy-1/telemetry', qos: 1, retain: false, bytes: 3, sha256: 'ab' }, metadata: toy }]),
-    await store.append('mqtt-toy-1', [{ type: 'InboxMessagePublished', data: { deviceId: 'toy-1', topic: 'toys/toy-1/inbox/hello', qos: 1, bytes: 3, sha256: 'cd' }, metadata: { actor: 'system:api' } }]),
-    await store.append('mqtt-toy-1', [{ type: 'PublishDenied', data: { deviceId: 'toy-1', topic: 'toys/toy-2/x', qos: 1, bytes: 3, reason: 'acl', will: false }, metadata: toy }]),
+    await store.append('mqtt-toy-1', [
+      { type: 'DeviceConnected', data: { deviceId: 'toy-1', ip: '203.0.113.9' }, metadata: toy },
+    ]),
+    await store.append('mqtt-toy-1', [
+      {
+        type: 'PublishAccepted',
+        data: { deviceId: 'toy-1', topic: 'toys/toy-1/telemetry', qos: 1, retain: false, bytes: 3, sha256: 'ab' },
+        metadata: toy,
+      },
+    ]),
+    await store.append('mqtt-toy-1', [
+      {
+        type: 'InboxMessagePublished',
+        data: { deviceId: 'toy-1', topic: 'toys/toy-1/inbox/hello', qos: 1, bytes: 3, sha256: 'cd' },
+        metadata: { actor: 'system:api' },
+      },
+    ]),
+    await store.append('mqtt-toy-1', [
+      {
+        type: 'PublishDenied',
+        data: { deviceId: 'toy-1', topic: 'toys/toy-2/x', qos: 1, bytes: 3, reason: 'acl', will: false },
+        metadata: toy,
+      },
+    ]),
   ].map((r) => r.position)
   const lastOld = Date.parse((await store.readAll()).at(-1)!.time)
   while (Date.now() <= lastOld) await new Promise((r) => setImmediate(r))
-  const recent = (await store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { deviceId: 'toy-1', topic: 'toys/toy-1/telemetry', qos: 1, retain: false, bytes: 4, sha256: 'ef' }, metadata: toy }])).position
+  const recent = (
+    await store.append('mqtt-toy-1', [
+      {
+        type: 'PublishAccepted',
+        data: { deviceId: 'toy-1', topic: 'toys/toy-1/telemetry', qos: 1, retain: false, bytes: 4, sha256: 'ef' },
+        metadata: toy,
+      },
+    ])
+  ).position
   const firstRecent = Date.parse((await store.readAll()).find((e) => e.position === recent)!.time)
   await project()
   const log = new AuditLog(store, readModels)
@@ -45,7 +73,11 @@ async function scenario(t: Test, store: EventStore, readModels: ReadModelStore &
   const now = () => new Date(firstRecent + retentionDays * DAY_MS)
   const dropped = await forgetTelemetry({ readModels, retentionDays, now })
   t.ok(dropped >= 4, `${dropped} postings of the old publish and inbox message dropped`)
-  t.same(await indexed(), [old[0], old[3], recent], 'after: the old publish and inbox message are no longer found; the connection, the denial and the recent publish are')
+  t.same(
+    await indexed(),
+    [old[0], old[3], recent],
+    'after: the old publish and inbox message are no longer found; the connection, the denial and the recent publish are',
+  )
   t.equal(await forgetTelemetry({ readModels, retentionDays, now }), 0, 'a second run drops nothing')
   const later = () => new Date(firstRecent + (retentionDays + 1) * DAY_MS)
   await forgetTelemetry({ readModels, retentionDays, now: later })
@@ -64,12 +96,26 @@ t.test('the telemetry index is forgotten after the retention, the security recor
 t.test('the job drops the telemetry index when the projector starts it, then every hour', async (t) => {
   const sb = await sandbox(t)
   const { signer } = testKeys()
-  await sb.store.append('mqtt-toy-1', [{ type: 'PublishAccepted', data: { deviceId: 'toy-1', topic: 'toys/toy-1/t', qos: 0, retain: false, bytes: 1, sha256: 'ab' }, metadata: toy }])
-  const runner = await startProjectionRunner({ store: sb.store, readModels: sb.readModels, projections: [createAuditProjection({ signer, headEveryEvents: 1000, headEverySeconds: 3600 })] })
+  await sb.store.append('mqtt-toy-1', [
+    {
+      type: 'PublishAccepted',
+      data: { deviceId: 'toy-1', topic: 'toys/toy-1/t', qos: 0, retain: false, bytes: 1, sha256: 'ab' },
+      metadata: toy,
+    },
+  ])
+  const runner = await startProjectionRunner({
+    store: sb.store,
+    readModels: sb.readModels,
+    projections: [createAuditProjection({ signer, headEveryEvents: 1000, headEverySeconds: 3600 })],
+  })
   await runner.waitFor(await sb.store.headPosition())
   await runner.stop()
   t.same(await new AuditLog(sb.store, sb.readModels).positions(['device:toy-1']), [1])
-  const job = startTelemetryRetention({ readModels: sb.readModels, retentionDays: 1, now: () => new Date(Date.now() + 2 * DAY_MS) })
+  const job = startTelemetryRetention({
+    readModels: sb.readModels,
+    retentionDays: 1,
+    now: () => new Date(Date.now() + 2 * DAY_MS),
+  })
   await job.stop()
   t.same(await new AuditLog(sb.store, sb.readModels).positions(['device:toy-1']), [], 'gone after the first run')
 })
