@@ -6,7 +6,7 @@ import { type Cast, type Mode, MODES, runModes, type SessionFigures, type Shape 
 import { MOSQUITTO, MOSQUITTO_INSTALL, MosquittoUnderTest, mosquittoVersion } from './compare/mosquitto.ts'
 import { type Rounds, summarize, table } from './compare/report.ts'
 import type { BrokerUnderTest } from './compare/subject.ts'
-import { prepareData } from './compare/toys.ts'
+import { keptData, prepareData } from './compare/toys.ts'
 import { buildCGenerator, C_SOURCE } from './loadgen/cproc.ts'
 import { type Generator, LoadPool } from './loadgen/pool.ts'
 import type { BenchOptions } from './run.ts'
@@ -126,10 +126,12 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
   let pool: LoadPool | undefined
   const brokers: BrokerUnderTest[] = []
   try {
-    progress(
-      `enrolling ${TOYS} toys in ${runDir} (kennel's enrolment: a P-256 key, a certificate and an argon2id-hashed claim code each)…`,
-    )
-    const data = await prepareData(runDir, TOYS, progress)
+    const keep = process.env.KENNEL_BENCH_DATA
+    if (!keep)
+      progress(
+        `enrolling ${TOYS} toys in ${runDir} (kennel's enrolment: a P-256 key, a certificate and an argon2id-hashed claim code each)…`,
+      )
+    const data = keep ? await keptData(path.resolve(keep), TOYS, progress) : await prepareData(runDir, TOYS, progress)
     const [reloadProbe, bystander, ...revoked] = data.toys.slice(shape.idle)
     const cast: Cast = {
       idle: data.toys.slice(0, shape.idle),

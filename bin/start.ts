@@ -145,7 +145,7 @@ async function startProjections(
   stops: Stops,
 ): Promise<Projector> {
   const one = async (): Promise<Projector> => {
-    if (config.roles.length > 1) return startProjectorThread(config, log)
+    if (config.roles.length > 1) return startProjectorThread(config, log, store)
     const readModels = await openKennelReadModels(config)
     const projector = await startProjector(config, store, readModels, log).catch(async (err: unknown) => {
       await readModels.close()

@@ -463,7 +463,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       throw connectError('event store unavailable', 3)
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
-    sessions.open(client, identity, connectionId, (session, reason) => {
+    const session = sessions.open(client, identity, connectionId, (session, reason) => {
       void record(
         mqttStream(identity.deviceId),
         {
@@ -473,6 +473,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
         connectionMeta(identity),
       )
     })
+    session.recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
     // connected while the broker closed: Aedes no longer answers it
     if (closing) endConnection(client, 'broker-shutdown')
   }
@@ -557,20 +558,26 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       done(null)
       return
     }
+    // the stream and metadata made once per session; the data's keys in sorted order, as the
+    // store writes them (canonical JSON), so that it is serialised without a sorted copy
+    const { stream, metadata } = session.recordedAs ?? {
+      stream: mqttStream(identity.deviceId),
+      metadata: deviceMeta(identity),
+    }
     record(
-      mqttStream(identity.deviceId),
+      stream,
       {
         type: 'PublishAccepted',
         data: {
+          bytes: payload.length,
           deviceId: identity.deviceId,
-          topic: packet.topic,
           qos: packet.qos,
           retain: packet.retain,
-          bytes: payload.length,
           sha256: digest,
+          topic: packet.topic,
         },
       },
-      deviceMeta(identity),
+      metadata,
     ).then(
       () => {
         // committed, but Aedes will neither acknowledge nor route it: its connection is gone

@@ -1,4 +1,5 @@
 import type { Client } from 'aedes'
+import type { EventMetadata } from '../infra/eventstore/port.ts'
 import type { PeerIdentity } from './authenticate.ts'
 import type { DisconnectReason } from './events.ts'
 import { sentDisconnect } from './aedes-internals.ts'
@@ -17,6 +18,8 @@ export interface Session {
   reason?: DisconnectReason
   /** set when revoked: the will is not published */
   suppressWill?: boolean
+  /** the device's event stream and the metadata of its own events, made once for its publishes */
+  recordedAs?: { stream: string; metadata: EventMetadata }
 }
 
 export interface Sessions {

@@ -13,9 +13,13 @@ import { kennelEnv, type PreparedData } from './toys.ts'
 // refused (R6 would otherwise allow 10 connects per toy per minute and 100 publishes per second).
 
 const COMPILED_BIN = fileURLToPath(new URL('../../dist/bin/kennel.js', import.meta.url))
-const KENNEL_BIN = fs.existsSync(COMPILED_BIN)
-  ? COMPILED_BIN
-  : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
+// KENNEL_BENCH_KENNEL: another checkout's bin/kennel.js (or dist/bin/kennel.js), to measure its code with this bench
+const KENNEL_BIN =
+  process.env.KENNEL_BENCH_KENNEL !== undefined
+    ? path.resolve(process.env.KENNEL_BENCH_KENNEL)
+    : fs.existsSync(COMPILED_BIN)
+      ? COMPILED_BIN
+      : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
 const UNLIMITED = '1000000000/second'
 const RAISED_LIMITS = {
   KENNEL_MQTT_CONNECT_LIMITS: UNLIMITED,

@@ -43,6 +43,44 @@ export function kennelEnv(dataDir: string): Record<string, string> {
   return { KENNEL_ENV: 'development', KENNEL_DATA_DIR: dataDir }
 }
 
+/** what a kept data set records about itself (KENNEL_BENCH_DATA) */
+interface KeptData {
+  count: number
+  toys: Toy[]
+}
+
+const KEPT = 'bench-data.json'
+
+/** The prepared data kept in `dir` by an earlier run with the same number of toys, or made there
+ * and kept (KENNEL_BENCH_DATA): enrolment is most of a short run's time, and every kennel run
+ * copies the template, so a kept set is reused unchanged. */
+export async function keptData(dir: string, count: number, progress: (s: string) => void): Promise<PreparedData> {
+  const manifest = path.join(dir, KEPT)
+  if (fs.existsSync(manifest)) {
+    const kept = JSON.parse(fs.readFileSync(manifest, 'utf8')) as KeptData
+    if (kept.count === count) {
+      progress(`reusing the ${count} toys kept in ${dir} (KENNEL_BENCH_DATA)`)
+      const templateDir = path.join(dir, 'kennel-template')
+      const config = loadConfig({ ...kennelEnv(templateDir), KENNEL_LOG_LEVEL: 'silent' })
+      const ca = await loadDeviceCa(config)
+      return {
+        templateDir,
+        toysFile: path.join(dir, 'toys.json'),
+        toys: kept.toys,
+        ca,
+        serverTls: await loadServerTls(config, ca),
+        ops: OPS,
+      }
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  progress(`enrolling ${count} toys in ${dir}, kept for the next runs (KENNEL_BENCH_DATA)…`)
+  const data = await prepareData(dir, count, progress)
+  fs.writeFileSync(manifest, JSON.stringify({ count, toys: data.toys } satisfies KeptData))
+  return data
+}
+
 export async function prepareData(runDir: string, count: number, progress: (s: string) => void): Promise<PreparedData> {
   const templateDir = path.join(runDir, 'kennel-template')
   const config = loadConfig({ ...kennelEnv(templateDir), KENNEL_LOG_LEVEL: 'silent' })

@@ -123,6 +123,10 @@ export interface EventStore {
 export interface OpenOptions {
   /** environment of the opening process; a store created by another one refuses to open (R8) */
   environment: string
+  /** Embedded store: hand every append to this function (another handle of the same file, in
+   * this process) instead of starting a writer thread for this handle; the events come back to
+   * this handle's subscriptions through its poll of the file. Other adapters ignore it. */
+  appendVia?: (stream: string, events: readonly NewEvent[], options: AppendOptions) => Promise<AppendResult>
 }
 
 export class WrongExpectedRevisionError extends KennelError {

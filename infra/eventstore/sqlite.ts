@@ -235,7 +235,7 @@ export async function openSqliteEventStore(file: string, options: SqliteOptions)
     db.close()
     throw err
   }
-  const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
+  const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10, options.appendVia)
   // wait for the writer's connection, so the first append does not pay for the thread's start
   // (often a fire-and-forget security event) and a writer that cannot start fails the open
   try {
@@ -300,6 +300,7 @@ class SqliteEventStore implements EventStore {
     private readonly db: Database.Database,
     readonly environment: string,
     pollMs: number,
+    private readonly appendVia?: OpenOptions['appendVia'],
   ) {
     this.stmt = {
       head: db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck(),
@@ -327,7 +328,8 @@ class SqliteEventStore implements EventStore {
         this.feed.poke()
       },
     })
-    this.writer = this.startWriter()
+    // a handle whose appends go to another handle has no writer of its own
+    if (!appendVia) this.writer = this.startWriter()
   }
 
   writerReady(): Promise<void> {
@@ -340,6 +342,7 @@ class SqliteEventStore implements EventStore {
 
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
+    if (this.appendVia) return this.appendVia(stream, events, options)
     const expected = options.expectedRevision ?? 'any'
     let prepared: PendingEvent[]
     try {

@@ -118,6 +118,32 @@ t.test(
   },
 )
 
+t.test(
+  "on the embedded store the projector thread's appends are made by the main thread's store (no writer thread of its own)",
+  async (t) => {
+    const { config, start } = node(t, 'broker,api,projector', { KENNEL_AUDIT_HEAD_EVERY_EVENTS: '1' })
+    const kennel = await start()
+    const seen: string[] = []
+    const append = kennel.store.append.bind(kennel.store)
+    // noted once committed
+    kennel.store.append = (stream, events, options) =>
+      append(stream, events, options).then((result) => {
+        for (const e of events) seen.push(e.type)
+        return result
+      })
+    await enrollDevice({ store: kennel.store, ca: kennel.ca!, config, actor: 'cli:test' }, 'toy-heads')
+    // the audit projection signs a tree head for the new events, on the projector's thread
+    const deadline = Date.now() + 10_000
+    while (!seen.includes('TreeHeadSigned') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    t.ok(
+      seen.includes('TreeHeadSigned'),
+      `the projector's TreeHeadSigned came through the main store (${seen.join(', ')})`,
+    )
+    const heads = await kennel.store.readAll({ filter: { types: ['TreeHeadSigned'] } })
+    t.ok(heads.length > 0, 'and is stored')
+  },
+)
+
 t.test("a projector alone runs on the node's own thread", async (t) => {
   const kennel = await node(t, 'projector').start()
   t.equal(kennel.projections!.threadId, threadId)

@@ -172,6 +172,36 @@ const runNode = async (args: string[], options: { cwd?: string; env?: NodeJS.Pro
   })
 }
 
+t.test(
+  'a handle opened with appendVia starts no writer thread, hands its appends over, and its subscriptions get them from the file',
+  async (t) => {
+    const file = path.join(dir, 'append-via.sqlite')
+    const main = await openEventStore(`sqlite:${file}`, { environment: 'test' })
+    t.teardown(() => main.close())
+    const handed: string[] = []
+    const other = await openEventStore(`sqlite:${file}`, {
+      environment: 'test',
+      appendVia: (stream, events, options) => (handed.push(stream), main.append(stream, events, options)),
+    })
+    t.teardown(() => other.close())
+    t.equal(writerThreadOf(other), undefined, 'no writer thread of its own')
+    const got: string[] = []
+    const sub = other.subscribe({ onEvent: (e) => void got.push(e.type) })
+    t.teardown(() => sub.stop())
+    const r = await other.append('via', [{ type: 'Handed', data: { n: 1 } }])
+    t.same(handed, ['via'], 'the append went through appendVia')
+    t.equal(r.position, await main.headPosition(), "its result is the main handle's")
+    const deadline = Date.now() + 10_000
+    while (!got.includes('Handed') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    t.same(got, ['Handed'], "delivered to the handle's subscription")
+    await t.rejects(
+      other.append('via', [{ type: 'Conflict', data: {} }], { expectedRevision: 'no_stream' }),
+      { code: 'KENNEL_ERR_WRONG_EXPECTED_REVISION' },
+      'refusals come back as they are',
+    )
+  },
+)
+
 t.test('appends are written by a writer thread; the main connection only reads', async (t) => {
   const file = path.join(dir, 'writer.sqlite')
   const store = await openEventStore(`sqlite:${file}`, { environment: 'test' })

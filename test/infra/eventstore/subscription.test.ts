@@ -143,6 +143,42 @@ t.test(
   },
 )
 
+t.test(
+  "under a steady flow of our own batches a poll costs no read of them; another process's commit comes in as the gap before our next batch",
+  async (t) => {
+    const h = harness({ head: 1 })
+    const s = collect(h.feed)
+    await s.ready
+    const reads = h.reads.length
+    // each batch is sent before the one before it is acknowledged, and committed at once: every
+    // poll sees a commit of ours that no acknowledgement has brought yet
+    let ticket = h.feed.sending()
+    let batch = h.commit(2)
+    for (let i = 0; i < 5; i++) {
+      h.feed.poke()
+      const next = h.feed.sending()
+      const nextBatch = h.commit(2)
+      h.feed.settled(ticket, batch.map(appended))
+      await new Promise((r) => setTimeout(r, 5))
+      ;[ticket, batch] = [next, nextBatch]
+    }
+    t.equal(h.reads.length, reads, 'no read while our batches flow')
+    h.commit(1) // another process, between two batches of ours
+    h.feed.poke()
+    const next = h.feed.sending()
+    const nextBatch = h.commit(2)
+    h.feed.settled(ticket, batch.map(appended))
+    h.feed.settled(next, nextBatch.map(appended))
+    await until(() => s.got.length === 16)
+    t.same(
+      s.got,
+      Array.from({ length: 16 }, (_, i) => i + 1),
+      'every event once, in order',
+    )
+    t.equal(h.reads.length, reads + 1, "one read: the other process's event")
+  },
+)
+
 t.test('a filtered subscription is given only its events, and checkpoints past the others', async (t) => {
   const h = harness()
   const s = collect(h.feed, { filter: { types: ['Y'] } })
