@@ -473,7 +473,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
         connectionMeta(identity),
       )
     })
-    session.recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
+    session.recordedAs = {
+      stream: mqttStream(identity.deviceId),
+      metadata: deviceMeta(identity),
+      householdId: opts.toySource?.householdOf(identity.deviceId),
+    }
     // connected while the broker closed: Aedes no longer answers it
     if (closing) endConnection(client, 'broker-shutdown')
   }
@@ -558,12 +562,16 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       done(null)
       return
     }
-    // the stream and metadata made once per session; the data's keys in sorted order, as the
+    // the stream and metadata made once per session (again when the toy's household changed: a
+    // toy paired while connected is sealed from then on); the data's keys in sorted order, as the
     // store writes them (canonical JSON), so that it is serialised without a sorted copy
-    const { stream, metadata } = session.recordedAs ?? {
-      stream: mqttStream(identity.deviceId),
-      metadata: deviceMeta(identity),
+    const householdId = opts.toySource?.householdOf(identity.deviceId)
+    let recordedAs = session.recordedAs
+    if (recordedAs === undefined || recordedAs.householdId !== householdId) {
+      recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity), householdId }
+      if (session.recordedAs !== undefined) session.recordedAs = recordedAs
     }
+    const { stream, metadata } = recordedAs
     record(
       stream,
       {

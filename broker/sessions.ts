@@ -18,8 +18,9 @@ export interface Session {
   reason?: DisconnectReason
   /** set when revoked: the will is not published */
   suppressWill?: boolean
-  /** the device's event stream and the metadata of its own events, made once for its publishes */
-  recordedAs?: { stream: string; metadata: EventMetadata }
+  /** its publishes' stream and metadata, made once and again only when the toy's household
+   * changes (paired or unpaired while connected: the address's sealing changes with it) */
+  recordedAs?: { stream: string; metadata: EventMetadata; householdId: string | undefined }
 }
 
 export interface Sessions {
