@@ -1,9 +1,10 @@
 // @ts-check
-// The embedded event store's writer thread (see sqlite.ts). It owns the only write connection:
-// each message is a batch of appends the main thread has already validated and serialised; the
-// batch runs in one IMMEDIATE transaction (one fsync with synchronous=FULL) and the reply, sent
-// only after COMMIT returned, carries each append's own outcome. better-sqlite3 is synchronous,
-// so the fsync blocks this thread instead of the server's event loop.
+// The embedded event store's writer thread (see sqlite.ts; the main thread's side is
+// sqlite-writer-client.ts, the messages sqlite-writer-protocol.ts). It owns the only write
+// connection: each message is a batch of appends the main thread has already validated and
+// serialised; the batch runs in one IMMEDIATE transaction (one fsync with synchronous=FULL) and
+// the reply, sent only after COMMIT returned, carries each append's own outcome. better-sqlite3
+// is synchronous, so the fsync blocks this thread instead of the server's event loop.
 //
 // Plain JavaScript on purpose: a worker does not inherit a loader registered with
 // tsx's register() (bin/kennel.js), so a .ts worker would need its own loader flags and would
@@ -14,10 +15,10 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 
-/** @typedef {import('./sqlite.ts').WriterRequest} WriterRequest */
-/** @typedef {import('./sqlite.ts').WriterReply} WriterReply */
-/** @typedef {import('./sqlite.ts').WriterOutcome} WriterOutcome */
-/** @typedef {import('./sqlite.ts').WriterData} WriterData */
+/** @typedef {import('./sqlite-writer-protocol.ts').WriterRequest} WriterRequest */
+/** @typedef {import('./sqlite-writer-protocol.ts').WriterReply} WriterReply */
+/** @typedef {import('./sqlite-writer-protocol.ts').WriterOutcome} WriterOutcome */
+/** @typedef {import('./sqlite-writer-protocol.ts').WriterData} WriterData */
 /** @typedef {Extract<WriterRequest, { type: 'batch' }>} BatchRequest */
 /** @typedef {BatchRequest['expected'][number]} Expected */
 

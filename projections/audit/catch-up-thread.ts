@@ -6,12 +6,12 @@ import { headSizeOf, KEY_KINDS, visitKeys } from './lookup-keys.ts'
 import { CompactRange, eventLeaf, leafOfCanonicalTextInto } from './merkle.ts'
 
 // An audit catch-up thread (see catch-up-threads.ts): a read-only connection of its own to the
-// SQLite event store (the adapter's openStoredEventReader, infra/eventstore/sqlite.ts), answering a
-// range of positions with everything the audit projection takes from those events: positions, ids,
-// times, Merkle leaves, the lookup keys of auditKeys and the tree heads among them, plus, for the
-// positions that follow the range's start without a gap, the subtree hash each one's append to the
-// tree produces. Leaves are the bytes eventLeaf hashes: assembled from the stored text when the
-// store writes canonical JSON (json=canonical), parsed and re-serialised otherwise.
+// SQLite event store (the adapter's openStoredEventReader, infra/eventstore/sqlite-reads.ts),
+// answering a range of positions with everything the audit projection takes from those events:
+// positions, ids, times, Merkle leaves, the lookup keys of auditKeys and the tree heads among them,
+// plus, for the positions that follow the range's start without a gap, the subtree hash each one's
+// append to the tree produces. Leaves are the bytes eventLeaf hashes: assembled from the stored
+// text when the store writes canonical JSON (json=canonical), parsed and re-serialised otherwise.
 
 export interface ChunkRequest {
   id: number
