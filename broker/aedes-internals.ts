@@ -19,6 +19,13 @@ export function isOwnWill(client: Client, packet: PublishPacket): boolean {
   return (client as unknown as { will?: unknown }).will === packet
 }
 
+/** `client.connackSent`: false while the CONNECT is handled, when Aedes re-runs authorizeSubscribe
+ * for the subscriptions of a persistent session it restores; packets that arrive meanwhile wait
+ * for the CONNACK (`enqueue` in Aedes' client.js), so a SUBSCRIBE is never handled before it */
+export function restoringSession(client: Client): boolean {
+  return (client as unknown as { connackSent?: boolean }).connackSent !== true
+}
+
 /** `client._disconnected`: the client ended with a DISCONNECT packet [MQTT-3.14.4-3] */
 export function sentDisconnect(client: Client): boolean {
   return (client as unknown as { _disconnected?: boolean })._disconnected === true

@@ -14,7 +14,7 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
+import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, restoringSession, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -31,7 +31,7 @@ import { createUnacknowledgedPublishes } from './unacknowledged.ts'
 
 export type BrokerConfig = Pick<
   Config,
-  'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
+  'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'mqttSubscribeLimits' | 'mqttMaxSubscriptions' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
 > & AdmissionConfig
 
 export interface BrokerOptions {
@@ -343,22 +343,44 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   aedes.authorizeSubscribe = (client, sub, done) => {
-    // a denial is `null`, never an Error: SUBACK 0x80 keeps the connection, and an Error while a
-    // persistent session is restored would abort every reconnect (Aedes re-runs the hook for each
-    // stored subscription and treats an Error as fatal for the connection)
-    void authorizeSubscribe(client, sub).then((granted) => done(null, granted), () => done(null, null))
+    // a denial is `null` (SUBACK 0x80, the connection kept), never an Error while a persistent
+    // session is restored: that would abort every reconnect (Aedes re-runs the hook for each
+    // stored subscription and treats an Error as fatal for the connection). Only a live SUBSCRIBE
+    // over the device's limit is an Error, which closes the connection as a publish over it does.
+    void authorizeSubscribe(client, sub).then((granted) => (granted instanceof Error ? done(granted, null) : done(null, granted)), () => done(null, null))
   }
 
-  async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null> {
+  /** the filters each connection holds (restored ones included), against KENNEL_MQTT_MAX_SUBSCRIPTIONS */
+  const filters = new WeakMap<Client, Set<string>>()
+  aedes.on('unsubscribe', (topics, client) => {
+    const held = client ? filters.get(client) : undefined
+    for (const topic of topics) held?.delete(topic)
+  })
+
+  async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null | Error> {
     const session = sessions.get(client)
     if (!session) return null
     const { identity } = session
-    const decision = canSubscribe(identity.deviceId, sub.topic)
+    // every filter of a live SUBSCRIBE is counted, granted or not: each is an event and, granted,
+    // memory in the broker (R6); what a persistent session restores was counted when granted
+    if (!restoringSession(client)) {
+      const limit = await rateLimits.subscribe(identity.deviceId)
+      if (!limit.ok) {
+        session.reason = 'rate-limited'
+        await recordRateLimit(limit, identity.deviceId, identity).catch(() => undefined)
+        return new KennelError('KENNEL_ERR_RATE_LIMITED', `${limit.limit} limit exceeded`)
+      }
+    }
+    let held = filters.get(client)
+    if (!held) filters.set(client, (held = new Set()))
+    const over = !held.has(sub.topic) && held.size >= config.mqttMaxSubscriptions
+    const decision = over ? { ok: false as const, reason: `more than ${config.mqttMaxSubscriptions} subscriptions` } : canSubscribe(identity.deviceId, sub.topic)
     if (!decision.ok) {
       metrics.denials.inc({ kind: 'subscribe' })
       await record(mqttStream(identity.deviceId), { type: 'SubscriptionDenied', data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason } }, deviceMeta(identity))
       return null
     }
+    held.add(sub.topic)
     void record(mqttStream(identity.deviceId), { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } }, deviceMeta(identity))
     return sub
   }

@@ -164,6 +164,8 @@ export const configKeys = {
   mqttConnectIpLimits: key('KENNEL_MQTT_CONNECT_IP_LIMITS', 'MQTT connect attempts per source IP (R6)', '60/minute', rateList),
   mqttPublishLimits: key('KENNEL_MQTT_PUBLISH_LIMITS', 'MQTT publishes per device (R6)', '100/second,3000/minute', rateList),
   mqttByteLimits: key('KENNEL_MQTT_BYTE_LIMITS', 'MQTT payload bytes per device (R6)', '4194304/minute', rateList),
+  mqttSubscribeLimits: key('KENNEL_MQTT_SUBSCRIBE_LIMITS', 'MQTT subscription filters per device, each filter of a SUBSCRIBE counted (R6); the filters a persistent session restores on reconnect are not', '100/minute', rateList),
+  mqttMaxSubscriptions: key('KENNEL_MQTT_MAX_SUBSCRIPTIONS', 'subscription filters one MQTT session may hold; a filter beyond it gets SUBACK 0x80 (R6)', '64', int(1, 100000)),
   deviceApiLimits: key('KENNEL_DEVICE_API_LIMITS', 'device API calls per certificate (R6)', '60/minute,200/hour,400/day', rateList),
   loginLimits: key('KENNEL_LOGIN_FAILURE_LIMIT', 'consecutive failed logins per account and IP answered at once; after them each attempt waits, the wait doubling with each further failure (R6)', '5', int(1, 1000)),
   loginFirstDelaySeconds: key('KENNEL_LOGIN_FIRST_DELAY_SECONDS', 'the first wait after KENNEL_LOGIN_FAILURE_LIMIT failures, in seconds; then 2×, 4×, … (R6)', '1', int(1, 3600)),
