@@ -14,7 +14,7 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, restoringSession, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
+import { awaitingRelease, isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, restoringSession, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -286,6 +286,14 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
     const decision = payload.length > config.maxPayloadBytes ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` } : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
+    // a QoS 2 message sent again before its PUBREL (DUP, or after a reconnect of a persistent
+    // session) is the same message [MQTT-4.3.3]: Aedes answers it with PUBREC and routes nothing,
+    // and its PublishAccepted is on record already
+    if (packet.qos === 2) return void awaitingRelease(aedes, client, packet).then((held) => (held ? done(null) : limitPublish(client, session, packet, payload, done)))
+    limitPublish(client, session, packet, payload, done)
+  }
+
+  function limitPublish(client: Client, session: Session, packet: PublishPacket, payload: Buffer, done: (err: Error | null) => void): void {
     const limit = rateLimits.publish(session.identity.deviceId, payload.length)
     if (limit instanceof Promise) void limit.then((l) => admitPublish(client, session, packet, payload, l, done), done)
     else admitPublish(client, session, packet, payload, limit, done)
