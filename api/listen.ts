@@ -9,6 +9,7 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
 import { type ConnectionCapExceeded, type ConnectionDenylisted, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
+import { lingerOnClose } from '../infra/net/linger.ts'
 import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 import type { ApiMetrics } from './metrics.ts'
 
@@ -83,6 +84,8 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.disableRenegotiation()
     unauthenticated.secured(socket)
+    // a refusal before the request body has arrived reaches the client (infra/net/linger.ts)
+    lingerOnClose(socket)
   })
   server.on('tlsClientError', (err) => opts.log?.debug({ err: err.message }, 'TLS handshake failed'))
   await new Promise<void>((resolve, reject) => {
