@@ -202,7 +202,17 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const client = aedes.handle(socket)
     limitPacketSize(client, config.maxPayloadBytes + PACKET_OVERHEAD, () => sessions.note(client, 'protocol-error'))
     onClosedByBroker(client, () => sessions.note(client, closing ? 'broker-shutdown' : 'taken-over'))
+    let decide!: () => void
+    const decided = new Promise<void>((resolve) => (decide = () => (undecided.delete(client), resolve())))
+    undecided.set(client, { decided, decide })
+    socket.once('close', decide)
   }
+
+  // A toy may send packets right behind its CONNECT, without waiting for the CONNACK [MQTT-3.1.4]:
+  // Aedes can hand such a PUBLISH or SUBSCRIBE to the hooks before the CONNECT is decided (one
+  // larger than a TLS record, read after the CONNECT's); it waits for the CONNACK, then is
+  // decided as any other. Refused at once, it closed the connection before the CONNACK was sent.
+  const undecided = new WeakMap<Client, { decided: Promise<void>; decide: () => void }>()
 
   const server = createListener(config, opts.tls, {
     denylist,
@@ -282,7 +292,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   aedes.authorizePublish = (client, packet, done) => {
     const session = client ? sessions.get(client) : undefined
     if (client === null || isOwnWill(client, packet)) return done(willRefusal(session, packet))
-    if (!session) return done(new Error('not authenticated'))
+    if (!session) {
+      const connect = undecided.get(client)
+      return connect ? void connect.decided.then(() => aedes.authorizePublish(client, packet, done)) : done(new Error('not authenticated'))
+    }
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
     const decision = payload.length > config.maxPayloadBytes ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` } : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
@@ -367,7 +380,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null | Error> {
     const session = sessions.get(client)
-    if (!session) return null
+    if (!session) {
+      const connect = undecided.get(client)
+      return connect ? connect.decided.then(() => authorizeSubscribe(client, sub)) : null
+    }
     const { identity } = session
     // every filter of a live SUBSCRIBE is counted, granted or not: each is an event and, granted,
     // memory in the broker (R6); what a persistent session restores was counted when granted
@@ -402,6 +418,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   // --- lifecycle events ------------------------------------------------------------------
   aedes.on('connackSent', (connack, client) => {
+    undecided.get(client)?.decide()
     if (connack.returnCode === 0) admission.authenticated(client.conn as TLSSocket)
   })
   // the DeviceDisconnected itself is recorded when the socket closes (broker/sessions.ts)
