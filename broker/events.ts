@@ -6,7 +6,7 @@ import type { ListenerGuardEvent } from '../infra/net/events.ts'
 // and SHA-256. The refusals it shares with the API (RateLimitExceeded, ConnectionDenylisted,
 // ConnectionCapExceeded) are one family in infra/net/events.ts, written with `listener: 'mqtt'`.
 
-export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'event-store-unavailable' | 'broker-shutdown'
+export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'event-store-unavailable' | 'broker-shutdown' | 'broker-crashed'
 
 /** why the broker closed a live session itself (Broker.kick) */
 export type KickReason = Extract<DisconnectReason, 'revoked' | 'superseded'>
