@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Packet } from 'mqtt-packet'
 import { rawConnect } from './raw-client.ts'
-import { nextMessage, startBrokerSystem, subscribeCodes, uniqueId } from './system.ts'
+import { nextMessage, redisSkip, startBrokerSystem, subscribeCodes, uniqueId } from './system.ts'
 
 // R6 for SUBSCRIBE: every filter of a SUBSCRIBE is an event (SubscriptionGranted or
 // SubscriptionDenied) and, granted, an entry in the broker's memory. Unlimited, one toy sent
@@ -13,8 +13,14 @@ import { nextMessage, startBrokerSystem, subscribeCodes, uniqueId } from './syst
 const filterFlood = (prefix: string, n: number, messageId = 1): Packet =>
   ({ cmd: 'subscribe', messageId, subscriptions: Array.from({ length: n }, (_, i) => ({ topic: `${prefix}${i}`, qos: 1 })) }) as Packet
 
-t.test('a SUBSCRIBE flood is cut off at the device limit: the connection closes, events stay bounded', async (t) => {
-  const sys = await startBrokerSystem(t, { KENNEL_MQTT_SUBSCRIBE_LIMITS: '50/minute', KENNEL_MQTT_MAX_SUBSCRIPTIONS: '100000' })
+const redisUrl = process.env.KENNEL_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+const counts: Array<{ name: string; env: Record<string, string>; skip: false | string }> = [
+  { name: 'in memory', env: {}, skip: false },
+  { name: 'in Redis', env: { KENNEL_REDIS_URL: redisUrl }, skip: await redisSkip(redisUrl) },
+]
+
+for (const count of counts) t.test(`limits counted ${count.name}: a SUBSCRIBE flood is cut off at the device limit: the connection closes, events stay bounded`, { skip: count.skip }, async (t) => {
+  const sys = await startBrokerSystem(t, { KENNEL_MQTT_SUBSCRIBE_LIMITS: '50/minute', KENNEL_MQTT_MAX_SUBSCRIPTIONS: '100000', ...count.env })
   const device = await sys.enroll(uniqueId('flooder'))
   const raw = await rawConnect(sys.port, device, device.caPem)
   raw.send(filterFlood(`toys/${device.deviceId}/s/`, 2000))
