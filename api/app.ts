@@ -16,6 +16,7 @@ import { devicesProjection } from '../devices/registry.ts'
 import type { DeviceCa } from '../devices/ca.ts'
 import { LoginLimiter } from './accounts/login-limiter.ts'
 import { EmailProtector, PersonalData } from './accounts/personal-data.ts'
+import { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import { accountsProjection } from './accounts/projection.ts'
 import { accountRoutes } from './accounts/routes.ts'
 import { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
@@ -23,6 +24,7 @@ import { auditRoutes, type AuditPort } from './audit/routes.ts'
 import { blobRoutes } from './blobs/routes.ts'
 import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
 import { consoleRoutes } from './console/routes.ts'
+import { deviceRoutes } from './devices/routes.ts'
 import { registerDocs } from './docs/routes.ts'
 import { DeviceLimiter } from './guard/device-limiter.ts'
 import { householdsProjection } from './households/projection.ts'
@@ -34,7 +36,6 @@ import { registerQueryCoercion } from './plugins/query-coercion.ts'
 import { registerSecurityHeaders, setSecurityHeaders } from './plugins/security-headers.ts'
 import { publicRoutes } from './public/routes.ts'
 import type { ReadinessReport } from '../infra/ops/readiness.ts'
-import { deviceRoutes } from './recordings/device-routes.ts'
 import { recordingsProjection } from './recordings/projection.ts'
 import { recordingRoutes } from './recordings/routes.ts'
 import { recordingUrlUses } from './recordings/url-uses.ts'
@@ -87,10 +88,21 @@ declare module 'fastify' {
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
-  const followed = followProjections(deps.store, [devicesProjection, accountsProjection, householdsProjection, recordingsProjection], typeof deps.logger === 'object' ? deps.logger : undefined)
+  const followed = followProjections(
+    deps.store,
+    [devicesProjection, accountsProjection, householdsProjection, recordingsProjection],
+    typeof deps.logger === 'object' ? deps.logger : undefined,
+  )
   await followed.caughtUp
   const keys = deps.keys ?? (await openKeyStore(config, typeof deps.logger === 'object' ? deps.logger : undefined))
-  const blobs = deps.blobs ?? new LocalBlobStore({ dir: path.join(config.dataDir, 'blobs'), masterKey: deps.masterKey, keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }), now })
+  const blobs =
+    deps.blobs ??
+    new LocalBlobStore({
+      dir: path.join(config.dataDir, 'blobs'),
+      masterKey: deps.masterKey,
+      keys: new KeyRing(keys, deps.masterKey, 'household-data', { now }),
+      now,
+    })
   const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
 
   const ctx: ApiContext = {
@@ -112,7 +124,16 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     emails: new EmailProtector(deps.masterKey, personKeys),
     personalData: new PersonalData(personKeys),
-    loginLimiter: new LoginLimiter({ freeFailures: config.loginLimits, firstDelaySeconds: config.loginFirstDelaySeconds, maxDelaySeconds: config.loginMaxDelaySeconds, ipDailyFailures: config.loginIpDailyLimit }, deps.redis),
+    householdSources: new HouseholdSources(new KeyRing(keys, deps.masterKey, 'household-data', { now })),
+    loginLimiter: new LoginLimiter(
+      {
+        freeFailures: config.loginLimits,
+        firstDelaySeconds: config.loginFirstDelaySeconds,
+        maxDelaySeconds: config.loginMaxDelaySeconds,
+        ipDailyFailures: config.loginIpDailyLimit,
+      },
+      deps.redis,
+    ),
     mailer: deps.mailer,
     signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
     deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
@@ -137,7 +158,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   })
   app.decorateRequest('account', null)
   app.decorateRequest('device', null)
-  app.decorate('readModels', { get position() { return followed.position }, waitFor: (position: number) => followed.waitFor(position) })
+  app.decorate('readModels', {
+    get position() {
+      return followed.position
+    },
+    waitFor: (position: number) => followed.waitFor(position),
+  })
   registerErrorHandling(app)
   registerQueryCoercion(app)
   registerSecurityHeaders(app)
@@ -155,7 +181,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'kennel API', version: '1', description: 'Parents (bearer token), toys (client certificate), ops and auditors (roles). Errors: {"error":{"code":"KENNEL_ERR_…","message"}}.' },
+      info: {
+        title: 'kennel API',
+        version: '1',
+        description:
+          'Parents (bearer token), toys (client certificate), ops and auditors (roles). Errors: {"error":{"code":"KENNEL_ERR_…","message"}}.',
+      },
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer' },
@@ -165,7 +196,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
   })
   await registerDocs(app)
-  await app.register(publicRoutes, { config, publicUrl: ctx.publicUrl, startedAt: now(), readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })) })
+  await app.register(publicRoutes, {
+    config,
+    publicUrl: ctx.publicUrl,
+    startedAt: now(),
+    readiness: deps.readiness ?? (async () => ({ ready: true, checks: {} })),
+  })
   await app.register(accountRoutes, { ctx })
   await app.register(householdRoutes, { ctx })
   await app.register(recordingRoutes, { ctx })

@@ -4,6 +4,7 @@ import type { BlobStore } from '../infra/blobstore/port.ts'
 import type { AppendResult, EventStore, ExpectedRevision, NewEvent } from '../infra/eventstore/port.ts'
 import type { Documents } from '../projections/projection.ts'
 import type { EmailProtector, PersonalData } from './accounts/personal-data.ts'
+import type { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
 import type { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import type { Mailer } from '../infra/mail/port.ts'
@@ -11,7 +12,11 @@ import type { DeviceLimiter } from './guard/device-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 /** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
-export type NotifyDevice = (deviceId: string, subtopic: string, payload: Record<string, unknown>) => void | Promise<void>
+export type NotifyDevice = (
+  deviceId: string,
+  subtopic: string,
+  payload: Record<string, unknown>,
+) => void | Promise<void>
 
 export interface PasswordHashing {
   memoryCost: number
@@ -39,6 +44,8 @@ export interface ApiContext {
   emails: EmailProtector
   /** personal data other than e-mails (household names), sealed with the person's key (R12) */
   personalData: PersonalData
+  /** paired toys' addresses, sealed with their household's key (R12) */
+  householdSources: HouseholdSources
   loginLimiter: LoginLimiter
   /** sign-up confirmation mails (infra/mail) */
   mailer: Mailer

@@ -51,7 +51,11 @@ interface Denied {
   cidr: string
 }
 
-export function tlsOptions(config: Config, tls: { cert: string; key: string }, trustedCaPem: string): https.ServerOptions {
+export function tlsOptions(
+  config: Config,
+  tls: { cert: string; key: string },
+  trustedCaPem: string,
+): https.ServerOptions {
   return serverTlsOptions(config, { ...tls, ca: trustedCaPem })
 }
 
@@ -59,21 +63,29 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   const { config } = opts
   await app.ready()
   const unauthenticated = createUnauthenticated(opts)
-  const server = https.createServer({ ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true }, (req, res) => {
-    unauthenticated.authenticated(req.socket)
-    app.routing(req, res)
-  })
+  const server = https.createServer(
+    { ...tlsOptions(config, opts.tls, opts.trustedCaPem), noDelay: true, keepAlive: true },
+    (req, res) => {
+      unauthenticated.authenticated(req.socket)
+      app.routing(req, res)
+    },
+  )
   server.headersTimeout = 15_000
   server.requestTimeout = 60_000
   server.keepAliveTimeout = 30_000
   const denylist = compileDenylist(config.denylist)
   const denied = new FoldedRefusals<Denied>(DENYLIST_EVENT_BLOCK_MS, (subject, hits) => recordDenied(subject, hits))
   function recordDenied({ ip, port, cidr }: Denied, hits: number): Promise<void> {
-    const event: ConnectionDenylisted = { type: 'ConnectionDenylisted', data: { listener: 'api', ip, port, cidr, hits } }
-    return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
-      () => undefined,
-      (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
-    )
+    const event: ConnectionDenylisted = {
+      type: 'ConnectionDenylisted',
+      data: { listener: 'api', ip, port, cidr, hits },
+    }
+    return opts.store
+      .append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }])
+      .then(
+        () => undefined,
+        (err: unknown) => opts.log?.error({ err }, 'could not record a denylist hit'),
+      )
   }
   // 'connection' fires on TCP accept, before the TLS handshake (R9)
   server.on('connection', (socket: Socket) => {
@@ -127,12 +139,29 @@ export function answerClientError(err: Error & { code?: string; reason?: string 
   // a reset peer, or a response already on its way: nothing more can be said on this connection
   if (err.code === 'ECONNRESET' || !socket.writable || response?.headersSent) return void socket.destroy()
   const ke =
-    err.code === 'HPE_HEADER_OVERFLOW' ? new KennelError('KENNEL_ERR_HEADERS_TOO_LARGE', 'the request head (request line and headers) is larger than 16 KB')
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new KennelError('KENNEL_ERR_REQUEST_TIMEOUT', 'the request did not arrive whole in time')
-    : new KennelError('KENNEL_ERR_VALIDATION', `malformed HTTP request: ${(err.reason ?? err.code ?? 'unparseable').slice(0, 200)}`)
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new KennelError(
+          'KENNEL_ERR_HEADERS_TOO_LARGE',
+          'the request head (request line and headers) is larger than 16 KB',
+        )
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new KennelError('KENNEL_ERR_REQUEST_TIMEOUT', 'the request did not arrive whole in time')
+        : new KennelError(
+            'KENNEL_ERR_VALIDATION',
+            `malformed HTTP request: ${(err.reason ?? err.code ?? 'unparseable').slice(0, 200)}`,
+          )
   const body = JSON.stringify(ke.toJSON())
-  const headers = { connection: 'close', 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), ...securityHeaders }
-  socket.write(`HTTP/1.1 ${ke.httpStatus} ${STATUS_CODES[ke.httpStatus]}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`)
+  const headers = {
+    connection: 'close',
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    ...securityHeaders,
+  }
+  socket.write(
+    `HTTP/1.1 ${ke.httpStatus} ${STATUS_CODES[ke.httpStatus]}\r\n${Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('')}\r\n${body}`,
+  )
   const s = socket as Duplex & { destroySoon?: () => void }
   if (s.destroySoon) s.destroySoon()
   else socket.end()
@@ -142,15 +171,24 @@ export function answerClientError(err: Error & { code?: string; reason?: string 
 function createUnauthenticated(opts: ListenOptions): UnauthenticatedConnections {
   const { config, metrics } = opts
   const connections = new UnauthenticatedConnections(
-    { handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000, connectTimeoutMs: config.connectTimeoutSeconds * 1000, maxPerSource: config.unauthenticatedPerIp },
+    {
+      handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000,
+      connectTimeoutMs: config.connectTimeoutSeconds * 1000,
+      maxPerSource: config.unauthenticatedPerIp,
+    },
     {
       onRefused: () => metrics.unauthenticatedRefused.inc(),
       record({ ip, source, cap }, refusals) {
-        const event: ConnectionCapExceeded = { type: 'ConnectionCapExceeded', data: { listener: 'api', ip, source, cap, refusals } }
-        return opts.store.append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }]).then(
-          () => undefined,
-          (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),
-        )
+        const event: ConnectionCapExceeded = {
+          type: 'ConnectionCapExceeded',
+          data: { listener: 'api', ip, source, cap, refusals },
+        }
+        return opts.store
+          .append(securityStream(new Date()), [{ ...event, metadata: { actor: 'anonymous', sourceIp: ip } }])
+          .then(
+            () => undefined,
+            (err: unknown) => opts.log?.error({ err }, 'could not record refused connections'),
+          )
       },
       onTimeout(phase, ip) {
         metrics.connectTimeouts.inc({ phase })

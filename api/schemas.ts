@@ -5,7 +5,12 @@ export const uuidPattern = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 export const deviceIdPattern = '^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$'
 
 export const uuidParam = (name: string) =>
-  ({ type: 'object', additionalProperties: false, required: [name], properties: { [name]: { type: 'string', pattern: uuidPattern } } }) as const
+  ({
+    type: 'object',
+    additionalProperties: false,
+    required: [name],
+    properties: { [name]: { type: 'string', pattern: uuidPattern } },
+  }) as const
 
 export const errorBody = {
   type: 'object',

@@ -111,7 +111,10 @@ async function load(spec: LoadSpec, loaders: number): Promise<LoadResult> {
   const latencies = reports.flatMap((r) => r.latencies).sort((a, b) => a - b)
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0
   const elapsed = Math.max(...reports.map((r) => r.elapsedMs)) / 1000
-  const non2xx = reports.reduce((s, r) => s + Object.entries(r.statuses).reduce((n, [code, count]) => n + (code.startsWith('2') ? 0 : count), 0), 0)
+  const non2xx = reports.reduce(
+    (s, r) => s + Object.entries(r.statuses).reduce((n, [code, count]) => n + (code.startsWith('2') ? 0 : count), 0),
+    0,
+  )
   return {
     requests: latencies.length,
     errors: non2xx + reports.reduce((s, r) => s + r.errors, 0),
@@ -135,32 +138,99 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
   const connections = envInt('KENNEL_BENCH_API_CONNECTIONS', 32)
   const loaders = envInt('KENNEL_BENCH_API_LOADERS', 1)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-bench-api-'))
-  const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_API_PORT: '0', KENNEL_DEVICE_API_LIMITS: BENCH_LIMITS, KENNEL_LOGIN_FAILURE_LIMIT: '1000', KENNEL_LOG_LEVEL: 'silent' })
+  const config = loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: dir,
+    KENNEL_API_PORT: '0',
+    KENNEL_DEVICE_API_LIMITS: BENCH_LIMITS,
+    KENNEL_LOGIN_FAILURE_LIMIT: '1000',
+    KENNEL_LOG_LEVEL: 'silent',
+  })
   const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
   const ca = await loadDeviceCa(config)
   const metrics = new ApiMetrics()
   const mailer = new OutboxMailer(outboxDir(config.dataDir), config.mailFrom)
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, mailer, metrics })
-  const server = await listenApi(app, { config, tls: await loadServerTls(config, ca), trustedCaPem: ca.trustedPem, store, metrics })
+  const app = await buildApi({
+    config,
+    store,
+    masterKey: loadMasterKey(config),
+    ca,
+    notifyDevice: () => undefined,
+    mailer,
+    metrics,
+  })
+  const server = await listenApi(app, {
+    config,
+    tls: await loadServerTls(config, ca),
+    trustedCaPem: ca.trustedPem,
+    store,
+    metrics,
+  })
   try {
-    await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'bench@example.org', password: PASSWORD } })
+    await app.inject({
+      method: 'POST',
+      url: '/v1/accounts',
+      payload: { email: 'bench@example.org', password: PASSWORD },
+    })
     const confirmation = findVerificationToken(readOutbox(outboxDir(config.dataDir)).at(-1)?.text ?? '')
     await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token: confirmation } })
-    const token = (await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email: 'bench@example.org', password: PASSWORD } })).json().token as string
+    const token = (
+      await app.inject({
+        method: 'POST',
+        url: '/v1/sessions',
+        payload: { email: 'bench@example.org', password: PASSWORD },
+      })
+    ).json().token as string
     const auth = { authorization: `Bearer ${token}` }
-    const householdId = (await app.inject({ method: 'POST', url: '/v1/households', headers: auth })).json().householdId as string
+    const householdId = (await app.inject({ method: 'POST', url: '/v1/households', headers: auth })).json()
+      .householdId as string
     const toy = await enrollDevice({ store, ca, config, actor: 'cli:bench' }, 'bench-toy')
-    await app.inject({ method: 'POST', url: `/v1/households/${householdId}/devices`, headers: auth, payload: { claimCode: toy.claimCode } })
-    const rec = (await app.inject({ method: 'POST', url: `/v1/households/${householdId}/recordings`, headers: auth, payload: { deviceId: 'bench-toy', contentType: 'audio/ogg', bytes: 4 } })).json()
+    await app.inject({
+      method: 'POST',
+      url: `/v1/households/${householdId}/devices`,
+      headers: auth,
+      payload: { claimCode: toy.claimCode },
+    })
+    const rec = (
+      await app.inject({
+        method: 'POST',
+        url: `/v1/households/${householdId}/recordings`,
+        headers: auth,
+        payload: { deviceId: 'bench-toy', contentType: 'audio/ogg', bytes: 4 },
+      })
+    ).json()
     const u = new URL(rec.url)
     await app.inject({ method: 'PUT', url: u.pathname + u.search, headers: rec.headers, payload: Buffer.from('woof') })
     await app.inject({ method: 'POST', url: `/v1/recordings/${rec.recordingId}/complete`, headers: auth })
 
     const loadAverage = os.loadavg()[0]!
     const issuedBefore = (await store.readStream(`recording-${rec.recordingId}`)).length
-    const presign = await load({ port: server.port, ca: ca.trustedPem, key: toy.keyPem, cert: toy.certPem, method: 'GET', path: `/v1/device/recordings/${rec.recordingId}/download-url`, connections, seconds }, loaders)
+    const presign = await load(
+      {
+        port: server.port,
+        ca: ca.trustedPem,
+        key: toy.keyPem,
+        cert: toy.certPem,
+        method: 'GET',
+        path: `/v1/device/recordings/${rec.recordingId}/download-url`,
+        connections,
+        seconds,
+      },
+      loaders,
+    )
     const issued = (await store.readStream(`recording-${rec.recordingId}`)).length - issuedBefore
-    const login = await load({ port: server.port, ca: ca.trustedPem, method: 'POST', path: '/v1/sessions', body: JSON.stringify({ email: 'bench@example.org', password: PASSWORD }), connections: 8, seconds: Math.min(seconds, 5) }, 1)
+    const login = await load(
+      {
+        port: server.port,
+        ca: ca.trustedPem,
+        method: 'POST',
+        path: '/v1/sessions',
+        body: JSON.stringify({ email: 'bench@example.org', password: PASSWORD }),
+        connections: 8,
+        seconds: Math.min(seconds, 5),
+      },
+      1,
+    )
     const result = {
       presignRps: presign.rps,
       presignP50Ms: presign.p50,
@@ -185,11 +255,23 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
     }
     if (!opts.json) {
       const rows: Array<[string, string]> = [
-        [`presign (device download-url, mTLS keep-alive, ${connections} conns)`, `${presign.rps} req/s  p50 ${presign.p50} ms  p99 ${presign.p99} ms  max ${presign.max} ms  errors ${presign.errors}`],
+        [
+          `presign (device download-url, mTLS keep-alive, ${connections} conns)`,
+          `${presign.rps} req/s  p50 ${presign.p50} ms  p99 ${presign.p99} ms  max ${presign.max} ms  errors ${presign.errors}`,
+        ],
         ['  DownloadUrlIssued events appended / 2xx answers', `${issued} / ${presign.requests - presign.errors}`],
-        ['  server CPU / load-generator CPU', `${presign.serverCpuPercent}% / ${presign.loadCpuPercent}% (of one core; ${os.cpus().length} cores, ${loaders} load process(es))`],
-        ['login (argon2id 64 MiB, t=3, 8 conns)', `${login.rps} req/s  p50 ${login.p50} ms  p99 ${login.p99} ms  errors ${login.errors}  (server CPU ${login.serverCpuPercent}%)`],
-        ['machine', `${os.cpus().length} cores, 1-minute load average ${round(loadAverage)} before the run (other processes skew the figures)`],
+        [
+          '  server CPU / load-generator CPU',
+          `${presign.serverCpuPercent}% / ${presign.loadCpuPercent}% (of one core; ${os.cpus().length} cores, ${loaders} load process(es))`,
+        ],
+        [
+          'login (argon2id 64 MiB, t=3, 8 conns)',
+          `${login.rps} req/s  p50 ${login.p50} ms  p99 ${login.p99} ms  errors ${login.errors}  (server CPU ${login.serverCpuPercent}%)`,
+        ],
+        [
+          'machine',
+          `${os.cpus().length} cores, 1-minute load average ${round(loadAverage)} before the run (other processes skew the figures)`,
+        ],
         ['device limits for this run', `${BENCH_LIMITS} per certificate (default 60/minute,200/hour,400/day)`],
         ['targets', 'presign ≥ 5000 req/s, p99 ≤ 20 ms'],
       ]

@@ -37,8 +37,15 @@ const WARMUP_CONNECTIONS = 20
 const MEMORY_SAMPLES = 5
 const REVOCATIONS = 100
 
-interface Device { id: string; certPem: string }
-interface Shared { port: number; keyPem: string; caPem: string }
+interface Device {
+  id: string
+  certPem: string
+}
+interface Shared {
+  port: number
+  keyPem: string
+  caPem: string
+}
 type Message = { op: string; [k: string]: unknown }
 type Reply = Record<string, unknown>
 
@@ -50,11 +57,22 @@ const pct = (xs: number[], p: number): number => {
 const median = (xs: number[]): number => pct(xs, 50)
 const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const cpuMs = (since?: NodeJS.CpuUsage): number => { const c = process.cpuUsage(since); return (c.user + c.system) / 1000 }
+const cpuMs = (since?: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(since)
+  return (c.user + c.system) / 1000
+}
 
 function benchConfig(dir: string): Config {
   const many = '100000000/second'
-  return loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_MQTT_CONNECT_LIMITS: many, KENNEL_MQTT_CONNECT_IP_LIMITS: many, KENNEL_MQTT_PUBLISH_LIMITS: many, KENNEL_MQTT_BYTE_LIMITS: many })
+  return loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: dir,
+    KENNEL_MQTT_PORT: '0',
+    KENNEL_MQTT_CONNECT_LIMITS: many,
+    KENNEL_MQTT_CONNECT_IP_LIMITS: many,
+    KENNEL_MQTT_PUBLISH_LIMITS: many,
+    KENNEL_MQTT_BYTE_LIMITS: many,
+  })
 }
 
 /** Answer the parent's requests ({ seq, op, ... } → { seq, ... }), one handler per op. */
@@ -78,7 +96,13 @@ async function brokerProcess(): Promise<void> {
       store = await openEventStore(config.eventStoreUrl, { environment: config.env })
       const ca = await loadDeviceCa(config)
       const serverTls = await loadServerTls(config, ca)
-      broker = await createBroker({ config, store, tls: { ca: ca.trustedPem, ...serverTls }, checkCertificate: () => ({ ok: true }), log: createLogger('silent') })
+      broker = await createBroker({
+        config,
+        store,
+        tls: { ca: ca.trustedPem, ...serverTls },
+        checkCertificate: () => ({ ok: true }),
+        log: createLogger('silent'),
+      })
       return { port: await broker.listen(0, '127.0.0.1') }
     },
     cpu: () => ({ cpuMs: cpuMs() }),
@@ -94,12 +118,23 @@ async function brokerProcess(): Promise<void> {
         samples.push(process.memoryUsage())
       }
       const of = (k: keyof NodeJS.MemoryUsage): number => median(samples.map((s) => s[k]))
-      return { clients: broker.connectedClients(), rss: of('rss'), heapUsed: of('heapUsed'), external: of('external'), arrayBuffers: of('arrayBuffers') }
+      return {
+        clients: broker.connectedClients(),
+        rss: of('rss'),
+        heapUsed: of('heapUsed'),
+        external: of('external'),
+        arrayBuffers: of('arrayBuffers'),
+      }
     },
     async revoke(m) {
       const id = m.id as string
       const start = now()
-      await store.append(`device-${id}`, [{ type: 'DeviceRevoked', data: { deviceId: id, reason: 'bench', revokedAt: new Date().toISOString(), serials: [] } }])
+      await store.append(`device-${id}`, [
+        {
+          type: 'DeviceRevoked',
+          data: { deviceId: id, reason: 'bench', revokedAt: new Date().toISOString(), serials: [] },
+        },
+      ])
       return { start }
     },
     async profileStart() {
@@ -132,26 +167,39 @@ async function loaderProcess(): Promise<void> {
   const closed = new Map<string, Promise<number>>()
   const connectOne = (d: Device): Promise<MqttClient> =>
     new Promise((resolve, reject) => {
-      const c = mqtt.connect(`mqtts://127.0.0.1:${shared.port}`, { key: shared.keyPem, cert: d.certPem, ca: shared.caPem, clientId: d.id, protocolVersion: 4, reconnectPeriod: 0, keepalive: 600, servername: 'localhost' })
+      const c = mqtt.connect(`mqtts://127.0.0.1:${shared.port}`, {
+        key: shared.keyPem,
+        cert: d.certPem,
+        ca: shared.caPem,
+        clientId: d.id,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+        keepalive: 600,
+        servername: 'localhost',
+      })
       c.once('connect', () => resolve(c))
       c.once('error', reject)
     })
-  const timed = (fn: (m: Message) => Promise<Reply> | Reply) => async (m: Message): Promise<Reply> => {
-    const cpu0 = process.cpuUsage()
-    const r = await fn(m)
-    return { ...r, cpuMs: cpuMs(cpu0) }
-  }
+  const timed =
+    (fn: (m: Message) => Promise<Reply> | Reply) =>
+    async (m: Message): Promise<Reply> => {
+      const cpu0 = process.cpuUsage()
+      const r = await fn(m)
+      return { ...r, cpuMs: cpuMs(cpu0) }
+    }
   serve({
     init: (m) => ((shared = m.shared as Shared), {}),
     connect: timed(async (m) => {
       const devices = m.devices as Device[]
       let next = 0
-      await Promise.all(Array.from({ length: m.concurrency as number }, async () => {
-        while (next < devices.length) {
-          const d = devices[next++]!
-          clients.set(d.id, await connectOne(d))
-        }
-      }))
+      await Promise.all(
+        Array.from({ length: m.concurrency as number }, async () => {
+          while (next < devices.length) {
+            const d = devices[next++]!
+            clients.set(d.id, await connectOne(d))
+          }
+        }),
+      )
       return { connected: devices.length }
     }),
     end: timed(async () => {
@@ -164,37 +212,44 @@ async function loaderProcess(): Promise<void> {
       const latencies: number[] = []
       let received = 0
       const waiting = new Map<string, { left: number; resolve: () => void }>()
-      await Promise.all([...clients].map(async ([id, c]) => {
-        await c.subscribeAsync(`toys/${id}/bench`, { qos })
-        c.on('message', (_t, payload: Buffer) => {
-          received++
-          if (received % 10 === 0) latencies.push(now() - payload.readDoubleLE(0))
-          const w = waiting.get(id)
-          if (w && --w.left === 0) (waiting.delete(id), w.resolve())
-        })
-      }))
+      await Promise.all(
+        [...clients].map(async ([id, c]) => {
+          await c.subscribeAsync(`toys/${id}/bench`, { qos })
+          c.on('message', (_t, payload: Buffer) => {
+            received++
+            if (received % 10 === 0) latencies.push(now() - payload.readDoubleLE(0))
+            const w = waiting.get(id)
+            if (w && --w.left === 0) waiting.delete(id), w.resolve()
+          })
+        }),
+      )
       const t0 = now()
       const until = t0 + (m.seconds as number) * 1000
       // closed loop: each toy keeps a window of 10 messages in flight and sends the next window
       // when its own subscription has received the last one, so queues cannot build up anywhere
-      await Promise.all([...clients].map(async ([id, c]) => {
-        while (now() < until) {
-          const back = new Promise<void>((resolve) => waiting.set(id, { left: 10, resolve }))
-          for (let i = 0; i < 10; i++) {
-            const payload = Buffer.alloc(64)
-            payload.writeDoubleLE(now(), 0)
-            c.publish(`toys/${id}/bench`, payload, { qos })
+      await Promise.all(
+        [...clients].map(async ([id, c]) => {
+          while (now() < until) {
+            const back = new Promise<void>((resolve) => waiting.set(id, { left: 10, resolve }))
+            for (let i = 0; i < 10; i++) {
+              const payload = Buffer.alloc(64)
+              payload.writeDoubleLE(now(), 0)
+              c.publish(`toys/${id}/bench`, payload, { qos })
+            }
+            await Promise.race([back, sleep(2000)])
           }
-          await Promise.race([back, sleep(2000)])
-        }
-      }))
+        }),
+      )
       await sleep(500)
       for (const c of clients.values()) c.removeAllListeners('message')
       return { received, seconds: (now() - t0) / 1000, latencies }
     }),
     watch(m) {
       const c = clients.get(m.id as string)
-      closed.set(m.id as string, c ? new Promise((resolve) => c.once('close', () => resolve(now()))) : Promise.resolve(NaN))
+      closed.set(
+        m.id as string,
+        c ? new Promise((resolve) => c.once('close', () => resolve(now()))) : Promise.resolve(NaN),
+      )
       return {}
     },
     async closed(m) {
@@ -215,7 +270,10 @@ class Child {
     })
   }
   static async start(role: string, execArgv: string[] = []): Promise<Child> {
-    const child = fork(fileURLToPath(import.meta.url), [], { execArgv: ['--import', 'tsx', ...execArgv], env: { ...process.env, KENNEL_BENCH_BROKER_ROLE: role } })
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      execArgv: ['--import', 'tsx', ...execArgv],
+      env: { ...process.env, KENNEL_BENCH_BROKER_ROLE: role },
+    })
     await new Promise((resolve, reject) => (child.once('message', resolve), child.once('exit', reject)))
     return new Child(child)
   }
@@ -249,13 +307,16 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
   const broker = await Child.start('broker', ['--expose-gc'])
   const { port } = await broker.request({ op: 'init', dir })
   const shared: Shared = { port: port as number, keyPem: await privateKeyPem(keys.privateKey), caPem: ca.trustedPem }
-  const loaders = await Promise.all(Array.from({ length: LOADERS }, async () => {
-    const l = await Child.start('loader')
-    await l.request({ op: 'init', shared })
-    return l
-  }))
+  const loaders = await Promise.all(
+    Array.from({ length: LOADERS }, async () => {
+      const l = await Child.start('loader')
+      await l.request({ op: 'init', shared })
+      return l
+    }),
+  )
   const split = <T>(xs: T[]): T[][] => loaders.map((_, i) => xs.filter((_, j) => j % LOADERS === i))
-  const onLoaders = (xs: Device[], concurrency: number): Promise<Reply[]> => Promise.all(split(xs).map((d, i) => loaders[i]!.request({ op: 'connect', devices: d, concurrency })))
+  const onLoaders = (xs: Device[], concurrency: number): Promise<Reply[]> =>
+    Promise.all(split(xs).map((d, i) => loaders[i]!.request({ op: 'connect', devices: d, concurrency })))
   const endAll = (): Promise<Reply[]> => Promise.all(loaders.map((l) => l.request({ op: 'end' })))
   const cpuOf = (rs: Reply[]): number => round(rs.reduce((s, r) => s + (r.cpuMs as number), 0))
   const brokerCpu = async (): Promise<number> => (await broker.request({ op: 'cpu' })).cpuMs as number
@@ -291,7 +352,12 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
     const { start } = await broker.request({ op: 'revoke', id: d.id })
     revocationMs.push(((await closed).closedAt as number) - (start as number))
   }
-  const revocation = { count: REVOCATIONS, p50Ms: round(pct(revocationMs, 50), 2), p99Ms: round(pct(revocationMs, 99), 2), maxMs: round(Math.max(...revocationMs), 2) }
+  const revocation = {
+    count: REVOCATIONS,
+    p50Ms: round(pct(revocationMs, 50), 2),
+    p99Ms: round(pct(revocationMs, 99), 2),
+    maxMs: round(Math.max(...revocationMs), 2),
+  }
   log(`revocation: ${JSON.stringify(revocation)}`)
   await endAll()
   await sleep(500)
@@ -300,12 +366,18 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
   const profile = process.env.KENNEL_BENCH_CPU_PROFILE
   if (profile) await broker.request({ op: 'profileStart' })
   let cpu0 = await brokerCpu()
-  let t0 = now()
+  const t0 = now()
   rs = await onLoaders(connectSample, 16)
   const connectSeconds = (now() - t0) / 1000
   const connectBrokerCpuMs = (await brokerCpu()) - cpu0
   if (profile) await broker.request({ op: 'profileStop', file: path.resolve(profile) })
-  const connects = { perSecond: round(CONNECT_SAMPLE / connectSeconds), brokerCpuMs: round(connectBrokerCpuMs), brokerCpuMsPerConnect: round(connectBrokerCpuMs / CONNECT_SAMPLE, 2), loaderCpuMs: cpuOf(rs), wallMs: round(connectSeconds * 1000) }
+  const connects = {
+    perSecond: round(CONNECT_SAMPLE / connectSeconds),
+    brokerCpuMs: round(connectBrokerCpuMs),
+    brokerCpuMsPerConnect: round(connectBrokerCpuMs / CONNECT_SAMPLE, 2),
+    loaderCpuMs: cpuOf(rs),
+    wallMs: round(connectSeconds * 1000),
+  }
   await endAll()
   log(`mTLS connects/s: ${JSON.stringify(connects)}`)
 
@@ -318,7 +390,14 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
     const received = rs.reduce((s, r) => s + (r.received as number), 0)
     const seconds = Math.max(...rs.map((r) => r.seconds as number))
     const latencies = rs.flatMap((r) => r.latencies as number[])
-    throughput[`qos${qos}`] = { msgsPerSecond: round(received / seconds), p50Ms: round(pct(latencies, 50), 2), p99Ms: round(pct(latencies, 99), 2), brokerCpuMs: round((await brokerCpu()) - cpu0), loaderCpuMs: cpuOf(rs), seconds: round(seconds) }
+    throughput[`qos${qos}`] = {
+      msgsPerSecond: round(received / seconds),
+      p50Ms: round(pct(latencies, 50), 2),
+      p99Ms: round(pct(latencies, 99), 2),
+      brokerCpuMs: round((await brokerCpu()) - cpu0),
+      loaderCpuMs: cpuOf(rs),
+      seconds: round(seconds),
+    }
     log(`QoS${qos}: ${JSON.stringify(throughput[`qos${qos}`])}`)
   }
   await endAll()
@@ -327,16 +406,34 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
   for (const c of [broker, ...loaders]) c.process.kill()
   fs.rmSync(dir, { recursive: true, force: true })
 
-  const result = { loaders: LOADERS, cpus: os.cpus().length, connects, throughput, memory, revocation, targets: { revocationP99Ms: 100, bytesPerConnection: 50 * 1024 } }
+  const result = {
+    loaders: LOADERS,
+    cpus: os.cpus().length,
+    connects,
+    throughput,
+    memory,
+    revocation,
+    targets: { revocationP99Ms: 100, bytesPerConnection: 50 * 1024 },
+  }
   const q0 = throughput.qos0!
   const q1 = throughput.qos1!
   log('')
-  log(`broker benchmark (${PUBSUB_DEVICES} toys publishing 64-byte messages to their own topics, ${LOADERS} load processes, ${os.cpus().length} CPUs)`)
+  log(
+    `broker benchmark (${PUBSUB_DEVICES} toys publishing 64-byte messages to their own topics, ${LOADERS} load processes, ${os.cpus().length} CPUs)`,
+  )
   log('figure                                   value        broker CPU ms   load CPU ms')
-  log(`mTLS connects/s (${CONNECT_SAMPLE})                 ${String(connects.perSecond).padStart(9)}   ${String(connects.brokerCpuMs).padStart(13)}   ${String(connects.loaderCpuMs).padStart(11)}`)
-  log(`QoS0 msgs/s  (p50 / p99 ms)           ${String(q0.msgsPerSecond).padStart(9)}  (${q0.p50Ms} / ${q0.p99Ms})   ${String(q0.brokerCpuMs).padStart(6)}   ${String(q0.loaderCpuMs).padStart(11)}`)
-  log(`QoS1 msgs/s  (p50 / p99 ms)           ${String(q1.msgsPerSecond).padStart(9)}  (${q1.p50Ms} / ${q1.p99Ms})   ${String(q1.brokerCpuMs).padStart(6)}   ${String(q1.loaderCpuMs).padStart(11)}`)
-  log(`RSS per idle connection (${IDLE_CONNECTIONS})          ${String(memory.bytesPerConnection).padStart(9)} B   target ≤ ${50 * 1024} B (JS heap ${memory.heapBytesPerConnection} B, external ${memory.externalBytesPerConnection} B)`)
+  log(
+    `mTLS connects/s (${CONNECT_SAMPLE})                 ${String(connects.perSecond).padStart(9)}   ${String(connects.brokerCpuMs).padStart(13)}   ${String(connects.loaderCpuMs).padStart(11)}`,
+  )
+  log(
+    `QoS0 msgs/s  (p50 / p99 ms)           ${String(q0.msgsPerSecond).padStart(9)}  (${q0.p50Ms} / ${q0.p99Ms})   ${String(q0.brokerCpuMs).padStart(6)}   ${String(q0.loaderCpuMs).padStart(11)}`,
+  )
+  log(
+    `QoS1 msgs/s  (p50 / p99 ms)           ${String(q1.msgsPerSecond).padStart(9)}  (${q1.p50Ms} / ${q1.p99Ms})   ${String(q1.brokerCpuMs).padStart(6)}   ${String(q1.loaderCpuMs).padStart(11)}`,
+  )
+  log(
+    `RSS per idle connection (${IDLE_CONNECTIONS})          ${String(memory.bytesPerConnection).padStart(9)} B   target ≤ ${50 * 1024} B (JS heap ${memory.heapBytesPerConnection} B, external ${memory.externalBytesPerConnection} B)`,
+  )
   log(`revocation → disconnect p50 / p99 ms   ${revocation.p50Ms} / ${revocation.p99Ms}   target p99 ≤ 100 ms`)
   return result
 }

@@ -36,14 +36,16 @@ const percentile = (xs: number[], p: number): number | null => {
   return Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10
 }
 
-const api = (node: ClusterNode, ca: string, method: string, p: string, body?: unknown, token?: string) => call(node.ports.api!, ca, method, p, body, token)
+const api = (node: ClusterNode, ca: string, method: string, p: string, body?: unknown, token?: string) =>
+  call(node.ports.api!, ca, method, p, body, token)
 
 export async function run(opts: BenchOptions): Promise<Record<string, unknown>> {
   const toys = option(opts.args, '--toys', 200)
   const rate = option(opts.args, '--rate', 20_000)
   const durationS = option(opts.args, '--duration', 15)
   const revocations = option(opts.args, '--revocations', 20)
-  const pgUrl = process.env.KENNEL_BENCH_PG_URL ?? process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+  const pgUrl =
+    process.env.KENNEL_BENCH_PG_URL ?? process.env.KENNEL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
   const redisUrl = process.env.KENNEL_BENCH_REDIS_URL ?? process.env.KENNEL_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
   const say = (s: string): void => void process.stderr.write(`bench cluster: ${s}\n`)
 
@@ -67,34 +69,55 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
       await startClusterNode(t, material, root, 'broker-2', 'broker,api'),
       await startClusterNode(t, material, root, 'projector', 'projector'),
     ]
-    say(`nodes up: broker-1 mqtt :${b1.ports.mqtt} api :${b1.ports.api}, broker-2 mqtt :${b2.ports.mqtt}, projector metrics :${projector.ports.metrics}`)
+    say(
+      `nodes up: broker-1 mqtt :${b1.ports.mqtt} api :${b1.ports.api}, broker-2 mqtt :${b2.ports.mqtt}, projector metrics :${projector.ports.metrics}`,
+    )
 
     const store = await openEventStore(material.config.eventStoreUrl, { environment: 'test' })
     t.teardown(() => store.close())
-    const benchConfig = loadConfig({ ...material.env, KENNEL_DATA_DIR: path.join(root, 'fleet'), KENNEL_LOG_LEVEL: 'silent' })
-    const { fleet } = await mintFleet({ config: benchConfig, store, ca: material.ca, actor: 'cli:bench' }, toys + revocations, say)
+    const benchConfig = loadConfig({
+      ...material.env,
+      KENNEL_DATA_DIR: path.join(root, 'fleet'),
+      KENNEL_LOG_LEVEL: 'silent',
+    })
+    const { fleet } = await mintFleet(
+      { config: benchConfig, store, ca: material.ca, actor: 'cli:bench' },
+      toys + revocations,
+      say,
+    )
 
     // load: the fleet over both brokers, QoS 1, the projector's lag sampled meanwhile
     const lagEvents: number[] = []
     const lagSeconds: number[] = []
     const sampler = setInterval(() => {
-      void nodeMetric(projector, 'kennel_projection_lag_events').then((v) => v !== undefined && lagEvents.push(v), () => undefined)
-      void nodeMetric(projector, 'kennel_projection_lag_seconds').then((v) => v !== undefined && lagSeconds.push(v), () => undefined)
+      void nodeMetric(projector, 'kennel_projection_lag_events').then(
+        (v) => v !== undefined && lagEvents.push(v),
+        () => undefined,
+      )
+      void nodeMetric(projector, 'kennel_projection_lag_seconds').then(
+        (v) => v !== undefined && lagSeconds.push(v),
+        () => undefined,
+      )
     }, 250)
     const cpu0 = process.cpuUsage()
     const w0 = performance.now()
-    const report = await runFleet({ ...fleet, toys: fleet.toys.slice(0, toys) }, caPem, {
-      toys,
-      rate,
-      durationS,
-      brokers: [`mqtts://localhost:${b1.ports.mqtt}`, `mqtts://localhost:${b2.ports.mqtt}`],
-      qos: 1,
-      paired: 0,
-      recordingsPerMinute: 0,
-      recordingBytes: 1,
-      connectConcurrency: 64,
-      window: 10,
-    }, say)
+    const report = await runFleet(
+      { ...fleet, toys: fleet.toys.slice(0, toys) },
+      caPem,
+      {
+        toys,
+        rate,
+        durationS,
+        brokers: [`mqtts://localhost:${b1.ports.mqtt}`, `mqtts://localhost:${b2.ports.mqtt}`],
+        qos: 1,
+        paired: 0,
+        recordingsPerMinute: 0,
+        recordingBytes: 1,
+        connectConcurrency: 64,
+        window: 10,
+      },
+      say,
+    )
     const cpu = process.cpuUsage(cpu0)
     const generatorCpu = (cpu.user + cpu.system) / 1000 / (performance.now() - w0)
     clearInterval(sampler)
@@ -103,15 +126,29 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
     const email = `ops-${randomBytes(3).toString('hex')}@bench.example.org`
     const password = 'violet-Harbour-43-quiet-Lantern'
     await api(b1, caPem, 'POST', '/v1/accounts', { email, password })
-    const mail = readOutbox(outboxDir(b1.dir)).filter((m) => m.headers.to === email).at(-1)
+    const mail = readOutbox(outboxDir(b1.dir))
+      .filter((m) => m.headers.to === email)
+      .at(-1)
     await api(b1, caPem, 'POST', '/v1/accounts/verify', { token: findVerificationToken(mail?.text ?? '') })
     await grantRole({ config: benchConfig, store, actor: 'cli:bench' }, email, 'ops')
     const token = (await api(b1, caPem, 'POST', '/v1/sessions', { email, password })).json.token as string
     const revocationMs: number[] = []
     for (const toy of fleet.toys.slice(toys, toys + revocations)) {
-      const client = mqtt.connect(`mqtts://localhost:${b2.ports.mqtt}`, { key: toy.keyPem, cert: toy.certPem, ca: caPem, clientId: toy.id, protocolVersion: 4, reconnectPeriod: 0 })
+      const client = mqtt.connect(`mqtts://localhost:${b2.ports.mqtt}`, {
+        key: toy.keyPem,
+        cert: toy.certPem,
+        ca: caPem,
+        clientId: toy.id,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+      })
       client.on('error', () => undefined)
-      await new Promise<void>((resolve, reject) => (client.once('connect', () => resolve()), client.once('close', () => reject(new Error(`${toy.id} could not connect to broker-2`)))))
+      await new Promise<void>(
+        (resolve, reject) => (
+          client.once('connect', () => resolve()),
+          client.once('close', () => reject(new Error(`${toy.id} could not connect to broker-2`)))
+        ),
+      )
       const closed = new Promise<number>((resolve) => client.once('close', () => resolve(performance.now())))
       const started = performance.now()
       const res = await api(b1, caPem, 'POST', `/v1/ops/devices/${toy.id}/revoke`, { reason: 'bench' }, token)
@@ -151,7 +188,11 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
   } finally {
     for (const fn of teardowns) await fn()
     const admin = new pg.Client({ connectionString: pgUrl })
-    await admin.connect().then(() => admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).finally(() => admin.end()).catch(() => undefined)
+    await admin
+      .connect()
+      .then(() => admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`))
+      .finally(() => admin.end())
+      .catch(() => undefined)
     fs.rmSync(root, { recursive: true, force: true })
   }
 }

@@ -6,7 +6,7 @@ import { type Cast, type Mode, MODES, runModes, type SessionFigures, type Shape 
 import { MOSQUITTO, MOSQUITTO_INSTALL, MosquittoUnderTest, mosquittoVersion } from './compare/mosquitto.ts'
 import { type Rounds, summarize, table } from './compare/report.ts'
 import type { BrokerUnderTest } from './compare/subject.ts'
-import { prepareData } from './compare/toys.ts'
+import { keptData, prepareData } from './compare/toys.ts'
 import { buildCGenerator, C_SOURCE } from './loadgen/cproc.ts'
 import { type Generator, LoadPool } from './loadgen/pool.ts'
 import type { BenchOptions } from './run.ts'
@@ -17,9 +17,17 @@ import type { BenchOptions } from './run.ts'
 // and of the whole process, and revocation → session closed. docs/PERFORMANCE.md explains the
 // shape of each load and how to read the result.
 
-export const usage = 'compare [--rounds N] [--duration S] [--modes idle,connects,qos0,qos1,revocation] [--loaders N] [--generator c|node] [--json]'
+export const usage =
+  'compare [--rounds N] [--duration S] [--modes idle,connects,qos0,qos1,revocation] [--loaders N] [--generator c|node] [--json]'
 
-const SHAPE: Omit<Shape, 'durationS'> = { warmupS: 1, idle: 2000, inFlight: 64, echoToys: 50, window: 100, revocations: 20 }
+const SHAPE: Omit<Shape, 'durationS'> = {
+  warmupS: 1,
+  idle: 2000,
+  inFlight: 64,
+  echoToys: 50,
+  window: 100,
+  revocations: 20,
+}
 const TOYS = 2100
 
 interface CompareArgs {
@@ -47,11 +55,13 @@ function parseArgs(args: string[]): CompareArgs {
       const g = args[++i]
       if (g !== 'c' && g !== 'node') usageError(`--generator takes c or node, not ${JSON.stringify(g)}`)
       out.generator = g
-    }
-    else if (a === '--modes') {
+    } else if (a === '--modes') {
       const modes = (args[++i] ?? '').split(',').filter((m) => m.length > 0)
       const unknown = modes.filter((m) => !(MODES as readonly string[]).includes(m))
-      if (modes.length === 0 || unknown.length > 0) usageError(`--modes takes a comma-separated list of ${MODES.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`)
+      if (modes.length === 0 || unknown.length > 0)
+        usageError(
+          `--modes takes a comma-separated list of ${MODES.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`,
+        )
       out.modes = MODES.filter((m) => modes.includes(m))
     } else usageError(`unknown option ${JSON.stringify(a)}`)
   }
@@ -73,20 +83,31 @@ export interface GeneratorChoice {
 }
 
 export function chooseGenerator(wanted: 'c' | 'node', progress: (s: string) => void): GeneratorChoice {
-  if (wanted === 'node') return { generator: { kind: 'node' }, label: 'Node load generator (bench/loadgen, --generator node)' }
+  if (wanted === 'node')
+    return { generator: { kind: 'node' }, label: 'Node load generator (bench/loadgen, --generator node)' }
   const built = buildCGenerator()
   if ('binary' in built) {
     if (built.compiled) progress(`compiled the C load generator ${C_SOURCE} into ${built.binary}`)
     return { generator: { kind: 'c', binary: built.binary }, label: 'C load generator (bench/loadgen/c)' }
   }
   const fallback = `the C load generator cannot be built: ${built.problem}`
-  progress(`WARNING: ${fallback}\nWARNING: falling back to the Node load generator, which on a small machine can limit the figures (see the generator CPU and the flags)`)
+  progress(
+    `WARNING: ${fallback}\nWARNING: falling back to the Node load generator, which on a small machine can limit the figures (see the generator CPU and the flags)`,
+  )
   return { generator: { kind: 'node' }, label: `Node load generator (FALLBACK: ${fallback})`, fallback }
 }
 
 function machine(mosquitto: string | undefined): Record<string, unknown> {
   const cpus = os.cpus()
-  return { cpus: cpus.length, model: cpus[0]?.model ?? 'unknown', memoryGB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, mosquitto: mosquitto ?? null, loadAverage1m: Math.round(os.loadavg()[0]! * 100) / 100 }
+  return {
+    cpus: cpus.length,
+    model: cpus[0]?.model ?? 'unknown',
+    memoryGB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    mosquitto: mosquitto ?? null,
+    loadAverage1m: Math.round(os.loadavg()[0]! * 100) / 100,
+  }
 }
 
 export async function run(opts: BenchOptions): Promise<Record<string, unknown>> {
@@ -97,18 +118,35 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
   const print = (s: string): void => void (opts.json ? process.stderr : process.stdout).write(`${s}\n`)
 
   const version = mosquittoVersion()
-  if (!version) progress(`Mosquitto not found at ${MOSQUITTO}: its figures are null. Install it with: ${MOSQUITTO_INSTALL}`)
+  if (!version)
+    progress(`Mosquitto not found at ${MOSQUITTO}: its figures are null. Install it with: ${MOSQUITTO_INSTALL}`)
   const host = machine(version)
   const choice = chooseGenerator(args.generator, progress)
   const runDir = fs.mkdtempSync(path.join(process.env.KENNEL_BENCH_DIR ?? os.tmpdir(), 'kennel-bench-compare-'))
   let pool: LoadPool | undefined
   const brokers: BrokerUnderTest[] = []
   try {
-    progress(`enrolling ${TOYS} toys in ${runDir} (kennel's enrolment: a P-256 key, a certificate and an argon2id-hashed claim code each)…`)
-    const data = await prepareData(runDir, TOYS, progress)
+    const keep = process.env.KENNEL_BENCH_DATA
+    if (!keep)
+      progress(
+        `enrolling ${TOYS} toys in ${runDir} (kennel's enrolment: a P-256 key, a certificate and an argon2id-hashed claim code each)…`,
+      )
+    const data = keep ? await keptData(path.resolve(keep), TOYS, progress) : await prepareData(runDir, TOYS, progress)
     const [reloadProbe, bystander, ...revoked] = data.toys.slice(shape.idle)
-    const cast: Cast = { idle: data.toys.slice(0, shape.idle), echo: data.toys.slice(0, shape.echoToys), revoked: revoked.slice(0, shape.revocations), reloadProbe: reloadProbe!, bystander: bystander! }
-    pool = await LoadPool.start(args.loaders, data.toysFile, data.ca.trustedPem, data.toys.map((t) => t.id), choice.generator)
+    const cast: Cast = {
+      idle: data.toys.slice(0, shape.idle),
+      echo: data.toys.slice(0, shape.echoToys),
+      revoked: revoked.slice(0, shape.revocations),
+      reloadProbe: reloadProbe!,
+      bystander: bystander!,
+    }
+    pool = await LoadPool.start(
+      args.loaders,
+      data.toysFile,
+      data.ca.trustedPem,
+      data.toys.map((t) => t.id),
+      choice.generator,
+    )
     brokers.push(new KennelUnderTest(data, runDir))
     if (version) brokers.push(new MosquittoUnderTest(data, runDir))
     const rounds: Rounds = { kennel: [], mosquitto: [] }
@@ -129,13 +167,19 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
     }
     const summary = summarize(rounds, shape, args.modes, version !== undefined, host.cpus as number)
     print('')
-    print(`kennel vs Mosquitto ${version ?? '(not installed)'}: medians of ${args.rounds} round(s), ${args.durationS} s per load, ${args.loaders} load processes; ${host.cpus} × ${host.model}, Node ${process.version}, load average ${host.loadAverage1m} before the run`)
+    print(
+      `kennel vs Mosquitto ${version ?? '(not installed)'}: medians of ${args.rounds} round(s), ${args.durationS} s per load, ${args.loaders} load processes; ${host.cpus} × ${host.model}, Node ${process.version}, load average ${host.loadAverage1m} before the run`,
+    )
     print(`load generator: ${choice.label}`)
     print(table(summary, shape))
     return {
       ...summary.pairs,
       machine: host,
-      generator: { kind: choice.generator.kind, requested: args.generator, ...(choice.fallback ? { fallback: choice.fallback } : {}) },
+      generator: {
+        kind: choice.generator.kind,
+        requested: args.generator,
+        ...(choice.fallback ? { fallback: choice.fallback } : {}),
+      },
       generatorCpu: summary.generatorCpu,
       brokerCpuPct: summary.brokerCpuPct,
       otherCpuPct: summary.otherCpuPct,
@@ -143,7 +187,14 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
       flags: summary.flags,
       delivery: summary.delivery,
       revocation: summary.revocation,
-      options: { rounds: args.rounds, modes: args.modes, loaders: args.loaders, generator: args.generator, ...shape, toys: TOYS },
+      options: {
+        rounds: args.rounds,
+        modes: args.modes,
+        loaders: args.loaders,
+        generator: args.generator,
+        ...shape,
+        toys: TOYS,
+      },
       rounds,
     }
   } finally {

@@ -33,7 +33,11 @@ const event = (i: number): NewEvent => ({
 })
 
 /** append from APPENDERS concurrent loops for SECONDS; returns events per second */
-async function appendRate(store: EventStore, eventsPerAppend: number, loop?: ReturnType<typeof monitorEventLoopDelay>): Promise<number> {
+async function appendRate(
+  store: EventStore,
+  eventsPerAppend: number,
+  loop?: ReturnType<typeof monitorEventLoopDelay>,
+): Promise<number> {
   loop?.enable()
   const end = performance.now() + SECONDS * 1000
   const start = performance.now()
@@ -41,7 +45,10 @@ async function appendRate(store: EventStore, eventsPerAppend: number, loop?: Ret
   await Promise.all(
     Array.from({ length: APPENDERS }, async (_, w) => {
       for (let i = 0; performance.now() < end; i++) {
-        await store.append(`bench-${w}`, Array.from({ length: eventsPerAppend }, (_, k) => event(i * eventsPerAppend + k)))
+        await store.append(
+          `bench-${w}`,
+          Array.from({ length: eventsPerAppend }, (_, k) => event(i * eventsPerAppend + k)),
+        )
         events += eventsPerAppend
       }
     }),
@@ -56,7 +63,12 @@ async function replayRate(store: EventStore, total: number): Promise<number> {
   const chunks = Math.ceil(Math.max(0, missing) / 1000)
   for (let c = 0; c < chunks; c += 16) {
     await Promise.all(
-      Array.from({ length: Math.min(16, chunks - c) }, (_, k) => store.append(`seed-${(c + k) % 100}`, Array.from({ length: 1000 }, (_, i) => event(i)))),
+      Array.from({ length: Math.min(16, chunks - c) }, (_, k) =>
+        store.append(
+          `seed-${(c + k) % 100}`,
+          Array.from({ length: 1000 }, (_, i) => event(i)),
+        ),
+      ),
     )
   }
   const head = await store.headPosition()
@@ -79,7 +91,13 @@ async function measure(store: EventStore, replayEvents: number): Promise<Figures
   const appendsPerSec = await appendRate(store, 1, loop)
   const batchEventsPerSec = await appendRate(store, 10)
   const replayEventsPerSec = await replayRate(store, replayEvents)
-  return { appendsPerSec: Math.round(appendsPerSec), batchEventsPerSec: Math.round(batchEventsPerSec), replayEventsPerSec: Math.round(replayEventsPerSec), replayEvents, appendLoopDelayP99Ms: Math.round(loop.percentile(99) / 1e4) / 100 }
+  return {
+    appendsPerSec: Math.round(appendsPerSec),
+    batchEventsPerSec: Math.round(batchEventsPerSec),
+    replayEventsPerSec: Math.round(replayEventsPerSec),
+    replayEvents,
+    appendLoopDelayP99Ms: Math.round(loop.percentile(99) / 1e4) / 100,
+  }
 }
 
 async function sqlite(): Promise<Figures> {
@@ -119,10 +137,15 @@ async function postgres(): Promise<Figures | { skipped: string }> {
 export async function run(_opts: BenchOptions): Promise<Record<string, unknown>> {
   const result: Record<string, Figures | { skipped: string }> = { sqlite: await sqlite(), postgres: await postgres() }
   console.log(`event store, ${APPENDERS} concurrent appenders, ${SECONDS} s per append figure`)
-  console.log('adapter    appends/s   10-event batches: events/s   replay: events/s (events replayed)   event-loop delay p99 during appends')
+  console.log(
+    'adapter    appends/s   10-event batches: events/s   replay: events/s (events replayed)   event-loop delay p99 during appends',
+  )
   for (const [name, f] of Object.entries(result)) {
     if ('skipped' in f) console.log(`${name.padEnd(10)} skipped: ${f.skipped}`)
-    else console.log(`${name.padEnd(10)} ${String(f.appendsPerSec).padStart(9)}   ${String(f.batchEventsPerSec).padStart(27)}   ${String(f.replayEventsPerSec).padStart(16)} (${f.replayEvents})   ${f.appendLoopDelayP99Ms} ms`)
+    else
+      console.log(
+        `${name.padEnd(10)} ${String(f.appendsPerSec).padStart(9)}   ${String(f.batchEventsPerSec).padStart(27)}   ${String(f.replayEventsPerSec).padStart(16)} (${f.replayEvents})   ${f.appendLoopDelayP99Ms} ms`,
+      )
   }
   return result
 }

@@ -32,8 +32,36 @@ function enrolment(i: number): { stream: string; event: NewEvent } {
   const serial = (i >> 1).toString(16).padStart(8, '0')
   const at = new Date(1_790_000_000_000 + i).toISOString()
   return i % 2 === 0
-    ? { stream: `device-${deviceId}`, event: { type: 'DeviceEnrolled', data: { deviceId, enrolledAt: at, keyGeneratedByKennel: false, claimCodeHash: `$argon2id$v=19$m=65536,t=3,p=4$${serial}`, claimCodeExpiresAt: at }, metadata: { actor: 'cli:bench' } } }
-    : { stream: `device-${deviceId}`, event: { type: 'CertificateIssued', data: { deviceId, serial, caId: 'ca-bench', notBefore: at, notAfter: at, fingerprint: serial.repeat(8), publicKeyId: serial.repeat(8) }, metadata: { actor: 'cli:bench' } } }
+    ? {
+        stream: `device-${deviceId}`,
+        event: {
+          type: 'DeviceEnrolled',
+          data: {
+            deviceId,
+            enrolledAt: at,
+            keyGeneratedByKennel: false,
+            claimCodeHash: `$argon2id$v=19$m=65536,t=3,p=4$${serial}`,
+            claimCodeExpiresAt: at,
+          },
+          metadata: { actor: 'cli:bench' },
+        },
+      }
+    : {
+        stream: `device-${deviceId}`,
+        event: {
+          type: 'CertificateIssued',
+          data: {
+            deviceId,
+            serial,
+            caId: 'ca-bench',
+            notBefore: at,
+            notAfter: at,
+            fingerprint: serial.repeat(8),
+            publicKeyId: serial.repeat(8),
+          },
+          metadata: { actor: 'cli:bench' },
+        },
+      }
 }
 
 /** a fleet's traffic: mostly publishes, some connects, URL issuances and failed authentications */
@@ -43,13 +71,59 @@ function traffic(i: number): { stream: string; event: NewEvent } {
   const stream = `mqtt-${deviceId}`
   switch (i % 20) {
     case 0:
-      return { stream, event: { type: 'DeviceConnected', data: { deviceId, serial: meta.credential.slice(5), ip: `10.0.${(i >> 8) & 255}.${i & 255}`, clean: true, protocolVersion: 4 }, metadata: meta } }
+      return {
+        stream,
+        event: {
+          type: 'DeviceConnected',
+          data: {
+            deviceId,
+            serial: meta.credential.slice(5),
+            ip: `10.0.${(i >> 8) & 255}.${i & 255}`,
+            clean: true,
+            protocolVersion: 4,
+          },
+          metadata: meta,
+        },
+      }
     case 1:
-      return { stream: `api-${deviceId}`, event: { type: 'DownloadUrlIssued', data: { recordingId: `rec-${i}`, householdId: `hh-${i % 2000}`, deviceId, until: new Date(1_800_000_000_000 + i).toISOString() }, metadata: meta } }
+      return {
+        stream: `api-${deviceId}`,
+        event: {
+          type: 'DownloadUrlIssued',
+          data: {
+            recordingId: `rec-${i}`,
+            householdId: `hh-${i % 2000}`,
+            deviceId,
+            until: new Date(1_800_000_000_000 + i).toISOString(),
+          },
+          metadata: meta,
+        },
+      }
     case 2:
-      return { stream: `security-bench`, event: { type: 'DeviceAuthFailed', data: { reason: 'untrusted-certificate', ip: `198.51.100.${i % 200}` }, metadata: { actor: 'anonymous' } } }
+      return {
+        stream: `security-bench`,
+        event: {
+          type: 'DeviceAuthFailed',
+          data: { reason: 'untrusted-certificate', ip: `198.51.100.${i % 200}` },
+          metadata: { actor: 'anonymous' },
+        },
+      }
     default:
-      return { stream, event: { type: 'PublishAccepted', data: { deviceId, topic: `toys/${deviceId}/telemetry`, qos: 1, retain: false, bytes: 64, sha256: randomBytes(32).toString('hex') }, metadata: meta } }
+      return {
+        stream,
+        event: {
+          type: 'PublishAccepted',
+          data: {
+            deviceId,
+            topic: `toys/${deviceId}/telemetry`,
+            qos: 1,
+            retain: false,
+            bytes: 64,
+            sha256: randomBytes(32).toString('hex'),
+          },
+          metadata: meta,
+        },
+      }
   }
 }
 
@@ -117,8 +191,12 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
     }
     if (!opts.json) {
       console.log(`projections (embedded SQLite, ${figures.cores} cores)`)
-      console.log(`  rebuild, all read models  ${rebuildRate.toLocaleString('en')} events/s  (${rebuild.head.toLocaleString('en')} events in ${figures.rebuildSeconds} s, ${rebuildCpu} CPU s; target 100,000)`)
-      console.log(`  audit verify              ${verifyRate.toLocaleString('en')} events/s  (${verified.headsChecked} heads, ${verified.ok ? 'consistent' : 'NOT consistent'}; ${verifyCpu} CPU s)`)
+      console.log(
+        `  rebuild, all read models  ${rebuildRate.toLocaleString('en')} events/s  (${rebuild.head.toLocaleString('en')} events in ${figures.rebuildSeconds} s, ${rebuildCpu} CPU s; target 100,000)`,
+      )
+      console.log(
+        `  audit verify              ${verifyRate.toLocaleString('en')} events/s  (${verified.headsChecked} heads, ${verified.ok ? 'consistent' : 'NOT consistent'}; ${verifyCpu} CPU s)`,
+      )
       console.log(`  read models               ${rebuild.projections.join(', ')}`)
     }
     return figures

@@ -30,7 +30,15 @@ const WARMUP = 20_000
 export async function run(opts: BenchOptions): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-bench-hook-'))
   const many = '1000000000/second'
-  const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_MQTT_CONNECT_LIMITS: many, KENNEL_MQTT_CONNECT_IP_LIMITS: many, KENNEL_MQTT_PUBLISH_LIMITS: many, KENNEL_MQTT_BYTE_LIMITS: many })
+  const config = loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: dir,
+    KENNEL_MQTT_PORT: '0',
+    KENNEL_MQTT_CONNECT_LIMITS: many,
+    KENNEL_MQTT_CONNECT_IP_LIMITS: many,
+    KENNEL_MQTT_PUBLISH_LIMITS: many,
+    KENNEL_MQTT_BYTE_LIMITS: many,
+  })
   const real = await openEventStore(config.eventStoreUrl, { environment: config.env })
   let appended = 0
   const noopAppend = async (_stream: string, events: unknown[]): Promise<never> => {
@@ -46,13 +54,28 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
     },
   }) as EventStore
   const ca = await loadDeviceCa(config)
-  const broker = await createBroker({ config, store, tls: { ca: ca.trustedPem, ...(await loadServerTls(config, ca)) }, checkCertificate: () => ({ ok: true }), log: createLogger('silent') })
+  const broker = await createBroker({
+    config,
+    store,
+    tls: { ca: ca.trustedPem, ...(await loadServerTls(config, ca)) },
+    checkCertificate: () => ({ ok: true }),
+    log: createLogger('silent'),
+  })
   try {
     const port = await broker.listen(0, '127.0.0.1')
     const keys = await generateKeyPair('P-256')
     const id = 'bench-hook-toy'
     const cert = (await signCertificate({ commonName: id, keys, signer: ca.issuer })).toString('pem')
-    const toy = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: await privateKeyPem(keys.privateKey), cert, ca: ca.trustedPem, clientId: id, protocolVersion: 4, reconnectPeriod: 0, keepalive: 600, servername: 'localhost' })
+    const toy = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
+      key: await privateKeyPem(keys.privateKey),
+      cert,
+      ca: ca.trustedPem,
+      clientId: id,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      keepalive: 600,
+      servername: 'localhost',
+    })
     await new Promise((resolve, reject) => (toy.once('connect', resolve), toy.once('error', reject)))
     await broker.flushEvents()
     const client = (broker.aedes as unknown as { clients: Record<string, Client> }).clients[id]!
@@ -61,8 +84,18 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
       for (let done = 0; done < n; done += BATCH) {
         await Promise.all(
           Array.from({ length: BATCH }, (_, i) => {
-            const packet = { cmd: 'publish', topic: `toys/${id}/echo`, payload, qos: 1, retain: false, dup: false, messageId: i + 1 } as PublishPacket
-            return new Promise<void>((resolve, reject) => broker.aedes.authorizePublish(client, packet, (err) => (err ? reject(err) : resolve())))
+            const packet = {
+              cmd: 'publish',
+              topic: `toys/${id}/echo`,
+              payload,
+              qos: 1,
+              retain: false,
+              dup: false,
+              messageId: i + 1,
+            } as PublishPacket
+            return new Promise<void>((resolve, reject) =>
+              broker.aedes.authorizePublish(client, packet, (err) => (err ? reject(err) : resolve())),
+            )
           }),
         )
       }
@@ -78,10 +111,20 @@ export async function run(opts: BenchOptions): Promise<Record<string, unknown>> 
     toy.end(true)
     samples.sort((a, b) => a - b)
     const round = (n: number): number => Math.round(n * 100) / 100
-    const result = { cpuMicrosPerPublish: round(samples[Math.floor(ROUNDS / 2)]!), min: round(samples[0]!), max: round(samples.at(-1)!), rounds: ROUNDS, perRound: PER_ROUND, inFlight: BATCH, eventsRecorded: appended }
+    const result = {
+      cpuMicrosPerPublish: round(samples[Math.floor(ROUNDS / 2)]!),
+      min: round(samples[0]!),
+      max: round(samples.at(-1)!),
+      rounds: ROUNDS,
+      perRound: PER_ROUND,
+      inFlight: BATCH,
+      eventsRecorded: appended,
+    }
     const log = (s: string): void => void (opts.json ? process.stderr : process.stdout).write(`${s}\n`)
     log(`broker publish hook (authorizePublish, the store's append a no-op, ${BATCH} in flight, 64-byte QoS 1)`)
-    log(`CPU per publish: ${result.cpuMicrosPerPublish} µs (median of ${ROUNDS} × ${PER_ROUND}; min ${result.min}, max ${result.max})`)
+    log(
+      `CPU per publish: ${result.cpuMicrosPerPublish} µs (median of ${ROUNDS} × ${PER_ROUND}; min ${result.min}, max ${result.max})`,
+    )
     return result
   } finally {
     await broker.close()

@@ -13,7 +13,11 @@ export interface BenchOptions {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const available = fs.readdirSync(here).filter((f) => f.endsWith('.ts') && f !== 'run.ts').map((f) => f.slice(0, -3)).sort()
+const available = fs
+  .readdirSync(here)
+  .filter((f) => f.endsWith('.ts') && f !== 'run.ts')
+  .map((f) => f.slice(0, -3))
+  .sort()
 const argv = process.argv.slice(2)
 const nameAt = argv.findIndex((a) => !a.startsWith('-'))
 const name = nameAt < 0 ? undefined : argv[nameAt]

@@ -18,7 +18,10 @@ import { ERASED, type ContactResolver } from '../projections/breach/contacts.ts'
 /** the newest sealed address on the account's stream (`AccountCreated`, or a later event carrying one) */
 async function sealedAddress(store: EventStore, accountId: string): Promise<string | undefined> {
   const events = await store.readStream(accountStream(accountId))
-  return events.map((e) => (e.data as Record<string, unknown> | null)?.emailSealed).filter((v): v is string => typeof v === 'string' && v !== '').at(-1)
+  return events
+    .map((e) => (e.data as Record<string, unknown> | null)?.emailSealed)
+    .filter((v): v is string => typeof v === 'string' && v !== '')
+    .at(-1)
 }
 
 export function accountContacts(deps: { config: Config; store: EventStore }): ContactResolver {
@@ -35,9 +38,17 @@ export function accountContacts(deps: { config: Config; store: EventStore }): Co
         }
         const key = await ring.personKeys.existingKey(accountId)
         try {
-          contacts.set(accountId, key ? open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8') : ERASED)
+          contacts.set(
+            accountId,
+            key ? open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8') : ERASED,
+          )
         } catch (err) {
-          throw new KennelError('KENNEL_ERR_CONFIG', `the contact address of account ${accountId} does not open with its person key: is KENNEL_MASTER_KEY the key this data was written with?`, undefined, { cause: err })
+          throw new KennelError(
+            'KENNEL_ERR_CONFIG',
+            `the contact address of account ${accountId} does not open with its person key: is KENNEL_MASTER_KEY the key this data was written with?`,
+            undefined,
+            { cause: err },
+          )
         }
       }
     } finally {

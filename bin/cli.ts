@@ -53,7 +53,11 @@ registerDemoCommand(program)
 registerSimulateCommand(program)
 registerCompletionCommand(program)
 
-function nextSteps(ports: { mqtt?: number; api?: number; metrics?: number }, dataDir: string, metricsHost: string): string {
+function nextSteps(
+  ports: { mqtt?: number; api?: number; metrics?: number },
+  dataDir: string,
+  metricsHost: string,
+): string {
   const ops = `http://${metricsHost.includes(':') ? `[${metricsHost}]` : metricsHost}:${ports.metrics}`
   const lines = [
     '',

@@ -18,8 +18,12 @@ interface Node {
 
 function nodes(cmd: Command, path = ''): Node[] {
   const subs = cmd.commands.filter((c) => !(c as Command & { _hidden?: boolean })._hidden)
-  const flags = (cmd.options as readonly Option[]).flatMap((o) => [o.short, o.long].filter((f): f is string => f !== undefined))
-  const valued = (cmd.options as readonly Option[]).filter((o) => o.required || o.optional).flatMap((o) => [o.short, o.long].filter((f): f is string => f !== undefined))
+  const flags = (cmd.options as readonly Option[]).flatMap((o) =>
+    [o.short, o.long].filter((f): f is string => f !== undefined),
+  )
+  const valued = (cmd.options as readonly Option[])
+    .filter((o) => o.required || o.optional)
+    .flatMap((o) => [o.short, o.long].filter((f): f is string => f !== undefined))
   const choices = cmd.registeredArguments.flatMap((a) => a.argChoices ?? [])
   const own: Node = { path, words: [...subs.map((c) => c.name()), ...choices, ...flags, '--help'], valued }
   return [own, ...subs.flatMap((c) => nodes(c, `${path} ${c.name()}`))]
@@ -31,9 +35,15 @@ export function completionScript(program: Command, shell: Shell): string {
   const name = program.name()
   const fn = `_${name.replace(/[^A-Za-z0-9_]/g, '_')}_complete`
   const all = nodes(program)
-  const paths = all.filter((n) => n.path !== '').map((n) => quote(n.path)).join('|')
+  const paths = all
+    .filter((n) => n.path !== '')
+    .map((n) => quote(n.path))
+    .join('|')
   const wordsCase = all.map((n) => `    ${quote(n.path)}) opts=${quote(n.words.join(' '))} ;;`).join('\n')
-  const valuedCase = all.filter((n) => n.valued.length > 0).map((n) => `    ${quote(n.path)}) valued=${quote(` ${n.valued.join(' ')} `)} ;;`).join('\n')
+  const valuedCase = all
+    .filter((n) => n.valued.length > 0)
+    .map((n) => `    ${quote(n.path)}) valued=${quote(` ${n.valued.join(' ')} `)} ;;`)
+    .join('\n')
   const body = `  local cmd='' w i opts='' valued=''
   for ((i = ${shell === 'bash' ? '1' : '2'}; i < ${shell === 'bash' ? 'COMP_CWORD' : 'CURRENT'}; i++)); do
     w=${shell === 'bash' ? '"${COMP_WORDS[i]}"' : '"${words[i]}"'}

@@ -75,7 +75,9 @@ const FILE_ERRORS: Partial<Record<string, ErrorCode>> = {
 function fileError(err: unknown, doing: string): KennelError {
   const e = err as NodeJS.ErrnoException
   const reason = (e.errno !== undefined ? getSystemErrorMap().get(e.errno)?.[1] : undefined) ?? e.message
-  return new KennelError(FILE_ERRORS[e.code ?? ''] ?? 'KENNEL_ERR_INTERNAL', `cannot ${doing}: ${reason}`, undefined, { cause: err })
+  return new KennelError(FILE_ERRORS[e.code ?? ''] ?? 'KENNEL_ERR_INTERNAL', `cannot ${doing}: ${reason}`, undefined, {
+    cause: err,
+  })
 }
 
 /** the text of a file named on the command line; a missing or unreadable one is a coded error naming it */
@@ -104,7 +106,12 @@ function missingDirectory(err: unknown, out: string): KennelError | undefined {
   if (code !== 'ENOENT' && code !== 'ENOTDIR') return undefined
   const dir = path.dirname(path.resolve(out))
   const problem = code === 'ENOENT' ? `the directory ${dir} does not exist` : `${dir} is not a directory`
-  return new KennelError('KENNEL_ERR_NOT_FOUND', `cannot write ${out}: ${problem}; create it or give --out a path in an existing directory`, undefined, { cause: err })
+  return new KennelError(
+    'KENNEL_ERR_NOT_FOUND',
+    `cannot write ${out}: ${problem}; create it or give --out a path in an existing directory`,
+    undefined,
+    { cause: err },
+  )
 }
 
 /** commander's own usage errors (a missing required option, an unknown one) exit with the

@@ -14,7 +14,17 @@ import type { MonitorEvent } from '../projections/monitor/events.ts'
 // them all, and the compiler keeps this list equal to their union: a type added to a context
 // without being added here, or a name here that no context has, does not compile.
 
-export type KennelEvent = BrokerEvent | ListenerGuardEvent | DevicesContextEvent | AccountEvent | HouseholdEvent | RecordingEvent | GuardEvent | AuditEvent | BreachEvent | MonitorEvent
+export type KennelEvent =
+  | BrokerEvent
+  | ListenerGuardEvent
+  | DevicesContextEvent
+  | AccountEvent
+  | HouseholdEvent
+  | RecordingEvent
+  | GuardEvent
+  | AuditEvent
+  | BreachEvent
+  | MonitorEvent
 
 const known = {
   // broker/
@@ -52,6 +62,7 @@ const known = {
   SessionEnded: true,
   LoginFailed: true,
   PrivilegedRouteUsed: true,
+  AccountErasureStarted: true,
   AccountErased: true,
   AccountExported: true,
   HouseholdCreated: true,

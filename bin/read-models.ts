@@ -15,11 +15,24 @@ import type { Config } from '../infra/config.ts'
 // broker and the API also follow the ones they decide with in memory.
 
 export function persistentProjections(config: Config, signer: AuditSigner): Projection[] {
-  return [...kennelProjections(config, signer), devicesProjection, accountsProjection, householdsProjection, recordingsProjection]
+  return [
+    ...kennelProjections(config, signer),
+    devicesProjection,
+    accountsProjection,
+    householdsProjection,
+    recordingsProjection,
+  ]
 }
 
 /** the names of persistentProjections, known without the audit signing key (commands that only
  * read must not create one) */
 export function persistentProjectionNames(): string[] {
-  return [AUDIT_PROJECTION, MONITOR_PROJECTION, devicesProjection.name, accountsProjection.name, householdsProjection.name, recordingsProjection.name]
+  return [
+    AUDIT_PROJECTION,
+    MONITOR_PROJECTION,
+    devicesProjection.name,
+    accountsProjection.name,
+    householdsProjection.name,
+    recordingsProjection.name,
+  ]
 }

@@ -12,7 +12,11 @@ import { persistentProjectionNames } from './read-models.ts'
 // this process, so it holds wherever the projector runs. A broker-only node has no projector
 // check: it serves toys whatever the read models' lag, and it opens no read-model store.
 
-export function kennelReadiness(opts: { config: Pick<Config, 'readyMaxLagEvents'>; store: EventStore; readModels: Pick<ReadModelStore, 'checkpoints'> | undefined }): Readiness {
+export function kennelReadiness(opts: {
+  config: Pick<Config, 'readyMaxLagEvents'>
+  store: EventStore
+  readModels: Pick<ReadModelStore, 'checkpoints'> | undefined
+}): Readiness {
   const { config, store, readModels } = opts
   const readiness = new Readiness().add({
     name: 'event-store',
@@ -23,7 +27,10 @@ export function kennelReadiness(opts: { config: Pick<Config, 'readyMaxLagEvents'
     name: 'projector',
     async check() {
       const lag = await projectorLag(store, readModels, persistentProjectionNames())
-      return { ok: lag.behind <= config.readyMaxLagEvents, detail: { behind: lag.behind, maxBehind: config.readyMaxLagEvents, head: lag.head } }
+      return {
+        ok: lag.behind <= config.readyMaxLagEvents,
+        detail: { behind: lag.behind, maxBehind: config.readyMaxLagEvents, head: lag.head },
+      }
     },
   })
 }

@@ -11,7 +11,7 @@ import { closeOrphanedConnections } from '../broker/orphaned.ts'
 import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
-import { checkCertificate, devicesProjection } from '../devices/registry.ts'
+import { checkCertificate, devicesProjection, deviceView } from '../devices/registry.ts'
 import { loadServerTls } from '../devices/server-tls.ts'
 import { followProjections } from '../projections/follow.ts'
 import { auditVerifiers, createAuditPort, openKennelReadModels } from '../projections/catalogue.ts'
@@ -23,7 +23,9 @@ import type { AuditPort } from '../api/audit/routes.ts'
 import type { NotifyDevice } from '../api/context.ts'
 import { listenApi, type ListeningApi } from '../api/listen.ts'
 import { ApiMetrics } from '../api/metrics.ts'
-import { loadMasterKey } from '../infra/blobstore/keys.ts'
+import { KeyRing, loadMasterKey } from '../infra/blobstore/keys.ts'
+import { openKeyStore } from '../infra/keystore/open.ts'
+import { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import { S3BlobStore } from '../infra/blobstore/s3.ts'
 import { openMailer } from '../infra/mail/open.ts'
 import { processMetrics } from '../infra/ops/process-metrics.ts'
@@ -71,11 +73,18 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
     const registry = new Registry()
     const store = instrumentEventStore(await openConfiguredEventStore(config), registry)
     stops.push(() => store.close())
-    log.info({ eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles }, 'event store open')
+    log.info(
+      { eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles },
+      'event store open',
+    )
     if (store.kind === 'sqlite') {
       // this node holds the embedded store: a connection open on record is one a killed process left
       const closed = await closeOrphanedConnections(store)
-      if (closed > 0) log.warn({ connections: closed }, 'connections left open by a broker that did not stop cleanly are recorded as ended (DeviceDisconnected, reason broker-crashed)')
+      if (closed > 0)
+        log.warn(
+          { connections: closed },
+          'connections left open by a broker that did not stop cleanly are recorded as ended (DeviceDisconnected, reason broker-crashed)',
+        )
     }
     // the read models an API or projector node reads (readiness: the projector's checkpoints; the
     // API's audit answers); the projector writes them through its own connection
@@ -99,14 +108,26 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
       const mqttListener = readiness.listener('mqtt')
       const b = await startBroker(config, store, ca, tls, registry, log, stops)
       broker = b
-      mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () => b.listen(config.mqttPort, config.host))
+      mqtt = await bound(configKeys.mqttPort.env, config.host, config.mqttPort, () =>
+        b.listen(config.mqttPort, config.host),
+      )
       mqttListener.up()
       log.info({ host: config.host, port: mqtt }, 'MQTT broker listening (mutual TLS)')
     }
     let api: ListeningApi | undefined
     if (roles.has('api')) {
       const notifyDevice = await inboxOf(config, store, broker, log, stops)
-      const audit = afterProjection(createAuditPort({ store, readModels: readModels!, verifiers: auditVerifiers(config), headEveryEvents: config.auditHeadEveryEvents, contacts: accountContacts({ config, store }) }), store, projections)
+      const audit = afterProjection(
+        createAuditPort({
+          store,
+          readModels: readModels!,
+          verifiers: auditVerifiers(config),
+          headEveryEvents: config.auditHeadEveryEvents,
+          contacts: accountContacts({ config, store }),
+        }),
+        store,
+        projections,
+      )
       const started = await startApi(config, store, ca, tls, notifyDevice, audit, readiness, log, stops)
       api = started.api
       registries.push(started.metrics.registry)
@@ -126,9 +147,15 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
 // The projector role (bin/projector.ts) with its lag on /metrics: on a thread of its own beside a
 // broker or an API, so that it never holds up the thread serving toys; on this thread when it is
 // all the node does.
-async function startProjections(config: Config, store: EventStore, registry: Registry, log: Logger, stops: Stops): Promise<Projector> {
+async function startProjections(
+  config: Config,
+  store: EventStore,
+  registry: Registry,
+  log: Logger,
+  stops: Stops,
+): Promise<Projector> {
   const one = async (): Promise<Projector> => {
-    if (config.roles.length > 1) return startProjectorThread(config, log)
+    if (config.roles.length > 1) return startProjectorThread(config, log, store)
     const readModels = await openKennelReadModels(config)
     const projector = await startProjector(config, store, readModels, log).catch(async (err: unknown) => {
       await readModels.close()
@@ -153,29 +180,73 @@ async function startProjections(config: Config, store: EventStore, registry: Reg
     // one active projector per cluster: the others stand by (infra/lease/postgres.ts; loaded
     // here, so that a node on the embedded store never loads the PostgreSQL client)
     const { holdPostgresLease } = await import('../infra/lease/postgres.ts')
-    const leased = leasedProjector(one, (handlers) => holdPostgresLease({ url: config.eventStoreUrl, name: 'projector', log: log.child({ component: 'lease' }), ...handlers }))
-    new Gauge({ name: 'kennel_projector_active', help: '1 while this node holds the projector lease and runs the projections, 0 while it stands by', registers: [registry], collect() { this.set(leased.active ? 1 : 0) } })
+    const leased = leasedProjector(one, (handlers) =>
+      holdPostgresLease({
+        url: config.eventStoreUrl,
+        name: 'projector',
+        log: log.child({ component: 'lease' }),
+        ...handlers,
+      }),
+    )
+    new Gauge({
+      name: 'kennel_projector_active',
+      help: '1 while this node holds the projector lease and runs the projections, 0 while it stands by',
+      registers: [registry],
+      collect() {
+        this.set(leased.active ? 1 : 0)
+      },
+    })
     projector = leased
   } else {
     projector = await one()
   }
   stops.push(() => projector.stop())
-  new Gauge({ name: 'kennel_projection_lag_events', help: 'events in the store not yet applied to the read models', registers: [registry], async collect() { this.set((await projector.lag()).events) } })
-  new Gauge({ name: 'kennel_projection_lag_seconds', help: 'age of the newest applied event while the read models are behind', registers: [registry], collect() { this.set(projector.lastLag.seconds) } })
+  new Gauge({
+    name: 'kennel_projection_lag_events',
+    help: 'events in the store not yet applied to the read models',
+    registers: [registry],
+    async collect() {
+      this.set((await projector.lag()).events)
+    },
+  })
+  new Gauge({
+    name: 'kennel_projection_lag_seconds',
+    help: 'age of the newest applied event while the read models are behind',
+    registers: [registry],
+    collect() {
+      this.set(projector.lastLag.seconds)
+    },
+  })
   return projector
 }
 
 // The MQTT broker (broker/): certificates checked against the devices read model, revocations
 // followed from the store (R2, R3).
-async function startBroker(config: Config, store: EventStore, ca: DeviceCa, tls: { cert: string; key: string }, registry: Registry, log: Logger, stops: Stops): Promise<Broker> {
+async function startBroker(
+  config: Config,
+  store: EventStore,
+  ca: DeviceCa,
+  tls: { cert: string; key: string },
+  registry: Registry,
+  log: Logger,
+  stops: Stops,
+): Promise<Broker> {
   const devices = followProjections(store, [devicesProjection], log.child({ component: 'broker-devices' }))
   stops.push(() => devices.stop())
   await devices.caughtUp
+  // a paired toy's address is its family's home address: sealed with the household's key (R12)
+  const keys = await openKeyStore(config, log)
+  stops.push(() => keys.close())
+  const households = new HouseholdSources(new KeyRing(keys, loadMasterKey(config), 'household-data'))
   const broker = await createBroker({
     config,
     store,
     tls: { ca: ca.trustedPem, ...tls },
     checkCertificate: (deviceId, serial, now) => checkCertificate(devices.docs, deviceId, serial, now),
+    toySource: {
+      householdOf: (deviceId) => deviceView(devices.docs, deviceId)?.householdId,
+      source: (householdId, ip) => households.source(householdId, ip),
+    },
     registry,
     log: log.child({ component: 'broker' }),
   })
@@ -192,7 +263,8 @@ const AUDIT_WAIT_MS = 10_000
  * committed, and a node without one from what the cluster's projector has. */
 function afterProjection(port: AuditPort, store: EventStore, projector: Projector | undefined): AuditPort {
   if (!projector) return port
-  const applied = async (): Promise<void> => projector.waitFor(await store.headPosition(), AUDIT_WAIT_MS).catch(() => undefined)
+  const applied = async (): Promise<void> =>
+    projector.waitFor(await store.headPosition(), AUDIT_WAIT_MS).catch(() => undefined)
   return {
     verify: async () => (await applied(), port.verify()),
     breachReport: async (request) => (await applied(), port.breachReport(request)),
@@ -202,13 +274,22 @@ function afterProjection(port: AuditPort, store: EventStore, projector: Projecto
 
 /** How the API tells a toy: through the broker of this node, else through every broker of the
  * cluster on the shared Redis (loadConfig refuses an API with neither). */
-async function inboxOf(config: Config, store: EventStore, broker: Broker | undefined, log: Logger, stops: Stops): Promise<NotifyDevice> {
-  if (broker) return (deviceId, subtopic, payload) => broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
+async function inboxOf(
+  config: Config,
+  store: EventStore,
+  broker: Broker | undefined,
+  log: Logger,
+  stops: Stops,
+): Promise<NotifyDevice> {
+  if (broker)
+    return (deviceId, subtopic, payload) =>
+      broker.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
   // loaded here: only a cluster's API node without a broker needs the Redis clients
   const { createInboxPublisher } = await import('../broker/inbox-publisher.ts')
   const publisher = await createInboxPublisher({ config, store, log: log.child({ component: 'inbox' }) })
   stops.push(() => publisher.close())
-  return (deviceId, subtopic, payload) => publisher.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
+  return (deviceId, subtopic, payload) =>
+    publisher.publishToDevice(deviceId, subtopic, JSON.stringify(payload), { qos: 1 })
 }
 
 // The REST API (api/) on HTTPS; toys are told through the broker (inboxOf).
@@ -232,7 +313,15 @@ async function startApi(
     redis = client
     stops.push(async () => void client.disconnect())
   }
-  const blobs = config.s3Bucket !== undefined ? new S3BlobStore({ bucket: config.s3Bucket, region: config.s3Region, endpoint: config.s3Endpoint, kmsKeyId: config.s3KmsKeyId }) : undefined
+  const blobs =
+    config.s3Bucket !== undefined
+      ? new S3BlobStore({
+          bucket: config.s3Bucket,
+          region: config.s3Region,
+          endpoint: config.s3Endpoint,
+          kmsKeyId: config.s3KmsKeyId,
+        })
+      : undefined
   if (blobs) stops.push(() => blobs.close())
   // sign-up confirmations: SMTP over TLS, or the .eml outbox in the data dir (development)
   const mailer = openMailer(config)
@@ -242,8 +331,24 @@ async function startApi(
   // picks one): known once it listens, before the first request is read
   let boundPort = config.apiPort
   const publicUrl = () => publicUrlOf(config, boundPort)
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice, mailer, metrics, audit, publicUrl, readiness: () => readiness.report(), logger: log.child({ component: 'api' }), ...(blobs ? { blobs } : {}), ...(redis ? { redis } : {}) })
-  const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () => listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }))
+  const app = await buildApi({
+    config,
+    store,
+    masterKey: loadMasterKey(config),
+    ca,
+    notifyDevice,
+    mailer,
+    metrics,
+    audit,
+    publicUrl,
+    readiness: () => readiness.report(),
+    logger: log.child({ component: 'api' }),
+    ...(blobs ? { blobs } : {}),
+    ...(redis ? { redis } : {}),
+  })
+  const api = await bound(configKeys.apiPort.env, config.host, config.apiPort, () =>
+    listenApi(app, { config, tls, trustedCaPem: ca.trustedPem, store, metrics, log }),
+  )
   boundPort = api.port
   stops.push(() => api.close())
   apiListener.up()
@@ -252,9 +357,20 @@ async function startApi(
 
 /** the operations listener (/metrics, /healthz, /readyz) on KENNEL_METRICS_HOST, on every node:
  * the figures of the roles it runs */
-async function listenOpsOn(config: Config, registries: Registry[], readiness: Readiness, stops: Stops): Promise<number> {
+async function listenOpsOn(
+  config: Config,
+  registries: Registry[],
+  readiness: Readiness,
+  stops: Stops,
+): Promise<number> {
   const opsListener = readiness.listener('metrics')
-  const server = await bound(configKeys.metricsPort.env, config.metricsHost, config.metricsPort, () => listenOps({ host: config.metricsHost, port: config.metricsPort, registries, readiness }), configKeys.metricsHost.env)
+  const server = await bound(
+    configKeys.metricsPort.env,
+    config.metricsHost,
+    config.metricsPort,
+    () => listenOps({ host: config.metricsHost, port: config.metricsPort, registries, readiness }),
+    configKeys.metricsHost.env,
+  )
   stops.push(() => server.close())
   opsListener.up()
   return server.port
@@ -263,7 +379,16 @@ async function listenOpsOn(config: Config, registries: Registry[], readiness: Re
 // A device-CA rollover made by the CLI in another process reaches both listeners without a
 // restart (R18): toys enrolled under the new CA are trusted, renewals are issued by it, and live
 // sessions keep the chain they were verified with.
-async function followCaRollovers(config: Config, store: EventStore, after: number, ca: FollowedDeviceCa, broker: Broker | undefined, api: ListeningApi | undefined, log: Logger, stops: Stops): Promise<void> {
+async function followCaRollovers(
+  config: Config,
+  store: EventStore,
+  after: number,
+  ca: FollowedDeviceCa,
+  broker: Broker | undefined,
+  api: ListeningApi | undefined,
+  log: Logger,
+  stops: Stops,
+): Promise<void> {
   const follower = followDeviceCa({
     store,
     after,
@@ -282,7 +407,13 @@ async function followCaRollovers(config: Config, store: EventStore, after: numbe
 
 /** A listener that cannot bind is a setting to change, not an internal error: the message names
  * the variable and the address. */
-async function bound<T>(variable: string, host: string, port: number, listen: () => Promise<T>, hostVariable: string = configKeys.host.env): Promise<T> {
+async function bound<T>(
+  variable: string,
+  host: string,
+  port: number,
+  listen: () => Promise<T>,
+  hostVariable: string = configKeys.host.env,
+): Promise<T> {
   try {
     return await listen()
   } catch (err) {
@@ -295,7 +426,12 @@ async function bound<T>(variable: string, host: string, port: number, listen: ()
     }
     const reason = reasons[(err as NodeJS.ErrnoException).code ?? '']
     if (reason === undefined) throw err
-    throw new KennelError('KENNEL_ERR_CANNOT_LISTEN', `cannot listen for ${variable}: ${reason}`, { variable, host, port }, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_CANNOT_LISTEN',
+      `cannot listen for ${variable}: ${reason}`,
+      { variable, host, port },
+      { cause: err },
+    )
   }
 }
 
@@ -311,6 +447,10 @@ export interface FullKennel extends RunningKennel {
 
 export function everyRole(kennel: RunningKennel): FullKennel {
   const { ca, broker, projections, ports } = kennel
-  if (!ca || !broker || !projections || ports.mqtt === undefined || ports.api === undefined) throw new KennelError('KENNEL_ERR_CONFIG', `this needs every role; KENNEL_ROLES is ${kennel.config.roles.join(',')}`)
+  if (!ca || !broker || !projections || ports.mqtt === undefined || ports.api === undefined)
+    throw new KennelError(
+      'KENNEL_ERR_CONFIG',
+      `this needs every role; KENNEL_ROLES is ${kennel.config.roles.join(',')}`,
+    )
   return { ...kennel, ca, broker, projections, ports: { mqtt: ports.mqtt, api: ports.api, metrics: ports.metrics } }
 }

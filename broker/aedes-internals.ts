@@ -30,7 +30,11 @@ export function restoringSession(client: Client): boolean {
  * is stored until its PUBREL (in Redis in a cluster, so also across a reconnect); Aedes' publish
  * handler answers a re-send of it with PUBREC only. The lookup rejects when there is none. */
 export function awaitingRelease(aedes: Aedes, client: Client, packet: PublishPacket): Promise<boolean> {
-  const persistence = (aedes as unknown as { persistence: { incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown> } }).persistence
+  const persistence = (
+    aedes as unknown as {
+      persistence: { incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown> }
+    }
+  ).persistence
   return persistence.incomingGetPacket(client, { messageId: packet.messageId }).then(
     () => true,
     () => false,
@@ -109,7 +113,8 @@ export function markRedeliveries(aedes: Aedes): void {
 
 async function* redeliveries(stored: AsyncIterable<StoredOutgoing>): AsyncGenerator<StoredOutgoing> {
   for await (const packet of stored) {
-    const sentBefore = (packet.cmd ?? 'publish') === 'publish' && typeof packet.messageId === 'number' && packet.messageId > 0
+    const sentBefore =
+      (packet.cmd ?? 'publish') === 'publish' && typeof packet.messageId === 'number' && packet.messageId > 0
     // a copy: the in-memory persistence yields the very packets it stores
     yield sentBefore ? { ...packet, dup: true } : packet
   }

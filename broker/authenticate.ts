@@ -29,7 +29,11 @@ export interface PeerRefusal {
 }
 
 /** The device registry's verdict on a certificate (devices/registry.ts checkCertificate). */
-export type CertificateCheck = (deviceId: string, serial: string, now: Date) => { ok: true } | { ok: false; reason: string }
+export type CertificateCheck = (
+  deviceId: string,
+  serial: string,
+  now: Date,
+) => { ok: true } | { ok: false; reason: string }
 
 const normalizeFingerprint = (fp: string): string => fp.replace(/:/g, '').toLowerCase()
 
@@ -77,7 +81,12 @@ export interface RevokedSet {
 }
 
 /** Identify the peer of a finished TLS handshake, or say why it is refused. */
-export function identifyPeer(socket: TLSSocket, check: CertificateCheck, revoked: RevokedSet, now: Date): PeerIdentity | PeerRefusal {
+export function identifyPeer(
+  socket: TLSSocket,
+  check: CertificateCheck,
+  revoked: RevokedSet,
+  now: Date,
+): PeerIdentity | PeerRefusal {
   const ip = socket.remoteAddress ?? 'unknown'
   // read once per connection, only strings kept. getPeerX509Certificate() looks cheaper but cost
   // 2.5× as much CPU here (Node 20 builds a transferable object; bench/broker.ts profile)
@@ -95,7 +104,8 @@ export function identifyPeer(socket: TLSSocket, check: CertificateCheck, revoked
   if (revoked.device(cn)) return { ...claimed, deviceId: cn, reason: 'device-revoked', trusted: true }
   if (revoked.serial(serial)) return { ...claimed, deviceId: cn, reason: 'certificate-revoked', trusted: true }
   const verdict = check(cn, serial, now)
-  if (!verdict.ok) return { ...claimed, deviceId: cn, reason: registryReason(verdict.reason), detail: verdict.reason, trusted: true }
+  if (!verdict.ok)
+    return { ...claimed, deviceId: cn, reason: registryReason(verdict.reason), detail: verdict.reason, trusted: true }
   return { deviceId: cn, serial, fingerprint, ip }
 }
 

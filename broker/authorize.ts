@@ -22,7 +22,8 @@ function checkText(deviceId: string, topic: unknown): TopicDecision | undefined 
   if (typeof topic !== 'string' || topic.length === 0) return deny('empty topic')
   if (Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) return deny('topic too long')
   if (FORBIDDEN_CHARS.test(topic)) return deny('control character or invalid UTF-8 in topic')
-  if (topic.startsWith('$')) return deny(topic.startsWith('$share/') ? 'shared subscriptions are not allowed' : 'system topics are not allowed')
+  if (topic.startsWith('$'))
+    return deny(topic.startsWith('$share/') ? 'shared subscriptions are not allowed' : 'system topics are not allowed')
   return undefined
 }
 
@@ -64,7 +65,8 @@ export function canReceive(deviceId: string, topic: string): boolean {
 /** The topic the backend uses to reach a toy: `toys/{id}/inbox/{subtopic}`. */
 export function inboxTopic(deviceId: string, subtopic: string): TopicDecision & { topic?: string } {
   if (!isDeviceId(deviceId)) return deny('invalid device id')
-  if (subtopic.length === 0 || subtopic.split('/').some((l) => l.length === 0)) return deny('empty topic level in subtopic')
+  if (subtopic.length === 0 || subtopic.split('/').some((l) => l.length === 0))
+    return deny('empty topic level in subtopic')
   const topic = `${ownPrefix(deviceId)}inbox/${subtopic}`
   const d = canPublish(deviceId, topic)
   return d.ok ? { ok: true, topic } : d

@@ -14,7 +14,18 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
-import { awaitingRelease, isOwnWill, limitPacketSize, markRedeliveries, onClosedByBroker, pendingWill, registeredClients, restoringSession, sharedEmitter, writeNumbersUncached } from './aedes-internals.ts'
+import {
+  awaitingRelease,
+  isOwnWill,
+  limitPacketSize,
+  markRedeliveries,
+  onClosedByBroker,
+  pendingWill,
+  registeredClients,
+  restoringSession,
+  sharedEmitter,
+  writeNumbersUncached,
+} from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, kickReasons, mqttStream } from './events.ts'
 import { createListener, type TlsMaterial } from './listener.ts'
 import { type BrokerMetrics, createBrokerMetrics } from './metrics.ts'
@@ -23,6 +34,7 @@ import { createRecorder } from './recorder.ts'
 import { followRevocations } from './revocation.ts'
 import { createSessions, type Session } from './sessions.ts'
 import { createUnacknowledgedPublishes } from './unacknowledged.ts'
+import type { SourceMetadata } from '../infra/keystore/sealed-source.ts'
 
 // The MQTT broker (R2, R3, R4, R6, R9, R19): Aedes behind a mutual-TLS listener. Policy enters
 // only through Aedes hooks (preConnect, authenticate, authorizePublish, authorizeSubscribe,
@@ -31,8 +43,22 @@ import { createUnacknowledgedPublishes } from './unacknowledged.ts'
 
 export type BrokerConfig = Pick<
   Config,
-  'host' | 'mqttPort' | 'maxPayloadBytes' | 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'mqttSubscribeLimits' | 'mqttMaxSubscriptions' | 'denylist' | 'redisUrl' | 'tlsMinVersion' | 'tlsCiphers' | 'tlsCurves'
-> & AdmissionConfig
+  | 'host'
+  | 'mqttPort'
+  | 'maxPayloadBytes'
+  | 'mqttConnectLimits'
+  | 'mqttConnectIpLimits'
+  | 'mqttPublishLimits'
+  | 'mqttByteLimits'
+  | 'mqttSubscribeLimits'
+  | 'mqttMaxSubscriptions'
+  | 'denylist'
+  | 'redisUrl'
+  | 'tlsMinVersion'
+  | 'tlsCiphers'
+  | 'tlsCurves'
+> &
+  AdmissionConfig
 
 export interface BrokerOptions {
   config: BrokerConfig
@@ -49,13 +75,31 @@ export interface BrokerOptions {
   /** Redis key prefix in cluster mode (default `kennel:`); tests use one per run */
   clusterKeyPrefix?: string
   now?: () => Date
+  /** what the events of an accepted connection record of the toy's address (R12): a paired toy's
+   * sealed with its household's key, an unpaired one's in clear; default: in clear. Refusals
+   * always record it in clear. */
+  toySource?: ToySource
+}
+
+/** a toy's household and what its events record of its address (bin/start.ts wires the broker's
+ * devices view and infra/keystore/sealed-source.ts HouseholdSources) */
+export interface ToySource {
+  /** the toy's household now; undefined while it is unpaired */
+  householdOf(deviceId: string): string | undefined
+  /** what its events record of `ip` for that household: clear, sealed, or nothing */
+  source(householdId: string | undefined, ip: string): SourceMetadata | Promise<SourceMetadata>
 }
 
 export interface Broker {
   /** start listening; resolves with the bound port (0 = any free port) */
   listen(port?: number, host?: string): Promise<number>
   /** send a message to a toy's inbox, `toys/{deviceId}/inbox/{subtopic}` (the API's publisher) */
-  publishToDevice(deviceId: string, subtopic: string, payload: Buffer | string, options?: { qos?: 0 | 1; retain?: boolean }): Promise<void>
+  publishToDevice(
+    deviceId: string,
+    subtopic: string,
+    payload: Buffer | string,
+    options?: { qos?: 0 | 1; retain?: boolean },
+  ): Promise<void>
   /** close a device's live session (only the one using `serial`, when given) on every broker of
    * the cluster, its will suppressed; `reason` is the DeviceDisconnected reason */
   kick(deviceId: string, reason: KickReason, serial?: string): Promise<void>
@@ -86,7 +130,10 @@ const RATE_LIMIT_EVENT_INTERVAL_MS = 60_000
 const PACKET_OVERHEAD = 65_545
 
 // the one-shot digest (Node ≥ 20.12) costs about a third of a Hash object's for a small payload
-const sha256: (b: Buffer) => string = typeof crypto.hash === 'function' ? (b) => crypto.hash('sha256', b, 'hex') : (b) => crypto.createHash('sha256').update(b).digest('hex')
+const sha256: (b: Buffer) => string =
+  typeof crypto.hash === 'function'
+    ? (b) => crypto.hash('sha256', b, 'hex')
+    : (b) => crypto.createHash('sha256').update(b).digest('hex')
 
 function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { returnCode: number } {
   return Object.assign(new Error(message), { returnCode })
@@ -96,8 +143,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const { config, store, log } = opts
   const now = opts.now ?? (() => new Date())
   // the Redis clients are loaded only in cluster mode
-  const cluster: ClusterParts | undefined = config.redisUrl ? (await import('./cluster.ts')).createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix }) : undefined
-  const rateLimits = opts.rateLimits ?? createRateLimits(config, cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {})
+  const cluster: ClusterParts | undefined = config.redisUrl
+    ? (await import('./cluster.ts')).createClusterParts({ redisUrl: config.redisUrl, keyPrefix: opts.clusterKeyPrefix })
+    : undefined
+  const rateLimits =
+    opts.rateLimits ??
+    createRateLimits(
+      config,
+      cluster ? { redis: cluster.rateLimitClient, prefix: opts.clusterKeyPrefix ?? 'kennel:' } : {},
+    )
   const identities = new WeakMap<TLSSocket, PeerIdentity>()
   const sessions = createSessions()
   const unacknowledged = createUnacknowledgedPublishes()
@@ -114,18 +168,86 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     connectTimeout: 2 * config.connectTimeoutSeconds * 1000,
   })
   const clients = (): Record<string, Client> => registeredClients(aedes)
-  const metrics = createBrokerMetrics(opts.registry ?? new Registry(), () => Object.keys(clients()).length, () => admission.size)
+  const metrics = createBrokerMetrics(
+    opts.registry ?? new Registry(),
+    () => Object.keys(clients()).length,
+    () => admission.size,
+  )
   const recorder = createRecorder(store, log, { onFailure: (events) => metrics.appendFailures.inc(events) })
   // counted per publish: the labelled child is looked up once
   const messagesIn = metrics.messages.labels('in')
 
-  const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> => recorder.record(stream, event, metadata)
-  const deviceMeta = (id: PeerIdentity): EventMetadata => ({ actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, sourceIp: id.ip })
+  const record = (stream: string, event: BrokerEvent, metadata: EventMetadata): Promise<void> =>
+    recorder.record(stream, event, metadata)
+  const refusalMeta = (id: PeerIdentity): EventMetadata => ({
+    actor: `device:${id.deviceId}`,
+    credential: `cert:${id.serial}`,
+    sourceIp: id.ip,
+  })
+  /** an accepted connection's address as its events record it (toySource): sealed at its CONNECT
+   * for the household the toy had then, and sealed again for a new one when the toy is paired
+   * while connected (until that is done its events record no address); once sealed, never in
+   * clear for the rest of the connection */
+  type Source = { householdId: string | undefined; source: SourceMetadata; refreshing: boolean }
+  const sources = new WeakMap<PeerIdentity, Source>()
+  function sourceOf(id: PeerIdentity): SourceMetadata | undefined {
+    const entry = sources.get(id)
+    if (entry === undefined || opts.toySource === undefined) return undefined
+    const household = opts.toySource.householdOf(id.deviceId)
+    if (household === entry.householdId) return entry.source
+    // unpaired while connected (its household erased: it is being cut off): never in clear again
+    if (household === undefined) return {}
+    if (!entry.refreshing) {
+      entry.refreshing = true
+      void Promise.resolve(opts.toySource.source(household, id.ip)).then(
+        (source) => Object.assign(entry, { householdId: household, source, refreshing: false }),
+        (err: unknown) => (
+          (entry.refreshing = false),
+          log.warn(
+            { err, deviceId: id.deviceId },
+            'cannot seal the address of a toy paired while connected; its events record none until it can',
+          )
+        ),
+      )
+    }
+    return {}
+  }
+  /** DeviceConnected and DeviceDisconnected: the address as toySource says (sealed, clear or none) */
+  const connectionMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sourceOf(id)
+    return source === undefined
+      ? refusalMeta(id)
+      : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}`, ...source }
+  }
+  /** the other events of a session: a paired toy's address is on its connection's events only
+   * (one connection, one address), not sealed again on every message; an unpaired one's in clear */
+  const deviceMeta = (id: PeerIdentity): EventMetadata => {
+    const source = sourceOf(id)
+    return source === undefined || 'sourceIp' in source
+      ? refusalMeta(id)
+      : { actor: `device:${id.deviceId}`, credential: `cert:${id.serial}` }
+  }
+  /** the address in a connection event's data: only where it is recorded in clear */
+  const clearIp = (id: PeerIdentity): { ip?: string } => {
+    const source = sourceOf(id)
+    return source === undefined || 'sourceIp' in source ? { ip: id.ip } : {}
+  }
 
   function recordRefusal(r: PeerRefusal): Promise<void> {
     metrics.authFailures.inc({ reason: r.reason })
-    const data = { reason: r.reason, ip: r.ip, fingerprint: r.fingerprint, deviceId: r.deviceId, serial: r.serial, detail: r.detail }
-    const metadata: EventMetadata = { actor: r.trusted && r.deviceId ? `device:${r.deviceId}` : 'anonymous', sourceIp: r.ip, ...(r.serial ? { credential: `cert:${r.serial}` } : {}) }
+    const data = {
+      reason: r.reason,
+      ip: r.ip,
+      fingerprint: r.fingerprint,
+      deviceId: r.deviceId,
+      serial: r.serial,
+      detail: r.detail,
+    }
+    const metadata: EventMetadata = {
+      actor: r.trusted && r.deviceId ? `device:${r.deviceId}` : 'anonymous',
+      sourceIp: r.ip,
+      ...(r.serial ? { credential: `cert:${r.serial}` } : {}),
+    }
     // a certificate that chains to the device CA names a device we issued to; anything else is anonymous
     const stream = r.trusted && r.deviceId ? mqttStream(r.deviceId) : securityStream(now())
     return record(stream, { type: 'DeviceAuthFailed', data: JSON.parse(JSON.stringify(data)) }, metadata)
@@ -139,9 +261,24 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const limited = new FoldedRefusals<Limited>(RATE_LIMIT_EVENT_INTERVAL_MS, recordLimited)
   function recordRateLimit(refusal: RateRefusal, key: string, id: PeerIdentity): Promise<void> {
     metrics.rateLimited.inc({ limit: refusal.limit })
-    const data: RateLimitExceeded['data'] = { listener: 'mqtt', limit: refusal.limit, window: refusal.window, deviceId: id.deviceId, serial: id.serial, ip: id.ip, retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)), refusals: 1 }
-    const limit: Limited = { stream: mqttStream(id.deviceId), event: { type: 'RateLimitExceeded', data }, metadata: deviceMeta(id) }
-    return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit) ? record(limit.stream, limit.event, limit.metadata) : Promise.resolve()
+    const data: RateLimitExceeded['data'] = {
+      listener: 'mqtt',
+      limit: refusal.limit,
+      window: refusal.window,
+      deviceId: id.deviceId,
+      serial: id.serial,
+      ip: id.ip,
+      retryAfterSeconds: Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)),
+      refusals: 1,
+    }
+    const limit: Limited = {
+      stream: mqttStream(id.deviceId),
+      event: { type: 'RateLimitExceeded', data },
+      metadata: refusalMeta(id),
+    }
+    return limited.count(`${refusal.limit}:${refusal.window}:${key}`, Date.now(), limit)
+      ? record(limit.stream, limit.event, limit.metadata)
+      : Promise.resolve()
   }
 
   // --- revocation and supersession (R3, R18) ---------------------------------------------
@@ -159,13 +296,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   function broadcastKick(k: Kick): Promise<void> {
     return new Promise((resolve) => {
-      aedes.publish({ cmd: 'publish', topic: KICK_TOPIC, payload: Buffer.from(JSON.stringify({ ...k, origin: aedes.id })), qos: 0, retain: false, dup: false }, () => resolve())
+      aedes.publish(
+        {
+          cmd: 'publish',
+          topic: KICK_TOPIC,
+          payload: Buffer.from(JSON.stringify({ ...k, origin: aedes.id })),
+          qos: 0,
+          retain: false,
+          dup: false,
+        },
+        () => resolve(),
+      )
     })
   }
 
   const revocations = followRevocations(store, log, {
     onRevoked(r) {
-      const k: Kick = { deviceId: r.deviceId, reason: 'revoked', ...(r.serial !== undefined ? { serial: r.serial } : {}) }
+      const k: Kick = {
+        deviceId: r.deviceId,
+        reason: 'revoked',
+        ...(r.serial !== undefined ? { serial: r.serial } : {}),
+      }
       kickLocal(k)
       // every node follows the store too; the message covers nodes whose follower lags
       void broadcastKick(k)
@@ -178,8 +329,15 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   const denylist = compileDenylist(config.denylist)
   // the first hit from an address is recorded at once; the rest of its minute together when the
   // minute ends or on close
-  const recordDenied = ({ ip, port, cidr }: { ip: string; port: number | undefined; cidr: string }, hits: number): Promise<void> =>
-    record(securityStream(now()), { type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip, port, cidr, hits } }, { actor: 'anonymous', sourceIp: ip }).catch(() => undefined)
+  const recordDenied = (
+    { ip, port, cidr }: { ip: string; port: number | undefined; cidr: string },
+    hits: number,
+  ): Promise<void> =>
+    record(
+      securityStream(now()),
+      { type: 'ConnectionDenylisted', data: { listener: 'mqtt', ip, port, cidr, hits } },
+      { actor: 'anonymous', sourceIp: ip },
+    ).catch(() => undefined)
   const denied = new FoldedRefusals(DENYLIST_EVENT_INTERVAL_MS, recordDenied)
   const admission = createAdmission({ config, metrics, record, now, log })
   function onDenied(socket: Socket, cidr: string): void {
@@ -195,7 +353,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (isRefusal(peer)) {
       // refused before any MQTT byte is read; the reason is on record before the socket closes (R19)
       socket.pause()
-      void recordRefusal(peer).catch(() => undefined).finally(() => socket.destroy())
+      void recordRefusal(peer)
+        .catch(() => undefined)
+        .finally(() => socket.destroy())
       return
     }
     identities.set(socket, peer)
@@ -231,10 +391,12 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     // username and password are ignored: the certificate is the credential (R2)
     const authenticated = authenticate(client)
     authenticating.add(authenticated)
-    void authenticated.then(
-      () => done(null, true),
-      (err: Error & { returnCode: number }) => done(err as never, false),
-    ).finally(() => authenticating.delete(authenticated))
+    void authenticated
+      .then(
+        () => done(null, true),
+        (err: Error & { returnCode: number }) => done(err as never, false),
+      )
+      .finally(() => authenticating.delete(authenticated))
   }
 
   async function authenticate(client: Client): Promise<void> {
@@ -256,7 +418,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     }
     // revoked between the handshake and this CONNECT
     if (revocations.revoked.device(identity.deviceId) || revocations.revoked.serial(identity.serial)) {
-      await recordRefusal({ ...identity, reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked', trusted: true })
+      await recordRefusal({
+        ...identity,
+        reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked',
+        trusted: true,
+      })
       throw connectError('certificate revoked', 5)
     }
     const will = pendingWill(client)
@@ -264,20 +430,64 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       const decision = canPublish(identity.deviceId, will.topic)
       if (!decision.ok) {
         metrics.denials.inc({ kind: 'will' })
-        await record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(will.topic).slice(0, 256), qos: will.qos, bytes: will.payload?.length ?? 0, reason: decision.reason, will: true } }, deviceMeta(identity))
+        await record(
+          mqttStream(identity.deviceId),
+          {
+            type: 'PublishDenied',
+            data: {
+              deviceId: identity.deviceId,
+              topic: String(will.topic).slice(0, 256),
+              qos: will.qos,
+              bytes: will.payload?.length ?? 0,
+              reason: decision.reason,
+              will: true,
+            },
+          },
+          deviceMeta(identity),
+        )
         throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
       }
     }
     const connectionId = randomUUID()
     try {
-      await record(mqttStream(identity.deviceId), { type: 'DeviceConnected', data: { deviceId: identity.deviceId, serial: identity.serial, ip: identity.ip, clean: client.clean, protocolVersion: client.version, connectionId } }, deviceMeta(identity))
+      if (opts.toySource) {
+        const householdId = opts.toySource.householdOf(identity.deviceId)
+        sources.set(identity, {
+          householdId,
+          source: await opts.toySource.source(householdId, identity.ip),
+          refreshing: false,
+        })
+      }
+      await record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceConnected',
+          data: {
+            deviceId: identity.deviceId,
+            serial: identity.serial,
+            ...clearIp(identity),
+            clean: client.clean,
+            protocolVersion: client.version,
+            connectionId,
+          },
+        },
+        connectionMeta(identity),
+      )
     } catch {
       throw connectError('event store unavailable', 3)
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
-    sessions.open(client, identity, connectionId, (session, reason) => {
-      void record(mqttStream(identity.deviceId), { type: 'DeviceDisconnected', data: { deviceId: identity.deviceId, reason, ip: identity.ip, connectionId: session.connectionId } }, deviceMeta(identity))
+    const session = sessions.open(client, identity, connectionId, (session, reason) => {
+      void record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceDisconnected',
+          data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId },
+        },
+        connectionMeta(identity),
+      )
     })
+    session.recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
     // connected while the broker closed: Aedes no longer answers it
     if (closing) endConnection(client, 'broker-shutdown')
   }
@@ -294,19 +504,34 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     if (client === null || isOwnWill(client, packet)) return done(willRefusal(session, packet))
     if (!session) {
       const connect = undecided.get(client)
-      return connect ? void connect.decided.then(() => aedes.authorizePublish(client, packet, done)) : done(new Error('not authenticated'))
+      return connect
+        ? void connect.decided.then(() => aedes.authorizePublish(client, packet, done))
+        : done(new Error('not authenticated'))
     }
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
-    const decision = payload.length > config.maxPayloadBytes ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` } : canPublish(session.identity.deviceId, packet.topic)
+    const decision =
+      payload.length > config.maxPayloadBytes
+        ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` }
+        : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
     // a QoS 2 message sent again before its PUBREL (DUP, or after a reconnect of a persistent
     // session) is the same message [MQTT-4.3.3]: Aedes answers it with PUBREC and routes nothing,
     // and its PublishAccepted is on record already
-    if (packet.qos === 2) return void awaitingRelease(aedes, client, packet).then((held) => (held ? done(null) : limitPublish(client, session, packet, payload, done)))
+    if (packet.qos === 2) {
+      return void awaitingRelease(aedes, client, packet).then((held) =>
+        held ? done(null) : limitPublish(client, session, packet, payload, done),
+      )
+    }
     limitPublish(client, session, packet, payload, done)
   }
 
-  function limitPublish(client: Client, session: Session, packet: PublishPacket, payload: Buffer, done: (err: Error | null) => void): void {
+  function limitPublish(
+    client: Client,
+    session: Session,
+    packet: PublishPacket,
+    payload: Buffer,
+    done: (err: Error | null) => void,
+  ): void {
     const limit = rateLimits.publish(session.identity.deviceId, payload.length)
     if (limit instanceof Promise) void limit.then((l) => admitPublish(client, session, packet, payload, l, done), done)
     else admitPublish(client, session, packet, payload, limit, done)
@@ -324,12 +549,33 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const { identity } = session
     metrics.denials.inc({ kind: 'publish' })
     session.reason = 'publish-denied'
-    return record(mqttStream(identity.deviceId), { type: 'PublishDenied', data: { deviceId: identity.deviceId, topic: String(packet.topic).slice(0, 256), qos: packet.qos, bytes: payload.length, reason, will: false } }, deviceMeta(identity))
+    return record(
+      mqttStream(identity.deviceId),
+      {
+        type: 'PublishDenied',
+        data: {
+          deviceId: identity.deviceId,
+          topic: String(packet.topic).slice(0, 256),
+          qos: packet.qos,
+          bytes: payload.length,
+          reason,
+          will: false,
+        },
+      },
+      deviceMeta(identity),
+    )
       .catch(() => undefined)
       .then(() => new KennelError('KENNEL_ERR_TOPIC_DENIED', reason))
   }
 
-  function admitPublish(client: Client, session: Session, packet: PublishPacket, payload: Buffer, limit: RateDecision, done: (err: Error | null) => void): void {
+  function admitPublish(
+    client: Client,
+    session: Session,
+    packet: PublishPacket,
+    payload: Buffer,
+    limit: RateDecision,
+    done: (err: Error | null) => void,
+  ): void {
     const { identity } = session
     if (!limit.ok) {
       session.reason = 'rate-limited'
@@ -349,7 +595,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       done(null)
       return
     }
-    record(mqttStream(identity.deviceId), { type: 'PublishAccepted', data: { deviceId: identity.deviceId, topic: packet.topic, qos: packet.qos, retain: packet.retain, bytes: payload.length, sha256: digest } }, deviceMeta(identity)).then(
+    // the stream and metadata made once per session; the data's keys in sorted order, as the
+    // store writes them (canonical JSON), so that it is serialised without a sorted copy
+    const { stream, metadata } = session.recordedAs ?? {
+      stream: mqttStream(identity.deviceId),
+      metadata: deviceMeta(identity),
+    }
+    record(
+      stream,
+      {
+        type: 'PublishAccepted',
+        data: {
+          bytes: payload.length,
+          deviceId: identity.deviceId,
+          qos: packet.qos,
+          retain: packet.retain,
+          sha256: digest,
+          topic: packet.topic,
+        },
+      },
+      metadata,
+    ).then(
       () => {
         // committed, but Aedes will neither acknowledge nor route it: its connection is gone
         if (packet.qos === 1 && !client.connected) unacknowledged.remember(identity.deviceId, packet.messageId!, digest)
@@ -358,7 +624,11 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       },
       (err: unknown) => {
         session.reason ??= 'event-store-unavailable'
-        done(new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, { cause: err }))
+        done(
+          new KennelError('KENNEL_ERR_UNAVAILABLE', 'publish refused: it could not be recorded', undefined, {
+            cause: err,
+          }),
+        )
       },
     )
   }
@@ -368,7 +638,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     // session is restored: that would abort every reconnect (Aedes re-runs the hook for each
     // stored subscription and treats an Error as fatal for the connection). Only a live SUBSCRIBE
     // over the device's limit is an Error, which closes the connection as a publish over it does.
-    void authorizeSubscribe(client, sub).then((granted) => (granted instanceof Error ? done(granted, null) : done(null, granted)), () => done(null, null))
+    void authorizeSubscribe(client, sub).then(
+      (granted) => (granted instanceof Error ? done(granted, null) : done(null, granted)),
+      () => done(null, null),
+    )
   }
 
   /** the filters each connection holds (restored ones included), against KENNEL_MQTT_MAX_SUBSCRIPTIONS */
@@ -398,14 +671,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     let held = filters.get(client)
     if (!held) filters.set(client, (held = new Set()))
     const over = !held.has(sub.topic) && held.size >= config.mqttMaxSubscriptions
-    const decision = over ? { ok: false as const, reason: `more than ${config.mqttMaxSubscriptions} subscriptions` } : canSubscribe(identity.deviceId, sub.topic)
+    const decision = over
+      ? { ok: false as const, reason: `more than ${config.mqttMaxSubscriptions} subscriptions` }
+      : canSubscribe(identity.deviceId, sub.topic)
     if (!decision.ok) {
       metrics.denials.inc({ kind: 'subscribe' })
-      await record(mqttStream(identity.deviceId), { type: 'SubscriptionDenied', data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason } }, deviceMeta(identity))
+      await record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'SubscriptionDenied',
+          data: { deviceId: identity.deviceId, filter: String(sub.topic).slice(0, 256), reason: decision.reason },
+        },
+        deviceMeta(identity),
+      )
       return null
     }
     held.add(sub.topic)
-    void record(mqttStream(identity.deviceId), { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } }, deviceMeta(identity))
+    void record(
+      mqttStream(identity.deviceId),
+      { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } },
+      deviceMeta(identity),
+    )
     return sub
   }
 
@@ -436,7 +722,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       (packet, cb) => {
         try {
           const k = JSON.parse(packet.payload.toString()) as Kick & { origin: string }
-          const valid = typeof k.deviceId === 'string' && (k.serial === undefined || typeof k.serial === 'string') && kickReasons.includes(k.reason)
+          const valid =
+            typeof k.deviceId === 'string' &&
+            (k.serial === undefined || typeof k.serial === 'string') &&
+            kickReasons.includes(k.reason)
           if (k.origin !== aedes.id && valid) kickLocal(k)
         } catch (err) {
           log.warn({ err }, 'malformed kick message')
@@ -467,15 +756,27 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     },
     async publishToDevice(deviceId, subtopic, payload, options = {}) {
       const target = inboxTopic(deviceId, subtopic)
-      if (!target.ok || target.topic === undefined) throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
+      if (!target.ok || target.topic === undefined)
+        throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
       const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
-      if (buf.length > config.maxPayloadBytes) throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${config.maxPayloadBytes} bytes`)
+      if (buf.length > config.maxPayloadBytes)
+        throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${config.maxPayloadBytes} bytes`)
       const qos = options.qos ?? 1
       await new Promise<void>((resolve, reject) => {
-        aedes.publish({ cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: options.retain ?? false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()))
+        aedes.publish(
+          { cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: options.retain ?? false, dup: false },
+          (err?: Error) => (err ? reject(err) : resolve()),
+        )
       })
       metrics.messages.inc({ direction: 'inbox' })
-      void record(mqttStream(deviceId), { type: 'InboxMessagePublished', data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) } }, { actor: 'system:broker' })
+      void record(
+        mqttStream(deviceId),
+        {
+          type: 'InboxMessagePublished',
+          data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: sha256(buf) },
+        },
+        { actor: 'system:broker' },
+      )
     },
     async kick(deviceId, reason, serial) {
       const k: Kick = { deviceId, reason, ...(serial !== undefined ? { serial } : {}) }

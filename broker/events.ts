@@ -6,7 +6,19 @@ import type { ListenerGuardEvent } from '../infra/net/events.ts'
 // and SHA-256. The refusals it shares with the API (RateLimitExceeded, ConnectionDenylisted,
 // ConnectionCapExceeded) are one family in infra/net/events.ts, written with `listener: 'mqtt'`.
 
-export type DisconnectReason = 'client-disconnect' | 'connection-lost' | 'keepalive-timeout' | 'protocol-error' | 'revoked' | 'superseded' | 'taken-over' | 'publish-denied' | 'rate-limited' | 'event-store-unavailable' | 'broker-shutdown' | 'broker-crashed'
+export type DisconnectReason =
+  | 'client-disconnect'
+  | 'connection-lost'
+  | 'keepalive-timeout'
+  | 'protocol-error'
+  | 'revoked'
+  | 'superseded'
+  | 'taken-over'
+  | 'publish-denied'
+  | 'rate-limited'
+  | 'event-store-unavailable'
+  | 'broker-shutdown'
+  | 'broker-crashed'
 
 /** why the broker closed a live session itself (Broker.kick) */
 export type KickReason = Extract<DisconnectReason, 'revoked' | 'superseded'>
@@ -28,15 +40,47 @@ export type AuthFailureReason =
   | 'protocol-refused'
 
 /** `connectionId` (absent in events before it was added) pairs a connection's DeviceConnected with its one DeviceDisconnected */
-export interface DeviceConnected { type: 'DeviceConnected'; data: { deviceId: string; serial: string; ip: string; clean: boolean; protocolVersion: number; connectionId: string } }
-export interface DeviceDisconnected { type: 'DeviceDisconnected'; data: { deviceId: string; reason: DisconnectReason; ip: string; connectionId: string } }
-export interface DeviceAuthFailed { type: 'DeviceAuthFailed'; data: { reason: AuthFailureReason; ip: string; fingerprint?: string; deviceId?: string; serial?: string; detail?: string } }
-export interface PublishAccepted { type: 'PublishAccepted'; data: { deviceId: string; topic: string; qos: number; retain: boolean; bytes: number; sha256: string } }
-export interface PublishDenied { type: 'PublishDenied'; data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean } }
-export interface SubscriptionGranted { type: 'SubscriptionGranted'; data: { deviceId: string; filter: string; qos: number } }
-export interface SubscriptionDenied { type: 'SubscriptionDenied'; data: { deviceId: string; filter: string; reason: string } }
+/** `ip` only for a toy with no household: a paired toy's address is in the metadata, sealed with its household's key (docs/EVENTS.md) */
+export interface DeviceConnected {
+  type: 'DeviceConnected'
+  data: { deviceId: string; serial: string; ip?: string; clean: boolean; protocolVersion: number; connectionId: string }
+}
+export interface DeviceDisconnected {
+  type: 'DeviceDisconnected'
+  data: { deviceId: string; reason: DisconnectReason; ip?: string; connectionId: string }
+}
+export interface DeviceAuthFailed {
+  type: 'DeviceAuthFailed'
+  data: {
+    reason: AuthFailureReason
+    ip: string
+    fingerprint?: string
+    deviceId?: string
+    serial?: string
+    detail?: string
+  }
+}
+export interface PublishAccepted {
+  type: 'PublishAccepted'
+  data: { deviceId: string; topic: string; qos: number; retain: boolean; bytes: number; sha256: string }
+}
+export interface PublishDenied {
+  type: 'PublishDenied'
+  data: { deviceId: string; topic: string; qos: number; bytes: number; reason: string; will: boolean }
+}
+export interface SubscriptionGranted {
+  type: 'SubscriptionGranted'
+  data: { deviceId: string; filter: string; qos: number }
+}
+export interface SubscriptionDenied {
+  type: 'SubscriptionDenied'
+  data: { deviceId: string; filter: string; reason: string }
+}
 /** the backend (not a toy) sent a message to a toy's inbox */
-export interface InboxMessagePublished { type: 'InboxMessagePublished'; data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string } }
+export interface InboxMessagePublished {
+  type: 'InboxMessagePublished'
+  data: { deviceId: string; topic: string; qos: number; bytes: number; sha256: string }
+}
 
 export type BrokerEvent =
   | DeviceConnected
@@ -49,7 +93,19 @@ export type BrokerEvent =
   | InboxMessagePublished
   | ListenerGuardEvent
 
-export const brokerEventTypes = ['DeviceConnected', 'DeviceDisconnected', 'DeviceAuthFailed', 'PublishAccepted', 'PublishDenied', 'SubscriptionGranted', 'SubscriptionDenied', 'RateLimitExceeded', 'ConnectionDenylisted', 'ConnectionCapExceeded', 'InboxMessagePublished'] as const satisfies readonly BrokerEvent['type'][]
+export const brokerEventTypes = [
+  'DeviceConnected',
+  'DeviceDisconnected',
+  'DeviceAuthFailed',
+  'PublishAccepted',
+  'PublishDenied',
+  'SubscriptionGranted',
+  'SubscriptionDenied',
+  'RateLimitExceeded',
+  'ConnectionDenylisted',
+  'ConnectionCapExceeded',
+  'InboxMessagePublished',
+] as const satisfies readonly BrokerEvent['type'][]
 
 export const mqttStream = (deviceId: string): string => `mqtt-${deviceId}`
 

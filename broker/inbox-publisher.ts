@@ -16,7 +16,12 @@ import { type InboxMessagePublished, mqttStream } from './events.ts'
 // It has no hooks: it only publishes what bin/ hands it, under toys/{id}/inbox/ (R2).
 
 export interface InboxPublisher {
-  publishToDevice(deviceId: string, subtopic: string, payload: Buffer | string, options?: { qos?: 0 | 1 }): Promise<void>
+  publishToDevice(
+    deviceId: string,
+    subtopic: string,
+    payload: Buffer | string,
+    options?: { qos?: 0 | 1 },
+  ): Promise<void>
   close(): Promise<void>
 }
 
@@ -29,7 +34,11 @@ export interface InboxPublisherOptions {
 }
 
 export async function createInboxPublisher(o: InboxPublisherOptions): Promise<InboxPublisher> {
-  if (o.config.redisUrl === undefined) throw new KennelError('KENNEL_ERR_CONFIG', 'an API without a broker reaches toys through the cluster\'s Redis: set KENNEL_REDIS_URL')
+  if (o.config.redisUrl === undefined)
+    throw new KennelError(
+      'KENNEL_ERR_CONFIG',
+      "an API without a broker reaches toys through the cluster's Redis: set KENNEL_REDIS_URL",
+    )
   const cluster = createClusterParts({ redisUrl: o.config.redisUrl, keyPrefix: o.clusterKeyPrefix })
   try {
     await connected(cluster.mq)
@@ -45,15 +54,31 @@ export async function createInboxPublisher(o: InboxPublisherOptions): Promise<In
     async publishToDevice(deviceId, subtopic, payload, options = {}) {
       if (closed) throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'the inbox publisher is closed')
       const target = inboxTopic(deviceId, subtopic)
-      if (!target.ok || target.topic === undefined) throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
+      if (!target.ok || target.topic === undefined)
+        throw new KennelError('KENNEL_ERR_TOPIC_DENIED', target.ok ? 'invalid topic' : target.reason)
       const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
-      if (buf.length > o.config.maxPayloadBytes) throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${o.config.maxPayloadBytes} bytes`)
+      if (buf.length > o.config.maxPayloadBytes)
+        throw new KennelError('KENNEL_ERR_PAYLOAD_TOO_LARGE', `payload larger than ${o.config.maxPayloadBytes} bytes`)
       const qos = options.qos ?? 1
       await new Promise<void>((resolve, reject) => {
-        aedes.publish({ cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()))
+        aedes.publish(
+          { cmd: 'publish', topic: target.topic!, payload: buf, qos, retain: false, dup: false },
+          (err?: Error) => (err ? reject(err) : resolve()),
+        )
       })
-      const event: InboxMessagePublished = { type: 'InboxMessagePublished', data: { deviceId, topic: target.topic, qos, bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') } }
-      await o.store.append(mqttStream(deviceId), [{ ...event, metadata: { actor: 'system:broker' } }]).catch((err: unknown) => o.log.error({ err, deviceId }, 'could not record an inbox message'))
+      const event: InboxMessagePublished = {
+        type: 'InboxMessagePublished',
+        data: {
+          deviceId,
+          topic: target.topic,
+          qos,
+          bytes: buf.length,
+          sha256: createHash('sha256').update(buf).digest('hex'),
+        },
+      }
+      await o.store
+        .append(mqttStream(deviceId), [{ ...event, metadata: { actor: 'system:broker' } }])
+        .catch((err: unknown) => o.log.error({ err, deviceId }, 'could not record an inbox message'))
     },
     async close() {
       if (closed) return
@@ -71,11 +96,19 @@ const CONNECT_DEADLINE_MS = 10_000
  * connection is still connecting puts it in subscriber mode before ioredis's ready check, which
  * then fails ("Connection in subscriber mode"). A broker subscribes long after its bus is up. */
 async function connected(mq: unknown): Promise<void> {
-  const { subConn, pubConn } = mq as { subConn: { status: string } & NodeJS.EventEmitter; pubConn: { status: string } & NodeJS.EventEmitter }
+  const { subConn, pubConn } = mq as {
+    subConn: { status: string } & NodeJS.EventEmitter
+    pubConn: { status: string } & NodeJS.EventEmitter
+  }
   const signal = AbortSignal.timeout(CONNECT_DEADLINE_MS)
   try {
     await Promise.all([subConn, pubConn].map((c) => (c.status === 'ready' ? undefined : once(c, 'ready', { signal }))))
   } catch (err) {
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `the cluster's Redis (KENNEL_REDIS_URL) did not answer within ${CONNECT_DEADLINE_MS / 1000} s`, undefined, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `the cluster's Redis (KENNEL_REDIS_URL) did not answer within ${CONNECT_DEADLINE_MS / 1000} s`,
+      undefined,
+      { cause: err },
+    )
   }
 }

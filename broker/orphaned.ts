@@ -29,7 +29,11 @@ function eventIdFor(connectionId: string): string {
 export async function closeOrphanedConnections(store: EventStore): Promise<number> {
   const open = new Map<string, RecordedEvent>()
   for (let after = 0; ; ) {
-    const page = await store.readAll({ after, maxCount: PAGE, filter: { types: ['DeviceConnected', 'DeviceDisconnected'] } })
+    const page = await store.readAll({
+      after,
+      maxCount: PAGE,
+      filter: { types: ['DeviceConnected', 'DeviceDisconnected'] },
+    })
     for (const e of page) {
       const id = (e.data as { connectionId?: unknown }).connectionId
       if (typeof id !== 'string') continue
@@ -41,8 +45,16 @@ export async function closeOrphanedConnections(store: EventStore): Promise<numbe
   }
   for (const [connectionId, connected] of open) {
     const { deviceId, ip } = connected.data as DeviceConnected['data']
-    const event: DeviceDisconnected = { type: 'DeviceDisconnected', data: { deviceId, reason: 'broker-crashed', ip, connectionId } }
-    const metadata: EventMetadata = { actor: 'system:broker', ...(connected.metadata.credential ? { credential: connected.metadata.credential } : {}) }
+    // the address only where the connection recorded it in clear (a paired toy's is sealed in its
+    // DeviceConnected's metadata, and is not written again)
+    const event: DeviceDisconnected = {
+      type: 'DeviceDisconnected',
+      data: { deviceId, reason: 'broker-crashed', ...(ip !== undefined ? { ip } : {}), connectionId },
+    }
+    const metadata: EventMetadata = {
+      actor: 'system:broker',
+      ...(connected.metadata.credential ? { credential: connected.metadata.credential } : {}),
+    }
     await store.append(mqttStream(deviceId), [{ id: eventIdFor(connectionId), ...event, metadata }])
   }
   return open.size

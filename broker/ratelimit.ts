@@ -84,7 +84,8 @@ function consumeMemory(name: MqttRateLimit, ws: readonly MemoryWindow[], key: st
   // every window counts the request, as the Redis path does
   for (const w of ws) {
     const waitMs = w.consume(key, points, now)
-    if (waitMs > 0 && (!refusal || waitMs > refusal.retryAfterMs)) refusal = { ok: false, limit: name, window: w.window, retryAfterMs: waitMs }
+    if (waitMs > 0 && (!refusal || waitMs > refusal.retryAfterMs))
+      refusal = { ok: false, limit: name, window: w.window, retryAfterMs: waitMs }
   }
   return refusal ?? PASS
 }
@@ -96,12 +97,28 @@ interface RedisWindow {
 
 function redisWindows(name: MqttRateLimit, windows: readonly RateWindow[], store: RateLimitStore): RedisWindow[] {
   return windows.map((w) => {
-    const opts = { points: w.points, duration: w.durationSeconds, keyPrefix: `${store.prefix ?? 'kennel'}:rl:${name}:${w.label}` }
-    return { window: `${w.points}/${w.label}`, limiter: new RateLimiterRedis({ ...opts, storeClient: store.redis, insuranceLimiter: new RateLimiterMemory(opts) }) }
+    const opts = {
+      points: w.points,
+      duration: w.durationSeconds,
+      keyPrefix: `${store.prefix ?? 'kennel'}:rl:${name}:${w.label}`,
+    }
+    return {
+      window: `${w.points}/${w.label}`,
+      limiter: new RateLimiterRedis({
+        ...opts,
+        storeClient: store.redis,
+        insuranceLimiter: new RateLimiterMemory(opts),
+      }),
+    }
   })
 }
 
-async function consumeRedis(name: MqttRateLimit, ws: readonly RedisWindow[], key: string, points: number): Promise<RateDecision> {
+async function consumeRedis(
+  name: MqttRateLimit,
+  ws: readonly RedisWindow[],
+  key: string,
+  points: number,
+): Promise<RateDecision> {
   let refusal: RateRefusal | undefined
   await Promise.all(
     ws.map(({ window, limiter }) =>
@@ -116,7 +133,10 @@ async function consumeRedis(name: MqttRateLimit, ws: readonly RedisWindow[], key
   return refusal ?? PASS
 }
 
-type Limits = Pick<Config, 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'mqttSubscribeLimits'>
+type Limits = Pick<
+  Config,
+  'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'mqttSubscribeLimits'
+>
 
 export function createRateLimits(config: Limits, store: RateLimitStore = {}): BrokerRateLimits {
   return store.redis === undefined ? memoryRateLimits(config) : redisRateLimits(config, store)

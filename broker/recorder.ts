@@ -20,6 +20,7 @@ import { type BrokerEvent, awaitsCommit } from './events.ts'
 // callers are refused (no PUBACK, no CONNACK 0).
 
 const RECORDED = Promise.resolve()
+const APPEND_ANY = { expectedRevision: 'any' } as const
 
 /** pauses before the retries of an append whose outcome is unknown */
 const RETRY_DELAYS_MS = [50, 250, 1000]
@@ -45,50 +46,66 @@ function deferred(): NonNullable<Pending['committed']> {
 }
 
 /** `onFailure` is told how many events an append that failed after its retries held (a metric) */
-export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {}): Recorder {
+export function createRecorder(
+  store: EventStore,
+  log: Logger,
+  { maxBatch = 500, commitIntervalMs = 5, onFailure = (_events: number): void => {} } = {},
+): Recorder {
   const queued = new Map<string, Pending>()
   const inFlight = new Set<Promise<void>>()
   let timer: NodeJS.Timeout | undefined
   let immediate: NodeJS.Immediate | undefined
   let lastFlush = -Infinity
 
-  async function append(stream: string, events: NewEvent[]): Promise<void> {
+  /** the append after a first attempt whose outcome is unknown */
+  async function retry(stream: string, events: NewEvent[], first: unknown): Promise<void> {
+    let err = first
     for (let attempt = 0; ; attempt++) {
+      const delayMs = RETRY_DELAYS_MS[attempt]
+      if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
+      log.warn(
+        { err: (err as Error).message, stream, events: events.length, delayMs },
+        'broker event append failed; retrying with the same event ids',
+      )
+      await sleep(delayMs)
       try {
-        await store.append(stream, events, { expectedRevision: 'any' })
+        await store.append(stream, events, APPEND_ANY)
         return
-      } catch (err) {
-        const delayMs = RETRY_DELAYS_MS[attempt]
-        if (delayMs === undefined || !isKennelError(err, 'KENNEL_ERR_UNAVAILABLE')) throw err
-        log.warn({ err: (err as Error).message, stream, events: events.length, delayMs }, 'broker event append failed; retrying with the same event ids')
-        await sleep(delayMs)
+      } catch (next) {
+        err = next
       }
     }
   }
 
+  // one append per stream and flush: the first attempt without an async frame of its own, and
+  // the bookkeeping in its two callbacks (this runs for every few publishes under load)
   function flushStream(stream: string): Promise<void> {
     const pending = queued.get(stream)
-    if (!pending) return Promise.resolve()
+    if (!pending) return RECORDED
     queued.delete(stream)
-    const p = append(stream, pending.events).then(
-      () => pending.committed?.resolve(),
-      (err: unknown) => {
-        onFailure(pending.events.length)
-        log.error({ err, stream, events: pending.events.length }, 'broker event append failed')
-        pending.committed?.reject(err)
-      },
-    )
+    const failed = (err: unknown): void => {
+      inFlight.delete(p)
+      onFailure(pending.events.length)
+      log.error({ err, stream, events: pending.events.length }, 'broker event append failed')
+      pending.committed?.reject(err)
+    }
+    const committed = (): void => {
+      inFlight.delete(p)
+      pending.committed?.resolve()
+    }
+    const p: Promise<void> = store
+      .append(stream, pending.events, APPEND_ANY)
+      .then(committed, (err: unknown) => retry(stream, pending.events, err).then(committed, failed))
     inFlight.add(p)
-    void p.finally(() => inFlight.delete(p))
     return p
   }
 
-  function flushAll(): Promise<void> {
+  function flushAll(): void {
     clearTimeout(timer)
     clearImmediate(immediate)
     timer = immediate = undefined
     lastFlush = performance.now()
-    return Promise.all([...queued.keys()].map(flushStream)).then(() => undefined)
+    for (const stream of queued.keys()) void flushStream(stream)
   }
 
   function schedule(): void {
@@ -111,7 +128,7 @@ export function createRecorder(store: EventStore, log: Logger, { maxBatch = 500,
       return done
     },
     async flush() {
-      await flushAll()
+      flushAll()
       await Promise.all([...inFlight])
     },
   }

@@ -40,7 +40,12 @@ export const revocationEventTypes = ['CertificateRevoked', 'DeviceRevoked', 'Cer
 /** setTimeout's longest delay; a grace period can be up to 90 days */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-export function followRevocations(store: EventStore, log: Logger, handlers: CredentialHandlers, now: () => number = Date.now): RevocationFollower {
+export function followRevocations(
+  store: EventStore,
+  log: Logger,
+  handlers: CredentialHandlers,
+  now: () => number = Date.now,
+): RevocationFollower {
   const devices = new Set<string>()
   const serials = new Set<string>()
   // one timer per renewal whose grace period has not ended, keyed by the superseded serial
@@ -67,7 +72,11 @@ export function followRevocations(store: EventStore, log: Logger, handlers: Cred
       filter: { types: revocationEventTypes },
       onEvent(event) {
         const e = event as unknown as CertificateRevoked | DeviceRevoked | CertificateRenewed
-        if (e.type === 'CertificateRenewed') return superseded({ deviceId: e.data.deviceId, serial: e.data.previousSerial }, Date.parse(e.data.previousValidUntil))
+        if (e.type === 'CertificateRenewed')
+          return superseded(
+            { deviceId: e.data.deviceId, serial: e.data.previousSerial },
+            Date.parse(e.data.previousValidUntil),
+          )
         const revocation: Revocation =
           e.type === 'DeviceRevoked'
             ? { deviceId: e.data.deviceId, reason: e.data.reason }

@@ -1,4 +1,5 @@
 import type { Client } from 'aedes'
+import type { EventMetadata } from '../infra/eventstore/port.ts'
 import type { PeerIdentity } from './authenticate.ts'
 import type { DisconnectReason } from './events.ts'
 import { sentDisconnect } from './aedes-internals.ts'
@@ -17,6 +18,8 @@ export interface Session {
   reason?: DisconnectReason
   /** set when revoked: the will is not published */
   suppressWill?: boolean
+  /** the device's event stream and the metadata of its own events, made once for its publishes */
+  recordedAs?: { stream: string; metadata: EventMetadata }
 }
 
 export interface Sessions {
@@ -24,7 +27,12 @@ export interface Sessions {
   /** why the connection ends, unless a reason was noted first (also before the session opens) */
   note(client: Client, reason: DisconnectReason): void
   /** the connection's DeviceConnected is on record; `onEnd` runs once, when its socket closes */
-  open(client: Client, identity: PeerIdentity, connectionId: string, onEnd: (session: Session, reason: DisconnectReason) => void): Session
+  open(
+    client: Client,
+    identity: PeerIdentity,
+    connectionId: string,
+    onEnd: (session: Session, reason: DisconnectReason) => void,
+  ): Session
   /** the device's opened connections whose sockets are still open */
   ofDevice(deviceId: string): Client[]
   /** every opened connection whose socket is still open, with a promise of its end */

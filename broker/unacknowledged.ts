@@ -22,10 +22,15 @@ export interface UnacknowledgedPublishes {
   readonly size: number
 }
 
-export function createUnacknowledgedPublishes({ max = 10_000, ttlMs = 10 * 60_000, now = () => Date.now() } = {}): UnacknowledgedPublishes {
+export function createUnacknowledgedPublishes({
+  max = 10_000,
+  ttlMs = 10 * 60_000,
+  now = () => Date.now(),
+} = {}): UnacknowledgedPublishes {
   // insertion order is expiry order: every entry lives ttlMs
   const entries = new Map<string, number>()
-  const key = (deviceId: string, messageId: number, sha256: string): string => `${deviceId}\u0000${messageId}\u0000${sha256}`
+  const key = (deviceId: string, messageId: number, sha256: string): string =>
+    `${deviceId}\u0000${messageId}\u0000${sha256}`
   function expire(): void {
     const t = now()
     for (const [k, expires] of entries) {

@@ -77,22 +77,34 @@ export function followDeviceCa(opts: CaFollowerOptions): CaFollower {
       const nextIds = trustedCaIds(next)
       if (!nextIds.has(caId)) {
         // production: another process uses CA files this one was not started with
-        opts.log.warn({ caId }, 'a device CA this process does not have was recorded; restart it with the new KENNEL_CA_* files')
+        opts.log.warn(
+          { caId },
+          'a device CA this process does not have was recorded; restart it with the new KENNEL_CA_* files',
+        )
         return
       }
       // a reload only adds trust: a CA left out of the files (KENNEL_CA_PREVIOUS_CERTS forgotten)
       // would cut off its toys, so dropping one takes a deliberate restart
       const dropped = [...trustedCaIds(opts.ca)].filter((id) => !nextIds.has(id))
       if (dropped.length > 0) {
-        opts.log.error({ caId, dropped }, 'the device CA files no longer hold CAs this process trusts; kept them, restart to drop them')
+        opts.log.error(
+          { caId, dropped },
+          'the device CA files no longer hold CAs this process trusts; kept them, restart to drop them',
+        )
         return
       }
       await opts.onChange(next)
       opts.ca.replace(next)
-      opts.log.info({ caId: next.issuer.info.caId, trusted: trustedCaIds(next).size }, 'device CA rollover picked up: the listeners trust the new CA')
+      opts.log.info(
+        { caId: next.issuer.info.caId, trusted: trustedCaIds(next).size },
+        'device CA rollover picked up: the listeners trust the new CA',
+      )
     } catch (err) {
       // enrolment and renewal keep the old CA too, so that no toy gets a certificate the listeners refuse
-      opts.log.error({ err, caId }, 'a new device CA was recorded but could not be loaded; the listeners keep the CAs they trust')
+      opts.log.error(
+        { err, caId },
+        'a new device CA was recorded but could not be loaded; the listeners keep the CAs they trust',
+      )
     }
   }
 
@@ -102,7 +114,8 @@ export function followDeviceCa(opts: CaFollowerOptions): CaFollower {
       filter: { streamPrefixes: ['ca-'], types: caEventTypes },
       onEvent: (event) => onCaRecorded((event as unknown as CaEvent).data.caId),
       onCaughtUp: resolve,
-      onRetry: (err, delayMs) => opts.log.warn({ err: err.message, delayMs }, 'CA follower: reading the event store failed; retrying'),
+      onRetry: (err, delayMs) =>
+        opts.log.warn({ err: err.message, delayMs }, 'CA follower: reading the event store failed; retrying'),
       onError(err) {
         opts.log.error({ err }, 'CA follower stopped: rollovers by other processes need a restart')
         reject(err)

@@ -50,7 +50,8 @@ const ROOT_VALIDITY_DAYS = 7300
 
 export async function loadDeviceCa(config: Config): Promise<DeviceCa> {
   if (config.caCert !== undefined || config.caKey !== undefined) return loadConfiguredCa(config)
-  if (config.env === 'production') throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_CA_CERT and KENNEL_CA_KEY')
+  if (config.env === 'production')
+    throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_CA_CERT and KENNEL_CA_KEY')
   return loadDevelopmentCa(config, true)
 }
 
@@ -58,12 +59,18 @@ export async function loadDeviceCa(config: Config): Promise<DeviceCa> {
  * trusted and the server certificate's CA stays the same (R18). */
 export async function rolloverDevelopmentCa(config: Config): Promise<DeviceCa> {
   if (config.env === 'production' || config.caCert !== undefined) {
-    throw new KennelError('KENNEL_ERR_CA', 'roll a configured CA over by issuing a new CA under the same root, pointing KENNEL_CA_CERT/KENNEL_CA_KEY at it and adding the old certificate to KENNEL_CA_PREVIOUS_CERTS')
+    throw new KennelError(
+      'KENNEL_ERR_CA',
+      'roll a configured CA over by issuing a new CA under the same root, pointing KENNEL_CA_CERT/KENNEL_CA_KEY at it and adding the old certificate to KENNEL_CA_PREVIOUS_CERTS',
+    )
   }
   const before = await loadDevelopmentCa(config, true)
   // In a data dir made before roots existed the server's CA is a device CA of path length 0,
   // which cannot issue CAs: the new device CA is self-signed like the earlier ones there.
-  const caId = await createDevelopmentCa(config, before.issuer.info.intermediate ? { kind: 'device', parent: before.serverIssuer } : { kind: 'device' })
+  const caId = await createDevelopmentCa(
+    config,
+    before.issuer.info.intermediate ? { kind: 'device', parent: before.serverIssuer } : { kind: 'device' },
+  )
   writeAtomically(path.join(caDir(config), 'current'), `${caId}\n`)
   return loadDevelopmentCa(config, false)
 }
@@ -92,7 +99,10 @@ async function loadDevelopmentCa(config: Config, createIfMissing: boolean): Prom
     await createFirstDevelopmentCas(config)
   }
   const currentId = fs.readFileSync(currentFile, 'utf8').trim()
-  const ids = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory() && /^[0-9a-f]{16}$/.test(d.name)).map((d) => d.name)
+  const ids = fs
+    .readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && /^[0-9a-f]{16}$/.test(d.name))
+    .map((d) => d.name)
   const held: HeldCa[] = []
   for (const id of ids) held.push(await readHeldCa(config, id))
   const current = held.find((h) => h.issuer.info.caId === currentId && !h.root)
@@ -101,8 +111,8 @@ async function loadDevelopmentCa(config: Config, createIfMissing: boolean): Prom
   const previousIssuers = held.filter((h) => !h.root && h !== current).map((h) => h.issuer)
   const trusted = [current.issuer, ...previousIssuers, ...(server.root ? [server.issuer] : [])]
   return {
-    trustedPem: trusted.map((i) => i.certificate.toString('pem')).join('\n') + '\n',
-    chainPem: current.issuer.certificate.toString('pem') + '\n',
+    trustedPem: `${trusted.map((i) => i.certificate.toString('pem')).join('\n')}\n`,
+    chainPem: `${current.issuer.certificate.toString('pem')}\n`,
     isDevelopment: true,
     origin: 'created',
     issuer: current.issuer,
@@ -121,10 +131,17 @@ async function serverCaOf(held: readonly HeldCa[], current: HeldCa, dir: string)
     for (const h of held) {
       if (h.root && (await isIssuedBy(current.issuer.certificate, h.issuer.certificate))) return h
     }
-    throw new KennelError('KENNEL_ERR_CA', `the root that issued the device CA ${current.issuer.info.caId} is not in ${dir}`)
+    throw new KennelError(
+      'KENNEL_ERR_CA',
+      `the root that issued the device CA ${current.issuer.info.caId} is not in ${dir}`,
+    )
   }
   const deviceCas = held.filter((h) => !h.root)
-  return deviceCas.reduce((oldest, h) => (h.createdAt < oldest.createdAt || (h.createdAt === oldest.createdAt && h.issuer.info.caId < oldest.issuer.info.caId) ? h : oldest))
+  return deviceCas.reduce((oldest, h) =>
+    h.createdAt < oldest.createdAt || (h.createdAt === oldest.createdAt && h.issuer.info.caId < oldest.issuer.info.caId)
+      ? h
+      : oldest,
+  )
 }
 
 async function isIssuedBy(cert: x509.X509Certificate, by: x509.X509Certificate): Promise<boolean> {
@@ -133,9 +150,16 @@ async function isIssuedBy(cert: x509.X509Certificate, by: x509.X509Certificate):
 
 async function readHeldCa(config: Config, id: string): Promise<HeldCa> {
   const dir = path.join(caDir(config), id)
-  const marker = JSON.parse(fs.readFileSync(path.join(dir, 'ca.json'), 'utf8')) as { environment: string; createdAt: string; role?: 'root' | 'device' }
+  const marker = JSON.parse(fs.readFileSync(path.join(dir, 'ca.json'), 'utf8')) as {
+    environment: string
+    createdAt: string
+    role?: 'root' | 'device'
+  }
   if (marker.environment !== config.env) {
-    throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `the development CA in ${dir} was created for ${marker.environment}, not ${config.env}: set KENNEL_ENV=${marker.environment} if this is a ${marker.environment} deployment, or set KENNEL_DATA_DIR to a data directory of the ${config.env} environment (R8)`)
+    throw new KennelError(
+      'KENNEL_ERR_ENVIRONMENT_MISMATCH',
+      `the development CA in ${dir} was created for ${marker.environment}, not ${config.env}: set KENNEL_ENV=${marker.environment} if this is a ${marker.environment} deployment, or set KENNEL_DATA_DIR to a data directory of the ${config.env} environment (R8)`,
+    )
   }
   const certPem = fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8')
   const keyFile = path.join(dir, 'ca.key')
@@ -174,28 +198,66 @@ async function createDevelopmentCa(config: Config, spec: NewCa): Promise<string>
   const notBefore = new Date(now.getTime() - 5 * 60_000)
   const parent = spec.kind === 'device' ? spec.parent : undefined
   const days = spec.kind === 'root' ? ROOT_VALIDITY_DAYS : CA_VALIDITY_DAYS
-  const notAfter = new Date(Math.min(now.getTime() + days * 86_400_000, parent?.certificate.notAfter.getTime() ?? Infinity))
+  const notAfter = new Date(
+    Math.min(now.getTime() + days * 86_400_000, parent?.certificate.notAfter.getTime() ?? Infinity),
+  )
   const extensions: x509.Extension[] =
     spec.kind === 'root'
-      ? [new x509.BasicConstraintsExtension(true, 1, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)]
+      ? [
+          new x509.BasicConstraintsExtension(true, 1, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        ]
       : [
           new x509.BasicConstraintsExtension(true, 0, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+          new x509.KeyUsagesExtension(
+            x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+            true,
+          ),
           // OpenSSL refuses a server certificate under a CA whose EKU lacks serverAuth: a device
           // CA's key cannot impersonate the server to toys that trust the root
-          ...(parent ? [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false), await x509.AuthorityKeyIdentifierExtension.create(parent.certificate)] : []),
+          ...(parent
+            ? [
+                new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+                await x509.AuthorityKeyIdentifierExtension.create(parent.certificate),
+              ]
+            : []),
         ]
   extensions.push(await x509.SubjectKeyIdentifierExtension.create(keys.publicKey))
-  const signingAlgorithm = alg === 'RSA-3072' ? { name: 'RSASSA-PKCS1-v1_5' } : ({ name: 'ECDSA', hash: alg === 'P-384' ? 'SHA-384' : 'SHA-256' } as EcdsaParams)
+  const signingAlgorithm =
+    alg === 'RSA-3072'
+      ? { name: 'RSASSA-PKCS1-v1_5' }
+      : ({ name: 'ECDSA', hash: alg === 'P-384' ? 'SHA-384' : 'SHA-256' } as EcdsaParams)
   const serialNumber = randomBytes(16).toString('hex')
   const cert = parent
-    ? await x509.X509CertificateGenerator.create({ serialNumber, subject: name, issuer: parent.certificate.subjectName, notBefore, notAfter, publicKey: keys.publicKey, signingKey: parent.signingKey, signingAlgorithm: parent.signingAlgorithm, extensions })
-    : await x509.X509CertificateGenerator.createSelfSigned({ serialNumber, name, notBefore, notAfter, keys, signingAlgorithm, extensions })
+    ? await x509.X509CertificateGenerator.create({
+        serialNumber,
+        subject: name,
+        issuer: parent.certificate.subjectName,
+        notBefore,
+        notAfter,
+        publicKey: keys.publicKey,
+        signingKey: parent.signingKey,
+        signingAlgorithm: parent.signingAlgorithm,
+        extensions,
+      })
+    : await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber,
+        name,
+        notBefore,
+        notAfter,
+        keys,
+        signingAlgorithm,
+        extensions,
+      })
   const caId = caIdOf(cert)
   const tmp = fs.mkdtempSync(path.join(dir, '.new-'))
   fs.writeFileSync(path.join(tmp, 'ca.key'), await privateKeyPem(keys.privateKey), { mode: 0o600 })
-  fs.writeFileSync(path.join(tmp, 'ca.crt'), cert.toString('pem') + '\n', { mode: 0o644 })
-  fs.writeFileSync(path.join(tmp, 'ca.json'), JSON.stringify({ development: true, environment: config.env, role: spec.kind, createdAt: now.toISOString() }) + '\n')
+  fs.writeFileSync(path.join(tmp, 'ca.crt'), `${cert.toString('pem')}\n`, { mode: 0o644 })
+  fs.writeFileSync(
+    path.join(tmp, 'ca.json'),
+    JSON.stringify({ development: true, environment: config.env, role: spec.kind, createdAt: now.toISOString() }) +
+      '\n',
+  )
   fs.renameSync(tmp, path.join(dir, caId))
   return caId
 }
@@ -210,15 +272,23 @@ async function loadConfiguredCa(config: Config): Promise<DeviceCa> {
   if (!issuingCert) throw new KennelError('KENNEL_ERR_CA', `KENNEL_CA_CERT (${config.caCert}) holds no certificate`)
   const development = isDevelopmentCa(issuingCert, config.caCert)
   if (production && development) {
-    throw new KennelError('KENNEL_ERR_DEVELOPMENT_MATERIAL', `KENNEL_CA_CERT (${config.caCert}) is a development CA; production needs its own (R8)`)
+    throw new KennelError(
+      'KENNEL_ERR_DEVELOPMENT_MATERIAL',
+      `KENNEL_CA_CERT (${config.caCert}) is a development CA; production needs its own (R8)`,
+    )
   }
   assertPrivateFile(config.caKey)
   const issuer = await issuerFrom(issuingCert, fs.readFileSync(config.caKey, 'utf8'), 'KENNEL_CA_KEY', development)
   const previous = (config.caPreviousCerts ?? []).flatMap((file) => readCertificates(file, 'KENNEL_CA_PREVIOUS_CERTS'))
   if (production) {
-    for (const cert of previous) if (isDevelopmentCa(cert, undefined)) throw new KennelError('KENNEL_ERR_DEVELOPMENT_MATERIAL', `KENNEL_CA_PREVIOUS_CERTS holds a development CA (${cert.subject}) (R8)`)
+    for (const cert of previous)
+      if (isDevelopmentCa(cert, undefined))
+        throw new KennelError(
+          'KENNEL_ERR_DEVELOPMENT_MATERIAL',
+          `KENNEL_CA_PREVIOUS_CERTS holds a development CA (${cert.subject}) (R8)`,
+        )
   }
-  const pem = (certs: x509.X509Certificate[]) => certs.map((c) => c.toString('pem')).join('\n') + '\n'
+  const pem = (certs: x509.X509Certificate[]) => `${certs.map((c) => c.toString('pem')).join('\n')}\n`
   return {
     trustedPem: pem([...chain, ...previous]),
     chainPem: pem(chain.filter((c) => c.subject !== c.issuer)),
@@ -230,11 +300,19 @@ async function loadConfiguredCa(config: Config): Promise<DeviceCa> {
   }
 }
 
-async function issuerFrom(certificate: x509.X509Certificate, keyPem: string, what: string, development: boolean): Promise<CaIssuer> {
+async function issuerFrom(
+  certificate: x509.X509Certificate,
+  keyPem: string,
+  what: string,
+  development: boolean,
+): Promise<CaIssuer> {
   const basic = certificate.getExtension(x509.BasicConstraintsExtension)
   const usage = certificate.getExtension(x509.KeyUsagesExtension)
   if (!basic?.ca || (usage && !(usage.usages & x509.KeyUsageFlags.keyCertSign))) {
-    throw new KennelError('KENNEL_ERR_CA', `the issuing certificate ${certificate.subject} is not a CA certificate (basicConstraints CA:TRUE and keyCertSign)`)
+    throw new KennelError(
+      'KENNEL_ERR_CA',
+      `the issuing certificate ${certificate.subject} is not a CA certificate (basicConstraints CA:TRUE and keyCertSign)`,
+    )
   }
   const { key, publicKeyDer, signing, name } = await importSigningKey(keyPem, what)
   if (!Buffer.from(certificate.publicKey.rawData).equals(publicKeyDer)) {
@@ -264,7 +342,9 @@ function readCertificates(file: string, variable: string): x509.X509Certificate[
     throw new KennelError('KENNEL_ERR_CA', `${variable}: cannot read ${file}`)
   }
   try {
-    return x509.PemConverter.decodeWithHeaders(text).filter((p) => p.type === 'CERTIFICATE').map((p) => new x509.X509Certificate(p.rawData))
+    return x509.PemConverter.decodeWithHeaders(text)
+      .filter((p) => p.type === 'CERTIFICATE')
+      .map((p) => new x509.X509Certificate(p.rawData))
   } catch {
     throw new KennelError('KENNEL_ERR_CA', `${variable}: ${file} is not a PEM certificate chain`)
   }
@@ -284,7 +364,10 @@ export function assertPrivateFile(file: string): void {
     throw new KennelError('KENNEL_ERR_CA', `cannot read the key file ${file}`)
   }
   if ((mode & 0o077) !== 0) {
-    throw new KennelError('KENNEL_ERR_INSECURE_KEY_FILE', `${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`)
+    throw new KennelError(
+      'KENNEL_ERR_INSECURE_KEY_FILE',
+      `${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+    )
   }
 }
 

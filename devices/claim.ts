@@ -1,7 +1,7 @@
 import { KennelError } from '../infra/errors.ts'
 import { claimSecretMatches, hashClaimSecret, parseClaimCode } from './claim-code.ts'
 import { ClaimRefused, decide } from './device.ts'
-import { appendDeviceEvents, loadDevice, metadataOf, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
+import { handleDeviceCommand, loadDevice, metadataOf, nowOf, type ClaimDeps } from './device-store.ts'
 import { securityStream } from '../infra/net/events.ts'
 import type { ClaimCodeRejected, ClaimCodeRejectedReason } from './events.ts'
 
@@ -16,7 +16,11 @@ const HOUSEHOLD_ID = /^[A-Za-z0-9_-]{1,64}$/
 let dummyHash: Promise<string> | undefined
 const dummy = (): Promise<string> => (dummyHash ??= hashClaimSecret('kennel: no claim code for this device'))
 
-export async function claimDevice(deps: ClaimDeps, claimCode: string, householdId: string): Promise<{ deviceId: string }> {
+export async function claimDevice(
+  deps: ClaimDeps,
+  claimCode: string,
+  householdId: string,
+): Promise<{ deviceId: string }> {
   if (typeof householdId !== 'string' || !HOUSEHOLD_ID.test(householdId)) {
     throw new KennelError('KENNEL_ERR_VALIDATION', 'householdId must be 1-64 letters, digits, - or _')
   }
@@ -24,14 +28,13 @@ export async function claimDevice(deps: ClaimDeps, claimCode: string, householdI
   if (!parsed) return reject(deps, undefined, householdId, 'malformed')
   const { deviceId, secret } = parsed
   const { state } = await loadDevice(deps.store, deviceId)
-  const secretMatches = await claimSecretMatches(state.claimCodeHash ?? (await dummy()), secret) && state.claimCodeHash !== undefined
+  const secretMatches =
+    (await claimSecretMatches(state.claimCodeHash ?? (await dummy()), secret)) && state.claimCodeHash !== undefined
   try {
     // a concurrent append (another claim, a revocation) makes the retry decide on the new state
-    await withRetry(async () => {
-      const current = await loadDevice(deps.store, deviceId)
-      const events = decide({ type: 'ClaimDevice', householdId, secretMatches, now: nowOf(deps) }, current.state)
-      await appendDeviceEvents(deps, deviceId, events, current.revision)
-    })
+    await handleDeviceCommand(deps, deviceId, (state) =>
+      decide({ type: 'ClaimDevice', householdId, secretMatches, now: nowOf(deps) }, state),
+    )
   } catch (err) {
     if (err instanceof ClaimRefused) return reject(deps, deviceId, householdId, err.reason)
     throw err
@@ -39,9 +42,19 @@ export async function claimDevice(deps: ClaimDeps, claimCode: string, householdI
   return { deviceId }
 }
 
-async function reject(deps: ClaimDeps, deviceId: string | undefined, householdId: string, reason: ClaimCodeRejectedReason): Promise<never> {
+async function reject(
+  deps: ClaimDeps,
+  deviceId: string | undefined,
+  householdId: string,
+  reason: ClaimCodeRejectedReason,
+): Promise<never> {
   const now = nowOf(deps)
-  const event: ClaimCodeRejected = { type: 'ClaimCodeRejected', data: { ...(deviceId !== undefined ? { deviceId } : {}), householdId, reason, rejectedAt: now.toISOString() } }
-  await deps.store.append(securityStream(now), [{ type: event.type, data: event.data, metadata: metadataOf(deps) }], { expectedRevision: 'any' })
+  const event: ClaimCodeRejected = {
+    type: 'ClaimCodeRejected',
+    data: { ...(deviceId !== undefined ? { deviceId } : {}), householdId, reason, rejectedAt: now.toISOString() },
+  }
+  await deps.store.append(securityStream(now), [{ type: event.type, data: event.data, metadata: metadataOf(deps) }], {
+    expectedRevision: 'any',
+  })
   throw new ClaimRefused(reason)
 }

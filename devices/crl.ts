@@ -13,12 +13,24 @@ export async function buildCrl(ca: DeviceCa, docs: Documents, now: Date, validDa
   const revoked = [...revokedCertificates(docs)]
   const pems: string[] = []
   for (const issuer of [ca.issuer, ...ca.previousIssuers]) {
-    pems.push(await crlFor(issuer, revoked.filter((c) => c.caId === issuer.info.caId), now, validDays))
+    pems.push(
+      await crlFor(
+        issuer,
+        revoked.filter((c) => c.caId === issuer.info.caId),
+        now,
+        validDays,
+      ),
+    )
   }
   return pems.join('')
 }
 
-async function crlFor(issuer: CaIssuer, revoked: { serial: string; revokedAt: string }[], now: Date, validDays: number): Promise<string> {
+async function crlFor(
+  issuer: CaIssuer,
+  revoked: { serial: string; revokedAt: string }[],
+  now: Date,
+  validDays: number,
+): Promise<string> {
   const crl = await x509.X509CrlGenerator.create({
     issuer: issuer.certificate.subjectName,
     thisUpdate: now,
@@ -26,7 +38,10 @@ async function crlFor(issuer: CaIssuer, revoked: { serial: string; revokedAt: st
     signingKey: issuer.signingKey,
     signingAlgorithm: issuer.signingAlgorithm,
     extensions: [await x509.AuthorityKeyIdentifierExtension.create(issuer.certificate)],
-    entries: revoked.map((c) => ({ serialNumber: c.serial.length % 2 === 0 ? c.serial : `0${c.serial}`, revocationDate: new Date(c.revokedAt) })),
+    entries: revoked.map((c) => ({
+      serialNumber: c.serial.length % 2 === 0 ? c.serial : `0${c.serial}`,
+      revocationDate: new Date(c.revokedAt),
+    })),
   })
-  return x509.PemConverter.encode(crl.rawData, 'X509 CRL') + '\n'
+  return `${x509.PemConverter.encode(crl.rawData, 'X509 CRL')}\n`
 }

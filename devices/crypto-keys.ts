@@ -31,31 +31,50 @@ export async function privateKeyPem(key: CryptoKey): Promise<string> {
 const curves: Record<string, string> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' }
 
 /** What a signing key is, read from the key itself rather than from configuration. */
-export function describeKey(key: KeyObject): { importParams: RsaHashedImportParams | EcKeyImportParams; signing: Algorithm | EcdsaParams; name: CaKeyAlgorithm } | undefined {
+export function describeKey(
+  key: KeyObject,
+):
+  | { importParams: RsaHashedImportParams | EcKeyImportParams; signing: Algorithm | EcdsaParams; name: CaKeyAlgorithm }
+  | undefined {
   const details = key.asymmetricKeyDetails ?? {}
   if (key.asymmetricKeyType === 'ec') {
     const curve = curves[details.namedCurve ?? '']
     if (curve === undefined) return undefined
     const hash = curve === 'P-256' ? 'SHA-256' : curve === 'P-384' ? 'SHA-384' : 'SHA-512'
-    return { importParams: { name: 'ECDSA', namedCurve: curve }, signing: { name: 'ECDSA', hash } as EcdsaParams, name: curve === 'P-521' ? 'other' : (curve as CaKeyAlgorithm) }
+    return {
+      importParams: { name: 'ECDSA', namedCurve: curve },
+      signing: { name: 'ECDSA', hash } as EcdsaParams,
+      name: curve === 'P-521' ? 'other' : (curve as CaKeyAlgorithm),
+    }
   }
   if (key.asymmetricKeyType === 'rsa' && (details.modulusLength ?? 0) >= 2048) {
-    return { importParams: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, signing: { name: 'RSASSA-PKCS1-v1_5' }, name: details.modulusLength === 3072 ? 'RSA-3072' : 'other' }
+    return {
+      importParams: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+      signing: { name: 'RSASSA-PKCS1-v1_5' },
+      name: details.modulusLength === 3072 ? 'RSA-3072' : 'other',
+    }
   }
   return undefined
 }
 
 /** Import a PEM private key for signing only; the CryptoKey is not extractable, so the key
  * material cannot leak through a log line or a JSON dump of the object holding it. */
-export async function importSigningKey(pem: string, what: string): Promise<{ key: CryptoKey; publicKeyDer: Buffer; signing: Algorithm | EcdsaParams; name: CaKeyAlgorithm }> {
+export async function importSigningKey(
+  pem: string,
+  what: string,
+): Promise<{ key: CryptoKey; publicKeyDer: Buffer; signing: Algorithm | EcdsaParams; name: CaKeyAlgorithm }> {
   let keyObject: KeyObject
   try {
     keyObject = createPrivateKey(pem)
   } catch {
-    throw new KennelError('KENNEL_ERR_CA', `${what} is not a readable PEM private key (an encrypted key must be decrypted for kennel)`)
+    throw new KennelError(
+      'KENNEL_ERR_CA',
+      `${what} is not a readable PEM private key (an encrypted key must be decrypted for kennel)`,
+    )
   }
   const described = describeKey(keyObject)
-  if (!described) throw new KennelError('KENNEL_ERR_CA', `${what} must be an ECDSA P-256/P-384/P-521 or RSA (at least 2048-bit) key`)
+  if (!described)
+    throw new KennelError('KENNEL_ERR_CA', `${what} must be an ECDSA P-256/P-384/P-521 or RSA (at least 2048-bit) key`)
   const der = keyObject.export({ type: 'pkcs8', format: 'der' })
   const key = await subtle.importKey('pkcs8', der, described.importParams, false, ['sign'])
   const publicKeyDer = createPublicKey(keyObject).export({ type: 'spki', format: 'der' })

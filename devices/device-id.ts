@@ -11,5 +11,8 @@ export function isDeviceId(value: unknown): value is string {
 export function assertDeviceId(value: unknown): string {
   if (isDeviceId(value)) return value
   const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : typeof value
-  throw new KennelError('KENNEL_ERR_DEVICE_ID_INVALID', `invalid device id ${shown}: 3-64 characters, lowercase letters, digits and '-', starting and ending with a letter or digit`)
+  throw new KennelError(
+    'KENNEL_ERR_DEVICE_ID_INVALID',
+    `invalid device id ${shown}: 3-64 characters, lowercase letters, digits and '-', starting and ending with a letter or digit`,
+  )
 }

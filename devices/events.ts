@@ -71,7 +71,13 @@ export interface DeviceUnpaired {
   data: { deviceId: string; householdId: string; reason: string; unpairedAt: string }
 }
 
-export type ClaimCodeRejectedReason = 'malformed' | 'unknown-device' | 'wrong-secret' | 'expired' | 'used' | 'device-revoked'
+export type ClaimCodeRejectedReason =
+  | 'malformed'
+  | 'unknown-device'
+  | 'wrong-secret'
+  | 'expired'
+  | 'used'
+  | 'device-revoked'
 
 export interface ClaimCodeRejected {
   type: 'ClaimCodeRejected'
@@ -109,11 +115,26 @@ export interface CaAdded {
   data: CaInfo
 }
 
-export type DeviceEvent = DeviceEnrolled | CertificateIssued | CertificateRenewed | CertificateRevoked | DeviceRevoked | DeviceClaimed | DeviceUnpaired
+export type DeviceEvent =
+  | DeviceEnrolled
+  | CertificateIssued
+  | CertificateRenewed
+  | CertificateRevoked
+  | DeviceRevoked
+  | DeviceClaimed
+  | DeviceUnpaired
 export type CaEvent = CaCreated | CaAdded
 export type DevicesContextEvent = DeviceEvent | CaEvent | ClaimCodeRejected
 
-export const deviceEventTypes = ['DeviceEnrolled', 'CertificateIssued', 'CertificateRenewed', 'CertificateRevoked', 'DeviceRevoked', 'DeviceClaimed', 'DeviceUnpaired'] as const satisfies readonly DeviceEvent['type'][]
+export const deviceEventTypes = [
+  'DeviceEnrolled',
+  'CertificateIssued',
+  'CertificateRenewed',
+  'CertificateRevoked',
+  'DeviceRevoked',
+  'DeviceClaimed',
+  'DeviceUnpaired',
+] as const satisfies readonly DeviceEvent['type'][]
 
 export const deviceStream = (deviceId: string): string => `device-${deviceId}`
 export const caStream = (caId: string): string => `ca-${caId}`

@@ -40,7 +40,16 @@ export interface CertificateView {
 
 export type CertificateVerdict =
   | { ok: true; deviceId: string }
-  | { ok: false; reason: 'unknown-device' | 'unknown-certificate' | 'device-revoked' | 'certificate-revoked' | 'superseded' | 'wrong-device' }
+  | {
+      ok: false
+      reason:
+        | 'unknown-device'
+        | 'unknown-certificate'
+        | 'device-revoked'
+        | 'certificate-revoked'
+        | 'superseded'
+        | 'wrong-device'
+    }
 
 export const DEVICES = 'devices'
 export const CERTIFICATES = 'certificates'
@@ -71,7 +80,8 @@ export function checkCertificate(docs: Documents, deviceId: string, serial: stri
   if (cert.deviceId !== deviceId) return { ok: false, reason: 'wrong-device' }
   if (device.status === 'revoked') return { ok: false, reason: 'device-revoked' }
   if (cert.revokedAt !== undefined) return { ok: false, reason: 'certificate-revoked' }
-  if (cert.supersededAt !== undefined && now.getTime() >= Date.parse(cert.supersededAt)) return { ok: false, reason: 'superseded' }
+  if (cert.supersededAt !== undefined && now.getTime() >= Date.parse(cert.supersededAt))
+    return { ok: false, reason: 'superseded' }
   return { ok: true, deviceId }
 }
 
@@ -116,8 +126,22 @@ export const devicesProjection: Projection = {
       }
       case 'CertificateIssued': {
         const d = event.data
-        updateDevice(tx, d.deviceId, (v) => ({ ...v, currentSerial: d.serial, serials: v.serials.includes(d.serial) ? v.serials : [...v.serials, d.serial] }))
-        const cert: CertificateView = { serial: d.serial, deviceId: d.deviceId, caId: d.caId, notBefore: d.notBefore, notAfter: d.notAfter, fingerprint: d.fingerprint, supersededAt: undefined, revokedAt: undefined, revokeReason: undefined }
+        updateDevice(tx, d.deviceId, (v) => ({
+          ...v,
+          currentSerial: d.serial,
+          serials: v.serials.includes(d.serial) ? v.serials : [...v.serials, d.serial],
+        }))
+        const cert: CertificateView = {
+          serial: d.serial,
+          deviceId: d.deviceId,
+          caId: d.caId,
+          notBefore: d.notBefore,
+          notAfter: d.notAfter,
+          fingerprint: d.fingerprint,
+          supersededAt: undefined,
+          revokedAt: undefined,
+          revokeReason: undefined,
+        }
         tx.put(CERTIFICATES, d.serial, cert)
         return
       }
@@ -125,16 +149,35 @@ export const devicesProjection: Projection = {
         updateCertificate(tx, event.data.previousSerial, (c) => ({ ...c, supersededAt: event.data.previousValidUntil }))
         return
       case 'CertificateRevoked':
-        updateCertificate(tx, event.data.serial, (c) => ({ ...c, revokedAt: c.revokedAt ?? event.data.revokedAt, revokeReason: c.revokeReason ?? event.data.reason }))
+        updateCertificate(tx, event.data.serial, (c) => ({
+          ...c,
+          revokedAt: c.revokedAt ?? event.data.revokedAt,
+          revokeReason: c.revokeReason ?? event.data.reason,
+        }))
         return
       case 'DeviceRevoked': {
         const d = event.data
-        updateDevice(tx, d.deviceId, (v) => ({ ...v, status: 'revoked', revokedAt: d.revokedAt, revokeReason: d.reason, revokedBy: actor }))
-        for (const serial of d.serials) updateCertificate(tx, serial, (c) => ({ ...c, revokedAt: c.revokedAt ?? d.revokedAt, revokeReason: c.revokeReason ?? d.reason }))
+        updateDevice(tx, d.deviceId, (v) => ({
+          ...v,
+          status: 'revoked',
+          revokedAt: d.revokedAt,
+          revokeReason: d.reason,
+          revokedBy: actor,
+        }))
+        for (const serial of d.serials)
+          updateCertificate(tx, serial, (c) => ({
+            ...c,
+            revokedAt: c.revokedAt ?? d.revokedAt,
+            revokeReason: c.revokeReason ?? d.reason,
+          }))
         return
       }
       case 'DeviceClaimed':
-        updateDevice(tx, event.data.deviceId, (v) => ({ ...v, householdId: event.data.householdId, claimedAt: event.data.claimedAt }))
+        updateDevice(tx, event.data.deviceId, (v) => ({
+          ...v,
+          householdId: event.data.householdId,
+          claimedAt: event.data.claimedAt,
+        }))
         return
       case 'DeviceUnpaired':
         updateDevice(tx, event.data.deviceId, (v) => ({ ...v, householdId: undefined, claimedAt: undefined }))
@@ -166,6 +209,9 @@ function updateCertificate(tx: DocumentTx, serial: string, change: (c: Certifica
 /** Build the devices read model from the store in one pass (the CLI's way; servers follow it). */
 export async function readRegistry(store: EventStore): Promise<MemoryDocuments> {
   const docs = new MemoryDocuments()
-  for (const event of await store.readAll({ filter: { types: devicesProjection.eventTypes, streamPrefixes: ['device-', 'mqtt-'] } })) devicesProjection.apply(docs, event)
+  for (const event of await store.readAll({
+    filter: { types: devicesProjection.eventTypes, streamPrefixes: ['device-', 'mqtt-'] },
+  }))
+    devicesProjection.apply(docs, event)
   return docs
 }

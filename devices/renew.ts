@@ -2,7 +2,7 @@ import { KennelError } from '../infra/errors.ts'
 import { checkCsr, newSerial, signDeviceCertificate } from './certificate.ts'
 import { assertCanRenew, decide } from './device.ts'
 import { assertDeviceId } from './device-id.ts'
-import { appendDeviceEvents, loadDevice, nowOf, randomOf, recordCa, type DeviceDeps } from './device-store.ts'
+import { handleDeviceCommand, loadDevice, nowOf, randomOf, recordCa, type DeviceDeps } from './device-store.ts'
 import { normalizeSerial } from './registry.ts'
 
 // Renewal (R18): a device holding its current, valid certificate gets a new one for a new CSR
@@ -10,7 +10,12 @@ import { normalizeSerial } from './registry.ts'
 // The transport (the API's device route) has already checked the presented certificate's chain.
 // The toy gets the CA's trust bundle with its certificate and keeps it as its ca.crt: after any
 // number of rollovers it still holds the CA of the server certificate.
-export async function renewCertificate(deps: DeviceDeps, deviceId: string, presentedSerial: string, csrPem: string): Promise<{ certPem: string; serial: string; caPem: string }> {
+export async function renewCertificate(
+  deps: DeviceDeps,
+  deviceId: string,
+  presentedSerial: string,
+  csrPem: string,
+): Promise<{ certPem: string; serial: string; caPem: string }> {
   assertDeviceId(deviceId)
   const presented = parseSerial(presentedSerial)
   const now = nowOf(deps)
@@ -29,16 +34,34 @@ export async function renewCertificate(deps: DeviceDeps, deviceId: string, prese
     now,
     validityDays: deps.config.certValidityDays,
   })
-  // re-read: a concurrent renewal or revocation wins and this one is refused
-  const { state, revision } = await loadDevice(deps.store, deviceId)
-  const events = decide({ type: 'RenewCertificate', presentedSerial: presented, now, graceHours: deps.config.renewalGraceHours, certificate: issued }, state)
-  await recordCa(deps.store, { issuer, origin }, deps.actor)
-  await appendDeviceEvents({ ...deps, credential: deps.credential ?? `cert:${presented}` }, deviceId, events, revision)
+  // decided on the stream as it is now: a concurrent renewal or revocation wins and this one is refused
+  await handleDeviceCommand(
+    { ...deps, credential: deps.credential ?? `cert:${presented}` },
+    deviceId,
+    async (state) => {
+      const events = decide(
+        {
+          type: 'RenewCertificate',
+          presentedSerial: presented,
+          now,
+          graceHours: deps.config.renewalGraceHours,
+          certificate: issued,
+        },
+        state,
+      )
+      await recordCa(deps.store, { issuer, origin }, deps.actor)
+      return events
+    },
+  )
   return { certPem, serial: issued.serial, caPem: trustedPem }
 }
 
 export function parseSerial(serial: unknown): string {
   const normalized = typeof serial === 'string' ? normalizeSerial(serial) : ''
-  if (!/^[0-9a-f]{1,40}$/.test(normalized)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid certificate serial ${JSON.stringify(String(serial).slice(0, 80))}: hexadecimal, at most 20 bytes`)
+  if (!/^[0-9a-f]{1,40}$/.test(normalized))
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `invalid certificate serial ${JSON.stringify(String(serial).slice(0, 80))}: hexadecimal, at most 20 bytes`,
+    )
   return normalized
 }

@@ -3,7 +3,7 @@ import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Documents } from '../projections/projection.ts'
 import { decide, evolve } from './device.ts'
 import { assertDeviceId } from './device-id.ts'
-import { appendDeviceEvents, loadDevice, nowOf, withRetry, type ClaimDeps } from './device-store.ts'
+import { handleDeviceCommand, nowOf, type ClaimDeps } from './device-store.ts'
 import type { CertificateIssued } from './events.ts'
 import { certificateView } from './registry.ts'
 import { parseSerial } from './renew.ts'
@@ -17,10 +17,9 @@ type RevokeDeps = Omit<ClaimDeps, 'ca' | 'config'>
 export async function revokeDevice(deps: RevokeDeps, deviceId: string, reason: string): Promise<void> {
   assertDeviceId(deviceId)
   const why = checkReason(reason)
-  await withRetry(async () => {
-    const { state, revision } = await loadDevice(deps.store, deviceId)
+  await handleDeviceCommand(deps, deviceId, (state) => {
     if (state.status === 'new') throw new KennelError('KENNEL_ERR_DEVICE_UNKNOWN', `no device ${deviceId}`)
-    await appendDeviceEvents(deps, deviceId, decide({ type: 'RevokeDevice', reason: why, now: nowOf(deps) }, state), revision)
+    return decide({ type: 'RevokeDevice', reason: why, now: nowOf(deps) }, state)
   })
 }
 
@@ -30,13 +29,11 @@ export async function revokeDevice(deps: RevokeDeps, deviceId: string, reason: s
 export async function retireDevice(deps: RevokeDeps, deviceId: string, reason: string): Promise<void> {
   assertDeviceId(deviceId)
   const why = checkReason(reason)
-  await withRetry(async () => {
-    const { state, revision } = await loadDevice(deps.store, deviceId)
-    if (state.status === 'new') return
+  await handleDeviceCommand(deps, deviceId, (state) => {
+    if (state.status === 'new') return []
     const now = nowOf(deps)
     const revoked = state.status === 'revoked' ? [] : decide({ type: 'RevokeDevice', reason: why, now }, state)
-    const events = [...revoked, ...decide({ type: 'UnpairDevice', reason: why, now }, revoked.reduce(evolve, state))]
-    if (events.length > 0) await appendDeviceEvents(deps, deviceId, events, revision)
+    return [...revoked, ...decide({ type: 'UnpairDevice', reason: why, now }, revoked.reduce(evolve, state))]
   })
 }
 
@@ -44,16 +41,22 @@ export async function revokeCertificate(deps: RevokeDeps, serial: string, reason
   const normalized = parseSerial(serial)
   const why = checkReason(reason)
   const deviceId = await deviceOfSerial(deps.store, deps.docs, normalized)
-  if (deviceId === undefined) throw new KennelError('KENNEL_ERR_CERT_UNKNOWN', `no certificate with serial ${normalized} was issued`)
-  await withRetry(async () => {
-    const { state, revision } = await loadDevice(deps.store, deviceId)
-    await appendDeviceEvents(deps, deviceId, decide({ type: 'RevokeCertificate', serial: normalized, reason: why, now: nowOf(deps) }, state), revision)
-  })
+  if (deviceId === undefined)
+    throw new KennelError('KENNEL_ERR_CERT_UNKNOWN', `no certificate with serial ${normalized} was issued`)
+  await handleDeviceCommand(deps, deviceId, (state) =>
+    decide({ type: 'RevokeCertificate', serial: normalized, reason: why, now: nowOf(deps) }, state),
+  )
 }
 
-async function deviceOfSerial(store: EventStore, docs: Documents | undefined, serial: string): Promise<string | undefined> {
+async function deviceOfSerial(
+  store: EventStore,
+  docs: Documents | undefined,
+  serial: string,
+): Promise<string | undefined> {
   if (docs) return certificateView(docs, serial)?.deviceId
-  const issued = (await store.readAll({ filter: { types: ['CertificateIssued'], streamPrefixes: ['device-'] } })) as unknown as { data: CertificateIssued['data'] }[]
+  const issued = (await store.readAll({
+    filter: { types: ['CertificateIssued'], streamPrefixes: ['device-'] },
+  })) as unknown as { data: CertificateIssued['data'] }[]
   return issued.find((e) => e.data.serial === serial)?.data.deviceId
 }
 

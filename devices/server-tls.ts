@@ -20,7 +20,8 @@ const RENEW_BEFORE_MS = 7 * 86_400_000
 
 export async function loadServerTls(config: Config, ca: DeviceCa): Promise<{ cert: string; key: string }> {
   if (config.tlsCert !== undefined || config.tlsKey !== undefined) return loadConfigured(config, ca)
-  if (config.env === 'production') throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_TLS_CERT and KENNEL_TLS_KEY')
+  if (config.env === 'production')
+    throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_TLS_CERT and KENNEL_TLS_KEY')
   const file = path.join(config.dataDir, 'tls', 'server.pem')
   const cached = fs.existsSync(file) ? await readCached(file, ca) : undefined
   if (cached) return cached
@@ -33,7 +34,8 @@ export async function loadServerTls(config: Config, ca: DeviceCa): Promise<{ cer
 }
 
 function loadConfigured(config: Config, ca: DeviceCa): { cert: string; key: string } {
-  if (config.tlsCert === undefined || config.tlsKey === undefined) throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_TLS_CERT and KENNEL_TLS_KEY must be set together')
+  if (config.tlsCert === undefined || config.tlsKey === undefined)
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_TLS_CERT and KENNEL_TLS_KEY must be set together')
   assertPrivateFile(config.tlsKey)
   let cert: string
   let key: string
@@ -51,7 +53,10 @@ function loadConfigured(config: Config, ca: DeviceCa): { cert: string; key: stri
       throw new KennelError('KENNEL_ERR_CONFIG', `KENNEL_TLS_CERT (${config.tlsCert}) is not a PEM certificate`)
     }
     if (leaf.issuer.includes('kennel development') || /(^|, )OU=development(,|$)/.test(leaf.issuer)) {
-      throw new KennelError('KENNEL_ERR_DEVELOPMENT_MATERIAL', `KENNEL_TLS_CERT (${config.tlsCert}) was issued by a development CA (R8)`)
+      throw new KennelError(
+        'KENNEL_ERR_DEVELOPMENT_MATERIAL',
+        `KENNEL_TLS_CERT (${config.tlsCert}) was issued by a development CA (R8)`,
+      )
     }
     if (!chainsTo(cert, ca.trustedPem)) {
       throw new KennelError(
@@ -65,10 +70,14 @@ function loadConfigured(config: Config, ca: DeviceCa): { cert: string; key: stri
 
 /** The leaf of `chainPem`, through the chain's own certificates, reaches a certificate of `trustPem`. */
 function chainsTo(chainPem: string, trustPem: string): boolean {
-  const parse = (pem: string) => (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new crypto.X509Certificate(c))
+  const parse = (pem: string) =>
+    (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
+      (c) => new crypto.X509Certificate(c),
+    )
   const [leaf, ...untrusted] = parse(chainPem)
   const anchors = parse(trustPem)
-  const issuerOf = (cert: crypto.X509Certificate, among: crypto.X509Certificate[]) => among.find((c) => cert.checkIssued(c) && cert.verify(c.publicKey))
+  const issuerOf = (cert: crypto.X509Certificate, among: crypto.X509Certificate[]) =>
+    among.find((c) => cert.checkIssued(c) && cert.verify(c.publicKey))
   let cert = leaf
   for (let depth = 0; cert && depth <= untrusted.length; depth++) {
     if (anchors.some((a) => a.raw.equals(cert!.raw)) || issuerOf(cert, anchors)) return true
@@ -84,14 +93,19 @@ async function readCached(file: string, ca: DeviceCa): Promise<{ cert: string; k
     const cert = text.slice(text.indexOf('-----BEGIN CERTIFICATE-----'))
     const leaf = new x509.X509Certificate(cert)
     const fresh = leaf.notAfter.getTime() - Date.now() > RENEW_BEFORE_MS
-    const fromServerCa = leaf.issuer === ca.serverIssuer.certificate.subject && (await leaf.verify({ publicKey: ca.serverIssuer.certificate.publicKey, signatureOnly: true }))
+    const fromServerCa =
+      leaf.issuer === ca.serverIssuer.certificate.subject &&
+      (await leaf.verify({ publicKey: ca.serverIssuer.certificate.publicKey, signatureOnly: true }))
     return key && fresh && fromServerCa ? { cert, key } : undefined
   } catch {
     return undefined
   }
 }
 
-export async function issueDevelopmentServerCertificate(ca: DeviceCa, now: Date): Promise<{ cert: string; key: string }> {
+export async function issueDevelopmentServerCertificate(
+  ca: DeviceCa,
+  now: Date,
+): Promise<{ cert: string; key: string }> {
   const keys = await generateKeyPair('P-256')
   const issuer = ca.serverIssuer
   const cert = await x509.X509CertificateGenerator.create({
@@ -116,5 +130,5 @@ export async function issueDevelopmentServerCertificate(ca: DeviceCa, now: Date)
     ],
   })
   const chain = issuer.info.intermediate ? ca.chainPem : ''
-  return { cert: cert.toString('pem') + '\n' + chain, key: await privateKeyPem(keys.privateKey) }
+  return { cert: `${cert.toString('pem')}\n${chain}`, key: await privateKeyPem(keys.privateKey) }
 }

@@ -71,6 +71,8 @@ export const errorCatalogue = {
   KENNEL_ERR_VERIFICATION_EXPIRED: { http: 410, exit: 65 },
   KENNEL_ERR_VERIFICATION_USED: { http: 409, exit: 65 },
   KENNEL_ERR_LOGIN_FAILED: { http: 401, exit: 77 },
+  /** a bearer token alone is not enough (erasure, export): the password must be given again (api/accounts/reauth.ts) */
+  KENNEL_ERR_REAUTH_REQUIRED: { http: 403, exit: 77 },
   KENNEL_ERR_ROLE_INVALID: { http: 400, exit: 64 },
   // recordings and blobs (R5, R12)
   KENNEL_ERR_URL_EXPIRED: { http: 403, exit: 77 },

@@ -32,7 +32,8 @@ export function scrubLogLine(line: string): string {
     .replace(AMZ_SIGNING_NAME, `X-Amz-${REDACTED}`)
 }
 
-const withoutQuery = (url: unknown): unknown => (typeof url === 'string' && url.includes('?') ? `${url.slice(0, url.indexOf('?'))}?${REDACTED}` : url)
+const withoutQuery = (url: unknown): unknown =>
+  typeof url === 'string' && url.includes('?') ? `${url.slice(0, url.indexOf('?'))}?${REDACTED}` : url
 
 interface LoggedRequest {
   method?: string
@@ -46,9 +47,31 @@ export function createLogger(level: string, name = 'kennel', destination?: Desti
   const options: pino.LoggerOptions = {
     name,
     level,
-    redact: { paths: ['*.privateKey', '*.key', '*.password', '*.token', '*.claimCode', 'privateKey', 'password', 'token', 'claimCode', 'req.headers.authorization'], censor: '[redacted]' },
+    redact: {
+      paths: [
+        '*.privateKey',
+        '*.key',
+        '*.password',
+        '*.token',
+        '*.claimCode',
+        'privateKey',
+        'password',
+        'token',
+        'claimCode',
+        'req.headers.authorization',
+      ],
+      censor: '[redacted]',
+    },
     // Fastify logs each request with this serialiser (it takes the logger's own over its default)
-    serializers: { req: (req: LoggedRequest) => ({ method: req.method, url: withoutQuery(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }) },
+    serializers: {
+      req: (req: LoggedRequest) => ({
+        method: req.method,
+        url: withoutQuery(req.url),
+        host: req.host,
+        remoteAddress: req.ip,
+        remotePort: req.socket?.remotePort,
+      }),
+    },
     hooks: { streamWrite: scrubLogLine },
   }
   return destination ? pino(options, destination) : pino(options)

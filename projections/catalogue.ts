@@ -14,7 +14,7 @@ import { createMonitorProjection } from './monitor/projection.ts'
 import type { MonitorThresholds } from './monitor/rules.ts'
 import type { Projection } from './projection.ts'
 import { openReadModels, readModelLocation } from './readmodels/open.ts'
-import type { ReadModelStore } from './readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from './readmodels/port.ts'
 
 // The projections this context runs, wired from the configuration: what `kennel start` and the
 // CLI pass to the persistent runner.
@@ -26,7 +26,8 @@ export function auditSigner(config: Config): AuditSigner {
 /** the keys `audit verify` trusts: the signer's own, plus a given public key (PEM file) */
 export function auditVerifiers(config: Config, publicKeyFile?: string): AuditVerifier[] {
   if (publicKeyFile !== undefined) return [verifierFromPem(fs.readFileSync(publicKeyFile, 'utf8'))]
-  const signer = config.auditKey !== undefined || fs.existsSync(devKeyPath(config.dataDir)) ? auditSigner(config) : undefined
+  const signer =
+    config.auditKey !== undefined || fs.existsSync(devKeyPath(config.dataDir)) ? auditSigner(config) : undefined
   return signer ? [verifierFromPem(signer.publicKeyPem)] : []
 }
 
@@ -44,14 +45,22 @@ export function monitorThresholds(config: Config): MonitorThresholds {
   }
 }
 
-export function kennelProjections(config: Config, signer: AuditSigner, thresholds: Partial<MonitorThresholds> = {}): Projection[] {
+export function kennelProjections(
+  config: Config,
+  signer: AuditSigner,
+  thresholds: Partial<MonitorThresholds> = {},
+): Projection[] {
   return [
-    createAuditProjection({ signer, headEveryEvents: config.auditHeadEveryEvents, headEverySeconds: config.auditHeadEverySeconds }),
+    createAuditProjection({
+      signer,
+      headEveryEvents: config.auditHeadEveryEvents,
+      headEverySeconds: config.auditHeadEverySeconds,
+    }),
     createMonitorProjection({ ...monitorThresholds(config), ...thresholds }),
   ]
 }
 
-export function openKennelReadModels(config: Config): Promise<ReadModelStore> {
+export function openKennelReadModels(config: Config): Promise<ReadModelStore & EntryLookups> {
   return openReadModels(readModelLocation(config.eventStoreUrl))
 }
 
@@ -61,10 +70,21 @@ export function publicKeyFile(config: Config): string {
 
 /** what the API's auditor routes call (api/audit/routes.ts AuditPort); `contacts` is the
  * composition root's resolver of the accounts' addresses (R16) */
-export function createAuditPort(deps: { store: EventStore; readModels: ReadModelStore; verifiers: readonly AuditVerifier[]; headEveryEvents?: number; contacts: ContactResolver }): {
+export function createAuditPort(deps: {
+  store: EventStore
+  readModels: EntryLookups
+  verifiers: readonly AuditVerifier[]
+  headEveryEvents?: number
+  contacts: ContactResolver
+}): {
   verify(): Promise<Record<string, unknown>>
   latestHead(): Promise<(TreeHead & { position: number }) | null>
-  breachReport(request: { credential: string; since: string; until: string; actor: string }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>
+  breachReport(request: {
+    credential: string
+    since: string
+    until: string
+    actor: string
+  }): Promise<{ report: Record<string, unknown> & { reportId: string }; csv: string }>
 } {
   return {
     verify: async () => ({ ...(await verifyAuditLog(deps)) }),
@@ -73,7 +93,12 @@ export function createAuditPort(deps: { store: EventStore; readModels: ReadModel
       return latest ? { ...latest.head, position: latest.position } : null
     },
     breachReport: async (r) => {
-      const report = await buildBreachReport(deps, { credential: r.credential, since: r.since, until: r.until, actor: r.actor })
+      const report = await buildBreachReport(deps, {
+        credential: r.credential,
+        since: r.since,
+        until: r.until,
+        actor: r.actor,
+      })
       return { report: { ...report }, csv: breachReportCsv(report) }
     },
   }

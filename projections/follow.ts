@@ -18,7 +18,11 @@ export interface FollowedProjections {
  * processes that need read models without persisting them (the CLI, tests); the server uses the
  * persistent runner. A failed read is retried (logged as a warning); a projection that throws
  * stops them, logged as an error. */
-export function followProjections(store: EventStore, projections: readonly Projection[], log?: Pick<Logger, 'warn' | 'error'>): FollowedProjections {
+export function followProjections(
+  store: EventStore,
+  projections: readonly Projection[],
+  log?: Pick<Logger, 'warn' | 'error'>,
+): FollowedProjections {
   const docs = new MemoryDocuments()
   const byType = new Map<string, Projection[]>()
   for (const p of projections) for (const type of p.eventTypes) byType.set(type, [...(byType.get(type) ?? []), p])
@@ -29,7 +33,7 @@ export function followProjections(store: EventStore, projections: readonly Proje
   let position = 0
   const reached = (at: number): void => {
     position = at
-    for (const w of waiters) if (w.position <= position) (waiters.delete(w), w.resolve())
+    for (const w of waiters) if (w.position <= position) waiters.delete(w), w.resolve()
   }
   const waiters = new Set<{ position: number; resolve: () => void }>()
   let resolveCaughtUp!: () => void
@@ -47,7 +51,8 @@ export function followProjections(store: EventStore, projections: readonly Proje
     },
     onCheckpoint: reached,
     onCaughtUp: () => resolveCaughtUp(),
-    onRetry: (err, delayMs) => log?.warn({ err: err.message, delayMs }, 'in-memory read models: reading the event store failed; retrying'),
+    onRetry: (err, delayMs) =>
+      log?.warn({ err: err.message, delayMs }, 'in-memory read models: reading the event store failed; retrying'),
     onError: (err) => {
       log?.error({ err }, 'in-memory read models stopped following the event store')
       rejectCaughtUp(err)
@@ -63,7 +68,12 @@ export function followProjections(store: EventStore, projections: readonly Proje
       if (target <= position) return Promise.resolve()
       return new Promise((resolve, reject) => {
         const w = { position: target, resolve: () => (clearTimeout(timer), resolve()) }
-        const timer = setTimeout(() => (waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))), timeoutMs)
+        const timer = setTimeout(
+          () => (
+            waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))
+          ),
+          timeoutMs,
+        )
         waiters.add(w)
       })
     },

@@ -13,7 +13,11 @@ export interface ProjectorLag {
   behind: number
 }
 
-export async function projectorLag(store: Pick<EventStore, 'headPosition'>, readModels: Pick<ReadModelStore, 'checkpoints'>, names: readonly string[]): Promise<ProjectorLag> {
+export async function projectorLag(
+  store: Pick<EventStore, 'headPosition'>,
+  readModels: Pick<ReadModelStore, 'checkpoints'>,
+  names: readonly string[],
+): Promise<ProjectorLag> {
   // checkpoints first: read the other way round, a commit in between could put one past the head
   const stored = await readModels.checkpoints()
   const head = await store.headPosition()

@@ -40,6 +40,7 @@ export interface Projection {
   readonly version: number
   /** the only event types apply receives (ALL_EVENTS: every event) */
   readonly eventTypes: readonly string[]
+  // biome-ignore lint/suspicious/noConfusingVoidType: most projections' apply returns nothing; the audit log's returns its entry
   apply(tx: DocumentTx, event: RecordedEvent): void | ProjectionEntry
   /** optional, persistent runner only: called about once a second while caught up, with the
    * wall-clock time, for work that depends on time passing rather than on events (a signed tree

@@ -28,7 +28,11 @@ export interface RebuildResult {
 export async function rebuildProjections(o: RebuildOptions): Promise<RebuildResult> {
   const chosen = o.names ? o.projections.filter((p) => o.names!.includes(p.name)) : [...o.projections]
   const unknown = (o.names ?? []).filter((n) => !o.projections.some((p) => p.name === n))
-  if (unknown.length > 0) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no projection named ${unknown.join(', ')} (known: ${o.projections.map((p) => p.name).join(', ')})`)
+  if (unknown.length > 0)
+    throw new KennelError(
+      'KENNEL_ERR_NOT_FOUND',
+      `no projection named ${unknown.join(', ')} (known: ${o.projections.map((p) => p.name).join(', ')})`,
+    )
   const started = performance.now()
   const head = await o.store.headPosition()
   for (const p of chosen) await o.readModels.reset(p.name)

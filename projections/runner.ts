@@ -188,11 +188,17 @@ class Runner implements ProjectionRunner {
       const docs = new MemoryDocuments()
       let stored = await this.o.readModels.load(projection.name)
       if (stored && stored.version !== projection.version) {
-        this.o.log?.info({ projection: projection.name, stored: stored.version, current: projection.version }, 'projection version changed; rebuilding')
+        this.o.log?.info(
+          { projection: projection.name, stored: stored.version, current: projection.version },
+          'projection version changed; rebuilding',
+        )
         await this.o.readModels.reset(projection.name)
         stored = undefined
       } else if (stored?.incomplete) {
-        this.o.log?.warn({ projection: projection.name, position: stored.position }, 'a from-zero load was interrupted before its index was written; rebuilding')
+        this.o.log?.warn(
+          { projection: projection.name, position: stored.position },
+          'a from-zero load was interrupted before its index was written; rebuilding',
+        )
         await this.o.readModels.reset(projection.name)
         stored = undefined
       }
@@ -219,12 +225,16 @@ class Runner implements ProjectionRunner {
       after: this.pos,
       onEvent: (event) => this.onEvent(event),
       onCaughtUp: () => {
-        void this.settle().then(() => {
-          this.isCaughtUp = true
-          this.resolveCaughtUp()
-        }, (err: unknown) => this.onError(asError(err)))
+        void this.settle().then(
+          () => {
+            this.isCaughtUp = true
+            this.resolveCaughtUp()
+          },
+          (err: unknown) => this.onError(asError(err)),
+        )
       },
-      onRetry: (err, delayMs) => this.o.log?.warn({ err: err.message, delayMs }, 'projections: reading the event store failed; retrying'),
+      onRetry: (err, delayMs) =>
+        this.o.log?.warn({ err: err.message, delayMs }, 'projections: reading the event store failed; retrying'),
       onError: (err) => this.onError(err),
     })
   }
@@ -391,7 +401,17 @@ class Runner implements ProjectionRunner {
           else puts.push([collection, id, JSON.stringify(doc)])
         }
       }
-      changes.push({ name: s.projection.name, version: s.projection.version, expectedPosition: s.stored, position: s.applied, puts, deletes, entries: s.entries, columns: s.columns, catchingUp: !this.isCaughtUp })
+      changes.push({
+        name: s.projection.name,
+        version: s.projection.version,
+        expectedPosition: s.stored,
+        position: s.applied,
+        puts,
+        deletes,
+        entries: s.entries,
+        columns: s.columns,
+        catchingUp: !this.isCaughtUp,
+      })
       s.tx.clear()
       s.entries = []
       s.columns = []
@@ -416,7 +436,7 @@ class Runner implements ProjectionRunner {
       this.o.onCommit?.(position)
     }
     this.committed = Math.max(this.committed, position)
-    for (const w of this.waiters) if (w.position <= position) (this.waiters.delete(w), w.resolve())
+    for (const w of this.waiters) if (w.position <= position) this.waiters.delete(w), w.resolve()
     // appends wait for the event store's durable commit: while catching up the next batch is
     // applied meanwhile (one drain at a time, in order; settle waits for them)
     this.outbox = this.outbox.then(() => this.drainOutbox())
@@ -454,8 +474,18 @@ class Runner implements ProjectionRunner {
     if (target <= this.committed) return Promise.resolve()
     if (this.failure) return Promise.reject(this.failure)
     return new Promise((resolve, reject) => {
-      const w = { position: target, resolve: () => (clearTimeout(timer), resolve()), reject: (err: Error) => (clearTimeout(timer), reject(err)) }
-      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))), timeoutMs)
+      const w = {
+        position: target,
+        resolve: () => (clearTimeout(timer), resolve()),
+        reject: (err: Error) => (clearTimeout(timer), reject(err)),
+      }
+      const timer = setTimeout(
+        () => (
+          this.waiters.delete(w),
+          reject(new Error(`read model did not reach position ${target} within ${timeoutMs} ms`))
+        ),
+        timeoutMs,
+      )
       this.waiters.add(w)
     })
   }

@@ -21,9 +21,17 @@ export function reservationHolds(last: EmailReserved['data'], holderExists: bool
 const isConflict = (err: unknown) => err instanceof KennelError && err.code === 'KENNEL_ERR_WRONG_EXPECTED_REVISION'
 
 /** true when the address is now reserved for `accountId`, false when another sign-up holds it */
-export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId: string, metadata: EventMetadata): Promise<boolean> {
+export async function reserveEmail(
+  ctx: ApiContext,
+  emailHash: string,
+  accountId: string,
+  metadata: EventMetadata,
+): Promise<boolean> {
   const stream = emailStream(emailHash)
-  const event: EmailReserved = { type: 'EmailReserved', data: { emailHash, accountId, reservedAt: ctx.now().toISOString() } }
+  const event: EmailReserved = {
+    type: 'EmailReserved',
+    data: { emailHash, accountId, reservedAt: ctx.now().toISOString() },
+  }
   try {
     await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: 'no_stream' })
     return true
@@ -36,7 +44,8 @@ export async function reserveEmail(ctx: ApiContext, emailHash: string, accountId
   // an erased holder keeps nothing: the address may sign up again (R12)
   const holderEvents = await ctx.store.readStream(accountStream(holder))
   const holderErased = holderEvents.some((e) => e.type === 'AccountErased')
-  if (!holderErased && reservationHolds(last.data as EmailReserved['data'], holderEvents.length > 0, ctx.now())) return false
+  if (!holderErased && reservationHolds(last.data as EmailReserved['data'], holderEvents.length > 0, ctx.now()))
+    return false
   try {
     await ctx.store.append(stream, [{ ...event, metadata }], { expectedRevision: last.revision })
     return true

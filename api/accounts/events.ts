@@ -95,6 +95,23 @@ export interface PrivilegedRouteUsed {
   data: { accountId: string; role: Role; route: string; query?: Record<string, unknown> }
 }
 
+/** An erasure began (R12): appended before its first step, so that one interrupted midway (a
+ * crash, a blob store down) is listed until its AccountErased (`kennel account erasures
+ * --pending`) and finished by running it again. What it is about to erase, as AccountErased lists
+ * it, and the same reason; nothing personal, no source address. A repeated erasure appends none:
+ * it finishes the one started. */
+export interface AccountErasureStarted {
+  type: 'AccountErasureStarted'
+  data: {
+    accountId: string
+    startedAt: string
+    reason: string
+    householdIds: string[]
+    deviceIds: string[]
+    recordingIds: string[]
+  }
+}
+
 /** The person was erased (R12): their person key is shredded, so every value sealed with it
  * (address, household names, source addresses) reads `[erased]` from now on; the households of
  * which they were the last member went with them (recording key shredded, recordings deleted,
@@ -120,7 +137,20 @@ export interface AccountExported {
   data: { accountId: string; exportedAt: string; households: number; recordings: number; events: number }
 }
 
-export type AccountEvent = AccountCreated | VerificationRequested | AccountVerified | EmailReserved | RoleGranted | SessionStarted | SessionEnded | LoginFailed | LoginBlockLifted | PrivilegedRouteUsed | AccountErased | AccountExported
+export type AccountEvent =
+  | AccountCreated
+  | VerificationRequested
+  | AccountVerified
+  | EmailReserved
+  | RoleGranted
+  | SessionStarted
+  | SessionEnded
+  | LoginFailed
+  | LoginBlockLifted
+  | PrivilegedRouteUsed
+  | AccountErasureStarted
+  | AccountErased
+  | AccountExported
 
 export const accountStream = (accountId: string): string => `account-${accountId}`
 export const emailStream = (emailHash: string): string => `email-${emailHash}`

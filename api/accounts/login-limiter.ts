@@ -1,4 +1,9 @@
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible'
+import {
+  RateLimiterMemory,
+  RateLimiterRedis,
+  type RateLimiterAbstract,
+  type RateLimiterRes,
+} from 'rate-limiter-flexible'
 import type { Redis } from 'ioredis'
 
 // Brute-force protection for logins (R6) that cannot be turned against the account's owner. Per
@@ -23,7 +28,10 @@ export interface LoginBlock {
 }
 
 /** the wait imposed after the `failures`-th consecutive failure */
-export function loginDelaySeconds(failures: number, limits: Pick<LoginLimits, 'freeFailures' | 'firstDelaySeconds' | 'maxDelaySeconds'>): number {
+export function loginDelaySeconds(
+  failures: number,
+  limits: Pick<LoginLimits, 'freeFailures' | 'firstDelaySeconds' | 'maxDelaySeconds'>,
+): number {
   if (failures < limits.freeFailures) return 0
   const doublings = Math.min(failures - limits.freeFailures, 30)
   return Math.min(limits.maxDelaySeconds, limits.firstDelaySeconds * 2 ** doublings)
@@ -68,7 +76,9 @@ export class LoginLimiter {
     redis?: Redis,
   ) {
     const make = (keyPrefix: string, points: number, duration: number): RateLimiterAbstract =>
-      redis ? new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration, useRedisPackage: false }) : new RateLimiterMemory({ keyPrefix, points, duration })
+      redis
+        ? new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration, useRedisPackage: false })
+        : new RateLimiterMemory({ keyPrefix, points, duration })
     // only counted (penalty) and read (get): the points are never consumed
     this.failures = make('kennel-login-failures', 1, FAILURE_MEMORY_SECONDS)
     // a key blocked for the current delay (block)
@@ -80,7 +90,8 @@ export class LoginLimiter {
   async blocked(keys: LoginKeys): Promise<LoginBlock | undefined> {
     const [wait, ip] = await Promise.all([this.waits.get(keys.accountIp), this.byIp.get(keys.ip)])
     if (ip && ip.consumedPoints >= this.byIp.points) return { limit: 'login-ip-day', retryAfterSeconds: seconds(ip) }
-    if (wait && wait.consumedPoints > this.waits.points && wait.msBeforeNext > 0) return { limit: 'login-account-ip', retryAfterSeconds: seconds(wait) }
+    if (wait && wait.consumedPoints > this.waits.points && wait.msBeforeNext > 0)
+      return { limit: 'login-account-ip', retryAfterSeconds: seconds(wait) }
     return undefined
   }
 

@@ -21,7 +21,11 @@ const commonPasswords = new Set(
 
 let zxcvbn: Promise<ZxcvbnFactory> | undefined
 function strength(): Promise<ZxcvbnFactory> {
-  zxcvbn ??= Promise.all([import('@zxcvbn-ts/core'), import('@zxcvbn-ts/language-common'), import('@zxcvbn-ts/language-en')]).then(
+  zxcvbn ??= Promise.all([
+    import('@zxcvbn-ts/core'),
+    import('@zxcvbn-ts/language-common'),
+    import('@zxcvbn-ts/language-en'),
+  ]).then(
     ([{ ZxcvbnFactory }, common, en]) =>
       new ZxcvbnFactory({
         dictionary: { ...common.dictionary, ...en.dictionary },
@@ -32,7 +36,17 @@ function strength(): Promise<ZxcvbnFactory> {
   return zxcvbn
 }
 
-const LEET: Record<string, string> = { '0': 'o', '1': 'l', '3': 'e', '4': 'a', '5': 's', '7': 't', '@': 'a', $: 's', '!': 'i' }
+const LEET: Record<string, string> = {
+  '0': 'o',
+  '1': 'l',
+  '3': 'e',
+  '4': 'a',
+  '5': 's',
+  '7': 't',
+  '@': 'a',
+  $: 's',
+  '!': 'i',
+}
 const unleet = (s: string): string => s.replace(/[013457@$!]/g, (c) => LEET[c] ?? c)
 
 /** the e-mail's words a password must not contain: the local part and its pieces, the domain's labels */
@@ -48,8 +62,10 @@ export async function passwordProblem(password: string, email: string): Promise<
   const lower = password.toLowerCase()
   if (commonPasswords.has(lower)) return 'the password is one of the most commonly used passwords'
   const plain = unleet(lower)
-  if (lower.includes(PRODUCT) || plain.includes(PRODUCT)) return `the password must not contain the product name "${PRODUCT}"`
-  if (emailParts(email).some((part) => lower.includes(part) || plain.includes(unleet(part)))) return 'the password must not contain your e-mail address or parts of it'
+  if (lower.includes(PRODUCT) || plain.includes(PRODUCT))
+    return `the password must not contain the product name "${PRODUCT}"`
+  if (emailParts(email).some((part) => lower.includes(part) || plain.includes(unleet(part))))
+    return 'the password must not contain your e-mail address or parts of it'
   const result = (await strength()).check(password, [PRODUCT, ...emailParts(email)])
   if (result.score < MIN_SCORE) {
     const hint = [result.feedback.warning, ...result.feedback.suggestions].filter(Boolean).join(' ')

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto'
-import { isIP } from 'node:net'
 import { deriveKey, type KeyRing, open, seal } from '../../infra/blobstore/keys.ts'
+import { openSourceWith, type SealedSource, sealSource } from '../../infra/keystore/sealed-source.ts'
 
 // E-mail addresses and the names people give their households are personal data (R12). Events
 // carry only a keyed lookup hash of the address and the data sealed with its person's own key;
@@ -34,27 +34,27 @@ export class EmailProtector {
   }
 
   async seal(accountId: string, email: string): Promise<string> {
-    return seal(await this.personKeys.keyFor(accountId), Buffer.from(normaliseEmail(email)), `email:${accountId}`).toString('base64')
+    return seal(
+      await this.personKeys.keyFor(accountId),
+      Buffer.from(normaliseEmail(email)),
+      `email:${accountId}`,
+    ).toString('base64')
   }
 
   /** the address, or undefined once the person's key is shredded */
   async open(accountId: string, sealed: string): Promise<string | undefined> {
     const key = await this.personKeys.existingKey(accountId)
-    return key === undefined ? undefined : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
+    return key === undefined
+      ? undefined
+      : open(key, Buffer.from(sealed, 'base64'), `email:${accountId}`).toString('utf8')
   }
 }
 
 /** where a person's own action came from, in the event's metadata (docs/EVENTS.md): the address
  * sealed with their key, and a tag that tells their addresses apart (the monitor counts the
  * distinct addresses an account logs in from, R11) without showing them; both mean nothing once
- * the key is shredded */
-export interface SealedSource {
-  sourceIpSealed: string
-  sourceIpTag: string
-}
-
-const sourceLabel = (personId: string): string => `source-ip:${personId}`
-const plainIp = (ip: string): string => ip.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1')
+ * the key is shredded. The same shape as a paired toy's address (infra/keystore/sealed-source.ts). */
+export type { SealedSource }
 
 /** Other personal data in events, sealed with its person's key and bound to what it describes
  * (`label`, e.g. `household-name:{householdId}`), so a sealed value cannot be moved elsewhere. */
@@ -66,18 +66,13 @@ export class PersonalData {
   }
 
   async source(personId: string, ip: string): Promise<SealedSource> {
-    const key = await this.personKeys.keyFor(personId)
-    const addr = plainIp(ip)
-    return {
-      sourceIpSealed: seal(key, Buffer.from(addr), sourceLabel(personId)).toString('base64'),
-      sourceIpTag: createHmac('sha256', key).update(`source-ip-tag\n${addr}`).digest('base64url').slice(0, 22),
-    }
+    return sealSource(await this.personKeys.keyFor(personId), personId, ip)
   }
 
   /** the address of SealedSource.sourceIpSealed, or undefined once the person's key is shredded */
   async openSource(personId: string, sealed: string): Promise<string | undefined> {
-    const addr = await this.open(personId, sourceLabel(personId), sealed)
-    return addr !== undefined && isIP(addr) !== 0 ? addr : undefined
+    const key = await this.personKeys.existingKey(personId)
+    return key === undefined ? undefined : openSourceWith(key, personId, sealed)
   }
 
   /** erasure (R12): everything sealed with the person's key is unreadable from now on */

@@ -30,6 +30,18 @@ export interface VerificationDoc {
   verificationId: string
 }
 
+/** an erasure under way: what it set out to erase, who started it and when (nothing personal) */
+export interface ErasureStartedDoc {
+  accountId: string
+  startedAt: string
+  reason: string
+  householdIds: string[]
+  deviceIds: string[]
+  recordingIds: string[]
+  actor: string
+  position: number
+}
+
 export interface ErasedAccountDoc {
   accountId: string
   erasedAt: string
@@ -40,6 +52,8 @@ export interface SessionDoc {
   accountId: string
   tokenHash: string
   expiresAt: string
+  /** when the login was recorded (absent for sessions read from an older read model) */
+  startedAt?: string
   ended: boolean
 }
 
@@ -50,20 +64,38 @@ const SESSION_IDS = 'api.sessionIds'
 const VERIFICATIONS = 'api.verifications'
 /** erased accounts: accountId → ErasedAccountDoc (nothing personal) */
 const ERASED_ACCOUNTS = 'api.erasedAccounts'
+/** erasures started and not finished: accountId → ErasureStartedDoc (AccountErased removes it) */
+const ERASURES_STARTED = 'api.erasuresStarted'
 /** LoginBlockLifted counts: `account:{accountId}`, `account-ip:{accountId}:{ip}`, `ip:{ip}` */
 const LOGIN_LIFTS = 'api.loginLifts'
 
 export const accountsProjection: Projection = {
   name: 'api-accounts',
-  version: 3,
-  eventTypes: ['AccountCreated', 'VerificationRequested', 'AccountVerified', 'RoleGranted', 'SessionStarted', 'SessionEnded', 'LoginBlockLifted', 'AccountErased'],
+  version: 5,
+  eventTypes: [
+    'AccountCreated',
+    'VerificationRequested',
+    'AccountVerified',
+    'RoleGranted',
+    'SessionStarted',
+    'SessionEnded',
+    'LoginBlockLifted',
+    'AccountErasureStarted',
+    'AccountErased',
+  ],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
     const event = { type: recorded.type, data: recorded.data } as AccountEvent
     switch (event.type) {
       case 'AccountCreated': {
         const { accountId, emailHash, passwordHash, verificationRequired } = event.data
         if (tx.get(BY_EMAIL, emailHash) !== undefined) return
-        tx.put(ACCOUNTS, accountId, { accountId, emailHash, passwordHash, roles: [], verified: verificationRequired !== true } satisfies AccountDoc)
+        tx.put(ACCOUNTS, accountId, {
+          accountId,
+          emailHash,
+          passwordHash,
+          roles: [],
+          verified: verificationRequired !== true,
+        } satisfies AccountDoc)
         tx.put(BY_EMAIL, emailHash, accountId)
         return
       }
@@ -84,12 +116,20 @@ export const accountsProjection: Projection = {
       }
       case 'RoleGranted': {
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
-        if (a && !a.roles.includes(event.data.role)) tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
+        if (a && !a.roles.includes(event.data.role))
+          tx.put(ACCOUNTS, a.accountId, { ...a, roles: [...a.roles, event.data.role] })
         return
       }
       case 'SessionStarted': {
         const { sessionId, accountId, tokenHash, expiresAt } = event.data
-        tx.put(SESSIONS, tokenHash, { sessionId, accountId, tokenHash, expiresAt, ended: false } satisfies SessionDoc)
+        tx.put(SESSIONS, tokenHash, {
+          sessionId,
+          accountId,
+          tokenHash,
+          expiresAt,
+          startedAt: recorded.time,
+          ended: false,
+        } satisfies SessionDoc)
         tx.put(SESSION_IDS, sessionId, tokenHash)
         return
       }
@@ -107,7 +147,17 @@ export const accountsProjection: Projection = {
         bump(`ip:${ip}`)
         return
       }
+      case 'AccountErasureStarted': {
+        if (tx.get(ERASED_ACCOUNTS, event.data.accountId) !== undefined) return
+        tx.put(ERASURES_STARTED, event.data.accountId, {
+          ...event.data,
+          actor: typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : 'unknown',
+          position: recorded.position,
+        } satisfies ErasureStartedDoc)
+        return
+      }
       case 'AccountErased': {
+        tx.delete(ERASURES_STARTED, event.data.accountId)
         // R12: the account and its address lookup go; the address is free for a new sign-up
         const a = tx.get<AccountDoc>(ACCOUNTS, event.data.accountId)
         if (a) {
@@ -115,7 +165,10 @@ export const accountsProjection: Projection = {
           if (a.pending) tx.delete(VERIFICATIONS, a.pending.tokenHash)
           tx.delete(ACCOUNTS, a.accountId)
         }
-        tx.put(ERASED_ACCOUNTS, event.data.accountId, { accountId: event.data.accountId, erasedAt: event.data.erasedAt } satisfies ErasedAccountDoc)
+        tx.put(ERASED_ACCOUNTS, event.data.accountId, {
+          accountId: event.data.accountId,
+          erasedAt: event.data.erasedAt,
+        } satisfies ErasedAccountDoc)
         return
       }
       case 'EmailReserved':
@@ -131,31 +184,47 @@ export const accountsProjection: Projection = {
   },
 }
 
-export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined => docs.get<AccountDoc>(ACCOUNTS, accountId)
+export const accountById = (docs: Documents, accountId: string): AccountDoc | undefined =>
+  docs.get<AccountDoc>(ACCOUNTS, accountId)
 
 export function accountByEmailHash(docs: Documents, emailHash: string): AccountDoc | undefined {
   const id = docs.get<string>(BY_EMAIL, emailHash)
   return id === undefined ? undefined : accountById(docs, id)
 }
 
-export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined => docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
+export const erasureStarted = (docs: Documents, accountId: string): ErasureStartedDoc | undefined =>
+  docs.get<ErasureStartedDoc>(ERASURES_STARTED, accountId)
+
+/** erasures that started and did not finish (no AccountErased yet), oldest first */
+export function pendingErasures(docs: Documents): ErasureStartedDoc[] {
+  return [...docs.values<ErasureStartedDoc>(ERASURES_STARTED)].sort((a, b) => a.position - b.position)
+}
+
+export const erasedAccount = (docs: Documents, accountId: string): ErasedAccountDoc | undefined =>
+  docs.get<ErasedAccountDoc>(ERASED_ACCOUNTS, accountId)
 
 /** the account's sessions that have not ended (expired ones included: ending them costs nothing) */
 export function openSessionsOf(docs: Documents, accountId: string): SessionDoc[] {
   return [...docs.values<SessionDoc>(SESSIONS)].filter((s) => s.accountId === accountId && !s.ended)
 }
 
-export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined => docs.get<SessionDoc>(SESSIONS, tokenHash)
+export const sessionByTokenHash = (docs: Documents, tokenHash: string): SessionDoc | undefined =>
+  docs.get<SessionDoc>(SESSIONS, tokenHash)
 
 export function sessionById(docs: Documents, sessionId: string): SessionDoc | undefined {
   const hash = docs.get<string>(SESSION_IDS, sessionId)
   return hash === undefined ? undefined : sessionByTokenHash(docs, hash)
 }
 
-export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined => docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
+export const verificationByTokenHash = (docs: Documents, tokenHash: string): VerificationDoc | undefined =>
+  docs.get<VerificationDoc>(VERIFICATIONS, tokenHash)
 
 /** how often the login limits were lifted for this account and address (login-limiter.ts loginKeys) */
 export function loginLifts(docs: Documents, accountId: string | undefined, ip: string): LoginLifts {
   const count = (id: string) => docs.get<number>(LOGIN_LIFTS, id) ?? 0
-  return { account: accountId ? count(`account:${accountId}`) : 0, accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0, ip: count(`ip:${ip}`) }
+  return {
+    account: accountId ? count(`account:${accountId}`) : 0,
+    accountIp: accountId ? count(`account-ip:${accountId}:${ip}`) : 0,
+    ip: count(`ip:${ip}`),
+  }
 }

@@ -10,7 +10,9 @@ export class SignupMailLimiter {
 
   constructor(mailsPerHour: number, redis?: Redis) {
     const opts = { keyPrefix: 'kennel-signup-mail', points: mailsPerHour, duration: 3600 }
-    this.perAddress = redis ? new RateLimiterRedis({ ...opts, storeClient: redis, useRedisPackage: false }) : new RateLimiterMemory(opts)
+    this.perAddress = redis
+      ? new RateLimiterRedis({ ...opts, storeClient: redis, useRedisPackage: false })
+      : new RateLimiterMemory(opts)
   }
 
   /** undefined when a mail may go out (and counts it), otherwise the seconds until one may */

@@ -11,7 +11,12 @@ import { contentTypes, MAX_RECORDING_BYTES } from '../recordings/service.ts'
 // before anything else and leaves no event; a genuine one is then put to `BlobUses` (the API's
 // recordings context), which may still refuse it (R3) and records its use or refusal (R19).
 
-const params = { type: 'object', additionalProperties: false, required: ['key'], properties: { key: { type: 'string', pattern: OBJECT_KEY_PATTERN } } } as const
+const params = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['key'],
+  properties: { key: { type: 'string', pattern: OBJECT_KEY_PATTERN } },
+} as const
 const query = {
   type: 'object',
   additionalProperties: false,
@@ -27,8 +32,24 @@ const query = {
   },
 } as const
 
-interface Q { h: string; ct: string; len: number; sha?: string; cred?: string; expires: number; sig: string }
-const signed = (q: Q): SignedParams => ({ householdId: q.h, contentType: q.ct, bytes: q.len, sha256: q.sha ?? '', credential: q.cred ?? '', expires: q.expires, sig: q.sig })
+interface Q {
+  h: string
+  ct: string
+  len: number
+  sha?: string
+  cred?: string
+  expires: number
+  sig: string
+}
+const signed = (q: Q): SignedParams => ({
+  householdId: q.h,
+  contentType: q.ct,
+  bytes: q.len,
+  sha256: q.sha ?? '',
+  credential: q.cred ?? '',
+  expires: q.expires,
+  sig: q.sig,
+})
 
 /** one use of a genuine URL. `signature` identifies the URL (hashed before it is evented, R16);
  * `credential` is whom it was issued to */
@@ -72,38 +93,68 @@ async function refusing<T>(uses: BlobUses | undefined, key: string, use: UrlUse,
   }
 }
 
-export async function blobRoutes(app: FastifyInstance, opts: { blobs: LocalBlobStore; uses?: BlobUses }): Promise<void> {
+export async function blobRoutes(
+  app: FastifyInstance,
+  opts: { blobs: LocalBlobStore; uses?: BlobUses },
+): Promise<void> {
   const { blobs, uses } = opts
   for (const type of contentTypes) {
-    app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: MAX_RECORDING_BYTES }, (_req, body, done) => done(null, body))
+    app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: MAX_RECORDING_BYTES }, (_req, body, done) =>
+      done(null, body),
+    )
   }
 
-  app.put<{ Params: { key: string }; Querystring: Q; Body: Buffer }>('/v1/blobs/:key', {
-    bodyLimit: MAX_RECORDING_BYTES,
-    schema: { tags: ['blobs'], summary: 'upload through a signed URL (embedded store); each URL writes once', params, querystring: query, response: { 204: { type: 'null' }, ...errorResponses } },
-  }, async (req, reply) => {
-    const key = req.params.key
-    const p = signed(req.query)
-    blobs.verify('PUT', key, p)
-    const use = useOf(req, 'PUT')
-    const stored = await refusing(uses, key, use, async () => {
-      uses?.admit(key, use)
-      if (!Buffer.isBuffer(req.body)) throw new KennelError('KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE', 'send the recording bytes with the Content-Type the URL was issued for')
-      return blobs.receive(key, p, req.headers['content-type'], req.body)
-    })
-    await uses?.uploaded(key, use, stored)
-    return reply.status(204).send()
-  })
+  app.put<{ Params: { key: string }; Querystring: Q; Body: Buffer }>(
+    '/v1/blobs/:key',
+    {
+      bodyLimit: MAX_RECORDING_BYTES,
+      schema: {
+        tags: ['blobs'],
+        summary: 'upload through a signed URL (embedded store); each URL writes once',
+        params,
+        querystring: query,
+        response: { 204: { type: 'null' }, ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const key = req.params.key
+      const p = signed(req.query)
+      blobs.verify('PUT', key, p)
+      const use = useOf(req, 'PUT')
+      const stored = await refusing(uses, key, use, async () => {
+        uses?.admit(key, use)
+        if (!Buffer.isBuffer(req.body))
+          throw new KennelError(
+            'KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE',
+            'send the recording bytes with the Content-Type the URL was issued for',
+          )
+        return blobs.receive(key, p, req.headers['content-type'], req.body)
+      })
+      await uses?.uploaded(key, use, stored)
+      return reply.status(204).send()
+    },
+  )
 
-  app.get<{ Params: { key: string }; Querystring: Q }>('/v1/blobs/:key', {
-    schema: { tags: ['blobs'], summary: 'download through a signed URL (embedded store)', params, querystring: query },
-  }, async (req, reply) => {
-    const key = req.params.key
-    const p = signed(req.query)
-    blobs.verify('GET', key, p)
-    const use = useOf(req, 'GET')
-    const { body, contentType } = await refusing(uses, key, use, async () => blobs.send(key, p, uses?.admit(key, use).sha256))
-    await uses?.downloaded(key, use)
-    return reply.header('content-type', contentType).header('content-disposition', 'attachment').send(body)
-  })
+  app.get<{ Params: { key: string }; Querystring: Q }>(
+    '/v1/blobs/:key',
+    {
+      schema: {
+        tags: ['blobs'],
+        summary: 'download through a signed URL (embedded store)',
+        params,
+        querystring: query,
+      },
+    },
+    async (req, reply) => {
+      const key = req.params.key
+      const p = signed(req.query)
+      blobs.verify('GET', key, p)
+      const use = useOf(req, 'GET')
+      const { body, contentType } = await refusing(uses, key, use, async () =>
+        blobs.send(key, p, uses?.admit(key, use).sha256),
+      )
+      await uses?.downloaded(key, use)
+      return reply.header('content-type', contentType).header('content-disposition', 'attachment').send(body)
+    },
+  )
 }

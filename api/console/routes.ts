@@ -46,11 +46,23 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
   })
   const page = files.get('index.html')!
   app.get('/console', { schema: { hide: true } }, async (_req, reply) => reply.type(page.type).send(page.body))
-  app.get<{ Params: { file: string } }>('/console/:file', {
-    schema: { hide: true, params: { type: 'object', additionalProperties: false, required: ['file'], properties: { file: { type: 'string', pattern: '^[a-z-]+\\.(js|css|svg)$' } } } },
-  }, async (req, reply) => {
-    const file = files.get(req.params.file)
-    if (!file) return reply.callNotFound()
-    return reply.type(file.type).send(file.body)
-  })
+  app.get<{ Params: { file: string } }>(
+    '/console/:file',
+    {
+      schema: {
+        hide: true,
+        params: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['file'],
+          properties: { file: { type: 'string', pattern: '^[a-z-]+\\.(js|css|svg)$' } },
+        },
+      },
+    },
+    async (req, reply) => {
+      const file = files.get(req.params.file)
+      if (!file) return reply.callNotFound()
+      return reply.type(file.type).send(file.body)
+    },
+  )
 }

@@ -16,7 +16,12 @@ export class DeviceLimiter {
   constructor(windows: readonly RateWindow[], redis?: Redis) {
     this.limiters = windows.map((w) => {
       const opts = { keyPrefix: `kennel-device-api-${w.label}`, points: w.points, duration: w.durationSeconds }
-      return { window: `${w.points}/${w.label}`, limiter: redis ? new RateLimiterRedis({ ...opts, storeClient: redis, useRedisPackage: false }) : new RateLimiterMemory(opts) }
+      return {
+        window: `${w.points}/${w.label}`,
+        limiter: redis
+          ? new RateLimiterRedis({ ...opts, storeClient: redis, useRedisPackage: false })
+          : new RateLimiterMemory(opts),
+      }
     })
   }
 
@@ -28,7 +33,8 @@ export class DeviceLimiter {
       if (o.status === 'fulfilled') return
       if (!(o.reason instanceof RateLimiterRes)) throw o.reason
       const retryAfterSeconds = Math.max(1, Math.ceil(o.reason.msBeforeNext / 1000))
-      if (!refusal || retryAfterSeconds > refusal.retryAfterSeconds) refusal = { window: this.limiters[i]!.window, retryAfterSeconds }
+      if (!refusal || retryAfterSeconds > refusal.retryAfterSeconds)
+        refusal = { window: this.limiters[i]!.window, retryAfterSeconds }
     })
     return refusal
   }

@@ -19,4 +19,3 @@ export interface DeviceAuthRefused {
 }
 
 export type GuardEvent = DeviceAuthRefused
-

@@ -6,6 +6,6 @@ import { householdById, type HouseholdDoc } from './projection.ts'
  * like one that does not exist, so ids cannot be probed. */
 export function memberHousehold(docs: Documents, accountId: string, householdId: string): HouseholdDoc {
   const h = householdById(docs, householdId)
-  if (!h || !h.members.includes(accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such household')
+  if (!h?.members.includes(accountId)) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such household')
   return h
 }

@@ -23,28 +23,42 @@ export const householdsProjection: Projection = {
   version: 3,
   eventTypes: ['HouseholdCreated', 'DeviceClaimed', 'DeviceUnpaired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
-    const event = { type: recorded.type, data: recorded.data } as HouseholdEvent | DeviceClaimed | DeviceUnpaired | AccountErased
+    const event = { type: recorded.type, data: recorded.data } as
+      | HouseholdEvent
+      | DeviceClaimed
+      | DeviceUnpaired
+      | AccountErased
     switch (event.type) {
       case 'HouseholdCreated': {
         const { householdId, ownerAccountId, createdAt, nameSealed } = event.data
-        tx.put(HOUSEHOLDS, householdId, { householdId, ownerAccountId, ...(nameSealed !== undefined ? { nameSealed } : {}), members: [ownerAccountId], deviceIds: [], createdAt } satisfies HouseholdDoc)
+        tx.put(HOUSEHOLDS, householdId, {
+          householdId,
+          ownerAccountId,
+          ...(nameSealed !== undefined ? { nameSealed } : {}),
+          members: [ownerAccountId],
+          deviceIds: [],
+          createdAt,
+        } satisfies HouseholdDoc)
         return
       }
       case 'DeviceClaimed': {
         const h = tx.get<HouseholdDoc>(HOUSEHOLDS, event.data.householdId)
-        if (h && !h.deviceIds.includes(event.data.deviceId)) tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: [...h.deviceIds, event.data.deviceId] })
+        if (h && !h.deviceIds.includes(event.data.deviceId))
+          tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: [...h.deviceIds, event.data.deviceId] })
         return
       }
       case 'DeviceUnpaired': {
         const h = tx.get<HouseholdDoc>(HOUSEHOLDS, event.data.householdId)
-        if (h) tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: h.deviceIds.filter((d) => d !== event.data.deviceId) })
+        if (h)
+          tx.put(HOUSEHOLDS, h.householdId, { ...h, deviceIds: h.deviceIds.filter((d) => d !== event.data.deviceId) })
         return
       }
       case 'AccountErased': {
         // the households erased with their last member go; in the others the person is no member
         for (const id of event.data.householdIds) tx.delete(HOUSEHOLDS, id)
         for (const h of [...tx.values<HouseholdDoc>(HOUSEHOLDS)]) {
-          if (h.members.includes(event.data.accountId)) tx.put(HOUSEHOLDS, h.householdId, { ...h, members: h.members.filter((m) => m !== event.data.accountId) })
+          if (h.members.includes(event.data.accountId))
+            tx.put(HOUSEHOLDS, h.householdId, { ...h, members: h.members.filter((m) => m !== event.data.accountId) })
         }
         return
       }
@@ -56,7 +70,8 @@ export const householdsProjection: Projection = {
   },
 }
 
-export const householdById = (docs: Documents, householdId: string): HouseholdDoc | undefined => docs.get<HouseholdDoc>(HOUSEHOLDS, householdId)
+export const householdById = (docs: Documents, householdId: string): HouseholdDoc | undefined =>
+  docs.get<HouseholdDoc>(HOUSEHOLDS, householdId)
 
 export function householdsOf(docs: Documents, accountId: string): HouseholdDoc[] {
   return [...docs.values<HouseholdDoc>(HOUSEHOLDS)].filter((h) => h.members.includes(accountId))

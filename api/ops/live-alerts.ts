@@ -16,14 +16,28 @@ const HEARTBEAT_MS = 15_000
 const frame = (e: RecordedEvent): string =>
   `id: ${e.position}\nevent: alert\ndata: ${JSON.stringify({ id: e.id, position: e.position, time: e.time, type: e.type, data: e.data })}\n\n`
 
-export async function streamAlerts(store: EventStore, req: FastifyRequest, reply: FastifyReply, backlog: number): Promise<FastifyReply> {
+export async function streamAlerts(
+  store: EventStore,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  backlog: number,
+): Promise<FastifyReply> {
   // what was there before the subscription starts goes out first; nothing is lost in between
   const head = await store.headPosition()
-  const earlier = backlog > 0 ? (await store.readStream(ALERTS, { direction: 'backwards', maxCount: backlog })).filter((e) => e.position <= head).reverse() : []
+  const earlier =
+    backlog > 0
+      ? (await store.readStream(ALERTS, { direction: 'backwards', maxCount: backlog }))
+          .filter((e) => e.position <= head)
+          .reverse()
+      : []
   setSecurityHeaders(reply)
   reply.hijack()
   const res = reply.raw
-  res.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' })
+  res.writeHead(200, {
+    ...(reply.getHeaders() as OutgoingHttpHeaders),
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store',
+  })
   res.write(': kennel security alerts\n\n')
   for (const e of earlier) res.write(frame(e))
   const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS)

@@ -14,6 +14,8 @@ import type { SealedSource } from '../accounts/personal-data.ts'
 export interface AccountPrincipal {
   accountId: string
   sessionId: string
+  /** when the session's login was recorded: epoch ms, 0 when unknown */
+  loggedInAt: number
   roles: readonly Role[]
   /** where the request came from, sealed with the account's key (R12) */
   source: SealedSource
@@ -29,26 +31,44 @@ export function authenticateAccount(ctx: ApiContext) {
   return async function authenticate(req: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const header = req.headers.authorization ?? ''
     const match = /^Bearer ([^\s]+)$/.exec(header)
-    if (!match) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'this route needs "Authorization: Bearer <token>" from POST /v1/sessions')
+    if (!match)
+      throw new KennelError(
+        'KENNEL_ERR_UNAUTHENTICATED',
+        'this route needs "Authorization: Bearer <token>" from POST /v1/sessions',
+      )
     const token = match[1]!
     const session = isTokenShaped(token) ? sessionByTokenHash(ctx.docs, tokenHash(token)) : undefined
     if (!session || session.ended) {
       ctx.metrics.authFailures.inc({ kind: 'token' })
-      throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
+      throw new KennelError(
+        'KENNEL_ERR_UNAUTHENTICATED',
+        'the session token is invalid or has been revoked; log in again',
+      )
     }
     if (Date.parse(session.expiresAt) <= ctx.now().getTime()) {
       ctx.metrics.authFailures.inc({ kind: 'token-expired' })
       throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session has expired; log in again')
     }
     const account = accountById(ctx.docs, session.accountId)
-    if (!account) throw new KennelError('KENNEL_ERR_UNAUTHENTICATED', 'the session token is invalid or has been revoked; log in again')
-    req.account = { accountId: account.accountId, sessionId: session.sessionId, roles: account.roles, source: await ctx.personalData.source(account.accountId, req.ip) }
+    if (!account)
+      throw new KennelError(
+        'KENNEL_ERR_UNAUTHENTICATED',
+        'the session token is invalid or has been revoked; log in again',
+      )
+    req.account = {
+      accountId: account.accountId,
+      sessionId: session.sessionId,
+      loggedInAt: session.startedAt === undefined ? 0 : Date.parse(session.startedAt),
+      roles: account.roles,
+      source: await ctx.personalData.source(account.accountId, req.ip),
+    }
   }
 }
 
 export function requireRole(role: Role) {
   return async function authorizeRole(req: FastifyRequest): Promise<void> {
-    if (!req.account?.roles.includes(role)) throw new KennelError('KENNEL_ERR_FORBIDDEN', `this route needs the ${role} role`)
+    if (!req.account?.roles.includes(role))
+      throw new KennelError('KENNEL_ERR_FORBIDDEN', `this route needs the ${role} role`)
   }
 }
 

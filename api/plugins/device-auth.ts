@@ -1,7 +1,8 @@
 import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
-import { checkCertificate, normalizeSerial } from '../../devices/registry.ts'
+import { checkCertificate, deviceView, normalizeSerial } from '../../devices/registry.ts'
+import type { SealedSource, SourceMetadata } from '../../infra/keystore/sealed-source.ts'
 import type { ApiContext } from '../context.ts'
 import type { DeviceAuthRefused } from '../guard/events.ts'
 import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
@@ -17,6 +18,9 @@ import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 export interface DevicePrincipal {
   deviceId: string
   serial: string
+  /** where the request came from, as its events record it: sealed with the household's key for a
+   * paired toy (its family's home address, R12), in clear for an unpaired one */
+  source: SourceMetadata
 }
 
 declare module 'fastify' {
@@ -47,14 +51,15 @@ function peerOf(socket: TLSSocket): PeerIdentity | null {
   let peer = peers.get(socket)
   if (peer !== undefined) return peer
   const cert = socket.getPeerCertificate()
-  peer = !cert || !cert.subject
+  peer = !cert?.subject
     ? null
     : {
         authorized: socket.authorized,
         authorizationError: socket.authorizationError,
         deviceId: typeof cert.subject.CN === 'string' ? cert.subject.CN : undefined,
         serial: typeof cert.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : undefined,
-        fingerprint: typeof cert.fingerprint256 === 'string' ? cert.fingerprint256.replace(/:/g, '').toLowerCase() : undefined,
+        fingerprint:
+          typeof cert.fingerprint256 === 'string' ? cert.fingerprint256.replace(/:/g, '').toLowerCase() : undefined,
         notAfter: Date.parse(cert.valid_to),
       }
   peers.set(socket, peer)
@@ -62,54 +67,142 @@ function peerOf(socket: TLSSocket): PeerIdentity | null {
 }
 
 export function authenticateDevice(ctx: ApiContext) {
-  const append = (req: FastifyRequest, event: DeviceAuthRefused, metadata: Record<string, string>): Promise<void> =>
+  const append = (_req: FastifyRequest, event: DeviceAuthRefused, metadata: Record<string, string>): Promise<void> =>
     ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
   // one event per certificate (or, untrusted, address) and reason per block; the rest of a burst is counted (R11)
-  const folded = new FoldedRefusals<{ req: FastifyRequest; event: DeviceAuthRefused; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, attempts) =>
-    append(req, { ...event, data: { ...event.data, attempts } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record refused device authentications')))
+  const folded = new FoldedRefusals<{
+    req: FastifyRequest
+    event: DeviceAuthRefused
+    metadata: Record<string, string>
+  }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, attempts) =>
+    append(req, { ...event, data: { ...event.data, attempts } }, metadata).catch((err: unknown) =>
+      req.log.error({ err }, 'could not record refused device authentications'),
+    ),
+  )
   const appendLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
     ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
   // one event per certificate and window per block; the rest of a storm is counted (R11, R19)
-  const limited = new FoldedRefusals<{ req: FastifyRequest; event: RateLimitExceeded; metadata: Record<string, string> }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
-    appendLimited({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) => req.log.error({ err }, 'could not record rate-limited device requests')))
+  const limited = new FoldedRefusals<{
+    req: FastifyRequest
+    event: RateLimitExceeded
+    metadata: Record<string, string>
+  }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
+    appendLimited({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) =>
+      req.log.error({ err }, 'could not record rate-limited device requests'),
+    ),
+  )
 
-  async function refuse(req: FastifyRequest, reason: string, code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED', message: string, peer?: Partial<PeerIdentity>): Promise<never> {
+  async function refuse(
+    req: FastifyRequest,
+    reason: string,
+    code: 'KENNEL_ERR_CERT_INVALID' | 'KENNEL_ERR_CERT_REVOKED' | 'KENNEL_ERR_DEVICE_REVOKED',
+    message: string,
+    peer?: Partial<PeerIdentity>,
+  ): Promise<never> {
     ctx.metrics.authFailures.inc({ kind: `device-${reason}` })
     const { deviceId, serial, fingerprint } = peer ?? {}
-    const event: DeviceAuthRefused = { type: 'DeviceAuthRefused', data: { reason, ip: req.ip, route: req.routeOptions.url ?? '', ...(deviceId ? { deviceId } : {}), ...(serial ? { serial } : {}), ...(fingerprint ? { fingerprint } : {}), attempts: 1 } }
-    const metadata = { actor: deviceId ? `device:${deviceId}` : 'anonymous', ...(serial ? { credential: `cert:${serial}` } : {}), sourceIp: req.ip }
-    if (folded.count(`${serial ?? req.ip}:${reason}`, ctx.now().getTime(), { req, event, metadata })) await append(req, event, metadata)
+    const event: DeviceAuthRefused = {
+      type: 'DeviceAuthRefused',
+      data: {
+        reason,
+        ip: req.ip,
+        route: req.routeOptions.url ?? '',
+        ...(deviceId ? { deviceId } : {}),
+        ...(serial ? { serial } : {}),
+        ...(fingerprint ? { fingerprint } : {}),
+        attempts: 1,
+      },
+    }
+    const metadata = {
+      actor: deviceId ? `device:${deviceId}` : 'anonymous',
+      ...(serial ? { credential: `cert:${serial}` } : {}),
+      sourceIp: req.ip,
+    }
+    if (folded.count(`${serial ?? req.ip}:${reason}`, ctx.now().getTime(), { req, event, metadata }))
+      await append(req, event, metadata)
     throw new KennelError(code, message)
   }
 
-  return Object.assign(deviceAuth, { flush: () => Promise.all([folded.flush(), limited.flush()]).then(() => undefined) })
+  return Object.assign(deviceAuth, {
+    flush: () => Promise.all([folded.flush(), limited.flush()]).then(() => undefined),
+  })
 
   async function deviceAuth(req: FastifyRequest): Promise<void> {
     const socket = req.raw.socket as Partial<TLSSocket>
-    if (!socket.encrypted || typeof socket.getPeerCertificate !== 'function') return refuse(req, 'no-tls', 'KENNEL_ERR_CERT_INVALID', 'device routes need HTTPS with the toy\'s client certificate')
+    if (!socket.encrypted || typeof socket.getPeerCertificate !== 'function')
+      return refuse(
+        req,
+        'no-tls',
+        'KENNEL_ERR_CERT_INVALID',
+        "device routes need HTTPS with the toy's client certificate",
+      )
     const peer = peerOf(socket as TLSSocket)
     if (!peer) return refuse(req, 'no-certificate', 'KENNEL_ERR_CERT_INVALID', 'no client certificate was presented')
     const { deviceId, serial } = peer
     if (!peer.authorized || !deviceId || !serial) {
       // an untrusted certificate's serial and CN are the presenter's claim: only its fingerprint is recorded
-      return refuse(req, `untrusted:${String(peer.authorizationError ?? 'no-subject')}`, 'KENNEL_ERR_CERT_INVALID', `the client certificate is not trusted (${String(peer.authorizationError ?? 'no subject')})`, { fingerprint: peer.fingerprint })
+      return refuse(
+        req,
+        `untrusted:${String(peer.authorizationError ?? 'no-subject')}`,
+        'KENNEL_ERR_CERT_INVALID',
+        `the client certificate is not trusted (${String(peer.authorizationError ?? 'no subject')})`,
+        { fingerprint: peer.fingerprint },
+      )
     }
     // the chain was verified at the handshake; a keep-alive connection must not outlive the certificate
-    if (!(ctx.now().getTime() <= peer.notAfter)) return refuse(req, 'untrusted:CERT_HAS_EXPIRED', 'KENNEL_ERR_CERT_INVALID', 'the client certificate is not trusted (CERT_HAS_EXPIRED)', peer)
+    if (!(ctx.now().getTime() <= peer.notAfter))
+      return refuse(
+        req,
+        'untrusted:CERT_HAS_EXPIRED',
+        'KENNEL_ERR_CERT_INVALID',
+        'the client certificate is not trusted (CERT_HAS_EXPIRED)',
+        peer,
+      )
     const verdict = checkCertificate(ctx.docs, deviceId, serial, ctx.now())
     if (!verdict.ok) {
       const revoked = verdict.reason === 'device-revoked' || verdict.reason === 'certificate-revoked'
-      return refuse(req, verdict.reason, verdict.reason === 'device-revoked' ? 'KENNEL_ERR_DEVICE_REVOKED' : revoked ? 'KENNEL_ERR_CERT_REVOKED' : 'KENNEL_ERR_CERT_INVALID', `the client certificate is not accepted: ${verdict.reason}`, peer)
+      return refuse(
+        req,
+        verdict.reason,
+        verdict.reason === 'device-revoked'
+          ? 'KENNEL_ERR_DEVICE_REVOKED'
+          : revoked
+            ? 'KENNEL_ERR_CERT_REVOKED'
+            : 'KENNEL_ERR_CERT_INVALID',
+        `the client certificate is not accepted: ${verdict.reason}`,
+        peer,
+      )
     }
     const refusal = await ctx.deviceLimiter.consume(serial)
     if (refusal) {
       ctx.metrics.rateLimited.inc({ limit: 'device-api' })
-      const event: RateLimitExceeded = { type: 'RateLimitExceeded', data: { listener: 'api', limit: 'device-api', window: refusal.window, deviceId, serial, ip: req.ip, retryAfterSeconds: refusal.retryAfterSeconds, refusals: 1 } }
+      const event: RateLimitExceeded = {
+        type: 'RateLimitExceeded',
+        data: {
+          listener: 'api',
+          limit: 'device-api',
+          window: refusal.window,
+          deviceId,
+          serial,
+          ip: req.ip,
+          retryAfterSeconds: refusal.retryAfterSeconds,
+          refusals: 1,
+        },
+      }
       const metadata = { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip }
-      if (limited.count(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata })) await appendLimited(event, metadata)
-      throw new KennelError('KENNEL_ERR_RATE_LIMITED', `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`, { retryAfterSeconds: refusal.retryAfterSeconds })
+      if (limited.count(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata }))
+        await appendLimited(event, metadata)
+      throw new KennelError(
+        'KENNEL_ERR_RATE_LIMITED',
+        `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`,
+        { retryAfterSeconds: refusal.retryAfterSeconds },
+      )
     }
-    req.device = { deviceId, serial }
+    req.device = {
+      deviceId,
+      serial,
+      source: await ctx.householdSources.source(deviceView(ctx.docs, deviceId)?.householdId, req.ip),
+    }
   }
 }
 
@@ -120,5 +213,15 @@ export function devicePrincipal(req: FastifyRequest): DevicePrincipal {
 
 export function deviceMetadata(req: FastifyRequest): Record<string, string> {
   const d = devicePrincipal(req)
-  return { actor: `device:${d.deviceId}`, credential: `cert:${d.serial}`, sourceIp: req.ip, correlationId: req.id }
+  return { actor: `device:${d.deviceId}`, credential: `cert:${d.serial}`, ...d.source, correlationId: req.id }
+}
+
+/** the toy's address for the devices context's deps (devices/device-store.ts metadataOf) */
+export function deviceSource(req: FastifyRequest): { sourceIp?: string; sealedSource?: SealedSource } {
+  const { source } = devicePrincipal(req)
+  return 'sourceIp' in source
+    ? { sourceIp: source.sourceIp }
+    : 'sourceIpSealed' in source
+      ? { sealedSource: source as SealedSource }
+      : {}
 }

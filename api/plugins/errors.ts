@@ -37,7 +37,11 @@ export function toKennelError(err: FastifyError | Error): KennelError {
   if (fe.validation) return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   const mapped = fe.code ? fastifyCodes[fe.code] : undefined
   if (mapped) return new KennelError(mapped, frameworkMessages[fe.code] ?? fe.message)
-  if (fe.code !== undefined && STORAGE_FAULTS.has(fe.code)) return new KennelError('KENNEL_ERR_UNAVAILABLE', `the server cannot store data right now (${fe.code}); try again later`)
+  if (fe.code !== undefined && STORAGE_FAULTS.has(fe.code))
+    return new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `the server cannot store data right now (${fe.code}); try again later`,
+    )
   if (err instanceof SyntaxError || (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)) {
     return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   }
@@ -49,7 +53,8 @@ function answer(err: FastifyError | Error, req: FastifyRequest, reply: FastifyRe
   if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
   else if (ke !== err && ke.code === 'KENNEL_ERR_UNAVAILABLE') req.log.error({ err }, 'storage fault')
   // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
-  const retryAfter = ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
+  const retryAfter =
+    ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)
   if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
   if (ke.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kennel"')
   return reply.status(ke.httpStatus).send(ke.toJSON())

@@ -16,7 +16,9 @@ function convert(value: string, type: Scalar): unknown {
 
 function scalarsOf(schema: unknown): Array<[string, Scalar]> {
   const properties = (schema as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties ?? {}
-  return Object.entries(properties).flatMap(([name, s]) => (s.type === 'integer' || s.type === 'number' || s.type === 'boolean' ? [[name, s.type] as [string, Scalar]] : []))
+  return Object.entries(properties).flatMap(([name, s]) =>
+    s.type === 'integer' || s.type === 'number' || s.type === 'boolean' ? [[name, s.type] as [string, Scalar]] : [],
+  )
 }
 
 export function registerQueryCoercion(app: FastifyInstance): void {
@@ -31,6 +33,7 @@ export function registerQueryCoercion(app: FastifyInstance): void {
       }
     }
     const existing = route.preValidation
-    route.preValidation = existing === undefined ? [coerce] : [...(Array.isArray(existing) ? existing : [existing]), coerce]
+    route.preValidation =
+      existing === undefined ? [coerce] : [...(Array.isArray(existing) ? existing : [existing]), coerce]
   })
 }

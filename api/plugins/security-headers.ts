@@ -15,7 +15,8 @@ export const securityHeaders: Readonly<Record<string, string>> = {
 }
 
 export function setSecurityHeaders(reply: FastifyReply): void {
-  for (const [name, value] of Object.entries(securityHeaders)) if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
+  for (const [name, value] of Object.entries(securityHeaders))
+    if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
 }
 
 export function registerSecurityHeaders(app: FastifyInstance): void {

@@ -38,7 +38,15 @@ export interface DownloadUrlIssued {
  * writes once, so there is at most one per recording. S3 stores uploads itself: none there. */
 export interface RecordingUploaded {
   type: 'RecordingUploaded'
-  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; sha256: string; until: string; urlId: string }
+  data: {
+    recordingId: string
+    householdId: string
+    deviceId: string
+    bytes: number
+    sha256: string
+    until: string
+    urlId: string
+  }
 }
 
 /** appended only after the stored object was read back with the declared size (and SHA-256, when
@@ -46,7 +54,15 @@ export interface RecordingUploaded {
  * against; `urlId` is the recording's upload URL (absent on events before it was added) */
 export interface RecordingStored {
   type: 'RecordingStored'
-  data: { recordingId: string; householdId: string; deviceId: string; bytes: number; sha256: string; urlId?: string; storedAt: string }
+  data: {
+    recordingId: string
+    householdId: string
+    deviceId: string
+    bytes: number
+    sha256: string
+    urlId?: string
+    storedAt: string
+  }
 }
 
 /** a completion was refused because the stored object is not what was declared */
@@ -95,7 +111,14 @@ export interface RecordingUrlRefused {
 /** the retention job deleted the recording's object: it was older than KENNEL_RETENTION_RECORDINGS_DAYS (R12) */
 export interface RecordingExpired {
   type: 'RecordingExpired'
-  data: { recordingId: string; householdId: string; deviceId: string; createdAt: string; expiredAt: string; retentionDays: number }
+  data: {
+    recordingId: string
+    householdId: string
+    deviceId: string
+    createdAt: string
+    expiredAt: string
+    retentionDays: number
+  }
 }
 
 export type RecordingEvent =

@@ -1,7 +1,13 @@
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
 import type { Documents, DocumentTx, Projection } from '../../projections/projection.ts'
 import type { AccountErased } from '../accounts/events.ts'
-import type { RecordingDirection, RecordingEvent } from './events.ts'
+import type {
+  RecordingCreated,
+  RecordingDirection,
+  RecordingExpired,
+  RecordingStored,
+  UploadUrlIssued,
+} from './events.ts'
 
 // The recordings index: one document per recording, listed by household and by toy.
 
@@ -23,8 +29,6 @@ export interface RecordingDoc {
   status: 'pending' | 'stored'
   createdAt: string
   storedAt: string | undefined
-  /** revision of the recording's stream, for appends with an expected revision */
-  revision: number
 }
 
 const RECORDINGS = 'api.recordings'
@@ -34,12 +38,17 @@ const BY_OBJECT_KEY = 'api.recordingByObjectKey'
 
 export const recordingsProjection: Projection = {
   name: 'api-recordings',
-  version: 4,
-  // every event of a recording's stream, so that `revision` is the stream's (completion appends
-  // with it as the expected revision)
-  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'DownloadUrlIssued', 'RecordingUploaded', 'RecordingStored', 'RecordingCompletionRefused', 'RecordingDownloaded', 'RecordingUrlRefused', 'RecordingExpired', 'AccountErased'],
+  version: 5,
+  // completion decides on the recording's stream (recording.ts), not on this document: the events
+  // that change nothing here (URL uses and refusals, downloads) are not followed
+  eventTypes: ['RecordingCreated', 'UploadUrlIssued', 'RecordingStored', 'RecordingExpired', 'AccountErased'],
   apply(tx: DocumentTx, recorded: RecordedEvent) {
-    const event = { type: recorded.type, data: recorded.data } as RecordingEvent | AccountErased
+    const event = { type: recorded.type, data: recorded.data } as
+      | RecordingCreated
+      | UploadUrlIssued
+      | RecordingStored
+      | RecordingExpired
+      | AccountErased
     switch (event.type) {
       case 'RecordingCreated': {
         const d = event.data
@@ -57,7 +66,6 @@ export const recordingsProjection: Projection = {
           status: 'pending',
           createdAt: d.createdAt,
           storedAt: undefined,
-          revision: recorded.revision,
         }
         tx.put(RECORDINGS, d.recordingId, doc)
         tx.put(BY_HOUSEHOLD, d.householdId, [...(tx.get<string[]>(BY_HOUSEHOLD, d.householdId) ?? []), d.recordingId])
@@ -67,21 +75,19 @@ export const recordingsProjection: Projection = {
       }
       case 'RecordingStored': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, status: 'stored', bytes: event.data.bytes, sha256: event.data.sha256, storedAt: event.data.storedAt, revision: recorded.revision })
+        if (r)
+          tx.put(RECORDINGS, r.recordingId, {
+            ...r,
+            status: 'stored',
+            bytes: event.data.bytes,
+            sha256: event.data.sha256,
+            storedAt: event.data.storedAt,
+          })
         return
       }
       case 'UploadUrlIssued': {
         const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, uploadUrlId: event.data.urlId, revision: recorded.revision })
-        return
-      }
-      case 'DownloadUrlIssued':
-      case 'RecordingUploaded':
-      case 'RecordingCompletionRefused':
-      case 'RecordingDownloaded':
-      case 'RecordingUrlRefused': {
-        const r = tx.get<RecordingDoc>(RECORDINGS, event.data.recordingId)
-        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, revision: recorded.revision })
+        if (r) tx.put(RECORDINGS, r.recordingId, { ...r, uploadUrlId: event.data.urlId })
         return
       }
       case 'AccountErased':
@@ -116,21 +122,36 @@ function forget(tx: DocumentTx, recordingId: string): void {
 /** every recording in the index (the retention job's scan) */
 export const allRecordings = (docs: Documents): Iterable<RecordingDoc> => docs.values<RecordingDoc>(RECORDINGS)
 
-export const recordingById = (docs: Documents, recordingId: string): RecordingDoc | undefined => docs.get<RecordingDoc>(RECORDINGS, recordingId)
+export const recordingById = (docs: Documents, recordingId: string): RecordingDoc | undefined =>
+  docs.get<RecordingDoc>(RECORDINGS, recordingId)
 
 export function recordingByObjectKey(docs: Documents, objectKey: string): RecordingDoc | undefined {
   const id = docs.get<string>(BY_OBJECT_KEY, objectKey)
   return id === undefined ? undefined : recordingById(docs, id)
 }
 
-const byIds = (docs: Documents, ids: string[] | undefined): RecordingDoc[] => (ids ?? []).map((id) => recordingById(docs, id)).filter((r): r is RecordingDoc => r !== undefined)
+const byIds = (docs: Documents, ids: string[] | undefined): RecordingDoc[] =>
+  (ids ?? []).map((id) => recordingById(docs, id)).filter((r): r is RecordingDoc => r !== undefined)
 
-export const recordingsOfHousehold = (docs: Documents, householdId: string): RecordingDoc[] => byIds(docs, docs.get<string[]>(BY_HOUSEHOLD, householdId))
-export const recordingsOfDevice = (docs: Documents, deviceId: string): RecordingDoc[] => byIds(docs, docs.get<string[]>(BY_DEVICE, deviceId))
+export const recordingsOfHousehold = (docs: Documents, householdId: string): RecordingDoc[] =>
+  byIds(docs, docs.get<string[]>(BY_HOUSEHOLD, householdId))
+export const recordingsOfDevice = (docs: Documents, deviceId: string): RecordingDoc[] =>
+  byIds(docs, docs.get<string[]>(BY_DEVICE, deviceId))
 
 /** what the API shows of a recording (never the object key) */
 export function recordingView(r: RecordingDoc) {
-  return { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, direction: r.direction, contentType: r.contentType, bytes: r.bytes, sha256: r.sha256, status: r.status, createdAt: r.createdAt, storedAt: r.storedAt }
+  return {
+    recordingId: r.recordingId,
+    householdId: r.householdId,
+    deviceId: r.deviceId,
+    direction: r.direction,
+    contentType: r.contentType,
+    bytes: r.bytes,
+    sha256: r.sha256,
+    status: r.status,
+    createdAt: r.createdAt,
+    storedAt: r.storedAt,
+  }
 }
 
 export const recordingViewSchema = {

@@ -32,15 +32,28 @@ export async function expireRecordings(deps: RetentionDeps): Promise<number> {
   const due = [...allRecordings(deps.docs)].filter((r) => Date.parse(r.createdAt) < cutoff)
   for (const r of due) {
     await deps.blobs.delete(r.objectKey)
-    const expired: RecordingExpired = { type: 'RecordingExpired', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, createdAt: r.createdAt, expiredAt: now.toISOString(), retentionDays: deps.retentionDays } }
+    const expired: RecordingExpired = {
+      type: 'RecordingExpired',
+      data: {
+        recordingId: r.recordingId,
+        householdId: r.householdId,
+        deviceId: r.deviceId,
+        createdAt: r.createdAt,
+        expiredAt: now.toISOString(),
+        retentionDays: deps.retentionDays,
+      },
+    }
     await deps.store.append(recordingStream(r.recordingId), [{ ...expired, metadata: { actor: 'system:retention' } }])
   }
-  if (due.length > 0) deps.log?.info({ recordings: due.length, retentionDays: deps.retentionDays }, 'expired recordings deleted')
+  if (due.length > 0)
+    deps.log?.info({ recordings: due.length, retentionDays: deps.retentionDays }, 'expired recordings deleted')
   return due.length
 }
 
 /** the job, on its own follower of the recordings read model: started by the projector (bin/) */
-export function startRecordingRetention(o: Omit<RetentionDeps, 'docs' | 'now'> & { now?: () => Date; intervalMs?: number }): { stop(): Promise<void> } {
+export function startRecordingRetention(
+  o: Omit<RetentionDeps, 'docs' | 'now'> & { now?: () => Date; intervalMs?: number },
+): { stop(): Promise<void> } {
   const followed = followProjections(o.store, [recordingsProjection], o.log)
   let running: Promise<unknown> = Promise.resolve()
   const run = () => {

@@ -7,7 +7,12 @@ import { sessionById } from '../accounts/projection.ts'
 import { householdById } from '../households/projection.ts'
 import type { BlobUses, UrlUse } from '../blobs/routes.ts'
 import type { ApiContext } from '../context.ts'
-import { recordingStream, type RecordingDownloaded, type RecordingUploaded, type RecordingUrlRefused } from './events.ts'
+import {
+  recordingStream,
+  type RecordingDownloaded,
+  type RecordingUploaded,
+  type RecordingUrlRefused,
+} from './events.ts'
 import { recordingByObjectKey, type RecordingDoc } from './projection.ts'
 import { urlIdOfSignature } from './service.ts'
 
@@ -50,31 +55,72 @@ const anonymous = (use: UrlUse) => ({ actor: 'anonymous', sourceIp: use.ip, corr
 
 export function recordingUrlUses(ctx: ApiContext, log?: Pick<Logger, 'error'>): BlobUses & { flush(): Promise<void> } {
   const appendRefusal = (event: RecordingUrlRefused, use: UrlUse): Promise<void> =>
-    ctx.store.append(recordingStream(event.data.recordingId), [{ ...event, metadata: anonymous(use) }]).then(() => undefined)
+    ctx.store
+      .append(recordingStream(event.data.recordingId), [{ ...event, metadata: anonymous(use) }])
+      .then(() => undefined)
   // one event per URL and reason per block; the rest of a burst is counted (R11, R19)
-  const folded = new FoldedRefusals<{ event: RecordingUrlRefused; use: UrlUse }>(REFUSAL_EVENT_BLOCK_MS, ({ event, use }, attempts) =>
-    appendRefusal({ ...event, data: { ...event.data, attempts } }, use).catch((err: unknown) => log?.error({ err }, 'could not record refused recording URLs')))
+  const folded = new FoldedRefusals<{ event: RecordingUrlRefused; use: UrlUse }>(
+    REFUSAL_EVENT_BLOCK_MS,
+    ({ event, use }, attempts) =>
+      appendRefusal({ ...event, data: { ...event.data, attempts } }, use).catch((err: unknown) =>
+        log?.error({ err }, 'could not record refused recording URLs'),
+      ),
+  )
 
   return {
     admit(objectKey, use) {
       const r = recordingOf(ctx, objectKey)
-      if (use.method === 'PUT' && r.status === 'stored') throw new KennelError('KENNEL_ERR_URL_USED', 'this recording is complete; its upload URL cannot be used again', { reason: 'already-used' })
-      if (use.method === 'GET' && r.status !== 'stored') throw new KennelError('KENNEL_ERR_RECORDING_INCOMPLETE', 'the recording has not been completed', { reason: 'incomplete' })
+      if (use.method === 'PUT' && r.status === 'stored')
+        throw new KennelError(
+          'KENNEL_ERR_URL_USED',
+          'this recording is complete; its upload URL cannot be used again',
+          { reason: 'already-used' },
+        )
+      if (use.method === 'GET' && r.status !== 'stored')
+        throw new KennelError('KENNEL_ERR_RECORDING_INCOMPLETE', 'the recording has not been completed', {
+          reason: 'incomplete',
+        })
       const reason = revokedBecause(ctx, r, use.credential)
-      if (reason) throw new KennelError('KENNEL_ERR_URL_REVOKED', `the credential this URL was issued to can no longer use it (${reason}); ask for a new URL`, { reason })
+      if (reason)
+        throw new KennelError(
+          'KENNEL_ERR_URL_REVOKED',
+          `the credential this URL was issued to can no longer use it (${reason}); ask for a new URL`,
+          { reason },
+        )
       return { sha256: r.sha256 }
     },
 
     async uploaded(objectKey, use, stored: BlobStat) {
       const r = recordingOf(ctx, objectKey)
-      const event: RecordingUploaded = { type: 'RecordingUploaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: stored.size, sha256: stored.sha256, until: use.until, urlId: urlIdOfSignature(use.signature) } }
-      // waits for the read models: the completion that follows appends with the stream's revision
-      await ctx.append(recordingStream(r.recordingId), [{ ...event, metadata: anonymous(use) }])
+      const event: RecordingUploaded = {
+        type: 'RecordingUploaded',
+        data: {
+          recordingId: r.recordingId,
+          householdId: r.householdId,
+          deviceId: r.deviceId,
+          bytes: stored.size,
+          sha256: stored.sha256,
+          until: use.until,
+          urlId: urlIdOfSignature(use.signature),
+        },
+      }
+      // no read model follows it: the completion that follows decides on the stream (recording.ts)
+      await ctx.store.append(recordingStream(r.recordingId), [{ ...event, metadata: anonymous(use) }])
     },
 
     async downloaded(objectKey, use) {
       const r = recordingOf(ctx, objectKey)
-      const event: RecordingDownloaded = { type: 'RecordingDownloaded', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, bytes: r.bytes, until: use.until, urlId: urlIdOfSignature(use.signature) } }
+      const event: RecordingDownloaded = {
+        type: 'RecordingDownloaded',
+        data: {
+          recordingId: r.recordingId,
+          householdId: r.householdId,
+          deviceId: r.deviceId,
+          bytes: r.bytes,
+          until: use.until,
+          urlId: urlIdOfSignature(use.signature),
+        },
+      }
       await ctx.store.append(recordingStream(r.recordingId), [{ ...event, metadata: anonymous(use) }])
     },
 
@@ -83,7 +129,20 @@ export function recordingUrlUses(ctx: ApiContext, log?: Pick<Logger, 'error'>): 
       if (!r) return
       const urlId = urlIdOfSignature(use.signature)
       const reason = typeof refusal.details?.reason === 'string' ? refusal.details.reason : refusal.code
-      const event: RecordingUrlRefused = { type: 'RecordingUrlRefused', data: { recordingId: r.recordingId, householdId: r.householdId, deviceId: r.deviceId, method: use.method, urlId, until: use.until, code: refusal.code, reason, attempts: 1 } }
+      const event: RecordingUrlRefused = {
+        type: 'RecordingUrlRefused',
+        data: {
+          recordingId: r.recordingId,
+          householdId: r.householdId,
+          deviceId: r.deviceId,
+          method: use.method,
+          urlId,
+          until: use.until,
+          code: refusal.code,
+          reason,
+          attempts: 1,
+        },
+      }
       if (folded.count(`${urlId}:${reason}`, ctx.now().getTime(), { event, use })) await appendRefusal(event, use)
     },
 

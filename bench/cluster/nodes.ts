@@ -25,8 +25,18 @@ export interface ClusterMaterial {
 }
 
 /** make the shared material in `root` once, as an operator would, for the store at `eventStoreUrl` */
-export async function clusterMaterial(root: string, eventStoreUrl: string, redisUrl: string, extra: Record<string, string> = {}): Promise<ClusterMaterial> {
-  const seed = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: path.join(root, 'seed'), KENNEL_EVENTSTORE: eventStoreUrl, KENNEL_LOG_LEVEL: 'silent' })
+export async function clusterMaterial(
+  root: string,
+  eventStoreUrl: string,
+  redisUrl: string,
+  extra: Record<string, string> = {},
+): Promise<ClusterMaterial> {
+  const seed = loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: path.join(root, 'seed'),
+    KENNEL_EVENTSTORE: eventStoreUrl,
+    KENNEL_LOG_LEVEL: 'silent',
+  })
   const ca = await loadDeviceCa(seed)
   await loadServerTls(seed, ca)
   auditSigner(seed)
@@ -36,14 +46,25 @@ export async function clusterMaterial(root: string, eventStoreUrl: string, redis
   const rootCaDir = fs
     .readdirSync(caRoot)
     .map((d) => path.join(caRoot, d))
-    .find((d) => fs.existsSync(path.join(d, 'ca.json')) && (JSON.parse(fs.readFileSync(path.join(d, 'ca.json'), 'utf8')) as { role: string }).role === 'root')
+    .find(
+      (d) =>
+        fs.existsSync(path.join(d, 'ca.json')) &&
+        (JSON.parse(fs.readFileSync(path.join(d, 'ca.json'), 'utf8')) as { role: string }).role === 'root',
+    )
   if (!rootCaDir) throw new Error(`no root CA in ${caRoot}`)
   const chainFile = path.join(root, 'ca-chain.pem')
-  fs.writeFileSync(chainFile, fs.readFileSync(path.join(deviceCaDir, 'ca.crt'), 'utf8') + fs.readFileSync(path.join(rootCaDir, 'ca.crt'), 'utf8'))
+  fs.writeFileSync(
+    chainFile,
+    fs.readFileSync(path.join(deviceCaDir, 'ca.crt'), 'utf8') + fs.readFileSync(path.join(rootCaDir, 'ca.crt'), 'utf8'),
+  )
   const serverPem = fs.readFileSync(path.join(seed.dataDir, 'tls', 'server.pem'), 'utf8')
   const serverKey = path.join(root, 'server.key')
   const serverCert = path.join(root, 'server.crt')
-  fs.writeFileSync(serverKey, `${/-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(serverPem)![0]}\n`, { mode: 0o600 })
+  fs.writeFileSync(
+    serverKey,
+    `${/-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(serverPem)![0]}\n`,
+    { mode: 0o600 },
+  )
   fs.writeFileSync(serverCert, serverPem.slice(serverPem.indexOf('-----BEGIN CERTIFICATE-----')))
   const env = {
     PATH: process.env.PATH ?? '',
@@ -62,7 +83,11 @@ export async function clusterMaterial(root: string, eventStoreUrl: string, redis
     KENNEL_LOG_LEVEL: 'warn',
     ...extra,
   }
-  return { env, config: loadConfig({ ...env, KENNEL_DATA_DIR: path.join(root, 'seed'), KENNEL_LOG_LEVEL: 'silent' }), ca }
+  return {
+    env,
+    config: loadConfig({ ...env, KENNEL_DATA_DIR: path.join(root, 'seed'), KENNEL_LOG_LEVEL: 'silent' }),
+    ca,
+  }
 }
 
 export interface ClusterNode {
@@ -77,7 +102,14 @@ export interface ClusterNode {
 }
 
 /** `kennel start` with `roles`, its own data dir under `root`, and the shared settings */
-export async function startClusterNode(t: { teardown(fn: () => unknown): void }, material: ClusterMaterial, root: string, name: string, roles: string, extra: Record<string, string> = {}): Promise<ClusterNode> {
+export async function startClusterNode(
+  t: { teardown(fn: () => unknown): void },
+  material: ClusterMaterial,
+  root: string,
+  name: string,
+  roles: string,
+  extra: Record<string, string> = {},
+): Promise<ClusterNode> {
   const dir = path.join(root, name)
   fs.mkdirSync(dir, { mode: 0o700, recursive: true })
   return spawnKennel(t, name, { ...material.env, HOME: dir, KENNEL_DATA_DIR: dir, KENNEL_ROLES: roles, ...extra })
@@ -85,7 +117,11 @@ export async function startClusterNode(t: { teardown(fn: () => unknown): void },
 
 /** `node bin/kennel.js start` (the sources) as a child with `env`, resolved once it has printed
  * its listeners; killed at teardown */
-export async function spawnKennel(t: { teardown(fn: () => unknown): void }, name: string, env: Record<string, string>): Promise<ClusterNode> {
+export async function spawnKennel(
+  t: { teardown(fn: () => unknown): void },
+  name: string,
+  env: Record<string, string>,
+): Promise<ClusterNode> {
   const child = spawn(process.execPath, [bin, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()))

@@ -13,7 +13,13 @@ import { kennelEnv, type PreparedData } from './toys.ts'
 // refused (R6 would otherwise allow 10 connects per toy per minute and 100 publishes per second).
 
 const COMPILED_BIN = fileURLToPath(new URL('../../dist/bin/kennel.js', import.meta.url))
-const KENNEL_BIN = fs.existsSync(COMPILED_BIN) ? COMPILED_BIN : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
+// KENNEL_BENCH_KENNEL: another checkout's bin/kennel.js (or dist/bin/kennel.js), to measure its code with this bench
+const KENNEL_BIN =
+  process.env.KENNEL_BENCH_KENNEL !== undefined
+    ? path.resolve(process.env.KENNEL_BENCH_KENNEL)
+    : fs.existsSync(COMPILED_BIN)
+      ? COMPILED_BIN
+      : fileURLToPath(new URL('../../bin/kennel.js', import.meta.url))
 const UNLIMITED = '1000000000/second'
 const RAISED_LIMITS = {
   KENNEL_MQTT_CONNECT_LIMITS: UNLIMITED,
@@ -48,26 +54,48 @@ export class KennelUnderTest implements BrokerUnderTest {
     this.dataDir = path.join(this.runDir, `kennel-${this.runs++}`)
     fs.cpSync(this.data.templateDir, this.dataDir, { recursive: true })
     const [mqtt, api, metrics] = [await freePort(), await freePort(), await freePort()]
-    const env = { ...cleanEnv(), ...kennelEnv(this.dataDir), ...RAISED_LIMITS, KENNEL_MQTT_PORT: String(mqtt), KENNEL_API_PORT: String(api), KENNEL_METRICS_PORT: String(metrics), KENNEL_LOG_LEVEL: 'info' }
+    const env = {
+      ...cleanEnv(),
+      ...kennelEnv(this.dataDir),
+      ...RAISED_LIMITS,
+      KENNEL_MQTT_PORT: String(mqtt),
+      KENNEL_API_PORT: String(api),
+      KENNEL_METRICS_PORT: String(metrics),
+      KENNEL_LOG_LEVEL: 'info',
+    }
     // KENNEL_BENCH_CPU_PROFILE=<dir>: a V8 CPU profile of each kennel run, written there when it
     // stops; KENNEL_BENCH_NODE_FLAGS: more flags for kennel's node (a heap profile, a GC setting)
     const profile = process.env.KENNEL_BENCH_CPU_PROFILE
-    const flags = [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`] : []), ...(process.env.KENNEL_BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])]
+    const flags = [
+      ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`] : []),
+      ...(process.env.KENNEL_BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+    ]
     const child = spawn(process.execPath, [...flags, KENNEL_BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     const tail = new OutputTail()
     child.stdout!.on('data', (b: Buffer) => tail.push(b))
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`kennel did not start within ${START_TIMEOUT_MS / 1000} s:\n${tail}`)), START_TIMEOUT_MS)
+      const timer = setTimeout(
+        () => reject(new Error(`kennel did not start within ${START_TIMEOUT_MS / 1000} s:\n${tail}`)),
+        START_TIMEOUT_MS,
+      )
       child.stderr!.on('data', (b: Buffer) => {
         tail.push(b)
-        if (b.toString().includes('kennel is running')) (clearTimeout(timer), resolve())
+        if (b.toString().includes('kennel is running')) clearTimeout(timer), resolve()
       })
-      child.once('exit', (code, signal) => (clearTimeout(timer), reject(new Error(`kennel exited (${code ?? signal}) while starting:\n${tail}`))))
+      child.once(
+        'exit',
+        (code, signal) => (
+          clearTimeout(timer), reject(new Error(`kennel exited (${code ?? signal}) while starting:\n${tail}`))
+        ),
+      )
     })
     this.port = mqtt
     this.apiPort = api
-    const session = await this.request('POST', '/v1/sessions', { email: this.data.ops.email, password: this.data.ops.password })
+    const session = await this.request('POST', '/v1/sessions', {
+      email: this.data.ops.email,
+      password: this.data.ops.password,
+    })
     this.token = session.token as string
   }
 
@@ -87,7 +115,18 @@ export class KennelUnderTest implements BrokerUnderTest {
     const payload = JSON.stringify(body)
     return new Promise((resolve, reject) => {
       const req = https.request(
-        { host: '127.0.0.1', port: this.apiPort, method, path: url, agent: this.agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) } },
+        {
+          host: '127.0.0.1',
+          port: this.apiPort,
+          method,
+          path: url,
+          agent: this.agent,
+          headers: {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(payload),
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          },
+        },
         (res) => {
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))

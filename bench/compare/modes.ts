@@ -1,7 +1,7 @@
 import type { GeneratorCpu, LoadPool } from '../loadgen/pool.ts'
 import { wallNow } from '../loadgen/session.ts'
 import { KennelUnderTest } from './kennel.ts'
-import { MosquittoUnderTest } from './mosquitto.ts'
+import type { MosquittoUnderTest } from './mosquitto.ts'
 import { cpuMs, machineBusyMs, processTree, treeRssKB } from './proc.ts'
 import type { BrokerUnderTest } from './subject.ts'
 import type { Toy } from './toys.ts'
@@ -102,16 +102,27 @@ function percentile(xs: number[], p: number): number {
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
 }
 
-export async function runModes(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape, modes: readonly Mode[], log: (s: string) => void): Promise<SessionFigures> {
+export async function runModes(
+  broker: BrokerUnderTest,
+  pool: LoadPool,
+  cast: Cast,
+  shape: Shape,
+  modes: readonly Mode[],
+  log: (s: string) => void,
+): Promise<SessionFigures> {
   const out: SessionFigures = {}
   // idle first: the process's memory before its first toy is only seen on a fresh broker
   if (modes.includes('idle')) log(`    idle: ${JSON.stringify((out.idle = await idle(broker, pool, cast, shape)))}`)
-  if (modes.includes('connects')) log(`    connects: ${brief((out.connects = await connects(broker, pool, cast, shape)))}`)
+  if (modes.includes('connects'))
+    log(`    connects: ${brief((out.connects = await connects(broker, pool, cast, shape)))}`)
   if (modes.includes('qos0')) log(`    qos0: ${brief((out.qos0 = await echo(broker, pool, cast, shape, 0)))}`)
   if (modes.includes('qos1')) log(`    qos1: ${brief((out.qos1 = await echo(broker, pool, cast, shape, 1)))}`)
   // last: revoked toys stay revoked, and Mosquitto's revocation restarts it
   if (modes.includes('revocation')) {
-    out.revocation = broker instanceof KennelUnderTest ? await revokeKennel(broker, pool, cast) : await revokeMosquitto(broker as MosquittoUnderTest, pool, cast)
+    out.revocation =
+      broker instanceof KennelUnderTest
+        ? await revokeKennel(broker, pool, cast)
+        : await revokeMosquitto(broker as MosquittoUnderTest, pool, cast)
     const { samples: _, ...rest } = out.revocation
     log(`    revocation: ${JSON.stringify(rest)}`)
   }
@@ -120,7 +131,15 @@ export async function runModes(broker: BrokerUnderTest, pool: LoadPool, cast: Ca
 
 function brief(f: ConnectsFigures | EchoFigures): string {
   const { perSecond, p50Ms, p99Ms, generator, brokerCpuPct, otherCpuPct } = f
-  return JSON.stringify({ perSecond: round(perSecond), p50Ms, p99Ms, brokerCpuPct, generator, otherCpuPct, ...('lost' in f ? { lost: f.lost, duplicates: f.duplicates, stalled: f.stalled } : { failures: f.failures }) })
+  return JSON.stringify({
+    perSecond: round(perSecond),
+    p50Ms,
+    p99Ms,
+    brokerCpuPct,
+    generator,
+    otherCpuPct,
+    ...('lost' in f ? { lost: f.lost, duplicates: f.duplicates, stalled: f.stalled } : { failures: f.failures }),
+  })
 }
 
 /** median of a few VmRSS samples of the broker's process tree, in KB */
@@ -171,29 +190,72 @@ async function idle(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: 
   await sleep(2000)
   const after = await settledRssKB(broker)
   await pool.release()
-  return { rssIdleMB: round(before / 1024), rssWithIdleMB: round(after / 1024), rssPerConnKB: round((after - before) / Math.max(1, held)), held, refused, generator: cpu }
+  return {
+    rssIdleMB: round(before / 1024),
+    rssWithIdleMB: round(after / 1024),
+    rssPerConnKB: round((after - before) / Math.max(1, held)),
+    held,
+    refused,
+    generator: cpu,
+  }
 }
 
 async function connects(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape): Promise<ConnectsFigures> {
   const cpu = new CpuTimeline(broker)
-  const r = await pool.connects(ids(cast.idle), { inFlight: shape.inFlight, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000 })
+  const r = await pool.connects(ids(cast.idle), {
+    inFlight: shape.inFlight,
+    warmupMs: shape.warmupS * 1000,
+    measureMs: shape.durationS * 1000,
+  })
   const shares = cpu.percentOf(r.window, r.cpu)
   await sleep(1000) // let the last sessions close before the next mode
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), failures: r.failures, generator: r.cpu, ...shares }
+  return {
+    perSecond: r.perSecond,
+    p50Ms: round(r.latency.percentile(50), 2),
+    p99Ms: round(r.latency.percentile(99), 2),
+    failures: r.failures,
+    generator: r.cpu,
+    ...shares,
+  }
 }
 
-async function echo(broker: BrokerUnderTest, pool: LoadPool, cast: Cast, shape: Shape, qos: 0 | 1): Promise<EchoFigures> {
+async function echo(
+  broker: BrokerUnderTest,
+  pool: LoadPool,
+  cast: Cast,
+  shape: Shape,
+  qos: 0 | 1,
+): Promise<EchoFigures> {
   const cpu = new CpuTimeline(broker)
-  const r = await pool.echo(ids(cast.echo.slice(0, shape.echoToys)), { qos, window: shape.window, warmupMs: shape.warmupS * 1000, measureMs: shape.durationS * 1000, drainMs: 30_000 })
+  const r = await pool.echo(ids(cast.echo.slice(0, shape.echoToys)), {
+    qos,
+    window: shape.window,
+    warmupMs: shape.warmupS * 1000,
+    measureMs: shape.durationS * 1000,
+    drainMs: 30_000,
+  })
   const { sent, acked, uniqueReceived, duplicates, lost, stalled } = r.totals
-  return { perSecond: r.perSecond, p50Ms: round(r.latency.percentile(50), 2), p99Ms: round(r.latency.percentile(99), 2), sent, acked, uniqueReceived, duplicates, lost, stalled, generator: r.cpu, ...cpu.percentOf(r.window, r.cpu) }
+  return {
+    perSecond: r.perSecond,
+    p50Ms: round(r.latency.percentile(50), 2),
+    p99Ms: round(r.latency.percentile(99), 2),
+    sent,
+    acked,
+    uniqueReceived,
+    duplicates,
+    lost,
+    stalled,
+    generator: r.cpu,
+    ...cpu.percentOf(r.window, r.cpu),
+  }
 }
 
 // kennel: ops revokes each toy through the API; the time is from the request to the toy's socket
 // closing, with the other toys' sessions untouched
 async function revokeKennel(broker: KennelUnderTest, pool: LoadPool, cast: Cast): Promise<RevocationFigures> {
   const { held } = await pool.hold([...ids(cast.revoked), cast.bystander.id], 8)
-  if (held !== cast.revoked.length + 1) throw new Error(`kennel accepted ${held} of ${cast.revoked.length + 1} toys for the revocation mode`)
+  if (held !== cast.revoked.length + 1)
+    throw new Error(`kennel accepted ${held} of ${cast.revoked.length + 1} toys for the revocation mode`)
   const samples: number[] = []
   let timeouts = 0
   for (const toy of cast.revoked) {
@@ -207,7 +269,15 @@ async function revokeKennel(broker: KennelUnderTest, pool: LoadPool, cast: Cast)
   const bystandersClosed = (await pool.isOpen(cast.bystander.id)) ? 0 : 1
   const reconnect = await pool.tryConnect(cast.revoked[0]!.id)
   await pool.release()
-  return { how: 'POST /v1/ops/devices/{id}/revoke', samples, p50Ms: round(percentile(samples, 50), 2), p99Ms: round(percentile(samples, 99), 2), timeouts, bystandersClosed, reconnect }
+  return {
+    how: 'POST /v1/ops/devices/{id}/revoke',
+    samples,
+    p50Ms: round(percentile(samples, 50), 2),
+    p99Ms: round(percentile(samples, 99), 2),
+    timeouts,
+    bystandersClosed,
+    reconnect,
+  }
 }
 
 // Mosquitto: first what a CRL update with SIGHUP does (the session stays open), then what it
@@ -241,5 +311,15 @@ async function revokeMosquitto(broker: MosquittoUnderTest, pool: LoadPool, cast:
     await pool.release()
   }
   const reconnect = await pool.tryConnect(cast.revoked[0]!.id)
-  return { how: 'CRL updated, broker restarted (all sessions closed)', samples, p50Ms: round(percentile(samples, 50), 2), p99Ms: round(percentile(samples, 99), 2), timeouts, bystandersClosed, reconnect, enforcedP50Ms: round(percentile(enforced, 50), 2), reloadOnly }
+  return {
+    how: 'CRL updated, broker restarted (all sessions closed)',
+    samples,
+    p50Ms: round(percentile(samples, 50), 2),
+    p99Ms: round(percentile(samples, 99), 2),
+    timeouts,
+    bystandersClosed,
+    reconnect,
+    enforcedP50Ms: round(percentile(enforced, 50), 2),
+    reloadOnly,
+  }
 }

@@ -37,7 +37,10 @@ export class MosquittoUnderTest implements BrokerUnderTest {
   private readonly tail = new OutputTail()
   private revoked: string[] = []
 
-  constructor(private readonly data: PreparedData, runDir: string) {
+  constructor(
+    private readonly data: PreparedData,
+    runDir: string,
+  ) {
     this.dir = path.join(runDir, 'mosquitto')
   }
 
@@ -77,7 +80,7 @@ export class MosquittoUnderTest implements BrokerUnderTest {
       'require_certificate true',
       'use_identity_as_username true',
     ]
-    fs.writeFileSync(this.file('mosquitto.conf'), conf.join('\n') + '\n')
+    fs.writeFileSync(this.file('mosquitto.conf'), `${conf.join('\n')}\n`)
     await this.spawn()
   }
 
@@ -85,7 +88,11 @@ export class MosquittoUnderTest implements BrokerUnderTest {
     const child = spawn(MOSQUITTO, ['-c', this.file('mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
     this.child = child
     child.stderr!.on('data', (b: Buffer) => this.tail.push(b))
-    await waitListening(this.port, 30_000, () => (child.exitCode !== null || child.signalCode !== null ? `mosquitto exited (${child.exitCode ?? child.signalCode}):\n${this.tail}` : undefined))
+    await waitListening(this.port, 30_000, () =>
+      child.exitCode !== null || child.signalCode !== null
+        ? `mosquitto exited (${child.exitCode ?? child.signalCode}):\n${this.tail}`
+        : undefined,
+    )
   }
 
   /** add the toy's certificate to the CRL file (read at start and on SIGHUP) */
@@ -123,10 +130,13 @@ export class MosquittoUnderTest implements BrokerUnderTest {
       signingKey: issuer.signingKey,
       signingAlgorithm: issuer.signingAlgorithm,
       extensions: [await x509.AuthorityKeyIdentifierExtension.create(issuer.certificate)],
-      entries: this.revoked.map((serial) => ({ serialNumber: serial.length % 2 === 0 ? serial : `0${serial}`, revocationDate: now })),
+      entries: this.revoked.map((serial) => ({
+        serialNumber: serial.length % 2 === 0 ? serial : `0${serial}`,
+        revocationDate: now,
+      })),
     })
     const tmp = this.file('crl.pem.tmp')
-    fs.writeFileSync(tmp, x509.PemConverter.encode(crl.rawData, 'X509 CRL') + '\n')
+    fs.writeFileSync(tmp, `${x509.PemConverter.encode(crl.rawData, 'X509 CRL')}\n`)
     fs.renameSync(tmp, this.file('crl.pem'))
   }
 }

@@ -22,19 +22,73 @@ interface Figure {
 }
 
 const FIGURES = (shape: Shape): Figure[] => [
-  { key: 'connectsPerSec', label: `mTLS connects/s (${shape.inFlight} in flight)`, mode: 'connects', digits: 0, pick: (f) => f.connects?.perSecond },
-  { key: 'connectLatencyP99Ms', label: '  connect → CONNACK p99 ms', mode: 'connects', digits: 1, pick: (f) => f.connects?.p99Ms },
-  { key: 'qos0MsgsPerSec', label: `QoS 0 delivered msgs/s (${shape.echoToys} toys, window ${shape.window})`, mode: 'qos0', digits: 0, pick: (f) => f.qos0?.perSecond },
+  {
+    key: 'connectsPerSec',
+    label: `mTLS connects/s (${shape.inFlight} in flight)`,
+    mode: 'connects',
+    digits: 0,
+    pick: (f) => f.connects?.perSecond,
+  },
+  {
+    key: 'connectLatencyP99Ms',
+    label: '  connect → CONNACK p99 ms',
+    mode: 'connects',
+    digits: 1,
+    pick: (f) => f.connects?.p99Ms,
+  },
+  {
+    key: 'qos0MsgsPerSec',
+    label: `QoS 0 delivered msgs/s (${shape.echoToys} toys, window ${shape.window})`,
+    mode: 'qos0',
+    digits: 0,
+    pick: (f) => f.qos0?.perSecond,
+  },
   { key: 'qos0LatencyP50Ms', label: '  QoS 0 latency p50 ms', mode: 'qos0', digits: 1, pick: (f) => f.qos0?.p50Ms },
   { key: 'qos0LatencyP99Ms', label: '  QoS 0 latency p99 ms', mode: 'qos0', digits: 1, pick: (f) => f.qos0?.p99Ms },
-  { key: 'qos1MsgsPerSec', label: `QoS 1 delivered msgs/s (${shape.echoToys} toys, window ${shape.window})`, mode: 'qos1', digits: 0, pick: (f) => f.qos1?.perSecond },
+  {
+    key: 'qos1MsgsPerSec',
+    label: `QoS 1 delivered msgs/s (${shape.echoToys} toys, window ${shape.window})`,
+    mode: 'qos1',
+    digits: 0,
+    pick: (f) => f.qos1?.perSecond,
+  },
   { key: 'qos1LatencyP50Ms', label: '  QoS 1 latency p50 ms', mode: 'qos1', digits: 1, pick: (f) => f.qos1?.p50Ms },
   { key: 'qos1LatencyP99Ms', label: '  QoS 1 latency p99 ms', mode: 'qos1', digits: 1, pick: (f) => f.qos1?.p99Ms },
-  { key: 'rssPerConnKB', label: `RSS per idle connection KB (${shape.idle} held)`, mode: 'idle', digits: 1, pick: (f) => f.idle?.rssPerConnKB },
-  { key: 'rssIdleMB', label: '  whole process, before the first toy MB', mode: 'idle', digits: 1, pick: (f) => f.idle?.rssIdleMB },
-  { key: 'rssWith2000MB', label: `  whole process, with ${shape.idle} toys MB`, mode: 'idle', digits: 1, pick: (f) => f.idle?.rssWithIdleMB },
-  { key: 'revocationP50Ms', label: 'revocation → session closed p50 ms', mode: 'revocation', digits: 1, pick: (f) => f.revocation?.p50Ms },
-  { key: 'revocationP99Ms', label: 'revocation → session closed p99 ms', mode: 'revocation', digits: 1, pick: (f) => f.revocation?.p99Ms },
+  {
+    key: 'rssPerConnKB',
+    label: `RSS per idle connection KB (${shape.idle} held)`,
+    mode: 'idle',
+    digits: 1,
+    pick: (f) => f.idle?.rssPerConnKB,
+  },
+  {
+    key: 'rssIdleMB',
+    label: '  whole process, before the first toy MB',
+    mode: 'idle',
+    digits: 1,
+    pick: (f) => f.idle?.rssIdleMB,
+  },
+  {
+    key: 'rssWith2000MB',
+    label: `  whole process, with ${shape.idle} toys MB`,
+    mode: 'idle',
+    digits: 1,
+    pick: (f) => f.idle?.rssWithIdleMB,
+  },
+  {
+    key: 'revocationP50Ms',
+    label: 'revocation → session closed p50 ms',
+    mode: 'revocation',
+    digits: 1,
+    pick: (f) => f.revocation?.p50Ms,
+  },
+  {
+    key: 'revocationP99Ms',
+    label: 'revocation → session closed p99 ms',
+    mode: 'revocation',
+    digits: 1,
+    pick: (f) => f.revocation?.p99Ms,
+  },
 ]
 
 const LOADED_MODES = ['connects', 'qos0', 'qos1', 'idle'] as const
@@ -48,7 +102,8 @@ export function median(xs: number[]): number | null {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
-const roundTo = (n: number | null, digits: number): number | null => (n === null ? null : Math.round(n * 10 ** digits) / 10 ** digits)
+const roundTo = (n: number | null, digits: number): number | null =>
+  n === null ? null : Math.round(n * 10 ** digits) / 10 ** digits
 
 function generatorOf(f: SessionFigures, mode: LoadedMode): GeneratorCpu | undefined {
   return f[mode]?.generator
@@ -74,17 +129,35 @@ export interface Summary {
   limitedByGenerator: string[]
   /** per mode: where the generator or the machine may have limited the figures */
   flags: Record<string, string[]>
-  delivery: Record<'qos0' | 'qos1', Record<BrokerName, Pick<EchoFigures, 'sent' | 'acked' | 'uniqueReceived' | 'duplicates' | 'lost' | 'stalled'> | null>>
+  delivery: Record<
+    'qos0' | 'qos1',
+    Record<
+      BrokerName,
+      Pick<EchoFigures, 'sent' | 'acked' | 'uniqueReceived' | 'duplicates' | 'lost' | 'stalled'> | null
+    >
+  >
   revocation: Record<BrokerName, Omit<RevocationFigures, 'samples'> | null>
 }
 
-export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], mosquittoRan: boolean, cores: number): Summary {
+export function summarize(
+  rounds: Rounds,
+  shape: Shape,
+  modes: readonly Mode[],
+  mosquittoRan: boolean,
+  cores: number,
+): Summary {
   const brokers: BrokerName[] = ['kennel', 'mosquitto']
   const pairs: Record<string, Pair> = {}
   for (const fig of FIGURES(shape)) {
     if (!modes.includes(fig.mode)) continue
-    const [k, m] = brokers.map((b) => roundTo(median(rounds[b].map(fig.pick).filter((x): x is number => x !== undefined)), fig.digits))
-    pairs[fig.key] = { kennel: k ?? null, mosquitto: mosquittoRan ? (m ?? null) : null, ratio: k != null && m != null && m !== 0 && mosquittoRan ? roundTo(k / m, 2) : null }
+    const [k, m] = brokers.map((b) =>
+      roundTo(median(rounds[b].map(fig.pick).filter((x): x is number => x !== undefined)), fig.digits),
+    )
+    pairs[fig.key] = {
+      kennel: k ?? null,
+      mosquitto: mosquittoRan ? (m ?? null) : null,
+      ratio: k != null && m != null && m !== 0 && mosquittoRan ? roundTo(k / m, 2) : null,
+    }
   }
   const generatorCpu: Summary['generatorCpu'] = {}
   const brokerCpuPct: Summary['brokerCpuPct'] = {}
@@ -98,11 +171,19 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
     for (const b of brokers) {
       const gens = rounds[b].map((f) => generatorOf(f, mode)).filter((g): g is GeneratorCpu => g !== undefined)
       if (gens.length === 0) continue
-      generatorCpu[mode][b] = { totalPct: median(gens.map((g) => g.totalPct)), maxProcessPct: median(gens.map((g) => g.maxProcessPct)) }
-      brokerCpuPct[mode][b] = median(rounds[b].map((f) => brokerCpuOf(f, mode)).filter((x): x is number => x !== undefined))
-      otherCpuPct[mode][b] = median(rounds[b].map((f) => otherCpuOf(f, mode)).filter((x): x is number => x !== undefined))
+      generatorCpu[mode][b] = {
+        totalPct: median(gens.map((g) => g.totalPct)),
+        maxProcessPct: median(gens.map((g) => g.maxProcessPct)),
+      }
+      brokerCpuPct[mode][b] = median(
+        rounds[b].map((f) => brokerCpuOf(f, mode)).filter((x): x is number => x !== undefined),
+      )
+      otherCpuPct[mode][b] = median(
+        rounds[b].map((f) => otherCpuOf(f, mode)).filter((x): x is number => x !== undefined),
+      )
       // idle: connecting the toys is not what is measured there
-      if (mode !== 'idle' && gens.some((g) => g.maxProcessPct >= GENERATOR_LIMIT_PCT)) limitedByGenerator.push(`${mode} (${b})`)
+      if (mode !== 'idle' && gens.some((g) => g.maxProcessPct >= GENERATOR_LIMIT_PCT))
+        limitedByGenerator.push(`${mode} (${b})`)
     }
   }
   const flags: Record<string, string[]> = {}
@@ -124,11 +205,22 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
   const deliveryOf = (mode: 'qos0' | 'qos1', b: BrokerName): Summary['delivery']['qos0']['kennel'] => {
     const all = rounds[b].map((f) => f[mode]).filter((e): e is EchoFigures => e !== undefined)
     if (all.length === 0) return null
-    const sum = (k: 'sent' | 'acked' | 'uniqueReceived' | 'duplicates' | 'lost' | 'stalled'): number => all.reduce((s, e) => s + e[k], 0)
-    return { sent: sum('sent'), acked: sum('acked'), uniqueReceived: sum('uniqueReceived'), duplicates: sum('duplicates'), lost: sum('lost'), stalled: sum('stalled') }
+    const sum = (k: 'sent' | 'acked' | 'uniqueReceived' | 'duplicates' | 'lost' | 'stalled'): number =>
+      all.reduce((s, e) => s + e[k], 0)
+    return {
+      sent: sum('sent'),
+      acked: sum('acked'),
+      uniqueReceived: sum('uniqueReceived'),
+      duplicates: sum('duplicates'),
+      lost: sum('lost'),
+      stalled: sum('stalled'),
+    }
   }
   const revocationOf = (b: BrokerName): Omit<RevocationFigures, 'samples'> | null => {
-    const last = rounds[b].map((f) => f.revocation).filter((r): r is RevocationFigures => r !== undefined).at(-1)
+    const last = rounds[b]
+      .map((f) => f.revocation)
+      .filter((r): r is RevocationFigures => r !== undefined)
+      .at(-1)
     if (!last) return null
     const { samples: _, ...rest } = last
     return rest
@@ -140,13 +232,17 @@ export function summarize(rounds: Rounds, shape: Shape, modes: readonly Mode[], 
     otherCpuPct,
     limitedByGenerator,
     flags,
-    delivery: { qos0: { kennel: deliveryOf('qos0', 'kennel'), mosquitto: deliveryOf('qos0', 'mosquitto') }, qos1: { kennel: deliveryOf('qos1', 'kennel'), mosquitto: deliveryOf('qos1', 'mosquitto') } },
+    delivery: {
+      qos0: { kennel: deliveryOf('qos0', 'kennel'), mosquitto: deliveryOf('qos0', 'mosquitto') },
+      qos1: { kennel: deliveryOf('qos1', 'kennel'), mosquitto: deliveryOf('qos1', 'mosquitto') },
+    },
     revocation: { kennel: revocationOf('kennel'), mosquitto: revocationOf('mosquitto') },
   }
 }
 
 export function table(summary: Summary, shape: Shape): string {
-  const fmt = (n: number | null): string => (n === null ? '—' : n >= 1000 ? Math.round(n).toLocaleString('en-US') : String(n))
+  const fmt = (n: number | null): string =>
+    n === null ? '—' : n >= 1000 ? Math.round(n).toLocaleString('en-US') : String(n)
   const cpu = (mode: string, b: BrokerName): string => {
     const g = summary.generatorCpu[mode]?.[b]
     return g ? `${g.totalPct}%/${g.maxProcessPct}%` : '—'
@@ -172,21 +268,38 @@ export function table(summary: Summary, shape: Shape): string {
     ])
   }
   const widths = header.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  const lines = rows.map((r) => r.map((c, i) => (i === 0 || i === r.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd())
+  const lines = rows.map((r) =>
+    r
+      .map((c, i) => (i === 0 || i === r.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd(),
+  )
   lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '))
-  const notes: string[] = ['', 'gen CPU: load processes together / the busiest one, in % of one core (a process at ≥ 90% may have limited the figure)']
+  const notes: string[] = [
+    '',
+    'gen CPU: load processes together / the busiest one, in % of one core (a process at ≥ 90% may have limited the figure)',
+  ]
   for (const qos of ['qos0', 'qos1'] as const) {
     for (const b of ['kennel', 'mosquitto'] as const) {
       const d = summary.delivery[qos][b]
-      if (d) notes.push(`${qos} ${b}: sent ${d.sent}, ${qos === 'qos1' ? `acknowledged ${d.acked}, ` : ''}received ${d.uniqueReceived}, lost ${d.lost}, duplicated ${d.duplicates}, given up after stalling ${d.stalled}`)
+      if (d)
+        notes.push(
+          `${qos} ${b}: sent ${d.sent}, ${qos === 'qos1' ? `acknowledged ${d.acked}, ` : ''}received ${d.uniqueReceived}, lost ${d.lost}, duplicated ${d.duplicates}, given up after stalling ${d.stalled}`,
+        )
     }
   }
   for (const b of ['kennel', 'mosquitto'] as const) {
     const r = summary.revocation[b]
     if (!r) continue
-    notes.push(`revocation ${b}: ${r.how}; other sessions closed ${r.bystandersClosed}; revoked toy reconnecting: ${r.reconnect}${r.timeouts ? `; ${r.timeouts} sessions still open after 10 s` : ''}`)
-    if (r.enforcedP50Ms !== undefined) notes.push(`  broker accepting connections again p50 ${r.enforcedP50Ms} ms after the CRL write`)
-    if (r.reloadOnly) notes.push(`  CRL update + SIGHUP alone: session still open after 1 s: ${r.reloadOnly.sessionOpenAfter1s}; reconnect: ${r.reloadOnly.reconnect}`)
+    notes.push(
+      `revocation ${b}: ${r.how}; other sessions closed ${r.bystandersClosed}; revoked toy reconnecting: ${r.reconnect}${r.timeouts ? `; ${r.timeouts} sessions still open after 10 s` : ''}`,
+    )
+    if (r.enforcedP50Ms !== undefined)
+      notes.push(`  broker accepting connections again p50 ${r.enforcedP50Ms} ms after the CRL write`)
+    if (r.reloadOnly)
+      notes.push(
+        `  CRL update + SIGHUP alone: session still open after 1 s: ${r.reloadOnly.sessionOpenAfter1s}; reconnect: ${r.reloadOnly.reconnect}`,
+      )
   }
   return [...lines, ...notes].join('\n')
 }

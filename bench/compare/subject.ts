@@ -58,7 +58,12 @@ export class OutputTail {
   private lines: string[] = []
   constructor(private readonly keep = 30) {}
   push(chunk: Buffer): void {
-    this.lines.push(...chunk.toString().split('\n').filter((l) => l.length > 0))
+    this.lines.push(
+      ...chunk
+        .toString()
+        .split('\n')
+        .filter((l) => l.length > 0),
+    )
     if (this.lines.length > this.keep) this.lines = this.lines.slice(-this.keep)
   }
   toString(): string {

@@ -43,6 +43,44 @@ export function kennelEnv(dataDir: string): Record<string, string> {
   return { KENNEL_ENV: 'development', KENNEL_DATA_DIR: dataDir }
 }
 
+/** what a kept data set records about itself (KENNEL_BENCH_DATA) */
+interface KeptData {
+  count: number
+  toys: Toy[]
+}
+
+const KEPT = 'bench-data.json'
+
+/** The prepared data kept in `dir` by an earlier run with the same number of toys, or made there
+ * and kept (KENNEL_BENCH_DATA): enrolment is most of a short run's time, and every kennel run
+ * copies the template, so a kept set is reused unchanged. */
+export async function keptData(dir: string, count: number, progress: (s: string) => void): Promise<PreparedData> {
+  const manifest = path.join(dir, KEPT)
+  if (fs.existsSync(manifest)) {
+    const kept = JSON.parse(fs.readFileSync(manifest, 'utf8')) as KeptData
+    if (kept.count === count) {
+      progress(`reusing the ${count} toys kept in ${dir} (KENNEL_BENCH_DATA)`)
+      const templateDir = path.join(dir, 'kennel-template')
+      const config = loadConfig({ ...kennelEnv(templateDir), KENNEL_LOG_LEVEL: 'silent' })
+      const ca = await loadDeviceCa(config)
+      return {
+        templateDir,
+        toysFile: path.join(dir, 'toys.json'),
+        toys: kept.toys,
+        ca,
+        serverTls: await loadServerTls(config, ca),
+        ops: OPS,
+      }
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  progress(`enrolling ${count} toys in ${dir}, kept for the next runs (KENNEL_BENCH_DATA)…`)
+  const data = await prepareData(dir, count, progress)
+  fs.writeFileSync(manifest, JSON.stringify({ count, toys: data.toys } satisfies KeptData))
+  return data
+}
+
 export async function prepareData(runDir: string, count: number, progress: (s: string) => void): Promise<PreparedData> {
   const templateDir = path.join(runDir, 'kennel-template')
   const config = loadConfig({ ...kennelEnv(templateDir), KENNEL_LOG_LEVEL: 'silent' })
@@ -59,13 +97,16 @@ export async function prepareData(runDir: string, count: number, progress: (s: s
           const id = `bench-toy-${String(next++).padStart(5, '0')}`
           const d = await enrollDevice({ store, ca, config, actor: 'cli:bench' }, id)
           toys.push({ id, serial: d.serial, keyPem: d.keyPem, certPem: d.certPem })
-          if (toys.length % 250 === 0) progress(`  enrolled ${toys.length}/${count} toys (${Math.round((performance.now() - t0) / 1000)} s)`)
+          if (toys.length % 250 === 0)
+            progress(`  enrolled ${toys.length}/${count} toys (${Math.round((performance.now() - t0) / 1000)} s)`)
         }
       }),
     )
     toys.sort((a, b) => a.id.localeCompare(b.id))
     const toysFile = path.join(runDir, 'toys.json')
-    fs.writeFileSync(toysFile, JSON.stringify(toys.map(({ id, keyPem, certPem }) => ({ id, keyPem, certPem }))), { mode: 0o600 })
+    fs.writeFileSync(toysFile, JSON.stringify(toys.map(({ id, keyPem, certPem }) => ({ id, keyPem, certPem }))), {
+      mode: 0o600,
+    })
     await createOpsAccount(config, store, ca)
     return { templateDir, toysFile, toys: toys.map(({ id, serial }) => ({ id, serial })), ca, serverTls, ops: OPS }
   } finally {
@@ -77,14 +118,23 @@ export async function prepareData(runDir: string, count: number, progress: (s: s
 // `kennel account grant` does; each kennel run logs in over HTTPS
 async function createOpsAccount(config: Config, store: EventStore, ca: DeviceCa): Promise<void> {
   const mailer = new OutboxMailer(outboxDir(config.dataDir), config.mailFrom)
-  const app = await buildApi({ config, store, masterKey: loadMasterKey(config), ca, notifyDevice: () => undefined, mailer, metrics: new ApiMetrics() })
+  const app = await buildApi({
+    config,
+    store,
+    masterKey: loadMasterKey(config),
+    ca,
+    notifyDevice: () => undefined,
+    mailer,
+    metrics: new ApiMetrics(),
+  })
   try {
     const res = await app.inject({ method: 'POST', url: '/v1/accounts', payload: OPS })
     if (res.statusCode >= 300) throw new Error(`creating the bench's ops account failed: ${res.statusCode} ${res.body}`)
     // the sign-up is confirmed with the token of the mail it sent (the development outbox)
     const token = findVerificationToken(readOutbox(outboxDir(config.dataDir)).at(-1)?.text ?? '')
     const verified = await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token } })
-    if (verified.statusCode !== 200) throw new Error(`confirming the bench's ops account failed: ${verified.statusCode} ${verified.body}`)
+    if (verified.statusCode !== 200)
+      throw new Error(`confirming the bench's ops account failed: ${verified.statusCode} ${verified.body}`)
   } finally {
     await app.close()
     await mailer.close()

@@ -23,7 +23,11 @@ export interface ConnectsResult {
   failures: Record<string, number>
 }
 
-export async function runConnects(toys: ToyCredentials[], target: Target, opts: ConnectsOptions): Promise<ConnectsResult> {
+export async function runConnects(
+  toys: ToyCredentials[],
+  target: Target,
+  opts: ConnectsOptions,
+): Promise<ConnectsResult> {
   const latency = new LatencyHistogram()
   const failures: Record<string, number> = {}
   const start = performance.now()
@@ -34,7 +38,10 @@ export async function runConnects(toys: ToyCredentials[], target: Target, opts: 
   let cpu: NodeJS.CpuUsage | undefined
   const window: [number, number] = [NaN, NaN]
   const startTimer = setTimeout(() => ((cpu0 = process.cpuUsage()), (window[0] = wallNow())), opts.warmupMs)
-  const stopTimer = setTimeout(() => ((cpu = process.cpuUsage(cpu0)), (window[1] = wallNow())), opts.warmupMs + opts.measureMs)
+  const stopTimer = setTimeout(
+    () => ((cpu = process.cpuUsage(cpu0)), (window[1] = wallNow())),
+    opts.warmupMs + opts.measureMs,
+  )
   const slots = Math.min(opts.inFlight, toys.length)
   await Promise.all(
     Array.from({ length: slots }, async (_, slot) => {
@@ -59,5 +66,12 @@ export async function runConnects(toys: ToyCredentials[], target: Target, opts: 
   clearTimeout(startTimer)
   clearTimeout(stopTimer)
   cpu ??= process.cpuUsage(cpu0)
-  return { connects, measuredMs: opts.measureMs, window, cpuMs: (cpu.user + cpu.system) / 1000, latency: latency.toSparse(), failures }
+  return {
+    connects,
+    measuredMs: opts.measureMs,
+    window,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    latency: latency.toSparse(),
+    failures,
+  }
 }

@@ -16,7 +16,10 @@ export const C_INSTALL = 'apt-get install gcc libssl-dev'
 
 /** where compiled generators are kept: $KENNEL_BENCH_CACHE, or ~/.cache/kennel-bench */
 export function cacheDir(): string {
-  return process.env.KENNEL_BENCH_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'kennel-bench')
+  return (
+    process.env.KENNEL_BENCH_CACHE ??
+    path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'kennel-bench')
+  )
 }
 
 export type BuildResult = { binary: string; compiled: boolean } | { problem: string }
@@ -41,12 +44,17 @@ export function buildCGenerator(opts: { cc?: string; source?: string; dir?: stri
   const r = spawnSync(cc, ['-O2', '-Wall', '-o', tmp, source, '-lssl', '-lcrypto'], { encoding: 'utf8' })
   if (r.error) {
     const missing = (r.error as NodeJS.ErrnoException).code === 'ENOENT'
-    return { problem: missing ? `no C compiler (${cc}) found; install one and the OpenSSL headers with: ${C_INSTALL}` : `running ${cc} failed: ${r.error.message}` }
+    return {
+      problem: missing
+        ? `no C compiler (${cc}) found; install one and the OpenSSL headers with: ${C_INSTALL}`
+        : `running ${cc} failed: ${r.error.message}`,
+    }
   }
   if (r.status !== 0) {
     fs.rmSync(tmp, { force: true })
     const out = `${r.stderr}${r.stdout}`
-    if (/openssl\/[\w.-]+\.h/.test(out) || /cannot find -l(ssl|crypto)/.test(out)) return { problem: `the OpenSSL headers or libraries are missing; install them with: apt-get install libssl-dev` }
+    if (/openssl\/[\w.-]+\.h/.test(out) || /cannot find -l(ssl|crypto)/.test(out))
+      return { problem: `the OpenSSL headers or libraries are missing; install them with: apt-get install libssl-dev` }
     return { problem: `compiling ${source} failed:\n${out.trim().split('\n').slice(-10).join('\n')}` }
   }
   fs.renameSync(tmp, binary)
@@ -99,7 +107,8 @@ export class CLoadProcess {
       else w.resolve(m)
     })
     child.once('exit', (code, signal) => {
-      for (const w of this.waiting.values()) w.reject(new Error(`C load process ${child.pid} exited (${code ?? signal})`))
+      for (const w of this.waiting.values())
+        w.reject(new Error(`C load process ${child.pid} exited (${code ?? signal})`))
       this.waiting.clear()
       for (const f of this.files) fs.rmSync(f, { force: true })
     })

@@ -1,5 +1,14 @@
 import { LatencyHistogram, type SparseHistogram } from './histogram.ts'
-import { PUBACK, PUBLISH, PublishTemplate, pubackPacket, readPublish, SUBACK, subscribePacket, type PublishView } from './packets.ts'
+import {
+  PUBACK,
+  PUBLISH,
+  PublishTemplate,
+  pubackPacket,
+  readPublish,
+  SUBACK,
+  subscribePacket,
+  type PublishView,
+} from './packets.ts'
 import { openSession, type Target, type ToyCredentials, type ToySession, wallNow } from './session.ts'
 
 // The echo load: each toy subscribes to `toys/{id}/echo` and publishes 64-byte messages to it,
@@ -69,7 +78,10 @@ class EchoToy {
         const type = header >> 4
         if (type === PUBLISH) this.delivered(header, buf, start, end)
         else if (type === PUBACK) this.acknowledged(buf.readUInt16BE(start))
-        else if (type === SUBACK) (buf[start + 2]! < 0x80 ? resolve() : reject(new Error(`subscription to toys/${this.session.toy.id}/echo refused`)))
+        else if (type === SUBACK)
+          buf[start + 2]! < 0x80
+            ? resolve()
+            : reject(new Error(`subscription to toys/${this.session.toy.id}/echo refused`))
       })
     })
     // once this turn's reads are handled: one write for all their PUBACKs and new publishes

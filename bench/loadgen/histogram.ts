@@ -16,7 +16,10 @@ export class LatencyHistogram {
   count = 0
 
   record(ms: number): void {
-    const i = ms < FINE_LIMIT_MS ? Math.max(0, Math.floor(ms / FINE_MS)) : Math.min(BUCKETS - 1, FINE_BUCKETS + Math.floor((ms - FINE_LIMIT_MS) / COARSE_MS))
+    const i =
+      ms < FINE_LIMIT_MS
+        ? Math.max(0, Math.floor(ms / FINE_MS))
+        : Math.min(BUCKETS - 1, FINE_BUCKETS + Math.floor((ms - FINE_LIMIT_MS) / COARSE_MS))
     this.counts[i]!++
     this.count++
   }

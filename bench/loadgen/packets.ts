@@ -15,7 +15,14 @@ export const SUBACK = 9
 export const DISCONNECT_PACKET: Buffer = mqttPacket.generate({ cmd: 'disconnect' })
 
 export function connectPacket(clientId: string, keepalive: number): Buffer {
-  return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive })
+  return mqttPacket.generate({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    clientId,
+    keepalive,
+  })
 }
 
 export function subscribePacket(topic: string, qos: 0 | 1): Buffer {
@@ -38,7 +45,15 @@ export class PublishTemplate {
     topic: string,
     readonly qos: 0 | 1,
   ) {
-    this.bytes = mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.alloc(PAYLOAD_BYTES), qos, messageId: 1, retain: false, dup: false })
+    this.bytes = mqttPacket.generate({
+      cmd: 'publish',
+      topic,
+      payload: Buffer.alloc(PAYLOAD_BYTES),
+      qos,
+      messageId: 1,
+      retain: false,
+      dup: false,
+    })
     this.payloadAt = this.bytes.length - PAYLOAD_BYTES
   }
 

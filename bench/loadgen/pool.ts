@@ -66,7 +66,13 @@ export class LoadPool {
   private readonly owner = new Map<string, LoadWorker>()
   private constructor(private readonly procs: LoadWorker[]) {}
 
-  static async start(processes: number, toysFile: string, caPem: string, ids: string[], generator: Generator = { kind: 'node' }): Promise<LoadPool> {
+  static async start(
+    processes: number,
+    toysFile: string,
+    caPem: string,
+    ids: string[],
+    generator: Generator = { kind: 'node' },
+  ): Promise<LoadPool> {
     const file = fileURLToPath(new URL('./process.ts', import.meta.url))
     const procs = await Promise.all(
       Array.from({ length: processes }, async (): Promise<LoadWorker> => {
@@ -106,26 +112,71 @@ export class LoadPool {
     await Promise.all(this.procs.map((p) => p.request('target', { port })))
   }
 
-  async hold(ids: string[], concurrency: number): Promise<{ held: number; refused: Record<string, number>; cpu: GeneratorCpu }> {
+  async hold(
+    ids: string[],
+    concurrency: number,
+  ): Promise<{ held: number; refused: Record<string, number>; cpu: GeneratorCpu }> {
     const groups = this.split(ids)
     const per = Math.max(1, Math.ceil(concurrency / groups.length))
-    const rs = await Promise.all(groups.map(([p, mine]) => p.request<{ held: number; refused: Record<string, number>; cpuMs: number; wallMs: number }>('hold', { ids: mine, concurrency: per })))
-    return { held: rs.reduce((s, r) => s + r.held, 0), refused: mergeCounts(rs.map((r) => r.refused)), cpu: cpuOf(rs.map((r) => [r.cpuMs, r.wallMs])) }
+    const rs = await Promise.all(
+      groups.map(([p, mine]) =>
+        p.request<{ held: number; refused: Record<string, number>; cpuMs: number; wallMs: number }>('hold', {
+          ids: mine,
+          concurrency: per,
+        }),
+      ),
+    )
+    return {
+      held: rs.reduce((s, r) => s + r.held, 0),
+      refused: mergeCounts(rs.map((r) => r.refused)),
+      cpu: cpuOf(rs.map((r) => [r.cpuMs, r.wallMs])),
+    }
   }
 
   async release(): Promise<void> {
     await Promise.all(this.procs.map((p) => p.request('release')))
   }
 
-  async connects(ids: string[], opts: ConnectsOptions): Promise<{ perSecond: number; latency: LatencyHistogram; failures: Record<string, number>; cpu: GeneratorCpu; window: [number, number] }> {
+  async connects(
+    ids: string[],
+    opts: ConnectsOptions,
+  ): Promise<{
+    perSecond: number
+    latency: LatencyHistogram
+    failures: Record<string, number>
+    cpu: GeneratorCpu
+    window: [number, number]
+  }> {
     const groups = this.split(ids)
-    const rs = await Promise.all(groups.map(([p, mine]) => p.request<ConnectsResult>('connects', { ids: mine, opts: { ...opts, inFlight: Math.ceil(opts.inFlight / groups.length) } })))
+    const rs = await Promise.all(
+      groups.map(([p, mine]) =>
+        p.request<ConnectsResult>('connects', {
+          ids: mine,
+          opts: { ...opts, inFlight: Math.ceil(opts.inFlight / groups.length) },
+        }),
+      ),
+    )
     const latency = new LatencyHistogram()
     for (const r of rs) latency.add(r.latency)
-    return { perSecond: rs.reduce((s, r) => s + r.connects, 0) / (opts.measureMs / 1000), latency, failures: mergeCounts(rs.map((r) => r.failures)), cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])), window: windowOf(rs) }
+    return {
+      perSecond: rs.reduce((s, r) => s + r.connects, 0) / (opts.measureMs / 1000),
+      latency,
+      failures: mergeCounts(rs.map((r) => r.failures)),
+      cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])),
+      window: windowOf(rs),
+    }
   }
 
-  async echo(ids: string[], opts: EchoOptions): Promise<{ perSecond: number; latency: LatencyHistogram; totals: Omit<EchoResult, 'latency' | 'measuredMs' | 'cpuMs' | 'window'>; cpu: GeneratorCpu; window: [number, number] }> {
+  async echo(
+    ids: string[],
+    opts: EchoOptions,
+  ): Promise<{
+    perSecond: number
+    latency: LatencyHistogram
+    totals: Omit<EchoResult, 'latency' | 'measuredMs' | 'cpuMs' | 'window'>
+    cpu: GeneratorCpu
+    window: [number, number]
+  }> {
     const groups = this.split(ids)
     await Promise.all(groups.map(([p, mine]) => p.request('echoPrepare', { ids: mine, opts })))
     const rs = await Promise.all(groups.map(([p]) => p.request<EchoResult>('echoMeasure')))
@@ -136,7 +187,16 @@ export class LoadPool {
     return {
       perSecond: sum('received') / measuredS,
       latency,
-      totals: { toys: sum('toys'), received: sum('received'), sent: sum('sent'), acked: sum('acked'), uniqueReceived: sum('uniqueReceived'), duplicates: sum('duplicates'), lost: sum('lost'), stalled: sum('stalled') },
+      totals: {
+        toys: sum('toys'),
+        received: sum('received'),
+        sent: sum('sent'),
+        acked: sum('acked'),
+        uniqueReceived: sum('uniqueReceived'),
+        duplicates: sum('duplicates'),
+        lost: sum('lost'),
+        stalled: sum('stalled'),
+      },
       cpu: cpuOf(rs.map((r) => [r.cpuMs, r.measuredMs])),
       window: windowOf(rs),
     }

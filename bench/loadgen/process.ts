@@ -1,7 +1,15 @@
 import fs from 'node:fs'
 import { runConnects, type ConnectsOptions } from './connects.ts'
 import { EchoLoad, type EchoOptions } from './echo.ts'
-import { ConnectRefused, openSession, prepareContexts, wallNow, type Target, type ToyCredentials, type ToySession } from './session.ts'
+import {
+  ConnectRefused,
+  openSession,
+  prepareContexts,
+  wallNow,
+  type Target,
+  type ToyCredentials,
+  type ToySession,
+} from './session.ts'
 
 // A load process (forked by pool.ts): it holds toys' sessions and runs the loads the driver asks
 // for, answering each request { seq, op, ... } with { seq, ... }. Several of them run side by
@@ -15,7 +23,8 @@ let target: Target | undefined
 const held = new Map<string, ToySession>()
 let echo: EchoLoad | undefined
 
-const toysOf = (ids: unknown): ToyCredentials[] => (ids as string[]).map((id) => toys.get(id) ?? fail(`unknown toy ${id}`))
+const toysOf = (ids: unknown): ToyCredentials[] =>
+  (ids as string[]).map((id) => toys.get(id) ?? fail(`unknown toy ${id}`))
 const targetOf = (): Target => target ?? fail('no target set')
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 function fail(message: string): never {

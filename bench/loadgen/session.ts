@@ -70,7 +70,12 @@ export class ToySession {
  * naming what happened (CONNACK code, or the socket error before CONNACK). */
 export function openSession(toy: ToyCredentials, target: Target, keepalive = 600): Promise<ToySession> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port: target.port, servername: 'localhost', secureContext: contextOf(toy, target.caPem) })
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: target.port,
+      servername: 'localhost',
+      secureContext: contextOf(toy, target.caPem),
+    })
     socket.setNoDelay(true)
     let error = ''
     let settled = false

@@ -17,7 +17,8 @@ export function registerCaCommands(program: Command): void {
     .action(
       action(async (opts: { out: string; days: string }) => {
         const days = Number(opts.days)
-        if (!Number.isSafeInteger(days) || days < 1 || days > 365) throw new KennelError('KENNEL_ERR_VALIDATION', `--days must be an integer 1-365 (got ${opts.days})`)
+        if (!Number.isSafeInteger(days) || days < 1 || days > 365)
+          throw new KennelError('KENNEL_ERR_VALIDATION', `--days must be an integer 1-365 (got ${opts.days})`)
         await withStore(async ({ config, store }) => {
           const deviceCa = await loadDeviceCa(config)
           writeOutput(await buildCrl(deviceCa, await readRegistry(store), new Date(), days), opts.out)
@@ -27,8 +28,13 @@ export function registerCaCommands(program: Command): void {
     )
 
   ca.command('cert')
-    .description("print every trusted CA certificate (PEM): the device CAs and their root, which is what a toy's ca.crt holds")
-    .option('--json', 'one JSON object per certificate and line: subject, issuer, validity, SHA-256 fingerprint and PEM')
+    .description(
+      "print every trusted CA certificate (PEM): the device CAs and their root, which is what a toy's ca.crt holds",
+    )
+    .option(
+      '--json',
+      'one JSON object per certificate and line: subject, issuer, validity, SHA-256 fingerprint and PEM',
+    )
     .action(
       action(async (opts: { json?: boolean }) => {
         await withStore(async ({ config }) => {
@@ -36,14 +42,18 @@ export function registerCaCommands(program: Command): void {
           if (!opts.json) return void process.stdout.write(pem)
           for (const block of pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []) {
             const c = new X509Certificate(block)
-            process.stdout.write(`${JSON.stringify({ subject: c.subject, issuer: c.issuer, notBefore: new Date(c.validFrom).toISOString(), notAfter: new Date(c.validTo).toISOString(), sha256: c.fingerprint256, pem: `${block}\n` })}\n`)
+            process.stdout.write(
+              `${JSON.stringify({ subject: c.subject, issuer: c.issuer, notBefore: new Date(c.validFrom).toISOString(), notAfter: new Date(c.validTo).toISOString(), sha256: c.fingerprint256, pem: `${block}\n` })}\n`,
+            )
           }
         })
       }),
     )
 
   ca.command('rollover')
-    .description('development: create a new device CA under the same root that issues from now on; certificates of the old one stay valid until they expire, the server certificate stays, and a running kennel picks the new CA up without a restart (R18)')
+    .description(
+      'development: create a new device CA under the same root that issues from now on; certificates of the old one stay valid until they expire, the server certificate stays, and a running kennel picks the new CA up without a restart (R18)',
+    )
     .action(
       action(async () => {
         await withStore(async ({ config, store, actor }) => {

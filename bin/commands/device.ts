@@ -2,7 +2,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { loadDeviceCa } from '../../devices/ca.ts'
-import { enrollDevice, issueFromCsr, revokeCertificate, revokeDevice } from '../../devices/enroll.ts'
+import { enrollDevice, issueFromCsr } from '../../devices/enroll.ts'
+import { revokeCertificate, revokeDevice } from '../../devices/revoke.ts'
 import { assertDeviceId } from '../../devices/device-id.ts'
 import { deviceView, normalizeSerial, readRegistry, type DeviceView } from '../../devices/registry.ts'
 import { KennelError } from '../../infra/errors.ts'
@@ -13,7 +14,9 @@ export function registerDeviceCommands(program: Command): void {
 
   device
     .command('enroll <id>')
-    .description('enrol a toy with a key generated HERE (development and factories); writes device.key, device.crt, ca.crt and prints a one-time claim code')
+    .description(
+      'enrol a toy with a key generated HERE (development and factories); writes device.key, device.crt, ca.crt and prints a one-time claim code',
+    )
     .requiredOption('--out <dir>', 'directory for device.key (mode 0600), device.crt and ca.crt')
     .action(
       action(async (id: string, opts: { out: string }) => {
@@ -48,7 +51,9 @@ export function registerDeviceCommands(program: Command): void {
 
   device
     .command('sign-csr <csr>')
-    .description("enrol a toy from its certificate signing request (the key stays on the toy); prints a one-time claim code")
+    .description(
+      'enrol a toy from its certificate signing request (the key stays on the toy); prints a one-time claim code',
+    )
     .requiredOption('--id <id>', 'device id: 3-64 lowercase letters, digits and -')
     .requiredOption('--out <file>', 'where to write the certificate (PEM)')
     .action(
@@ -61,7 +66,12 @@ export function registerDeviceCommands(program: Command): void {
           const issued = await issueFromCsr({ store, ca, config, actor }, opts.id, csrPem)
           fs.writeFileSync(opts.out, issued.certPem, { flag: 'wx' })
           process.stdout.write(
-            [`enrolled ${opts.id} (certificate serial ${issued.serial}); certificate written to ${opts.out}`, `claim code (shown once, expires in ${config.claimCodeTtlHours} h):`, `  ${issued.claimCode}`, ''].join('\n'),
+            [
+              `enrolled ${opts.id} (certificate serial ${issued.serial}); certificate written to ${opts.out}`,
+              `claim code (shown once, expires in ${config.claimCodeTtlHours} h):`,
+              `  ${issued.claimCode}`,
+              '',
+            ].join('\n'),
           )
         })
       }),
@@ -106,9 +116,23 @@ export function registerDeviceCommands(program: Command): void {
             for (const d of devices) process.stdout.write(`${JSON.stringify(deviceView(docs, d.deviceId))}\n`)
             return
           }
-          const lastSeen = (d: DeviceView): string => [d.lastConnectedAt, d.lastDisconnectedAt].filter((x) => x !== undefined).sort().at(-1) ?? '-'
-          const rows = devices.map((d) => [d.deviceId, d.status, d.householdId ?? '-', d.currentSerial ?? '-', d.enrolledAt, lastSeen(d), d.revokedAt ? `${d.revokedAt} ${d.revokeReason ?? ''}` : '-'])
-          process.stdout.write(table(['device', 'status', 'household', 'current serial', 'enrolled', 'last seen', 'revoked'], rows))
+          const lastSeen = (d: DeviceView): string =>
+            [d.lastConnectedAt, d.lastDisconnectedAt]
+              .filter((x) => x !== undefined)
+              .sort()
+              .at(-1) ?? '-'
+          const rows = devices.map((d) => [
+            d.deviceId,
+            d.status,
+            d.householdId ?? '-',
+            d.currentSerial ?? '-',
+            d.enrolledAt,
+            lastSeen(d),
+            d.revokedAt ? `${d.revokedAt} ${d.revokeReason ?? ''}` : '-',
+          ])
+          process.stdout.write(
+            table(['device', 'status', 'household', 'current serial', 'enrolled', 'last seen', 'revoked'], rows),
+          )
         })
       }),
     )
@@ -116,7 +140,14 @@ export function registerDeviceCommands(program: Command): void {
 
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n'
+  return `${[header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`
 }
 
 function prepareOutput(dir: string, files: string[]): void {
@@ -126,16 +157,22 @@ function prepareOutput(dir: string, files: string[]): void {
     throw new KennelError('KENNEL_ERR_VALIDATION', `cannot create the output directory ${dir}`)
   }
   const existing = files.filter((f) => fs.existsSync(f))
-  if (existing.length > 0) throw new KennelError('KENNEL_ERR_VALIDATION', `refusing to overwrite ${existing.join(', ')}`)
+  if (existing.length > 0)
+    throw new KennelError('KENNEL_ERR_VALIDATION', `refusing to overwrite ${existing.join(', ')}`)
 }
 
-export function readSmallFile(file: string, code: 'KENNEL_ERR_CSR_INVALID' | 'KENNEL_ERR_VALIDATION', what: string): string {
+export function readSmallFile(
+  file: string,
+  code: 'KENNEL_ERR_CSR_INVALID' | 'KENNEL_ERR_VALIDATION',
+  what: string,
+): string {
   let stat: fs.Stats
   try {
     stat = fs.statSync(file)
   } catch {
     throw new KennelError('KENNEL_ERR_NOT_FOUND', `cannot read the ${what} file ${file}`)
   }
-  if (!stat.isFile() || stat.size > 64 * 1024) throw new KennelError(code, `${file} is not a ${what} file of at most 64 KiB`)
+  if (!stat.isFile() || stat.size > 64 * 1024)
+    throw new KennelError(code, `${file} is not a ${what} file of at most 64 KiB`)
   return fs.readFileSync(file, 'utf8')
 }

@@ -16,17 +16,26 @@ export function registerEventCommands(program: Command): void {
     .action(
       action(async (opts: { lines: string; follow?: boolean; stream?: string; type?: string[] }) => {
         const n = Number(opts.lines)
-        if (!Number.isSafeInteger(n) || n < 0) throw new KennelError('KENNEL_ERR_VALIDATION', `--lines must be a non-negative integer (got ${opts.lines})`)
+        if (!Number.isSafeInteger(n) || n < 0)
+          throw new KennelError('KENNEL_ERR_VALIDATION', `--lines must be a non-negative integer (got ${opts.lines})`)
         // a misspelt type would match nothing and print nothing, for ever with --follow
         const unknown = (opts.type ?? []).filter((type) => !isEventType(type))
-        if (unknown.length > 0) throw new KennelError('KENNEL_ERR_VALIDATION', `unknown event type ${unknown.join(', ')} (--type); known types: ${eventTypes.join(', ')}`)
+        if (unknown.length > 0)
+          throw new KennelError(
+            'KENNEL_ERR_VALIDATION',
+            `unknown event type ${unknown.join(', ')} (--type); known types: ${eventTypes.join(', ')}`,
+          )
         const filter = { streamPrefixes: opts.stream ? [opts.stream] : undefined, types: opts.type }
         await withStore(async ({ store }) => {
           const newest = n === 0 ? [] : await store.readAll({ direction: 'backwards', maxCount: n, filter })
           for (const e of newest.reverse()) process.stdout.write(`${JSON.stringify(e)}\n`)
           if (!opts.follow) return
           const after = newest.at(-1)?.position ?? (await store.headPosition())
-          const sub = store.subscribe({ after, filter, onEvent: (e) => void process.stdout.write(`${JSON.stringify(e)}\n`) })
+          const sub = store.subscribe({
+            after,
+            filter,
+            onEvent: (e) => void process.stdout.write(`${JSON.stringify(e)}\n`),
+          })
           await new Promise<void>((resolve) => {
             process.once('SIGINT', resolve)
             process.once('SIGTERM', resolve)

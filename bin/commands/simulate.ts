@@ -1,7 +1,14 @@
 import type { Command } from 'commander'
 import { findVerificationToken } from '../../api/accounts/tokens.ts'
 import { loadDeviceCa } from '../../devices/ca.ts'
-import { type FleetOptions, type FleetReport, mintFleet, pairFleet, runFleet, writeFleet } from '../../devices/simulator/fleet.ts'
+import {
+  type FleetOptions,
+  type FleetReport,
+  mintFleet,
+  pairFleet,
+  runFleet,
+  writeFleet,
+} from '../../devices/simulator/fleet.ts'
 import { KennelError } from '../../infra/errors.ts'
 import { outboxDir, readOutbox } from '../../infra/mail/outbox.ts'
 import { action, withStore } from '../context.ts'
@@ -26,7 +33,10 @@ interface SimulateOptions {
 function count(name: string, value: string, { min = 0, max = 10_000_000 } = {}): number {
   const n = Number(value)
   if (!/^\d+(\.\d+)?$/.test(value) || !Number.isFinite(n) || n < min || n > max) {
-    throw new KennelError('KENNEL_ERR_VALIDATION', `${name} must be a number from ${min} to ${max}, not ${JSON.stringify(value)}`)
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `${name} must be a number from ${min} to ${max}, not ${JSON.stringify(value)}`,
+    )
   }
   return n
 }
@@ -38,21 +48,37 @@ function url(name: string, value: string, protocols: string[]): string {
   } catch {
     throw new KennelError('KENNEL_ERR_VALIDATION', `${name} must be a URL, not ${JSON.stringify(value)}`)
   }
-  if (!protocols.includes(u.protocol)) throw new KennelError('KENNEL_ERR_VALIDATION', `${name} must be a ${protocols.join(' or ')}// URL, not ${JSON.stringify(value)}`)
+  if (!protocols.includes(u.protocol))
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `${name} must be a ${protocols.join(' or ')}// URL, not ${JSON.stringify(value)}`,
+    )
   return value.replace(/\/$/, '')
 }
 
 export function registerSimulateCommand(program: Command): void {
   program
     .command('simulate')
-    .description('run a fleet of simulated toys against running brokers (load and soak): telemetry at a total rate, recordings from paired toys; development and test stores only')
+    .description(
+      'run a fleet of simulated toys against running brokers (load and soak): telemetry at a total rate, recordings from paired toys; development and test stores only',
+    )
     .option('--toys <n>', 'toys in the fleet (minted once with the development CA, then reused)', '100')
     .option('--rate <msgs>', 'telemetry messages per second over the whole fleet', '100')
     .option('--duration <seconds>', 'how long to publish', '30')
-    .option('--broker <url...>', 'broker URLs (mqtts://host:port) to spread the toys over; default: this configuration\'s MQTT port on localhost')
-    .option('--api <url>', 'the HTTPS API for pairing and recordings; default: this configuration\'s API port on localhost')
+    .option(
+      '--broker <url...>',
+      "broker URLs (mqtts://host:port) to spread the toys over; default: this configuration's MQTT port on localhost",
+    )
+    .option(
+      '--api <url>',
+      "the HTTPS API for pairing and recordings; default: this configuration's API port on localhost",
+    )
     .option('--qos <0|1>', 'telemetry QoS', '1')
-    .option('--paired <n>', 'toys paired with the simulator\'s household, uploading recordings (needs the development outbox to confirm its parent account)', '5')
+    .option(
+      '--paired <n>',
+      "toys paired with the simulator's household, uploading recordings (needs the development outbox to confirm its parent account)",
+      '5',
+    )
     .option('--recordings-per-minute <n>', 'recordings per minute over the paired toys', '6')
     .option('--recording-bytes <n>', 'size of each recording', '32768')
     .option('--connect-concurrency <n>', 'handshakes in flight while the fleet connects', '32')
@@ -68,7 +94,9 @@ export function registerSimulateCommand(program: Command): void {
             toys,
             rate: count('--rate', opts.rate, { max: 1_000_000 }),
             durationS: count('--duration', opts.duration, { max: 7 * 86_400 }),
-            brokers: (opts.broker ?? [`mqtts://localhost:${config.mqttPort}`]).map((b) => url('--broker', b, ['mqtts:'])),
+            brokers: (opts.broker ?? [`mqtts://localhost:${config.mqttPort}`]).map((b) =>
+              url('--broker', b, ['mqtts:']),
+            ),
             qos,
             paired,
             recordingsPerMinute: count('--recordings-per-minute', opts.recordingsPerMinute, { max: 100_000 }),
@@ -85,7 +113,9 @@ export function registerSimulateCommand(program: Command): void {
             // the parent's confirmation mail, from the development outbox
             const confirm = async (email: string): Promise<string | undefined> => {
               for (let i = 0; i < 50; i++) {
-                const mail = readOutbox(outboxDir(config.dataDir)).filter((m) => m.headers.to === email).at(-1)
+                const mail = readOutbox(outboxDir(config.dataDir))
+                  .filter((m) => m.headers.to === email)
+                  .at(-1)
                 if (mail) return findVerificationToken(mail.text)
                 await new Promise((r) => setTimeout(r, 100))
               }
@@ -97,13 +127,19 @@ export function registerSimulateCommand(program: Command): void {
           return runFleet(fleet, ca.trustedPem, o, say)
         })
         process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : text(report))
-        if (report.connected === 0) throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'no toy could connect: is `kennel start` running at the broker URLs given?')
+        if (report.connected === 0)
+          throw new KennelError(
+            'KENNEL_ERR_UNAVAILABLE',
+            'no toy could connect: is `kennel start` running at the broker URLs given?',
+          )
       }),
     )
 }
 
 function text(r: FleetReport): string {
-  const failures = Object.entries(r.connectFailures).map(([k, n]) => `${n}× ${k}`).join(', ')
+  const failures = Object.entries(r.connectFailures)
+    .map(([k, n]) => `${n}× ${k}`)
+    .join(', ')
   return [
     `toys        ${r.connected} of ${r.toys} connected over ${r.brokers} broker(s) in ${r.connectSeconds} s (${r.connectsPerSec}/s)${failures ? `; refused: ${failures}` : ''}`,
     `telemetry   QoS ${r.qos}: ${r.published} published, ${r.acknowledged} acknowledged${r.qos === 1 ? `, ${r.unacknowledged} without PUBACK` : ''} in ${r.durationS} s (${r.msgsPerSec}/s)${r.skipped ? `; ${r.skipped} skipped (window full)` : ''}`,

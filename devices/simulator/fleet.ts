@@ -68,9 +68,16 @@ function storeName(url: string): string {
 }
 
 /** Mint (or reuse) `count` toys for the configured store and CA; refused in production. */
-export async function mintFleet(deps: { config: Config; store: EventStore; ca: DeviceCa; actor: string }, count: number, progress: (s: string) => void = () => undefined): Promise<{ fleet: FleetFile; file: string; minted: number }> {
+export async function mintFleet(
+  deps: { config: Config; store: EventStore; ca: DeviceCa; actor: string },
+  count: number,
+  progress: (s: string) => void = () => undefined,
+): Promise<{ fleet: FleetFile; file: string; minted: number }> {
   if (deps.config.env === 'production') {
-    throw new KennelError('KENNEL_ERR_DEVELOPMENT_MATERIAL', 'kennel simulate mints toys whose keys it generates itself: development and test environments only, never production')
+    throw new KennelError(
+      'KENNEL_ERR_DEVELOPMENT_MATERIAL',
+      'kennel simulate mints toys whose keys it generates itself: development and test environments only, never production',
+    )
   }
   const file = fleetFile(deps.config)
   const fleet = readFleet(file, storeName(deps.config.eventStoreUrl), sha256(deps.ca.trustedPem))
@@ -143,7 +150,16 @@ interface Running {
 }
 
 function connect(url: string, toy: FleetToy, caPem: string): Promise<MqttClient> {
-  const client = mqtt.connect(url, { key: toy.keyPem, cert: toy.certPem, ca: caPem, clientId: toy.id, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 30_000, clean: true })
+  const client = mqtt.connect(url, {
+    key: toy.keyPem,
+    cert: toy.certPem,
+    ca: caPem,
+    clientId: toy.id,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    connectTimeout: 30_000,
+    clean: true,
+  })
   return new Promise((resolve, reject) => {
     client.once('connect', () => {
       client.removeAllListeners('error')
@@ -168,10 +184,16 @@ function percentile(sorted: number[], p: number): number | null {
 
 interface HttpAnswer {
   status: number
+  // biome-ignore lint/suspicious/noExplicitAny: the fleet reads fields of the API's JSON answers
   json: any
 }
 
-function request(base: string, method: string, p: string, opts: { ca: string; body?: unknown; raw?: Buffer; token?: string; toy?: FleetToy; headers?: Record<string, string> }): Promise<HttpAnswer> {
+function request(
+  base: string,
+  method: string,
+  p: string,
+  opts: { ca: string; body?: unknown; raw?: Buffer; token?: string; toy?: FleetToy; headers?: Record<string, string> },
+): Promise<HttpAnswer> {
   const url = new URL(p, base)
   const payload = opts.raw ?? (opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body)))
   return new Promise((resolve, reject) => {
@@ -212,28 +234,69 @@ function request(base: string, method: string, p: string, opts: { ca: string; bo
  * Pair `count` toys of the fleet with the simulator's household: a parent account signed up and
  * confirmed through `confirm` (which returns the verification token of the mail it was sent).
  */
-export async function pairFleet(fleet: FleetFile, count: number, api: string, caPem: string, confirm: (email: string) => Promise<string | undefined>): Promise<void> {
+export async function pairFleet(
+  fleet: FleetFile,
+  count: number,
+  api: string,
+  caPem: string,
+  confirm: (email: string) => Promise<string | undefined>,
+): Promise<void> {
   if (count === 0 || fleet.toys.slice(0, count).every((t) => t.paired)) return
   if (!fleet.parent) {
     const email = `simulator-${randomBytes(4).toString('hex')}@simulator.invalid`
     const password = `Sim-${randomBytes(12).toString('base64url')}-fleet`
     const signup = await request(api, 'POST', '/v1/accounts', { ca: caPem, body: { email, password } })
-    if (signup.status >= 300) throw new KennelError('KENNEL_ERR_VALIDATION', `the simulator's parent sign-up was refused: ${signup.status} ${JSON.stringify(signup.json)}`)
+    if (signup.status >= 300)
+      throw new KennelError(
+        'KENNEL_ERR_VALIDATION',
+        `the simulator's parent sign-up was refused: ${signup.status} ${JSON.stringify(signup.json)}`,
+      )
     const token = await confirm(email)
-    if (!token) throw new KennelError('KENNEL_ERR_CONFIG', 'pairing simulated toys needs the confirmation mail of a parent account: run against a development data dir (mails in <data dir>/outbox), or pass --paired 0')
+    if (!token)
+      throw new KennelError(
+        'KENNEL_ERR_CONFIG',
+        'pairing simulated toys needs the confirmation mail of a parent account: run against a development data dir (mails in <data dir>/outbox), or pass --paired 0',
+      )
     const verified = await request(api, 'POST', '/v1/accounts/verify', { ca: caPem, body: { token } })
-    if (verified.status !== 200) throw new KennelError('KENNEL_ERR_VALIDATION', `confirming the simulator's parent failed: ${verified.status} ${JSON.stringify(verified.json)}`)
+    if (verified.status !== 200)
+      throw new KennelError(
+        'KENNEL_ERR_VALIDATION',
+        `confirming the simulator's parent failed: ${verified.status} ${JSON.stringify(verified.json)}`,
+      )
     const session = await request(api, 'POST', '/v1/sessions', { ca: caPem, body: { email, password } })
-    const household = await request(api, 'POST', '/v1/households', { ca: caPem, token: session.json.token, body: { name: 'Simulated household' } })
-    if (household.status >= 300) throw new KennelError('KENNEL_ERR_VALIDATION', `creating the simulator's household failed: ${household.status} ${JSON.stringify(household.json)}`)
+    const household = await request(api, 'POST', '/v1/households', {
+      ca: caPem,
+      token: session.json.token,
+      body: { name: 'Simulated household' },
+    })
+    if (household.status >= 300)
+      throw new KennelError(
+        'KENNEL_ERR_VALIDATION',
+        `creating the simulator's household failed: ${household.status} ${JSON.stringify(household.json)}`,
+      )
     fleet.parent = { email, password, householdId: household.json.householdId }
   }
-  const session = await request(api, 'POST', '/v1/sessions', { ca: caPem, body: { email: fleet.parent.email, password: fleet.parent.password } })
-  if (session.status !== 200) throw new KennelError('KENNEL_ERR_LOGIN_FAILED', `the simulator's parent cannot log in: ${session.status} ${JSON.stringify(session.json)}`)
+  const session = await request(api, 'POST', '/v1/sessions', {
+    ca: caPem,
+    body: { email: fleet.parent.email, password: fleet.parent.password },
+  })
+  if (session.status !== 200)
+    throw new KennelError(
+      'KENNEL_ERR_LOGIN_FAILED',
+      `the simulator's parent cannot log in: ${session.status} ${JSON.stringify(session.json)}`,
+    )
   for (const toy of fleet.toys.slice(0, count)) {
     if (toy.paired) continue
-    const paired = await request(api, 'POST', `/v1/households/${fleet.parent.householdId}/devices`, { ca: caPem, token: session.json.token, body: { claimCode: toy.claimCode } })
-    if (paired.status >= 300 && paired.json?.error?.code !== 'KENNEL_ERR_CLAIM_CODE_USED') throw new KennelError('KENNEL_ERR_VALIDATION', `pairing ${toy.id} failed: ${paired.status} ${JSON.stringify(paired.json)}`)
+    const paired = await request(api, 'POST', `/v1/households/${fleet.parent.householdId}/devices`, {
+      ca: caPem,
+      token: session.json.token,
+      body: { claimCode: toy.claimCode },
+    })
+    if (paired.status >= 300 && paired.json?.error?.code !== 'KENNEL_ERR_CLAIM_CODE_USED')
+      throw new KennelError(
+        'KENNEL_ERR_VALIDATION',
+        `pairing ${toy.id} failed: ${paired.status} ${JSON.stringify(paired.json)}`,
+      )
     toy.paired = true
   }
 }
@@ -241,16 +304,34 @@ export async function pairFleet(fleet: FleetFile, count: number, api: string, ca
 /** one recording from a toy: upload URL, PUT, complete (the device API, over the toy's mTLS) */
 async function uploadRecording(api: string, caPem: string, toy: FleetToy, bytes: number): Promise<void> {
   const content = randomBytes(bytes)
-  const created = await request(api, 'POST', '/v1/device/recordings', { ca: caPem, toy, body: { contentType: 'audio/ogg', bytes, sha256: sha256(content) } })
-  if (created.status !== 201) throw Object.assign(new Error('create refused'), { code: created.json?.error?.code ?? created.status })
-  const put = await request(api, created.json.method ?? 'PUT', created.json.uploadUrl, { ca: caPem, raw: content, headers: { 'content-type': 'audio/ogg', ...(created.json.headers ?? {}) } })
+  const created = await request(api, 'POST', '/v1/device/recordings', {
+    ca: caPem,
+    toy,
+    body: { contentType: 'audio/ogg', bytes, sha256: sha256(content) },
+  })
+  if (created.status !== 201)
+    throw Object.assign(new Error('create refused'), { code: created.json?.error?.code ?? created.status })
+  const put = await request(api, created.json.method ?? 'PUT', created.json.uploadUrl, {
+    ca: caPem,
+    raw: content,
+    headers: { 'content-type': 'audio/ogg', ...(created.json.headers ?? {}) },
+  })
   if (put.status >= 300) throw Object.assign(new Error('upload refused'), { code: put.json?.error?.code ?? put.status })
-  const done = await request(api, 'POST', `/v1/device/recordings/${created.json.recordingId}/complete`, { ca: caPem, toy })
-  if (done.status !== 200) throw Object.assign(new Error('complete refused'), { code: done.json?.error?.code ?? done.status })
+  const done = await request(api, 'POST', `/v1/device/recordings/${created.json.recordingId}/complete`, {
+    ca: caPem,
+    toy,
+  })
+  if (done.status !== 200)
+    throw Object.assign(new Error('complete refused'), { code: done.json?.error?.code ?? done.status })
 }
 
 /** Connect the fleet, run it for the duration, drain, disconnect, and say what happened. */
-export async function runFleet(fleet: FleetFile, caPem: string, o: FleetOptions, progress: (s: string) => void = () => undefined): Promise<FleetReport> {
+export async function runFleet(
+  fleet: FleetFile,
+  caPem: string,
+  o: FleetOptions,
+  progress: (s: string) => void = () => undefined,
+): Promise<FleetReport> {
   const toys = fleet.toys.slice(0, o.toys)
   const connectFailures: Record<string, number> = {}
   const running: Running[] = []
@@ -332,14 +413,21 @@ export async function runFleet(fleet: FleetFile, caPem: string, o: FleetOptions,
       void p.finally(() => uploads.delete(p))
     }
   }, TICK_MS)
-  const progressTimer = setInterval(() => progress(`${Math.round((performance.now() - r0) / 1000)} s: ${published} published, ${acknowledged} acknowledged, ${recordings.uploaded} recordings`), 5000)
+  const progressTimer = setInterval(
+    () =>
+      progress(
+        `${Math.round((performance.now() - r0) / 1000)} s: ${published} published, ${acknowledged} acknowledged, ${recordings.uploaded} recordings`,
+      ),
+    5000,
+  )
   await new Promise((r) => setTimeout(r, o.durationS * 1000))
   clearInterval(ticker)
   clearInterval(progressTimer)
   const elapsed = (performance.now() - r0) / 1000
   // drain: what was sent gets up to 10 s for its PUBACK
   const deadline = Date.now() + 10_000
-  while ((running.some((r) => r.inFlight > 0) || uploads.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  while ((running.some((r) => r.inFlight > 0) || uploads.size > 0) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20))
   const disconnectsDuringRun = disconnects
   await Promise.all(running.map((r) => r.client.endAsync(true)))
 

@@ -25,7 +25,11 @@ export interface SimulatedToy {
 }
 
 /** Connect a toy; rejects with the refusal (CONNACK code or closed socket) when the broker says no. */
-export function connectToy(url: string, toy: ToyCredentials, options: { connectTimeoutMs?: number } = {}): Promise<SimulatedToy> {
+export function connectToy(
+  url: string,
+  toy: ToyCredentials,
+  options: { connectTimeoutMs?: number } = {},
+): Promise<SimulatedToy> {
   const client = mqtt.connect(url, {
     key: toy.keyPem,
     cert: toy.certPem,

@@ -15,7 +15,8 @@ const DEV_KEY_FILE = 'master.key'
 
 export function loadMasterKey(config: Pick<Config, 'masterKey' | 'dataDir' | 'env'>): Buffer {
   if (config.masterKey !== undefined) return Buffer.from(config.masterKey, 'base64')
-  if (config.env === 'production') throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_MASTER_KEY is required in production (R12)')
+  if (config.env === 'production')
+    throw new KennelError('KENNEL_ERR_CONFIG', 'KENNEL_MASTER_KEY is required in production (R12)')
   const file = path.join(config.dataDir, DEV_KEY_FILE)
   fs.mkdirSync(config.dataDir, { recursive: true })
   try {
@@ -24,7 +25,11 @@ export function loadMasterKey(config: Pick<Config, 'masterKey' | 'dataDir' | 'en
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
   }
   const mode = fs.statSync(file).mode & 0o777
-  if ((mode & 0o077) !== 0) throw new KennelError('KENNEL_ERR_INSECURE_KEY_FILE', `${file} must not be readable by group or others (mode ${mode.toString(8)}; chmod 600 it)`)
+  if ((mode & 0o077) !== 0)
+    throw new KennelError(
+      'KENNEL_ERR_INSECURE_KEY_FILE',
+      `${file} must not be readable by group or others (mode ${mode.toString(8)}; chmod 600 it)`,
+    )
   const key = Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'base64')
   if (key.length !== 32) throw new KennelError('KENNEL_ERR_CONFIG', `${file} does not hold a base64 32-byte key`)
   return key
@@ -76,9 +81,15 @@ export class KeyRing {
   async keyFor(owner: string): Promise<Buffer> {
     const cached = this.cached(owner)
     if (cached) return cached
-    const stored = (await this.store.read(this.purpose, owner)) ?? (await this.store.create(this.purpose, owner, seal(this.wrapping, randomBytes(32), this.aad(owner))))
+    const stored =
+      (await this.store.read(this.purpose, owner)) ??
+      (await this.store.create(this.purpose, owner, seal(this.wrapping, randomBytes(32), this.aad(owner))))
     const key = this.unwrap(owner, stored)
-    if (!key) throw new KennelError('KENNEL_ERR_KEY_SHREDDED', `the ${this.purpose} key of ${owner} was erased; no new one is made`)
+    if (!key)
+      throw new KennelError(
+        'KENNEL_ERR_KEY_SHREDDED',
+        `the ${this.purpose} key of ${owner} was erased; no new one is made`,
+      )
     return key
   }
 
@@ -121,5 +132,6 @@ export class KeyRing {
 }
 
 function assertOwner(owner: string): void {
-  if (!/^[A-Za-z0-9-]{1,100}$/.test(owner)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
+  if (!/^[A-Za-z0-9-]{1,100}$/.test(owner))
+    throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
 }

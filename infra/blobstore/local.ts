@@ -4,7 +4,14 @@ import path from 'node:path'
 import { KennelError } from '../errors.ts'
 import { FileKeyStore } from '../keystore/files.ts'
 import { deriveKey, KeyRing, open, seal } from './keys.ts'
-import { OBJECT_KEY_PATTERN, type BlobMethod, type BlobStat, type BlobStore, type PresignedUrl, type PresignRequest } from './port.ts'
+import {
+  OBJECT_KEY_PATTERN,
+  type BlobMethod,
+  type BlobStat,
+  type BlobStore,
+  type PresignedUrl,
+  type PresignRequest,
+} from './port.ts'
 
 // The embedded blob store (R12): each object is sealed with AES-256-GCM under its household's
 // data key (wrapped by the master key, infra/blobstore/keys.ts), the object key as AAD so files
@@ -51,7 +58,9 @@ export class LocalBlobStore implements BlobStore {
 
   constructor(opts: LocalBlobStoreOptions) {
     this.signingKey = deriveKey(opts.masterKey, 'blob-url-signing')
-    this.keys = opts.keys ?? new KeyRing(new FileKeyStore({ 'household-data': path.join(opts.dir, 'keys') }), opts.masterKey, 'household-data')
+    this.keys =
+      opts.keys ??
+      new KeyRing(new FileKeyStore({ 'household-data': path.join(opts.dir, 'keys') }), opts.masterKey, 'household-data')
     this.objects = path.join(opts.dir, 'objects')
     this.now = opts.now ?? (() => new Date())
   }
@@ -63,7 +72,14 @@ export class LocalBlobStore implements BlobStore {
     const bytes = r.method === 'PUT' ? (r.bytes ?? 0) : 0
     const sha256 = r.method === 'PUT' ? (r.sha256 ?? '') : ''
     const credential = r.credential ?? ''
-    const sig = this.sign(r.method, r.key, { householdId: r.householdId, contentType, bytes, sha256, credential, expires })
+    const sig = this.sign(r.method, r.key, {
+      householdId: r.householdId,
+      contentType,
+      bytes,
+      sha256,
+      credential,
+      expires,
+    })
     const optional = `${sha256 ? `&sha=${sha256}` : ''}${credential ? `&cred=${encodeURIComponent(credential)}` : ''}`
     const q = `h=${encodeURIComponent(r.householdId)}&ct=${encodeURIComponent(contentType)}&len=${bytes}${optional}&expires=${expires}&sig=${sig}`
     return {
@@ -79,11 +95,23 @@ export class LocalBlobStore implements BlobStore {
   async receive(key: string, p: SignedParams, contentType: string | undefined, body: Buffer): Promise<BlobStat> {
     this.verify('PUT', key, p)
     if ((contentType ?? '').split(';')[0]!.trim().toLowerCase() !== p.contentType) {
-      throw new KennelError('KENNEL_ERR_URL_SIGNATURE', `this URL is signed for Content-Type ${p.contentType}`, { reason: 'content-type-mismatch' })
+      throw new KennelError('KENNEL_ERR_URL_SIGNATURE', `this URL is signed for Content-Type ${p.contentType}`, {
+        reason: 'content-type-mismatch',
+      })
     }
-    if (body.length !== p.bytes) throw new KennelError('KENNEL_ERR_RECORDING_SIZE_MISMATCH', `this URL is signed for exactly ${p.bytes} bytes, got ${body.length}`, { reason: 'size-mismatch' })
+    if (body.length !== p.bytes)
+      throw new KennelError(
+        'KENNEL_ERR_RECORDING_SIZE_MISMATCH',
+        `this URL is signed for exactly ${p.bytes} bytes, got ${body.length}`,
+        { reason: 'size-mismatch' },
+      )
     const sha256 = sha256Hex(body)
-    if (p.sha256 !== '' && sha256 !== p.sha256) throw new KennelError('KENNEL_ERR_RECORDING_HASH_MISMATCH', `this URL is signed for content with SHA-256 ${p.sha256}, got ${sha256}`, { reason: 'sha256-mismatch' })
+    if (p.sha256 !== '' && sha256 !== p.sha256)
+      throw new KennelError(
+        'KENNEL_ERR_RECORDING_HASH_MISMATCH',
+        `this URL is signed for content with SHA-256 ${p.sha256}, got ${sha256}`,
+        { reason: 'sha256-mismatch' },
+      )
     const dataKey = await this.keys.keyFor(p.householdId)
     await fs.mkdir(this.objects, { recursive: true, mode: 0o700 })
     const meta: ObjectMeta = { householdId: p.householdId, contentType: p.contentType, size: body.length }
@@ -94,7 +122,12 @@ export class LocalBlobStore implements BlobStore {
       // link() creates the object's name atomically and fails if it exists: of two PUTs (or a
       // second one later) exactly one stores, and a stored object is never replaced
       await fs.link(tmp, this.file(key)).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'EEXIST') throw new KennelError('KENNEL_ERR_URL_USED', 'this upload URL has already been used; an object is written once', { reason: 'already-used' })
+        if (err.code === 'EEXIST')
+          throw new KennelError(
+            'KENNEL_ERR_URL_USED',
+            'this upload URL has already been used; an object is written once',
+            { reason: 'already-used' },
+          )
         throw err
       })
       await fs.rename(`${tmp}.json`, `${this.file(key)}.json`)
@@ -106,7 +139,11 @@ export class LocalBlobStore implements BlobStore {
 
   /** GET through a signed URL: verify, open the sealed object and, when the caller knows the
    * SHA-256 recorded for it, refuse content that is not exactly that (KENNEL_ERR_RECORDING_HASH_MISMATCH). */
-  async send(key: string, p: SignedParams, expectedSha256?: string): Promise<{ body: Buffer; contentType: string; sha256: string }> {
+  async send(
+    key: string,
+    p: SignedParams,
+    expectedSha256?: string,
+  ): Promise<{ body: Buffer; contentType: string; sha256: string }> {
     this.verify('GET', key, p)
     const meta = await this.meta(key)
     if (!meta || meta.householdId !== p.householdId) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such object')
@@ -114,7 +151,11 @@ export class LocalBlobStore implements BlobStore {
     if (!body) throw new KennelError('KENNEL_ERR_NOT_FOUND', 'no such object')
     const sha256 = sha256Hex(body)
     if (expectedSha256 !== undefined && sha256 !== expectedSha256) {
-      throw new KennelError('KENNEL_ERR_RECORDING_HASH_MISMATCH', 'the stored object is not the content recorded when the recording was completed; it is not served', { reason: 'content-mismatch' })
+      throw new KennelError(
+        'KENNEL_ERR_RECORDING_HASH_MISMATCH',
+        'the stored object is not the content recorded when the recording was completed; it is not served',
+        { reason: 'content-mismatch' },
+      )
     }
     return { body, contentType: meta.contentType, sha256 }
   }
@@ -147,7 +188,8 @@ export class LocalBlobStore implements BlobStore {
       throw new KennelError('KENNEL_ERR_URL_SIGNATURE', 'the URL signature does not match this object and method')
     }
     // checked after the signature so that an attacker cannot extend `expires` (R5)
-    if (this.now().getTime() / 1000 > p.expires) throw new KennelError('KENNEL_ERR_URL_EXPIRED', 'this URL has expired; ask for a new one')
+    if (this.now().getTime() / 1000 > p.expires)
+      throw new KennelError('KENNEL_ERR_URL_EXPIRED', 'this URL has expired; ask for a new one')
   }
 
   private sign(method: BlobMethod, key: string, p: Omit<SignedParams, 'sig'>): string {

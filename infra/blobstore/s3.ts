@@ -51,18 +51,20 @@ export class S3BlobStore implements BlobStore {
   constructor(private readonly opts: S3BlobStoreOptions) {}
 
   private sdk(): Promise<Sdk> {
-    this.loaded ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/s3-request-presigner')]).then(([s3, { getSignedUrl }]) => {
-      const client = new s3.S3Client({
-        region: this.opts.region,
-        ...(this.opts.endpoint ? { endpoint: this.opts.endpoint } : {}),
-        forcePathStyle: this.opts.forcePathStyle ?? this.opts.endpoint !== undefined,
-        ...(this.opts.credentials ? { credentials: this.opts.credentials } : {}),
-        // by default the SDK adds a CRC32 of the (empty) presigned body to a PutObject URL, which S3
-        // would hold the real upload to; checksums are signed only when the client declared one
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-      })
-      return { s3, getSignedUrl, client }
-    })
+    this.loaded ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/s3-request-presigner')]).then(
+      ([s3, { getSignedUrl }]) => {
+        const client = new s3.S3Client({
+          region: this.opts.region,
+          ...(this.opts.endpoint ? { endpoint: this.opts.endpoint } : {}),
+          forcePathStyle: this.opts.forcePathStyle ?? this.opts.endpoint !== undefined,
+          ...(this.opts.credentials ? { credentials: this.opts.credentials } : {}),
+          // by default the SDK adds a CRC32 of the (empty) presigned body to a PutObject URL, which S3
+          // would hold the real upload to; checksums are signed only when the client declared one
+          requestChecksumCalculation: 'WHEN_REQUIRED',
+        })
+        return { s3, getSignedUrl, client }
+      },
+    )
     return this.loaded
   }
 
@@ -71,16 +73,44 @@ export class S3BlobStore implements BlobStore {
     const signingDate = this.opts.now?.() ?? new Date()
     const expiresAt = new Date(Math.floor(signingDate.getTime() / 1000) * 1000 + r.ttlSeconds * 1000).toISOString()
     if (r.method === 'GET') {
-      const url = await getSignedUrl(client, new s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: r.key }), { expiresIn: r.ttlSeconds, signingDate })
+      const url = await getSignedUrl(client, new s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: r.key }), {
+        expiresIn: r.ttlSeconds,
+        signingDate,
+      })
       return { method: 'GET', url, headers: {}, expiresAt }
     }
-    const sse = this.opts.kmsKeyId ? { ServerSideEncryption: 'aws:kms' as const, SSEKMSKeyId: this.opts.kmsKeyId } : { ServerSideEncryption: 'AES256' as const }
-    const checksum = r.sha256 ? { ChecksumAlgorithm: 'SHA256' as const, ChecksumSHA256: Buffer.from(r.sha256, 'hex').toString('base64') } : undefined
-    const command = new s3.PutObjectCommand({ Bucket: this.opts.bucket, Key: r.key, ContentType: r.contentType, ContentLength: r.bytes, IfNoneMatch: '*', ...sse, ...checksum })
-    const url = await getSignedUrl(client, command, { expiresIn: r.ttlSeconds, signingDate, unhoistableHeaders: SIGNED_HEADERS, signableHeaders: SIGNED_HEADERS })
-    const headers: Record<string, string> = { 'content-type': r.contentType ?? 'application/octet-stream', 'if-none-match': '*', 'x-amz-server-side-encryption': sse.ServerSideEncryption }
+    const sse = this.opts.kmsKeyId
+      ? { ServerSideEncryption: 'aws:kms' as const, SSEKMSKeyId: this.opts.kmsKeyId }
+      : { ServerSideEncryption: 'AES256' as const }
+    const checksum = r.sha256
+      ? { ChecksumAlgorithm: 'SHA256' as const, ChecksumSHA256: Buffer.from(r.sha256, 'hex').toString('base64') }
+      : undefined
+    const command = new s3.PutObjectCommand({
+      Bucket: this.opts.bucket,
+      Key: r.key,
+      ContentType: r.contentType,
+      ContentLength: r.bytes,
+      IfNoneMatch: '*',
+      ...sse,
+      ...checksum,
+    })
+    const url = await getSignedUrl(client, command, {
+      expiresIn: r.ttlSeconds,
+      signingDate,
+      unhoistableHeaders: SIGNED_HEADERS,
+      signableHeaders: SIGNED_HEADERS,
+    })
+    const headers: Record<string, string> = {
+      'content-type': r.contentType ?? 'application/octet-stream',
+      'if-none-match': '*',
+      'x-amz-server-side-encryption': sse.ServerSideEncryption,
+    }
     if (this.opts.kmsKeyId) headers['x-amz-server-side-encryption-aws-kms-key-id'] = this.opts.kmsKeyId
-    if (checksum) Object.assign(headers, { 'x-amz-sdk-checksum-algorithm': 'SHA256', 'x-amz-checksum-sha256': checksum.ChecksumSHA256 })
+    if (checksum)
+      Object.assign(headers, {
+        'x-amz-sdk-checksum-algorithm': 'SHA256',
+        'x-amz-checksum-sha256': checksum.ChecksumSHA256,
+      })
     return { method: 'PUT', url, headers, expiresAt }
   }
 
@@ -91,9 +121,14 @@ export class S3BlobStore implements BlobStore {
     const { s3, client } = await this.sdk()
     let body: AsyncIterable<Uint8Array>
     try {
-      body = (await client.send(new s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: key }))).Body as AsyncIterable<Uint8Array>
+      body = (await client.send(new s3.GetObjectCommand({ Bucket: this.opts.bucket, Key: key })))
+        .Body as AsyncIterable<Uint8Array>
     } catch (err) {
-      if (err instanceof s3.S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === 'NoSuchKey' || err.name === 'NotFound')) return undefined
+      if (
+        err instanceof s3.S3ServiceException &&
+        (err.$metadata.httpStatusCode === 404 || err.name === 'NoSuchKey' || err.name === 'NotFound')
+      )
+        return undefined
       throw err
     }
     const hash = createHash('sha256')

@@ -39,7 +39,8 @@ const SLOW = Symbol('slow')
  * allocates only what it must: nothing for a value already in order, and for an object out of
  * order only the copy (children that are primitives are not visited). */
 function sortedCopy(value: unknown): unknown {
-  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? SLOW : value
+  if (value === null || typeof value !== 'object')
+    return typeof value === 'function' || typeof value === 'symbol' ? SLOW : value
   if (Array.isArray(value)) {
     let out: unknown[] | undefined
     for (let i = 0; i < value.length; i++) {
@@ -52,7 +53,8 @@ function sortedCopy(value: unknown): unknown {
     return out ?? value
   }
   const proto = Object.getPrototypeOf(value)
-  if ((proto !== Object.prototype && proto !== null) || typeof (value as { toJSON?: unknown }).toJSON === 'function') return SLOW
+  if ((proto !== Object.prototype && proto !== null) || typeof (value as { toJSON?: unknown }).toJSON === 'function')
+    return SLOW
   const obj = value as Record<string, unknown>
   const keys = Object.keys(obj)
   let sorted = true
@@ -83,7 +85,8 @@ function sortedCopy(value: unknown): unknown {
 }
 
 /** objects and arrays may need a copy, functions and symbols make the value SLOW */
-const needsVisit = (v: unknown): boolean => (v !== null && typeof v === 'object') || typeof v === 'function' || typeof v === 'symbol'
+const needsVisit = (v: unknown): boolean =>
+  (v !== null && typeof v === 'object') || typeof v === 'function' || typeof v === 'symbol'
 
 /** canonicalJson(value), through the native serialiser whenever key order can be forced */
 export function canonicalJsonFast(value: unknown): string {

@@ -51,10 +51,16 @@ import {
 const META_TYPE = 'KennelStoreCreated'
 
 function parseUrl(url: string): { connectionString: string; namespace: string } {
-  const [base, query = ''] = url.replace(/^kurrentdb(\+discover)?:\/\//, (_, d: string | undefined) => `esdb${d ?? ''}://`).split('?', 2) as [string, string?]
+  const [base, query = ''] = url
+    .replace(/^kurrentdb(\+discover)?:\/\//, (_, d: string | undefined) => `esdb${d ?? ''}://`)
+    .split('?', 2) as [string, string?]
   const params = new URLSearchParams(query)
   const namespace = params.get('namespace') ?? 'kennel'
-  if (!/^[a-z0-9_]{1,64}$/.test(namespace)) throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', `invalid namespace ${JSON.stringify(namespace)}: lower-case letters, digits and _`)
+  if (!/^[a-z0-9_]{1,64}$/.test(namespace))
+    throw new KennelError(
+      'KENNEL_ERR_EVENTSTORE_URL',
+      `invalid namespace ${JSON.stringify(namespace)}: lower-case letters, digits and _`,
+    )
   params.delete('namespace')
   const rest = params.toString()
   return { connectionString: rest ? `${base}?${rest}` : base, namespace }
@@ -69,7 +75,12 @@ export async function openEsdbEventStore(url: string, options: OpenOptions): Pro
   } catch (err) {
     await client.dispose()
     if (err instanceof KennelError) throw err
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `cannot open the EventStoreDB event store (namespace ${namespace}): ${(err as Error).message}`, { namespace }, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `cannot open the EventStoreDB event store (namespace ${namespace}): ${(err as Error).message}`,
+      { namespace },
+      { cause: err },
+    )
   }
 }
 
@@ -90,7 +101,11 @@ async function initialise(client: EventStoreDBClient, namespace: string, environ
   let value = await stored()
   if (value === undefined) {
     try {
-      await client.appendToStream(stream, jsonEvent({ type: META_TYPE, data: { environment, created: new Date().toISOString() } }), { expectedRevision: 'no_stream' })
+      await client.appendToStream(
+        stream,
+        jsonEvent({ type: META_TYPE, data: { environment, created: new Date().toISOString() } }),
+        { expectedRevision: 'no_stream' },
+      )
       value = environment
     } catch (err) {
       if (!(err instanceof WrongExpectedVersionError)) throw err
@@ -98,12 +113,17 @@ async function initialise(client: EventStoreDBClient, namespace: string, environ
     }
   }
   if (value !== environment) {
-    throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `event store namespace ${namespace} was created by a ${value} environment; refusing to open it as ${environment} (R8)`, { stored: value, opening: environment })
+    throw new KennelError(
+      'KENNEL_ERR_ENVIRONMENT_MISMATCH',
+      `event store namespace ${namespace} was created by a ${value} environment; refusing to open it as ${environment} (R8)`,
+      { stored: value, opening: environment },
+    )
   }
   return value
 }
 
-const toServerRevision = (expected: ExpectedRevision): AppendExpectedRevision => (typeof expected === 'number' ? BigInt(expected) : expected)
+const toServerRevision = (expected: ExpectedRevision): AppendExpectedRevision =>
+  typeof expected === 'number' ? BigInt(expected) : expected
 
 const at = (n: number): Position => ({ commit: BigInt(n), prepare: BigInt(n) })
 
@@ -131,7 +151,10 @@ class EsdbEventStore implements EventStore {
         prepared.map((e) => jsonEvent({ id: e.id, type: e.type, data: e.data as JSONType, metadata: e.metadata })),
         { expectedRevision: toServerRevision(expected) },
       )
-      return { nextExpectedRevision: Number(result.nextExpectedRevision), position: Number(result.position?.commit ?? -1) }
+      return {
+        nextExpectedRevision: Number(result.nextExpectedRevision),
+        position: Number(result.position?.commit ?? -1),
+      }
     } catch (err) {
       if (err instanceof WrongExpectedVersionError) {
         const actual = err.actualVersion === 'no_stream' ? 'no_stream' : Number(err.actualVersion)
@@ -170,12 +193,22 @@ class EsdbEventStore implements EventStore {
     // $all holds every namespace and the system streams: filter here, stop once enough match
     const read = this.client.readAll({
       direction: backwards ? BACKWARDS : FORWARDS,
-      fromPosition: backwards ? (options.before !== undefined ? at(options.before) : END) : options.after ? at(options.after) : START,
+      fromPosition: backwards
+        ? options.before !== undefined
+          ? at(options.before)
+          : END
+        : options.after
+          ? at(options.after)
+          : START,
     })
     for await (const r of read) {
       const e = this.fromAll(r)
       // the port's bounds are exclusive; the server's start position is inclusive
-      if (!e || (backwards ? options.before !== undefined && e.position >= options.before : e.position <= (options.after ?? 0))) continue
+      if (
+        !e ||
+        (backwards ? options.before !== undefined && e.position >= options.before : e.position <= (options.after ?? 0))
+      )
+        continue
       if (!matchesFilter(e, options.filter)) continue
       out.push(e)
       if (out.length >= max) break

@@ -76,7 +76,13 @@ function alive(pid: number): boolean {
 function readHolder(file: string): Holder | undefined {
   try {
     const h = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Holder>
-    if (typeof h.hostname === 'string' && Number.isSafeInteger(h.pid) && typeof h.since === 'string') return { hostname: h.hostname, bootId: typeof h.bootId === 'string' ? h.bootId : undefined, pid: h.pid!, since: h.since }
+    if (typeof h.hostname === 'string' && Number.isSafeInteger(h.pid) && typeof h.since === 'string')
+      return {
+        hostname: h.hostname,
+        bootId: typeof h.bootId === 'string' ? h.bootId : undefined,
+        pid: h.pid!,
+        since: h.since,
+      }
   } catch {
     // unreadable or half-written
   }
@@ -94,5 +100,6 @@ function bootId(): string | undefined {
 function release(file: string, me: Holder): void {
   if (!held.delete(file)) return
   const holder = readHolder(file)
-  if (holder?.pid === me.pid && holder.since === me.since && holder.hostname === me.hostname) fs.rmSync(file, { force: true })
+  if (holder?.pid === me.pid && holder.since === me.since && holder.hostname === me.hostname)
+    fs.rmSync(file, { force: true })
 }

@@ -8,7 +8,8 @@ import type { EventStore, OpenOptions } from './port.ts'
 export async function openEventStore(url: string, options: OpenOptions): Promise<EventStore> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length)
-    if (file === '') throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'sqlite: needs a file path (sqlite:/path/events.sqlite)')
+    if (file === '')
+      throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'sqlite: needs a file path (sqlite:/path/events.sqlite)')
     const { openSqliteEventStore } = await import('./sqlite.ts')
     return openSqliteEventStore(path.resolve(file), options)
   }
@@ -20,5 +21,8 @@ export async function openEventStore(url: string, options: OpenOptions): Promise
     const { openEsdbEventStore } = await import('./esdb.ts')
     return openEsdbEventStore(url, options)
   }
-  throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', `unsupported event store URL ${JSON.stringify(url.replace(/\/\/[^@]*@/, '//***@'))}: use sqlite:, postgres:// or esdb://`)
+  throw new KennelError(
+    'KENNEL_ERR_EVENTSTORE_URL',
+    `unsupported event store URL ${JSON.stringify(url.replace(/\/\/[^@]*@/, '//***@'))}: use sqlite:, postgres:// or esdb://`,
+  )
 }

@@ -13,7 +13,16 @@ import { KennelError } from '../errors.ts'
 /** the server ended the session: administrator command, crash, start-up or shutdown in progress */
 const SERVER_ENDED = new Set(['57P01', '57P02', '57P03'])
 /** the socket broke, or the server could not be reached */
-const SOCKET_FAILED = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
+const SOCKET_FAILED = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+])
 /** node-postgres's own messages for a connection that ended or broke */
 const DRIVER_LOST = /Connection terminated|not queryable|Connection ended|timeout exceeded when trying to connect/i
 
@@ -30,7 +39,8 @@ export function openPool(config: pg.PoolConfig): pg.Pool {
  * (connection exception), 57P01–57P03, a broken socket or node-postgres's connection errors */
 export function isConnectionLoss(err: unknown): boolean {
   const { code, message } = err as { code?: unknown; message?: unknown }
-  if (typeof code === 'string' && (code.startsWith('08') || SERVER_ENDED.has(code) || SOCKET_FAILED.has(code))) return true
+  if (typeof code === 'string' && (code.startsWith('08') || SERVER_ENDED.has(code) || SOCKET_FAILED.has(code)))
+    return true
   return typeof message === 'string' && DRIVER_LOST.test(message)
 }
 
@@ -43,7 +53,12 @@ function describe(err: unknown): string {
  * is returned unchanged. `outcome` tells the caller what may have happened (e.g. for a write). */
 export function unlessConnectionLost(err: unknown, doing: string, outcome = ''): unknown {
   if (!isConnectionLoss(err)) return err
-  return new KennelError('KENNEL_ERR_UNAVAILABLE', `PostgreSQL connection lost while ${doing}: ${describe(err)}${outcome ? `; ${outcome}` : ''}`, { retryable: true }, { cause: err })
+  return new KennelError(
+    'KENNEL_ERR_UNAVAILABLE',
+    `PostgreSQL connection lost while ${doing}: ${describe(err)}${outcome ? `; ${outcome}` : ''}`,
+    { retryable: true },
+    { cause: err },
+  )
 }
 
 /** A pooled connection. Any failure to get one (server down, connections refused, login not
@@ -52,12 +67,22 @@ export async function connect(pool: pg.Pool, doing: string): Promise<pg.PoolClie
   try {
     return await pool.connect()
   } catch (err) {
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `cannot reach PostgreSQL while ${doing}: ${describe(err)}`, { retryable: true }, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `cannot reach PostgreSQL while ${doing}: ${describe(err)}`,
+      { retryable: true },
+      { cause: err },
+    )
   }
 }
 
 /** One statement on a pooled connection, with connection failures mapped as above. */
-export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, doing: string, statement: pg.QueryConfig, outcome?: string): Promise<pg.QueryResult<R>> {
+export async function query<R extends pg.QueryResultRow>(
+  pool: pg.Pool,
+  doing: string,
+  statement: pg.QueryConfig,
+  outcome?: string,
+): Promise<pg.QueryResult<R>> {
   const client = await connect(pool, doing)
   let lost = false
   try {

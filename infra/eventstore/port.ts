@@ -123,6 +123,10 @@ export interface EventStore {
 export interface OpenOptions {
   /** environment of the opening process; a store created by another one refuses to open (R8) */
   environment: string
+  /** Embedded store: hand every append to this function (another handle of the same file, in
+   * this process) instead of starting a writer thread for this handle; the events come back to
+   * this handle's subscriptions through its poll of the file. Other adapters ignore it. */
+  appendVia?: (stream: string, events: readonly NewEvent[], options: AppendOptions) => Promise<AppendResult>
 }
 
 export class WrongExpectedRevisionError extends KennelError {
@@ -132,7 +136,11 @@ export class WrongExpectedRevisionError extends KennelError {
   readonly actual: number | 'no_stream'
 
   constructor(stream: string, expected: ExpectedRevision, actual: number | 'no_stream', reason?: string) {
-    super('KENNEL_ERR_WRONG_EXPECTED_REVISION', `append to ${stream}: expected revision ${expected}, actual ${actual}${reason ? ` (${reason})` : ''}`, { stream, expected, actual })
+    super(
+      'KENNEL_ERR_WRONG_EXPECTED_REVISION',
+      `append to ${stream}: expected revision ${expected}, actual ${actual}${reason ? ` (${reason})` : ''}`,
+      { stream, expected, actual },
+    )
     this.stream = stream
     this.expected = expected
     this.actual = actual
@@ -151,11 +159,25 @@ export interface PreparedEvent {
 }
 
 /** Validate an append's arguments the same way in every adapter. */
-export function prepareAppend(stream: string, events: readonly NewEvent[], expected: ExpectedRevision): PreparedEvent[] {
+export function prepareAppend(
+  stream: string,
+  events: readonly NewEvent[],
+  expected: ExpectedRevision,
+): PreparedEvent[] {
   if (typeof stream !== 'string' || !STREAM.test(stream) || stream.startsWith('$')) {
-    throw new KennelError('KENNEL_ERR_VALIDATION', `invalid stream name ${JSON.stringify(stream)}: 1-200 characters, no control characters, not starting with $`)
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `invalid stream name ${JSON.stringify(stream)}: 1-200 characters, no control characters, not starting with $`,
+    )
   }
-  if (!(expected === 'any' || expected === 'no_stream' || expected === 'stream_exists' || (Number.isSafeInteger(expected) && expected >= 0))) {
+  if (
+    !(
+      expected === 'any' ||
+      expected === 'no_stream' ||
+      expected === 'stream_exists' ||
+      (Number.isSafeInteger(expected) && expected >= 0)
+    )
+  ) {
     throw new KennelError('KENNEL_ERR_VALIDATION', `invalid expected revision ${String(expected)}`)
   }
   if (!Array.isArray(events) || events.length === 0) {
@@ -169,14 +191,16 @@ export function prepareAppend(stream: string, events: readonly NewEvent[], expec
     let id: string
     if (e.id === undefined) id = randomUUID()
     else {
-      if (!UUID.test(e.id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(e.id)})`)
+      if (!UUID.test(e.id))
+        throw new KennelError('KENNEL_ERR_VALIDATION', `event id must be a UUID (got ${JSON.stringify(e.id)})`)
       id = e.id.toLowerCase()
     }
     if (seen) {
       if (seen.has(id)) throw new KennelError('KENNEL_ERR_VALIDATION', `event id ${id} appears twice in one append`)
       seen.add(id)
     }
-    if (typeof e.type !== 'string' || !TYPE.test(e.type)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid event type ${JSON.stringify(e.type)}`)
+    if (typeof e.type !== 'string' || !TYPE.test(e.type))
+      throw new KennelError('KENNEL_ERR_VALIDATION', `invalid event type ${JSON.stringify(e.type)}`)
     if (e.data === undefined) throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} has no data`)
     prepared[i] = { id, type: e.type, data: e.data, metadata: e.metadata ?? NO_METADATA }
   }
@@ -225,14 +249,24 @@ export function classifyRetry(
     first !== undefined &&
     stored.every((s, i) => s !== undefined && s.stream === stream && s.revision === first.revision + i)
   if (!consecutive) {
-    throw new KennelError('KENNEL_ERR_DUPLICATE_EVENT', `append to ${stream}: some event ids are already stored, others are not, or they are stored elsewhere`, { stream })
+    throw new KennelError(
+      'KENNEL_ERR_DUPLICATE_EVENT',
+      `append to ${stream}: some event ids are already stored, others are not, or they are stored elsewhere`,
+      { stream },
+    )
   }
   const matches =
     expected === 'any' ||
     expected === 'stream_exists' ||
     (expected === 'no_stream' && first.revision === 0) ||
     (typeof expected === 'number' && first.revision === expected + 1)
-  if (!matches) throw new WrongExpectedRevisionError(stream, expected, current < 0 ? 'no_stream' : current, 'event ids already stored at another revision')
+  if (!matches)
+    throw new WrongExpectedRevisionError(
+      stream,
+      expected,
+      current < 0 ? 'no_stream' : current,
+      'event ids already stored at another revision',
+    )
   const last = stored[stored.length - 1]!
   return { nextExpectedRevision: last.revision, position: last.position }
 }

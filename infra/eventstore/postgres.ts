@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import pg from 'pg'
+import type pg from 'pg'
 import { KennelError } from '../errors.ts'
 import {
   type AppendOptions,
@@ -275,7 +275,8 @@ function toJson(value: unknown, type: string): string {
   } catch (err) {
     throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type} cannot be stored as JSON: ${(err as Error).message}`)
   }
-  if (typeof text !== 'string') throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type}: data and metadata must be JSON values`)
+  if (typeof text !== 'string')
+    throw new KennelError('KENNEL_ERR_VALIDATION', `event ${type}: data and metadata must be JSON values`)
   return text
 }
 
@@ -283,10 +284,19 @@ function toJson(value: unknown, type: string): string {
 function appendError(a: PendingAppend, e: SqlError): Error {
   if (e.code === WRONG_REVISION) {
     const current = Number(e.detail)
-    return new WrongExpectedRevisionError(a.stream, a.expected, current < 0 ? 'no_stream' : current, e.hint ?? undefined)
+    return new WrongExpectedRevisionError(
+      a.stream,
+      a.expected,
+      current < 0 ? 'no_stream' : current,
+      e.hint ?? undefined,
+    )
   }
   if (e.code === DUPLICATE) return new KennelError('KENNEL_ERR_DUPLICATE_EVENT', e.message, { stream: a.stream })
-  return new KennelError('KENNEL_ERR_INTERNAL', `append to ${a.stream} failed in PostgreSQL: ${e.message} (${e.code ?? 'no SQLSTATE'})`, { stream: a.stream })
+  return new KennelError(
+    'KENNEL_ERR_INTERNAL',
+    `append to ${a.stream} failed in PostgreSQL: ${e.message} (${e.code ?? 'no SQLSTATE'})`,
+    { stream: a.stream },
+  )
 }
 
 /** `postgres://…?schema=name`: the schema parameter is ours, not libpq's, so it is removed. */
@@ -299,7 +309,10 @@ function parseUrl(url: string): { connectionString: string; schema: string } {
   }
   const schema = u.searchParams.get('schema') ?? 'kennel'
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-    throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', `invalid schema ${JSON.stringify(schema)}: lower-case letters, digits and _, at most 63`)
+    throw new KennelError(
+      'KENNEL_ERR_EVENTSTORE_URL',
+      `invalid schema ${JSON.stringify(schema)}: lower-case letters, digits and _, at most 63`,
+    )
   }
   u.searchParams.delete('schema')
   return { connectionString: u.toString(), schema }
@@ -318,13 +331,20 @@ export async function openPostgresEventStore(url: string, options: PostgresOptio
   const lockKey = createHash('sha256').update(schema).digest().readInt32BE(0)
   try {
     const environment = await initialise(pool, schema, lockKey, options.environment)
-    const head = await query<{ head: string }>(pool, 'reading the head position', { text: `SELECT coalesce(max(position), 0) AS head FROM "${schema}".events` })
+    const head = await query<{ head: string }>(pool, 'reading the head position', {
+      text: `SELECT coalesce(max(position), 0) AS head FROM "${schema}".events`,
+    })
     return new PostgresEventStore(pool, `"${schema}"`, environment, Number(head.rows[0]!.head))
   } catch (err) {
     await pool.end()
     if (err instanceof KennelError) throw err
     const code = (err as { code?: string }).code
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `cannot open the PostgreSQL event store (schema ${schema}): ${(err as Error).message}${code ? ` (${code})` : ''}`, { schema }, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `cannot open the PostgreSQL event store (schema ${schema}): ${(err as Error).message}${code ? ` (${code})` : ''}`,
+      { schema },
+      { cause: err },
+    )
   }
 }
 
@@ -338,17 +358,29 @@ async function initialise(pool: pg.Pool, schema: string, lockKey: number, enviro
     await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockKey])
     const { rows } = await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [`${s}.kennel_meta`])
     if (rows[0]!.t === null) await client.query(schemaSql(s))
-    const functions = await client.query<{ value: string }>(`SELECT value FROM ${s}.kennel_meta WHERE key = 'functions'`)
+    const functions = await client.query<{ value: string }>(
+      `SELECT value FROM ${s}.kennel_meta WHERE key = 'functions'`,
+    )
     if (functions.rows[0]?.value !== FUNCTIONS_VERSION) {
       await client.query(functionsSql(s, lockKey))
-      await client.query(`INSERT INTO ${s}.kennel_meta (key, value) VALUES ('functions', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [FUNCTIONS_VERSION])
+      await client.query(
+        `INSERT INTO ${s}.kennel_meta (key, value) VALUES ('functions', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+        [FUNCTIONS_VERSION],
+      )
     }
     const stored = await client.query<{ value: string }>(`SELECT value FROM ${s}.kennel_meta WHERE key = 'environment'`)
     const value = stored.rows[0]?.value
     if (value === undefined) {
-      await client.query(`INSERT INTO ${s}.kennel_meta (key, value) VALUES ('environment', $1), ('created', $2)`, [environment, new Date().toISOString()])
+      await client.query(`INSERT INTO ${s}.kennel_meta (key, value) VALUES ('environment', $1), ('created', $2)`, [
+        environment,
+        new Date().toISOString(),
+      ])
     } else if (value !== environment) {
-      throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `event store schema ${schema} was created by a ${value} environment; refusing to open it as ${environment} (R8)`, { stored: value, opening: environment })
+      throw new KennelError(
+        'KENNEL_ERR_ENVIRONMENT_MISMATCH',
+        `event store schema ${schema} was created by a ${value} environment; refusing to open it as ${environment} (R8)`,
+        { stored: value, opening: environment },
+      )
     }
     await client.query('COMMIT')
     return value ?? environment
@@ -421,7 +453,15 @@ class PostgresEventStore implements EventStore {
   }
 
   private async commit(batch: PendingAppend[]): Promise<void> {
-    const columns = { streams: [] as string[], expected: [] as string[], counts: [] as number[], ids: [] as string[], types: [] as string[], data: [] as string[], metadata: [] as string[] }
+    const columns = {
+      streams: [] as string[],
+      expected: [] as string[],
+      counts: [] as number[],
+      ids: [] as string[],
+      types: [] as string[],
+      data: [] as string[],
+      metadata: [] as string[],
+    }
     for (const a of batch) {
       columns.streams.push(a.stream)
       columns.expected.push(String(a.expected))
@@ -463,7 +503,9 @@ class PostgresEventStore implements EventStore {
         // [revision, position, time] when it wrote: its events are consecutive, all at that time
         if (r.length < 3) return
         const n = a.events.length
-        a.events.forEach((e, k) => written.push(new CommittedEvent(e, a.json[k]!, a.stream, r[0] - n + 1 + k, r[1] - n + 1 + k, r[2]!)))
+        a.events.forEach((e, k) =>
+          written.push(new CommittedEvent(e, a.json[k]!, a.stream, r[0] - n + 1 + k, r[1] - n + 1 + k, r[2]!)),
+        )
       })
     } finally {
       // whatever happened above, the feed must not wait for this batch for ever
@@ -484,18 +526,35 @@ class PostgresEventStore implements EventStore {
 
   async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
     this.assertOpen()
-    return this.read(options.direction === 'backwards', options.direction === 'backwards' ? options.before : options.after, options.maxCount, options.filter)
+    return this.read(
+      options.direction === 'backwards',
+      options.direction === 'backwards' ? options.before : options.after,
+      options.maxCount,
+      options.filter,
+    )
   }
 
   /** `upTo`: forwards, only events with position <= upTo */
-  private async read(backwards: boolean, bound: number | undefined, max: number | undefined, filter: EventFilter | undefined, upTo = Number.MAX_SAFE_INTEGER): Promise<RecordedEvent[]> {
+  private async read(
+    backwards: boolean,
+    bound: number | undefined,
+    max: number | undefined,
+    filter: EventFilter | undefined,
+    upTo = Number.MAX_SAFE_INTEGER,
+  ): Promise<RecordedEvent[]> {
     const { rows } = await query<Row>(this.pool, 'reading events', {
       // the statement text depends only on the direction and the filter's shape: name it so each connection plans it once
       name: `read-${backwards ? 'b' : 'f'}-${filter?.types ? 't' : ''}${filter?.streamPrefixes ? 'p' : ''}`,
       text: `SELECT ${COLUMNS} FROM ${this.s}.events
         WHERE position ${backwards ? '<' : '>'} $1 ${backwards ? '' : 'AND position <= $5'} AND ($3::text[] IS NULL OR type = ANY($3)) AND ($4::text[] IS NULL OR stream ^@ ANY($4))
         ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT $2`,
-      values: [bound ?? (backwards ? Number.MAX_SAFE_INTEGER : 0), max ?? null, filter?.types ?? null, filter?.streamPrefixes ?? null, ...(backwards ? [] : [upTo])],
+      values: [
+        bound ?? (backwards ? Number.MAX_SAFE_INTEGER : 0),
+        max ?? null,
+        filter?.types ?? null,
+        filter?.streamPrefixes ?? null,
+        ...(backwards ? [] : [upTo]),
+      ],
     })
     return rows.map(toRecorded)
   }
@@ -513,15 +572,21 @@ class PostgresEventStore implements EventStore {
     if (this.polling) return
     this.polling = true
     this.headPosition()
-      .then((head) => {
-        if (head > this.feed.position) this.feed.poke()
-      }, () => this.feed.poke())
+      .then(
+        (head) => {
+          if (head > this.feed.position) this.feed.poke()
+        },
+        () => this.feed.poke(),
+      )
       .finally(() => (this.polling = false))
   }
 
   async headPosition(): Promise<number> {
     this.assertOpen()
-    const { rows } = await query<{ head: string }>(this.pool, 'reading the head position', { name: 'head', text: `SELECT coalesce(max(position), 0) AS head FROM ${this.s}.events` })
+    const { rows } = await query<{ head: string }>(this.pool, 'reading the head position', {
+      name: 'head',
+      text: `SELECT coalesce(max(position), 0) AS head FROM ${this.s}.events`,
+    })
     return Number(rows[0]!.head)
   }
 

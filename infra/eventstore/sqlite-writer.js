@@ -33,7 +33,9 @@ db.pragma('busy_timeout = 10000')
 const stmt = {
   lastRevision: db.prepare('SELECT max(revision) AS r FROM events WHERE stream = ?').pluck(),
   locate: db.prepare('SELECT stream, revision, position FROM events WHERE id = ?'),
-  insert: db.prepare('INSERT INTO events (id, stream, revision, type, time, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+  insert: db.prepare(
+    'INSERT INTO events (id, stream, revision, type, time, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  ),
   savepoint: db.prepare('SAVEPOINT append'),
   release: db.prepare('RELEASE append'),
   rollbackTo: db.prepare('ROLLBACK TO append'),
@@ -89,7 +91,13 @@ function runBatch(req) {
           stmt.release.run()
         }
         if (error instanceof PartialOverlap) outcomes.push({ index: i, kind: 'duplicate' })
-        else outcomes.push({ index: i, kind: 'error', message: String(/** @type {Error} */ (error)?.message ?? error), code: /** @type {{ code?: string }} */ (error)?.code })
+        else
+          outcomes.push({
+            index: i,
+            kind: 'error',
+            message: String(/** @type {Error} */ (error)?.message ?? error),
+            code: /** @type {{ code?: string }} */ (error)?.code,
+          })
       }
     }
   }).immediate()
@@ -114,7 +122,12 @@ function appendOne(req, i, first, count, time, ok) {
   // catch a later id that is already stored (a partial overlap)
   if (stmt.locate.get(ev[4 * first]) !== undefined) {
     const stored = []
-    for (let k = first; k < first + count; k++) stored.push(/** @type {{ stream: string, revision: number, position: number } | undefined} */ (stmt.locate.get(ev[4 * k])) ?? null)
+    for (let k = first; k < first + count; k++)
+      stored.push(
+        /** @type {{ stream: string, revision: number, position: number } | undefined} */ (
+          stmt.locate.get(ev[4 * k])
+        ) ?? null,
+      )
     return { index: i, kind: 'retry', current, stored }
   }
   const expected = /** @type {Expected} */ (req.expected[i])
@@ -124,9 +137,15 @@ function appendOne(req, i, first, count, time, ok) {
   for (let k = first; k < first + count; k++) {
     revision++
     try {
-      position = Number(stmt.insert.run(ev[4 * k], stream, revision, ev[4 * k + 1], time, ev[4 * k + 2], ev[4 * k + 3]).lastInsertRowid)
+      position = Number(
+        stmt.insert.run(ev[4 * k], stream, revision, ev[4 * k + 1], time, ev[4 * k + 2], ev[4 * k + 3]).lastInsertRowid,
+      )
     } catch (err) {
-      if (/** @type {{ code?: string }} */ (err).code === 'SQLITE_CONSTRAINT_UNIQUE' && /events\.id/.test(/** @type {Error} */ (err).message)) throw new PartialOverlap()
+      if (
+        /** @type {{ code?: string }} */ (err).code === 'SQLITE_CONSTRAINT_UNIQUE' &&
+        /events\.id/.test(/** @type {Error} */ (err).message)
+      )
+        throw new PartialOverlap()
       throw err
     }
   }
@@ -152,7 +171,12 @@ port.on('message', (/** @type {WriterRequest} */ req) => {
   } catch (error) {
     // BEGIN IMMEDIATE timed out, or COMMIT failed: the transaction was rolled back, nothing of
     // this batch is stored
-    reply = { type: 'failed', batch: req.batch, message: String(/** @type {Error} */ (error)?.message ?? error), code: /** @type {{ code?: string }} */ (error)?.code }
+    reply = {
+      type: 'failed',
+      batch: req.batch,
+      message: String(/** @type {Error} */ (error)?.message ?? error),
+      code: /** @type {{ code?: string }} */ (error)?.code,
+    }
   }
   port.postMessage(reply, reply.type === 'done' ? [/** @type {ArrayBuffer} */ (reply.ok.buffer)] : [])
 })

@@ -62,7 +62,16 @@ CREATE TRIGGER IF NOT EXISTS events_are_append_only BEFORE DELETE ON events
 
 /** rows are read as arrays: a replay materialises millions of them */
 const COLUMNS = 'position, id, stream, revision, type, time, data, metadata'
-type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
+type Row = [
+  position: number,
+  id: string,
+  stream: string,
+  revision: number,
+  type: string,
+  time: string,
+  data: string,
+  metadata: string,
+]
 
 /** An event serialised before it is queued, so a bad value fails its own append, not a batch.
  * Once its batch is committed it knows where it was written, and is what the subscriptions of
@@ -83,7 +92,18 @@ class PendingEvent implements AppendedEvent {
 
   recorded(): RecordedEvent {
     // the texts were made here by storedJson: canonical, whatever the store's json mark says
-    return (this.event ??= new CanonicalTextEvent(this.id, this.type, this.stream, this.revision, this.position, this.time, JSON.parse(this.data), JSON.parse(this.metadata) as EventMetadata, this.data, this.metadata))
+    return (this.event ??= new CanonicalTextEvent(
+      this.id,
+      this.type,
+      this.stream,
+      this.revision,
+      this.position,
+      this.time,
+      JSON.parse(this.data),
+      JSON.parse(this.metadata) as EventMetadata,
+      this.data,
+      this.metadata,
+    ))
   }
 }
 
@@ -166,7 +186,8 @@ const MAX_IN_FLIGHT = 2
 const WRITER_URL = new URL('./sqlite-writer.js', import.meta.url)
 
 /** For tests: the writer thread of a SQLite event store, if it is running. */
-export const writerThreadOf = (store: EventStore): Worker | undefined => (store instanceof SqliteEventStore ? store.writerThread : undefined)
+export const writerThreadOf = (store: EventStore): Worker | undefined =>
+  store instanceof SqliteEventStore ? store.writerThread : undefined
 
 const toRecorded = (r: Row): RecordedEvent => ({
   id: r[1],
@@ -184,7 +205,11 @@ function parseColumn(text: string, column: string, position: number): unknown {
   try {
     return JSON.parse(text)
   } catch {
-    throw new KennelError('KENNEL_ERR_EVENT_CORRUPT', `the stored event at position ${position} has ${column} that is not JSON: the store was changed outside kennel`, { position })
+    throw new KennelError(
+      'KENNEL_ERR_EVENT_CORRUPT',
+      `the stored event at position ${position} has ${column} that is not JSON: the store was changed outside kennel`,
+      { position },
+    )
   }
 }
 
@@ -210,33 +235,51 @@ export async function openSqliteEventStore(file: string, options: SqliteOptions)
     db.close()
     throw err
   }
-  const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10)
+  const store = new SqliteEventStore(file, db, environment, options.pollMs ?? 10, options.appendVia)
   // wait for the writer's connection, so the first append does not pay for the thread's start
   // (often a fire-and-forget security event) and a writer that cannot start fails the open
   try {
     await store.writerReady()
   } catch (err) {
     await store.close()
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `event store ${file}: the writer thread did not start: ${(err as Error).message}`)
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `event store ${file}: the writer thread did not start: ${(err as Error).message}`,
+    )
   }
   return store
 }
 
 function initialise(db: Database.Database, file: string, environment: string): string {
-  return db.transaction(() => {
-    db.exec(SCHEMA)
-    const row = db.prepare('SELECT value FROM kennel_meta WHERE key = ?').get('environment') as { value: string } | undefined
-    if (row === undefined) {
-      // every row of a store created with json=canonical holds data and metadata as storedJson
-      // text, so the audit log can hash it unparsed (projections/audit/catch-up-thread.ts)
-      db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?), (?, ?)').run('environment', environment, 'created', new Date().toISOString(), 'json', 'canonical')
-      return environment
-    }
-    if (row.value !== environment) {
-      throw new KennelError('KENNEL_ERR_ENVIRONMENT_MISMATCH', `event store ${file} was created by a ${row.value} environment; refusing to open it as ${environment} (R8)`, { stored: row.value, opening: environment })
-    }
-    return row.value
-  }).immediate()
+  return db
+    .transaction(() => {
+      db.exec(SCHEMA)
+      const row = db.prepare('SELECT value FROM kennel_meta WHERE key = ?').get('environment') as
+        | { value: string }
+        | undefined
+      if (row === undefined) {
+        // every row of a store created with json=canonical holds data and metadata as storedJson
+        // text, so the audit log can hash it unparsed (projections/audit/catch-up-thread.ts)
+        db.prepare('INSERT INTO kennel_meta (key, value) VALUES (?, ?), (?, ?), (?, ?)').run(
+          'environment',
+          environment,
+          'created',
+          new Date().toISOString(),
+          'json',
+          'canonical',
+        )
+        return environment
+      }
+      if (row.value !== environment) {
+        throw new KennelError(
+          'KENNEL_ERR_ENVIRONMENT_MISMATCH',
+          `event store ${file} was created by a ${row.value} environment; refusing to open it as ${environment} (R8)`,
+          { stored: row.value, opening: environment },
+        )
+      }
+      return row.value
+    })
+    .immediate()
 }
 
 class SqliteEventStore implements EventStore {
@@ -257,6 +300,7 @@ class SqliteEventStore implements EventStore {
     private readonly db: Database.Database,
     readonly environment: string,
     pollMs: number,
+    private readonly appendVia?: OpenOptions['appendVia'],
   ) {
     this.stmt = {
       head: db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck(),
@@ -284,7 +328,8 @@ class SqliteEventStore implements EventStore {
         this.feed.poke()
       },
     })
-    this.writer = this.startWriter()
+    // a handle whose appends go to another handle has no writer of its own
+    if (!appendVia) this.writer = this.startWriter()
   }
 
   writerReady(): Promise<void> {
@@ -297,6 +342,7 @@ class SqliteEventStore implements EventStore {
 
   append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new KennelError('KENNEL_ERR_EVENTSTORE_CLOSED', 'event store is closed'))
+    if (this.appendVia) return this.appendVia(stream, events, options)
     const expected = options.expectedRevision ?? 'any'
     let prepared: PendingEvent[]
     try {
@@ -328,7 +374,14 @@ class SqliteEventStore implements EventStore {
   }
 
   private send(writer: WriterThread, appends: PendingAppend[]): void {
-    const request: WriterRequest & { type: 'batch' } = { type: 'batch', batch: ++this.batchSeq, streams: [], expected: [], counts: [], events: [] }
+    const request: WriterRequest & { type: 'batch' } = {
+      type: 'batch',
+      batch: ++this.batchSeq,
+      streams: [],
+      expected: [],
+      counts: [],
+      events: [],
+    }
     for (const a of appends) {
       request.streams.push(a.stream)
       request.expected.push(a.expected)
@@ -389,7 +442,11 @@ class SqliteEventStore implements EventStore {
     // keep the writer busy: what accumulated during this commit goes out before anyone is woken
     this.flush()
     if (reply.type === 'failed') {
-      const error = new KennelError('KENNEL_ERR_UNAVAILABLE', `event store commit failed, nothing of this append was stored: ${reply.message}`, { sqliteCode: reply.code })
+      const error = new KennelError(
+        'KENNEL_ERR_UNAVAILABLE',
+        `event store commit failed, nothing of this append was stored: ${reply.message}`,
+        { sqliteCode: reply.code },
+      )
       for (const a of batch.appends) a.reject(error)
       batch.done()
       this.feed.settled(batch.ticket, [])
@@ -497,13 +554,16 @@ class SqliteEventStore implements EventStore {
     const limit = options.maxCount ?? -1
     if (limit === 0) return []
     const [where, args] = filterSql({ ...options.filter, types: undefined })
-    const positionsOf = this.prepared(`SELECT position FROM events WHERE type = ? AND position > ? AND position < ?${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`)
+    const positionsOf = this.prepared(
+      `SELECT position FROM events WHERE type = ? AND position > ? AND position < ?${where} ORDER BY position ${backwards ? 'DESC' : 'ASC'} LIMIT ?`,
+    )
     let lower = backwards ? 0 : (options.after ?? 0)
     let upper = backwards ? (options.before ?? Number.MAX_SAFE_INTEGER) : upTo + 1
     const order = backwards ? (a: number, b: number) => b - a : (a: number, b: number) => a - b
     let positions: number[] = []
     for (const type of new Set(types)) {
-      for (const [position] of positionsOf.all(type, lower, upper, ...args, limit) as Array<[number]>) positions.push(position)
+      for (const [position] of positionsOf.all(type, lower, upper, ...args, limit) as Array<[number]>)
+        positions.push(position)
       if (limit >= 0 && positions.length >= limit) {
         positions = positions.sort(order).slice(0, limit)
         if (backwards) lower = positions[limit - 1]!
@@ -512,7 +572,9 @@ class SqliteEventStore implements EventStore {
     }
     positions.sort(order)
     if (limit >= 0) positions.length = Math.min(positions.length, limit)
-    const rows = this.prepared(`SELECT ${COLUMNS} FROM events WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position ${backwards ? 'DESC' : 'ASC'}`).all(JSON.stringify(positions)) as Row[]
+    const rows = this.prepared(
+      `SELECT ${COLUMNS} FROM events WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position ${backwards ? 'DESC' : 'ASC'}`,
+    ).all(JSON.stringify(positions)) as Row[]
     return rows.map(toRecorded)
   }
 
@@ -570,7 +632,12 @@ class SqliteEventStore implements EventStore {
 function settleOutcome(a: PendingAppend, o: WriterOutcome): AppendResult {
   switch (o.kind) {
     case 'retry': {
-      const result = classifyRetry(a.stream, a.expected, o.stored.map((s) => s ?? undefined), o.current)
+      const result = classifyRetry(
+        a.stream,
+        a.expected,
+        o.stored.map((s) => s ?? undefined),
+        o.current,
+      )
       if (result) return result
       break
     }
@@ -578,11 +645,18 @@ function settleOutcome(a: PendingAppend, o: WriterOutcome): AppendResult {
       checkExpectedRevision(a.stream, a.expected, o.current)
       break
     case 'duplicate':
-      throw new KennelError('KENNEL_ERR_DUPLICATE_EVENT', `append to ${a.stream}: some event ids are already stored, others are not, or they are stored elsewhere`, { stream: a.stream })
+      throw new KennelError(
+        'KENNEL_ERR_DUPLICATE_EVENT',
+        `append to ${a.stream}: some event ids are already stored, others are not, or they are stored elsewhere`,
+        { stream: a.stream },
+      )
     case 'error':
       throw Object.assign(new Error(o.message), { name: 'SqliteError', code: o.code })
   }
-  throw new KennelError('KENNEL_ERR_INTERNAL', `append to ${a.stream}: the writer thread and the port disagree about its outcome (${o.kind})`)
+  throw new KennelError(
+    'KENNEL_ERR_INTERNAL',
+    `append to ${a.stream}: the writer thread and the port disagree about its outcome (${o.kind})`,
+  )
 }
 
 function serialise(e: PreparedEvent): PendingEvent {
@@ -592,7 +666,10 @@ function serialise(e: PreparedEvent): PendingEvent {
     if (data === undefined || metadata === undefined) throw new Error('it has no JSON form')
     return new PendingEvent(e.id, e.type, data, metadata)
   } catch (err) {
-    throw new KennelError('KENNEL_ERR_VALIDATION', `event ${e.type} cannot be stored as JSON: ${(err as Error).message}`)
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `event ${e.type} cannot be stored as JSON: ${(err as Error).message}`,
+    )
   }
 }
 
@@ -610,4 +687,27 @@ function filterSql(filter: EventFilter | undefined): [string, unknown[]] {
     for (const p of filter.streamPrefixes) args.push(p.length, p)
   }
   return [where, args]
+}
+
+/** An event as stored: its columns, data and metadata as the text in the row (unparsed). */
+export type StoredEventRow = Row
+
+/** Reads an embedded store's events as stored, on a read-only connection of its own: for a
+ * thread that is not the store's (the audit log's catch-up threads,
+ * projections/audit/catch-up-thread.ts), which hashes the stored text without parsing it when
+ * the store is marked json=canonical (every row's text is storedJson's). */
+export interface StoredEventReader {
+  /** the store is marked json=canonical in kennel_meta */
+  readonly canonical: boolean
+  /** the events with positions in (after, upTo], ascending */
+  range(after: number, upTo: number): StoredEventRow[]
+  close(): void
+}
+
+export function openStoredEventReader(file: string): StoredEventReader {
+  const db = new Database(file, { readonly: true, fileMustExist: true })
+  db.pragma('busy_timeout = 10000')
+  const canonical = db.prepare("SELECT value FROM kennel_meta WHERE key = 'json'").pluck().get() === 'canonical'
+  const range = db.prepare(`SELECT ${COLUMNS} FROM events WHERE position > ? AND position <= ? ORDER BY position`).raw()
+  return { canonical, range: (after, upTo) => range.all(after, upTo) as Row[], close: () => db.close() }
 }

@@ -13,8 +13,13 @@ import type { EventFilter, RecordedEvent, SubscribeOptions, Subscription } from 
 //   that was still in flight when this one settled may fill it (PostgreSQL runs two at once and
 //   either may commit first); once every batch in flight then has settled, what is left of the
 //   gap was written by another process and is read from the store, then the segment follows.
-//   The same waiting makes a poll's "something changed" (a commit by another process, or ours
-//   not yet acknowledged) cost a read only for what no acknowledgement brought.
+//   A poll's "something changed" (a commit by another process, or ours not yet acknowledged)
+//   is looked at only when none of our batches is in flight: the store's head then holds nothing
+//   of ours unacknowledged, so the read is of what no acknowledgement brought. Under a steady
+//   flow of our own batches that moment may not come; another process's commit is then found as
+//   the gap before our next batch (positions follow commit order), and the poll's look waits
+//   for the flow to pause. Looking as soon as the batches in flight at the poll had settled read
+//   back, most of the time, the batch committed meanwhile and not yet acknowledged.
 // - A subscription starts behind: it reads the store itself, with its own filter, up to the head,
 //   and joins the feed when it has read at least to the feed's head (so nothing between is lost
 //   and a duplicate is skipped by position). A subscription whose handler falls too far behind
@@ -74,9 +79,8 @@ export class LiveFeed {
   private segments: Segment[] = []
   private tickets = 0
   private readonly unsettled = new Set<number>()
-  /** a poll saw a change: resolved once the batches in flight then have settled */
-  private poked: { settledAfter: number } | undefined
-  private pokedAgain = false
+  /** a poll saw a change: looked at once no batch of ours is in flight */
+  private poked = false
   private pumping = false
   private pumpAgain = false
   private timer: NodeJS.Timeout | undefined
@@ -116,7 +120,12 @@ export class LiveFeed {
   settled(ticket: number, written: readonly AppendedEvent[]): void {
     this.unsettled.delete(ticket)
     if (written.length > 0) {
-      const segment: Segment = { first: written[0]!.position, last: written[written.length - 1]!.position, events: written, settledAfter: this.tickets }
+      const segment: Segment = {
+        first: written[0]!.position,
+        last: written[written.length - 1]!.position,
+        events: written,
+        settledAfter: this.tickets,
+      }
       let i = this.segments.length
       while (i > 0 && this.segments[i - 1]!.first > segment.first) i--
       this.segments.splice(i, 0, segment)
@@ -126,8 +135,7 @@ export class LiveFeed {
 
   /** Another process may have committed: look once the batches in flight now have settled. */
   poke(): void {
-    if (this.poked) this.pokedAgain = true
-    else this.poked = { settledAfter: this.tickets }
+    this.poked = true
     this.pump()
   }
 
@@ -191,8 +199,7 @@ export class LiveFeed {
         // nobody to serve: a subscription that joins later reads up to the head itself
         for (const s of this.segments) if (s.last > this.head) this.head = s.last
         this.segments = []
-        this.poked = undefined
-        this.pokedAgain = false
+        this.poked = false
         continue
       }
       while (this.segments.length > 0) {
@@ -210,12 +217,16 @@ export class LiveFeed {
         // nobody left to read for (or the store closed): the next turn drops the segments
         if (!(await this.fill(s.first - 1))) break
       }
-      if (this.live.size > 0 && this.poked && this.quiet(this.poked.settledAfter)) {
-        this.poked = this.pokedAgain ? { settledAfter: this.tickets } : undefined
-        this.pokedAgain = false
+      if (this.live.size > 0 && this.poked && this.unsettled.size === 0) {
+        this.poked = false
         const head = await this.retrying(() => this.source.head())
-        if (head !== undefined && head > this.head) await this.fill(head)
-        if (this.poked) this.pumpAgain = true
+        // a batch sent while the head was read may be in it: the gap before that batch's segment
+        // is read once it settles, so only up to where no batch of ours can be
+        if (head !== undefined && head > this.head) {
+          if (this.unsettled.size === 0) await this.fill(head)
+          else this.poked = true
+        }
+        if (this.poked && this.unsettled.size === 0) this.pumpAgain = true
       }
       if (this.live.size === 0 && this.segments.length > 0) this.pumpAgain = true
     } while (this.pumpAgain)
@@ -276,7 +287,8 @@ export class LiveFeed {
   }
 }
 
-const isAppended = (e: AppendedEvent | RecordedEvent): e is AppendedEvent => typeof (e as AppendedEvent).recorded === 'function'
+const isAppended = (e: AppendedEvent | RecordedEvent): e is AppendedEvent =>
+  typeof (e as AppendedEvent).recorded === 'function'
 
 /** the narrowest filter every live subscription's events pass: undefined as soon as one takes all */
 function unionFilter(subs: Iterable<FeedSubscription>): EventFilter | undefined {

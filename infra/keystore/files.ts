@@ -69,7 +69,10 @@ export class FileKeyStore implements KeyStore {
   owners(ring: KeyRingName): string[] {
     const dir = this.dirs[ring]
     if (dir === undefined || !fs.existsSync(dir)) return []
-    const names = fs.readdirSync(dir).map((f) => /^(.+)\.(key|shredded)$/.exec(f)?.[1]).filter((o): o is string => o !== undefined && OWNER.test(o))
+    const names = fs
+      .readdirSync(dir)
+      .map((f) => /^(.+)\.(key|shredded)$/.exec(f)?.[1])
+      .filter((o): o is string => o !== undefined && OWNER.test(o))
     return [...new Set(names)]
   }
 
@@ -88,7 +91,8 @@ export class FileKeyStore implements KeyStore {
   private files(ring: KeyRingName, owner: string): { key: string; tombstone: string } {
     const dir = this.dirs[ring]
     if (dir === undefined) throw new KennelError('KENNEL_ERR_INTERNAL', `this key store keeps no ${ring} keys`)
-    if (!OWNER.test(owner)) throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
+    if (!OWNER.test(owner))
+      throw new KennelError('KENNEL_ERR_VALIDATION', `invalid key owner ${JSON.stringify(owner.slice(0, 40))}`)
     return { key: path.join(dir, `${owner}.key`), tombstone: path.join(dir, `${owner}.shredded`) }
   }
 }
@@ -96,5 +100,8 @@ export class FileKeyStore implements KeyStore {
 /** where the embedded deployment has always kept them: person keys in <data dir>/keys/persons,
  * household data keys beside the embedded blob store's objects, in <data dir>/blobs/keys */
 export function fileKeyStore(dataDir: string): FileKeyStore {
-  return new FileKeyStore({ person: path.join(dataDir, 'keys', 'persons'), 'household-data': path.join(dataDir, 'blobs', 'keys') })
+  return new FileKeyStore({
+    person: path.join(dataDir, 'keys', 'persons'),
+    'household-data': path.join(dataDir, 'blobs', 'keys'),
+  })
 }

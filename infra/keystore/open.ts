@@ -6,7 +6,10 @@ import type { KeyRingName, KeyStore } from './port.ts'
 /** The key store that goes with the event store: PostgreSQL's schema when the events are there
  * (a cluster's nodes share it), files in the data dir otherwise. With EventStoreDB the keys stay
  * in files, which is right for one node only (docs/ARCHITECTURE.md). */
-export async function openKeyStore(config: Pick<Config, 'eventStoreUrl' | 'dataDir'>, log?: Pick<Logger, 'info' | 'warn'>): Promise<KeyStore> {
+export async function openKeyStore(
+  config: Pick<Config, 'eventStoreUrl' | 'dataDir'>,
+  log?: Pick<Logger, 'info' | 'warn'>,
+): Promise<KeyStore> {
   if (config.eventStoreUrl.startsWith('postgres://') || config.eventStoreUrl.startsWith('postgresql://')) {
     const { openPostgresKeyStore } = await import('./postgres.ts')
     const store = await openPostgresKeyStore(config.eventStoreUrl)
@@ -28,7 +31,11 @@ const RINGS: readonly KeyRingName[] = ['person', 'household-data']
  * already holds otherwise (another node made one for the same owner before keys were shared) is
  * not replaced: the file is kept as `{owner}.key.superseded` and the conflict logged, since what
  * this node sealed with it opens only with it. Returns how many owners were moved. */
-export async function adoptFileKeys(shared: KeyStore, files: FileKeyStore, log?: Pick<Logger, 'info' | 'warn'>): Promise<number> {
+export async function adoptFileKeys(
+  shared: KeyStore,
+  files: FileKeyStore,
+  log?: Pick<Logger, 'info' | 'warn'>,
+): Promise<number> {
   let moved = 0
   for (const ring of RINGS) {
     for (const owner of files.owners(ring)) {
@@ -36,7 +43,10 @@ export async function adoptFileKeys(shared: KeyStore, files: FileKeyStore, log?:
       if (local?.state === 'live') {
         const stored = await shared.create(ring, owner, local.wrapped)
         if (stored.state === 'live' && !stored.wrapped.equals(local.wrapped)) {
-          log?.warn({ ring, owner }, 'a key in the data dir differs from the shared one for the same owner: kept as .key.superseded; what this node sealed with it opens only with it')
+          log?.warn(
+            { ring, owner },
+            'a key in the data dir differs from the shared one for the same owner: kept as .key.superseded; what this node sealed with it opens only with it',
+          )
           await files.remove(ring, owner, 'superseded')
           continue
         }

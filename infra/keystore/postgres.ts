@@ -39,7 +39,11 @@ export interface PostgresKeyStoreOptions {
 export async function openPostgresKeyStore(url: string, options: PostgresKeyStoreOptions = {}): Promise<KeyStore> {
   const u = new URL(url)
   const schema = u.searchParams.get('schema') ?? 'kennel'
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', `invalid schema ${JSON.stringify(schema)}: lower-case letters, digits and _, at most 63`)
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema))
+    throw new KennelError(
+      'KENNEL_ERR_EVENTSTORE_URL',
+      `invalid schema ${JSON.stringify(schema)}: lower-case letters, digits and _, at most 63`,
+    )
   u.searchParams.delete('schema')
   const pool = openPool({ connectionString: u.toString(), max: 2, application_name: `kennel-keys:${schema}` })
   const s = `"${schema}"`
@@ -48,7 +52,10 @@ export async function openPostgresKeyStore(url: string, options: PostgresKeyStor
     try {
       // concurrent CREATE … IF NOT EXISTS can still collide: nodes starting at once take turns
       await client.query('BEGIN')
-      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, createHash('sha256').update(schema).digest().readInt32BE(0)])
+      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [
+        LOCK_CLASS,
+        createHash('sha256').update(schema).digest().readInt32BE(0),
+      ])
       await client.query(schemaSql(s))
       await client.query('COMMIT')
     } catch (err) {
@@ -60,7 +67,12 @@ export async function openPostgresKeyStore(url: string, options: PostgresKeyStor
   } catch (err) {
     await pool.end()
     if (err instanceof KennelError) throw err
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `cannot open the PostgreSQL key store (schema ${schema}): ${(err as Error).message}`, { schema, retryable: true }, { cause: err })
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `cannot open the PostgreSQL key store (schema ${schema}): ${(err as Error).message}`,
+      { schema, retryable: true },
+      { cause: err },
+    )
   }
   return new PostgresKeyStore(pool, s, options.recheckMs ?? POSTGRES_KEY_RECHECK_MS)
 }
@@ -94,7 +106,8 @@ class PostgresKeyStore implements KeyStore {
     })
     // a statement of its own: it sees the row of a creator that won the conflict, now committed
     const found = await this.read(ring, owner)
-    if (found === undefined) throw new KennelError('KENNEL_ERR_INTERNAL', `${doing}: the row is missing right after it was inserted`)
+    if (found === undefined)
+      throw new KennelError('KENNEL_ERR_INTERNAL', `${doing}: the row is missing right after it was inserted`)
     return found
   }
 
@@ -111,4 +124,5 @@ class PostgresKeyStore implements KeyStore {
   }
 }
 
-const stored = (row: Row): StoredKey => (row.wrapped === null ? { state: 'shredded' } : { state: 'live', wrapped: row.wrapped })
+const stored = (row: Row): StoredKey =>
+  row.wrapped === null ? { state: 'shredded' } : { state: 'live', wrapped: row.wrapped }

@@ -68,16 +68,24 @@ export function holdPostgresLease(o: LeaseOptions): Lease {
   let client: pg.Client | undefined
   let timer: NodeJS.Timeout | undefined
   let wake: (() => void) | undefined
-  const sleep = (ms: number): Promise<void> => new Promise((resolve) => {
-    wake = resolve
-    timer = setTimeout(resolve, ms)
-  })
+  const sleep = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      wake = resolve
+      timer = setTimeout(resolve, ms)
+    })
 
   async function open(): Promise<pg.Client> {
-    const c = new pg.Client({ connectionString: u.toString(), application_name: applicationName, keepAlive: true, connectionTimeoutMillis: 5000 })
+    const c = new pg.Client({
+      connectionString: u.toString(),
+      application_name: applicationName,
+      keepAlive: true,
+      connectionTimeoutMillis: 5000,
+    })
     c.on('error', () => undefined)
     await c.connect()
-    await c.query(`SET tcp_keepalives_idle = ${KEEPALIVE.idle}; SET tcp_keepalives_interval = ${KEEPALIVE.interval}; SET tcp_keepalives_count = ${KEEPALIVE.count}`)
+    await c.query(
+      `SET tcp_keepalives_idle = ${KEEPALIVE.idle}; SET tcp_keepalives_interval = ${KEEPALIVE.interval}; SET tcp_keepalives_count = ${KEEPALIVE.count}`,
+    )
     return c
   }
 

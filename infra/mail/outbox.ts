@@ -24,7 +24,10 @@ export class OutboxMailer implements Mailer {
   async send(mail: Mail): Promise<void> {
     const info = await this.transport.sendMail({ from: this.from, to: mail.to, subject: mail.subject, text: mail.text })
     // names sort by the time they were written
-    const file = path.join(this.dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(6).toString('hex')}.eml`)
+    const file = path.join(
+      this.dir,
+      `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(6).toString('hex')}.eml`,
+    )
     await fs.promises.writeFile(file, info.message as Buffer, { flag: 'wx', mode: 0o600 })
   }
 
@@ -61,7 +64,12 @@ function parseMessage(file: string, raw: string): OutboxMessage {
   }
   const body = raw.slice(split + 4)
   const encoding = (headers['content-transfer-encoding'] ?? '7bit').toLowerCase()
-  const bytes = encoding === 'base64' ? Buffer.from(body, 'base64') : encoding === 'quoted-printable' ? quotedPrintable(body) : Buffer.from(body, 'utf8')
+  const bytes =
+    encoding === 'base64'
+      ? Buffer.from(body, 'base64')
+      : encoding === 'quoted-printable'
+        ? quotedPrintable(body)
+        : Buffer.from(body, 'utf8')
   return { file, headers, text: bytes.toString('utf8').replace(/\r\n/g, '\n') }
 }
 

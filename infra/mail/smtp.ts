@@ -19,7 +19,8 @@ export interface SmtpOptions {
 
 export function smtpTransportOptions(opts: SmtpOptions): SMTPTransport.Options {
   const u = new URL(opts.url)
-  if (u.protocol !== 'smtps:' && u.protocol !== 'smtp:') throw new KennelError('KENNEL_ERR_CONFIG', 'the SMTP URL must start with smtps:// or smtp://')
+  if (u.protocol !== 'smtps:' && u.protocol !== 'smtp:')
+    throw new KennelError('KENNEL_ERR_CONFIG', 'the SMTP URL must start with smtps:// or smtp://')
   const secure = u.protocol === 'smtps:'
   return {
     host: u.hostname.replace(/^\[|\]$/g, ''),
@@ -27,8 +28,15 @@ export function smtpTransportOptions(opts: SmtpOptions): SMTPTransport.Options {
     secure,
     requireTLS: true,
     ignoreTLS: false,
-    ...(u.username !== '' ? { auth: { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } } : {}),
-    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, servername: u.hostname, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) },
+    ...(u.username !== ''
+      ? { auth: { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } }
+      : {}),
+    tls: {
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: true,
+      servername: u.hostname,
+      ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+    },
     connectionTimeout: 10_000,
     greetingTimeout: 10_000,
     socketTimeout: 30_000,
@@ -47,7 +55,12 @@ export class SmtpMailer implements Mailer {
     try {
       await this.transport.sendMail({ from: this.opts.from, to: mail.to, subject: mail.subject, text: mail.text })
     } catch (err) {
-      throw new KennelError('KENNEL_ERR_UNAVAILABLE', `the mail server did not accept the message (${(err as Error).message})`, undefined, { cause: err })
+      throw new KennelError(
+        'KENNEL_ERR_UNAVAILABLE',
+        `the mail server did not accept the message (${(err as Error).message})`,
+        undefined,
+        { cause: err },
+      )
     }
   }
 

@@ -75,7 +75,12 @@ export const securityStream = (at: Date): string => `security-${at.toISOString()
 // API's first ConnectionDenylisted, which had `listener` and `count`).
 
 type Stored = Record<string, unknown>
-const MQTT_LIMITS: ReadonlySet<string> = new Set<MqttRateLimit>(['connect-device', 'connect-ip', 'publish-device', 'bytes-device'])
+const MQTT_LIMITS: ReadonlySet<string> = new Set<MqttRateLimit>([
+  'connect-device',
+  'connect-ip',
+  'publish-device',
+  'bytes-device',
+])
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined)
 const positive = (v: unknown): number | undefined => (typeof v === 'number' && v > 0 ? v : undefined)
 const listenerOf = (v: unknown): Listener | undefined => (v === 'mqtt' || v === 'api' ? v : undefined)
@@ -93,7 +98,8 @@ export function rateLimitExceededData(data: unknown): RateLimitExceeded['data'] 
     listener: listenerOf(d.listener) ?? (MQTT_LIMITS.has(limit) ? 'mqtt' : 'api'),
     limit,
     ip: str(d.ip) ?? '',
-    retryAfterSeconds: positive(d.retryAfterSeconds) ?? (retryAfterMs !== undefined ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : 0),
+    retryAfterSeconds:
+      positive(d.retryAfterSeconds) ?? (retryAfterMs !== undefined ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : 0),
     refusals: positive(d.refusals) ?? 1,
   }
   for (const field of ['window', 'deviceId', 'serial', 'accountId'] as const) {

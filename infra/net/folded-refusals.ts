@@ -15,7 +15,8 @@ export class FoldedRefusals<T> {
     const block = this.blocks.get(key)
     if (block === undefined || block.until <= nowMs) {
       if (block?.timer) void this.close(key)
-      if (this.blocks.size > 100_000) for (const [k, b] of this.blocks) if (b.until <= nowMs && !b.timer) this.blocks.delete(k)
+      if (this.blocks.size > 100_000)
+        for (const [k, b] of this.blocks) if (b.until <= nowMs && !b.timer) this.blocks.delete(k)
       this.blocks.set(key, { until: nowMs + this.blockMs, tally: 0 })
       return true
     }

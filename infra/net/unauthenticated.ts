@@ -55,12 +55,16 @@ export function sourceOf(ip: string): string {
   if (mapped) return mapped[1]!
   if (!ip.includes(':')) return ip
   const address = ip.split('%')[0]!
-  const groups = (s: string): string[] => (s === '' ? [] : s.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])))
+  const groups = (s: string): string[] =>
+    s === '' ? [] : s.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]))
   const [head = '', tail] = address.split('::')
   const left = groups(head)
   const right = tail === undefined ? [] : groups(tail)
   const full = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
-  return `${full.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`
+  return `${full
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`
 }
 
 /** the TCP connection's four-tuple: the same for the raw socket on accept and the TLS socket wrapping it */
@@ -97,7 +101,15 @@ export class UnauthenticatedConnections {
       return false
     }
     this.perSource.set(source, held + 1)
-    const entry: Pending = { key: connectionKey(socket), source, ip, socket, timer: this.deadline('handshake', socket, ip, this.limits.handshakeTimeoutMs), watched: [socket], onClose: () => this.release(entry) }
+    const entry: Pending = {
+      key: connectionKey(socket),
+      source,
+      ip,
+      socket,
+      timer: this.deadline('handshake', socket, ip, this.limits.handshakeTimeoutMs),
+      watched: [socket],
+      onClose: () => this.release(entry),
+    }
     this.pending.set(entry.key, entry)
     socket.once('close', entry.onClose)
     return true

@@ -10,6 +10,11 @@ export function processMetrics(build: { version: string }): Registry {
   if (registry) return registry
   registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  new Gauge({ name: 'kennel_build_info', help: 'always 1: the kennel version and the Node.js version running it', labelNames: ['version', 'node'], registers: [registry] }).set({ version: build.version, node: process.version }, 1)
+  new Gauge({
+    name: 'kennel_build_info',
+    help: 'always 1: the kennel version and the Node.js version running it',
+    labelNames: ['version', 'node'],
+    registers: [registry],
+  }).set({ version: build.version, node: process.version }, 1)
   return registry
 }

@@ -65,7 +65,10 @@ export class Readiness {
       timer = setTimeout(() => resolve({ ok: false, detail: `no answer within ${this.timeoutMs} ms` }), this.timeoutMs)
     })
     try {
-      return await Promise.race([c.check().catch((err: unknown) => ({ ok: false, detail: err instanceof Error ? err.message : String(err) })), deadline])
+      return await Promise.race([
+        c.check().catch((err: unknown) => ({ ok: false, detail: err instanceof Error ? err.message : String(err) })),
+        deadline,
+      ])
     } finally {
       clearTimeout(timer)
     }
@@ -73,6 +76,12 @@ export class Readiness {
 }
 
 /** what a public listener says: the verdict and which checks fail, no figures */
-export function publicReport(report: ReadinessReport): { status: 'ready' | 'not ready'; checks: Record<string, 'ok' | 'failing'> } {
-  return { status: report.ready ? 'ready' : 'not ready', checks: Object.fromEntries(Object.entries(report.checks).map(([name, r]) => [name, r.ok ? 'ok' : 'failing'])) }
+export function publicReport(report: ReadinessReport): {
+  status: 'ready' | 'not ready'
+  checks: Record<string, 'ok' | 'failing'>
+} {
+  return {
+    status: report.ready ? 'ready' : 'not ready',
+    checks: Object.fromEntries(Object.entries(report.checks).map(([name, r]) => [name, r.ok ? 'ok' : 'failing'])),
+  }
 }

@@ -19,7 +19,10 @@ export interface ListeningOps {
   close(): Promise<void>
 }
 
-const json = (res: http.ServerResponse, status: number, body: unknown): void => void res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(body)}\n`)
+const json = (res: http.ServerResponse, status: number, body: unknown): void =>
+  void res
+    .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+    .end(`${JSON.stringify(body)}\n`)
 
 export async function listenOps(opts: OpsServerOptions): Promise<ListeningOps> {
   const server = http.createServer((req, res) => {
@@ -33,7 +36,9 @@ export async function listenOps(opts: OpsServerOptions): Promise<ListeningOps> {
     } else if (route === '/healthz') {
       json(res, 200, { status: 'ok' })
     } else if (route === '/readyz') {
-      opts.readiness.report().then((r) => json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks }))
+      opts.readiness
+        .report()
+        .then((r) => json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks }))
     } else {
       json(res, 404, { error: { code: 'KENNEL_ERR_NOT_FOUND', message: 'only GET /metrics, /healthz and /readyz' } })
     }

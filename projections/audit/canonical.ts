@@ -10,12 +10,30 @@ export function canonicalEventText(e: RecordedEvent): string {
   // the embedded store hands over its events with the canonical texts it stored
   const texts = CanonicalTextEvent.textsOf(e)
   if (texts) return canonicalStoredEventText(e.position, e.id, e.stream, e.revision, e.type, e.time, texts[0], texts[1])
-  return canonicalJsonFast({ data: e.data, id: e.id, metadata: e.metadata, position: e.position, revision: e.revision, stream: e.stream, time: e.time, type: e.type })
+  return canonicalJsonFast({
+    data: e.data,
+    id: e.id,
+    metadata: e.metadata,
+    position: e.position,
+    revision: e.revision,
+    stream: e.stream,
+    time: e.time,
+    type: e.type,
+  })
 }
 
 /** canonicalEventText of a stored event whose data and metadata texts are canonical JSON (the
  * embedded store writes them so: storedJson), assembled from those texts without parsing them */
-export function canonicalStoredEventText(position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string): string {
+export function canonicalStoredEventText(
+  position: number,
+  id: string,
+  stream: string,
+  revision: number,
+  type: string,
+  time: string,
+  data: string,
+  metadata: string,
+): string {
   return `{"data":${data},"id":${quote(id)},"metadata":${metadata},"position":${position},"revision":${revision},"stream":${quote(stream)},"time":${quote(time)},"type":${quote(type)}}`
 }
 

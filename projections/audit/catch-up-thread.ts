@@ -1,17 +1,17 @@
 import { parentPort, workerData } from 'node:worker_threads'
-import Database from 'better-sqlite3'
 import type { RecordedEvent } from '../../infra/eventstore/port.ts'
+import { openStoredEventReader } from '../../infra/eventstore/sqlite.ts'
 import { canonicalStoredEventText } from './canonical.ts'
 import { headSizeOf, KEY_KINDS, visitKeys } from './lookup-keys.ts'
 import { CompactRange, eventLeaf, leafOfCanonicalTextInto } from './merkle.ts'
 
 // An audit catch-up thread (see catch-up-threads.ts): a read-only connection of its own to the
-// SQLite event store, answering a range of positions with everything the audit projection takes from
-// those events: positions, ids, times, Merkle leaves, the lookup keys of auditKeys and the tree
-// heads among them, plus, for the positions that follow the range's start without a gap, the
-// subtree hash each one's append to the tree produces. Leaves are the bytes eventLeaf hashes:
-// assembled from the stored text when the store writes canonical JSON (json=canonical), parsed
-// and re-serialised otherwise.
+// SQLite event store (the adapter's openStoredEventReader, infra/eventstore/sqlite.ts), answering a
+// range of positions with everything the audit projection takes from those events: positions, ids,
+// times, Merkle leaves, the lookup keys of auditKeys and the tree heads among them, plus, for the
+// positions that follow the range's start without a gap, the subtree hash each one's append to the
+// tree produces. Leaves are the bytes eventLeaf hashes: assembled from the stored text when the
+// store writes canonical JSON (json=canonical), parsed and re-serialised otherwise.
 
 export interface ChunkRequest {
   id: number
@@ -56,12 +56,9 @@ const MAX_KEYS = 200_000
 if (!parentPort) throw new Error('catch-up-thread.ts runs as a worker thread of the audit projection')
 const port = parentPort
 const { file } = workerData as CatchUpThreadData
-const db = new Database(file, { readonly: true, fileMustExist: true })
-db.pragma('busy_timeout = 10000')
-const canonical = db.prepare("SELECT value FROM kennel_meta WHERE key = 'json'").pluck().get() === 'canonical'
-// the columns and their decoding of infra/eventstore/sqlite.ts (toRecorded)
-const range = db.prepare('SELECT position, id, stream, revision, type, time, data, metadata FROM events WHERE position > ? AND position <= ? ORDER BY position').raw()
-type Row = [position: number, id: string, stream: string, revision: number, type: string, time: string, data: string, metadata: string]
+// the events as stored, through the adapter's reader: a read-only connection of this thread's own
+const events = openStoredEventReader(file)
+const { canonical } = events
 
 /** key ids by value, per kind; ids count up across kinds */
 const keyIds = KEY_KINDS.map(() => new Map<string, number>())
@@ -69,7 +66,7 @@ let keyCount = 0
 let keysReset = false
 
 port.on('message', (m: ChunkRequest) => {
-  const rows = range.all(m.after, m.upTo) as Row[]
+  const rows = events.range(m.after, m.upTo)
   const n = rows.length
   const positions = new Float64Array(n)
   const ids: string[] = new Array(n)
@@ -88,7 +85,12 @@ port.on('message', (m: ChunkRequest) => {
     const [position, id, stream, revision, type, time] = r
     const data: unknown = JSON.parse(r[6])
     const metadata = JSON.parse(r[7]) as RecordedEvent['metadata']
-    if (canonical) leafOfCanonicalTextInto(canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7]), leaves, i * 32)
+    if (canonical)
+      leafOfCanonicalTextInto(
+        canonicalStoredEventText(position, id, stream, revision, type, time, r[6], r[7]),
+        leaves,
+        i * 32,
+      )
     else leaves.set(eventLeaf({ id, type, stream, revision, position, time, data, metadata }), i * 32)
     const leaf = leaves.subarray(i * 32, i * 32 + 32)
     positions[i] = position
@@ -130,7 +132,14 @@ port.on('message', (m: ChunkRequest) => {
     keyStarts: keyStarts.buffer,
     heads,
   }
-  port.postMessage(reply, [positions.buffer, timeOf.buffer, leaves.buffer, merged.buffer, keyArray.buffer, keyStarts.buffer])
+  port.postMessage(reply, [
+    positions.buffer,
+    timeOf.buffer,
+    leaves.buffer,
+    merged.buffer,
+    keyArray.buffer,
+    keyStarts.buffer,
+  ])
   keysReset = keyCount > MAX_KEYS
   if (keysReset) {
     for (const byValue of keyIds) byValue.clear()

@@ -62,7 +62,12 @@ export class AuditCatchUpThreads {
   private readonly lastChunk: number
   private failed = false
 
-  static start(store: EventStore, after: number, head: number, threads = defaultThreads()): AuditCatchUpThreads | undefined {
+  static start(
+    store: EventStore,
+    after: number,
+    head: number,
+    threads = defaultThreads(),
+  ): AuditCatchUpThreads | undefined {
     const file = sqliteFileOf(store)
     if (file === undefined || head - after < MIN_CATCH_UP) return undefined
     return new AuditCatchUpThreads(file, head, threads)
@@ -72,7 +77,11 @@ export class AuditCatchUpThreads {
     this.lastChunk = chunkOf(head)
     for (let w = 0; w < threads; w++) {
       AuditCatchUpThreads.threadsStarted++
-      const worker = new Worker(WORKER_URL, { workerData: { file } satisfies CatchUpThreadData, execArgv: [], name: `kennel-audit-catch-up-${w}` })
+      const worker = new Worker(WORKER_URL, {
+        workerData: { file } satisfies CatchUpThreadData,
+        execArgv: [],
+        name: `kennel-audit-catch-up-${w}`,
+      })
       worker.unref()
       worker.on('message', (reply: ChunkReply) => this.received(w, reply))
       worker.on('error', () => this.fail())
@@ -96,7 +105,11 @@ export class AuditCatchUpThreads {
     let resolve!: Pending['resolve']
     const done = new Promise<AuditChunk | undefined>((r) => (resolve = r))
     this.pending.set(k, { done, resolve })
-    this.workers[k % this.workers.length]!.postMessage({ id: k, after: k * CHUNK, upTo: (k + 1) * CHUNK } satisfies ChunkRequest)
+    this.workers[k % this.workers.length]!.postMessage({
+      id: k,
+      after: k * CHUNK,
+      upTo: (k + 1) * CHUNK,
+    } satisfies ChunkRequest)
   }
 
   /** replies arrive in each thread's own order, which is the order its key-name table grew in:

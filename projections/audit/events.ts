@@ -18,4 +18,5 @@ export interface TreeHead {
 
 export type AuditEvent = { type: 'TreeHeadSigned'; data: TreeHead }
 
-export const treeHeadMessage = (h: Omit<TreeHead, 'signature'>): Buffer => Buffer.from(`kennel-tree-head/v1\n${h.keyId}\n${h.size}\n${h.root}\n${h.time}`, 'utf8')
+export const treeHeadMessage = (h: Omit<TreeHead, 'signature'>): Buffer =>
+  Buffer.from(`kennel-tree-head/v1\n${h.keyId}\n${h.size}\n${h.root}\n${h.time}`, 'utf8')

@@ -11,7 +11,9 @@ export interface StoredHead {
 /** every head in the log, in the order appended */
 export async function readHeads(store: EventStore): Promise<StoredHead[]> {
   const events = await store.readStream(AUDIT_HEADS_STREAM)
-  return events.filter((e) => e.type === 'TreeHeadSigned').map((e) => ({ head: e.data as TreeHead, position: e.position }))
+  return events
+    .filter((e) => e.type === 'TreeHeadSigned')
+    .map((e) => ({ head: e.data as TreeHead, position: e.position }))
 }
 
 /** a stored or exported head has exactly the fields it was signed with, of their types */
@@ -20,9 +22,13 @@ export function isTreeHead(h: unknown): h is TreeHead {
   const o = h as Record<string, unknown>
   return (
     Object.keys(o).length === 5 &&
-    Number.isSafeInteger(o.size) && (o.size as number) >= 0 &&
-    typeof o.root === 'string' && /^[0-9a-f]{64}$/.test(o.root) &&
-    typeof o.time === 'string' && typeof o.keyId === 'string' && typeof o.signature === 'string'
+    Number.isSafeInteger(o.size) &&
+    (o.size as number) >= 0 &&
+    typeof o.root === 'string' &&
+    /^[0-9a-f]{64}$/.test(o.root) &&
+    typeof o.time === 'string' &&
+    typeof o.keyId === 'string' &&
+    typeof o.signature === 'string'
   )
 }
 

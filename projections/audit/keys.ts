@@ -1,4 +1,12 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { KennelError } from '../../infra/errors.ts'
@@ -19,18 +27,29 @@ export interface AuditVerifier {
   verify(message: Uint8Array, signature: Uint8Array): boolean
 }
 
-export const keyIdOf = (publicKey: KeyObject): string => createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex')
+export const keyIdOf = (publicKey: KeyObject): string =>
+  createHash('sha256')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex')
 
 export function signerFromPem(pem: string): AuditSigner {
   let key: KeyObject
   try {
     key = createPrivateKey(pem)
   } catch (err) {
-    throw new KennelError('KENNEL_ERR_CONFIG', `the audit signing key is not a private key in PEM form: ${(err as Error).message}`)
+    throw new KennelError(
+      'KENNEL_ERR_CONFIG',
+      `the audit signing key is not a private key in PEM form: ${(err as Error).message}`,
+    )
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new KennelError('KENNEL_ERR_CONFIG', `the audit signing key must be Ed25519 (got ${key.asymmetricKeyType})`)
+  if (key.asymmetricKeyType !== 'ed25519')
+    throw new KennelError('KENNEL_ERR_CONFIG', `the audit signing key must be Ed25519 (got ${key.asymmetricKeyType})`)
   const pub = createPublicKey(key)
-  return { keyId: keyIdOf(pub), publicKeyPem: pub.export({ type: 'spki', format: 'pem' }).toString(), sign: (m) => sign(null, m, key) }
+  return {
+    keyId: keyIdOf(pub),
+    publicKeyPem: pub.export({ type: 'spki', format: 'pem' }).toString(),
+    sign: (m) => sign(null, m, key),
+  }
 }
 
 export function verifierFromPem(pem: string): AuditVerifier {
@@ -40,7 +59,11 @@ export function verifierFromPem(pem: string): AuditVerifier {
   } catch (err) {
     throw new KennelError('KENNEL_ERR_VALIDATION', `not a public key in PEM form: ${(err as Error).message}`)
   }
-  if (pub.asymmetricKeyType !== 'ed25519') throw new KennelError('KENNEL_ERR_VALIDATION', `the audit public key must be Ed25519 (got ${pub.asymmetricKeyType})`)
+  if (pub.asymmetricKeyType !== 'ed25519')
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `the audit public key must be Ed25519 (got ${pub.asymmetricKeyType})`,
+    )
   return { keyId: keyIdOf(pub), verify: (m, s) => verify(null, m, pub, s) }
 }
 
@@ -64,7 +87,11 @@ export function loadAuditSigner(o: AuditKeyOptions): AuditSigner {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   fs.writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' })
-  fs.writeFileSync(path.join(path.dirname(file), 'signing-key.pub.pem'), publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 })
+  fs.writeFileSync(
+    path.join(path.dirname(file), 'signing-key.pub.pem'),
+    publicKey.export({ type: 'spki', format: 'pem' }),
+    { mode: 0o644 },
+  )
   return signerFromPem(readPrivate(file))
 }
 
@@ -72,7 +99,11 @@ export function loadAuditSigner(o: AuditKeyOptions): AuditSigner {
  * key does not exist (a new key would sign heads no verifier of the old ones trusts) */
 export function findAuditSigner(o: AuditKeyOptions): AuditSigner | undefined {
   if (o.keyPath !== undefined) return signerFromPem(readPrivate(o.keyPath))
-  if (o.env === 'production') throw new KennelError('KENNEL_ERR_CONFIG', 'production requires KENNEL_AUDIT_KEY (an Ed25519 private key in PEM, mode 0600) (R17)')
+  if (o.env === 'production')
+    throw new KennelError(
+      'KENNEL_ERR_CONFIG',
+      'production requires KENNEL_AUDIT_KEY (an Ed25519 private key in PEM, mode 0600) (R17)',
+    )
   const file = devKeyPath(o.dataDir)
   return fs.existsSync(file) ? signerFromPem(readPrivate(file)) : undefined
 }
@@ -86,6 +117,10 @@ function readPrivate(file: string): string {
   } catch (err) {
     throw new KennelError('KENNEL_ERR_CONFIG', `cannot read the audit signing key ${file}: ${(err as Error).message}`)
   }
-  if (mode & 0o077) throw new KennelError('KENNEL_ERR_INSECURE_KEY_FILE', `${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`)
+  if (mode & 0o077)
+    throw new KennelError(
+      'KENNEL_ERR_INSECURE_KEY_FILE',
+      `${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+    )
   return pem
 }

@@ -5,7 +5,7 @@ import { AUDIT_HEADS_STREAM } from './events.ts'
 
 // What the audit log indexes an event under (R16): its actor and credential (metadata) and the
 // ids it names in its data, from the conventions of docs/EVENTS.md. A key is `kind:value`; the
-// event's own id is indexed by the read-model store itself (ReadModelStore.positionOf).
+// event's own id is indexed by the read-model store itself (EntryLookups.positionOf).
 
 const KINDS = ['actor', 'credential', 'device', 'household', 'account', 'recording', 'serial'] as const
 
@@ -28,7 +28,10 @@ const DATA_FIELDS: ReadonlyArray<[field: string, kind: number]> = [
 ]
 
 /** calls `visit` with the kind (an index of KEY_KINDS) and value of each key of the event */
-export function visitKeys(e: Pick<RecordedEvent, 'type' | 'data' | 'metadata'>, visit: (kind: number, value: string) => void): void {
+export function visitKeys(
+  e: Pick<RecordedEvent, 'type' | 'data' | 'metadata'>,
+  visit: (kind: number, value: string) => void,
+): void {
   const offset = TELEMETRY_TYPES.has(e.type) ? KINDS.length : 0
   const m = e.metadata
   if (typeof m.actor === 'string') visit(offset, m.actor)

@@ -17,7 +17,8 @@ export const emptyRoot = (): Buffer => createHash('sha256').digest()
 // comes back as a latin1 ('binary') string, one char per byte, written into a pooled Buffer: on Node 20
 // that is about half the cost of hash()'s own 'buffer' output.
 const pair = Buffer.alloc(65, 1)
-const sha256Into = (data: string | Uint8Array, out: Buffer, offset: number): void => void out.write(hash('sha256', data, 'binary'), offset, 32, 'latin1')
+const sha256Into = (data: string | Uint8Array, out: Buffer, offset: number): void =>
+  void out.write(hash('sha256', data, 'binary'), offset, 32, 'latin1')
 const sha256 = (data: string | Uint8Array): Buffer => {
   const out = Buffer.allocUnsafe(32)
   sha256Into(data, out, 0)
@@ -34,7 +35,8 @@ export const nodeHash = (l: Uint8Array, r: Uint8Array): Buffer => {
 export const leafOfCanonicalText = (text: string): Buffer => sha256(`\u0000${text}`)
 
 /** leafOfCanonicalText written at `offset` of `out` */
-export const leafOfCanonicalTextInto = (text: string, out: Buffer, offset: number): void => sha256Into(`\u0000${text}`, out, offset)
+export const leafOfCanonicalTextInto = (text: string, out: Buffer, offset: number): void =>
+  sha256Into(`\u0000${text}`, out, offset)
 
 export const eventLeaf = (e: RecordedEvent): Buffer => leafOfCanonicalText(canonicalEventText(e))
 
@@ -101,7 +103,9 @@ export function inclusionPath(leaves: readonly Buffer[], m: number, n: number): 
     const size = hi - lo
     if (size <= 1) return []
     const k = largestPowerOfTwoBelow(size)
-    return m < k ? [...path(m, lo, lo + k), subtreeRoot(leaves, lo + k, hi)] : [...path(m - k, lo + k, hi), subtreeRoot(leaves, lo, lo + k)]
+    return m < k
+      ? [...path(m, lo, lo + k), subtreeRoot(leaves, lo + k, hi)]
+      : [...path(m - k, lo + k, hi), subtreeRoot(leaves, lo, lo + k)]
   }
   if (m < 0 || m >= n || n > leaves.length) throw new RangeError(`leaf ${m} is not in a tree of ${n}`)
   return path(m, 0, n)
@@ -118,7 +122,13 @@ function isPowerOfTwo(n: number): boolean {
 }
 
 /** RFC 9162 §2.1.3.2 */
-export function verifyInclusion(leaf: Buffer, index: number, size: number, path: readonly Buffer[], root: Buffer): boolean {
+export function verifyInclusion(
+  leaf: Buffer,
+  index: number,
+  size: number,
+  path: readonly Buffer[],
+  root: Buffer,
+): boolean {
   if (!isTreeSize(size) || !Number.isSafeInteger(index) || index < 0 || index >= size) return false
   let fn = index
   let sn = size - 1
@@ -157,7 +167,13 @@ export function consistencyPath(leaves: readonly Buffer[], m: number, n: number)
 }
 
 /** RFC 9162 §2.1.4.2 */
-export function verifyConsistency(m: number, n: number, path: readonly Buffer[], firstRoot: Buffer, secondRoot: Buffer): boolean {
+export function verifyConsistency(
+  m: number,
+  n: number,
+  path: readonly Buffer[],
+  firstRoot: Buffer,
+  secondRoot: Buffer,
+): boolean {
   if (!isTreeSize(m) || !isTreeSize(n) || m > n) return false
   if (m === n) return path.length === 0 && firstRoot.equals(secondRoot)
   if (path.length === 0) return false

@@ -37,7 +37,10 @@ class TreeState extends CompactRange {
 
   static from(doc: TreeDoc | TreeState | undefined): TreeState {
     if (doc instanceof TreeState) return doc
-    const t = new TreeState(doc?.size ?? 0, (doc?.stack ?? []).map((h) => Buffer.from(h, 'hex')))
+    const t = new TreeState(
+      doc?.size ?? 0,
+      (doc?.stack ?? []).map((h) => Buffer.from(h, 'hex')),
+    )
     t.signedSize = doc?.signedSize ?? 0
     t.contentSize = doc?.contentSize ?? 0
     t.unsignedSince = doc?.unsignedSince
@@ -45,7 +48,13 @@ class TreeState extends CompactRange {
   }
 
   toJSON(): TreeDoc {
-    return { size: this.size, stack: this.stack.map((b) => b.toString('hex')), signedSize: this.signedSize, contentSize: this.contentSize, unsignedSince: this.unsignedSince }
+    return {
+      size: this.size,
+      stack: this.stack.map((b) => b.toString('hex')),
+      signedSize: this.signedSize,
+      contentSize: this.contentSize,
+      unsignedSince: this.unsignedSince,
+    }
   }
 }
 
@@ -110,7 +119,13 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
             const upTo = Math.min(position, chunk?.upTo ?? position)
             if (chunk === undefined) {
               // the threads stopped: the events themselves, hashed here
-              for (const event of await readRange(store, done, upTo)) entries.push({ position: event.position, eventId: event.id, time: event.time, entry: projection.apply(tx, event)! })
+              for (const event of await readRange(store, done, upTo))
+                entries.push({
+                  position: event.position,
+                  eventId: event.id,
+                  time: event.time,
+                  entry: projection.apply(tx, event)!,
+                })
             } else {
               const start = firstAfter(chunk.positions, done)
               let end = start
@@ -118,14 +133,33 @@ export function createAuditProjection(o: AuditProjectionOptions): Projection {
               for (; end < chunk.positions.length && chunk.positions[end]! <= upTo; end++) {
                 const p = chunk.positions[end]!
                 // the chunk's node hashes hold when every earlier position holds an event
-                if (end < chunk.dense && tree.size === p - 1) tree.pushMerged(chunk.merged.subarray(end * 32, end * 32 + 32), trailingOnes(end))
+                if (end < chunk.dense && tree.size === p - 1)
+                  tree.pushMerged(chunk.merged.subarray(end * 32, end * 32 + 32), trailingOnes(end))
                 else tree.push(chunk.leaves.subarray(end * 32, end * 32 + 32))
                 observe(tx, tree, chunk.times[end]!, chunk.heads.get(end))
               }
               const last = columns.at(-1)
               // a step that goes on where the last one stopped in the same chunk extends it
-              if (end > start && last?.positions === chunk.positions && last.start + last.length === start && last.firstOrdinal + last.length === firstOrdinal) last.length += end - start
-              else if (end > start) columns.push({ start, length: end - start, positions: chunk.positions, eventIds: chunk.eventIds, times: chunk.times, digests: chunk.leaves, firstOrdinal, keyNames: chunk.keyNames, keys: chunk.keys, keyStarts: chunk.keyStarts })
+              if (
+                end > start &&
+                last?.positions === chunk.positions &&
+                last.start + last.length === start &&
+                last.firstOrdinal + last.length === firstOrdinal
+              )
+                last.length += end - start
+              else if (end > start)
+                columns.push({
+                  start,
+                  length: end - start,
+                  positions: chunk.positions,
+                  eventIds: chunk.eventIds,
+                  times: chunk.times,
+                  digests: chunk.leaves,
+                  firstOrdinal,
+                  keyNames: chunk.keyNames,
+                  keys: chunk.keys,
+                  keyStarts: chunk.keyStarts,
+                })
             }
             done = upTo
           }
@@ -170,6 +204,6 @@ function firstAfter(positions: Float64Array, after: number): number {
 /** the subtrees a push at chunk index i completes within the chunk: the trailing one bits of i */
 function trailingOnes(i: number): number {
   let n = 0
-  while (i & 1) (n++, (i >>= 1))
+  while (i & 1) n++, (i >>= 1)
   return n
 }

@@ -1,6 +1,6 @@
 import { KennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import type { TreeHead } from './events.ts'
 import { headSignatureValid, latestHead, readHeads } from './heads.ts'
 import type { AuditVerifier } from './keys.ts'
@@ -30,7 +30,7 @@ export interface ConsistencyProof {
 export type AuditProof = InclusionProof | ConsistencyProof
 
 /** the recorded leaves 0..size-1, from the audit read model */
-async function leavesUpTo(readModels: ReadModelStore, size: number): Promise<Buffer[]> {
+async function leavesUpTo(readModels: EntryLookups, size: number): Promise<Buffer[]> {
   const leaves: Buffer[] = []
   let after = 0
   while (leaves.length < size) {
@@ -39,13 +39,17 @@ async function leavesUpTo(readModels: ReadModelStore, size: number): Promise<Buf
     for (const e of batch) leaves.push(e.digest)
     after = batch[batch.length - 1]!.position
   }
-  if (leaves.length < size) throw new KennelError('KENNEL_ERR_UNAVAILABLE', `the audit read model holds ${leaves.length} leaves, fewer than the head's ${size}; run the projections first`)
+  if (leaves.length < size)
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `the audit read model holds ${leaves.length} leaves, fewer than the head's ${size}; run the projections first`,
+    )
   return leaves
 }
 
 export interface ProveOptions {
   store: EventStore
-  readModels: ReadModelStore
+  readModels: EntryLookups
   verifiers: readonly AuditVerifier[]
 }
 
@@ -55,14 +59,25 @@ export async function proveInclusion(o: ProveOptions, eventId: string): Promise<
   if (position === undefined) throw new KennelError('KENNEL_ERR_NOT_FOUND', `event ${eventId} is not in the audit log`)
   const [event] = await o.store.readAll({ after: position - 1, maxCount: 1 })
   const entry = await o.readModels.entryAt(AUDIT_PROJECTION, position)
-  if (!event || event.id !== id || !entry) throw new KennelError('KENNEL_ERR_NOT_FOUND', `event ${eventId} is not in the store at position ${position}`)
+  if (!event || event.id !== id || !entry)
+    throw new KennelError('KENNEL_ERR_NOT_FOUND', `event ${eventId} is not in the store at position ${position}`)
   const latest = latestHead(await readHeads(o.store), o.verifiers)
   if (!latest || latest.head.size <= entry.ordinal) {
-    throw new KennelError('KENNEL_ERR_UNAVAILABLE', `no signed tree head covers event ${eventId} yet (leaf ${entry.ordinal}); heads are signed every few events or seconds`)
+    throw new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `no signed tree head covers event ${eventId} yet (leaf ${entry.ordinal}); heads are signed every few events or seconds`,
+    )
   }
   const leaves = await leavesUpTo(o.readModels, latest.head.size)
   const path = inclusionPath(leaves, entry.ordinal, latest.head.size)
-  return { kind: 'kennel-inclusion-proof/v1', event, leafIndex: entry.ordinal, treeSize: latest.head.size, path: path.map((b) => b.toString('hex')), head: latest.head }
+  return {
+    kind: 'kennel-inclusion-proof/v1',
+    event,
+    leafIndex: entry.ordinal,
+    treeSize: latest.head.size,
+    path: path.map((b) => b.toString('hex')),
+    head: latest.head,
+  }
 }
 
 /** consistency between the signed heads of sizes `from` and `to` (default: the latest) */
@@ -72,10 +87,19 @@ export async function proveConsistency(o: ProveOptions, from: number, to?: numbe
   const second = to === undefined ? latestHead(heads, o.verifiers) : heads.find((h) => h.head.size === to)
   if (!first) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no signed tree head of size ${from}`)
   if (!second) throw new KennelError('KENNEL_ERR_NOT_FOUND', `no signed tree head of size ${to}`)
-  if (second.head.size < first.head.size) throw new KennelError('KENNEL_ERR_VALIDATION', `the second head (size ${second.head.size}) must not be smaller than the first (${first.head.size})`)
+  if (second.head.size < first.head.size)
+    throw new KennelError(
+      'KENNEL_ERR_VALIDATION',
+      `the second head (size ${second.head.size}) must not be smaller than the first (${first.head.size})`,
+    )
   const leaves = await leavesUpTo(o.readModels, second.head.size)
   const path = first.head.size === second.head.size ? [] : consistencyPath(leaves, first.head.size, second.head.size)
-  return { kind: 'kennel-consistency-proof/v1', first: first.head, second: second.head, path: path.map((b) => b.toString('hex')) }
+  return {
+    kind: 'kennel-consistency-proof/v1',
+    first: first.head,
+    second: second.head,
+    path: path.map((b) => b.toString('hex')),
+  }
 }
 
 const HEX32 = /^[0-9a-f]{64}$/
@@ -85,7 +109,9 @@ const HEX32 = /^[0-9a-f]{64}$/
 // unverified.
 const INCLUSION_FIELDS = ['kind', 'event', 'leafIndex', 'treeSize', 'path', 'head']
 const CONSISTENCY_FIELDS = ['kind', 'first', 'second', 'path']
-const EVENT_FIELDS = ['id', 'type', 'stream', 'revision', 'position', 'time', 'data', 'metadata'] satisfies Array<keyof RecordedEvent>
+const EVENT_FIELDS = ['id', 'type', 'stream', 'revision', 'position', 'time', 'data', 'metadata'] satisfies Array<
+  keyof RecordedEvent
+>
 const HEAD_FIELDS = ['size', 'root', 'time', 'keyId', 'signature'] satisfies Array<keyof TreeHead>
 
 /** the fields of o that are missing from, or not in, the expected list */
@@ -110,16 +136,20 @@ export function checkProof(proof: unknown, verifier: AuditVerifier): void {
   }
   if (!isObject(proof)) return fail('not a kennel proof (a JSON object)')
   const p = proof
-  if (p.kind !== 'kennel-inclusion-proof/v1' && p.kind !== 'kennel-consistency-proof/v1') return fail(`unknown proof kind ${JSON.stringify(p.kind)}`)
+  if (p.kind !== 'kennel-inclusion-proof/v1' && p.kind !== 'kennel-consistency-proof/v1')
+    return fail(`unknown proof kind ${JSON.stringify(p.kind)}`)
   exactly(p, p.kind === 'kennel-inclusion-proof/v1' ? INCLUSION_FIELDS : CONSISTENCY_FIELDS, 'the proof')
-  if (!Array.isArray(p.path) || !p.path.every((h) => typeof h === 'string' && HEX32.test(h))) fail('not a kennel proof (path must be an array of hex SHA-256 hashes)')
+  if (!Array.isArray(p.path) || !p.path.every((h) => typeof h === 'string' && HEX32.test(h)))
+    fail('not a kennel proof (path must be an array of hex SHA-256 hashes)')
   const path = (p.path as string[]).map((h) => Buffer.from(h, 'hex'))
   const checkHead = (h: unknown, name: string): TreeHead => {
     if (!isObject(h)) return fail(`${name} head is malformed`)
     exactly(h, HEAD_FIELDS, `${name} head`)
-    if (typeof h.root !== 'string' || !HEX32.test(h.root) || !Number.isSafeInteger(h.size) || (h.size as number) < 1) return fail(`${name} head is malformed`)
+    if (typeof h.root !== 'string' || !HEX32.test(h.root) || !Number.isSafeInteger(h.size) || (h.size as number) < 1)
+      return fail(`${name} head is malformed`)
     const head = h as unknown as TreeHead
-    if (!headSignatureValid(head, [verifier])) return fail(`${name} head (size ${head.size}) is not signed by this public key`)
+    if (!headSignatureValid(head, [verifier]))
+      return fail(`${name} head (size ${head.size}) is not signed by this public key`)
     return head
   }
   if (p.kind === 'kennel-inclusion-proof/v1') {
@@ -128,13 +158,19 @@ export function checkProof(proof: unknown, verifier: AuditVerifier): void {
     exactly(p.event, EVENT_FIELDS, 'the event')
     const event = p.event as unknown as RecordedEvent
     const leafIndex = p.leafIndex as number
-    if (p.treeSize !== head.size) fail(`tree size ${JSON.stringify(p.treeSize)} does not match the head (size ${head.size})`)
-    if (!Number.isSafeInteger(leafIndex) || leafIndex < 0 || leafIndex >= head.size) fail(`leaf index ${JSON.stringify(p.leafIndex)} is not a leaf of the signed tree of size ${head.size}`)
-    if (!verifyInclusion(eventLeaf(event), leafIndex, head.size, path, Buffer.from(head.root, 'hex'))) fail(`event ${event.id} is not at leaf ${leafIndex} of the signed tree of size ${head.size}`)
+    if (p.treeSize !== head.size)
+      fail(`tree size ${JSON.stringify(p.treeSize)} does not match the head (size ${head.size})`)
+    if (!Number.isSafeInteger(leafIndex) || leafIndex < 0 || leafIndex >= head.size)
+      fail(`leaf index ${JSON.stringify(p.leafIndex)} is not a leaf of the signed tree of size ${head.size}`)
+    if (!verifyInclusion(eventLeaf(event), leafIndex, head.size, path, Buffer.from(head.root, 'hex')))
+      fail(`event ${event.id} is not at leaf ${leafIndex} of the signed tree of size ${head.size}`)
     return
   }
   const first = checkHead(p.first, 'first')
   const second = checkHead(p.second, 'second')
   if (first.size > second.size) fail(`the first head (size ${first.size}) is larger than the second (${second.size})`)
-  if (!verifyConsistency(first.size, second.size, path, Buffer.from(first.root, 'hex'), Buffer.from(second.root, 'hex'))) fail(`the head of size ${first.size} is not a prefix of the head of size ${second.size}`)
+  if (
+    !verifyConsistency(first.size, second.size, path, Buffer.from(first.root, 'hex'), Buffer.from(second.root, 'hex'))
+  )
+    fail(`the head of size ${first.size} is not a prefix of the head of size ${second.size}`)
 }

@@ -1,5 +1,5 @@
 import type { Logger } from '../../infra/log.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import { AUDIT_PROJECTION } from './projection.ts'
 
 // Per-message metadata is kept KENNEL_RETENTION_TELEMETRY_DAYS in the read models (R12): a job
@@ -14,7 +14,7 @@ const DAY_MS = 86_400_000
 export const TELEMETRY_RETENTION_INTERVAL_MS = 3_600_000
 
 export interface TelemetryRetentionDeps {
-  readModels: ReadModelStore
+  readModels: EntryLookups
   retentionDays: number
   now: () => Date
   log?: Logger
@@ -24,12 +24,18 @@ export interface TelemetryRetentionDeps {
 export async function forgetTelemetry(deps: TelemetryRetentionDeps): Promise<number> {
   const before = new Date(deps.now().getTime() - deps.retentionDays * DAY_MS).toISOString()
   const dropped = await deps.readModels.forget(AUDIT_PROJECTION, before)
-  if (dropped > 0) deps.log?.info({ postings: dropped, before, retentionDays: deps.retentionDays }, 'telemetry index past retention dropped')
+  if (dropped > 0)
+    deps.log?.info(
+      { postings: dropped, before, retentionDays: deps.retentionDays },
+      'telemetry index past retention dropped',
+    )
   return dropped
 }
 
 /** the job, on the projector's read-model store: started by the composition root (bin/) */
-export function startTelemetryRetention(o: Omit<TelemetryRetentionDeps, 'now'> & { now?: () => Date; intervalMs?: number }): { stop(): Promise<void> } {
+export function startTelemetryRetention(
+  o: Omit<TelemetryRetentionDeps, 'now'> & { now?: () => Date; intervalMs?: number },
+): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve()
   const run = () => {
     running = running

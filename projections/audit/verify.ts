@@ -1,6 +1,6 @@
 import { isKennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
-import type { ReadModelStore, StoredEntry } from '../readmodels/port.ts'
+import type { EntryLookups, StoredEntry } from '../readmodels/port.ts'
 import { headSignatureValid, readHeads, type StoredHead } from './heads.ts'
 import type { AuditVerifier } from './keys.ts'
 import { CompactRange, eventLeaf } from './merkle.ts'
@@ -12,7 +12,15 @@ import { AUDIT_PROJECTION } from './projection.ts'
 // position exactly (an edit, a deletion, an insertion or a swap); without them the break is
 // located between the last good head and the first bad one.
 
-export type BreakKind = 'edited' | 'reordered' | 'deleted' | 'inserted' | 'truncated' | 'head-mismatch' | 'head-signature' | 'unsigned'
+export type BreakKind =
+  | 'edited'
+  | 'reordered'
+  | 'deleted'
+  | 'inserted'
+  | 'truncated'
+  | 'head-mismatch'
+  | 'head-signature'
+  | 'unsigned'
 
 export interface AuditBreak {
   kind: BreakKind
@@ -37,7 +45,7 @@ export interface VerifyResult {
 export interface VerifyOptions {
   store: EventStore
   /** the audit read model; without it, breaks are located by heads only */
-  readModels?: ReadModelStore
+  readModels?: EntryLookups
   verifiers: readonly AuditVerifier[]
   /** the signing interval: more events than this after the last signed head are reported as
    * unsigned (heads deleted, or never signed); unset, an unsigned tail of any length passes */
@@ -49,14 +57,24 @@ export interface VerifyOptions {
 export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
   const range = new CompactRange()
   const result: VerifyResult = { ok: true, events: 0, headsChecked: 0, signedSize: 0, leavesCompared: 0 }
-  const broken = (firstBreak: AuditBreak, events = range.size): VerifyResult => ({ ...result, ok: false, events, firstBreak })
+  const broken = (firstBreak: AuditBreak, events = range.size): VerifyResult => ({
+    ...result,
+    ok: false,
+    events,
+    firstBreak,
+  })
   let heads: StoredHead[]
   try {
     heads = await readHeads(o.store)
   } catch (err) {
     if (!isKennelError(err, 'KENNEL_ERR_EVENT_CORRUPT')) throw err
     const position = err.details!.position as number
-    return broken({ kind: 'edited', position, index: -1, message: `the tree head at position ${position} was edited: what is stored is not JSON` })
+    return broken({
+      kind: 'edited',
+      position,
+      index: -1,
+      message: `the tree head at position ${position} was edited: what is stored is not JSON`,
+    })
   }
   // a head with a bad signature breaks the log where it stands, so that an earlier edit is
   // named first; only heads that verify are an authority for the roots
@@ -76,7 +94,15 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
       const index = range.size
       const bad = badAt.get(event.position)
       if (bad) {
-        return broken({ kind: 'head-signature', position: bad.position, index, message: `the tree head at position ${bad.position} (size ${String(bad.head?.size)}) is malformed or has no valid signature by a trusted key` }, index)
+        return broken(
+          {
+            kind: 'head-signature',
+            position: bad.position,
+            index,
+            message: `the tree head at position ${bad.position} (size ${String(bad.head?.size)}) is malformed or has no valid signature by a trusted key`,
+          },
+          index,
+        )
       }
       const leaf = eventLeaf(event)
       const stored = leaves ? await leaves.next() : undefined
@@ -105,7 +131,12 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
       }
     }
     if (corruptAt !== undefined) {
-      return broken({ kind: 'edited', position: corruptAt, index: range.size, message: `the event at position ${corruptAt} (leaf ${range.size}) was edited: what is stored is not JSON` })
+      return broken({
+        kind: 'edited',
+        position: corruptAt,
+        index: range.size,
+        message: `the event at position ${corruptAt} (leaf ${range.size}) was edited: what is stored is not JSON`,
+      })
     }
     result.events = range.size
     o.onProgress?.(range.size)
@@ -115,13 +146,23 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
   if (leaves && !leaves.exhausted) {
     const missing = await leaves.next()
     if (missing) {
-      return broken({ kind: 'deleted', position: missing.position, index: missing.ordinal, message: `the event at position ${missing.position} (leaf ${missing.ordinal}) and every later one recorded by the audit log are missing from the store` })
+      return broken({
+        kind: 'deleted',
+        position: missing.position,
+        index: missing.ordinal,
+        message: `the event at position ${missing.position} (leaf ${missing.ordinal}) and every later one recorded by the audit log are missing from the store`,
+      })
     }
   }
   const beyond = [...bySize.keys()].filter((size) => size > range.size).sort((a, b) => a - b)[0]
   if (beyond !== undefined) {
     const first = lastGood.position + 1
-    return broken({ kind: 'truncated', position: first, index: lastGood.size, message: `the store holds ${range.size} events but a signed head covers ${beyond}: events at or after position ${first} (after the last matching head, of size ${lastGood.size}) were deleted` })
+    return broken({
+      kind: 'truncated',
+      position: first,
+      index: lastGood.size,
+      message: `the store holds ${range.size} events but a signed head covers ${beyond}: events at or after position ${first} (after the last matching head, of size ${lastGood.size}) were deleted`,
+    })
   }
   const unsigned = range.size - result.signedSize
   if (o.headEveryEvents !== undefined && unsigned > o.headEveryEvents) {
@@ -138,7 +179,11 @@ export async function verifyAuditLog(o: VerifyOptions): Promise<VerifyResult> {
 
 /** the next batch of events after `after`; a row that cannot be read ends the batch just before
  * it, so that the events before it are still checked in order */
-async function readEvents(store: EventStore, after: number, max: number): Promise<{ events: RecordedEvent[]; corruptAt?: number }> {
+async function readEvents(
+  store: EventStore,
+  after: number,
+  max: number,
+): Promise<{ events: RecordedEvent[]; corruptAt?: number }> {
   try {
     return { events: await store.readAll({ after, maxCount: max }) }
   } catch (err) {
@@ -157,19 +202,52 @@ async function readEvents(store: EventStore, after: number, max: number): Promis
   }
 }
 
-async function compareLeaf(readModels: ReadModelStore, stored: StoredEntry, event: RecordedEvent, leaf: Buffer, index: number): Promise<AuditBreak | undefined> {
+async function compareLeaf(
+  readModels: EntryLookups,
+  stored: StoredEntry,
+  event: RecordedEvent,
+  leaf: Buffer,
+  index: number,
+): Promise<AuditBreak | undefined> {
   if (stored.position === event.position) {
     if (stored.digest.equals(leaf)) return undefined
     // the event id tells an edit from an event moved here from elsewhere or one never recorded
     const recordedAt = await readModels.positionOf(AUDIT_PROJECTION, event.id)
-    if (recordedAt === undefined) return { kind: 'inserted', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}, id ${event.id}) was inserted: the audit log never recorded it` }
-    if (recordedAt !== event.position) return { kind: 'reordered', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was recorded at position ${recordedAt}: events were reordered or shifted` }
-    return { kind: 'edited', position: event.position, index, message: `the event at position ${event.position} (leaf ${index}) was edited: its bytes no longer hash to the recorded leaf` }
+    if (recordedAt === undefined)
+      return {
+        kind: 'inserted',
+        position: event.position,
+        index,
+        message: `the event at position ${event.position} (leaf ${index}, id ${event.id}) was inserted: the audit log never recorded it`,
+      }
+    if (recordedAt !== event.position)
+      return {
+        kind: 'reordered',
+        position: event.position,
+        index,
+        message: `the event at position ${event.position} (leaf ${index}) was recorded at position ${recordedAt}: events were reordered or shifted`,
+      }
+    return {
+      kind: 'edited',
+      position: event.position,
+      index,
+      message: `the event at position ${event.position} (leaf ${index}) was edited: its bytes no longer hash to the recorded leaf`,
+    }
   }
   if (stored.position < event.position) {
-    return { kind: 'deleted', position: stored.position, index, message: `the event at position ${stored.position} (leaf ${index}) was deleted or moved` }
+    return {
+      kind: 'deleted',
+      position: stored.position,
+      index,
+      message: `the event at position ${stored.position} (leaf ${index}) was deleted or moved`,
+    }
   }
-  return { kind: 'inserted', position: event.position, index, message: `an event was inserted at position ${event.position} (leaf ${index}): the audit log recorded position ${stored.position} there` }
+  return {
+    kind: 'inserted',
+    position: event.position,
+    index,
+    message: `an event was inserted at position ${event.position} (leaf ${index}): the audit log recorded position ${stored.position} there`,
+  }
 }
 
 /** reads the audit projection's recorded leaves in order, in batches */
@@ -178,7 +256,7 @@ class EntryCursor {
   private i = 0
   private after = 0
   exhausted = false
-  constructor(private readonly readModels: ReadModelStore) {}
+  constructor(private readonly readModels: EntryLookups) {}
 
   async next(): Promise<StoredEntry | undefined> {
     if (this.exhausted) return undefined

@@ -12,4 +12,5 @@ export type ContactResolver = (accountIds: readonly string[]) => Promise<Readonl
 /** how a notification's contact stood when the report was made, as recorded in its event */
 export type ContactStatus = 'resolved' | 'erased' | 'unknown'
 
-export const contactStatus = (contact: string | undefined): ContactStatus => (contact === undefined ? 'unknown' : contact === ERASED ? 'erased' : 'resolved')
+export const contactStatus = (contact: string | undefined): ContactStatus =>
+  contact === undefined ? 'unknown' : contact === ERASED ? 'erased' : 'resolved'

@@ -18,11 +18,17 @@ export function parseCredential(raw: string): Credential {
   const kind = raw.slice(0, i) as CredentialKind
   let value = raw.slice(i + 1)
   if (i < 0 || !['device', 'cert', 'account', 'token'].includes(kind)) {
-    throw new KennelError('KENNEL_ERR_CREDENTIAL_INVALID', `credential must be device:<id>, cert:<serial>, account:<id> or token:<id> (got ${JSON.stringify(raw)})`)
+    throw new KennelError(
+      'KENNEL_ERR_CREDENTIAL_INVALID',
+      `credential must be device:<id>, cert:<serial>, account:<id> or token:<id> (got ${JSON.stringify(raw)})`,
+    )
   }
   if (kind === 'cert') value = value.replace(/:/g, '').toLowerCase()
   if (!VALUE.test(value) || (kind === 'cert' && !/^[0-9a-f]+$/.test(value))) {
-    throw new KennelError('KENNEL_ERR_CREDENTIAL_INVALID', `invalid ${kind} credential value ${JSON.stringify(raw.slice(i + 1))}`)
+    throw new KennelError(
+      'KENNEL_ERR_CREDENTIAL_INVALID',
+      `invalid ${kind} credential value ${JSON.stringify(raw.slice(i + 1))}`,
+    )
   }
   return { kind, value }
 }

@@ -60,8 +60,22 @@ export function breachReportCsv(r: BreachReport): string {
     for (const householdId of n.householdIds.length > 0 ? n.householdIds : ['']) {
       const h = households.get(householdId)
       const role = h?.holders.find((x) => x.accountId === n.accountId)?.role ?? ''
-      const touched = [...(h?.reached ?? []), ...(r.accountIds.includes(n.accountId) ? ['the account itself was used or touched'] : [])]
-      rows.push([r.reportId, r.credential, r.since, r.until, n.accountId, n.contact ?? '', householdId, role, ...householdColumns(h), touched.join('; ')])
+      const touched = [
+        ...(h?.reached ?? []),
+        ...(r.accountIds.includes(n.accountId) ? ['the account itself was used or touched'] : []),
+      ]
+      rows.push([
+        r.reportId,
+        r.credential,
+        r.since,
+        r.until,
+        n.accountId,
+        n.contact ?? '',
+        householdId,
+        role,
+        ...householdColumns(h),
+        touched.join('; '),
+      ])
     }
   }
   return rows.map((row) => `${row.map(csvField).join(',')}\r\n`).join('')

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { KennelError } from '../../infra/errors.ts'
 import type { EventStore, RecordedEvent } from '../../infra/eventstore/port.ts'
 import { AuditLog } from '../audit/log.ts'
-import type { ReadModelStore } from '../readmodels/port.ts'
+import type { EntryLookups } from '../readmodels/port.ts'
 import { contactStatus, type ContactResolver } from './contacts.ts'
 import { credentialKeys, knownKeys, parseCredential, type Credential } from './credential.ts'
 import { AUDIT_REPORTS_STREAM, type AccountHolderNotificationRequired, type BreachReportGenerated } from './events.ts'
@@ -25,13 +25,22 @@ async function assertKnown(store: EventStore, log: AuditLog, c: Credential): Pro
     // earlier reports name accounts too, and prove nothing about the credential
     if (e && e.stream !== AUDIT_REPORTS_STREAM) return
   }
-  throw new KennelError('KENNEL_ERR_NOT_FOUND', `the credential ${c.kind}:${c.value} does not appear in the event store`)
+  throw new KennelError(
+    'KENNEL_ERR_NOT_FOUND',
+    `the credential ${c.kind}:${c.value} does not appear in the event store`,
+  )
 }
 
 const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2}))?$/
 
 const daysIn = (year: number, month: number): number =>
-  month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31
+  month === 2
+    ? year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
+      ? 29
+      : 28
+    : [4, 6, 9, 11].includes(month)
+      ? 30
+      : 31
 
 /** A window bound is one instant: a full ISO 8601 date-time with Z or an offset, or a bare date
  * (UTC midnight). Checked here, not by Date.parse, which rolls 2026-02-30 over to March 2 and
@@ -39,14 +48,27 @@ const daysIn = (year: number, month: number): number =>
 export function parseInstant(raw: string, name: string): string {
   const bad = (why: string) => new KennelError('KENNEL_ERR_VALIDATION', `${name} ${JSON.stringify(raw)} ${why}`)
   const m = ISO_INSTANT.exec(raw)
-  if (!m) throw bad('is not an ISO 8601 date-time with Z or an offset (2026-03-01T00:00:00Z, 2026-03-01T01:00:00+01:00) or a date (2026-03-01)')
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map((v) => Number(v ?? 0)) as [number, number, number, number, number, number]
+  if (!m)
+    throw bad(
+      'is not an ISO 8601 date-time with Z or an offset (2026-03-01T00:00:00Z, 2026-03-01T01:00:00+01:00) or a date (2026-03-01)',
+    )
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map((v) => Number(v ?? 0)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
   const zone = m[8] ?? 'Z'
   if (month < 1 || month > 12) throw bad(`has no month ${month}`)
-  if (day < 1 || day > daysIn(year, month)) throw bad(`is not a calendar date: ${m[1]}-${m[2]} has ${daysIn(year, month)} days`)
+  if (day < 1 || day > daysIn(year, month))
+    throw bad(`is not a calendar date: ${m[1]}-${m[2]} has ${daysIn(year, month)} days`)
   if (hour > 23 || minute > 59 || second > 59) throw bad('is not a time of day')
-  const offsetMinutes = zone === 'Z' ? 0 : (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6)))
-  if (zone !== 'Z' && (Number(zone.slice(1, 3)) > 23 || Number(zone.slice(4, 6)) > 59)) throw bad(`has no offset ${zone}`)
+  const offsetMinutes =
+    zone === 'Z' ? 0 : (zone[0] === '-' ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6)))
+  if (zone !== 'Z' && (Number(zone.slice(1, 3)) > 23 || Number(zone.slice(4, 6)) > 59))
+    throw bad(`has no offset ${zone}`)
   const t = new Date(0)
   t.setUTCFullYear(year, month - 1, day)
   t.setUTCHours(hour, minute - offsetMinutes, second, Number((m[7] ?? '').padEnd(3, '0').slice(0, 3)))
@@ -93,7 +115,10 @@ const refusedAfterRevocation = (u: PresignedUrl): boolean => u.refused.some((x) 
 
 /** the household's flags, from the URLs obtained for it */
 function urlFlags(urls: readonly PresignedUrl[]): string[] {
-  return [...(urls.some(usedAfterRevocation) ? [URL_USED_AFTER_REVOCATION] : []), ...(urls.some(refusedAfterRevocation) ? [URL_REFUSED_AFTER_REVOCATION] : [])]
+  return [
+    ...(urls.some(usedAfterRevocation) ? [URL_USED_AFTER_REVOCATION] : []),
+    ...(urls.some(refusedAfterRevocation) ? [URL_REFUSED_AFTER_REVOCATION] : []),
+  ]
 }
 
 /** the refused attempts after the revocation, each folded event weighed by its `attempts` */
@@ -146,14 +171,16 @@ export interface BreachReport {
 export interface BreachReportDeps {
   store: EventStore
   /** the audit read model, caught up (the runner's `caughtUp` / `waitFor`) */
-  readModels: ReadModelStore
+  readModels: EntryLookups
   /** the accounts' contact addresses, from the composition root */
   contacts: ContactResolver
 }
 
 const HOLDER_TYPES = ['HouseholdCreated', 'MemberAdded', 'MemberRemoved']
 /** broker events naming a topic or filter the device used (broker/events.ts) */
-const TOPIC_TYPES: Readonly<Record<string, { action: TopicUse['action']; field: 'topic' | 'filter'; denied: boolean }>> = {
+const TOPIC_TYPES: Readonly<
+  Record<string, { action: TopicUse['action']; field: 'topic' | 'filter'; denied: boolean }>
+> = {
   PublishAccepted: { action: 'publish', field: 'topic', denied: false },
   PublishDenied: { action: 'publish', field: 'topic', denied: true },
   SubscriptionGranted: { action: 'subscribe', field: 'filter', denied: false },
@@ -185,7 +212,9 @@ function countTopic(topics: Map<string, TopicUse>, e: RecordedEvent): void {
 }
 
 const topicList = (topics: Map<string, TopicUse>): TopicUse[] =>
-  [...topics.values()].sort((a, b) => a.action.localeCompare(b.action) || a.topic.localeCompare(b.topic) || Number(a.denied) - Number(b.denied))
+  [...topics.values()].sort(
+    (a, b) => a.action.localeCompare(b.action) || a.topic.localeCompare(b.topic) || Number(a.denied) - Number(b.denied),
+  )
 
 /** Build the report, append it and its notifications to `audit-reports`, and return it. */
 export async function buildBreachReport(deps: BreachReportDeps, request: BreachReportRequest): Promise<BreachReport> {
@@ -196,7 +225,9 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
   const log = new AuditLog(deps.store, deps.readModels)
   await assertKnown(deps.store, log, credential)
   const throughPosition = await deps.store.headPosition()
-  const actions = (await log.events(credentialKeys(credential), { since, until })).filter((e) => e.stream !== AUDIT_REPORTS_STREAM)
+  const actions = (await log.events(credentialKeys(credential), { since, until })).filter(
+    (e) => e.stream !== AUDIT_REPORTS_STREAM,
+  )
   const revocation = await revocationOf(log, credential)
 
   const accounts = new Set<string>()
@@ -251,7 +282,9 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
   // for each of them: a toy's subscription outlives a change of household.
   const deviceHouseholds = new Map<string, string[]>()
   for (const device of devicesUsed) {
-    const claims = (await log.events([`device:${device}`], { until }, ['DeviceClaimed'])).filter((e) => str(dataOf(e).householdId))
+    const claims = (await log.events([`device:${device}`], { until }, ['DeviceClaimed'])).filter((e) =>
+      str(dataOf(e).householdId),
+    )
     const before = claims.filter((e) => e.time < since).at(-1)
     const holders = claims.filter((c) => c === before || c.time >= since).map((e) => str(dataOf(e).householdId)!)
     deviceHouseholds.set(device, holders)
@@ -259,7 +292,8 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
   }
   for (const e of actions) {
     const device = str(dataOf(e).deviceId)
-    if (device && TOPIC_TYPES[e.type]) for (const h of deviceHouseholds.get(device) ?? []) countTopic(reached.get(h)!.topics, e)
+    if (device && TOPIC_TYPES[e.type])
+      for (const h of deviceHouseholds.get(device) ?? []) countTopic(reached.get(h)!.topics, e)
   }
   // the household an issuance names was reached above, and so was a recording's
   for (const url of urls) {
@@ -288,11 +322,18 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
     }
     const r = reached.get(h)!
     const what = [...r.why].join('; ')
-    for (const [accountId, role] of holders) notify(accountId, h, `${role} of household ${h}: between ${since} and ${until} the credential ${credential.kind}:${credential.value} ${what}`)
+    for (const [accountId, role] of holders)
+      notify(
+        accountId,
+        h,
+        `${role} of household ${h}: between ${since} and ${until} the credential ${credential.kind}:${credential.value} ${what}`,
+      )
     households.push({
       householdId: h,
       reached: [...r.why],
-      holders: [...holders].map(([accountId, role]) => ({ accountId, role })).sort((a, b) => a.accountId.localeCompare(b.accountId)),
+      holders: [...holders]
+        .map(([accountId, role]) => ({ accountId, role }))
+        .sort((a, b) => a.accountId.localeCompare(b.accountId)),
       deviceIds: sorted(r.devices),
       topics: topicList(r.topics),
       recordingIds: sorted(r.recordings),
@@ -300,7 +341,12 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
       flags: urlFlags(r.urls),
     })
   }
-  for (const a of sorted(accounts)) notify(a, undefined, `account ${a} was used or touched by the credential ${credential.kind}:${credential.value} between ${since} and ${until}`)
+  for (const a of sorted(accounts))
+    notify(
+      a,
+      undefined,
+      `account ${a} was used or touched by the credential ${credential.kind}:${credential.value} between ${since} and ${until}`,
+    )
 
   const notified = [...notifications.values()].sort((a, b) => a.accountId.localeCompare(b.accountId))
   const contacts = await deps.contacts(notified.map((n) => n.accountId))
@@ -319,7 +365,12 @@ export async function buildBreachReport(deps: BreachReportDeps, request: BreachR
     topics: topicList(topics),
     urls,
     households,
-    notifications: notified.map((n) => ({ accountId: n.accountId, contact: contacts.get(n.accountId) ?? null, householdIds: n.householdIds.sort(), reasons: n.reasons })),
+    notifications: notified.map((n) => ({
+      accountId: n.accountId,
+      contact: contacts.get(n.accountId) ?? null,
+      householdIds: n.householdIds.sort(),
+      reasons: n.reasons,
+    })),
   }
   await recordReport(deps.store, report, request.actor)
   return report
@@ -345,7 +396,9 @@ async function recordReport(store: EventStore, r: BreachReport, actor: string): 
       urlsUsedAfterRevocation: r.urls.filter(usedAfterRevocation).length,
       urlsRefusedAfterRevocation: r.urls.filter(refusedAfterRevocation).length,
       refusedAttemptsAfterRevocation: refusedAttemptsAfterRevocation(r.urls),
-      ...(r.revocation ? { revocation: { type: r.revocation.type, id: r.revocation.id, position: r.revocation.position } } : {}),
+      ...(r.revocation
+        ? { revocation: { type: r.revocation.type, id: r.revocation.id, position: r.revocation.position } }
+        : {}),
       households: r.households.map((h) => ({
         householdId: h.householdId,
         accountIds: h.holders.map((x) => x.accountId),
@@ -369,7 +422,16 @@ async function recordReport(store: EventStore, r: BreachReport, actor: string): 
   }
   const notices: AccountHolderNotificationRequired[] = r.notifications.map((n) => ({
     type: 'AccountHolderNotificationRequired',
-    data: { reportId: r.reportId, accountId: n.accountId, householdIds: n.householdIds, reasons: n.reasons, contact: contactStatus(n.contact ?? undefined) },
+    data: {
+      reportId: r.reportId,
+      accountId: n.accountId,
+      householdIds: n.householdIds,
+      reasons: n.reasons,
+      contact: contactStatus(n.contact ?? undefined),
+    },
   }))
-  await store.append(AUDIT_REPORTS_STREAM, [generated, ...notices].map((e) => ({ ...e, metadata: { actor, correlationId: r.reportId } })))
+  await store.append(
+    AUDIT_REPORTS_STREAM,
+    [generated, ...notices].map((e) => ({ ...e, metadata: { actor, correlationId: r.reportId } })),
+  )
 }

@@ -31,7 +31,9 @@ export async function revocationOf(log: AuditLog, c: Credential): Promise<Revoca
     case 'cert': {
       const named = await log.events([`serial:${c.value}`], {}, ['CertificateIssued', 'CertificateRevoked'])
       const revocations = named.filter((e) => e.type === 'CertificateRevoked' && field(e, 'serial') === c.value)
-      for (const issued of named.filter((e) => e.type === 'CertificateIssued' && typeof field(e, 'deviceId') === 'string')) {
+      for (const issued of named.filter(
+        (e) => e.type === 'CertificateIssued' && typeof field(e, 'deviceId') === 'string',
+      )) {
         // revoking a device revokes every certificate it holds
         const devices = await log.events([`device:${field(issued, 'deviceId') as string}`], {}, ['DeviceRevoked'])
         revocations.push(...devices.filter((e) => e.position > issued.position))
@@ -42,8 +44,13 @@ export async function revocationOf(log: AuditLog, c: Credential): Promise<Revoca
       // a logout is appended with the session's own token, an ending by someone else names the
       // account: look under both
       const own = await log.events([`credential:token:${c.value}`])
-      const accounts = new Set(own.map((e) => e.metadata.actor).filter((a): a is string => typeof a === 'string' && a.startsWith('account:')))
-      const keys: AuditKey[] = [`credential:token:${c.value}`, ...[...accounts].map((a): AuditKey => `account:${a.slice('account:'.length)}`)]
+      const accounts = new Set(
+        own.map((e) => e.metadata.actor).filter((a): a is string => typeof a === 'string' && a.startsWith('account:')),
+      )
+      const keys: AuditKey[] = [
+        `credential:token:${c.value}`,
+        ...[...accounts].map((a): AuditKey => `account:${a.slice('account:'.length)}`),
+      ]
       return earliest((await log.events(keys, {}, ['SessionEnded'])).filter((e) => field(e, 'sessionId') === c.value))
     }
     case 'account':

@@ -63,17 +63,29 @@ export interface PresignedUrl {
   refused: UrlRefusal[]
 }
 
-export const URL_TYPES: Readonly<Record<string, PresignedUrl['kind']>> = { UploadUrlIssued: 'upload', DownloadUrlIssued: 'download' }
+export const URL_TYPES: Readonly<Record<string, PresignedUrl['kind']>> = {
+  UploadUrlIssued: 'upload',
+  DownloadUrlIssued: 'download',
+}
 const ISSUED_TYPE: Record<PresignedUrl['kind'], string> = { upload: 'UploadUrlIssued', download: 'DownloadUrlIssued' }
 /** events that show a presigned URL was used, the most direct first: an upload's own
  * `RecordingUploaded` (with the URL's id) where the API writes one, else the recording's
  * `RecordingStored`, which confirms that some upload URL of it was used */
-const URL_USE_TYPES: Record<PresignedUrl['kind'], readonly string[]> = { upload: ['RecordingUploaded', 'RecordingStored'], download: ['RecordingDownloaded'] }
+const URL_USE_TYPES: Record<PresignedUrl['kind'], readonly string[]> = {
+  upload: ['RecordingUploaded', 'RecordingStored'],
+  download: ['RecordingDownloaded'],
+}
 /** the HTTP method a refused attempt names, per kind of URL (RecordingUrlRefused.method) */
 const URL_METHOD: Record<PresignedUrl['kind'], string> = { upload: 'PUT', download: 'GET' }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
-export const action = (e: RecordedEvent): ReportedAction => ({ position: e.position, time: e.time, type: e.type, stream: e.stream, id: e.id })
+export const action = (e: RecordedEvent): ReportedAction => ({
+  position: e.position,
+  time: e.time,
+  type: e.type,
+  stream: e.stream,
+  id: e.id,
+})
 
 /** the URL an issuance event names, not yet matched to its uses */
 export function issuedUrl(e: RecordedEvent): PresignedUrl | undefined {
@@ -83,14 +95,31 @@ export function issuedUrl(e: RecordedEvent): PresignedUrl | undefined {
   if (!kind || !recordingId) return undefined
   const urlId = str(d.urlId)
   const householdId = str(d.householdId)
-  return { kind, recordingId, ...(householdId ? { householdId } : {}), ...(urlId ? { urlId } : {}), issuedAt: e.time, until: str(d.until) ?? e.time, position: e.position, used: [], refused: [] }
+  return {
+    kind,
+    recordingId,
+    ...(householdId ? { householdId } : {}),
+    ...(urlId ? { urlId } : {}),
+    issuedAt: e.time,
+    until: str(d.until) ?? e.time,
+    position: e.position,
+    used: [],
+    refused: [],
+  }
 }
 
 /** how an event on the URL's recording names this URL: by URL id where both carry one (inferred
  * when identical URLs, same recording and second, share it), else by the expiry it names
  * (inferred); undefined when it names another URL */
-async function urlMatcher(log: AuditLog, url: PresignedUrl): Promise<(e: RecordedEvent) => UrlUse['match'] | undefined> {
-  const twins = url.urlId ? (await log.events([`recording:${url.recordingId}`], {}, [ISSUED_TYPE[url.kind]])).filter((e) => (e.data as Record<string, unknown>).urlId === url.urlId).length : 0
+async function urlMatcher(
+  log: AuditLog,
+  url: PresignedUrl,
+): Promise<(e: RecordedEvent) => UrlUse['match'] | undefined> {
+  const twins = url.urlId
+    ? (await log.events([`recording:${url.recordingId}`], {}, [ISSUED_TYPE[url.kind]])).filter(
+        (e) => (e.data as Record<string, unknown>).urlId === url.urlId,
+      ).length
+    : 0
   return (e) => {
     const d = (e.data ?? {}) as Record<string, unknown>
     const id = str(d.urlId)
@@ -100,7 +129,8 @@ async function urlMatcher(log: AuditLog, url: PresignedUrl): Promise<(e: Recorde
   }
 }
 
-const after = (e: RecordedEvent, revocation: Revocation | undefined): boolean => revocation !== undefined && e.position > revocation.position
+const after = (e: RecordedEvent, revocation: Revocation | undefined): boolean =>
+  revocation !== undefined && e.position > revocation.position
 
 /** the events showing the URL was used: on its recording, after it was issued and before it
  * expired; by URL id where both events carry one, else inferred (see UrlUse) */
@@ -110,18 +140,25 @@ export async function urlUses(log: AuditLog, url: PresignedUrl, revocation: Revo
   const found = (await log.events([key], window, URL_USE_TYPES[url.kind])).filter((e) => e.position > url.position)
   const type = URL_USE_TYPES[url.kind].find((t) => found.some((e) => e.type === t))
   const matches = await urlMatcher(log, url)
-  return found.filter((e) => e.type === type).flatMap((e): UrlUse[] => {
-    const match = matches(e)
-    return match ? [{ ...action(e), match, afterRevocation: after(e, revocation) }] : []
-  })
+  return found
+    .filter((e) => e.type === type)
+    .flatMap((e): UrlUse[] => {
+      const match = matches(e)
+      return match ? [{ ...action(e), match, afterRevocation: after(e, revocation) }] : []
+    })
 }
 
 /** the refused attempts to use the URL (`RecordingUrlRefused` of its method on its recording,
  * after it was issued), matched as its uses are. No upper bound in time: a refusal folded with
  * others is recorded at the end of its minute, which may be after the URL expired. */
-export async function urlRefusals(log: AuditLog, url: PresignedUrl, revocation: Revocation | undefined): Promise<UrlRefusal[]> {
-  const found = (await log.events([`recording:${url.recordingId}`], { since: url.issuedAt }, ['RecordingUrlRefused']))
-    .filter((e) => e.position > url.position && (e.data as Record<string, unknown>).method === URL_METHOD[url.kind])
+export async function urlRefusals(
+  log: AuditLog,
+  url: PresignedUrl,
+  revocation: Revocation | undefined,
+): Promise<UrlRefusal[]> {
+  const found = (
+    await log.events([`recording:${url.recordingId}`], { since: url.issuedAt }, ['RecordingUrlRefused'])
+  ).filter((e) => e.position > url.position && (e.data as Record<string, unknown>).method === URL_METHOD[url.kind])
   const matches = await urlMatcher(log, url)
   return found.flatMap((e): UrlRefusal[] => {
     const match = matches(e)
@@ -129,7 +166,18 @@ export async function urlRefusals(log: AuditLog, url: PresignedUrl, revocation: 
     const d = (e.data ?? {}) as Record<string, unknown>
     const code = str(d.code)
     const sourceIp = str(e.metadata.sourceIp)
-    const attempts = typeof d.attempts === 'number' && Number.isSafeInteger(d.attempts) && d.attempts > 0 ? d.attempts : 1
-    return [{ ...action(e), match, reason: str(d.reason) ?? code ?? 'unknown', ...(code ? { code } : {}), attempts, ...(sourceIp ? { sourceIp } : {}), afterRevocation: after(e, revocation) }]
+    const attempts =
+      typeof d.attempts === 'number' && Number.isSafeInteger(d.attempts) && d.attempts > 0 ? d.attempts : 1
+    return [
+      {
+        ...action(e),
+        match,
+        reason: str(d.reason) ?? code ?? 'unknown',
+        ...(code ? { code } : {}),
+        attempts,
+        ...(sourceIp ? { sourceIp } : {}),
+        afterRevocation: after(e, revocation),
+      },
+    ]
   })
 }

@@ -82,7 +82,8 @@ export async function startAlertDelivery(o: AlertDeliveryOptions): Promise<Alert
       readCaughtUp = true
       if (!draining && pending.length === 0) resolveCaughtUp()
     },
-    onRetry: (err, delayMs) => o.log.warn({ err: err.message, delayMs }, 'alert delivery: reading the event store failed; retrying'),
+    onRetry: (err, delayMs) =>
+      o.log.warn({ err: err.message, delayMs }, 'alert delivery: reading the event store failed; retrying'),
     onError: (err) => o.log.error({ err }, 'alert delivery stopped'),
   })
   return {
@@ -97,7 +98,10 @@ export async function startAlertDelivery(o: AlertDeliveryOptions): Promise<Alert
 
 function logAlert(log: Logger, e: RecordedEvent): void {
   const alert = e.data as SecurityAlertRaised['data']
-  log.warn({ alertId: e.id, rule: alert.rule, key: alert.key, severity: alert.severity }, `security alert: ${alert.summary}`)
+  log.warn(
+    { alertId: e.id, rule: alert.rule, key: alert.key, severity: alert.severity },
+    `security alert: ${alert.summary}`,
+  )
 }
 
 /** false when stopped before the alert was delivered: nothing is recorded and it is retried after a restart */
@@ -113,7 +117,12 @@ async function deliver(o: AlertDeliveryOptions, e: RecordedEvent, stop: AbortSig
     try {
       const signal = AbortSignal.any([stop, AbortSignal.timeout(o.timeoutMs ?? 5000)])
       // the alert's event id: the same on every retry, from every node, after every restart
-      const res = await fetch(o.webhook, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': e.id }, body, signal })
+      const res = await fetch(o.webhook, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': e.id },
+        body,
+        signal,
+      })
       await res.arrayBuffer().catch(() => undefined)
       if (res.ok) return true
       error = `HTTP ${res.status}`
@@ -124,8 +133,17 @@ async function deliver(o: AlertDeliveryOptions, e: RecordedEvent, stop: AbortSig
     o.log.warn({ alertId: e.id, attempt: i + 1, attempts, error }, 'alert webhook attempt failed')
   }
   o.log.error({ alertId: e.id, attempts, error }, 'alert webhook delivery failed')
-  const failed: AlertDeliveryFailed = { type: 'AlertDeliveryFailed', data: { alertId: e.id, rule: alert.rule, attempts, error } }
-  await o.store.append(ALERTS_STREAM, [{ id: deterministicEventId(`alert-delivery-failed:${e.id}`), ...failed, metadata: { actor: 'system:monitor', causationId: e.id } }])
+  const failed: AlertDeliveryFailed = {
+    type: 'AlertDeliveryFailed',
+    data: { alertId: e.id, rule: alert.rule, attempts, error },
+  }
+  await o.store.append(ALERTS_STREAM, [
+    {
+      id: deterministicEventId(`alert-delivery-failed:${e.id}`),
+      ...failed,
+      metadata: { actor: 'system:monitor', causationId: e.id },
+    },
+  ])
   return true
 }
 

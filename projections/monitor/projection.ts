@@ -71,7 +71,11 @@ export function createMonitorProjection(thresholds: Partial<MonitorThresholds> =
           summary: rule.describe(o.key, measure, th),
         },
       }
-      emit(tx, ALERTS_STREAM, { id: deterministicEventId(`alert:${rule.name}:${o.key}:${e.id}`), ...alert, metadata: { actor: 'system:monitor', causationId: e.id } })
+      emit(tx, ALERTS_STREAM, {
+        id: deterministicEventId(`alert:${rule.name}:${o.key}:${e.id}`),
+        ...alert,
+        metadata: { actor: 'system:monitor', causationId: e.id },
+      })
     }
     tx.put(collection(rule), o.key, { key: o.key, since, items, quietUntil } satisfies WindowDoc)
   }

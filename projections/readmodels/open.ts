@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { KennelError } from '../../infra/errors.ts'
-import type { ReadModelStore } from './port.ts'
+import type { EntryLookups, ReadModelStore } from './port.ts'
 
 /** Where the read models of an event store live: beside an embedded store (`events.sqlite` →
  * `readmodels.sqlite`, `x.sqlite` → `x.readmodels.sqlite`), in the same database and schema for
@@ -12,10 +12,13 @@ export function readModelLocation(eventStoreUrl: string): string {
     return `sqlite:${path.join(path.dirname(file), base === 'events' ? 'readmodels.sqlite' : `${base}.readmodels.sqlite`)}`
   }
   if (eventStoreUrl.startsWith('postgres://') || eventStoreUrl.startsWith('postgresql://')) return eventStoreUrl
-  throw new KennelError('KENNEL_ERR_EVENTSTORE_URL', 'persistent read models need an sqlite: or postgres:// event store; use the in-memory follower with EventStoreDB')
+  throw new KennelError(
+    'KENNEL_ERR_EVENTSTORE_URL',
+    'persistent read models need an sqlite: or postgres:// event store; use the in-memory follower with EventStoreDB',
+  )
 }
 
-export async function openReadModels(location: string): Promise<ReadModelStore> {
+export async function openReadModels(location: string): Promise<ReadModelStore & EntryLookups> {
   if (location.startsWith('sqlite:')) {
     const { openSqliteReadModels } = await import('./sqlite.ts')
     return openSqliteReadModels(location.slice('sqlite:'.length))

@@ -125,3 +125,24 @@ export function unpackPostings(bytes: Uint8Array): Float64Array {
   while (!r.done) out.push((position += r.int()), (ms += r.int()))
   return Float64Array.from(out)
 }
+
+/** an event time in ms, as packed (0 for a text that is not a time) */
+const toMs = (iso: string): number => {
+  const ms = Date.parse(iso)
+  return Number.isFinite(ms) ? ms : 0
+}
+
+/** toMs of the events of a commit, which mostly share their time: each new text parsed once */
+export function timesInMs(): (iso: string) => number {
+  let last = ''
+  let ms = 0
+  return (iso) => (iso === last ? ms : ((last = iso), (ms = toMs(iso))))
+}
+
+/** the other way, for the entries of a run, which mostly share their time: each new time
+ * formatted once (the last one's text is kept by whoever holds the function) */
+export function isoTimes(): (ms: number) => string {
+  let last = Number.NaN
+  let iso = ''
+  return (ms) => (ms === last ? iso : ((last = ms), (iso = new Date(ms).toISOString())))
+}

@@ -46,7 +46,12 @@ export function* entryRowsOf(columns: readonly EntryColumns[]): Iterable<EntryRo
       const at = c.start + i
       const keys: string[] = []
       for (let k = c.keyStarts[at]!; k < c.keyStarts[at + 1]!; k++) keys.push(c.keyNames[c.keys[k]!]!)
-      yield { position: c.positions[at]!, eventId: c.eventIds[at]!, time: c.times[at]!, entry: { ordinal: c.firstOrdinal + i, keys, digest: c.digests.subarray(at * 32, at * 32 + 32) } }
+      yield {
+        position: c.positions[at]!,
+        eventId: c.eventIds[at]!,
+        time: c.times[at]!,
+        entry: { ordinal: c.firstOrdinal + i, keys, digest: c.digests.subarray(at * 32, at * 32 + 32) },
+      }
     }
   }
 }
@@ -69,7 +74,7 @@ export interface ProjectionChanges {
   catchingUp?: boolean
 }
 
-/** Keys under this prefix can be dropped by event time (ReadModelStore.forget), and the stores
+/** Keys under this prefix can be dropped by event time (EntryLookups.forget), and the stores
  * index them for it; the audit log puts per-message metadata there (projections/audit/lookup-keys.ts). */
 export const FORGETTABLE_KEY_PREFIX = 'telemetry/'
 
@@ -88,6 +93,8 @@ export interface LookupOptions {
   limit?: number
 }
 
+/** What the persistent runner and every projection need: checkpoints, documents and the
+ * transaction that writes them with a batch's entries; a cursor apart from them. */
 export interface ReadModelStore {
   readonly kind: 'sqlite' | 'postgres'
   load(name: string): Promise<StoredProjection | undefined>
@@ -99,6 +106,16 @@ export interface ReadModelStore {
   settle(): Promise<void>
   /** forget everything stored for a projection (before a rebuild) */
   reset(name: string): Promise<void>
+  /** a named position kept apart from the projections (alert delivery); 0 when unset */
+  cursor(name: string): Promise<number>
+  setCursor(name: string, position: number): Promise<void>
+  close(): Promise<void>
+}
+
+/** Reads of the entries a projection stored (ProjectionEntry), which only the audit log returns
+ * and only the audit log reads: lookups by key and time window, by event id, the Merkle leaves
+ * in order, and retention of the key index. Both stores implement it beside ReadModelStore. */
+export interface EntryLookups {
   /** drop from the key index of `name` what is indexed under FORGETTABLE_KEY_PREFIX keys for
    * events older than `before` (ISO time): retention (R12). Entries (the Merkle leaves) stay, and
    * a rebuild indexes the events again. Returns how many postings were dropped. */
@@ -110,8 +127,4 @@ export interface ReadModelStore {
   entryAt(name: string, position: number): Promise<StoredEntry | undefined>
   /** entries in position order, after the given position */
   entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]>
-  /** a named position kept apart from the projections (alert delivery); 0 when unset */
-  cursor(name: string): Promise<number>
-  setCursor(name: string, position: number): Promise<void>
-  close(): Promise<void>
 }

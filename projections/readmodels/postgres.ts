@@ -1,7 +1,22 @@
 import type pg from 'pg'
-import { connect, isConnectionLoss, openPool, query, unlessConnectionLost } from '../../infra/eventstore/pg-connections.ts'
+import {
+  connect,
+  isConnectionLoss,
+  openPool,
+  query,
+  unlessConnectionLost,
+} from '../../infra/eventstore/pg-connections.ts'
 import { WrongExpectedRevisionError } from '../../infra/eventstore/port.ts'
-import { entryRowsOf, FORGETTABLE_KEY_PREFIX, type LookupOptions, type ProjectionChanges, type ReadModelStore, type StoredEntry, type StoredProjection } from './port.ts'
+import {
+  entryRowsOf,
+  FORGETTABLE_KEY_PREFIX,
+  type EntryLookups,
+  type LookupOptions,
+  type ProjectionChanges,
+  type ReadModelStore,
+  type StoredEntry,
+  type StoredProjection,
+} from './port.ts'
 
 // Read models in PostgreSQL: tables in the same database and schema as the events, so the
 // scale-out deployment has one database to secure (R7). Batches are written with unnest() so a
@@ -33,10 +48,14 @@ export interface PostgresReadModelOptions {
   schema?: string
 }
 
-export async function openPostgresReadModels(url: string, options: PostgresReadModelOptions = {}): Promise<ReadModelStore> {
+export async function openPostgresReadModels(
+  url: string,
+  options: PostgresReadModelOptions = {},
+): Promise<ReadModelStore & EntryLookups> {
   const u = new URL(url)
   const schema = options.schema ?? u.searchParams.get('schema') ?? 'kennel'
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema))
+    throw new Error(`invalid PostgreSQL schema name ${JSON.stringify(schema)}`)
   u.searchParams.delete('schema')
   // a dropped connection (a restart, an admin) fails only what was using it, with
   // KENNEL_ERR_UNAVAILABLE; the next query reconnects (infra/eventstore/pg-connections.ts)
@@ -52,7 +71,7 @@ export async function openPostgresReadModels(url: string, options: PostgresReadM
 
 const int = (v: unknown): number => Number(v)
 
-class PostgresReadModels implements ReadModelStore {
+class PostgresReadModels implements ReadModelStore, EntryLookups {
   readonly kind = 'postgres' as const
 
   constructor(
@@ -66,9 +85,15 @@ class PostgresReadModels implements ReadModelStore {
     let lost = false
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ')
-      const cp = await client.query(`SELECT version, position FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
+      const cp = await client.query(`SELECT version, position FROM ${this.s}.projection_checkpoints WHERE name = $1`, [
+        name,
+      ])
       if (cp.rowCount === 0) return undefined
-      const docs = await client.query({ text: `SELECT collection, id, doc FROM ${this.s}.projection_documents WHERE projection = $1`, values: [name], rowMode: 'array' })
+      const docs = await client.query({
+        text: `SELECT collection, id, doc FROM ${this.s}.projection_documents WHERE projection = $1`,
+        values: [name],
+        rowMode: 'array',
+      })
       return {
         version: int(cp.rows[0].version),
         position: int(cp.rows[0].position),
@@ -112,12 +137,22 @@ class PostgresReadModels implements ReadModelStore {
     const s = this.s
     // the row lock serialises writers of one projection; a missing row is created first so that
     // two first writers also conflict instead of both succeeding
-    await client.query(`INSERT INTO ${s}.projection_checkpoints (name, version, position) VALUES ($1, $2, -1) ON CONFLICT (name) DO NOTHING`, [c.name, c.version])
-    const stored = await client.query(`SELECT position FROM ${s}.projection_checkpoints WHERE name = $1 FOR UPDATE`, [c.name])
+    await client.query(
+      `INSERT INTO ${s}.projection_checkpoints (name, version, position) VALUES ($1, $2, -1) ON CONFLICT (name) DO NOTHING`,
+      [c.name, c.version],
+    )
+    const stored = await client.query(`SELECT position FROM ${s}.projection_checkpoints WHERE name = $1 FOR UPDATE`, [
+      c.name,
+    ])
     const position = int(stored.rows[0].position)
     const actual = position === -1 ? undefined : position
     if (actual !== c.expectedPosition) {
-      throw new WrongExpectedRevisionError(`projection ${c.name}`, c.expectedPosition ?? 'no_stream', actual ?? 'no_stream', 'another process moved the checkpoint')
+      throw new WrongExpectedRevisionError(
+        `projection ${c.name}`,
+        c.expectedPosition ?? 'no_stream',
+        actual ?? 'no_stream',
+        'another process moved the checkpoint',
+      )
     }
     if (c.puts.length > 0) {
       // the last write of a key within one batch wins, as in the in-memory documents
@@ -132,11 +167,10 @@ class PostgresReadModels implements ReadModelStore {
       )
     }
     if (c.deletes.length > 0) {
-      await client.query(`DELETE FROM ${s}.projection_documents WHERE projection = $1 AND (collection, id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`, [
-        c.name,
-        c.deletes.map((d) => d[0]),
-        c.deletes.map((d) => d[1]),
-      ])
+      await client.query(
+        `DELETE FROM ${s}.projection_documents WHERE projection = $1 AND (collection, id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
+        [c.name, c.deletes.map((d) => d[0]), c.deletes.map((d) => d[1])],
+      )
     }
     const entries = c.columns === undefined ? c.entries : [...entryRowsOf(c.columns), ...c.entries]
     if (entries.length > 0) {
@@ -144,7 +178,13 @@ class PostgresReadModels implements ReadModelStore {
         `INSERT INTO ${s}.projection_entries (projection, position, ordinal, time, digest)
          SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bytea[])
          ON CONFLICT (projection, position) DO UPDATE SET ordinal = excluded.ordinal, time = excluded.time, digest = excluded.digest`,
-        [c.name, entries.map((e) => e.position), entries.map((e) => e.entry.ordinal), entries.map((e) => e.time), entries.map((e) => Buffer.from(e.entry.digest))],
+        [
+          c.name,
+          entries.map((e) => e.position),
+          entries.map((e) => e.entry.ordinal),
+          entries.map((e) => e.time),
+          entries.map((e) => Buffer.from(e.entry.digest)),
+        ],
       )
       const keys: [string, string, number][] = []
       for (const e of entries) {
@@ -159,14 +199,19 @@ class PostgresReadModels implements ReadModelStore {
         )
       }
     }
-    await client.query(`UPDATE ${s}.projection_checkpoints SET version = $2, position = $3 WHERE name = $1`, [c.name, c.version, c.position])
+    await client.query(`UPDATE ${s}.projection_checkpoints SET version = $2, position = $3 WHERE name = $1`, [
+      c.name,
+      c.version,
+      c.position,
+    ])
   }
 
   async settle(): Promise<void> {}
 
   reset(name: string): Promise<void> {
     return this.transaction(`resetting read model ${name}`, async (client) => {
-      for (const table of ['projection_documents', 'projection_entries', 'projection_keys']) await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
+      for (const table of ['projection_documents', 'projection_entries', 'projection_keys'])
+        await client.query(`DELETE FROM ${this.s}.${table} WHERE projection = $1`, [name])
       await client.query(`DELETE FROM ${this.s}.projection_checkpoints WHERE name = $1`, [name])
     })
   }
@@ -176,11 +221,15 @@ class PostgresReadModels implements ReadModelStore {
     // found through the partial index forgettable_keys
     let dropped = 0
     for (;;) {
-      const { rowCount } = await query(this.pool, `forgetting the ${FORGETTABLE_KEY_PREFIX} keys of read model ${name}`, {
-        text: `DELETE FROM ${this.s}.projection_keys WHERE ctid = ANY(ARRAY(
+      const { rowCount } = await query(
+        this.pool,
+        `forgetting the ${FORGETTABLE_KEY_PREFIX} keys of read model ${name}`,
+        {
+          text: `DELETE FROM ${this.s}.projection_keys WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM ${this.s}.projection_keys WHERE ${FORGETTABLE} AND projection = $1 AND time < $2 LIMIT ${FORGET_SLICE}))`,
-        values: [name, before],
-      })
+          values: [name, before],
+        },
+      )
       dropped += rowCount ?? 0
       if ((rowCount ?? 0) < FORGET_SLICE) return dropped
     }
@@ -189,7 +238,13 @@ class PostgresReadModels implements ReadModelStore {
   async lookup(name: string, key: string, options: LookupOptions = {}): Promise<number[]> {
     const r = await query<{ position: string }>(this.pool, `looking up ${name}`, {
       text: `SELECT position FROM ${this.s}.projection_keys WHERE projection = $1 AND key = $2 AND time >= $3 AND time < $4 ORDER BY time, position ${options.limit !== undefined ? 'LIMIT $5' : ''}`,
-      values: [name, key, options.since ?? '', options.until ?? '\uffff', ...(options.limit !== undefined ? [options.limit] : [])],
+      values: [
+        name,
+        key,
+        options.since ?? '',
+        options.until ?? '\uffff',
+        ...(options.limit !== undefined ? [options.limit] : []),
+      ],
     })
     return r.rows.map((row) => int(row.position))
   }
@@ -200,27 +255,41 @@ class PostgresReadModels implements ReadModelStore {
   }
 
   async entryAt(name: string, position: number): Promise<StoredEntry | undefined> {
-    const r = await query<EntryRow>(this.pool, `reading ${name}`, { text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position = $2`, values: [name, position] })
+    const r = await query<EntryRow>(this.pool, `reading ${name}`, {
+      text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position = $2`,
+      values: [name, position],
+    })
     return r.rows.map(toEntry)[0]
   }
 
   async entries(name: string, afterPosition: number, limit: number): Promise<StoredEntry[]> {
-    const r = await query<EntryRow>(this.pool, `reading ${name}`, { text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position > $2 ORDER BY position LIMIT $3`, values: [name, afterPosition, limit] })
+    const r = await query<EntryRow>(this.pool, `reading ${name}`, {
+      text: `SELECT ordinal, position, time, digest FROM ${this.s}.projection_entries WHERE projection = $1 AND position > $2 ORDER BY position LIMIT $3`,
+      values: [name, afterPosition, limit],
+    })
     return r.rows.map(toEntry)
   }
 
   async checkpoints(): Promise<Map<string, number>> {
-    const r = await query<{ name: string; position: string }>(this.pool, 'reading checkpoints', { text: `SELECT name, position FROM ${this.s}.projection_checkpoints` })
+    const r = await query<{ name: string; position: string }>(this.pool, 'reading checkpoints', {
+      text: `SELECT name, position FROM ${this.s}.projection_checkpoints`,
+    })
     return new Map(r.rows.map((row) => [row.name, int(row.position)]))
   }
 
   async cursor(name: string): Promise<number> {
-    const r = await query<{ position: string }>(this.pool, `reading cursor ${name}`, { text: `SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`, values: [name] })
+    const r = await query<{ position: string }>(this.pool, `reading cursor ${name}`, {
+      text: `SELECT position FROM ${this.s}.projection_cursors WHERE name = $1`,
+      values: [name],
+    })
     return r.rows.length === 0 ? 0 : int(r.rows[0]!.position)
   }
 
   async setCursor(name: string, position: number): Promise<void> {
-    await query(this.pool, `moving cursor ${name}`, { text: `INSERT INTO ${this.s}.projection_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position`, values: [name, position] })
+    await query(this.pool, `moving cursor ${name}`, {
+      text: `INSERT INTO ${this.s}.projection_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position`,
+      values: [name, position],
+    })
   }
 
   async close(): Promise<void> {

@@ -25,21 +25,47 @@ const curlSkip = ((): string | false => {
 
 const ATTEMPTS = 8
 
-t.test('curl uploading 30 MB to a route with a smaller limit gets the 413 and its JSON every time', { skip: curlSkip }, async (t) => {
-  const api = await buildTestApi(t)
-  const server = await listenTestApi(t, api)
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-early-refusal-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const caFile = path.join(dir, 'ca.pem')
-  fs.writeFileSync(caFile, server.caPem)
-  const body = path.join(dir, 'body.json')
-  fs.writeFileSync(body, Buffer.alloc(30 * 1024 * 1024, 0x61))
+t.test(
+  'curl uploading 30 MB to a route with a smaller limit gets the 413 and its JSON every time',
+  { skip: curlSkip },
+  async (t) => {
+    const api = await buildTestApi(t)
+    const server = await listenTestApi(t, api)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-early-refusal-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const caFile = path.join(dir, 'ca.pem')
+    fs.writeFileSync(caFile, server.caPem)
+    const body = path.join(dir, 'body.json')
+    fs.writeFileSync(body, Buffer.alloc(30 * 1024 * 1024, 0x61))
 
-  const statuses: string[] = []
-  for (let i = 0; i < ATTEMPTS; i++) {
-    const { stdout } = await run('curl', ['-s', '--cacert', caFile, '-o', path.join(dir, `reply-${i}`), '-w', '%{http_code}', '-X', 'POST', '-H', 'content-type: application/json', '--data-binary', `@${body}`, `https://localhost:${server.port}/v1/accounts`]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }))
-    statuses.push(stdout)
-    if (stdout === '413') t.match(JSON.parse(fs.readFileSync(path.join(dir, `reply-${i}`), 'utf8')), { error: { code: 'KENNEL_ERR_PAYLOAD_TOO_LARGE' } })
-  }
-  t.same(statuses, Array(ATTEMPTS).fill('413'), 'every upload was answered 413 (curl prints 000 or 100 when the connection was reset before it read the answer)')
-})
+    const statuses: string[] = []
+    for (let i = 0; i < ATTEMPTS; i++) {
+      const { stdout } = await run('curl', [
+        '-s',
+        '--cacert',
+        caFile,
+        '-o',
+        path.join(dir, `reply-${i}`),
+        '-w',
+        '%{http_code}',
+        '-X',
+        'POST',
+        '-H',
+        'content-type: application/json',
+        '--data-binary',
+        `@${body}`,
+        `https://localhost:${server.port}/v1/accounts`,
+      ]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }))
+      statuses.push(stdout)
+      if (stdout === '413')
+        t.match(JSON.parse(fs.readFileSync(path.join(dir, `reply-${i}`), 'utf8')), {
+          error: { code: 'KENNEL_ERR_PAYLOAD_TOO_LARGE' },
+        })
+    }
+    t.same(
+      statuses,
+      Array(ATTEMPTS).fill('413'),
+      'every upload was answered 413 (curl prints 000 or 100 when the connection was reset before it read the answer)',
+    )
+  },
+)

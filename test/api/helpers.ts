@@ -37,7 +37,10 @@ export interface TestApi {
 
 export const STRONG = 'violet-Harbour-43-quiet-Lantern'
 
-export async function buildTestApi(t: T, opts: { env?: Record<string, string>; deps?: Partial<ApiDeps> } = {}): Promise<TestApi> {
+export async function buildTestApi(
+  t: T,
+  opts: { env?: Record<string, string>; deps?: Partial<ApiDeps> } = {},
+): Promise<TestApi> {
   const pki = await createTestPki(t, opts.env)
   const notifications: TestApi['notifications'] = []
   const metrics = new ApiMetrics()
@@ -67,7 +70,11 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
     async signUp(email, password = STRONG) {
       const created = await app.inject({ method: 'POST', url: '/v1/accounts', payload: { email, password } })
       if (created.statusCode !== 202) throw new Error(`signup ${created.statusCode} ${created.body}`)
-      const token = self.outbox().filter((m) => m.headers.to === email).map((m) => findVerificationToken(m.text)).at(-1)
+      const token = self
+        .outbox()
+        .filter((m) => m.headers.to === email)
+        .map((m) => findVerificationToken(m.text))
+        .at(-1)
       if (!token) throw new Error(`no confirmation mail to ${email}`)
       const verified = await app.inject({ method: 'POST', url: '/v1/accounts/verify', payload: { token } })
       if (verified.statusCode !== 200) throw new Error(`verify ${verified.statusCode} ${verified.body}`)
@@ -77,12 +84,21 @@ export async function buildTestApi(t: T, opts: { env?: Record<string, string>; d
       const accountId = await self.signUp(email)
       const session = await app.inject({ method: 'POST', url: '/v1/sessions', payload: { email, password: STRONG } })
       const { token } = session.json() as { token: string }
-      const household = await app.inject({ method: 'POST', url: '/v1/households', headers: { authorization: `Bearer ${token}` } })
+      const household = await app.inject({
+        method: 'POST',
+        url: '/v1/households',
+        headers: { authorization: `Bearer ${token}` },
+      })
       return { token, accountId, householdId: (household.json() as { householdId: string }).householdId }
     },
     async pairedToy(token, householdId, deviceId) {
       const toy = await pki.enroll(deviceId)
-      const paired = await app.inject({ method: 'POST', url: `/v1/households/${householdId}/devices`, headers: { authorization: `Bearer ${token}` }, payload: { claimCode: toy.claimCode } })
+      const paired = await app.inject({
+        method: 'POST',
+        url: `/v1/households/${householdId}/devices`,
+        headers: { authorization: `Bearer ${token}` },
+        payload: { claimCode: toy.claimCode },
+      })
       if (paired.statusCode !== 201) throw new Error(`pairing ${paired.statusCode} ${paired.body}`)
       return toy
     },
@@ -96,7 +112,13 @@ export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
 /** the API on real HTTPS, port 0 (whatever the test's configuration says: tests run side by side) */
 export async function listenTestApi(t: T, api: TestApi): Promise<ListeningApi & { caPem: string }> {
   const tls = await loadServerTls(api.pki.config, api.pki.ca)
-  const listening = await listenApi(api.app, { config: { ...api.pki.config, apiPort: 0 }, tls, trustedCaPem: api.pki.ca.trustedPem, store: api.pki.store, metrics: api.metrics })
+  const listening = await listenApi(api.app, {
+    config: { ...api.pki.config, apiPort: 0 },
+    tls,
+    trustedCaPem: api.pki.ca.trustedPem,
+    store: api.pki.store,
+    metrics: api.metrics,
+  })
   t.teardown(() => listening.close())
   api.boundPort = listening.port
   return { ...listening, caPem: api.pki.ca.trustedPem }
@@ -106,11 +128,26 @@ export interface HttpsReply {
   status: number
   headers: Record<string, string | string[] | undefined>
   body: string
+  // biome-ignore lint/suspicious/noExplicitAny: tests read fields of the JSON answer they assert on
   json(): any
 }
 
 /** one HTTPS request with (or without) a client certificate */
-export function request(port: number, opts: { method: string; path: string; ca: string; key?: string; cert?: string; body?: unknown; rawBody?: string; agent?: https.Agent; headers?: Record<string, string> }): Promise<HttpsReply> {
+export function request(
+  port: number,
+  opts: {
+    method: string
+    path: string
+    ca: string
+    key?: string
+    cert?: string
+    body?: unknown
+    rawBody?: string
+    agent?: https.Agent
+    headers?: Record<string, string>
+    localAddress?: string
+  },
+): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
     const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body))
     const req = https.request(
@@ -124,7 +161,13 @@ export function request(port: number, opts: { method: string; path: string; ca: 
         key: opts.key,
         cert: opts.cert,
         agent: opts.agent ?? false,
-        headers: { ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers },
+        ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}),
+        headers: {
+          ...(payload !== undefined
+            ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }
+            : {}),
+          ...opts.headers,
+        },
       },
       (res) => {
         const chunks: Buffer[] = []

@@ -23,10 +23,25 @@ t.test('malformed HTTP gets a coded JSON error with the security headers', async
   const api = await buildTestApi(t)
   const server = await listenTestApi(t, api)
   const cases: Array<[string, string, number, string]> = [
-    ['Content-Length and Transfer-Encoding together', 'POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'KENNEL_ERR_VALIDATION'],
-    ['a space in a header name', 'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'KENNEL_ERR_VALIDATION'],
+    [
+      'Content-Length and Transfer-Encoding together',
+      'POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      400,
+      'KENNEL_ERR_VALIDATION',
+    ],
+    [
+      'a space in a header name',
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n',
+      400,
+      'KENNEL_ERR_VALIDATION',
+    ],
     ['a request line that is no HTTP', 'GARBAGE\r\n\r\n', 400, 'KENNEL_ERR_VALIDATION'],
-    ['a 20 KB header', `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'KENNEL_ERR_HEADERS_TOO_LARGE'],
+    [
+      'a 20 KB header',
+      `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      431,
+      'KENNEL_ERR_HEADERS_TOO_LARGE',
+    ],
   ]
   for (const [what, request, status, code] of cases) {
     const answer = await rawRequest(server.port, server.caPem, request)
@@ -36,7 +51,11 @@ t.test('malformed HTTP gets a coded JSON error with the security headers', async
     t.match(head, /\r\nx-content-type-options: nosniff/i, 'the security headers')
     t.match(JSON.parse(body), { error: { code, message: String } }, `${what}: ${code}`)
   }
-  const healthy = await rawRequest(server.port, server.caPem, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  const healthy = await rawRequest(
+    server.port,
+    server.caPem,
+    'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  )
   t.match(healthy, /^HTTP\/1.1 200 /, 'the API still answers')
 })
 

@@ -14,21 +14,30 @@ import { buildTestApi, STRONG } from './helpers.ts'
 class FullDisk extends FileKeyStore {
   full = true
   override async create(ring: KeyRingName, owner: string, wrapped: Buffer): Promise<StoredKey> {
-    if (this.full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' })
+    if (this.full)
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), {
+        code: 'ENOSPC',
+        errno: -28,
+        syscall: 'write',
+      })
     return super.create(ring, owner, wrapped)
   }
 }
 
-t.test('a full disk answers 503 with Retry-After, not 500, and the same request succeeds once there is room', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-full-disk-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const keys = new FullDisk({ person: path.join(dir, 'persons'), 'household-data': path.join(dir, 'households') })
-  const api = await buildTestApi(t, { deps: { keys } })
-  const signUp = () => api.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'full@example.org', password: STRONG } })
-  const refused = await signUp()
-  t.equal(refused.statusCode, 503)
-  t.match(refused.json(), { error: { code: 'KENNEL_ERR_UNAVAILABLE', message: /ENOSPC/ } })
-  t.ok(refused.headers['retry-after'], 'Retry-After')
-  keys.full = false
-  t.equal((await signUp()).statusCode, 202, 'accepted once there is room')
-})
+t.test(
+  'a full disk answers 503 with Retry-After, not 500, and the same request succeeds once there is room',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-full-disk-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const keys = new FullDisk({ person: path.join(dir, 'persons'), 'household-data': path.join(dir, 'households') })
+    const api = await buildTestApi(t, { deps: { keys } })
+    const signUp = () =>
+      api.app.inject({ method: 'POST', url: '/v1/accounts', payload: { email: 'full@example.org', password: STRONG } })
+    const refused = await signUp()
+    t.equal(refused.statusCode, 503)
+    t.match(refused.json(), { error: { code: 'KENNEL_ERR_UNAVAILABLE', message: /ENOSPC/ } })
+    t.ok(refused.headers['retry-after'], 'Retry-After')
+    keys.full = false
+    t.equal((await signUp()).statusCode, 202, 'accepted once there is room')
+  },
+)

@@ -28,7 +28,15 @@ const broker = await createBroker({
 })
 const port = await broker.listen(0, '127.0.0.1')
 
-type Request = { seq: number; op: string; deviceId: string; subtopic?: string; payload?: string; topic?: string; position?: number }
+type Request = {
+  seq: number
+  op: string
+  deviceId: string
+  subtopic?: string
+  payload?: string
+  topic?: string
+  position?: number
+}
 const handlers: Record<string, (r: Request) => Promise<unknown>> = {
   // this node's device registry has seen the store up to `position` (an enrolment by the test)
   waitFor: (r) => devices.waitFor(r.position!),

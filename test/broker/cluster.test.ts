@@ -23,7 +23,11 @@ interface ClusterNode {
 let seq = 0
 
 async function startNode(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<ClusterNode> {
-  const child: ChildProcess = fork(nodeScript, [], { execArgv: ['--import', 'tsx'], env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+  const child: ChildProcess = fork(nodeScript, [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  })
   t.teardown(async () => {
     if (child.exitCode !== null) return
     const exited = new Promise((resolve) => child.once('exit', resolve))
@@ -33,7 +37,9 @@ async function startNode(t: { teardown(fn: () => unknown): void }, env: Record<s
   })
   const port = await new Promise<number>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`broker process exited with ${code} before listening`)))
-    createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { port: number }).port))
+    createInterface({ input: child.stdout! }).once('line', (line) =>
+      resolve((JSON.parse(line) as { port: number }).port),
+    )
   })
   return {
     port,
@@ -66,7 +72,14 @@ t.test('two broker processes sharing Redis and the event store', { skip }, async
   })
   // the test's system provides the data dir, the CA, enrolment and the store to read events from
   const sys = await startBrokerSystem(t)
-  const env = { KENNEL_ENV: 'test', KENNEL_DATA_DIR: sys.dir, KENNEL_MQTT_PORT: '0', KENNEL_LOG_LEVEL: 'silent', KENNEL_REDIS_URL: redisUrl, KENNEL_TEST_KEY_PREFIX: prefix }
+  const env = {
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: sys.dir,
+    KENNEL_MQTT_PORT: '0',
+    KENNEL_LOG_LEVEL: 'silent',
+    KENNEL_REDIS_URL: redisUrl,
+    KENNEL_TEST_KEY_PREFIX: prefix,
+  }
   const [a, b] = await Promise.all([startNode(t, env), startNode(t, env)])
   // enrolled, and known to both brokers' device registries
   const enroll = async (id: string): Promise<DeviceFiles> => {
@@ -131,16 +144,25 @@ t.test('two broker processes sharing Redis and the event store', { skip }, async
     await revokeDevice(deps, onB, 'reported stolen')
     await Promise.all([closedA, closedB])
     t.pass('both sessions were closed')
-    const err = await sys.connect(await enroll(uniqueId('bystander')), { port: b.port }).then((c) => (c.end(true), undefined), (e: Error) => e)
+    const err = await sys.connect(await enroll(uniqueId('bystander')), { port: b.port }).then(
+      (c) => (c.end(true), undefined),
+      (e: Error) => e,
+    )
     t.equal(err, undefined, 'other toys still connect')
     await waitFor(async () => (await disconnects(sys.store, [onA, onB])).length === 2)
-    t.same(await disconnects(sys.store, [onA, onB]), ['revoked', 'revoked'], 'each broker recorded why it closed the session')
+    t.same(
+      await disconnects(sys.store, [onA, onB]),
+      ['revoked', 'revoked'],
+      'each broker recorded why it closed the session',
+    )
   })
 })
 
 async function disconnects(store: EventStore, ids: string[]): Promise<string[]> {
   const events = await store.readAll({ filter: { types: ['DeviceDisconnected'] } })
-  return events.filter((e) => ids.some((id) => e.stream === `mqtt-${id}`)).map((e) => String((e.data as { reason?: unknown }).reason))
+  return events
+    .filter((e) => ids.some((id) => e.stream === `mqtt-${id}`))
+    .map((e) => String((e.data as { reason?: unknown }).reason))
 }
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {

@@ -42,7 +42,11 @@ function gate(inner: EventStore): Gate {
     },
     store: Object.create(inner, {
       append: {
-        value: async (stream: string, events: Parameters<EventStore['append']>[1], options: Parameters<EventStore['append']>[2]) => {
+        value: async (
+          stream: string,
+          events: Parameters<EventStore['append']>[1],
+          options: Parameters<EventStore['append']>[2],
+        ) => {
           if (events.some((e) => e.type === 'PublishAccepted')) {
             if (g.mode === 'fail') {
               refused++
@@ -84,7 +88,9 @@ async function gatedBroker(t: Test) {
   const device = await sys.enroll(id)
   const accepted = async (payload: string): Promise<number> => {
     await broker.flushEvents()
-    return (await sys.store.readAll({ filter: { types: ['PublishAccepted'] } })).filter((e) => (e.data as { sha256: string }).sha256 === sha256(payload)).length
+    return (await sys.store.readAll({ filter: { types: ['PublishAccepted'] } })).filter(
+      (e) => (e.data as { sha256: string }).sha256 === sha256(payload),
+    ).length
   }
   return { sys, g, broker, port, id, device, accepted }
 }
@@ -115,68 +121,92 @@ t.test('a publish is acknowledged and routed only once its PublishAccepted is co
   t.equal(received.length, 1, 'a QoS 0 message is not routed before its event is committed')
   g.open()
   await until('the QoS 0 delivery', () => received.length === 2)
-  t.same(received.map((m) => m.payload), ['held-qos1', 'held-qos0'])
+  t.same(
+    received.map((m) => m.payload),
+    ['held-qos1', 'held-qos0'],
+  )
 })
 
-t.test('a publish that cannot be recorded is refused: no PUBACK, not routed, the connection closes; the toy re-sends it and it is recorded once', async (t) => {
-  const { sys, g, port, id, device, accepted } = await gatedBroker(t)
-  const toy: MqttClient = await sys.connect(device, { port, reconnectPeriod: 100, clean: false })
-  await toy.subscribeAsync(`toys/${id}/#`, { qos: 1 })
-  const received = collectMessages(toy)
+t.test(
+  'a publish that cannot be recorded is refused: no PUBACK, not routed, the connection closes; the toy re-sends it and it is recorded once',
+  async (t) => {
+    const { sys, g, port, id, device, accepted } = await gatedBroker(t)
+    const toy: MqttClient = await sys.connect(device, { port, reconnectPeriod: 100, clean: false })
+    await toy.subscribeAsync(`toys/${id}/#`, { qos: 1 })
+    const received = collectMessages(toy)
 
-  g.mode = 'fail'
-  let acked = false
-  const published = toy.publishAsync(`toys/${id}/status`, 'refused-once', { qos: 1 }).then(() => (acked = true))
-  await new Promise<void>((resolve) => toy.once('close', () => resolve()))
-  t.notOk(acked, 'no PUBACK for the publish that could not be recorded')
-  t.ok(g.refused >= 2, `the append was retried before the publish was refused (${g.refused} attempts)`)
-  t.same(received, [], 'the refused message was not routed')
-  t.equal(await accepted('refused-once'), 0, 'and not recorded')
-  // the DeviceDisconnected is recorded when the broker's side of the socket closes
-  const lastDisconnect = async () => (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).at(-1)?.data
-  await until('the DeviceDisconnected', async () => (await lastDisconnect()) !== undefined)
-  t.match(await lastDisconnect(), { reason: 'event-store-unavailable' })
+    g.mode = 'fail'
+    let acked = false
+    const published = toy.publishAsync(`toys/${id}/status`, 'refused-once', { qos: 1 }).then(() => (acked = true))
+    await new Promise<void>((resolve) => toy.once('close', () => resolve()))
+    t.notOk(acked, 'no PUBACK for the publish that could not be recorded')
+    t.ok(g.refused >= 2, `the append was retried before the publish was refused (${g.refused} attempts)`)
+    t.same(received, [], 'the refused message was not routed')
+    t.equal(await accepted('refused-once'), 0, 'and not recorded')
+    // the DeviceDisconnected is recorded when the broker's side of the socket closes
+    const lastDisconnect = async () =>
+      (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).at(-1)?.data
+    await until('the DeviceDisconnected', async () => (await lastDisconnect()) !== undefined)
+    t.match(await lastDisconnect(), { reason: 'event-store-unavailable' })
 
-  g.open()
-  await published
-  t.pass('after reconnecting, the toy re-sent the message and got its PUBACK')
-  await until('the delivery', () => received.length >= 1)
-  t.equal(received[0]?.payload, 'refused-once')
-  t.equal(await accepted('refused-once'), 1, 'recorded exactly once')
-})
+    g.open()
+    await published
+    t.pass('after reconnecting, the toy re-sent the message and got its PUBACK')
+    await until('the delivery', () => received.length >= 1)
+    t.equal(received[0]?.payload, 'refused-once')
+    t.equal(await accepted('refused-once'), 1, 'recorded exactly once')
+  },
+)
 
-t.test('a publish whose event commits after its connection closed is recorded once: the re-send is acknowledged and routed on that event', async (t) => {
-  const { sys, g, port, id, device, accepted } = await gatedBroker(t)
-  // the toy's in-flight messages outlive its connection in this store, as a toy's own would
-  const outgoingStore = new Store()
-  const first: MqttClient = await sys.connect(device, { port, clean: false, outgoingStore })
-  await first.subscribeAsync(`toys/${id}/#`, { qos: 1 })
+t.test(
+  'a publish whose event commits after its connection closed is recorded once: the re-send is acknowledged and routed on that event',
+  async (t) => {
+    const { sys, g, port, id, device, accepted } = await gatedBroker(t)
+    // the toy's in-flight messages outlive its connection in this store, as a toy's own would
+    const outgoingStore = new Store()
+    const first: MqttClient = await sys.connect(device, { port, clean: false, outgoingStore })
+    await first.subscribeAsync(`toys/${id}/#`, { qos: 1 })
 
-  g.mode = 'hold'
-  void first.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 }).catch(() => undefined)
-  await until('the PublishAccepted append to reach the gate', () => g.held > 0)
-  const disconnects = async () => (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).length
-  const before = await disconnects()
-  first.stream.destroy()
-  // (not broker.flushEvents(): it would wait for the held append)
-  await until('the broker to see the connection closed', async () => (await disconnects()) > before)
-  g.open()
-  await until('the late commit', async () => (await accepted('committed-late')) === 1)
+    g.mode = 'hold'
+    void first.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 }).catch(() => undefined)
+    await until('the PublishAccepted append to reach the gate', () => g.held > 0)
+    const disconnects = async () =>
+      (await sys.events('DeviceDisconnected')).filter((e) => e.stream === `mqtt-${id}`).length
+    const before = await disconnects()
+    first.stream.destroy()
+    // (not broker.flushEvents(): it would wait for the held append)
+    await until('the broker to see the connection closed', async () => (await disconnects()) > before)
+    g.open()
+    await until('the late commit', async () => (await accepted('committed-late')) === 1)
 
-  // the toy reconnects and re-sends what its store holds, with the same packet identifier
-  const pubacks: number[] = []
-  const second = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: device.keyPem, cert: device.certPem, ca: device.caPem, clientId: id, protocolVersion: 4, reconnectPeriod: 0, clean: false, outgoingStore })
-  t.teardown(() => second.endAsync(true))
-  second.on('packetreceive', (packet) => {
-    if (packet.cmd === 'puback') pubacks.push(packet.messageId!)
-  })
-  const received = collectMessages(second)
-  await until('the PUBACK of the re-send', () => pubacks.length === 1)
-  await until('the delivery', () => received.length >= 1)
-  t.same(received.map((m) => m.payload), ['committed-late'], 'delivered once')
-  t.equal(await accepted('committed-late'), 1, 'recorded exactly once')
+    // the toy reconnects and re-sends what its store holds, with the same packet identifier
+    const pubacks: number[] = []
+    const second = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
+      key: device.keyPem,
+      cert: device.certPem,
+      ca: device.caPem,
+      clientId: id,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      clean: false,
+      outgoingStore,
+    })
+    t.teardown(() => second.endAsync(true))
+    second.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback') pubacks.push(packet.messageId!)
+    })
+    const received = collectMessages(second)
+    await until('the PUBACK of the re-send', () => pubacks.length === 1)
+    await until('the delivery', () => received.length >= 1)
+    t.same(
+      received.map((m) => m.payload),
+      ['committed-late'],
+      'delivered once',
+    )
+    t.equal(await accepted('committed-late'), 1, 'recorded exactly once')
 
-  await second.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 })
-  await until('the second delivery', () => received.length >= 2)
-  t.equal(await accepted('committed-late'), 2, 'a later publish of the same payload is a new message, recorded again')
-})
+    await second.publishAsync(`toys/${id}/status`, 'committed-late', { qos: 1 })
+    await until('the second delivery', () => received.length >= 2)
+    t.equal(await accepted('committed-late'), 2, 'a later publish of the same payload is a new message, recorded again')
+  },
+)

@@ -19,15 +19,29 @@ t.test('a toy connects with its certificate and exchanges messages on its own to
   t.equal((await inbox).topic, `toys/${id}/inbox/recording`, 'the backend reaches the toy through its inbox')
 
   await client.endAsync()
-  const events = await sys.events('DeviceConnected', 'SubscriptionGranted', 'PublishAccepted', 'InboxMessagePublished', 'DeviceDisconnected')
+  const events = await sys.events(
+    'DeviceConnected',
+    'SubscriptionGranted',
+    'PublishAccepted',
+    'InboxMessagePublished',
+    'DeviceDisconnected',
+  )
   const mine = events.filter((e) => e.stream === `mqtt-${id}`)
-  t.same(mine.map((e) => e.type), ['DeviceConnected', 'SubscriptionGranted', 'PublishAccepted', 'InboxMessagePublished', 'DeviceDisconnected'])
+  t.same(
+    mine.map((e) => e.type),
+    ['DeviceConnected', 'SubscriptionGranted', 'PublishAccepted', 'InboxMessagePublished', 'DeviceDisconnected'],
+  )
   const connected = mine[0]!
   t.equal(connected.metadata.actor, `device:${id}`)
   t.equal(connected.metadata.credential, `cert:${device.serial}`)
   t.equal(connected.metadata.sourceIp, '127.0.0.1')
   const accepted = mine.find((e) => e.type === 'PublishAccepted')!
-  t.match(accepted.data, { topic: `toys/${id}/status`, qos: 1, bytes: 5, sha256: '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824' })
+  t.match(accepted.data, {
+    topic: `toys/${id}/status`,
+    qos: 1,
+    bytes: 5,
+    sha256: '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824',
+  })
   t.notOk(JSON.stringify(mine).includes('hello'), 'the payload itself is never recorded')
   t.match(mine.at(-1)!.data, { reason: 'client-disconnect' })
   t.equal(sys.broker.connectedClients(), 0)

@@ -13,7 +13,7 @@ const ITERATIONS = 60
 // a seeded generator, so that a failure can be replayed
 function rng(seed: number): () => number {
   let s = seed >>> 0
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32
 }
 
 function mutate(packet: Buffer, r: () => number): Buffer {
@@ -43,11 +43,30 @@ t.test('mutated packets and random bytes do not disturb a healthy toy or crash t
   const fuzzer = await sys.enroll(uniqueId('fuzzer'))
   const r = rng(42)
   const templates = [
-    mqttPacket.generate({ cmd: 'publish', topic: `toys/${fuzzer.deviceId}/x`, payload: Buffer.from('abc'), qos: 1, messageId: 7, retain: false, dup: false }),
-    mqttPacket.generate({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: `toys/${fuzzer.deviceId}/#`, qos: 1 }] }),
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: `toys/${fuzzer.deviceId}/x`,
+      payload: Buffer.from('abc'),
+      qos: 1,
+      messageId: 7,
+      retain: false,
+      dup: false,
+    }),
+    mqttPacket.generate({
+      cmd: 'subscribe',
+      messageId: 3,
+      subscriptions: [{ topic: `toys/${fuzzer.deviceId}/#`, qos: 1 }],
+    }),
     mqttPacket.generate({ cmd: 'pingreq' }),
     mqttPacket.generate({ cmd: 'unsubscribe', messageId: 4, unsubscriptions: [`toys/${fuzzer.deviceId}/#`] }),
-    mqttPacket.generate({ cmd: 'connect', clientId: fuzzer.deviceId, protocolVersion: 4, protocolId: 'MQTT', clean: true, keepalive: 30 }),
+    mqttPacket.generate({
+      cmd: 'connect',
+      clientId: fuzzer.deviceId,
+      protocolVersion: 4,
+      protocolId: 'MQTT',
+      clean: true,
+      keepalive: 30,
+    }),
   ]
   const connect = templates[4]!
 
@@ -60,7 +79,16 @@ t.test('mutated packets and random bytes do not disturb a healthy toy or crash t
     })
   const tlsSocket = (withCert: boolean): Promise<net.Socket> =>
     new Promise((resolve) => {
-      const s = tls.connect({ host: '127.0.0.1', port: sys.port, ca: sys.ca.trustedPem, servername: 'localhost', ...(withCert ? { key: fuzzer.keyPem, cert: fuzzer.certPem } : {}) }, () => resolve(s))
+      const s = tls.connect(
+        {
+          host: '127.0.0.1',
+          port: sys.port,
+          ca: sys.ca.trustedPem,
+          servername: 'localhost',
+          ...(withCert ? { key: fuzzer.keyPem, cert: fuzzer.certPem } : {}),
+        },
+        () => resolve(s),
+      )
       s.on('error', () => resolve(s))
     })
 

@@ -8,7 +8,15 @@ import { redisSkip, startBrokerSystem, uniqueId } from './system.ts'
 // PUBREC and routes the message once; the broker must record it once too: two PublishAccepted
 // events for one message would tell an auditor the toy sent it twice.
 
-const publish = (topic: string, messageId: number, dup: boolean): Packet => ({ cmd: 'publish', topic, payload: Buffer.from('exactly once'), qos: 2, messageId, dup, retain: false })
+const publish = (topic: string, messageId: number, dup: boolean): Packet => ({
+  cmd: 'publish',
+  topic,
+  payload: Buffer.from('exactly once'),
+  qos: 2,
+  messageId,
+  dup,
+  retain: false,
+})
 
 /** the count-th packet of this command, waiting for it */
 async function nth(raw: RawClient, cmd: Packet['cmd'], count: number): Promise<void> {
@@ -43,23 +51,30 @@ const stores: Array<{ name: string; env: Record<string, string>; skip: false | s
   { name: 'in Redis', env: { KENNEL_REDIS_URL: redisUrl }, skip: await redisSkip(redisUrl) },
 ]
 
-for (const store of stores) t.test(`sessions ${store.name}: a QoS 2 PUBLISH re-sent with DUP=1 after a reconnect (persistent session) is recorded once`, { skip: store.skip }, async (t) => {
-  const sys = await startBrokerSystem(t, store.env)
-  const device = await sys.enroll(uniqueId('toy'))
-  const topic = `toys/${device.deviceId}/q2`
-  const first = await rawConnect(sys.port, device, device.caPem, { clean: false })
-  first.send(publish(topic, 7, false))
-  await first.next('pubrec')
-  // the connection is lost before the toy sends PUBREL
-  first.socket.destroy()
-  await first.closed
+for (const store of stores)
+  t.test(
+    `sessions ${store.name}: a QoS 2 PUBLISH re-sent with DUP=1 after a reconnect (persistent session) is recorded once`,
+    { skip: store.skip },
+    async (t) => {
+      const sys = await startBrokerSystem(t, store.env)
+      const device = await sys.enroll(uniqueId('toy'))
+      const topic = `toys/${device.deviceId}/q2`
+      const first = await rawConnect(sys.port, device, device.caPem, { clean: false })
+      first.send(publish(topic, 7, false))
+      await first.next('pubrec')
+      // the connection is lost before the toy sends PUBREL
+      first.socket.destroy()
+      await first.closed
 
-  const second = await rawConnect(sys.port, device, device.caPem, { clean: false })
-  second.send(publish(topic, 7, true))
-  await second.next('pubrec')
-  second.send({ cmd: 'pubrel', messageId: 7 } as Packet)
-  await second.next('pubcomp')
+      const second = await rawConnect(sys.port, device, device.caPem, { clean: false })
+      second.send(publish(topic, 7, true))
+      await second.next('pubrec')
+      second.send({ cmd: 'pubrel', messageId: 7 } as Packet)
+      await second.next('pubcomp')
 
-  const accepted = (await sys.events('PublishAccepted')).filter((e) => (e.data as { topic: string }).topic === topic)
-  t.equal(accepted.length, 1, 'one PublishAccepted for one QoS 2 message')
-})
+      const accepted = (await sys.events('PublishAccepted')).filter(
+        (e) => (e.data as { topic: string }).topic === topic,
+      )
+      t.equal(accepted.length, 1, 'one PublishAccepted for one QoS 2 message')
+    },
+  )

@@ -4,10 +4,14 @@ import { createRateLimits, MemoryWindow } from '../../broker/ratelimit.ts'
 // The in-process counts (no Redis): rate-limiter-flexible's RateLimiterMemory semantics, answered
 // synchronously. Times are given explicitly; nothing here waits.
 
-t.test('a window allows its points from the key\'s first request and refuses the next until it ends', async (t) => {
+t.test("a window allows its points from the key's first request and refuses the next until it ends", async (t) => {
   const w = new MemoryWindow('3/second', 3, 1000)
   t.same([w.consume('toy', 1, 10_000), w.consume('toy', 1, 10_100), w.consume('toy', 1, 10_200)], [0, 0, 0])
-  t.equal(w.consume('toy', 1, 10_400), 600, 'refused: the wait is until the window that began at the first request ends')
+  t.equal(
+    w.consume('toy', 1, 10_400),
+    600,
+    'refused: the wait is until the window that began at the first request ends',
+  )
   t.equal(w.consume('other', 1, 10_400), 0, 'another key has its own window')
   t.equal(w.consume('toy', 1, 11_000), 0, 'a new window begins once the old one ended')
 })
@@ -47,8 +51,16 @@ t.test('every window of a limit counts; the refusal names the one with the longe
   })
   const publish = (bytes: number) => limits.publish('toy', bytes)
   t.same([publish(10), publish(10)], [{ ok: true }, { ok: true }])
-  t.match(publish(10), { ok: false, limit: 'publish-device', window: '2/second' }, 'the third is over the second\'s limit only')
-  t.match(publish(10), { ok: false, limit: 'publish-device', window: '3/hour' }, 'the fourth is over both: the hour waits longest')
+  t.match(
+    publish(10),
+    { ok: false, limit: 'publish-device', window: '2/second' },
+    "the third is over the second's limit only",
+  )
+  t.match(
+    publish(10),
+    { ok: false, limit: 'publish-device', window: '3/hour' },
+    'the fourth is over both: the hour waits longest',
+  )
   t.same(limits.publish('quiet', 0), { ok: true }, 'a zero-byte publish counts as a publish only')
   t.match(limits.publish('bulky', 101), { ok: false, limit: 'bytes-device', window: '100/minute' })
 })

@@ -22,12 +22,27 @@ export interface RawDevice {
 }
 
 export function connectPacket(clientId: string, options: Partial<IConnectPacket> = {}): Buffer {
-  return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean: true, keepalive: 60, ...options } as Packet)
+  return mqttPacket.generate({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clientId,
+    clean: true,
+    keepalive: 60,
+    ...options,
+  } as Packet)
 }
 
 /** a TLS session with the device's certificate; no MQTT byte is sent */
 export function rawTls(port: number, device: RawDevice, caPem: string): Promise<RawClient> {
-  const socket = tls.connect({ host: '127.0.0.1', port, ca: caPem, servername: 'localhost', key: device.keyPem, cert: device.certPem })
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port,
+    ca: caPem,
+    servername: 'localhost',
+    key: device.keyPem,
+    cert: device.certPem,
+  })
   const received: Packet[] = []
   const waiters: Array<() => void> = []
   const parser = mqttPacket.parser({ protocolVersion: 4 })
@@ -55,8 +70,8 @@ export function rawTls(port: number, device: RawDevice, caPem: string): Promise<
         const timer = setTimeout(() => reject(new Error(`no ${cmd} within ${timeoutMs} ms`)), timeoutMs)
         const check = (): void => {
           const found = received.find((p) => p.cmd === cmd)
-          if (found) return clearTimeout(timer), resolve(found)
-          if (isClosed) return clearTimeout(timer), reject(new Error(`the connection closed before a ${cmd} arrived`))
+          if (found) return (clearTimeout(timer), resolve(found))
+          if (isClosed) return (clearTimeout(timer), reject(new Error(`the connection closed before a ${cmd} arrived`)))
           waiters.push(check)
         }
         check()
@@ -70,10 +85,16 @@ export function rawTls(port: number, device: RawDevice, caPem: string): Promise<
 }
 
 /** CONNECT and wait for a CONNACK 0 */
-export async function rawConnect(port: number, device: RawDevice, caPem: string, options: Partial<IConnectPacket> = {}): Promise<RawClient> {
+export async function rawConnect(
+  port: number,
+  device: RawDevice,
+  caPem: string,
+  options: Partial<IConnectPacket> = {},
+): Promise<RawClient> {
   const client = await rawTls(port, device, caPem)
   client.socket.write(connectPacket(device.deviceId, options))
   const connack = (await client.next('connack')) as Packet & { returnCode: number }
-  if (connack.returnCode !== 0) throw Object.assign(new Error(`CONNACK ${connack.returnCode}`), { code: connack.returnCode })
+  if (connack.returnCode !== 0)
+    throw Object.assign(new Error(`CONNACK ${connack.returnCode}`), { code: connack.returnCode })
   return client
 }

@@ -42,15 +42,28 @@ export interface BrokerSystem {
   /** events of the given types, after flushing the broker's queue */
   events(...types: string[]): Promise<RecordedEvent[]>
   /** MQTT.js over mutual TLS with the device's files; rejects with the CONNACK code on refusal */
-  connect(device: { keyPem: string; certPem: string; caPem: string; deviceId: string }, options?: IClientOptions): Promise<MqttClient>
+  connect(
+    device: { keyPem: string; certPem: string; caPem: string; deviceId: string },
+    options?: IClientOptions,
+  ): Promise<MqttClient>
 }
 
 let counter = 0
 export const uniqueId = (prefix: string): string => `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter++}`
 
-export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}, dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-broker-'))): Promise<BrokerSystem> {
+export async function startBrokerSystem(
+  t: Tap,
+  env: Record<string, string> = {},
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-broker-')),
+): Promise<BrokerSystem> {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_LOG_LEVEL: 'silent', ...env })
+  const config = loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: dir,
+    KENNEL_MQTT_PORT: '0',
+    KENNEL_LOG_LEVEL: 'silent',
+    ...env,
+  })
   const log = createLogger('silent')
   const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
   t.teardown(() => store.close())
@@ -89,7 +102,11 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
       await projections.waitFor(await store.headPosition())
       const ddir = path.join(dir, 'devices', deviceId)
       fs.mkdirSync(ddir, { recursive: true, mode: 0o700 })
-      const files = { keyFile: path.join(ddir, 'device.key'), certFile: path.join(ddir, 'device.crt'), caFile: path.join(ddir, 'ca.crt') }
+      const files = {
+        keyFile: path.join(ddir, 'device.key'),
+        certFile: path.join(ddir, 'device.crt'),
+        caFile: path.join(ddir, 'ca.crt'),
+      }
       fs.writeFileSync(files.keyFile, enrolled.keyPem, { mode: 0o600 })
       fs.writeFileSync(files.certFile, enrolled.certPem)
       fs.writeFileSync(files.caFile, enrolled.caPem)
@@ -114,7 +131,9 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
       return new Promise((resolve, reject) => {
         client.once('connect', () => resolve(client))
         client.once('error', (err) => (client.end(true), reject(err)))
-        client.once('close', () => reject(Object.assign(new Error('connection closed before CONNACK'), { code: 'closed' })))
+        client.once('close', () =>
+          reject(Object.assign(new Error('connection closed before CONNACK'), { code: 'closed' })),
+        )
       })
     },
   }
@@ -123,7 +142,10 @@ export async function startBrokerSystem(t: Tap, env: Record<string, string> = {}
 /** the next message the client receives */
 export function nextMessage(client: MqttClient, timeoutMs = 5000): Promise<{ topic: string; payload: Buffer }> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => (client.off('message', on), reject(new Error('no message within the timeout'))), timeoutMs)
+    const timer = setTimeout(
+      () => (client.off('message', on), reject(new Error('no message within the timeout'))),
+      timeoutMs,
+    )
     const on = (topic: string, payload: Buffer): void => {
       clearTimeout(timer)
       client.off('message', on)
@@ -145,7 +167,9 @@ export function subscribeCodes(client: MqttClient, filters: string[], qos: 0 | 1
   const map = Object.fromEntries(filters.map((f) => [f, { qos }]))
   return new Promise((resolve, reject) => {
     client.subscribe(map, (err, _granted, packet) => {
-      const granted = (packet as { granted?: number[] } | undefined)?.granted ?? (err as { packet?: { granted?: number[] } } | null)?.packet?.granted
+      const granted =
+        (packet as { granted?: number[] } | undefined)?.granted ??
+        (err as { packet?: { granted?: number[] } } | null)?.packet?.granted
       if (granted) resolve(granted)
       else reject(err ?? new Error('no SUBACK'))
     })
@@ -154,7 +178,12 @@ export function subscribeCodes(client: MqttClient, filters: string[], qos: 0 | 1
 
 /** false when Redis answers at `url`, else why the test is skipped */
 export async function redisSkip(url: string): Promise<false | string> {
-  const r = new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  const r = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  })
   try {
     await r.connect()
     return (await r.ping()) === 'PONG' ? false : `Redis at ${url} did not answer PING`

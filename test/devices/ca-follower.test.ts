@@ -30,7 +30,8 @@ async function setup(t: Test) {
   t.teardown(() => follower.stop())
   await follower.ready
   /** resolves at the follower's next log line about a recorded CA */
-  const nextLog = () => new Promise<{ level: string; msg: string }>((resolve) => waiters.push(() => resolve(logged.at(-1)!)))
+  const nextLog = () =>
+    new Promise<{ level: string; msg: string }>((resolve) => waiters.push(() => resolve(logged.at(-1)!)))
   return { pki, ca, loads, changes, nextLog, loadCalls: () => loadCalls }
 }
 
@@ -42,7 +43,11 @@ t.test('a CA recorded by another process is loaded and handed over; the previous
   await recordCa(pki.store, next, 'cli:ops')
   t.match(await logged, { level: 'info', msg: /rollover picked up/ })
   t.equal(ca.issuer.info.caId, next.issuer.info.caId, 'enrolment and renewal now use the new CA')
-  t.same(changes.map((c) => c.issuer.info.caId), [next.issuer.info.caId], 'the listeners are told once')
+  t.same(
+    changes.map((c) => c.issuer.info.caId),
+    [next.issuer.info.caId],
+    'the listeners are told once',
+  )
   t.ok(ca.trustedPem.includes(pki.ca.issuer.certificate.toString('pem')), 'the old CA stays trusted')
 })
 
@@ -55,13 +60,16 @@ t.test('a CA already trusted is not loaded again', async (t) => {
   await recordCa(pki.store, probe, 'cli:ops')
   t.match(await logged, { level: 'info' })
   t.equal(loadCalls(), 1, 'loaded for the new CA only')
-  t.same(changes.map((c) => c.issuer.info.caId), [probe.issuer.info.caId])
+  t.same(
+    changes.map((c) => c.issuer.info.caId),
+    [probe.issuer.info.caId],
+  )
 })
 
 t.test('files that drop a trusted CA, or a CA that cannot be loaded, change nothing', async (t) => {
   const { pki, ca, loads, changes, nextLog } = await setup(t)
   const next = await rolloverDevelopmentCa(pki.config)
-  loads.push(async () => ({ ...next, trustedPem: next.issuer.certificate.toString('pem') + '\n' }))
+  loads.push(async () => ({ ...next, trustedPem: `${next.issuer.certificate.toString('pem')}\n` }))
   let logged = nextLog()
   await recordCa(pki.store, next, 'cli:ops')
   t.match(await logged, { level: 'error', msg: /no longer hold CAs this process trusts/ })

@@ -6,9 +6,22 @@ import t from 'tap'
 
 const bin = path.resolve('bin/kennel.js')
 
-function kennel(dataDir: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function kennel(
+  dataDir: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH ?? '', HOME: dataDir, USER: 'tester', KENNEL_ENV: 'test', KENNEL_DATA_DIR: dataDir, ...env } })
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: dataDir,
+        USER: 'tester',
+        KENNEL_ENV: 'test',
+        KENNEL_DATA_DIR: dataDir,
+        ...env,
+      },
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -21,7 +34,8 @@ function openssl(args: string[]): Promise<number | null> {
   return new Promise((resolve) => spawn('openssl', args, { stdio: 'ignore' }).on('close', resolve))
 }
 
-const noStack = (t: { notMatch(a: string, b: RegExp, m: string): void }, stderr: string) => t.notMatch(stderr, /\n\s+at .+:\d+:\d+/, 'no stack trace')
+const noStack = (t: { notMatch(a: string, b: RegExp, m: string): void }, stderr: string) =>
+  t.notMatch(stderr, /\n\s+at .+:\d+:\d+/, 'no stack trace')
 
 t.test('kennel device enroll / list / revoke / ca crl end to end', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-cli-'))
@@ -50,16 +64,57 @@ t.test('kennel device enroll / list / revoke / ca crl end to end', async (t) => 
 
   const csrDir = path.join(dir, 'csr')
   fs.mkdirSync(csrDir)
-  t.equal(await openssl(['req', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-subj', '/CN=toy-2', '-keyout', path.join(csrDir, 'k.pem'), '-out', path.join(csrDir, 'c.pem')]), 0)
-  const signed = await kennel(dir, ['device', 'sign-csr', path.join(csrDir, 'c.pem'), '--id', 'toy-2', '--out', path.join(csrDir, 'device.crt')])
+  t.equal(
+    await openssl([
+      'req',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-subj',
+      '/CN=toy-2',
+      '-keyout',
+      path.join(csrDir, 'k.pem'),
+      '-out',
+      path.join(csrDir, 'c.pem'),
+    ]),
+    0,
+  )
+  const signed = await kennel(dir, [
+    'device',
+    'sign-csr',
+    path.join(csrDir, 'c.pem'),
+    '--id',
+    'toy-2',
+    '--out',
+    path.join(csrDir, 'device.crt'),
+  ])
   t.equal(signed.code, 0, signed.stderr)
   t.match(signed.stdout, /claim code/)
   t.equal(await openssl(['verify', '-CAfile', path.join(out, 'ca.crt'), path.join(csrDir, 'device.crt')]), 0)
   fs.writeFileSync(path.join(csrDir, 'junk.pem'), 'not a csr')
-  const junk = await kennel(dir, ['device', 'sign-csr', path.join(csrDir, 'junk.pem'), '--id', 'toy-3', '--out', path.join(csrDir, 'x.crt')])
+  const junk = await kennel(dir, [
+    'device',
+    'sign-csr',
+    path.join(csrDir, 'junk.pem'),
+    '--id',
+    'toy-3',
+    '--out',
+    path.join(csrDir, 'x.crt'),
+  ])
   t.equal(junk.code, 65)
   t.match(junk.stderr, /\(KENNEL_ERR_CSR_INVALID\)/)
-  const missing = await kennel(dir, ['device', 'sign-csr', path.join(csrDir, 'nope.pem'), '--id', 'toy-3', '--out', path.join(csrDir, 'x.crt')])
+  const missing = await kennel(dir, [
+    'device',
+    'sign-csr',
+    path.join(csrDir, 'nope.pem'),
+    '--id',
+    'toy-3',
+    '--out',
+    path.join(csrDir, 'x.crt'),
+  ])
   t.equal(missing.code, 66)
 
   const revoked = await kennel(dir, ['device', 'revoke', 'toy-1', '--reason', 'reported stolen'])
@@ -76,8 +131,32 @@ t.test('kennel device enroll / list / revoke / ca crl end to end', async (t) => 
   const crl = path.join(dir, 'crl.pem')
   const exported = await kennel(dir, ['ca', 'crl', '--out', crl])
   t.equal(exported.code, 0, exported.stderr)
-  t.not(await openssl(['verify', '-crl_check', '-CAfile', path.join(out, 'ca.crt'), '-CRLfile', crl, path.join(out, 'device.crt')]), 0, 'revoked toy rejected')
-  t.equal(await openssl(['verify', '-crl_check', '-CAfile', path.join(out, 'ca.crt'), '-CRLfile', crl, path.join(csrDir, 'device.crt')]), 0, 'other toy accepted')
+  t.not(
+    await openssl([
+      'verify',
+      '-crl_check',
+      '-CAfile',
+      path.join(out, 'ca.crt'),
+      '-CRLfile',
+      crl,
+      path.join(out, 'device.crt'),
+    ]),
+    0,
+    'revoked toy rejected',
+  )
+  t.equal(
+    await openssl([
+      'verify',
+      '-crl_check',
+      '-CAfile',
+      path.join(out, 'ca.crt'),
+      '-CRLfile',
+      crl,
+      path.join(csrDir, 'device.crt'),
+    ]),
+    0,
+    'other toy accepted',
+  )
 
   const serial = /certificate serial ([0-9a-f]+)/.exec(signed.stdout)![1]!
   const rc = await kennel(dir, ['device', 'revoke-cert', serial.toUpperCase(), '--reason', 'key leaked'])
@@ -86,8 +165,14 @@ t.test('kennel device enroll / list / revoke / ca crl end to end', async (t) => 
 
   const list = await kennel(dir, ['device', 'list', '--json'])
   t.equal(list.code, 0)
-  const devices = list.stdout.trim().split('\n').map((l) => JSON.parse(l))
-  t.match(devices, [{ deviceId: 'toy-1', status: 'revoked', revokeReason: 'reported stolen', revokedBy: 'cli:tester' }, { deviceId: 'toy-2', status: 'active' }])
+  const devices = list.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+  t.match(devices, [
+    { deviceId: 'toy-1', status: 'revoked', revokeReason: 'reported stolen', revokedBy: 'cli:tester' },
+    { deviceId: 'toy-2', status: 'active' },
+  ])
   const table = await kennel(dir, ['device', 'list'])
   t.match(table.stdout, /^device\s+status/)
 })
@@ -118,7 +203,11 @@ t.test('production refuses the development CA and a readable key file, with a me
   fs.copyFileSync(env.KENNEL_CA_KEY, key)
   fs.chmodSync(key, 0o644)
   fs.copyFileSync(env.KENNEL_CA_CERT, path.join(prodDir, 'ca.crt'))
-  const readable = await kennel(prodDir, ['ca', 'crl', '--out', path.join(prodDir, 'crl.pem')], { ...env, KENNEL_CA_KEY: key, KENNEL_CA_CERT: path.join(prodDir, 'ca.crt') })
+  const readable = await kennel(prodDir, ['ca', 'crl', '--out', path.join(prodDir, 'crl.pem')], {
+    ...env,
+    KENNEL_CA_KEY: key,
+    KENNEL_CA_CERT: path.join(prodDir, 'ca.crt'),
+  })
   t.equal(readable.code, 78)
   t.match(readable.stderr, /\(KENNEL_ERR_(INSECURE_KEY_FILE|DEVELOPMENT_MATERIAL)\)/)
 })
@@ -129,7 +218,12 @@ t.test('a command run without USER or LOGNAME records the OS account as its acto
   const enrolled = await kennel(dir, ['device', 'enroll', 'toy-1', '--out', path.join(dir, 'toy1')], { USER: '' })
   t.equal(enrolled.code, 0, enrolled.stderr)
   const tail = await kennel(dir, ['events', 'tail'], { USER: '' })
-  const actors = tail.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { metadata: { actor?: string } }).metadata.actor)
-  t.ok(actors.length > 0 && actors.every((a) => a === `cli:${os.userInfo().username}`), `actors: ${[...new Set(actors)].join(', ')}`)
+  const actors = tail.stdout
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { metadata: { actor?: string } }).metadata.actor)
+  t.ok(
+    actors.length > 0 && actors.every((a) => a === `cli:${os.userInfo().username}`),
+    `actors: ${[...new Set(actors)].join(', ')}`,
+  )
 })
-

@@ -38,9 +38,19 @@ t.test('every repository path named in the docs and in comments exists', async (
     // documents whole; code only in its comments (strings may name paths that are not ours to check)
     const s = f.endsWith('.md') ? full : full.split('\n').map(commentOf).join('\n')
     // paths in backticks or plain, with a file extension or ending in /, optionally :line
-    for (const m of s.matchAll(/(?<![\w./-])((?:api|bin|broker|devices|docs|infra|projections|test|bench)\/[\w./-]*[\w/])(?::(\d+))?/g)) {
-      let p = m[1]!.replace(/[.]+$/, '')
-      if (!TOP.test(p) || p.includes('*') || p.includes('{') || p.includes('...') || p.includes('cdk.out') || p.includes('node_modules')) continue
+    for (const m of s.matchAll(
+      /(?<![\w./-])((?:api|bin|broker|devices|docs|infra|projections|test|bench)\/[\w./-]*[\w/])(?::(\d+))?/g,
+    )) {
+      const p = m[1]!.replace(/[.]+$/, '')
+      if (
+        !TOP.test(p) ||
+        p.includes('*') ||
+        p.includes('{') ||
+        p.includes('...') ||
+        p.includes('cdk.out') ||
+        p.includes('node_modules')
+      )
+        continue
       if (/\.(ts|js|md|json|yaml|yml|c|sh|png|txt|html|css)$/.test(p) === false && !p.endsWith('/')) {
         // a folder named without a trailing slash, or a module without its extension
         if (fs.existsSync(path.join(root, p))) continue
@@ -50,7 +60,11 @@ t.test('every repository path named in the docs and in comments exists', async (
       }
       if (p.startsWith('dist/')) continue
       // a compiled name (dist/ holds the .js of each .ts)
-      if (!fs.existsSync(path.join(root, p)) && !(p.endsWith('.js') && fs.existsSync(path.join(root, p.replace(/\.js$/, '.ts'))))) missing.push(`${f}: ${p}`)
+      if (
+        !fs.existsSync(path.join(root, p)) &&
+        !(p.endsWith('.js') && fs.existsSync(path.join(root, p.replace(/\.js$/, '.ts'))))
+      )
+        missing.push(`${f}: ${p}`)
       else if (m[2] !== undefined && fs.statSync(path.join(root, p)).isFile()) {
         const lines = fs.readFileSync(path.join(root, p), 'utf8').split('\n').length
         if (Number(m[2]) > lines) missing.push(`${f}: ${p}:${m[2]} (the file has ${lines} lines)`)

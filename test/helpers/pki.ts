@@ -37,7 +37,13 @@ export async function createTestPki(t: Teardown, env: Record<string, string> = {
   const ca = await loadDeviceCa(config)
   const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
   t.teardown(() => store.close())
-  const deps = (overrides: Partial<DeviceDeps> = {}): DeviceDeps => ({ store, ca, config, actor: 'cli:test', ...overrides })
+  const deps = (overrides: Partial<DeviceDeps> = {}): DeviceDeps => ({
+    store,
+    ca,
+    config,
+    actor: 'cli:test',
+    ...overrides,
+  })
   return {
     dir,
     config,
@@ -51,7 +57,10 @@ export async function createTestPki(t: Teardown, env: Record<string, string> = {
   }
 }
 
-export function writeCredentials(dir: string, c: { keyPem: string; certPem: string; caPem: string }): { keyFile: string; certFile: string; caFile: string } {
+export function writeCredentials(
+  dir: string,
+  c: { keyPem: string; certPem: string; caPem: string },
+): { keyFile: string; certFile: string; caFile: string } {
   fs.mkdirSync(dir, { recursive: true })
   const keyFile = path.join(dir, 'device.key')
   const certFile = path.join(dir, 'device.crt')
@@ -89,16 +98,33 @@ export async function signCertificate(spec: CertificateSpec): Promise<x509.X509C
   const notBefore = spec.notBefore ?? new Date(now - 60_000)
   const notAfter = spec.notAfter ?? new Date(now + 86_400_000)
   const extensions: x509.Extension[] = spec.ca
-    ? [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)]
+    ? [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      ]
     : [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([spec.usage === 'serverAuth' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
-        new x509.SubjectAlternativeNameExtension(spec.usage === 'serverAuth' ? [{ type: 'dns', value: spec.commonName }] : [{ type: 'url', value: `urn:kennel:device:${spec.commonName}` }]),
+        new x509.ExtendedKeyUsageExtension([
+          spec.usage === 'serverAuth' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
+        ]),
+        new x509.SubjectAlternativeNameExtension(
+          spec.usage === 'serverAuth'
+            ? [{ type: 'dns', value: spec.commonName }]
+            : [{ type: 'url', value: `urn:kennel:device:${spec.commonName}` }],
+        ),
       ]
   const serialNumber = spec.serial ?? `7${randomBytes(15).toString('hex')}`
   if (!spec.signer) {
-    return x509.X509CertificateGenerator.createSelfSigned({ serialNumber, name: `CN=${spec.commonName}`, notBefore, notAfter, keys: spec.keys, signingAlgorithm: ecdsaSha256, extensions })
+    return x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber,
+      name: `CN=${spec.commonName}`,
+      notBefore,
+      notAfter,
+      keys: spec.keys,
+      signingAlgorithm: ecdsaSha256,
+      extensions,
+    })
   }
   return x509.X509CertificateGenerator.create({
     serialNumber,
@@ -121,7 +147,7 @@ export interface TestCredentials {
 }
 
 async function credentials(cert: x509.X509Certificate, keys: CryptoKeyPair, caPem: string): Promise<TestCredentials> {
-  return { keyPem: await privateKeyPem(keys.privateKey), certPem: cert.toString('pem') + '\n', caPem }
+  return { keyPem: await privateKeyPem(keys.privateKey), certPem: `${cert.toString('pem')}\n`, caPem }
 }
 
 /** A CA that is not kennel's, with a certificate for `deviceId` signed by it. */
@@ -129,36 +155,63 @@ export async function foreignCaCertificate(deviceId: string): Promise<TestCreden
   const caKeys = await generateKeyPair('P-256')
   const caCert = await signCertificate({ commonName: 'kennel development device CA (forged)', keys: caKeys, ca: true })
   const keys = await generateKeyPair('P-256')
-  const cert = await signCertificate({ commonName: deviceId, keys, signer: { certificate: caCert, signingKey: caKeys.privateKey, signingAlgorithm: ecdsaSha256 } })
-  const foreignCaPem = caCert.toString('pem') + '\n'
+  const cert = await signCertificate({
+    commonName: deviceId,
+    keys,
+    signer: { certificate: caCert, signingKey: caKeys.privateKey, signingAlgorithm: ecdsaSha256 },
+  })
+  const foreignCaPem = `${caCert.toString('pem')}\n`
   return { ...(await credentials(cert, keys, foreignCaPem)), foreignCaPem }
 }
 
 export async function selfSignedCertificate(deviceId: string): Promise<TestCredentials> {
   const keys = await generateKeyPair('P-256')
   const cert = await signCertificate({ commonName: deviceId, keys })
-  return credentials(cert, keys, cert.toString('pem') + '\n')
+  return credentials(cert, keys, `${cert.toString('pem')}\n`)
 }
 
 /** Signed by kennel's own CA key, but outside its validity window (or naming another device). */
-export async function caSignedCertificate(ca: DeviceCa, spec: { commonName: string; notBefore?: Date; notAfter?: Date; usage?: 'clientAuth' | 'serverAuth' }): Promise<TestCredentials & { serial: string }> {
+export async function caSignedCertificate(
+  ca: DeviceCa,
+  spec: { commonName: string; notBefore?: Date; notAfter?: Date; usage?: 'clientAuth' | 'serverAuth' },
+): Promise<TestCredentials & { serial: string }> {
   const keys = await generateKeyPair('P-256')
   const cert = await signCertificate({ ...spec, keys, signer: ca.issuer })
-  return { ...(await credentials(cert, keys, ca.trustedPem)), serial: cert.serialNumber.toLowerCase().replace(/^0+/, '') }
+  return {
+    ...(await credentials(cert, keys, ca.trustedPem)),
+    serial: cert.serialNumber.toLowerCase().replace(/^0+/, ''),
+  }
 }
 
-export async function expiredCertificate(ca: DeviceCa, deviceId: string): Promise<TestCredentials & { serial: string }> {
+export async function expiredCertificate(
+  ca: DeviceCa,
+  deviceId: string,
+): Promise<TestCredentials & { serial: string }> {
   const day = 86_400_000
-  return caSignedCertificate(ca, { commonName: deviceId, notBefore: new Date(Date.now() - 10 * day), notAfter: new Date(Date.now() - day) })
+  return caSignedCertificate(ca, {
+    commonName: deviceId,
+    notBefore: new Date(Date.now() - 10 * day),
+    notAfter: new Date(Date.now() - day),
+  })
 }
 
-export async function notYetValidCertificate(ca: DeviceCa, deviceId: string): Promise<TestCredentials & { serial: string }> {
+export async function notYetValidCertificate(
+  ca: DeviceCa,
+  deviceId: string,
+): Promise<TestCredentials & { serial: string }> {
   const day = 86_400_000
-  return caSignedCertificate(ca, { commonName: deviceId, notBefore: new Date(Date.now() + day), notAfter: new Date(Date.now() + 10 * day) })
+  return caSignedCertificate(ca, {
+    commonName: deviceId,
+    notBefore: new Date(Date.now() + day),
+    notAfter: new Date(Date.now() + 10 * day),
+  })
 }
 
 /** A genuine kennel certificate whose CN is not the client id the attacker will claim. */
-export async function wrongCnCertificate(ca: DeviceCa, commonName: string): Promise<TestCredentials & { serial: string }> {
+export async function wrongCnCertificate(
+  ca: DeviceCa,
+  commonName: string,
+): Promise<TestCredentials & { serial: string }> {
   return caSignedCertificate(ca, { commonName })
 }
 
@@ -169,12 +222,18 @@ export interface CsrOptions {
 }
 
 /** A CSR as a toy makes it: its own key, CN = its id. */
-export async function makeCsr(options: CsrOptions = {}): Promise<{ csrPem: string; keyPem: string; keys: CryptoKeyPair }> {
+export async function makeCsr(
+  options: CsrOptions = {},
+): Promise<{ csrPem: string; keyPem: string; keys: CryptoKeyPair }> {
   const keys = options.keys ?? (await generateKeyPair(options.algorithm ?? 'P-256'))
   const rsa = keys.privateKey.algorithm.name.startsWith('RSA')
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    { name: options.commonName === undefined ? undefined : `CN=${options.commonName}`, keys, signingAlgorithm: rsa ? { name: 'RSASSA-PKCS1-v1_5' } : ecdsaSha256 },
+    {
+      name: options.commonName === undefined ? undefined : `CN=${options.commonName}`,
+      keys,
+      signingAlgorithm: rsa ? { name: 'RSASSA-PKCS1-v1_5' } : ecdsaSha256,
+    },
     webcrypto as unknown as Crypto,
   )
-  return { csrPem: csr.toString('pem') + '\n', keyPem: await privateKeyPem(keys.privateKey), keys }
+  return { csrPem: `${csr.toString('pem')}\n`, keyPem: await privateKeyPem(keys.privateKey), keys }
 }

@@ -15,7 +15,14 @@ let batches = 0
 const runner = await startProjectionRunner({
   store,
   readModels,
-  projections: [deviceActivity, createAuditProjection({ signer: signerFromPem(Buffer.from(keyPem, 'base64').toString()), headEveryEvents: 64, headEverySeconds: 86400 })],
+  projections: [
+    deviceActivity,
+    createAuditProjection({
+      signer: signerFromPem(Buffer.from(keyPem, 'base64').toString()),
+      headEveryEvents: 64,
+      headEverySeconds: 86400,
+    }),
+  ],
   batchSize: 37,
   beforeCommit: () => {
     if (killAt !== undefined && ++batches === Number(killAt)) process.kill(process.pid, 'SIGKILL')

@@ -22,7 +22,8 @@ function spied(store: EventStore): { store: EventStore; subscriptions: Subscribe
   const subscriptions: SubscribeOptions[] = []
   const proxy = new Proxy(store, {
     get(target, key) {
-      if (key === 'subscribe') return (options: SubscribeOptions) => (subscriptions.push(options), target.subscribe(options))
+      if (key === 'subscribe')
+        return (options: SubscribeOptions) => (subscriptions.push(options), target.subscribe(options))
       const value = Reflect.get(target, key) as unknown
       return typeof value === 'function' ? value.bind(target) : value
     },
@@ -30,17 +31,27 @@ function spied(store: EventStore): { store: EventStore; subscriptions: Subscribe
   return { store: proxy, subscriptions }
 }
 
-t.test('a follower reads only its projections\' event types, and waitFor resolves for the position of an event it left out', async (t) => {
-  const box = await sandbox(t)
-  await box.store.append('c-1', [{ type: 'Counted', data: {} }, { type: 'Published', data: {} }])
-  const { store, subscriptions } = spied(box.store)
-  const followed = followProjections(store, [counting])
-  t.teardown(() => followed.stop())
-  await followed.caughtUp
-  t.same(subscriptions.map((s) => s.filter), [{ types: ['Counted'] }], 'the subscription is filtered to the projections\' types')
-  await box.store.append('c-1', [{ type: 'Counted', data: {} }])
-  const last = await box.store.append('noise', [{ type: 'Published', data: {} }])
-  await followed.waitFor(last.position)
-  t.ok(followed.position >= last.position, 'the position moved past the event it left out')
-  t.equal(followed.docs.get('counts', 'c-1'), 2)
-})
+t.test(
+  "a follower reads only its projections' event types, and waitFor resolves for the position of an event it left out",
+  async (t) => {
+    const box = await sandbox(t)
+    await box.store.append('c-1', [
+      { type: 'Counted', data: {} },
+      { type: 'Published', data: {} },
+    ])
+    const { store, subscriptions } = spied(box.store)
+    const followed = followProjections(store, [counting])
+    t.teardown(() => followed.stop())
+    await followed.caughtUp
+    t.same(
+      subscriptions.map((s) => s.filter),
+      [{ types: ['Counted'] }],
+      "the subscription is filtered to the projections' types",
+    )
+    await box.store.append('c-1', [{ type: 'Counted', data: {} }])
+    const last = await box.store.append('noise', [{ type: 'Published', data: {} }])
+    await followed.waitFor(last.position)
+    t.ok(followed.position >= last.position, 'the position moved past the event it left out')
+    t.equal(followed.docs.get('counts', 'c-1'), 2)
+  },
+)

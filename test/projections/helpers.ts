@@ -8,13 +8,13 @@ import type { EventStore, NewEvent } from '../../infra/eventstore/port.ts'
 import { signerFromPem, verifierFromPem, type AuditSigner, type AuditVerifier } from '../../projections/audit/keys.ts'
 import type { Projection } from '../../projections/projection.ts'
 import { openSqliteReadModels } from '../../projections/readmodels/sqlite.ts'
-import type { ReadModelStore } from '../../projections/readmodels/port.ts'
+import type { EntryLookups, ReadModelStore } from '../../projections/readmodels/port.ts'
 
 export interface Sandbox {
   dir: string
   url: string
   store: EventStore
-  readModels: ReadModelStore
+  readModels: ReadModelStore & EntryLookups
   readModelFile: string
 }
 
@@ -33,7 +33,12 @@ export async function sandbox(t: Test, name = 'events'): Promise<Sandbox> {
   return { dir, url, store, readModels, readModelFile }
 }
 
-export function testKeys(): { signer: AuditSigner; verifier: AuditVerifier; publicKeyPem: string; privateKeyPem: string } {
+export function testKeys(): {
+  signer: AuditSigner
+  verifier: AuditVerifier
+  publicKeyPem: string
+  privateKeyPem: string
+} {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   const privateKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
   const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString()
@@ -62,23 +67,37 @@ export function traffic(n: number, seed = 1): Array<{ stream: string; event: New
   return Array.from({ length: n }, (_, i) => {
     const deviceId = `toy-${rnd(20)}`
     const type = rnd(5) === 0 ? 'DeviceConnected' : 'PublishAccepted'
-    return { stream: `mqtt-${deviceId}`, event: { type, data: { deviceId, i, size: rnd(1000) }, metadata: { actor: `device:${deviceId}`, credential: `cert:${deviceId.replace('toy-', 'aa')}` } } }
+    return {
+      stream: `mqtt-${deviceId}`,
+      event: {
+        type,
+        data: { deviceId, i, size: rnd(1000) },
+        metadata: { actor: `device:${deviceId}`, credential: `cert:${deviceId.replace('toy-', 'aa')}` },
+      },
+    }
   })
 }
 
 export async function appendAll(store: EventStore, items: Array<{ stream: string; event: NewEvent }>): Promise<void> {
-  for (let i = 0; i < items.length; i += 200) await Promise.all(items.slice(i, i + 200).map((x) => store.append(x.stream, [x.event])))
+  for (let i = 0; i < items.length; i += 200)
+    await Promise.all(items.slice(i, i + 200).map((x) => store.append(x.stream, [x.event])))
 }
 
 /** the documents, entries and checkpoints of a read-model file, for comparing two of them */
-export async function dumpReadModels(readModels: ReadModelStore, names: readonly string[]): Promise<unknown> {
+export async function dumpReadModels(
+  readModels: ReadModelStore & EntryLookups,
+  names: readonly string[],
+): Promise<unknown> {
   const out: Record<string, unknown> = {}
   for (const name of names) {
     const stored = await readModels.load(name)
     const entries = await readModels.entries(name, 0, 1e9)
     out[name] = {
       position: stored?.position,
-      docs: (stored?.docs ?? []).filter(([c]) => c !== '$outbox').map(([c, id, doc]) => `${c}/${id}=${JSON.stringify(doc)}`).sort(),
+      docs: (stored?.docs ?? [])
+        .filter(([c]) => c !== '$outbox')
+        .map(([c, id, doc]) => `${c}/${id}=${JSON.stringify(doc)}`)
+        .sort(),
       entries: entries.map((e) => `${e.ordinal}@${e.position}:${e.digest.toString('hex')}`),
     }
   }

@@ -40,12 +40,21 @@ function tmpDir(t: Test): string {
 }
 
 function configFor(dir: string): Config {
-  return loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
+  return loadConfig({
+    KENNEL_ENV: 'test',
+    KENNEL_DATA_DIR: dir,
+    KENNEL_MQTT_PORT: '0',
+    KENNEL_API_PORT: '0',
+    KENNEL_METRICS_PORT: '0',
+    KENNEL_LOG_LEVEL: 'silent',
+  })
 }
 
 function cli(dir: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH ?? '', HOME: dir, USER: 'ops', KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir } })
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: dir, USER: 'ops', KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir },
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -79,12 +88,21 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
 
 /** MQTT over mutual TLS with the toy's files; resolves once a QoS 1 publish is acknowledged */
 async function mqttRoundTrip(port: number, toy: Toy): Promise<void> {
-  const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: toy.keyPem, cert: toy.certPem, ca: toy.caPem, clientId: toy.id, reconnectPeriod: 0, connectTimeout: 20_000 })
+  const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
+    key: toy.keyPem,
+    cert: toy.certPem,
+    ca: toy.caPem,
+    clientId: toy.id,
+    reconnectPeriod: 0,
+    connectTimeout: 20_000,
+  })
   try {
     await new Promise<void>((resolve, reject) => {
       client.once('connect', () => resolve())
       client.once('error', reject)
-      client.once('close', () => reject(Object.assign(new Error('connection closed before CONNACK'), { code: 'closed' })))
+      client.once('close', () =>
+        reject(Object.assign(new Error('connection closed before CONNACK'), { code: 'closed' })),
+      )
     })
     await client.publishAsync(`toys/${toy.id}/telemetry`, 'battery=97', { qos: 1 })
   } finally {
@@ -93,17 +111,25 @@ async function mqttRoundTrip(port: number, toy: Toy): Promise<void> {
 }
 
 /** why a connect failed; `serverRefused`: the toy could not verify the server (no retry helps) */
-async function mqttAttempt(port: number, toy: Toy): Promise<{ connected: boolean; why: string; serverRefused: boolean }> {
+async function mqttAttempt(
+  port: number,
+  toy: Toy,
+): Promise<{ connected: boolean; why: string; serverRefused: boolean }> {
   try {
     await mqttRoundTrip(port, toy)
     return { connected: true, why: '', serverRefused: false }
   } catch (err) {
     const code = String((err as NodeJS.ErrnoException).code ?? '')
-    return { connected: false, why: `${code} ${(err as Error).message}`, serverRefused: /CERT|SIGNATURE|ISSUER/.test(code) }
+    return {
+      connected: false,
+      why: `${code} ${(err as Error).message}`,
+      serverRefused: /CERT|SIGNATURE|ISSUER/.test(code),
+    }
   }
 }
 
-const deviceRoute = (port: number, toy: Toy) => request(port, { method: 'GET', path: '/v1/device/recordings', ca: toy.caPem, key: toy.keyPem, cert: toy.certPem })
+const deviceRoute = (port: number, toy: Toy) =>
+  request(port, { method: 'GET', path: '/v1/device/recordings', ca: toy.caPem, key: toy.keyPem, cert: toy.certPem })
 
 /** Every toy reaches the broker and a device route. A toy the CLI enrolled moments ago may not be
  * in the broker's registry yet (another process wrote it): its refused connects are retried. */
@@ -125,7 +151,14 @@ async function allConnect(t: Test, kennel: FullKennel, toys: Toy[], when: string
 /** POST /v1/device/certificate with the toy's current certificate: the toy keeps what it gets */
 async function renew(t: Test, port: number, toy: Toy): Promise<Toy> {
   const csr = await makeCsr({ commonName: toy.id })
-  const res = await request(port, { method: 'POST', path: '/v1/device/certificate', ca: toy.caPem, key: toy.keyPem, cert: toy.certPem, body: { csr: csr.csrPem } })
+  const res = await request(port, {
+    method: 'POST',
+    path: '/v1/device/certificate',
+    ca: toy.caPem,
+    key: toy.keyPem,
+    cert: toy.certPem,
+    body: { csr: csr.csrPem },
+  })
   t.equal(res.status, 200, `${toy.id} renews over the API`, { body: res.body })
   const body = res.json() as { certPem: string; caPem: string }
   return { id: toy.id, keyPem: csr.keyPem, certPem: body.certPem, caPem: body.caPem }
@@ -149,7 +182,10 @@ async function refusesStrangers(t: Test, kennel: FullKennel, serverTrustPem: str
   const api = await deviceRoute(kennel.ports.api, asStranger)
   t.equal(api.status, 401, 'a certificate from neither CA is refused on the API')
   t.equal(api.json().error.code, 'KENNEL_ERR_CERT_INVALID')
-  t.notOk((await mqttAttempt(kennel.ports.mqtt, asStranger)).connected, 'a certificate from neither CA is refused on MQTT')
+  t.notOk(
+    (await mqttAttempt(kennel.ports.mqtt, asStranger)).connected,
+    'a certificate from neither CA is refused on MQTT',
+  )
 }
 
 async function start(t: Test, config: Config): Promise<FullKennel> {
@@ -158,34 +194,41 @@ async function start(t: Test, config: Config): Promise<FullKennel> {
   return kennel
 }
 
-t.test('enrol → rollover by the CLI while kennel runs → enrol → restart: every toy connects, an old toy renews (R18)', async (t) => {
-  const dir = tmpDir(t)
-  const config = configFor(dir)
-  let kennel = await start(t, config)
-  const a = await enrollWithCli(t, dir, 'toy-a')
-  const c = await enrollWithCli(t, dir, 'toy-c')
-  await allConnect(t, kennel, [a, c], 'before the rollover')
+t.test(
+  'enrol → rollover by the CLI while kennel runs → enrol → restart: every toy connects, an old toy renews (R18)',
+  async (t) => {
+    const dir = tmpDir(t)
+    const config = configFor(dir)
+    let kennel = await start(t, config)
+    const a = await enrollWithCli(t, dir, 'toy-a')
+    const c = await enrollWithCli(t, dir, 'toy-c')
+    await allConnect(t, kennel, [a, c], 'before the rollover')
 
-  const before = kennel.ca.issuer.info.caId
-  const next = await rolloverWithCli(t, dir)
-  t.not(next, before, 'the CLI made a new issuing CA')
-  const b = await enrollWithCli(t, dir, 'toy-b')
-  t.equal(issuerName(b.certPem), caSubject(dir, next), 'the toy enrolled after the rollover has a certificate of the new CA')
-  await allConnect(t, kennel, [a, b], 'after the rollover, without a restart')
-  await until('the running kennel picks up the rollover', () => kennel.ca.issuer.info.caId === next)
-  const cRenewed = await renew(t, kennel.ports.api, c)
-  t.equal(issuerName(cRenewed.certPem), caSubject(dir, next), 'a renewal without a restart is issued by the new CA')
-  await allConnect(t, kennel, [cRenewed], 'with the certificate renewed before the restart')
+    const before = kennel.ca.issuer.info.caId
+    const next = await rolloverWithCli(t, dir)
+    t.not(next, before, 'the CLI made a new issuing CA')
+    const b = await enrollWithCli(t, dir, 'toy-b')
+    t.equal(
+      issuerName(b.certPem),
+      caSubject(dir, next),
+      'the toy enrolled after the rollover has a certificate of the new CA',
+    )
+    await allConnect(t, kennel, [a, b], 'after the rollover, without a restart')
+    await until('the running kennel picks up the rollover', () => kennel.ca.issuer.info.caId === next)
+    const cRenewed = await renew(t, kennel.ports.api, c)
+    t.equal(issuerName(cRenewed.certPem), caSubject(dir, next), 'a renewal without a restart is issued by the new CA')
+    await allConnect(t, kennel, [cRenewed], 'with the certificate renewed before the restart')
 
-  await kennel.stop()
-  kennel = await start(t, config)
-  await allConnect(t, kennel, [a, b], 'after a restart')
-  const aRenewed = await renew(t, kennel.ports.api, a)
-  t.equal(issuerName(aRenewed.certPem), caSubject(dir, next), 'the renewed certificate is issued by the new CA')
-  t.ok(aRenewed.caPem.includes(caPemOf(dir, next).trim()), 'the trust bundle delivered with it holds the new CA')
-  await allConnect(t, kennel, [aRenewed], 'with the renewed certificate and the trust bundle delivered with it')
-  await refusesStrangers(t, kennel, a.caPem)
-})
+    await kennel.stop()
+    kennel = await start(t, config)
+    await allConnect(t, kennel, [a, b], 'after a restart')
+    const aRenewed = await renew(t, kennel.ports.api, a)
+    t.equal(issuerName(aRenewed.certPem), caSubject(dir, next), 'the renewed certificate is issued by the new CA')
+    t.ok(aRenewed.caPem.includes(caPemOf(dir, next).trim()), 'the trust bundle delivered with it holds the new CA')
+    await allConnect(t, kennel, [aRenewed], 'with the renewed certificate and the trust bundle delivered with it')
+    await refusesStrangers(t, kennel, a.caPem)
+  },
+)
 
 // --- a data dir made before the server had its own trust anchor ------------------------------
 // Until then every development CA was a self-signed device CA (path length 0), the server
@@ -205,7 +248,10 @@ async function writeLegacyCa(dir: string, environment: string, createdAt: Date):
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   })
@@ -213,8 +259,11 @@ async function writeLegacyCa(dir: string, environment: string, createdAt: Date):
   const caDir = path.join(dir, 'ca', caId)
   fs.mkdirSync(caDir, { recursive: true, mode: 0o700 })
   fs.writeFileSync(path.join(caDir, 'ca.key'), await privateKeyPem(keys.privateKey), { mode: 0o600 })
-  fs.writeFileSync(path.join(caDir, 'ca.crt'), cert.toString('pem') + '\n')
-  fs.writeFileSync(path.join(caDir, 'ca.json'), JSON.stringify({ development: true, environment, createdAt: createdAt.toISOString() }) + '\n')
+  fs.writeFileSync(path.join(caDir, 'ca.crt'), `${cert.toString('pem')}\n`)
+  fs.writeFileSync(
+    path.join(caDir, 'ca.json'),
+    `${JSON.stringify({ development: true, environment, createdAt: createdAt.toISOString() })}\n`,
+  )
   fs.writeFileSync(path.join(dir, 'ca', 'current'), `${caId}\n`, { mode: 0o600 })
   return caId
 }
@@ -232,38 +281,48 @@ async function enrollLegacy(config: Config, id: string): Promise<Toy> {
   }
 }
 
-t.test('a data dir from before the change: toys enrolled before and after an old rollover, an upgrade, a rollover and a restart all connect (R18)', async (t) => {
-  const dir = tmpDir(t)
-  const config = configFor(dir)
-  const first = await writeLegacyCa(dir, config.env, new Date(Date.now() - 30 * DAY))
-  const a = await enrollLegacy(config, 'toy-a')
-  t.equal((a.caPem.match(/BEGIN CERTIFICATE/g) ?? []).length, 1, 'toy-a trusts only the first CA')
-  const second = await writeLegacyCa(dir, config.env, new Date(Date.now() - 10 * DAY))
-  const b = await enrollLegacy(config, 'toy-b')
-  t.equal(issuerName(b.certPem), caSubject(dir, second))
-  // the earlier server certificate: issued by the CA current at the last start
-  const legacyCa = await loadDeviceCa(config)
-  const legacyServer = await issueDevelopmentServerCertificate({ ...legacyCa, serverIssuer: legacyCa.issuer }, new Date())
-  fs.mkdirSync(path.join(dir, 'tls'), { recursive: true, mode: 0o700 })
-  fs.writeFileSync(path.join(dir, 'tls', 'server.pem'), legacyServer.key + legacyServer.cert, { mode: 0o600 })
+t.test(
+  'a data dir from before the change: toys enrolled before and after an old rollover, an upgrade, a rollover and a restart all connect (R18)',
+  async (t) => {
+    const dir = tmpDir(t)
+    const config = configFor(dir)
+    const first = await writeLegacyCa(dir, config.env, new Date(Date.now() - 30 * DAY))
+    const a = await enrollLegacy(config, 'toy-a')
+    t.equal((a.caPem.match(/BEGIN CERTIFICATE/g) ?? []).length, 1, 'toy-a trusts only the first CA')
+    const second = await writeLegacyCa(dir, config.env, new Date(Date.now() - 10 * DAY))
+    const b = await enrollLegacy(config, 'toy-b')
+    t.equal(issuerName(b.certPem), caSubject(dir, second))
+    // the earlier server certificate: issued by the CA current at the last start
+    const legacyCa = await loadDeviceCa(config)
+    const legacyServer = await issueDevelopmentServerCertificate(
+      { ...legacyCa, serverIssuer: legacyCa.issuer },
+      new Date(),
+    )
+    fs.mkdirSync(path.join(dir, 'tls'), { recursive: true, mode: 0o700 })
+    fs.writeFileSync(path.join(dir, 'tls', 'server.pem'), legacyServer.key + legacyServer.cert, { mode: 0o600 })
 
-  let kennel = await start(t, config)
-  const serverPem = fs.readFileSync(path.join(dir, 'tls', 'server.pem'), 'utf8')
-  t.equal(issuerName(serverPem.slice(serverPem.indexOf('-----BEGIN CERTIFICATE-----'))), caSubject(dir, first), 'the server certificate is issued by the first CA, which every toy trusts')
-  await allConnect(t, kennel, [a, b], 'after the upgrade')
+    let kennel = await start(t, config)
+    const serverPem = fs.readFileSync(path.join(dir, 'tls', 'server.pem'), 'utf8')
+    t.equal(
+      issuerName(serverPem.slice(serverPem.indexOf('-----BEGIN CERTIFICATE-----'))),
+      caSubject(dir, first),
+      'the server certificate is issued by the first CA, which every toy trusts',
+    )
+    await allConnect(t, kennel, [a, b], 'after the upgrade')
 
-  const third = await rolloverWithCli(t, dir)
-  t.not(third, second)
-  await until('the running kennel picks up the rollover', () => kennel.ca.issuer.info.caId === third)
-  const c = await enrollWithCli(t, dir, 'toy-c')
-  t.equal(issuerName(c.certPem), caSubject(dir, third))
-  await allConnect(t, kennel, [a, b, c], 'after a rollover, without a restart')
+    const third = await rolloverWithCli(t, dir)
+    t.not(third, second)
+    await until('the running kennel picks up the rollover', () => kennel.ca.issuer.info.caId === third)
+    const c = await enrollWithCli(t, dir, 'toy-c')
+    t.equal(issuerName(c.certPem), caSubject(dir, third))
+    await allConnect(t, kennel, [a, b, c], 'after a rollover, without a restart')
 
-  await kennel.stop()
-  kennel = await start(t, config)
-  await allConnect(t, kennel, [a, b, c], 'after a restart')
-  const aRenewed = await renew(t, kennel.ports.api, a)
-  t.equal(issuerName(aRenewed.certPem), caSubject(dir, third))
-  await allConnect(t, kennel, [aRenewed], 'with the renewed certificate and its trust bundle')
-  await refusesStrangers(t, kennel, a.caPem)
-})
+    await kennel.stop()
+    kennel = await start(t, config)
+    await allConnect(t, kennel, [a, b, c], 'after a restart')
+    const aRenewed = await renew(t, kennel.ports.api, a)
+    t.equal(issuerName(aRenewed.certPem), caSubject(dir, third))
+    await allConnect(t, kennel, [aRenewed], 'with the renewed certificate and its trust bundle')
+    await refusesStrangers(t, kennel, a.caPem)
+  },
+)

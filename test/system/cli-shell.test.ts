@@ -14,7 +14,15 @@ const run = promisify(execFile)
 const bin = path.resolve('bin/kennel.js')
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-cli-shell-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-const env = { PATH: process.env.PATH ?? '', HOME: dir, USER: 'tester', KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_AUDIT_HEAD_EVERY_EVENTS: '10', KENNEL_LOG_LEVEL: 'silent' }
+const env = {
+  PATH: process.env.PATH ?? '',
+  HOME: dir,
+  USER: 'tester',
+  KENNEL_ENV: 'test',
+  KENNEL_DATA_DIR: dir,
+  KENNEL_AUDIT_HEAD_EVERY_EVENTS: '10',
+  KENNEL_LOG_LEVEL: 'silent',
+}
 const kennel = (...args: string[]) => run(process.execPath, [bin, ...args], { env })
 
 t.test('--version and -V print the package version and exit 0', async (t) => {
@@ -26,7 +34,14 @@ t.test('--version and -V print the package version and exit 0', async (t) => {
 /** what bash completes for the words typed so far (the last one being completed) */
 function bashComplete(script: string, words: string[]): string[] {
   const array = words.map((w) => `'${w}'`).join(' ')
-  const out = execFileSync('bash', ['-c', `${script}\nCOMP_WORDS=(${array}); COMP_CWORD=${words.length - 1}; _kennel_complete; printf '%s\\n' "\${COMPREPLY[@]}"`], { cwd: dir, encoding: 'utf8' })
+  const out = execFileSync(
+    'bash',
+    [
+      '-c',
+      `${script}\nCOMP_WORDS=(${array}); COMP_CWORD=${words.length - 1}; _kennel_complete; printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ],
+    { cwd: dir, encoding: 'utf8' },
+  )
   return out.split('\n').filter(Boolean).sort()
 }
 
@@ -35,12 +50,24 @@ t.test('bash completion is generated from the commands and completes paths, opti
   t.same(bashComplete(script, ['kennel', 'au']), ['audit'])
   t.same(bashComplete(script, ['kennel', 'audit', 'ver']), ['verify'])
   t.same(bashComplete(script, ['kennel', 'audit', 'verify', '--']), ['--help', '--json', '--public-key'])
-  t.same(bashComplete(script, ['kennel', 'device', 'list', '--j']), ['--json'], 'options of the command typed, not its parent')
+  t.same(
+    bashComplete(script, ['kennel', 'device', 'list', '--j']),
+    ['--json'],
+    'options of the command typed, not its parent',
+  )
   t.same(bashComplete(script, ['kennel', 'completion', '']), ['--help', 'bash', 'zsh'], 'argument choices')
   t.same(bashComplete(script, ['kennel', '--ver']), ['--version'])
   fs.writeFileSync(path.join(dir, 'proof-1.json'), '{}')
-  t.same(bashComplete(script, ['kennel', 'audit', 'check-proof', '--public-key', 'proof-']), ['proof-1.json'], 'a value after an option is a file name')
-  t.same(bashComplete(script, ['kennel', '--json', 'dev']), ['device'], 'options before the command do not count as command words')
+  t.same(
+    bashComplete(script, ['kennel', 'audit', 'check-proof', '--public-key', 'proof-']),
+    ['proof-1.json'],
+    'a value after an option is a file name',
+  )
+  t.same(
+    bashComplete(script, ['kennel', '--json', 'dev']),
+    ['device'],
+    'options before the command do not count as command words',
+  )
 })
 
 const zsh = (() => {
@@ -88,7 +115,16 @@ t.test('every command that reads takes --json and prints JSON', async (t) => {
     ['audit', 'prove', target!.id],
     ['audit', 'consistency', '--from', '10', '--to', '20'],
     ['audit', 'check-proof', proofFile, '--public-key', pub],
-    ['audit', 'report', '--credential', 'device:toy-0', '--since', '2000-01-01T00:00:00Z', '--until', '2100-01-01T00:00:00Z'],
+    [
+      'audit',
+      'report',
+      '--credential',
+      'device:toy-0',
+      '--since',
+      '2000-01-01T00:00:00Z',
+      '--until',
+      '2100-01-01T00:00:00Z',
+    ],
     ['projections', 'status'],
   ]
   for (const args of reading) {
@@ -99,7 +135,10 @@ t.test('every command that reads takes --json and prints JSON', async (t) => {
       try {
         return [JSON.parse(stdout)]
       } catch {
-        return stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+        return stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l))
       }
     })()
     t.ok(docs.length > 0 && docs.every((d) => typeof d === 'object'), `${args.slice(0, 2).join(' ')} --json is JSON`)

@@ -56,9 +56,22 @@ async function until(what: string, check: () => boolean | Promise<boolean>, dead
 }
 
 function connectToy(port: number, toy: EnrolledDevice, opts: mqtt.IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, { key: toy.keyPem, cert: toy.certPem, ca: toy.caPem, servername: 'localhost', clientId: toy.deviceId, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...opts })
+  const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
+    key: toy.keyPem,
+    cert: toy.certPem,
+    ca: toy.caPem,
+    servername: 'localhost',
+    clientId: toy.deviceId,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    ...opts,
+  })
   return new Promise((resolve, reject) => {
-    client.once('connect', () => (client.removeAllListeners('error'), client.on('error', () => undefined), resolve(client)))
+    client.once(
+      'connect',
+      () => (client.removeAllListeners('error'), client.on('error', () => undefined), resolve(client)),
+    )
     client.once('error', (err) => (client.end(true), reject(err)))
     client.once('close', () => reject(Object.assign(new Error('closed before CONNACK'), { code: 'closed' })))
   })
@@ -128,11 +141,27 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
 
   // a parent (sign-up on A, confirmed and logged in on C), ops and an auditor
   const api = (node: ClusterNode, method: string, p: string, body?: unknown, token?: string) =>
-    request(node.ports.api!, { method, path: p, ca: trust, body, headers: token ? { authorization: `Bearer ${token}` } : {} })
+    request(node.ports.api!, {
+      method,
+      path: p,
+      ca: trust,
+      body,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    })
   async function account(email: string, signUpOn: ClusterNode, logInOn: ClusterNode): Promise<string> {
-    t.equal((await api(signUpOn, 'POST', '/v1/accounts', { email, password: PASSWORD })).status, 202, `${email} signs up on ${signUpOn.name}`)
-    const mail = readOutbox(outboxDir(signUpOn.dir)).filter((m) => m.headers.to === email).at(-1)
-    t.equal((await api(logInOn, 'POST', '/v1/accounts/verify', { token: findVerificationToken(mail?.text ?? '') })).status, 200, `${email} confirms on ${logInOn.name}`)
+    t.equal(
+      (await api(signUpOn, 'POST', '/v1/accounts', { email, password: PASSWORD })).status,
+      202,
+      `${email} signs up on ${signUpOn.name}`,
+    )
+    const mail = readOutbox(outboxDir(signUpOn.dir))
+      .filter((m) => m.headers.to === email)
+      .at(-1)
+    t.equal(
+      (await api(logInOn, 'POST', '/v1/accounts/verify', { token: findVerificationToken(mail?.text ?? '') })).status,
+      200,
+      `${email} confirms on ${logInOn.name}`,
+    )
     const session = await api(logInOn, 'POST', '/v1/sessions', { email, password: PASSWORD })
     t.equal(session.status, 200, `${email} logs in on ${logInOn.name}`)
     return session.json().token as string
@@ -144,42 +173,75 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
   await run(process.execPath, [bin, 'account', 'grant', 'auditor@cluster.example', 'auditor'], { env: C.env })
 
   await t.test('a toy on A receives what the API on C sends it', async (t) => {
-    const household = (await api(C, 'POST', '/v1/households', { name: 'Cluster family' }, parent)).json().householdId as string
-    t.equal((await api(C, 'POST', `/v1/households/${household}/devices`, { claimCode: toy(`toy-ca-${tag}`).claimCode }, parent)).status, 201, `the parent pairs toy-ca-${tag} on C`)
+    const household = (await api(C, 'POST', '/v1/households', { name: 'Cluster family' }, parent)).json()
+      .householdId as string
+    t.equal(
+      (
+        await api(
+          C,
+          'POST',
+          `/v1/households/${household}/devices`,
+          { claimCode: toy(`toy-ca-${tag}`).claimCode },
+          parent,
+        )
+      ).status,
+      201,
+      `the parent pairs toy-ca-${tag} on C`,
+    )
     const onA = await connectToy(A.ports.mqtt!, toy(`toy-ca-${tag}`))
     t.teardown(() => onA.endAsync(true))
     await onA.subscribeAsync(`toys/toy-ca-${tag}/inbox/#`, { qos: 1 })
-    const got = new Promise<string>((resolve) => onA.once('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)))
+    const got = new Promise<string>((resolve) =>
+      onA.once('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)),
+    )
     // a recording for the toy, uploaded through C: completing it tells the toy on its inbox
     const content = randomBytes(512).toString('hex')
-    const created = await api(C, 'POST', `/v1/households/${household}/recordings`, { deviceId: `toy-ca-${tag}`, contentType: 'audio/ogg', bytes: Buffer.byteLength(content) }, parent)
+    const created = await api(
+      C,
+      'POST',
+      `/v1/households/${household}/recordings`,
+      { deviceId: `toy-ca-${tag}`, contentType: 'audio/ogg', bytes: Buffer.byteLength(content) },
+      parent,
+    )
     t.equal(created.status, 201, `the parent creates a recording for toy-ca-${tag} on C`)
     const upload = new URL(created.json().uploadUrl as string)
-    const put = await request(Number(upload.port), { method: 'PUT', path: upload.pathname + upload.search, ca: trust, rawBody: content, headers: { 'content-type': 'audio/ogg' } })
+    const put = await request(Number(upload.port), {
+      method: 'PUT',
+      path: upload.pathname + upload.search,
+      ca: trust,
+      rawBody: content,
+      headers: { 'content-type': 'audio/ogg' },
+    })
     t.ok(put.status < 300, `uploaded to C (${put.status})`)
     const done = await api(C, 'POST', `/v1/recordings/${created.json().recordingId}/complete`, undefined, parent)
     t.equal(done.status, 200, 'completed on C')
     t.ok((await got).startsWith(`toys/toy-ca-${tag}/inbox/`), 'delivered to the toy on A')
   })
 
-  await t.test('revocation through the API of A closes the session on B; the toy cannot reconnect anywhere', async (t) => {
-    const onB = await connectToy(B.ports.mqtt!, toy(`toy-cb-${tag}`))
-    const closed = new Promise<number>((resolve) => onB.once('close', () => resolve(performance.now())))
-    const started = performance.now()
-    const revoked = await api(A, 'POST', `/v1/ops/devices/toy-cb-${tag}/revoke`, { reason: 'cluster test' }, ops)
-    t.equal(revoked.status, 200, 'ops revoke on A')
-    const ms = (await closed) - started
-    t.pass(`the session on B closed ${ms.toFixed(0)} ms after the revocation was requested on A`)
-    t.not(await tryConnect(A.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on A')
-    t.not(await tryConnect(B.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on B')
-  })
+  await t.test(
+    'revocation through the API of A closes the session on B; the toy cannot reconnect anywhere',
+    async (t) => {
+      const onB = await connectToy(B.ports.mqtt!, toy(`toy-cb-${tag}`))
+      const closed = new Promise<number>((resolve) => onB.once('close', () => resolve(performance.now())))
+      const started = performance.now()
+      const revoked = await api(A, 'POST', `/v1/ops/devices/toy-cb-${tag}/revoke`, { reason: 'cluster test' }, ops)
+      t.equal(revoked.status, 200, 'ops revoke on A')
+      const ms = (await closed) - started
+      t.pass(`the session on B closed ${ms.toFixed(0)} ms after the revocation was requested on A`)
+      t.not(await tryConnect(A.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on A')
+      t.not(await tryConnect(B.ports.mqtt!, toy(`toy-cb-${tag}`)), 'connected', 'refused on B')
+    },
+  )
 
   await t.test('rate limits are shared: connects spread over A and B count against one limit', async (t) => {
     // KENNEL_MQTT_CONNECT_LIMITS=4/minute per toy: four connects pass, wherever they land
     const outcomes: string[] = []
     for (const node of [A, B, A, B, A, B]) outcomes.push(await tryConnect(node.ports.mqtt!, toy(`toy-cc-${tag}`)))
     t.same(outcomes.slice(0, 4), ['connected', 'connected', 'connected', 'connected'], 'the first four connects pass')
-    t.notOk(outcomes.slice(4).includes('connected'), `the fifth and sixth are refused on either node (${outcomes.slice(4).join(', ')})`)
+    t.notOk(
+      outcomes.slice(4).includes('connected'),
+      `the fifth and sixth are refused on either node (${outcomes.slice(4).join(', ')})`,
+    )
   })
 
   await t.test('one client id on two nodes: the older session is taken over', async (t) => {
@@ -218,7 +280,11 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
     stop = true
     await loop
     const head = await store.headPosition()
-    await until('C to apply what was appended meanwhile', async () => (await nodeMetric(C, 'kennel_projection_lag_events')) === 0 && (await projectedHead()) >= head, 20_000)
+    await until(
+      'C to apply what was appended meanwhile',
+      async () => (await nodeMetric(C, 'kennel_projection_lag_events')) === 0 && (await projectedHead()) >= head,
+      20_000,
+    )
   })
 
   /** the lowest checkpoint of the persistent projections, read from the shared read-model store */
@@ -237,13 +303,26 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
     await until('the alert at the webhook', () => webhookCalls.some((c) => c.body.rule !== undefined), 20_000)
     await new Promise((r) => setTimeout(r, 2000))
     const ids = webhookCalls.map((c) => c.id)
-    t.ok(ids.every((id) => typeof id === 'string' && id.length > 0), 'every delivery carries an Idempotency-Key')
+    t.ok(
+      ids.every((id) => typeof id === 'string' && id.length > 0),
+      'every delivery carries an Idempotency-Key',
+    )
     t.equal(new Set(ids).size, ids.length, `each alert delivered once (${ids.length} deliveries)`)
   })
 
   await t.test('read models equal a rebuild, the audit log verifies, and a breach report answers', async (t) => {
     t.equal(await A.stop(), 0, 'A stops cleanly')
-    const report = await api(C, 'POST', '/v1/audit/breach-reports', { credential: `device:toy-cb-${tag}`, since: new Date(Date.now() - 3600_000).toISOString(), until: new Date(Date.now() + 60_000).toISOString() }, auditor)
+    const report = await api(
+      C,
+      'POST',
+      '/v1/audit/breach-reports',
+      {
+        credential: `device:toy-cb-${tag}`,
+        since: new Date(Date.now() - 3600_000).toISOString(),
+        until: new Date(Date.now() + 60_000).toISOString(),
+      },
+      auditor,
+    )
     t.equal(report.status, 201, `a breach report on C (${report.status})`)
     // C (the projector now) applies what is left, the tree heads it appends itself included
     for (let head = await store.headPosition(); ; ) {
@@ -263,7 +342,11 @@ t.test('three kennel start nodes with different roles on PostgreSQL and Redis', 
     const rebuilt = openSqliteReadModels(path.join(root, 'rebuilt.readmodels.sqlite'))
     t.teardown(() => rebuilt.close())
     await rebuildProjections({ store, readModels: rebuilt, projections })
-    t.same(await dumpReadModels(served, names), await dumpReadModels(rebuilt, names), 'the read models on PostgreSQL equal a rebuild from the events')
+    t.same(
+      await dumpReadModels(served, names),
+      await dumpReadModels(rebuilt, names),
+      'the read models on PostgreSQL equal a rebuild from the events',
+    )
     const verify = await run(process.execPath, [bin, 'audit', 'verify'], { env: C.env }).then(
       (r) => ({ code: 0, out: r.stdout }),
       (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, out: err.stdout + err.stderr }),

@@ -23,21 +23,44 @@ import { dumpReadModels } from '../projections/helpers.ts'
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-e2e-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
+const config = loadConfig({
+  KENNEL_ENV: 'test',
+  KENNEL_DATA_DIR: dir,
+  KENNEL_MQTT_PORT: '0',
+  KENNEL_API_PORT: '0',
+  KENNEL_METRICS_PORT: '0',
+  KENNEL_LOG_LEVEL: 'silent',
+})
 // every line the whole run logs, at the most verbose level, for the signed-URL check at the end
 const logLines: string[] = []
-const kennel = everyRole(await startKennel(config, createLogger('trace', 'kennel', { write: (line: string) => void logLines.push(line) })))
+const kennel = everyRole(
+  await startKennel(config, createLogger('trace', 'kennel', { write: (line: string) => void logLines.push(line) })),
+)
 t.teardown(() => kennel.stop())
 const ca = kennel.ca.trustedPem
 const api = (method: string, p: string, opts: { token?: string; body?: unknown; key?: string; cert?: string } = {}) =>
-  request(kennel.ports.api, { method, path: p, ca, body: opts.body, key: opts.key, cert: opts.cert, headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} })
+  request(kennel.ports.api, {
+    method,
+    path: p,
+    ca,
+    body: opts.body,
+    key: opts.key,
+    cert: opts.cert,
+    headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+  })
 
 async function account(email: string): Promise<string> {
   const password = 'violet-Harbour-43-quiet-Lantern'
   t.equal((await api('POST', '/v1/accounts', { body: { email, password } })).status, 202, `${email} signs up`)
   // the confirmation mail, as `kennel start` writes it to the outbox of its data dir
-  const mail = readOutbox(outboxDir(dir)).filter((m) => m.headers.to === email).at(-1)
-  t.equal((await api('POST', '/v1/accounts/verify', { body: { token: findVerificationToken(mail?.text ?? '') } })).status, 200, `${email} confirms the address`)
+  const mail = readOutbox(outboxDir(dir))
+    .filter((m) => m.headers.to === email)
+    .at(-1)
+  t.equal(
+    (await api('POST', '/v1/accounts/verify', { body: { token: findVerificationToken(mail?.text ?? '') } })).status,
+    200,
+    `${email} confirms the address`,
+  )
   const session = await api('POST', '/v1/sessions', { body: { email, password } })
   t.equal(session.status, 200)
   return session.json().token as string
@@ -45,11 +68,20 @@ async function account(email: string): Promise<string> {
 
 function fetchUrl(url: string, method: string, body?: Buffer): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { method, ca, servername: 'localhost', headers: body ? { 'content-length': String(body.length), 'content-type': 'audio/ogg' } : {} }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
-    })
+    const req = https.request(
+      url,
+      {
+        method,
+        ca,
+        servername: 'localhost',
+        headers: body ? { 'content-length': String(body.length), 'content-type': 'audio/ogg' } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+      },
+    )
     req.on('error', reject)
     req.end(body)
   })
@@ -62,7 +94,13 @@ t.test('every listener is up on loopback on the ports it reports', async (t) => 
 
 t.test('a toy and a parent exchange a recording, and ops revocation closes the toy session', async (t) => {
   const toy = await enrollDevice({ store: kennel.store, ca: kennel.ca, config, actor: 'cli:test' }, 'toy-e2e')
-  const client = await mqtt.connectAsync(`mqtts://localhost:${kennel.ports.mqtt}`, { key: toy.keyPem, cert: toy.certPem, ca, clientId: 'toy-e2e', reconnectPeriod: 0 })
+  const client = await mqtt.connectAsync(`mqtts://localhost:${kennel.ports.mqtt}`, {
+    key: toy.keyPem,
+    cert: toy.certPem,
+    ca,
+    clientId: 'toy-e2e',
+    reconnectPeriod: 0,
+  })
   t.teardown(() => client.endAsync(true))
   await client.subscribeAsync('toys/toy-e2e/inbox/#', { qos: 1 })
   const inbox: Array<{ topic: string; payload: string }> = []
@@ -73,13 +111,23 @@ t.test('a toy and a parent exchange a recording, and ops revocation closes the t
   const household = await api('POST', '/v1/households', { token: parent, body: { name: 'E2E' } })
   t.equal(household.status, 201)
   const householdId = household.json().householdId as string
-  const paired = await api('POST', `/v1/households/${householdId}/devices`, { token: parent, body: { claimCode: toy.claimCode } })
+  const paired = await api('POST', `/v1/households/${householdId}/devices`, {
+    token: parent,
+    body: { claimCode: toy.claimCode },
+  })
   t.equal(paired.status, 201, 'the parent pairs the toy with its claim code')
 
   const audio = Buffer.from('OggS pretend voice message')
-  const created = await api('POST', `/v1/households/${householdId}/recordings`, { token: parent, body: { deviceId: 'toy-e2e', contentType: 'audio/ogg', bytes: audio.length } })
+  const created = await api('POST', `/v1/households/${householdId}/recordings`, {
+    token: parent,
+    body: { deviceId: 'toy-e2e', contentType: 'audio/ogg', bytes: audio.length },
+  })
   t.equal(created.status, 201)
-  const { recordingId, uploadUrl, expiresAt } = created.json() as { recordingId: string; uploadUrl: string; expiresAt: string }
+  const { recordingId, uploadUrl, expiresAt } = created.json() as {
+    recordingId: string
+    uploadUrl: string
+    expiresAt: string
+  }
   t.ok(Date.parse(expiresAt) - Date.now() <= 300_000, 'the upload URL expires within the default 300 s')
   const put = await fetchUrl(uploadUrl, 'PUT', audio)
   t.ok(put.status >= 200 && put.status < 300, `upload through the presigned URL (${put.status})`)
@@ -91,29 +139,48 @@ t.test('a toy and a parent exchange a recording, and ops revocation closes the t
   const listed = await api('GET', '/v1/device/recordings', { key: toy.keyPem, cert: toy.certPem })
   t.equal(listed.status, 200)
   t.match(listed.body, recordingId, 'the toy lists the recording addressed to it')
-  const download = await api('GET', `/v1/device/recordings/${recordingId}/download-url`, { key: toy.keyPem, cert: toy.certPem })
+  const download = await api('GET', `/v1/device/recordings/${recordingId}/download-url`, {
+    key: toy.keyPem,
+    cert: toy.certPem,
+  })
   t.equal(download.status, 200)
   const fetched = await fetchUrl(download.json().url as string, 'GET')
   t.same(fetched.body, audio, 'the toy downloads exactly the bytes the parent uploaded')
   const stored = fs.readdirSync(path.join(dir), { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
-  t.notOk(stored.some((e) => fs.readFileSync(path.join(e.parentPath, e.name)).includes(audio)), 'no file in the data dir holds the recording in clear (R12)')
+  t.notOk(
+    stored.some((e) => fs.readFileSync(path.join(e.parentPath, e.name)).includes(audio)),
+    'no file in the data dir holds the recording in clear (R12)',
+  )
 
   const ops = await account('ops@e2e.example')
   await grantRole({ config, store: kennel.store, actor: 'cli:test' }, 'ops@e2e.example', 'ops')
   await new Promise((r) => setTimeout(r, 100))
   const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
-  const revoked = await api('POST', '/v1/ops/devices/toy-e2e/revoke', { token: ops, body: { reason: 'lost at the park' } })
+  const revoked = await api('POST', '/v1/ops/devices/toy-e2e/revoke', {
+    token: ops,
+    body: { reason: 'lost at the park' },
+  })
   t.equal(revoked.status, 200, 'ops revokes the toy')
   await closed
   t.pass('the live MQTT session was closed')
   const again = await new Promise<string>((resolve) => {
-    const c = mqtt.connect(`mqtts://localhost:${kennel.ports.mqtt}`, { key: toy.keyPem, cert: toy.certPem, ca, clientId: 'toy-e2e', reconnectPeriod: 0 })
+    const c = mqtt.connect(`mqtts://localhost:${kennel.ports.mqtt}`, {
+      key: toy.keyPem,
+      cert: toy.certPem,
+      ca,
+      clientId: 'toy-e2e',
+      reconnectPeriod: 0,
+    })
     c.once('connect', () => (c.end(true), resolve('connected')))
     c.once('error', (err) => (c.end(true), resolve(err.message)))
     c.once('close', () => resolve('closed before CONNACK'))
   })
   t.not(again, 'connected', `the revoked toy cannot reconnect (${again})`)
-  t.equal((await api('GET', '/v1/device/recordings', { key: toy.keyPem, cert: toy.certPem })).status, 403, 'nor call the API')
+  t.equal(
+    (await api('GET', '/v1/device/recordings', { key: toy.keyPem, cert: toy.certPem })).status,
+    403,
+    'nor call the API',
+  )
 
   const auditor = await account('auditor@e2e.example')
   await grantRole({ config, store: kennel.store, actor: 'cli:test' }, 'auditor@e2e.example', 'auditor')
@@ -121,12 +188,31 @@ t.test('a toy and a parent exchange a recording, and ops revocation closes the t
   const verify = await api('GET', '/v1/audit/verify', { token: auditor })
   t.equal(verify.status, 200, 'the auditor verifies the log')
   t.match(verify.json(), { ok: true })
-  const report = await api('POST', '/v1/audit/breach-reports', { token: auditor, body: { credential: 'device:toy-e2e', since: '2000-01-01T00:00:00Z', until: '2100-01-01T00:00:00Z' } })
+  const report = await api('POST', '/v1/audit/breach-reports', {
+    token: auditor,
+    body: { credential: 'device:toy-e2e', since: '2000-01-01T00:00:00Z', until: '2100-01-01T00:00:00Z' },
+  })
   t.equal(report.status, 201)
   t.match(JSON.stringify(report.json()), householdId, 'the breach report names the toy household')
   t.match(JSON.stringify(report.json()), recordingId)
-  t.same(report.json().notifications.map((n: { contact: string }) => n.contact), ['parent@e2e.example'], 'and whom to write to: the parent, by the address of her sign-up')
-  t.match(report.json().households, [{ householdId, topics: [{ action: 'publish', topic: 'toys/toy-e2e/telemetry', count: 1 }, { action: 'subscribe', topic: 'toys/toy-e2e/inbox/#' }] }], 'the topics the toy used, as the broker recorded them')
+  t.same(
+    report.json().notifications.map((n: { contact: string }) => n.contact),
+    ['parent@e2e.example'],
+    'and whom to write to: the parent, by the address of her sign-up',
+  )
+  t.match(
+    report.json().households,
+    [
+      {
+        householdId,
+        topics: [
+          { action: 'publish', topic: 'toys/toy-e2e/telemetry', count: 1 },
+          { action: 'subscribe', topic: 'toys/toy-e2e/inbox/#' },
+        ],
+      },
+    ],
+    'the topics the toy used, as the broker recorded them',
+  )
 })
 
 t.test('/metrics on loopback reports broker, API and projection figures', async (t) => {
@@ -159,8 +245,14 @@ t.test('every read model the server persisted equals a rebuild from zero', async
   const served = openSqliteReadModels(path.join(dir, 'readmodels.sqlite'))
   t.teardown(() => served.close())
   const stored = await served.load('devices')
-  const toy = stored?.docs.find(([c, id]) => c === 'devices' && id === 'toy-e2e')?.[2] as { status: string; lastConnectedAt?: string } | undefined
-  t.match(toy, { status: 'revoked', lastConnectedAt: /^\d{4}-/ }, 'the devices read model is stored, with when the toy was last seen')
+  const toy = stored?.docs.find(([c, id]) => c === 'devices' && id === 'toy-e2e')?.[2] as
+    | { status: string; lastConnectedAt?: string }
+    | undefined
+  t.match(
+    toy,
+    { status: 'revoked', lastConnectedAt: /^\d{4}-/ },
+    'the devices read model is stored, with when the toy was last seen',
+  )
   const rebuilt = openSqliteReadModels(path.join(dir, 'rebuilt.readmodels.sqlite'))
   t.teardown(() => rebuilt.close())
   await rebuildProjections({ store: kennel.store, readModels: rebuilt, projections })
@@ -168,7 +260,10 @@ t.test('every read model the server persisted equals a rebuild from zero', async
 })
 
 t.test('no log line of the whole run carries a signed URL or its signature (R5)', async (t) => {
-  t.ok(logLines.some((l) => l.includes('"url":"/v1/blobs/rec-')), 'the uses of the presigned URLs were logged (as paths)')
+  t.ok(
+    logLines.some((l) => l.includes('"url":"/v1/blobs/rec-')),
+    'the uses of the presigned URLs were logged (as paths)',
+  )
   for (const needle of ['sig=', 'X-Amz-Signature', 'X-Amz-Credential']) {
     const found = logLines.filter((l) => l.toLowerCase().includes(needle.toLowerCase()))
     t.same(found, [], `no line contains ${needle}`)

@@ -45,10 +45,21 @@ export function kennelEnv(dataDir: string, env: Record<string, string> = {}): Re
   }
 }
 
-export async function startKennelChild(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<KennelChild> {
+export async function startKennelChild(
+  t: { teardown(fn: () => unknown): void },
+  env: Record<string, string>,
+): Promise<KennelChild> {
   const node = await spawnKennel(t, 'kennel start', env)
-  if (node.ports.mqtt === undefined || node.ports.api === undefined) throw new Error(`kennel start did not listen for MQTT and HTTPS:\n${node.output()}`)
-  return { process: node.process, mqttPort: node.ports.mqtt, apiPort: node.ports.api, output: node.output, kill9: node.kill9, stop: node.stop }
+  if (node.ports.mqtt === undefined || node.ports.api === undefined)
+    throw new Error(`kennel start did not listen for MQTT and HTTPS:\n${node.output()}`)
+  return {
+    process: node.process,
+    mqttPort: node.ports.mqtt,
+    apiPort: node.ports.api,
+    output: node.output,
+    kill9: node.kill9,
+    stop: node.stop,
+  }
 }
 
 /** enrol toys in the store the child will open (the store is closed again before it starts) */

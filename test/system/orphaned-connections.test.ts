@@ -17,50 +17,74 @@ import { enrollToys, kennelEnv, PublishingToy, startKennelChild, until } from '.
 type Connection = { connectionId: string; reason?: string }
 const data = (e: RecordedEvent): Connection => e.data as Connection
 
-t.test('kill -9 with toys connected: the restarted node records the end of each connection the dead one left open', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-orphans-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const env = kennelEnv(dir)
-  const config = loadConfig(env)
-  const toys = await enrollToys(config, ['toy-o1', 'toy-o2'])
+t.test(
+  'kill -9 with toys connected: the restarted node records the end of each connection the dead one left open',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-orphans-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const env = kennelEnv(dir)
+    const config = loadConfig(env)
+    const toys = await enrollToys(config, ['toy-o1', 'toy-o2'])
 
-  const first = await startKennelChild(t, env)
-  const load = toys.map((toy) => new PublishingToy(toy, first.mqttPort, { window: 4 }))
-  await until('both toys publishing', () => load.every((l) => l.acked.size > 0))
-  await first.kill9()
-  await Promise.all(load.map((l) => l.stop()))
+    const first = await startKennelChild(t, env)
+    const load = toys.map((toy) => new PublishingToy(toy, first.mqttPort, { window: 4 }))
+    await until('both toys publishing', () => load.every((l) => l.acked.size > 0))
+    await first.kill9()
+    await Promise.all(load.map((l) => l.stop()))
 
-  // restarted twice: the second start finds nothing left to close
-  for (let life = 0; life < 2; life++) {
-    const again = await startKennelChild(t, env)
-    t.equal(await again.stop(), 0, `restart ${life + 1} stopped cleanly`)
-  }
+    // restarted twice: the second start finds nothing left to close
+    for (let life = 0; life < 2; life++) {
+      const again = await startKennelChild(t, env)
+      t.equal(await again.stop(), 0, `restart ${life + 1} stopped cleanly`)
+    }
 
-  const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
-  t.teardown(() => store.close())
-  const events = await store.readAll({ filter: { types: ['DeviceConnected', 'DeviceDisconnected'] } })
-  const connected = events.filter((e) => e.type === 'DeviceConnected').map((e) => data(e).connectionId)
-  t.equal(connected.length, 2, 'one connection per toy, both in the killed process')
-  for (const id of connected) {
-    const ends = events.filter((e) => e.type === 'DeviceDisconnected' && data(e).connectionId === id)
-    t.same(ends.map((e) => data(e).reason), ['broker-crashed'], `connection ${id} has exactly one end, recorded as broker-crashed`)
-    t.match(ends[0]?.metadata, { actor: 'system:broker', credential: /^cert:/ })
-  }
-})
+    const store = await openEventStore(config.eventStoreUrl, { environment: config.env })
+    t.teardown(() => store.close())
+    const events = await store.readAll({ filter: { types: ['DeviceConnected', 'DeviceDisconnected'] } })
+    const connected = events.filter((e) => e.type === 'DeviceConnected').map((e) => data(e).connectionId)
+    t.equal(connected.length, 2, 'one connection per toy, both in the killed process')
+    for (const id of connected) {
+      const ends = events.filter((e) => e.type === 'DeviceDisconnected' && data(e).connectionId === id)
+      t.same(
+        ends.map((e) => data(e).reason),
+        ['broker-crashed'],
+        `connection ${id} has exactly one end, recorded as broker-crashed`,
+      )
+      t.match(ends[0]?.metadata, { actor: 'system:broker', credential: /^cert:/ })
+    }
+  },
+)
 
 t.test('closeOrphanedConnections closes only the connections without an end, once', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-orphans-unit-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const store = await openEventStore(`sqlite:${path.join(dir, 'events.sqlite')}`, { environment: 'test' })
   t.teardown(() => store.close())
-  const connect = (deviceId: string, connectionId: string) => store.append(`mqtt-${deviceId}`, [{ type: 'DeviceConnected', data: { deviceId, serial: 'ab', ip: '192.0.2.1', clean: true, protocolVersion: 4, connectionId } }])
-  const disconnect = (deviceId: string, connectionId: string) => store.append(`mqtt-${deviceId}`, [{ type: 'DeviceDisconnected', data: { deviceId, reason: 'client-disconnect', ip: '192.0.2.1', connectionId } }])
+  const connect = (deviceId: string, connectionId: string) =>
+    store.append(`mqtt-${deviceId}`, [
+      {
+        type: 'DeviceConnected',
+        data: { deviceId, serial: 'ab', ip: '192.0.2.1', clean: true, protocolVersion: 4, connectionId },
+      },
+    ])
+  const disconnect = (deviceId: string, connectionId: string) =>
+    store.append(`mqtt-${deviceId}`, [
+      { type: 'DeviceDisconnected', data: { deviceId, reason: 'client-disconnect', ip: '192.0.2.1', connectionId } },
+    ])
   await connect('toy-a', 'c1')
   await connect('toy-b', 'c2')
   await disconnect('toy-a', 'c1')
   await connect('toy-a', 'c3')
   t.equal(await closeOrphanedConnections(store), 2)
   t.equal(await closeOrphanedConnections(store), 0, 'nothing left open')
-  const ends = (await store.readAll({ filter: { types: ['DeviceDisconnected'] } })).map((e) => [e.stream, data(e).connectionId, data(e).reason])
-  t.same(ends, [['mqtt-toy-a', 'c1', 'client-disconnect'], ['mqtt-toy-b', 'c2', 'broker-crashed'], ['mqtt-toy-a', 'c3', 'broker-crashed']])
+  const ends = (await store.readAll({ filter: { types: ['DeviceDisconnected'] } })).map((e) => [
+    e.stream,
+    data(e).connectionId,
+    data(e).reason,
+  ])
+  t.same(ends, [
+    ['mqtt-toy-a', 'c1', 'client-disconnect'],
+    ['mqtt-toy-b', 'c2', 'broker-crashed'],
+    ['mqtt-toy-a', 'c3', 'broker-crashed'],
+  ])
 })

@@ -55,105 +55,149 @@ function startProjectorNode(t: { teardown(fn: () => unknown): void }, name: stri
 
 const said = (node: Node, what: RegExp): boolean => node.lines.some((l) => what.test(l))
 
-t.test('two projectors on one PostgreSQL: one works, the other takes over after kill -9 of the first, and nothing is skipped or done twice', { skip }, async (t) => {
-  const schema = `klease_${randomBytes(5).toString('hex')}`
-  t.teardown(() => admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`))
-  const u = new URL(base)
-  u.searchParams.set('schema', schema)
-  const url = u.toString()
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-lease-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+t.test(
+  'two projectors on one PostgreSQL: one works, the other takes over after kill -9 of the first, and nothing is skipped or done twice',
+  { skip },
+  async (t) => {
+    const schema = `klease_${randomBytes(5).toString('hex')}`
+    t.teardown(() => admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`))
+    const u = new URL(base)
+    u.searchParams.set('schema', schema)
+    const url = u.toString()
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-lease-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
 
-  const deliveries: Array<{ key: string | undefined; id: string }> = []
-  const webhook = http.createServer((req, res) => {
-    let body = ''
-    req.on('data', (d) => (body += d))
-    req.on('end', () => {
-      deliveries.push({ key: req.headers['idempotency-key'] as string | undefined, id: (JSON.parse(body) as { id: string }).id })
-      res.writeHead(204).end()
+    const deliveries: Array<{ key: string | undefined; id: string }> = []
+    const webhook = http.createServer((req, res) => {
+      let body = ''
+      req.on('data', (d) => (body += d))
+      req.on('end', () => {
+        deliveries.push({
+          key: req.headers['idempotency-key'] as string | undefined,
+          id: (JSON.parse(body) as { id: string }).id,
+        })
+        res.writeHead(204).end()
+      })
     })
-  })
-  await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r))
-  t.teardown(() => webhook.close())
+    await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r))
+    t.teardown(() => webhook.close())
 
-  const env = kennelEnv(dir, {
-    KENNEL_EVENTSTORE: url,
-    KENNEL_ROLES: 'projector',
-    KENNEL_LOG_LEVEL: 'info',
-    KENNEL_ALERT_WEBHOOK: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/alerts`,
-    KENNEL_AUDIT_HEAD_EVERY_EVENTS: '50',
-  })
-  const config = loadConfig(env)
-  // both nodes sign with the one audit key (as a cluster shares KENNEL_AUDIT_KEY)
-  auditSigner(config)
-  const store = await openEventStore(url, { environment: 'test' })
-  t.teardown(() => store.close())
+    const env = kennelEnv(dir, {
+      KENNEL_EVENTSTORE: url,
+      KENNEL_ROLES: 'projector',
+      KENNEL_LOG_LEVEL: 'info',
+      KENNEL_ALERT_WEBHOOK: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/alerts`,
+      KENNEL_AUDIT_HEAD_EVERY_EVENTS: '50',
+    })
+    const config = loadConfig(env)
+    // both nodes sign with the one audit key (as a cluster shares KENNEL_AUDIT_KEY)
+    auditSigner(config)
+    const store = await openEventStore(url, { environment: 'test' })
+    t.teardown(() => store.close())
 
-  const first = startProjectorNode(t, 'first', env)
-  await until('the first node takes the lease', () => said(first, /projector lease acquired/))
-  const second = startProjectorNode(t, 'second', env)
-  await until('the second node stands by', () => said(second, /projector lease held by another node: standing by/))
+    const first = startProjectorNode(t, 'first', env)
+    await until('the first node takes the lease', () => said(first, /projector lease acquired/))
+    const second = startProjectorNode(t, 'second', env)
+    await until('the second node stands by', () => said(second, /projector lease held by another node: standing by/))
 
-  // events flow: device activity, and denylisted connections that each raise an alert
-  let n = 0
-  let flowing = true
-  const flow = (async () => {
-    while (flowing) {
-      const i = n++
-      const ip = `198.51.${100 + Math.floor(i / 250)}.${i % 250}`
-      await store.append(`security-lease`, [{ type: 'ConnectionDenylisted', data: { ip, hits: 1 }, metadata: { actor: 'anonymous', sourceIp: ip } }])
-      await store.append(`mqtt-toy-${i % 7}`, [{ type: 'PublishAccepted', data: { deviceId: `toy-${i % 7}`, topic: `toys/toy-${i % 7}/telemetry`, qos: 1, retain: false, bytes: 3, sha256: 'ab'.repeat(32) }, metadata: { actor: `device:toy-${i % 7}` } }])
-      await new Promise((r) => setTimeout(r, 5))
-    }
-  })()
-  await until('alerts reach the webhook through the first node', () => deliveries.length >= 20)
-  t.notOk(said(second, /projector lease acquired/), 'the second node has not projected meanwhile')
+    // events flow: device activity, and denylisted connections that each raise an alert
+    let n = 0
+    let flowing = true
+    const flow = (async () => {
+      while (flowing) {
+        const i = n++
+        const ip = `198.51.${100 + Math.floor(i / 250)}.${i % 250}`
+        await store.append(`security-lease`, [
+          { type: 'ConnectionDenylisted', data: { ip, hits: 1 }, metadata: { actor: 'anonymous', sourceIp: ip } },
+        ])
+        await store.append(`mqtt-toy-${i % 7}`, [
+          {
+            type: 'PublishAccepted',
+            data: {
+              deviceId: `toy-${i % 7}`,
+              topic: `toys/toy-${i % 7}/telemetry`,
+              qos: 1,
+              retain: false,
+              bytes: 3,
+              sha256: 'ab'.repeat(32),
+            },
+            metadata: { actor: `device:toy-${i % 7}` },
+          },
+        ])
+        await new Promise((r) => setTimeout(r, 5))
+      }
+    })()
+    await until('alerts reach the webhook through the first node', () => deliveries.length >= 20)
+    t.notOk(said(second, /projector lease acquired/), 'the second node has not projected meanwhile')
 
-  const killedAt = Date.now()
-  await (first.child.kill('SIGKILL'), first.exited)
-  await until('the second node takes over', () => said(second, /projector lease acquired/), 30_000)
-  t.comment(`takeover seen ${Date.now() - killedAt} ms after kill -9 (the lease is retried every 2 s)`)
-  const before = deliveries.length
-  await until('alerts reach the webhook through the second node', () => deliveries.length >= before + 20)
-  flowing = false
-  await flow
+    const killedAt = Date.now()
+    await (first.child.kill('SIGKILL'), first.exited)
+    await until('the second node takes over', () => said(second, /projector lease acquired/), 30_000)
+    t.comment(`takeover seen ${Date.now() - killedAt} ms after kill -9 (the lease is retried every 2 s)`)
+    const before = deliveries.length
+    await until('alerts reach the webhook through the second node', () => deliveries.length >= before + 20)
+    flowing = false
+    await flow
 
-  // the second node catches up, including the tree heads and alerts it appends itself
-  const readModels = await openPostgresReadModels(url)
-  t.teardown(() => readModels.close())
-  const projections = persistentProjections(config, auditSigner(config))
-  const names = projections.map((p) => p.name)
-  let head = -1
-  await until('the surviving projector has applied everything', async () => {
-    const now = await store.headPosition()
-    const positions = await Promise.all(names.map(async (name) => (await readModels.load(name))?.position ?? 0))
-    const settled = now === head && positions.every((p) => p === now)
-    head = now
-    return settled
-  }, 60_000)
+    // the second node catches up, including the tree heads and alerts it appends itself
+    const readModels = await openPostgresReadModels(url)
+    t.teardown(() => readModels.close())
+    const projections = persistentProjections(config, auditSigner(config))
+    const names = projections.map((p) => p.name)
+    let head = -1
+    await until(
+      'the surviving projector has applied everything',
+      async () => {
+        const now = await store.headPosition()
+        const positions = await Promise.all(names.map(async (name) => (await readModels.load(name))?.position ?? 0))
+        const settled = now === head && positions.every((p) => p === now)
+        head = now
+        return settled
+      },
+      60_000,
+    )
 
-  // the monitor appends its alerts after its commits: a settled head can come just before them
-  const raised = async () => store.readAll({ filter: { types: ['SecurityAlertRaised'] } })
-  await until('every alert is raised', async () => (await raised()).length >= n, 60_000).catch(() => undefined)
-  const alerts = await raised()
-  await until('every alert is delivered', () => alerts.every((a) => deliveries.some((d) => d.key === a.id)), 30_000).catch(() => undefined)
-  t.equal(alerts.length, n, 'one alert per denylisted address, raised once although two monitors ran in turn')
-  t.same([...new Set(deliveries.map((d) => d.key))].sort(), alerts.map((a) => a.id).sort(), 'every alert reached the webhook, each POST keyed by its event id')
-  t.ok(deliveries.every((d) => d.key === d.id), 'the Idempotency-Key is the alert\'s id')
-  t.ok(deliveries.length - alerts.length <= 1, `at most the alert in flight at the kill is repeated (${deliveries.length - alerts.length} repeat(s))`)
+    // the monitor appends its alerts after its commits: a settled head can come just before them
+    const raised = async () => store.readAll({ filter: { types: ['SecurityAlertRaised'] } })
+    await until('every alert is raised', async () => (await raised()).length >= n, 60_000).catch(() => undefined)
+    const alerts = await raised()
+    await until(
+      'every alert is delivered',
+      () => alerts.every((a) => deliveries.some((d) => d.key === a.id)),
+      30_000,
+    ).catch(() => undefined)
+    t.equal(alerts.length, n, 'one alert per denylisted address, raised once although two monitors ran in turn')
+    t.same(
+      [...new Set(deliveries.map((d) => d.key))].sort(),
+      alerts.map((a) => a.id).sort(),
+      'every alert reached the webhook, each POST keyed by its event id',
+    )
+    t.ok(
+      deliveries.every((d) => d.key === d.id),
+      "the Idempotency-Key is the alert's id",
+    )
+    t.ok(
+      deliveries.length - alerts.length <= 1,
+      `at most the alert in flight at the kill is repeated (${deliveries.length - alerts.length} repeat(s))`,
+    )
 
-  const heads = (await store.readStream('audit-heads')).map((e) => (e.data as { size: number }).size)
-  t.equal(new Set(heads).size, heads.length, 'no tree size was signed twice')
-  const verified = await verifyAuditLog({ store, readModels, verifiers: auditVerifiers(config) })
-  t.match(verified, { ok: true }, 'the audit log verifies')
+    const heads = (await store.readStream('audit-heads')).map((e) => (e.data as { size: number }).size)
+    t.equal(new Set(heads).size, heads.length, 'no tree size was signed twice')
+    const verified = await verifyAuditLog({ store, readModels, verifiers: auditVerifiers(config) })
+    t.match(verified, { ok: true }, 'the audit log verifies')
 
-  const rebuilt = await openPostgresReadModels(url, { schema: `${schema}_rebuilt` })
-  t.teardown(async () => {
-    await rebuilt.close()
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema}_rebuilt CASCADE`)
-  })
-  await rebuildProjections({ store, readModels: rebuilt, projections })
-  t.same(await dumpReadModels(readModels, names), await dumpReadModels(rebuilt, names), 'the read models equal a rebuild from the event store')
-  second.child.kill('SIGTERM')
-  await second.exited
-})
+    const rebuilt = await openPostgresReadModels(url, { schema: `${schema}_rebuilt` })
+    t.teardown(async () => {
+      await rebuilt.close()
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema}_rebuilt CASCADE`)
+    })
+    await rebuildProjections({ store, readModels: rebuilt, projections })
+    t.same(
+      await dumpReadModels(readModels, names),
+      await dumpReadModels(rebuilt, names),
+      'the read models equal a rebuild from the event store',
+    )
+    second.child.kill('SIGTERM')
+    await second.exited
+  },
+)

@@ -11,13 +11,29 @@ import { everyRole, startKennel } from '../../bin/start.ts'
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-tls-'))
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-const config = loadConfig({ KENNEL_ENV: 'test', KENNEL_DATA_DIR: dir, KENNEL_MQTT_PORT: '0', KENNEL_API_PORT: '0', KENNEL_METRICS_PORT: '0', KENNEL_LOG_LEVEL: 'silent' })
+const config = loadConfig({
+  KENNEL_ENV: 'test',
+  KENNEL_DATA_DIR: dir,
+  KENNEL_MQTT_PORT: '0',
+  KENNEL_API_PORT: '0',
+  KENNEL_METRICS_PORT: '0',
+  KENNEL_LOG_LEVEL: 'silent',
+})
 const kennel = everyRole(await startKennel(config, createLogger('silent')))
 t.teardown(() => kennel.stop())
 
-function handshake(port: number, options: tls.ConnectionOptions): Promise<{ protocol: string | null; cipher: string } | { error: string }> {
+function handshake(
+  port: number,
+  options: tls.ConnectionOptions,
+): Promise<{ protocol: string | null; cipher: string } | { error: string }> {
   return new Promise((resolve) => {
-    const socket = tls.connect({ host: '127.0.0.1', servername: 'localhost', port, ca: kennel.ca.trustedPem, ...options })
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      servername: 'localhost',
+      port,
+      ca: kennel.ca.trustedPem,
+      ...options,
+    })
     socket.once('secureConnect', () => {
       resolve({ protocol: socket.getProtocol(), cipher: socket.getCipher().name })
       socket.destroy()
@@ -26,7 +42,10 @@ function handshake(port: number, options: tls.ConnectionOptions): Promise<{ prot
   })
 }
 
-for (const [listener, port] of [['MQTT', kennel.ports.mqtt], ['API', kennel.ports.api]] as const) {
+for (const [listener, port] of [
+  ['MQTT', kennel.ports.mqtt],
+  ['API', kennel.ports.api],
+] as const) {
   t.test(`${listener}: TLS 1.3 is preferred`, async (t) => {
     t.match(await handshake(port, {}), { protocol: 'TLSv1.3' })
   })

@@ -18,11 +18,18 @@ export async function call(method, path, { body, accept } = {}) {
   const headers = { accept: accept ?? 'application/json' }
   if (token) headers.authorization = `Bearer ${token}`
   if (body !== undefined) headers['content-type'] = 'application/json'
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', credentials: 'omit' })
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: 'no-store',
+    credentials: 'omit',
+  })
   if (res.status === 204) return null
   const type = res.headers.get('content-type') ?? ''
   const payload = type.includes('json') ? await res.json() : await res.text()
-  if (!res.ok) throw new ApiError(res.status, payload?.error?.code ?? 'HTTP', payload?.error?.message ?? String(payload))
+  if (!res.ok)
+    throw new ApiError(res.status, payload?.error?.code ?? 'HTTP', payload?.error?.message ?? String(payload))
   return payload
 }
 
@@ -42,7 +49,12 @@ export async function logOut() {
 
 /** server-sent events from a route that needs the token (EventSource cannot send it) */
 export async function stream(path, signal, onEvent, onOpen) {
-  const res = await fetch(path, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` }, signal, cache: 'no-store', credentials: 'omit' })
+  const res = await fetch(path, {
+    headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` },
+    signal,
+    cache: 'no-store',
+    credentials: 'omit',
+  })
   if (!res.ok) {
     const payload = await res.json()
     throw new ApiError(res.status, payload?.error?.code ?? 'HTTP', payload?.error?.message ?? '')
@@ -58,7 +70,11 @@ export async function stream(path, signal, onEvent, onOpen) {
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end)
       buffer = buffer.slice(end + 2)
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n')
       if (data) onEvent(JSON.parse(data))
     }
   }

@@ -29,7 +29,14 @@ async function route() {
   const page = pages.find((p) => p.path === path) ?? pages.find((p) => me.roles.includes(p.role) && !p.hidden)
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.path === page?.path)
   view.replaceChildren()
-  if (!page) return view.append(h('p', { class: 'refused' }, 'This account has neither the ops nor the auditor role: the console has nothing to show it.'))
+  if (!page)
+    return view.append(
+      h(
+        'p',
+        { class: 'refused' },
+        'This account has neither the ops nor the auditor role: the console has nothing to show it.',
+      ),
+    )
   document.title = `${page.title} — kennel console`
   try {
     await page.render(view, param && decodeURIComponent(param), leaving.signal)
@@ -58,7 +65,11 @@ loginForm.addEventListener('submit', async (ev) => {
     return
   }
   loginForm.reset()
-  nav.replaceChildren(...pages.filter((p) => me.roles.includes(p.role) && !p.hidden).map((p) => h('a', { href: `#/${p.path}`, 'data-path': p.path }, p.title)))
+  nav.replaceChildren(
+    ...pages
+      .filter((p) => me.roles.includes(p.role) && !p.hidden)
+      .map((p) => h('a', { href: `#/${p.path}`, 'data-path': p.path }, p.title)),
+  )
   nav.hidden = false
   document.getElementById('who-name').textContent = `${email} (${me.roles.join(', ') || 'no role'})`
   document.getElementById('who').hidden = false

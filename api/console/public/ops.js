@@ -4,7 +4,8 @@ import { badge, data, field, formValues, h, problem, table, tableRow, when } fro
 // The ops pages: the fleet, one toy (its timeline and revocation), live security alerts. Every
 // call goes to /v1/ops, which refuses any account without the ops role.
 
-const session = (d) => (d.connected ? badge('connected') : d.lastSeenAt ? badge('closed') : badge('never connected', 'never'))
+const session = (d) =>
+  d.connected ? badge('connected') : d.lastSeenAt ? badge('closed') : badge('never connected', 'never')
 
 export async function fleet(view) {
   view.append(h('h2', {}, 'Fleet'))
@@ -22,14 +23,27 @@ export async function fleet(view) {
     ['Certificate expires', (d) => when(d.certificateExpiresAt)],
     ['Last seen', (d) => when(d.lastSeenAt)],
   ]
-  const search = h('input', { type: 'search', id: 'fleet-search', placeholder: 'Search by toy, household or status', 'aria-label': 'Search the fleet' })
+  const search = h('input', {
+    type: 'search',
+    id: 'fleet-search',
+    placeholder: 'Search by toy, household or status',
+    'aria-label': 'Search the fleet',
+  })
   const count = h('p', { class: 'muted' })
   const holder = h('div')
   const show = () => {
     const q = search.value.trim().toLowerCase()
-    const shown = devices.filter((d) => !q || [d.deviceId, d.householdId ?? '', d.status].some((v) => v.toLowerCase().includes(q)))
+    const shown = devices.filter(
+      (d) => !q || [d.deviceId, d.householdId ?? '', d.status].some((v) => v.toLowerCase().includes(q)),
+    )
     count.textContent = `${shown.length} of ${devices.length} toys`
-    holder.replaceChildren(table(columns, shown.sort((a, b) => a.deviceId.localeCompare(b.deviceId)), { id: 'fleet', empty: 'no toy matches' }))
+    holder.replaceChildren(
+      table(
+        columns,
+        shown.sort((a, b) => a.deviceId.localeCompare(b.deviceId)),
+        { id: 'fleet', empty: 'no toy matches' },
+      ),
+    )
   }
   search.addEventListener('input', show)
   view.append(h('div', { class: 'card' }, search, count, holder))
@@ -41,29 +55,68 @@ export async function toy(view, deviceId) {
   const details = h('div', { class: 'card', id: 'toy-details' })
   const timeline = h('div', { id: 'timeline' })
   const result = h('div', { id: 'revoke-result' })
-  const form = h('form', { id: 'revoke', class: 'card inline' },
-    field('Reason for revoking (recorded in DeviceRevoked)', 'reason', { required: true, minlength: 3, maxlength: 500, placeholder: 'lost at the park' }),
-    h('button', { type: 'submit', class: 'danger' }, 'Revoke toy'))
+  const form = h(
+    'form',
+    { id: 'revoke', class: 'card inline' },
+    field('Reason for revoking (recorded in DeviceRevoked)', 'reason', {
+      required: true,
+      minlength: 3,
+      maxlength: 500,
+      placeholder: 'lost at the park',
+    }),
+    h('button', { type: 'submit', class: 'danger' }, 'Revoke toy'),
+  )
   view.append(details, h('h3', {}, 'Revoke'), form, result, h('h3', {}, 'Timeline'), timeline)
 
   const load = async () => {
     const found = await call('GET', `/v1/ops/devices/${encodeURIComponent(deviceId)}`)
     const d = found.device
-    details.replaceChildren(h('dl', {},
-      h('dt', {}, 'Status'), h('dd', { id: 'toy-status' }, badge(d.status), d.revokeReason ? ` — ${d.revokeReason}` : ''),
-      h('dt', {}, 'Session'), h('dd', { id: 'toy-session' }, session(d), d.connected ? ` since ${when(d.lastConnectedAt)}` : d.lastDisconnectedAt ? ` at ${when(d.lastDisconnectedAt)}` : ''),
-      h('dt', {}, 'Household'), h('dd', {}, d.householdId ?? '—'),
-      h('dt', {}, 'Enrolled'), h('dd', {}, when(d.enrolledAt)),
-      h('dt', {}, 'Certificate expires'), h('dd', {}, when(d.certificateExpiresAt)),
-      h('dt', {}, 'Certificates'), h('dd', {}, found.certificates.map((c) => `${c.serial}${c.revokedAt ? ' (revoked)' : c.supersededAt ? ' (superseded)' : ''}`).join(', ') || '—'),
-    ))
-    timeline.replaceChildren(table([
-      ['Time', (e) => when(e.time)],
-      ['Event', (e) => e.type],
-      ['Stream', (e) => e.stream],
-      ['Actor', (e) => e.actor ?? '—'],
-      ['Data', (e) => data(e.data)],
-    ], found.timeline, { id: 'timeline-table' }))
+    details.replaceChildren(
+      h(
+        'dl',
+        {},
+        h('dt', {}, 'Status'),
+        h('dd', { id: 'toy-status' }, badge(d.status), d.revokeReason ? ` — ${d.revokeReason}` : ''),
+        h('dt', {}, 'Session'),
+        h(
+          'dd',
+          { id: 'toy-session' },
+          session(d),
+          d.connected
+            ? ` since ${when(d.lastConnectedAt)}`
+            : d.lastDisconnectedAt
+              ? ` at ${when(d.lastDisconnectedAt)}`
+              : '',
+        ),
+        h('dt', {}, 'Household'),
+        h('dd', {}, d.householdId ?? '—'),
+        h('dt', {}, 'Enrolled'),
+        h('dd', {}, when(d.enrolledAt)),
+        h('dt', {}, 'Certificate expires'),
+        h('dd', {}, when(d.certificateExpiresAt)),
+        h('dt', {}, 'Certificates'),
+        h(
+          'dd',
+          {},
+          found.certificates
+            .map((c) => `${c.serial}${c.revokedAt ? ' (revoked)' : c.supersededAt ? ' (superseded)' : ''}`)
+            .join(', ') || '—',
+        ),
+      ),
+    )
+    timeline.replaceChildren(
+      table(
+        [
+          ['Time', (e) => when(e.time)],
+          ['Event', (e) => e.type],
+          ['Stream', (e) => e.stream],
+          ['Actor', (e) => e.actor ?? '—'],
+          ['Data', (e) => data(e.data)],
+        ],
+        found.timeline,
+        { id: 'timeline-table' },
+      ),
+    )
     return d
   }
   try {
@@ -80,14 +133,34 @@ export async function toy(view, deviceId) {
     } catch (err) {
       return result.replaceChildren(problem(err))
     }
-    result.replaceChildren(h('p', {}, badge('revoked'), ' DeviceRevoked recorded; waiting for the broker to close the session…'))
+    result.replaceChildren(
+      h('p', {}, badge('revoked'), ' DeviceRevoked recorded; waiting for the broker to close the session…'),
+    )
     // the broker closes the toy's session when it sees DeviceRevoked, and records DeviceDisconnected
     for (let i = 0; i < 40; i++) {
       const d = await load()
-      if (!d.connected) return result.replaceChildren(h('p', { id: 'revoke-done' }, badge('revoked'), ' ', badge('closed'), d.lastDisconnectedAt ? ` The session was closed at ${when(d.lastDisconnectedAt)}.` : ' The toy had no open session.'))
+      if (!d.connected)
+        return result.replaceChildren(
+          h(
+            'p',
+            { id: 'revoke-done' },
+            badge('revoked'),
+            ' ',
+            badge('closed'),
+            d.lastDisconnectedAt
+              ? ` The session was closed at ${when(d.lastDisconnectedAt)}.`
+              : ' The toy had no open session.',
+          ),
+        )
       await new Promise((r) => setTimeout(r, 250))
     }
-    result.replaceChildren(h('p', { class: 'error' }, 'Revoked, but the broker has not reported the session closed yet; reload the toy to check.'))
+    result.replaceChildren(
+      h(
+        'p',
+        { class: 'error' },
+        'Revoked, but the broker has not reported the session closed yet; reload the toy to check.',
+      ),
+    )
   })
 }
 
@@ -107,11 +180,16 @@ export async function alerts(view, _param, signal) {
   try {
     const state = view.querySelector('#alerts-state')
     const live = () => (state.textContent = 'Live: new alerts appear at the top as the security monitor raises them.')
-    await stream('/v1/ops/alerts/live?limit=50', signal, (alert) => {
-      if (first) body.replaceChildren()
-      first = false
-      body.prepend(tableRow(columns, alert))
-    }, live)
+    await stream(
+      '/v1/ops/alerts/live?limit=50',
+      signal,
+      (alert) => {
+        if (first) body.replaceChildren()
+        first = false
+        body.prepend(tableRow(columns, alert))
+      },
+      live,
+    )
   } catch (err) {
     if (err.name !== 'AbortError') view.replaceChildren(h('h2', {}, 'Security alerts'), problem(err))
   }

@@ -8,7 +8,9 @@ import { buildApp, CONTEXT_KEYS, FEATURE_FLAGS, type Context } from './synth.ts'
 // pack runs as a validation plugin, so synthesis stops on any error not acknowledged with its reason.
 
 const app = new App({ context: FEATURE_FLAGS })
-const context: Context = Object.fromEntries(CONTEXT_KEYS.map((k) => [k, app.node.tryGetContext(k) === undefined ? undefined : String(app.node.tryGetContext(k))]))
+const context: Context = Object.fromEntries(
+  CONTEXT_KEYS.map((k) => [k, app.node.tryGetContext(k) === undefined ? undefined : String(app.node.tryGetContext(k))]),
+)
 try {
   buildApp(context, app)
 } catch (err) {

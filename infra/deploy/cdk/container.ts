@@ -15,7 +15,12 @@ export const RECORDINGS_PREFIX = 'rec-'
 export const KEY_FILES = [
   { env: 'KENNEL_TLS_CERT', secret: 'server-tls-cert', variable: 'PEM_SERVER_CERT', file: '/run/kennel/server.crt' },
   { env: 'KENNEL_TLS_KEY', secret: 'server-tls-key', variable: 'PEM_SERVER_KEY', file: '/run/kennel/server.key' },
-  { env: 'KENNEL_CA_CERT', secret: 'device-ca-cert', variable: 'PEM_DEVICE_CA_CERT', file: '/run/kennel/device-ca.crt' },
+  {
+    env: 'KENNEL_CA_CERT',
+    secret: 'device-ca-cert',
+    variable: 'PEM_DEVICE_CA_CERT',
+    file: '/run/kennel/device-ca.crt',
+  },
   { env: 'KENNEL_CA_KEY', secret: 'device-ca-key', variable: 'PEM_DEVICE_CA_KEY', file: '/run/kennel/device-ca.key' },
   { env: 'KENNEL_AUDIT_KEY', secret: 'audit-key', variable: 'PEM_AUDIT_KEY', file: '/run/kennel/audit.key' },
 ] as const

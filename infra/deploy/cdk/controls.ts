@@ -1,6 +1,21 @@
 import { taskRoleLeastPrivilege } from './controls/access.ts'
-import { bucketAccessLogging, bucketBlockPublicAccess, bucketNoPublicGrant, bucketSseKms, bucketTlsOnly, bucketVersioning, recordingsRetention } from './controls/buckets.ts'
-import { dbCredentialsManaged, dbEncrypted, dbIngressOnlyFromKennel, dbNotPublic, dbTlsRequired, redisTlsAuth } from './controls/datastores.ts'
+import {
+  bucketAccessLogging,
+  bucketBlockPublicAccess,
+  bucketNoPublicGrant,
+  bucketSseKms,
+  bucketTlsOnly,
+  bucketVersioning,
+  recordingsRetention,
+} from './controls/buckets.ts'
+import {
+  dbCredentialsManaged,
+  dbEncrypted,
+  dbIngressOnlyFromKennel,
+  dbNotPublic,
+  dbTlsRequired,
+  redisTlsAuth,
+} from './controls/datastores.ts'
 import { envProduction, noInlineSecrets } from './controls/environment.ts'
 import { factsOf, type Control } from './controls/facts.ts'
 import { edgeTlsPassthrough, metricsNotPublic, noPlaintextMqtt } from './controls/network.ts'
@@ -11,7 +26,11 @@ import type { CfnTemplate } from './template.ts'
 // each control and the CloudPets finding it answers). Pure functions over the template: no AWS
 // account and no CDK needed to judge one.
 
-export interface Finding { control: string; path: string; message: string }
+export interface Finding {
+  control: string
+  path: string
+  message: string
+}
 export type { Control }
 
 /** what `kennel deploy check` prints: the controls that ran and what broke them */

@@ -29,7 +29,9 @@ export function cdkDependenciesInstalled(): boolean {
 /** `npm ci` in this package (from its lock file); rejects with npm's last lines when it fails */
 export function installCdkDependencies(): Promise<void> {
   return new Promise((resolve, reject) => {
-    const npm = spawn('npm', ['ci', '--no-audit', '--no-fund', '--prefix', CDK_DIR], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const npm = spawn('npm', ['ci', '--no-audit', '--no-fund', '--prefix', CDK_DIR], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let output = ''
     npm.stdout.on('data', (d) => (output += d))
     npm.stderr.on('data', (d) => (output += d))

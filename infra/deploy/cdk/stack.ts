@@ -11,7 +11,15 @@ import * as rds from 'aws-cdk-lib/aws-rds'
 import * as s3 from 'aws-cdk-lib/aws-s3'
 import * as secrets from 'aws-cdk-lib/aws-secretsmanager'
 import type { Construct } from 'constructs'
-import { entrypoint, environment, KEY_FILES, RECORDINGS_PREFIX, SECRET_SETTINGS, URL_SECRETS, URL_UNSAFE } from './container.ts'
+import {
+  entrypoint,
+  environment,
+  KEY_FILES,
+  RECORDINGS_PREFIX,
+  SECRET_SETTINGS,
+  URL_SECRETS,
+  URL_UNSAFE,
+} from './container.ts'
 
 // kennel in production on AWS (R14): what CloudPets left open — a database on the internet without
 // a password, recordings in a public bucket — cannot be deployed from here. The checks in
@@ -31,7 +39,10 @@ export const API_PORT = 8443
 const POSTGRES_PORT = 5432
 const REDIS_PORT = 6379
 /** SMTP submission (RFC 8314 implicit TLS, RFC 6409 with STARTTLS): the ports of smtps:// and smtp:// */
-const SMTP_PORTS = [[465, 'smtps:// (TLS from the first byte)'], [587, 'smtp:// with STARTTLS required']] as const
+const SMTP_PORTS = [
+  [465, 'smtps:// (TLS from the first byte)'],
+  [587, 'smtp:// with STARTTLS required'],
+] as const
 
 export interface KennelStackProps extends StackProps {
   /** the kennel image (`registry/repository:tag` or `…@sha256:…`); this stack builds nothing */
@@ -86,37 +97,78 @@ export class KennelStack extends Stack {
         { name: 'app', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 24 },
         { name: 'data', subnetType: ec2.SubnetType.PRIVATE_ISOLATED, cidrMask: 24 },
       ],
-      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [{ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }] } },
+      gatewayEndpoints: {
+        S3: {
+          service: ec2.GatewayVpcEndpointAwsService.S3,
+          subnets: [{ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }],
+        },
+      },
     })
     this.vpc.addFlowLog('FlowLog', {
-      destination: ec2.FlowLogDestination.toCloudWatchLogs(new logs.LogGroup(this, 'FlowLogs', { retention: logs.RetentionDays.ONE_YEAR })),
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogs', { retention: logs.RetentionDays.ONE_YEAR }),
+      ),
       trafficType: ec2.FlowLogTrafficType.ALL,
     })
     const app = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }
     const data = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED }
 
     // the only group that admits the internet, and only on the two TLS ports (no 1883, no 9464)
-    this.edge = new ec2.SecurityGroup(this, 'EdgeSg', { vpc: this.vpc, description: 'kennel NLB: the internet on 8883 (MQTT over TLS) and 8443 (HTTPS) only', allowAllOutbound: false })
-    for (const port of [MQTT_PORT, API_PORT]) this.edge.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `kennel ${port} from the internet (TLS passthrough)`)
-    const kennelSg = new ec2.SecurityGroup(this, 'KennelSg', { vpc: this.vpc, description: 'kennel tasks: reachable only from the NLB', allowAllOutbound: false })
+    this.edge = new ec2.SecurityGroup(this, 'EdgeSg', {
+      vpc: this.vpc,
+      description: 'kennel NLB: the internet on 8883 (MQTT over TLS) and 8443 (HTTPS) only',
+      allowAllOutbound: false,
+    })
+    for (const port of [MQTT_PORT, API_PORT])
+      this.edge.addIngressRule(
+        ec2.Peer.anyIpv4(),
+        ec2.Port.tcp(port),
+        `kennel ${port} from the internet (TLS passthrough)`,
+      )
+    const kennelSg = new ec2.SecurityGroup(this, 'KennelSg', {
+      vpc: this.vpc,
+      description: 'kennel tasks: reachable only from the NLB',
+      allowAllOutbound: false,
+    })
     for (const port of [MQTT_PORT, API_PORT]) {
       kennelSg.addIngressRule(this.edge, ec2.Port.tcp(port), `kennel ${port} from the NLB`)
       this.edge.addEgressRule(kennelSg, ec2.Port.tcp(port), `to kennel ${port}`)
     }
-    kennelSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'AWS APIs (ECR, Secrets Manager, Logs, S3), the alert webhook')
+    kennelSg.addEgressRule(
+      ec2.Peer.anyIpv4(),
+      ec2.Port.tcp(443),
+      'AWS APIs (ECR, Secrets Manager, Logs, S3), the alert webhook',
+    )
     // the relay's address is inside the KENNEL_SMTP_URL secret, so the stack cannot narrow these
     // two to it; kennel speaks TLS on both (smtps://, or STARTTLS required) and never plaintext on 25
-    for (const [port, use] of SMTP_PORTS) kennelSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `mail relay (KENNEL_SMTP_URL): ${use}`)
-    const dbSg = new ec2.SecurityGroup(this, 'DatabaseSg', { vpc: this.vpc, description: 'kennel PostgreSQL: 5432 from kennel tasks only', allowAllOutbound: false })
-    const redisSg = new ec2.SecurityGroup(this, 'RedisSg', { vpc: this.vpc, description: 'kennel Redis: 6379 from kennel tasks only', allowAllOutbound: false })
+    for (const [port, use] of SMTP_PORTS)
+      kennelSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(port), `mail relay (KENNEL_SMTP_URL): ${use}`)
+    const dbSg = new ec2.SecurityGroup(this, 'DatabaseSg', {
+      vpc: this.vpc,
+      description: 'kennel PostgreSQL: 5432 from kennel tasks only',
+      allowAllOutbound: false,
+    })
+    const redisSg = new ec2.SecurityGroup(this, 'RedisSg', {
+      vpc: this.vpc,
+      description: 'kennel Redis: 6379 from kennel tasks only',
+      allowAllOutbound: false,
+    })
     dbSg.addIngressRule(kennelSg, ec2.Port.tcp(POSTGRES_PORT), 'PostgreSQL from kennel')
     redisSg.addIngressRule(kennelSg, ec2.Port.tcp(REDIS_PORT), 'Redis from kennel')
     kennelSg.addEgressRule(dbSg, ec2.Port.tcp(POSTGRES_PORT), 'to PostgreSQL')
     kennelSg.addEgressRule(redisSg, ec2.Port.tcp(REDIS_PORT), 'to Redis')
 
     // R12: data at rest under customer keys that rotate yearly
-    const dataKey = new kms.Key(this, 'DataKey', { description: 'kennel PostgreSQL and Redis storage', enableKeyRotation: true, removalPolicy: RemovalPolicy.RETAIN })
-    this.recordingsKey = new kms.Key(this, 'RecordingsKey', { description: 'kennel recordings (SSE-KMS)', enableKeyRotation: true, removalPolicy: RemovalPolicy.RETAIN })
+    const dataKey = new kms.Key(this, 'DataKey', {
+      description: 'kennel PostgreSQL and Redis storage',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    })
+    this.recordingsKey = new kms.Key(this, 'RecordingsKey', {
+      description: 'kennel recordings (SSE-KMS)',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    })
 
     // R7: the event store. No public address, isolated subnets, TLS forced by the server
     // (rds.force_ssl), storage encrypted, the password generated into Secrets Manager.
@@ -215,27 +267,36 @@ export class KennelStack extends Stack {
     // through S3. No ListBucket, no other bucket, no other key.
     this.taskRole = new iam.Role(this, 'TaskRole', {
       description: 'kennel tasks: recordings objects and their key, nothing else',
-      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+      }),
     })
-    this.taskRole.addToPolicy(new iam.PolicyStatement({
-      sid: 'RecordingObjects',
-      actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'],
-      resources: [this.recordings.arnForObjects(`${RECORDINGS_PREFIX}*`)],
-    }))
-    this.taskRole.addToPolicy(new iam.PolicyStatement({
-      sid: 'RecordingsKeyThroughS3',
-      actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
-      resources: [this.recordingsKey.keyArn],
-      conditions: { StringEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
-    }))
+    this.taskRole.addToPolicy(
+      new iam.PolicyStatement({
+        sid: 'RecordingObjects',
+        actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'],
+        resources: [this.recordings.arnForObjects(`${RECORDINGS_PREFIX}*`)],
+      }),
+    )
+    this.taskRole.addToPolicy(
+      new iam.PolicyStatement({
+        sid: 'RecordingsKeyThroughS3',
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: [this.recordingsKey.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
+      }),
+    )
     this.executionRole = new iam.Role(this, 'ExecutionRole', {
       description: 'ECS on behalf of kennel tasks: pull the image, write logs, read the secrets below',
-      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+      }),
     })
 
     // R8: secrets reach the tasks by reference only
     const dbSecret = this.database.secret!
-    const keyMaterial = (name: string) => secrets.Secret.fromSecretNameV2(this, `Secret-${name}`, `${props.secretsPrefix}${name}`)
+    const keyMaterial = (name: string) =>
+      secrets.Secret.fromSecretNameV2(this, `Secret-${name}`, `${props.secretsPrefix}${name}`)
     const taskSecrets: Record<string, ecs.Secret> = {
       ...Object.fromEntries(KEY_FILES.map((k) => [k.variable, ecs.Secret.fromSecretsManager(keyMaterial(k.secret))])),
       ...Object.fromEntries(SECRET_SETTINGS.map((s) => [s.env, ecs.Secret.fromSecretsManager(keyMaterial(s.secret))])),
@@ -244,11 +305,29 @@ export class KennelStack extends Stack {
       [URL_SECRETS.redisToken]: ecs.Secret.fromSecretsManager(this.redisToken),
     }
     const taskEnvironment = environment(
-      { bucketName: this.recordings.bucketName, region: Aws.REGION, kmsKeyArn: this.recordingsKey.keyArn, retentionDays: props.retentionDays, securityContact: props.securityContact, alertWebhook: props.alertWebhook, publicUrl: props.publicUrl, mailFrom: props.mailFrom },
-      { dbHost: this.database.dbInstanceEndpointAddress, dbPort: String(POSTGRES_PORT), redisHost: this.redis.attrPrimaryEndPointAddress, redisPort: String(REDIS_PORT), rdsCaBundle: props.rdsCaBundle },
+      {
+        bucketName: this.recordings.bucketName,
+        region: Aws.REGION,
+        kmsKeyArn: this.recordingsKey.keyArn,
+        retentionDays: props.retentionDays,
+        securityContact: props.securityContact,
+        alertWebhook: props.alertWebhook,
+        publicUrl: props.publicUrl,
+        mailFrom: props.mailFrom,
+      },
+      {
+        dbHost: this.database.dbInstanceEndpointAddress,
+        dbPort: String(POSTGRES_PORT),
+        redisHost: this.redis.attrPrimaryEndPointAddress,
+        redisPort: String(REDIS_PORT),
+        rdsCaBundle: props.rdsCaBundle,
+      },
     )
 
-    const cluster = new ecs.Cluster(this, 'Cluster', { vpc: this.vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED })
+    const cluster = new ecs.Cluster(this, 'Cluster', {
+      vpc: this.vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENABLED,
+    })
     const logGroup = new logs.LogGroup(this, 'KennelLogs', { retention: logs.RetentionDays.ONE_YEAR })
     const { image, repository } = containerImage(this, props.image)
     this.imageRepository = repository
@@ -267,7 +346,12 @@ export class KennelStack extends Stack {
     // One process runs broker, API and projections (`kennel start`); two services so that each
     // scales on its own and receives only its own port from the NLB.
     const serve = (name: string, port: number, desiredCount: number): ecs.FargateService => {
-      const task = new ecs.FargateTaskDefinition(this, `${name}Task`, { cpu: 1024, memoryLimitMiB: 2048, taskRole: this.taskRole, executionRole: this.executionRole })
+      const task = new ecs.FargateTaskDefinition(this, `${name}Task`, {
+        cpu: 1024,
+        memoryLimitMiB: 2048,
+        taskRole: this.taskRole,
+        executionRole: this.executionRole,
+      })
       task.addContainer('kennel', {
         image,
         entryPoint: ['sh', '-c'],
@@ -287,15 +371,17 @@ export class KennelStack extends Stack {
         circuitBreaker: { rollback: true },
         minHealthyPercent: 100,
       })
-      this.loadBalancer.addListener(`${name}Listener`, { port, protocol: elbv2.Protocol.TCP }).addTargets(`${name}Targets`, {
-        port,
-        protocol: elbv2.Protocol.TCP,
-        preserveClientIp: true,
-        targets: [service.loadBalancerTarget({ containerName: 'kennel', containerPort: port })],
-        // kennel answers GET /healthz on the API port in both services; a bare TCP probe on 8883
-        // would be a failed toy handshake every few seconds
-        healthCheck: { protocol: elbv2.Protocol.HTTPS, port: String(API_PORT), path: '/healthz' },
-      })
+      this.loadBalancer
+        .addListener(`${name}Listener`, { port, protocol: elbv2.Protocol.TCP })
+        .addTargets(`${name}Targets`, {
+          port,
+          protocol: elbv2.Protocol.TCP,
+          preserveClientIp: true,
+          targets: [service.loadBalancerTarget({ containerName: 'kennel', containerPort: port })],
+          // kennel answers GET /healthz on the API port in both services; a bare TCP probe on 8883
+          // would be a failed toy handshake every few seconds
+          healthCheck: { protocol: elbv2.Protocol.HTTPS, port: String(API_PORT), path: '/healthz' },
+        })
       return service
     }
     this.services = [serve('Broker', MQTT_PORT, props.brokerTasks), serve('Api', API_PORT, props.apiTasks)]
@@ -305,7 +391,10 @@ export class KennelStack extends Stack {
 const ECR_IMAGE = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com\/([^:@]+)(?::([^@]+)|@(sha256:[0-9a-f]{64}))$/
 
 /** an ECR image gets pull permissions on its repository only; any other registry is pulled as it is */
-function containerImage(scope: Construct, uri: string): { image: ecs.ContainerImage; repository: ecr.IRepository | undefined } {
+function containerImage(
+  scope: Construct,
+  uri: string,
+): { image: ecs.ContainerImage; repository: ecr.IRepository | undefined } {
   const m = ECR_IMAGE.exec(uri)
   if (m === null) return { image: ecs.ContainerImage.fromRegistry(uri), repository: undefined }
   const [, account, region, name, tag, digest] = m

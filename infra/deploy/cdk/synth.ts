@@ -37,12 +37,22 @@ export const CHECK_PLACEHOLDERS = {
 } as const
 
 /** every context key the app reads: the required ones (no default), alertWebhook, and those with a default */
-export const CONTEXT_KEYS = ['image', 'securityContact', 'publicUrl', 'mailFrom', 'alertWebhook', ...Object.keys(CONTEXT_DEFAULTS)]
+export const CONTEXT_KEYS = [
+  'image',
+  'securityContact',
+  'publicUrl',
+  'mailFrom',
+  'alertWebhook',
+  ...Object.keys(CONTEXT_DEFAULTS),
+]
 
 export type Context = Record<string, string | undefined>
 
 function bad(key: string, expected: string, got: string | undefined): never {
-  throw new KennelError('KENNEL_ERR_DEPLOY_DEFINITION', `context ${key} must be ${expected} (got ${got === undefined ? 'nothing' : JSON.stringify(got)})`)
+  throw new KennelError(
+    'KENNEL_ERR_DEPLOY_DEFINITION',
+    `context ${key} must be ${expected} (got ${got === undefined ? 'nothing' : JSON.stringify(got)})`,
+  )
 }
 
 /** a required context value that becomes the kennel setting of the same name, judged by kennel's own parser for it */
@@ -64,16 +74,34 @@ function integer(context: Context, key: keyof typeof CONTEXT_DEFAULTS, min: numb
 }
 
 export function stackProps(context: Context): KennelStackProps & { stackName: string } {
-  const image = context.image ?? bad('image', 'the kennel container image (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/kennel:1.4.2)', undefined)
-  const securityContact = context.securityContact ?? bad('securityContact', 'a mailto: or https: URI (KENNEL_SECURITY_CONTACT)', undefined)
-  if (!/^(mailto:|https:\/\/)\S+$/.test(securityContact)) bad('securityContact', 'a mailto: or https: URI', securityContact)
+  const image =
+    context.image ??
+    bad(
+      'image',
+      'the kennel container image (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/kennel:1.4.2)',
+      undefined,
+    )
+  const securityContact =
+    context.securityContact ?? bad('securityContact', 'a mailto: or https: URI (KENNEL_SECURITY_CONTACT)', undefined)
+  if (!/^(mailto:|https:\/\/)\S+$/.test(securityContact))
+    bad('securityContact', 'a mailto: or https: URI', securityContact)
   const alertWebhook = context.alertWebhook
-  if (alertWebhook !== undefined && !/^https:\/\/\S+$/.test(alertWebhook)) bad('alertWebhook', 'an https: URL', alertWebhook)
+  if (alertWebhook !== undefined && !/^https:\/\/\S+$/.test(alertWebhook))
+    bad('alertWebhook', 'an https: URL', alertWebhook)
   // the listeners bind 0.0.0.0 behind the NLB, so the origin of the API's URLs cannot be guessed
-  const publicUrl = kennelSetting(context, 'publicUrl', 'the https origin clients reach the load balancer at, like https://api.toys.example (KENNEL_PUBLIC_URL)')
+  const publicUrl = kennelSetting(
+    context,
+    'publicUrl',
+    'the https origin clients reach the load balancer at, like https://api.toys.example (KENNEL_PUBLIC_URL)',
+  )
   // no default: production refuses kennel's own, and a guessed sender would fail its domain's SPF/DKIM
-  const mailFrom = kennelSetting(context, 'mailFrom', 'the sender of sign-up confirmations, like "kennel <no-reply@toys.example>" (KENNEL_MAIL_FROM)')
-  if (mailFrom === configKeys.mailFrom.default) bad('mailFrom', "the operator's own sender address, not kennel's default", mailFrom)
+  const mailFrom = kennelSetting(
+    context,
+    'mailFrom',
+    'the sender of sign-up confirmations, like "kennel <no-reply@toys.example>" (KENNEL_MAIL_FROM)',
+  )
+  if (mailFrom === configKeys.mailFrom.default)
+    bad('mailFrom', "the operator's own sender address, not kennel's default", mailFrom)
   const secretsPrefix = context.secretsPrefix ?? CONTEXT_DEFAULTS.secretsPrefix
   if (!/^[\w/+=.@-]*$/.test(secretsPrefix)) bad('secretsPrefix', 'a Secrets Manager name prefix', secretsPrefix)
   return {
@@ -116,10 +144,18 @@ export function templateOf(app: App, stack: KennelStack): CfnTemplate {
 export function cdkJsonContext(): Context {
   const file = new URL('./cdk.json', import.meta.url)
   const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { context?: Record<string, unknown> }
-  return Object.fromEntries(Object.entries(json.context ?? {}).filter(([k]) => !k.startsWith('@')).map(([k, v]) => [k, String(v)]))
+  return Object.fromEntries(
+    Object.entries(json.context ?? {})
+      .filter(([k]) => !k.startsWith('@'))
+      .map(([k, v]) => [k, String(v)]),
+  )
 }
 
-export const NAG_CONTROL = { id: 'cdk-nag-aws-solutions', requirement: 'R14', holds: "cdk-nag's AwsSolutions pack reports no error that is not acknowledged with its reason" }
+export const NAG_CONTROL = {
+  id: 'cdk-nag-aws-solutions',
+  requirement: 'R14',
+  holds: "cdk-nag's AwsSolutions pack reports no error that is not acknowledged with its reason",
+}
 
 /** synthesize with the operator's context and run every control and cdk-nag: what `kennel deploy check` prints */
 export function checkDeployment(overrides: Context): DeploymentReport {
@@ -127,7 +163,8 @@ export function checkDeployment(overrides: Context): DeploymentReport {
   const placeholders = Object.keys(CHECK_PLACEHOLDERS).filter((k) => given[k] === undefined)
   const { app, stack } = buildApp({ ...CHECK_PLACEHOLDERS, ...given })
   const findings = checkTemplate(templateOf(app, stack))
-  for (const e of nagErrors(stack)) findings.push({ control: NAG_CONTROL.id, path: e.path, message: `${e.rule}: ${e.message}` })
+  for (const e of nagErrors(stack))
+    findings.push({ control: NAG_CONTROL.id, path: e.path, message: `${e.rule}: ${e.message}` })
   return {
     stack: stack.stackName,
     placeholders,

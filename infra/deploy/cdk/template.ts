@@ -5,16 +5,24 @@
 
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 export type JsonObject = { [key: string]: Json }
-export interface Resource { Type: string; Properties?: JsonObject }
-export interface CfnTemplate { Resources?: Record<string, Resource> }
+export interface Resource {
+  Type: string
+  Properties?: JsonObject
+}
+export interface CfnTemplate {
+  Resources?: Record<string, Resource>
+}
 
-export const obj = (v: Json | undefined): JsonObject => (typeof v === 'object' && v !== null && !Array.isArray(v) ? v : {})
+export const obj = (v: Json | undefined): JsonObject =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? v : {}
 export const list = (v: Json | undefined): Json[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v])
 export const props = (r: Resource | undefined): JsonObject => obj(r?.Properties)
 
 /** every resource of a type, with its logical id */
 export function ofType(t: CfnTemplate, type: string): Array<[string, JsonObject]> {
-  return Object.entries(t.Resources ?? {}).filter(([, r]) => r.Type === type).map(([id, r]) => [id, props(r)])
+  return Object.entries(t.Resources ?? {})
+    .filter(([, r]) => r.Type === type)
+    .map(([id, r]) => [id, props(r)])
 }
 
 /** the logical id a `Ref` or `Fn::GetAtt` points at */
@@ -56,7 +64,8 @@ export interface IngressRule {
   path: string
 }
 
-const port = (v: Json | undefined, dflt: number): number => (typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : dflt)
+const port = (v: Json | undefined, dflt: number): number =>
+  typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : dflt
 
 function ingressRule(group: string, r: JsonObject, path: string): IngressRule {
   const protocol = String(r.IpProtocol ?? '-1')
@@ -78,19 +87,30 @@ export function ingressRules(t: CfnTemplate): IngressRule[] {
   const inline = ofType(t, 'AWS::EC2::SecurityGroup').flatMap(([id, p]) =>
     list(p.SecurityGroupIngress).map((r, i) => ingressRule(id, obj(r), `${id}.SecurityGroupIngress[${i}]`)),
   )
-  const separate = ofType(t, 'AWS::EC2::SecurityGroupIngress').map(([id, p]) => ingressRule(target(p.GroupId) ?? render(p.GroupId), p, id))
+  const separate = ofType(t, 'AWS::EC2::SecurityGroupIngress').map(([id, p]) =>
+    ingressRule(target(p.GroupId) ?? render(p.GroupId), p, id),
+  )
   return [...inline, ...separate]
 }
 
 /** does the rule admit TCP traffic to `p`? */
-export const admits = (r: IngressRule, p: number): boolean => (r.protocol === '-1' || r.protocol === 'tcp' || r.protocol === '6') && r.from <= p && p <= r.to
+export const admits = (r: IngressRule, p: number): boolean =>
+  (r.protocol === '-1' || r.protocol === 'tcp' || r.protocol === '6') && r.from <= p && p <= r.to
 
 /** what a subnet's route table sends outside the VPC: `internet` (an internet gateway), `nat`, or nothing */
 export function subnetExit(t: CfnTemplate, subnet: string): 'internet' | 'nat' | 'none' {
-  const tables = ofType(t, 'AWS::EC2::SubnetRouteTableAssociation').filter(([, p]) => target(p.SubnetId) === subnet).map(([, p]) => target(p.RouteTableId))
+  const tables = ofType(t, 'AWS::EC2::SubnetRouteTableAssociation')
+    .filter(([, p]) => target(p.SubnetId) === subnet)
+    .map(([, p]) => target(p.RouteTableId))
   const routes = ofType(t, 'AWS::EC2::Route').filter(([, p]) => tables.includes(target(p.RouteTableId)))
-  if (routes.some(([, p]) => p.GatewayId !== undefined || p.EgressOnlyInternetGatewayId !== undefined)) return 'internet'
-  if (routes.some(([, p]) => p.NatGatewayId !== undefined || p.TransitGatewayId !== undefined || p.InstanceId !== undefined)) return 'nat'
+  if (routes.some(([, p]) => p.GatewayId !== undefined || p.EgressOnlyInternetGatewayId !== undefined))
+    return 'internet'
+  if (
+    routes.some(
+      ([, p]) => p.NatGatewayId !== undefined || p.TransitGatewayId !== undefined || p.InstanceId !== undefined,
+    )
+  )
+    return 'nat'
   const subnetProps = props(t.Resources?.[subnet])
   return subnetProps.MapPublicIpOnLaunch === true ? 'internet' : 'none'
 }
@@ -116,7 +136,9 @@ export function containers(t: CfnTemplate): Container[] {
         environment: Object.fromEntries(list(def.Environment).map((e) => [String(obj(e).Name), obj(e).Value ?? null])),
         secrets: Object.fromEntries(list(def.Secrets).map((s) => [String(obj(s).Name), obj(s).ValueFrom ?? null])),
         command: [...list(def.EntryPoint), ...list(def.Command)].map(render),
-        ports: list(def.PortMappings).flatMap((m) => [port(obj(m).ContainerPort, -1), port(obj(m).HostPort, -1)]).filter((n) => n >= 0),
+        ports: list(def.PortMappings)
+          .flatMap((m) => [port(obj(m).ContainerPort, -1), port(obj(m).HostPort, -1)])
+          .filter((n) => n >= 0),
       }
     }),
   )

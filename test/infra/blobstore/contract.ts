@@ -7,7 +7,11 @@ import { newObjectKey, type BlobStore, type PresignedUrl } from '../../../infra/
 export interface BlobHarness {
   store: BlobStore
   /** send the presigned request (an embedded-store path is resolved against its server) */
-  fetch(p: PresignedUrl, body?: Buffer, extraHeaders?: Record<string, string>): Promise<{ status: number; body: Buffer }>
+  fetch(
+    p: PresignedUrl,
+    body?: Buffer,
+    extraHeaders?: Record<string, string>,
+  ): Promise<{ status: number; body: Buffer }>
   /** move the store's clock (URLs are signed at that time) */
   setNow(d: Date): void
   /** why the server does not check a URL's signature (s3rver 3.7, moto), if it does not: those cases are skipped */
@@ -30,8 +34,10 @@ function skipping(t: Test, reason: string | undefined): boolean {
 }
 
 export function blobStoreContract(t: Test, name: string, make: (t: Test) => Promise<BlobHarness>): void {
-  const put = (h: BlobHarness, key: string, householdId = 'h1', ttlSeconds = 300) => h.store.presign({ method: 'PUT', key, ttlSeconds, householdId, contentType: 'audio/ogg', bytes: audio.length })
-  const get = (h: BlobHarness, key: string, householdId = 'h1', ttlSeconds = 300) => h.store.presign({ method: 'GET', key, ttlSeconds, householdId })
+  const put = (h: BlobHarness, key: string, householdId = 'h1', ttlSeconds = 300) =>
+    h.store.presign({ method: 'PUT', key, ttlSeconds, householdId, contentType: 'audio/ogg', bytes: audio.length })
+  const get = (h: BlobHarness, key: string, householdId = 'h1', ttlSeconds = 300) =>
+    h.store.presign({ method: 'GET', key, ttlSeconds, householdId })
 
   t.test(`${name}: an object goes up and comes back through presigned URLs`, async (t) => {
     const h = await make(t)
@@ -41,25 +47,32 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
     const up = await put(h, key)
     t.equal(up.method, 'PUT')
     t.equal((await h.fetch(up, audio)).status < 300, true, 'upload accepted')
-    t.same(await h.store.stat(key), { size: audio.length, sha256: sha256(audio) }, 'read back: the size and SHA-256 of the bytes stored')
+    t.same(
+      await h.store.stat(key),
+      { size: audio.length, sha256: sha256(audio) },
+      'read back: the size and SHA-256 of the bytes stored',
+    )
     const down = await h.fetch(await get(h, key))
     t.equal(down.status, 200)
     t.same(down.body, audio)
   })
 
-  t.test(`${name}: a deleted object is gone for every URL, and deleting it again is no error (R12 erasure, retention)`, async (t) => {
-    const h = await make(t)
-    const key = newObjectKey()
-    await h.fetch(await put(h, key), audio)
-    const issuedBefore = await get(h, key)
-    await h.store.delete(key)
-    t.equal(await h.store.stat(key), undefined, 'stat finds nothing')
-    t.not((await h.fetch(issuedBefore)).status, 200, 'a download URL issued before the deletion serves nothing')
-    t.not((await h.fetch(await get(h, key))).status, 200, 'nor one issued after')
-    await h.store.delete(key)
-    await h.store.delete(newObjectKey())
-    t.pass('deleting an absent object is no error')
-  })
+  t.test(
+    `${name}: a deleted object is gone for every URL, and deleting it again is no error (R12 erasure, retention)`,
+    async (t) => {
+      const h = await make(t)
+      const key = newObjectKey()
+      await h.fetch(await put(h, key), audio)
+      const issuedBefore = await get(h, key)
+      await h.store.delete(key)
+      t.equal(await h.store.stat(key), undefined, 'stat finds nothing')
+      t.not((await h.fetch(issuedBefore)).status, 200, 'a download URL issued before the deletion serves nothing')
+      t.not((await h.fetch(await get(h, key))).status, 200, 'nor one issued after')
+      await h.store.delete(key)
+      await h.store.delete(newObjectKey())
+      t.pass('deleting an absent object is no error')
+    },
+  )
 
   t.test(`${name}: URLs expire (R5)`, async (t) => {
     const h = await make(t)
@@ -89,7 +102,11 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
     const sig = /([?&](?:sig|X-Amz-Signature)=)([^&])/.exec(url.url)!
     const tampered = { ...url, url: url.url.replace(sig[0], `${sig[1]}${sig[2] === '0' ? '1' : '0'}`) }
     t.equal((await h.fetch(tampered)).status, 403, 'a tampered signature is refused')
-    t.equal((await h.fetch({ ...url, method: 'PUT', headers: { 'content-type': 'audio/ogg' } }, audio)).status, 403, 'a download URL does not upload')
+    t.equal(
+      (await h.fetch({ ...url, method: 'PUT', headers: { 'content-type': 'audio/ogg' } }, audio)).status,
+      403,
+      'a download URL does not upload',
+    )
   })
 
   t.test(`${name}: an upload URL writes once; a second PUT does not replace the object (R5)`, async (t) => {
@@ -99,8 +116,15 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
     const up = await put(h, key)
     t.ok((await h.fetch(up, audio)).status < 300, 'the first PUT stores')
     const again = await h.fetch(up, otherAudio)
-    t.ok(again.status === 409 || again.status === 412, `the second PUT through the same URL is refused (${again.status})`)
-    t.same(await h.store.stat(key), { size: audio.length, sha256: sha256(audio) }, 'the object is still the first upload')
+    t.ok(
+      again.status === 409 || again.status === 412,
+      `the second PUT through the same URL is refused (${again.status})`,
+    )
+    t.same(
+      await h.store.stat(key),
+      { size: audio.length, sha256: sha256(audio) },
+      'the object is still the first upload',
+    )
     t.same((await h.fetch(await get(h, key))).body, audio, 'and that is what a download returns')
   })
 
@@ -108,7 +132,15 @@ export function blobStoreContract(t: Test, name: string, make: (t: Test) => Prom
     const h = await make(t)
     if (skipping(t, h.noChecksumChecks)) return
     const key = newObjectKey()
-    const up = await h.store.presign({ method: 'PUT', key, ttlSeconds: 300, householdId: 'h1', contentType: 'audio/ogg', bytes: audio.length, sha256: sha256(audio) })
+    const up = await h.store.presign({
+      method: 'PUT',
+      key,
+      ttlSeconds: 300,
+      householdId: 'h1',
+      contentType: 'audio/ogg',
+      bytes: audio.length,
+      sha256: sha256(audio),
+    })
     const wrong = await h.fetch(up, otherAudio)
     t.ok(wrong.status >= 400 && wrong.status < 500, `other bytes of the same size are refused (${wrong.status})`)
     t.equal(await h.store.stat(key), undefined, 'and nothing is stored')

@@ -17,15 +17,27 @@ export async function startMoto(t: T): Promise<string | undefined> {
   t.teardown(() => child.kill())
   return new Promise((resolve, reject) => {
     let out = ''
-    const timer = setTimeout(() => reject(new Error(`moto_server did not report its port within ${STARTUP_DEADLINE_MS} ms: ${out}`)), STARTUP_DEADLINE_MS)
+    const timer = setTimeout(
+      () => reject(new Error(`moto_server did not report its port within ${STARTUP_DEADLINE_MS} ms: ${out}`)),
+      STARTUP_DEADLINE_MS,
+    )
     const read = (chunk: Buffer) => {
       out += chunk.toString()
       const m = /Running on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m) (clearTimeout(timer), resolve(m[1]))
+      if (m) clearTimeout(timer), resolve(m[1])
     }
     child.stdout.on('data', read)
     child.stderr.on('data', read)
-    child.once('error', (err: NodeJS.ErrnoException) => (clearTimeout(timer), err.code === 'ENOENT' ? resolve(undefined) : reject(err)))
-    child.once('exit', (code) => (clearTimeout(timer), code === 127 ? resolve(undefined) : reject(new Error(`moto_server exited (${code}): ${out}`))))
+    child.once(
+      'error',
+      (err: NodeJS.ErrnoException) => (clearTimeout(timer), err.code === 'ENOENT' ? resolve(undefined) : reject(err)),
+    )
+    child.once(
+      'exit',
+      (code) => (
+        clearTimeout(timer),
+        code === 127 ? resolve(undefined) : reject(new Error(`moto_server exited (${code}): ${out}`))
+      ),
+    )
   })
 }

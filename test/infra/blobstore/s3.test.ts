@@ -22,22 +22,39 @@ import { startMoto } from './moto.ts'
 const NO_CHECKSUMS = 'this server does not check x-amz-checksum-sha256 against the body (S3 answers 400 BadDigest)'
 
 async function fetchPresigned(p: Parameters<BlobHarness['fetch']>[0], body?: Buffer, extra?: Record<string, string>) {
-  const res = await fetch(p.url, { method: p.method, headers: { ...p.headers, ...extra }, ...(body ? { body: new Uint8Array(body) } : {}) })
+  const res = await fetch(p.url, {
+    method: p.method,
+    headers: { ...p.headers, ...extra },
+    ...(body ? { body: new Uint8Array(body) } : {}),
+  })
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
 }
 
 blobStoreContract(t, 's3 (s3rver)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kennel-s3rver-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{ name: 'recordings' }] })
+  const server = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory: dir,
+    configureBuckets: [{ name: 'recordings' }],
+  })
   const { port } = (await server.run()) as { port: number }
   t.teardown(() => server.close())
   let now = new Date()
-  const store = new S3BlobStore({ bucket: 'recordings', region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, now: () => now })
+  const store = new S3BlobStore({
+    bucket: 'recordings',
+    region: 'us-east-1',
+    endpoint: `http://127.0.0.1:${port}`,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    now: () => now,
+  })
   t.teardown(() => store.close())
   return {
     store,
-    noSignatureChecks: 's3rver 3.7 does not verify SigV4 signatures ("Signature version 4 calculation is unimplemented")',
+    noSignatureChecks:
+      's3rver 3.7 does not verify SigV4 signatures ("Signature version 4 calculation is unimplemented")',
     noConditionalWrites: 's3rver 3.7 ignores If-None-Match on PUT (checked against moto below)',
     noChecksumChecks: NO_CHECKSUMS,
     setNow: (d) => (now = d),
@@ -60,15 +77,36 @@ t.test('s3 (moto)', async (t) => {
     let now = new Date()
     const store = new S3BlobStore({ bucket, region: 'us-east-1', endpoint: moto, credentials, now: () => now })
     t.teardown(() => store.close())
-    const unchecked = 'moto_server does not authenticate requests, so it checks neither the signature nor the expiry of a presigned URL'
-    return { store, noSignatureChecks: unchecked, noExpiryChecks: unchecked, noChecksumChecks: NO_CHECKSUMS, setNow: (d) => (now = d), fetch: fetchPresigned }
+    const unchecked =
+      'moto_server does not authenticate requests, so it checks neither the signature nor the expiry of a presigned URL'
+    return {
+      store,
+      noSignatureChecks: unchecked,
+      noExpiryChecks: unchecked,
+      noChecksumChecks: NO_CHECKSUMS,
+      setNow: (d) => (now = d),
+      fetch: fetchPresigned,
+    }
   })
 })
 
 t.test('s3: uploads are signed with server-side encryption, size and type', async (t) => {
-  const store = new S3BlobStore({ bucket: 'b', region: 'us-east-1', endpoint: 'http://127.0.0.1:9', credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' }, kmsKeyId: 'arn:aws:kms:us-east-1:111122223333:key/abc' })
+  const store = new S3BlobStore({
+    bucket: 'b',
+    region: 'us-east-1',
+    endpoint: 'http://127.0.0.1:9',
+    credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' },
+    kmsKeyId: 'arn:aws:kms:us-east-1:111122223333:key/abc',
+  })
   t.teardown(() => store.close())
-  const up = await store.presign({ method: 'PUT', key: 'rec-' + '0'.repeat(40), ttlSeconds: 300, householdId: 'h', contentType: 'audio/ogg', bytes: 10 })
+  const up = await store.presign({
+    method: 'PUT',
+    key: `rec-${'0'.repeat(40)}`,
+    ttlSeconds: 300,
+    householdId: 'h',
+    contentType: 'audio/ogg',
+    bytes: 10,
+  })
   const signed = new URL(up.url).searchParams.get('X-Amz-SignedHeaders')!.split(';')
   t.ok(signed.includes('x-amz-server-side-encryption'), 'SSE is part of the signature')
   t.ok(signed.includes('x-amz-server-side-encryption-aws-kms-key-id'), 'SSE-KMS key id too')
@@ -77,16 +115,39 @@ t.test('s3: uploads are signed with server-side encryption, size and type', asyn
   t.equal(up.headers['if-none-match'], '*')
   t.equal(up.headers['x-amz-server-side-encryption'], 'aws:kms')
   t.equal(new URL(up.url).searchParams.get('X-Amz-Expires'), '300')
-  t.notOk([...new URL(up.url).searchParams.keys()].some((k) => k.startsWith('x-amz-checksum')), 'no checksum of an empty body is signed into the URL')
+  t.notOk(
+    [...new URL(up.url).searchParams.keys()].some((k) => k.startsWith('x-amz-checksum')),
+    'no checksum of an empty body is signed into the URL',
+  )
 })
 
 t.test('s3: a declared SHA-256 is signed as the checksum S3 checks the body against', async (t) => {
-  const store = new S3BlobStore({ bucket: 'b', region: 'us-east-1', endpoint: 'http://127.0.0.1:9', credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' } })
+  const store = new S3BlobStore({
+    bucket: 'b',
+    region: 'us-east-1',
+    endpoint: 'http://127.0.0.1:9',
+    credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' },
+  })
   t.teardown(() => store.close())
   const sha256 = 'ab'.repeat(32)
-  const up = await store.presign({ method: 'PUT', key: 'rec-' + '0'.repeat(40), ttlSeconds: 300, householdId: 'h', contentType: 'audio/ogg', bytes: 10, sha256 })
+  const up = await store.presign({
+    method: 'PUT',
+    key: `rec-${'0'.repeat(40)}`,
+    ttlSeconds: 300,
+    householdId: 'h',
+    contentType: 'audio/ogg',
+    bytes: 10,
+    sha256,
+  })
   const signed = new URL(up.url).searchParams.get('X-Amz-SignedHeaders')!.split(';')
-  t.ok(signed.includes('x-amz-checksum-sha256') && signed.includes('x-amz-sdk-checksum-algorithm'), 'the checksum headers are signed')
-  t.equal(up.headers['x-amz-checksum-sha256'], Buffer.from(sha256, 'hex').toString('base64'), 'the client must send the declared SHA-256 (base64, as S3 takes it)')
+  t.ok(
+    signed.includes('x-amz-checksum-sha256') && signed.includes('x-amz-sdk-checksum-algorithm'),
+    'the checksum headers are signed',
+  )
+  t.equal(
+    up.headers['x-amz-checksum-sha256'],
+    Buffer.from(sha256, 'hex').toString('base64'),
+    'the client must send the declared SHA-256 (base64, as S3 takes it)',
+  )
   t.equal(up.headers['x-amz-sdk-checksum-algorithm'], 'SHA256')
 })

@@ -20,6 +20,8 @@ async function unavailable(): Promise<string | false> {
 const skip = await unavailable()
 
 t.test('the production deployment (CDK)', { skip }, async (t) => {
-  const suites = (await import(new URL('./cdk/suites.ts', import.meta.url).href)) as { deploymentSuites: (t: Test) => void }
+  const suites = (await import(new URL('./cdk/suites.ts', import.meta.url).href)) as {
+    deploymentSuites: (t: Test) => void
+  }
   suites.deploymentSuites(t)
 })

@@ -8,7 +8,10 @@ await Promise.all(
   Array.from({ length: 8 }, async (_, w) => {
     for (let i = 0; ; i++) {
       const ids = [randomUUID(), randomUUID()]
-      await store.append(`durable-${w}`, ids.map((id, k) => ({ id, type: 'Durable', data: { w, i, k } })))
+      await store.append(
+        `durable-${w}`,
+        ids.map((id, k) => ({ id, type: 'Durable', data: { w, i, k } })),
+      )
       process.stdout.write(`${ids[0]}\n${ids[1]}\n`)
     }
   }),

@@ -53,7 +53,10 @@ function collect(store: EventStore, after = 0, filter?: { streamPrefixes?: strin
     waitFor(n: number, timeoutMs = 10_000): Promise<void> {
       if (events.length >= n) return Promise.resolve()
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${n} events, have ${events.length}`)), timeoutMs)
+        const timer = setTimeout(
+          () => reject(new Error(`timed out waiting for ${n} events, have ${events.length}`)),
+          timeoutMs,
+        )
         waiters.push({ n, resolve: () => (clearTimeout(timer), resolve()) })
       })
     },
@@ -69,7 +72,14 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     t.equal(b.nextExpectedRevision, 0)
     t.ok(b.position > a.position, 'global position grows across streams')
     const all = await store.readAll()
-    t.same(all.map((e) => [e.stream, e.revision]), [['a-1', 0], ['a-1', 1], ['b-1', 0]])
+    t.same(
+      all.map((e) => [e.stream, e.revision]),
+      [
+        ['a-1', 0],
+        ['a-1', 1],
+        ['b-1', 0],
+      ],
+    )
     t.ok(all.every((e, i) => i === 0 || e.position > all[i - 1]!.position))
     t.equal(await store.headPosition(), b.position)
     t.match(all[0], { type: 'Happened', data: {}, metadata: { actor: 'test:contract' } })
@@ -107,7 +117,9 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
       ['s', [ev('X')], 1.5],
     ]
     for (const [stream, events, expected] of cases) {
-      const err = await store.append(stream, events as never, { expectedRevision: expected as never }).catch((e: unknown) => e)
+      const err = await store
+        .append(stream, events as never, { expectedRevision: expected as never })
+        .catch((e: unknown) => e)
       t.ok(isKennelError(err, 'KENNEL_ERR_VALIDATION'), `refused ${JSON.stringify([stream, expected])}`)
     }
     const id = randomUUID()
@@ -121,19 +133,46 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
   t.test('an append retried with the same event ids is idempotent; a partial overlap is a conflict', async (t) => {
     const store = await opened(t, target)
     const ids = [randomUUID(), randomUUID()]
-    const first = await store.append('idem', ids.map((id) => ev('X', { id }, id)), { expectedRevision: 'no_stream' })
-    const again = await store.append('idem', ids.map((id) => ev('X', { id }, id)), { expectedRevision: 'no_stream' })
+    const first = await store.append(
+      'idem',
+      ids.map((id) => ev('X', { id }, id)),
+      { expectedRevision: 'no_stream' },
+    )
+    const again = await store.append(
+      'idem',
+      ids.map((id) => ev('X', { id }, id)),
+      { expectedRevision: 'no_stream' },
+    )
     t.same(again, first, 'retry with the original expected revision returns the original result')
-    const any = await store.append('idem', ids.map((id) => ev('X', { id }, id)), { expectedRevision: 'any' })
+    const any = await store.append(
+      'idem',
+      ids.map((id) => ev('X', { id }, id)),
+      { expectedRevision: 'any' },
+    )
     t.same(any, first, 'retry with any is idempotent too')
     await store.append('idem', [ev('Y')])
-    const later = await store.append('idem', ids.map((id) => ev('X', { id }, id)), { expectedRevision: 'no_stream' })
+    const later = await store.append(
+      'idem',
+      ids.map((id) => ev('X', { id }, id)),
+      { expectedRevision: 'no_stream' },
+    )
     t.same(later, first, 'still idempotent after the stream moved on')
-    const partial = await store.append('idem', [ev('X', {}, ids[1]), ev('X', {}, randomUUID())]).catch((e: unknown) => e)
+    const partial = await store
+      .append('idem', [ev('X', {}, ids[1]), ev('X', {}, randomUUID())])
+      .catch((e: unknown) => e)
     t.ok(partial instanceof KennelError && partial.httpStatus === 409, 'partial overlap is a conflict')
     const elsewhere = await store.append('other', [ev('X', {}, ids[0])]).catch((e: unknown) => e)
-    t.ok(elsewhere instanceof KennelError && elsewhere.httpStatus === 409, 'an id stored in another stream is a conflict')
-    const wrongRev = await store.append('idem', ids.map((id) => ev('X', {}, id)), { expectedRevision: 5 }).catch((e: unknown) => e)
+    t.ok(
+      elsewhere instanceof KennelError && elsewhere.httpStatus === 409,
+      'an id stored in another stream is a conflict',
+    )
+    const wrongRev = await store
+      .append(
+        'idem',
+        ids.map((id) => ev('X', {}, id)),
+        { expectedRevision: 5 },
+      )
+      .catch((e: unknown) => e)
     t.type(wrongRev, WrongExpectedRevisionError, 'same ids at another expected revision is a conflict')
     t.equal((await store.readAll()).length, 3, 'nothing extra was written')
   })
@@ -141,14 +180,21 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
   t.test('appends made at the same moment each keep their own outcome', async (t) => {
     const store = await opened(t, target)
     await store.append('same-1', [ev('X')])
-    const outcomes = (...appends: Array<Promise<unknown>>) => Promise.allSettled(appends).then((r) => r.map((o) => (o.status === 'fulfilled' ? 'ok' : (o.reason as KennelError).code)))
+    const outcomes = (...appends: Array<Promise<unknown>>) =>
+      Promise.allSettled(appends).then((r) =>
+        r.map((o) => (o.status === 'fulfilled' ? 'ok' : (o.reason as KennelError).code)),
+      )
     const distinct = await outcomes(
       store.append('same-1', [ev('X'), ev('X')], { expectedRevision: 0 }),
       store.append('same-2', [ev('X')], { expectedRevision: 3 }),
       store.append('same-3', [ev('X')], { expectedRevision: 'no_stream' }),
       store.append('same-4', [ev('X')], { expectedRevision: 'stream_exists' }),
     )
-    t.same(distinct, ['ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION'], 'different streams')
+    t.same(
+      distinct,
+      ['ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION'],
+      'different streams',
+    )
     const id = randomUUID()
     const shared = await outcomes(
       store.append('same-3', [ev('X', {}, id)], { expectedRevision: 0 }),
@@ -156,10 +202,26 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
       store.append('same-3', [ev('X')], { expectedRevision: 0 }),
       store.append('same-5', [ev('X', {}, id)]),
     )
-    t.same(shared, ['ok', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'KENNEL_ERR_DUPLICATE_EVENT'], 'one stream, and an id used twice')
-    t.same((await store.readAll()).map((e) => [e.stream, e.revision]), [['same-1', 0], ['same-1', 1], ['same-1', 2], ['same-3', 0], ['same-3', 1]])
+    t.same(
+      shared,
+      ['ok', 'ok', 'KENNEL_ERR_WRONG_EXPECTED_REVISION', 'KENNEL_ERR_DUPLICATE_EVENT'],
+      'one stream, and an id used twice',
+    )
+    t.same(
+      (await store.readAll()).map((e) => [e.stream, e.revision]),
+      [
+        ['same-1', 0],
+        ['same-1', 1],
+        ['same-1', 2],
+        ['same-3', 0],
+        ['same-3', 1],
+      ],
+    )
     const all = await store.readAll()
-    t.ok(all.every((e, i) => i === 0 || e.position > all[i - 1]!.position), 'positions increase')
+    t.ok(
+      all.every((e, i) => i === 0 || e.position > all[i - 1]!.position),
+      'positions increase',
+    )
   })
 
   t.test('concurrent read-decide-append loops lose no update', async (t) => {
@@ -174,7 +236,9 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
             const last = (await store.readStream('counter', { direction: 'backwards', maxCount: 1 }))[0]
             const value = last ? (last.data as { value: number }).value : 0
             try {
-              await store.append('counter', [ev('Incremented', { value: value + 1, by: w })], { expectedRevision: last ? last.revision : 'no_stream' })
+              await store.append('counter', [ev('Incremented', { value: value + 1, by: w })], {
+                expectedRevision: last ? last.revision : 'no_stream',
+              })
               break
             } catch (err) {
               if (!(err instanceof WrongExpectedRevisionError)) throw err
@@ -186,7 +250,11 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     )
     const events = await store.readStream('counter')
     t.equal(events.length, workers * perWorker)
-    t.same(events.map((e) => (e.data as { value: number }).value), events.map((_, i) => i + 1), 'every increment saw the one before it')
+    t.same(
+      events.map((e) => (e.data as { value: number }).value),
+      events.map((_, i) => i + 1),
+      'every increment saw the one before it',
+    )
     t.ok(conflicts > 0, `the workers really raced (${conflicts} conflicts)`)
   })
 
@@ -197,41 +265,95 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
       await store.append('r-b', [ev('B', { i })])
     }
     const fwd = await store.readStream('r-a')
-    t.same(fwd.map((e) => e.revision), [0, 1, 2, 3, 4])
-    t.same((await store.readStream('r-a', { direction: 'backwards' })).map((e) => e.revision), [4, 3, 2, 1, 0])
-    t.same((await store.readStream('r-a', { fromRevision: 2, maxCount: 2 })).map((e) => e.revision), [2, 3])
-    t.same((await store.readStream('r-a', { direction: 'backwards', fromRevision: 2 })).map((e) => e.revision), [2, 1, 0])
+    t.same(
+      fwd.map((e) => e.revision),
+      [0, 1, 2, 3, 4],
+    )
+    t.same(
+      (await store.readStream('r-a', { direction: 'backwards' })).map((e) => e.revision),
+      [4, 3, 2, 1, 0],
+    )
+    t.same(
+      (await store.readStream('r-a', { fromRevision: 2, maxCount: 2 })).map((e) => e.revision),
+      [2, 3],
+    )
+    t.same(
+      (await store.readStream('r-a', { direction: 'backwards', fromRevision: 2 })).map((e) => e.revision),
+      [2, 1, 0],
+    )
     t.same(await store.readStream('missing'), [])
     const all = await store.readAll()
     t.equal(all.length, 10)
     const back = await store.readAll({ direction: 'backwards' })
-    t.same(back.map((e) => e.id), all.map((e) => e.id).reverse())
+    t.same(
+      back.map((e) => e.id),
+      all.map((e) => e.id).reverse(),
+    )
     const page = await store.readAll({ after: all[3]!.position, maxCount: 3 })
-    t.same(page.map((e) => e.id), all.slice(4, 7).map((e) => e.id))
+    t.same(
+      page.map((e) => e.id),
+      all.slice(4, 7).map((e) => e.id),
+    )
     const before = await store.readAll({ direction: 'backwards', before: all[3]!.position, maxCount: 2 })
-    t.same(before.map((e) => e.id), [all[2]!.id, all[1]!.id])
+    t.same(
+      before.map((e) => e.id),
+      [all[2]!.id, all[1]!.id],
+    )
     const onlyB = await store.readAll({ filter: { streamPrefixes: ['r-b'] } })
-    t.same(onlyB.map((e) => e.type), ['B', 'B', 'B', 'B', 'B'])
+    t.same(
+      onlyB.map((e) => e.type),
+      ['B', 'B', 'B', 'B', 'B'],
+    )
     const onlyA = await store.readAll({ filter: { types: ['A'] }, maxCount: 2 })
-    t.same(onlyA.map((e) => e.stream), ['r-a', 'r-a'])
+    t.same(
+      onlyA.map((e) => e.stream),
+      ['r-a', 'r-a'],
+    )
   })
 
-  t.test('reads filtered by several types (and stream prefixes) keep global order, bounds and counts, both ways', async (t) => {
-    const store = await opened(t, target)
-    const types = ['A', 'B', 'C', 'D']
-    for (let i = 0; i < 60; i++) await store.append(`s-${i % 3}`, [ev(types[(i * 7) % 4]!, { i })])
-    const all = await store.readAll()
-    const want = (f: (e: RecordedEvent) => boolean, events: RecordedEvent[]): string[] => events.filter(f).map((e) => e.id)
-    const ids = (events: RecordedEvent[]): string[] => events.map((e) => e.id)
-    const bc = (e: RecordedEvent): boolean => e.type === 'B' || e.type === 'C'
-    t.same(ids(await store.readAll({ filter: { types: ['C', 'B'] } })), want(bc, all), 'every B and C, in global order')
-    t.same(ids(await store.readAll({ filter: { types: ['C', 'B', 'C'] }, after: all[10]!.position, maxCount: 7 })), want(bc, all.slice(11)).slice(0, 7), 'a page after a position')
-    t.same(ids(await store.readAll({ filter: { types: ['B', 'C'] }, direction: 'backwards', before: all[50]!.position, maxCount: 5 })), want(bc, all.slice(0, 50).reverse()).slice(0, 5), 'a page backwards')
-    const inS1 = (e: RecordedEvent): boolean => bc(e) && e.stream === 's-1'
-    t.same(ids(await store.readAll({ filter: { types: ['B', 'C'], streamPrefixes: ['s-1'] }, maxCount: 6 })), want(inS1, all).slice(0, 6), 'with a stream prefix, the count is of matching events')
-    t.same(await store.readAll({ filter: { types: ['B', 'C'] }, maxCount: 0 }), [], 'maxCount 0')
-    t.same(await store.readAll({ filter: { types: ['X', 'Y'] } }), [], 'no such types')
-  })
+  t.test(
+    'reads filtered by several types (and stream prefixes) keep global order, bounds and counts, both ways',
+    async (t) => {
+      const store = await opened(t, target)
+      const types = ['A', 'B', 'C', 'D']
+      for (let i = 0; i < 60; i++) await store.append(`s-${i % 3}`, [ev(types[(i * 7) % 4]!, { i })])
+      const all = await store.readAll()
+      const want = (f: (e: RecordedEvent) => boolean, events: RecordedEvent[]): string[] =>
+        events.filter(f).map((e) => e.id)
+      const ids = (events: RecordedEvent[]): string[] => events.map((e) => e.id)
+      const bc = (e: RecordedEvent): boolean => e.type === 'B' || e.type === 'C'
+      t.same(
+        ids(await store.readAll({ filter: { types: ['C', 'B'] } })),
+        want(bc, all),
+        'every B and C, in global order',
+      )
+      t.same(
+        ids(await store.readAll({ filter: { types: ['C', 'B', 'C'] }, after: all[10]!.position, maxCount: 7 })),
+        want(bc, all.slice(11)).slice(0, 7),
+        'a page after a position',
+      )
+      t.same(
+        ids(
+          await store.readAll({
+            filter: { types: ['B', 'C'] },
+            direction: 'backwards',
+            before: all[50]!.position,
+            maxCount: 5,
+          }),
+        ),
+        want(bc, all.slice(0, 50).reverse()).slice(0, 5),
+        'a page backwards',
+      )
+      const inS1 = (e: RecordedEvent): boolean => bc(e) && e.stream === 's-1'
+      t.same(
+        ids(await store.readAll({ filter: { types: ['B', 'C'], streamPrefixes: ['s-1'] }, maxCount: 6 })),
+        want(inS1, all).slice(0, 6),
+        'with a stream prefix, the count is of matching events',
+      )
+      t.same(await store.readAll({ filter: { types: ['B', 'C'] }, maxCount: 0 }), [], 'maxCount 0')
+      t.same(await store.readAll({ filter: { types: ['X', 'Y'] } }), [], 'no such types')
+    },
+  )
 
   t.test('a subscription catches up, then goes live, with no gap and no duplicate while writers append', async (t) => {
     const store = await opened(t, target)
@@ -255,24 +377,39 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     await new Promise((r) => setTimeout(r, 50))
     t.equal(s.events.length, total, 'every event exactly once')
     t.equal(new Set(s.events.map((e) => e.id)).size, total, 'no duplicate')
-    t.ok(s.events.every((e, i) => i === 0 || e.position > s.events[i - 1]!.position), 'global order')
-    t.same(s.events.map((e) => e.id), (await store.readAll()).map((e) => e.id), 'the same sequence a reader sees')
+    t.ok(
+      s.events.every((e, i) => i === 0 || e.position > s.events[i - 1]!.position),
+      'global order',
+    )
+    t.same(
+      s.events.map((e) => e.id),
+      (await store.readAll()).map((e) => e.id),
+      'the same sequence a reader sees',
+    )
     t.equal(s.caughtUpCount, 1, 'one caughtUp signal')
   })
 
   t.test('a subscription resumes after a checkpoint and honours filters', async (t) => {
     const store = await opened(t, target)
-    for (let i = 0; i < 10; i++) await store.append(i % 2 ? 'device-1' : 'account-1', [ev(i % 3 ? 'Seen' : 'Other', { i })])
+    for (let i = 0; i < 10; i++)
+      await store.append(i % 2 ? 'device-1' : 'account-1', [ev(i % 3 ? 'Seen' : 'Other', { i })])
     const all = await store.readAll()
     const resumed = collect(store, all[5]!.position)
     t.teardown(() => resumed.sub.stop())
     await resumed.caughtUp
-    t.same(resumed.events.map((e) => e.id), all.slice(6).map((e) => e.id), 'exclusive of the checkpoint')
+    t.same(
+      resumed.events.map((e) => e.id),
+      all.slice(6).map((e) => e.id),
+      'exclusive of the checkpoint',
+    )
     const filtered = collect(store, 0, { streamPrefixes: ['device-'], types: ['Seen'] })
     t.teardown(() => filtered.sub.stop())
     await filtered.caughtUp
     const expected = all.filter((e) => e.stream.startsWith('device-') && e.type === 'Seen')
-    t.same(filtered.events.map((e) => e.id), expected.map((e) => e.id))
+    t.same(
+      filtered.events.map((e) => e.id),
+      expected.map((e) => e.id),
+    )
     await store.append('device-2', [ev('Seen'), ev('Other')])
     await store.append('account-2', [ev('Seen')])
     await filtered.waitFor(expected.length + 1)
@@ -286,50 +423,68 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     const got: string[] = []
     let caughtUp!: () => void
     const ready = new Promise<void>((r) => (caughtUp = r))
-    const sub = store.subscribe({ filter: { types: ['Wanted'] }, onEvent: (e) => void got.push(e.type), onCheckpoint: (p) => void checkpoints.push(p), onCaughtUp: () => caughtUp() })
+    const sub = store.subscribe({
+      filter: { types: ['Wanted'] },
+      onEvent: (e) => void got.push(e.type),
+      onCheckpoint: (p) => void checkpoints.push(p),
+      onCaughtUp: () => caughtUp(),
+    })
     t.teardown(() => sub.stop())
     await ready
     await store.append('c-1', [ev('Wanted')])
     const last = await store.append('c-2', [ev('Other'), ev('Other')])
     const deadline = Date.now() + 10_000
-    while (!checkpoints.some((p) => p >= last.position) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
-    t.ok(checkpoints.some((p) => p >= last.position), 'a checkpoint at or past the last event it left out')
+    while (!checkpoints.some((p) => p >= last.position) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 5))
+    t.ok(
+      checkpoints.some((p) => p >= last.position),
+      'a checkpoint at or past the last event it left out',
+    )
     t.same(got, ['Wanted'])
-    t.ok(checkpoints.every((p, i) => i === 0 || p >= checkpoints[i - 1]!), 'checkpoints do not go back')
+    t.ok(
+      checkpoints.every((p, i) => i === 0 || p >= checkpoints[i - 1]!),
+      'checkpoints do not go back',
+    )
   })
 
-  t.test('events from this handle and another (another process) reach a subscription in order, as a reader sees them', async (t) => {
-    const { open } = await target.fresh()
-    const here = await open()
-    t.teardown(() => here.close())
-    const there = await open()
-    t.teardown(() => there.close())
-    await here.append('pre', [ev('Pre')])
-    const s = collect(here)
-    t.teardown(() => s.sub.stop())
-    const o = collect(there)
-    t.teardown(() => o.sub.stop())
-    await s.caughtUp
-    await o.caughtUp
-    // what a subscription is given from the append must equal what a read returns, JSON rules included
-    const data = { z: 1, a: [{ y: 2, x: 1 }], at: new Date(0), gone: undefined, text: 'é"\n' }
-    const rounds = 40
-    await Promise.all(
-      [here, there].map(async (store, w) => {
-        for (let i = 0; i < rounds; i++) {
-          await store.append(`mixed-${w}-${i % 3}`, i % 4 === 0 ? [ev('Two', data), ev('Two', { i })] : [ev('One', { w, i })])
-          if (i % 8 === 0) await new Promise((r) => setTimeout(r, 1))
-        }
-      }),
-    )
-    const all = await here.readAll()
-    await s.waitFor(all.length)
-    await o.waitFor(all.length)
-    await new Promise((r) => setTimeout(r, 50))
-    t.equal(s.events.length, all.length, 'every event once')
-    t.same(s.events, all, 'the same events, times and data as a read returns, in the same order')
-    t.same(o.events, all, 'and the same through the other handle')
-  })
+  t.test(
+    'events from this handle and another (another process) reach a subscription in order, as a reader sees them',
+    async (t) => {
+      const { open } = await target.fresh()
+      const here = await open()
+      t.teardown(() => here.close())
+      const there = await open()
+      t.teardown(() => there.close())
+      await here.append('pre', [ev('Pre')])
+      const s = collect(here)
+      t.teardown(() => s.sub.stop())
+      const o = collect(there)
+      t.teardown(() => o.sub.stop())
+      await s.caughtUp
+      await o.caughtUp
+      // what a subscription is given from the append must equal what a read returns, JSON rules included
+      const data = { z: 1, a: [{ y: 2, x: 1 }], at: new Date(0), gone: undefined, text: 'é"\n' }
+      const rounds = 40
+      await Promise.all(
+        [here, there].map(async (store, w) => {
+          for (let i = 0; i < rounds; i++) {
+            await store.append(
+              `mixed-${w}-${i % 3}`,
+              i % 4 === 0 ? [ev('Two', data), ev('Two', { i })] : [ev('One', { w, i })],
+            )
+            if (i % 8 === 0) await new Promise((r) => setTimeout(r, 1))
+          }
+        }),
+      )
+      const all = await here.readAll()
+      await s.waitFor(all.length)
+      await o.waitFor(all.length)
+      await new Promise((r) => setTimeout(r, 50))
+      t.equal(s.events.length, all.length, 'every event once')
+      t.same(s.events, all, 'the same events, times and data as a read returns, in the same order')
+      t.same(o.events, all, 'and the same through the other handle')
+    },
+  )
 
   t.test('a stopped subscription delivers nothing more', async (t) => {
     const store = await opened(t, target)
@@ -377,7 +532,9 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
 
   t.test('every acknowledged append survives kill -9 of the appending process, none torn', async (t) => {
     const { url, open } = await target.fresh()
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'append-child.ts'), url], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'append-child.ts'), url], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
     const acked: string[] = []
     const lines = readline.createInterface({ input: child.stdout! })
     await new Promise<void>((resolve, reject) => {
@@ -395,7 +552,9 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
         resolve()
       })
     })
-    await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once('exit', r)))
+    await new Promise((r) =>
+      child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once('exit', r),
+    )
     t.equal(child.signalCode, 'SIGKILL', 'killed mid-loop')
     const store = await open()
     t.teardown(() => store.close())
@@ -406,7 +565,11 @@ export function eventStoreContract(t: Test, target: ContractTarget): void {
     const streams = new Map<string, RecordedEvent[]>()
     for (const e of stored) streams.set(e.stream, [...(streams.get(e.stream) ?? []), e])
     for (const [name, events] of streams) {
-      t.same(events.map((e) => e.revision), events.map((_, i) => i), `${name} has no hole`)
+      t.same(
+        events.map((e) => e.revision),
+        events.map((_, i) => i),
+        `${name} has no hole`,
+      )
       t.ok(events.length % 2 === 0, `${name}: every two-event append is whole`)
     }
   })

@@ -38,7 +38,7 @@ export function keyStoreContract(t: Test, target: KeyStoreTarget): void {
     t.same(await new KeyRing(b, master, 'person').existingKey('alice'), key)
   })
 
-  t.test('two nodes creating one owner\'s key at once end up with one key', async (t) => {
+  t.test("two nodes creating one owner's key at once end up with one key", async (t) => {
     const [a, b] = await twoNodes(t, target)
     const owners = Array.from({ length: 20 }, (_, i) => `owner-${i}`)
     const ringA = new KeyRing(a, master, 'household-data')
@@ -60,7 +60,10 @@ export function keyStoreContract(t: Test, target: KeyStoreTarget): void {
     const stored = await a.read('person', 'alice')
     t.equal(stored?.state, 'live')
     t.notOk(stored?.state === 'live' && stored.wrapped.includes(key), 'the key is not stored in clear')
-    await t.rejects(new KeyRing(a, randomBytes(32), 'person').existingKey('alice'), 'another master key cannot unwrap it')
+    await t.rejects(
+      new KeyRing(a, randomBytes(32), 'person').existingKey('alice'),
+      'another master key cannot unwrap it',
+    )
   })
 
   t.test('rings are apart: the same owner has another key in each, and a shred touches one', async (t) => {
@@ -76,7 +79,10 @@ export function keyStoreContract(t: Test, target: KeyStoreTarget): void {
     const [a, b] = await twoNodes(t, target)
     const key = await new KeyRing(a, master, 'person').keyFor('alice')
     await new KeyRing(a, master, 'person').shred('alice')
-    for (const [node, store] of [['this node', a], ['the other node', b]] as const) {
+    for (const [node, store] of [
+      ['this node', a],
+      ['the other node', b],
+    ] as const) {
       const ring = new KeyRing(store, master, 'person')
       t.equal(await ring.existingKey('alice'), undefined, `${node}: erased`)
       await t.rejects(ring.keyFor('alice'), SHREDDED, `${node}: keyFor refuses rather than make a new key`)
@@ -98,25 +104,35 @@ export function keyStoreContract(t: Test, target: KeyStoreTarget): void {
   t.test('a creation racing a shred never leaves a live key behind', async (t) => {
     const [a, b] = await twoNodes(t, target)
     const owners = Array.from({ length: 20 }, (_, i) => `race-${i}`)
-    await Promise.all(owners.flatMap((o) => [new KeyRing(a, master, 'person').keyFor(o).catch((err: unknown) => (shredded(err) ? undefined : Promise.reject(err))), new KeyRing(b, master, 'person').shred(o)]))
+    await Promise.all(
+      owners.flatMap((o) => [
+        new KeyRing(a, master, 'person')
+          .keyFor(o)
+          .catch((err: unknown) => (shredded(err) ? undefined : Promise.reject(err))),
+        new KeyRing(b, master, 'person').shred(o),
+      ]),
+    )
     for (const o of owners) {
       t.equal(await new KeyRing(a, master, 'person').existingKey(o), undefined, `${o} stays erased`)
       await t.rejects(new KeyRing(b, master, 'person').keyFor(o), SHREDDED)
     }
   })
 
-  t.test("a node that used a key stops using it once another node shredded it, within the store's recheck bound", async (t) => {
-    const [a, b] = await twoNodes(t, target)
-    let now = Date.parse('2030-01-01T00:00:00Z')
-    const clock = { now: () => new Date(now) }
-    const onB = new KeyRing(b, master, 'person', clock)
-    const key = await onB.keyFor('alice')
-    await new KeyRing(a, master, 'person').shred('alice')
-    now += b.recheckMs
-    t.equal(await onB.existingKey('alice'), undefined, `erased on the other node ${b.recheckMs} ms later at most`)
-    await t.rejects(onB.keyFor('alice'), SHREDDED)
-    t.ok(key.length === 32)
-  })
+  t.test(
+    "a node that used a key stops using it once another node shredded it, within the store's recheck bound",
+    async (t) => {
+      const [a, b] = await twoNodes(t, target)
+      let now = Date.parse('2030-01-01T00:00:00Z')
+      const clock = { now: () => new Date(now) }
+      const onB = new KeyRing(b, master, 'person', clock)
+      const key = await onB.keyFor('alice')
+      await new KeyRing(a, master, 'person').shred('alice')
+      now += b.recheckMs
+      t.equal(await onB.existingKey('alice'), undefined, `erased on the other node ${b.recheckMs} ms later at most`)
+      await t.rejects(onB.keyFor('alice'), SHREDDED)
+      t.ok(key.length === 32)
+    },
+  )
 
   t.test('a shred on this node holds at once, whatever the bound', async (t) => {
     const [a] = await twoNodes(t, target)
@@ -129,7 +145,11 @@ export function keyStoreContract(t: Test, target: KeyStoreTarget): void {
   t.test('an owner that is not a plain id is refused', async (t) => {
     const [a] = await twoNodes(t, target)
     for (const owner of ['../master', '', 'a b', 'x'.repeat(101)]) {
-      await t.rejects(new KeyRing(a, master, 'person').keyFor(owner), { code: 'KENNEL_ERR_VALIDATION' }, JSON.stringify(owner))
+      await t.rejects(
+        new KeyRing(a, master, 'person').keyFor(owner),
+        { code: 'KENNEL_ERR_VALIDATION' },
+        JSON.stringify(owner),
+      )
     }
   })
 }

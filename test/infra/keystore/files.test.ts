@@ -25,15 +25,18 @@ t.test('keys are files only their owner can read, where the embedded deployment 
   t.equal(fs.statSync(path.join(dir, 'keys', 'persons')).mode & 0o077, 0, 'the directory is closed to others')
 })
 
-t.test('a key file beside a tombstone (a creation that lost a race with a shred) reads as shredded and is removed', async (t) => {
-  const dir = t.testdir()
-  const master = randomBytes(32)
-  const ring = new KeyRing(fileKeyStore(dir), master, 'person')
-  const file = path.join(dir, 'keys', 'persons', 'alice.key')
-  await ring.keyFor('alice')
-  const wrapped = fs.readFileSync(file)
-  await ring.shred('alice')
-  fs.writeFileSync(file, wrapped, { mode: 0o600 })
-  t.equal(await ring.existingKey('alice'), undefined)
-  t.notOk(fs.existsSync(file))
-})
+t.test(
+  'a key file beside a tombstone (a creation that lost a race with a shred) reads as shredded and is removed',
+  async (t) => {
+    const dir = t.testdir()
+    const master = randomBytes(32)
+    const ring = new KeyRing(fileKeyStore(dir), master, 'person')
+    const file = path.join(dir, 'keys', 'persons', 'alice.key')
+    await ring.keyFor('alice')
+    const wrapped = fs.readFileSync(file)
+    await ring.shred('alice')
+    fs.writeFileSync(file, wrapped, { mode: 0o600 })
+    t.equal(await ring.existingKey('alice'), undefined)
+    t.notOk(fs.existsSync(file))
+  },
+)

@@ -26,20 +26,42 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   }
 }
 
-t.test("ending one cluster's sessions by the schema in their names ends its lease session and no other cluster's", { skip }, async (t) => {
-  const schemas = [`klname_${randomBytes(4).toString('hex')}`, `klname_${randomBytes(4).toString('hex')}`]
-  const log = createLogger('silent')
-  const events: string[] = []
-  const leases = schemas.map((schema) => {
-    const url = new URL(base)
-    url.searchParams.set('schema', schema)
-    return holdPostgresLease({ url: url.toString(), name: 'projector', log, retryMs: 100, checkMs: 100, onAcquired: async () => void events.push(`acquired ${schema}`), onLost: async () => void events.push(`lost ${schema}`) })
-  })
-  t.teardown(() => Promise.all(leases.map((l) => l.stop())))
-  await until('both clusters hold their lease', () => leases.every((l) => l.held))
+t.test(
+  "ending one cluster's sessions by the schema in their names ends its lease session and no other cluster's",
+  { skip },
+  async (t) => {
+    const schemas = [`klname_${randomBytes(4).toString('hex')}`, `klname_${randomBytes(4).toString('hex')}`]
+    const log = createLogger('silent')
+    const events: string[] = []
+    const leases = schemas.map((schema) => {
+      const url = new URL(base)
+      url.searchParams.set('schema', schema)
+      return holdPostgresLease({
+        url: url.toString(),
+        name: 'projector',
+        log,
+        retryMs: 100,
+        checkMs: 100,
+        onAcquired: async () => void events.push(`acquired ${schema}`),
+        onLost: async () => void events.push(`lost ${schema}`),
+      })
+    })
+    t.teardown(() => Promise.all(leases.map((l) => l.stop())))
+    await until('both clusters hold their lease', () => leases.every((l) => l.held))
 
-  const ended = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1`, [`kennel%:${schemas[0]}`])
-  t.equal(ended.rowCount, 1, "the first cluster's lease session is found by its schema")
-  await until('the first cluster takes its lease again', () => events.filter((e) => e === `acquired ${schemas[0]}`).length === 2)
-  t.same(events.filter((e) => e.endsWith(schemas[1]!)), [`acquired ${schemas[1]}`], "the other cluster's holder kept its lease")
-})
+    const ended = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1`,
+      [`kennel%:${schemas[0]}`],
+    )
+    t.equal(ended.rowCount, 1, "the first cluster's lease session is found by its schema")
+    await until(
+      'the first cluster takes its lease again',
+      () => events.filter((e) => e === `acquired ${schemas[0]}`).length === 2,
+    )
+    t.same(
+      events.filter((e) => e.endsWith(schemas[1]!)),
+      [`acquired ${schemas[1]}`],
+      "the other cluster's holder kept its lease",
+    )
+  },
+)

@@ -12,7 +12,10 @@ export interface FakeSmtp {
   close(): Promise<void>
 }
 
-export async function fakeSmtp(opts: { tls: { key: string; cert: string }; mode: 'starttls' | 'no-starttls' | 'implicit' }): Promise<FakeSmtp> {
+export async function fakeSmtp(opts: {
+  tls: { key: string; cert: string }
+  mode: 'starttls' | 'no-starttls' | 'implicit'
+}): Promise<FakeSmtp> {
   const commands: FakeSmtp['commands'] = []
   const messages: string[] = []
   const sockets = new Set<net.Socket>()
@@ -40,7 +43,10 @@ export async function fakeSmtp(opts: { tls: { key: string; cert: string }; mode:
         commands.push({ line, tls: secure })
         const verb = line.split(' ')[0]!.toUpperCase()
         if (verb === 'EHLO') {
-          const offers = [...(opts.mode === 'starttls' && !secure ? ['STARTTLS'] : []), ...(secure ? ['AUTH PLAIN LOGIN'] : [])]
+          const offers = [
+            ...(opts.mode === 'starttls' && !secure ? ['STARTTLS'] : []),
+            ...(secure ? ['AUTH PLAIN LOGIN'] : []),
+          ]
           reply(['250-fake.test', ...offers.map((o) => `250-${o}`), '250 8BITMIME'].join('\r\n'))
         } else if (verb === 'STARTTLS' && opts.mode === 'starttls' && !secure) {
           reply('220 go ahead')
@@ -49,8 +55,8 @@ export async function fakeSmtp(opts: { tls: { key: string; cert: string }; mode:
           return
         } else if (verb === 'AUTH') reply('235 accepted')
         else if (verb === 'MAIL' || verb === 'RCPT') reply('250 ok')
-        else if (verb === 'DATA') (data = '', reply('354 go on'))
-        else if (verb === 'QUIT') (reply('221 bye'), socket.end())
+        else if (verb === 'DATA') (data = ''), reply('354 go on')
+        else if (verb === 'QUIT') reply('221 bye'), socket.end()
         else reply('502 not implemented')
       }
     }
@@ -58,7 +64,10 @@ export async function fakeSmtp(opts: { tls: { key: string; cert: string }; mode:
     if (!(secure && opts.mode === 'starttls')) reply('220 fake.test ESMTP')
   }
 
-  const server = opts.mode === 'implicit' ? tls.createServer(opts.tls, (s) => serve(s, true)) : net.createServer((s) => serve(s, false))
+  const server =
+    opts.mode === 'implicit'
+      ? tls.createServer(opts.tls, (s) => serve(s, true))
+      : net.createServer((s) => serve(s, false))
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
     port: (server.address() as AddressInfo).port,

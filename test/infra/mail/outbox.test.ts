@@ -13,7 +13,11 @@ t.test('each mail is an RFC 5322 .eml file, private to its owner, read back as s
   const mailer = new OutboxMailer(outbox, 'kennel <no-reply@toys.example>')
   t.teardown(() => mailer.close())
   const long = `kv_${'A'.repeat(120)}`
-  await mailer.send({ to: 'parent@example.org', subject: 'Confirm your kennel account', text: `Your token:\n\n${long}\n\nGrüße` })
+  await mailer.send({
+    to: 'parent@example.org',
+    subject: 'Confirm your kennel account',
+    text: `Your token:\n\n${long}\n\nGrüße`,
+  })
   await mailer.send({ to: 'other@example.org', subject: 'Second', text: 'two' })
 
   t.equal(fs.statSync(outbox).mode & 0o777, 0o700, 'the outbox is 0700')
@@ -23,7 +27,12 @@ t.test('each mail is an RFC 5322 .eml file, private to its owner, read back as s
   const [first, second] = mails
   const raw = fs.readFileSync(first!.file, 'utf8')
   t.ok(raw.split('\r\n\r\n')[0]!.split('\r\n').length > 4 && !/[^\r]\n/.test(raw), 'CRLF line endings (RFC 5322 2.1)')
-  t.match(first!.headers, { from: 'kennel <no-reply@toys.example>', to: 'parent@example.org', subject: 'Confirm your kennel account', 'mime-version': '1.0' })
+  t.match(first!.headers, {
+    from: 'kennel <no-reply@toys.example>',
+    to: 'parent@example.org',
+    subject: 'Confirm your kennel account',
+    'mime-version': '1.0',
+  })
   t.match(first!.headers['message-id'], /^<[^@\s]+@[^>\s]+>$/)
   t.ok(!Number.isNaN(Date.parse(first!.headers.date!)), 'a Date header')
   t.ok(first!.text.includes(long), 'a long token survives line wrapping')

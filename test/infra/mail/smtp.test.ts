@@ -19,12 +19,19 @@ t.test('smtp:// upgrades with STARTTLS before it authenticates or sends anything
   const { tls, ca } = await serverTls(t)
   const server = await fakeSmtp({ tls, mode: 'starttls' })
   t.teardown(() => server.close())
-  const mailer = new SmtpMailer({ url: `smtp://kennel:s%40cret@localhost:${server.port}`, from: 'kennel <no-reply@toys.example>', ca })
+  const mailer = new SmtpMailer({
+    url: `smtp://kennel:s%40cret@localhost:${server.port}`,
+    from: 'kennel <no-reply@toys.example>',
+    ca,
+  })
   t.teardown(() => mailer.close())
   await mailer.send(mail)
   const verbs = server.commands.map((c) => `${c.line.split(' ')[0]}${c.tls ? '+tls' : ''}`)
   t.same(verbs.slice(0, 3), ['EHLO', 'STARTTLS', 'EHLO+tls'])
-  t.ok(server.commands.filter((c) => /^(AUTH|MAIL|RCPT|DATA)/.test(c.line)).every((c) => c.tls), 'credentials and message only over TLS')
+  t.ok(
+    server.commands.filter((c) => /^(AUTH|MAIL|RCPT|DATA)/.test(c.line)).every((c) => c.tls),
+    'credentials and message only over TLS',
+  )
   const auth = server.commands.find((c) => c.line.startsWith('AUTH PLAIN'))!.line.split(' ')[2]!
   t.equal(Buffer.from(auth, 'base64').toString(), '\u0000kennel\u0000s@cret', 'credentials from the URL')
   t.equal(server.messages.length, 1)
@@ -37,10 +44,17 @@ t.test('smtp:// to a server without STARTTLS is refused: no credentials, no mess
   const { tls, ca } = await serverTls(t)
   const server = await fakeSmtp({ tls, mode: 'no-starttls' })
   t.teardown(() => server.close())
-  const mailer = new SmtpMailer({ url: `smtp://kennel:secret@localhost:${server.port}`, from: 'kennel <no-reply@toys.example>', ca })
+  const mailer = new SmtpMailer({
+    url: `smtp://kennel:secret@localhost:${server.port}`,
+    from: 'kennel <no-reply@toys.example>',
+    ca,
+  })
   t.teardown(() => mailer.close())
   await t.rejects(mailer.send(mail), { code: 'KENNEL_ERR_UNAVAILABLE' })
-  t.notOk(server.commands.some((c) => /^(AUTH|MAIL|RCPT|DATA)/.test(c.line)), `nothing but ${server.commands.map((c) => c.line.split(' ')[0]).join(', ')}`)
+  t.notOk(
+    server.commands.some((c) => /^(AUTH|MAIL|RCPT|DATA)/.test(c.line)),
+    `nothing but ${server.commands.map((c) => c.line.split(' ')[0]).join(', ')}`,
+  )
   t.same(server.messages, [])
 })
 
@@ -49,7 +63,11 @@ t.test('the server certificate is verified: an untrusted one gets no credentials
   const other = await serverTls(t)
   const server = await fakeSmtp({ tls: other.tls, mode: 'starttls' })
   t.teardown(() => server.close())
-  const mailer = new SmtpMailer({ url: `smtp://kennel:secret@localhost:${server.port}`, from: 'kennel <no-reply@toys.example>', ca })
+  const mailer = new SmtpMailer({
+    url: `smtp://kennel:secret@localhost:${server.port}`,
+    from: 'kennel <no-reply@toys.example>',
+    ca,
+  })
   t.teardown(() => mailer.close())
   await t.rejects(mailer.send(mail), { code: 'KENNEL_ERR_UNAVAILABLE' })
   t.notOk(server.commands.some((c) => /^(AUTH|MAIL|RCPT|DATA)/.test(c.line)))
@@ -60,10 +78,13 @@ t.test('smtps:// is TLS from the first byte', async (t) => {
   const { tls, ca } = await serverTls(t)
   const server = await fakeSmtp({ tls, mode: 'implicit' })
   t.teardown(() => server.close())
-  const mailer = new SmtpMailer({ url: `smtps://kennel:secret@localhost:${server.port}`, from: 'kennel <no-reply@toys.example>', ca })
+  const mailer = new SmtpMailer({
+    url: `smtps://kennel:secret@localhost:${server.port}`,
+    from: 'kennel <no-reply@toys.example>',
+    ca,
+  })
   t.teardown(() => mailer.close())
   await mailer.send(mail)
   t.ok(server.commands.length > 0 && server.commands.every((c) => c.tls), 'every command over TLS')
   t.equal(server.messages.length, 1)
 })
-

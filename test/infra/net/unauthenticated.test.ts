@@ -1,7 +1,12 @@
 import { EventEmitter } from 'node:events'
 import net, { type Socket } from 'node:net'
 import t from 'tap'
-import { type Phase, sourceOf, UnauthenticatedConnections, type UnauthenticatedLimits } from '../../../infra/net/unauthenticated.ts'
+import {
+  type Phase,
+  sourceOf,
+  UnauthenticatedConnections,
+  type UnauthenticatedLimits,
+} from '../../../infra/net/unauthenticated.ts'
 
 // R9: the per-source cap and the deadlines before authentication, on real TCP sockets.
 
@@ -16,11 +21,18 @@ interface Server {
   connections: UnauthenticatedConnections
 }
 
-async function server(t: { teardown(fn: () => unknown): void }, limits: Partial<UnauthenticatedLimits>): Promise<Server> {
+async function server(
+  t: { teardown(fn: () => unknown): void },
+  limits: Partial<UnauthenticatedLimits>,
+): Promise<Server> {
   const s: Omit<Server, 'port' | 'connections'> = { accepted: [], refused: [], records: [], timeouts: [] }
   const connections = new UnauthenticatedConnections(
     { handshakeTimeoutMs: 60_000, connectTimeoutMs: 60_000, maxPerSource: 100, ...limits },
-    { onRefused: (r) => void s.refused.push(r), record: async (_, n) => void s.records.push(n), onTimeout: (phase) => void s.timeouts.push(phase) },
+    {
+      onRefused: (r) => void s.refused.push(r),
+      record: async (_, n) => void s.records.push(n),
+      onTimeout: (phase) => void s.timeouts.push(phase),
+    },
   )
   const srv = net.createServer((socket) => {
     s.accepted.push(socket)
@@ -49,28 +61,35 @@ async function until(check: () => boolean): Promise<void> {
   }
 }
 
-t.test('a source over its cap is refused on accept; an authenticated or closed connection frees its place', async (t) => {
-  const s = await server(t, { maxPerSource: 2 })
-  const a = client(t, s.port)
-  const b = client(t, s.port)
-  await until(() => s.accepted.length === 2)
-  const over = [client(t, s.port), client(t, s.port), client(t, s.port)]
-  await Promise.all(over.map((c) => c.closed))
-  t.same(s.refused, Array(3).fill({ ip: '127.0.0.1', source: '127.0.0.1', cap: 2 }), 'the third and later are refused')
-  t.same(s.records, [1], 'the first refusal is recorded at once, the others tallied')
-  await s.connections.flush()
-  t.same(s.records, [1, 2], 'flush records the tally')
-  t.equal(s.connections.size, 2)
+t.test(
+  'a source over its cap is refused on accept; an authenticated or closed connection frees its place',
+  async (t) => {
+    const s = await server(t, { maxPerSource: 2 })
+    const a = client(t, s.port)
+    const b = client(t, s.port)
+    await until(() => s.accepted.length === 2)
+    const over = [client(t, s.port), client(t, s.port), client(t, s.port)]
+    await Promise.all(over.map((c) => c.closed))
+    t.same(
+      s.refused,
+      Array(3).fill({ ip: '127.0.0.1', source: '127.0.0.1', cap: 2 }),
+      'the third and later are refused',
+    )
+    t.same(s.records, [1], 'the first refusal is recorded at once, the others tallied')
+    await s.connections.flush()
+    t.same(s.records, [1, 2], 'flush records the tally')
+    t.equal(s.connections.size, 2)
 
-  s.connections.authenticated(s.accepted[0]!)
-  t.equal(s.connections.size, 1, 'authenticated: no longer counted')
-  client(t, s.port)
-  await until(() => s.accepted.length === 6)
-  a.socket.destroy()
-  b.socket.destroy()
-  await until(() => s.connections.size === 1)
-  t.equal(s.refused.length, 3, 'the next one took the authenticated one\'s place; closed ones left')
-})
+    s.connections.authenticated(s.accepted[0]!)
+    t.equal(s.connections.size, 1, 'authenticated: no longer counted')
+    client(t, s.port)
+    await until(() => s.accepted.length === 6)
+    a.socket.destroy()
+    b.socket.destroy()
+    await until(() => s.connections.size === 1)
+    t.equal(s.refused.length, 3, "the next one took the authenticated one's place; closed ones left")
+  },
+)
 
 t.test('a silent connection is closed at the handshake deadline, a secured one at the connect deadline', async (t) => {
   const s = await server(t, { handshakeTimeoutMs: 50, connectTimeoutMs: 50 })
@@ -106,8 +125,18 @@ t.test('IPv6 addresses count by /64, IPv4-mapped ones as IPv4', async (t) => {
 
   // loopback has one IPv6 address, so two hosts of one /64 are sockets as the listener sees them
   const refused: string[] = []
-  const connections = new UnauthenticatedConnections({ handshakeTimeoutMs: 60_000, connectTimeoutMs: 60_000, maxPerSource: 1 }, { onRefused: (r) => void refused.push(r.ip), record: async () => undefined, onTimeout: () => undefined })
-  const peer = (ip: string, port: number): Socket => Object.assign(new EventEmitter(), { remoteAddress: ip, remotePort: port, localAddress: '::', localPort: 8883, destroy() {} }) as unknown as Socket
+  const connections = new UnauthenticatedConnections(
+    { handshakeTimeoutMs: 60_000, connectTimeoutMs: 60_000, maxPerSource: 1 },
+    { onRefused: (r) => void refused.push(r.ip), record: async () => undefined, onTimeout: () => undefined },
+  )
+  const peer = (ip: string, port: number): Socket =>
+    Object.assign(new EventEmitter(), {
+      remoteAddress: ip,
+      remotePort: port,
+      localAddress: '::',
+      localPort: 8883,
+      destroy() {},
+    }) as unknown as Socket
   t.ok(connections.admit(peer('2001:db8:1:2::1', 1000)))
   t.notOk(connections.admit(peer('2001:db8:1:2:ffff::2', 1001)), 'another address of the same /64 is refused')
   t.ok(connections.admit(peer('2001:db8:1:3::1', 1002)), 'another /64 is not')
@@ -115,15 +144,18 @@ t.test('IPv6 addresses count by /64, IPv4-mapped ones as IPv4', async (t) => {
   connections.destroyAll()
 })
 
-t.test('an authenticated connection keeps nothing of its admission: no close listener stays on its socket', async (t) => {
-  const s = await server(t, {})
-  client(t, s.port)
-  await until(() => s.accepted.length === 1)
-  const socket = s.accepted[0]!
-  const before = socket.listenerCount('close')
-  s.connections.secured(socket)
-  t.ok(socket.listenerCount('close') > before, 'watched until authenticated')
-  s.connections.authenticated(socket)
-  t.ok(socket.listenerCount('close') < before, 'the listeners of accept and handshake are gone')
-  t.equal(s.connections.size, 0)
-})
+t.test(
+  'an authenticated connection keeps nothing of its admission: no close listener stays on its socket',
+  async (t) => {
+    const s = await server(t, {})
+    client(t, s.port)
+    await until(() => s.accepted.length === 1)
+    const socket = s.accepted[0]!
+    const before = socket.listenerCount('close')
+    s.connections.secured(socket)
+    t.ok(socket.listenerCount('close') > before, 'watched until authenticated')
+    s.connections.authenticated(socket)
+    t.ok(socket.listenerCount('close') < before, 'the listeners of accept and handshake are gone')
+    t.equal(s.connections.size, 0)
+  },
+)

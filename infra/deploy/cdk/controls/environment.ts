@@ -16,7 +16,12 @@ const URL_STAND_INS: Record<string, string> = { KENNEL_SMTP_URL: 'smtps://stand-
 function standIn(v: Json): string {
   const join = obj(v)['Fn::Join']
   if (Array.isArray(join) && typeof join[0] === 'string') return list(join[1]).map(standIn).join(join[0])
-  return target(v) === undefined ? render(v) : `ref-${render(v).slice(1, -1).toLowerCase().replace(/[^a-z0-9]+/g, '-')}`
+  return target(v) === undefined
+    ? render(v)
+    : `ref-${render(v)
+        .slice(1, -1)
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, '-')}`
 }
 
 /** the environment `kennel start` sees: the task's variables and secrets, then the entrypoint's exports expanded */
@@ -24,28 +29,42 @@ function processEnvironment(c: Container): Record<string, string> {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(c.environment)) env[k] = standIn(v)
   for (const k of Object.keys(c.secrets)) env[k] = URL_STAND_INS[k] ?? SECRET_STAND_IN
-  for (const [k, v] of Object.entries(exportsOf(c))) env[k] = v.replace(/\$(\w+)/g, (_, name: string) => env[name] ?? '')
+  for (const [k, v] of Object.entries(exportsOf(c)))
+    env[k] = v.replace(/\$(\w+)/g, (_, name: string) => env[name] ?? '')
   return env
 }
 
 export const envProduction: Control = {
   id: 'env-production',
   requirement: 'R8',
-  holds: "every kennel container runs with KENNEL_ENV=production, an environment kennel's own production validation accepts (SMTP relay and sender included) and KENNEL_PUBLIC_URL set",
+  holds:
+    "every kennel container runs with KENNEL_ENV=production, an environment kennel's own production validation accepts (SMTP relay and sender included) and KENNEL_PUBLIC_URL set",
   check: (f) => {
     if (f.kennel.length === 0) return [{ path: 'Resources', message: 'no ECS container runs kennel' }]
     return f.kennel.flatMap((c): Problem[] => {
       const env = processEnvironment(c)
-      if (env.KENNEL_ENV !== 'production') return [{ path: `${c.path}.KENNEL_ENV`, message: `must be production (got ${env.KENNEL_ENV ?? 'nothing'})` }]
+      if (env.KENNEL_ENV !== 'production')
+        return [{ path: `${c.path}.KENNEL_ENV`, message: `must be production (got ${env.KENNEL_ENV ?? 'nothing'})` }]
       // the same check `kennel start` runs, so the stack cannot drift from R7/R8's refusals
       try {
         const config = loadConfig(env)
         // behind the load balancer the listeners' own address is no origin a client reaches:
         // security.txt's Canonical (R10) and the API's URLs (R5) would point nowhere
-        if (config.publicUrl === undefined) return [{ path: `${c.path}.Environment.KENNEL_PUBLIC_URL`, message: `must be set: kennel would hand out ${publicUrlOf(config, config.apiPort)}, its listeners' address` }]
+        if (config.publicUrl === undefined)
+          return [
+            {
+              path: `${c.path}.Environment.KENNEL_PUBLIC_URL`,
+              message: `must be set: kennel would hand out ${publicUrlOf(config, config.apiPort)}, its listeners' address`,
+            },
+          ]
         return []
       } catch (err) {
-        return [{ path: `${c.path}.Environment`, message: `kennel would refuse to start: ${isKennelError(err) ? err.message : String(err)}` }]
+        return [
+          {
+            path: `${c.path}.Environment`,
+            message: `kennel would refuse to start: ${isKennelError(err) ? err.message : String(err)}`,
+          },
+        ]
       }
     })
   },
@@ -62,12 +81,14 @@ const INLINE_PASSWORD = /^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*:([^/@\s]+)@/i
 function walk(v: Json | undefined, path: string, key: string, out: Problem[]): void {
   if (typeof v === 'string') {
     if (v.includes('-----BEGIN')) out.push({ path, message: 'PEM material written into the template' })
-    else if (SENSITIVE_PROPERTY.test(key) && v !== '' && !v.startsWith('{{resolve:')) out.push({ path, message: 'a secret written into the template; use a {{resolve:secretsmanager:…}} reference' })
+    else if (SENSITIVE_PROPERTY.test(key) && v !== '' && !v.startsWith('{{resolve:'))
+      out.push({ path, message: 'a secret written into the template; use a {{resolve:secretsmanager:…}} reference' })
   } else if (Array.isArray(v)) {
     v.forEach((x, i) => walk(x, `${path}[${i}]`, key, out))
   } else if (typeof v === 'object' && v !== null) {
     if (Object.keys(v).some((k) => k === 'Ref' || k.startsWith('Fn::'))) {
-      if (SENSITIVE_PROPERTY.test(key) && !render(v).startsWith('{{resolve:')) out.push({ path, message: 'a secret built in the template; use a {{resolve:secretsmanager:…}} reference' })
+      if (SENSITIVE_PROPERTY.test(key) && !render(v).startsWith('{{resolve:'))
+        out.push({ path, message: 'a secret built in the template; use a {{resolve:secretsmanager:…}} reference' })
       return
     }
     for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`, k, out)
@@ -88,24 +109,44 @@ function keyFiles(c: Container): Map<string, string> {
 export const noInlineSecrets: Control = {
   id: 'no-inline-secrets',
   requirement: 'R8',
-  holds: 'passwords, tokens and keys come from Secrets Manager by reference; private keys reach kennel as 0600 files written from container secrets; nothing secret is in the template',
+  holds:
+    'passwords, tokens and keys come from Secrets Manager by reference; private keys reach kennel as 0600 files written from container secrets; nothing secret is in the template',
   check: (f) => {
     const problems: Problem[] = []
-    for (const [id, r] of Object.entries(f.template.Resources ?? {})) walk(obj(r.Properties), `${id}.Properties`, '', problems)
+    for (const [id, r] of Object.entries(f.template.Resources ?? {}))
+      walk(obj(r.Properties), `${id}.Properties`, '', problems)
     for (const [id, p] of ofType(f.template, 'AWS::SecretsManager::Secret')) {
-      if (p.SecretString !== undefined) problems.push({ path: `${id}.SecretString`, message: 'a secret value written into the template; generate it (GenerateSecretString) or set it outside CloudFormation' })
+      if (p.SecretString !== undefined)
+        problems.push({
+          path: `${id}.SecretString`,
+          message:
+            'a secret value written into the template; generate it (GenerateSecretString) or set it outside CloudFormation',
+        })
     }
     for (const c of f.kennel) {
       for (const [name, value] of Object.entries(c.environment)) {
         const text = render(value)
-        if (SENSITIVE_VARIABLE.test(name)) problems.push({ path: `${c.path}.Environment.${name}`, message: 'a secret in the plain environment; use the container secrets (Secrets Manager)' })
-        else if (INLINE_PASSWORD.test(text)) problems.push({ path: `${c.path}.Environment.${name}`, message: 'a URL with a password in the plain environment; compose it from a container secret' })
+        if (SENSITIVE_VARIABLE.test(name))
+          problems.push({
+            path: `${c.path}.Environment.${name}`,
+            message: 'a secret in the plain environment; use the container secrets (Secrets Manager)',
+          })
+        else if (INLINE_PASSWORD.test(text))
+          problems.push({
+            path: `${c.path}.Environment.${name}`,
+            message: 'a URL with a password in the plain environment; compose it from a container secret',
+          })
       }
-      if (c.secrets.KENNEL_MASTER_KEY === undefined) problems.push({ path: `${c.path}.Secrets`, message: 'KENNEL_MASTER_KEY must be a container secret' })
+      if (c.secrets.KENNEL_MASTER_KEY === undefined)
+        problems.push({ path: `${c.path}.Secrets`, message: 'KENNEL_MASTER_KEY must be a container secret' })
       const files = keyFiles(c)
       for (const name of KEY_FILE_SETTINGS) {
         const file = c.environment[name]
-        if (file === undefined || !files.has(render(file))) problems.push({ path: `${c.path}.Environment.${name}`, message: 'must name a file the entrypoint writes from a container secret under umask 077' })
+        if (file === undefined || !files.has(render(file)))
+          problems.push({
+            path: `${c.path}.Environment.${name}`,
+            message: 'must name a file the entrypoint writes from a container secret under umask 077',
+          })
       }
     }
     return problems

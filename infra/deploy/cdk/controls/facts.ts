@@ -1,11 +1,24 @@
-import { containers, list, obj, ofType, props, target, type CfnTemplate, type Container, type Json } from '../template.ts'
+import {
+  containers,
+  list,
+  obj,
+  ofType,
+  props,
+  target,
+  type CfnTemplate,
+  type Container,
+  type Json,
+} from '../template.ts'
 
 // What the controls need to know about a template before they judge it: which containers run
 // kennel, which groups and roles are kennel's, which bucket holds the recordings. Each is found
 // from the template's own references (KENNEL_S3_BUCKET → the bucket, TaskRoleArn → the role),
 // so a renamed construct cannot slip past a control.
 
-export interface Problem { path: string; message: string }
+export interface Problem {
+  path: string
+  message: string
+}
 
 /** one control of R14: `check` lists what breaks it; no problems = the control holds */
 export interface Control {
@@ -17,7 +30,13 @@ export interface Control {
   check: (f: Facts) => Problem[]
 }
 
-export interface KennelService { id: string; taskDefinition: string | undefined; groups: string[]; subnets: string[]; publicIp: boolean }
+export interface KennelService {
+  id: string
+  taskDefinition: string | undefined
+  groups: string[]
+  subnets: string[]
+  publicIp: boolean
+}
 
 export interface Facts {
   template: CfnTemplate
@@ -32,7 +51,8 @@ export interface Facts {
   recordings: string | undefined
 }
 
-const runsKennel = (c: Container): boolean => Object.keys(c.environment).some((k) => k.startsWith('KENNEL_')) || c.command.some((s) => s.includes('kennel.js'))
+const runsKennel = (c: Container): boolean =>
+  Object.keys(c.environment).some((k) => k.startsWith('KENNEL_')) || c.command.some((s) => s.includes('kennel.js'))
 
 export function factsOf(template: CfnTemplate): Facts {
   const kennel = containers(template).filter(runsKennel)
@@ -50,9 +70,13 @@ export function factsOf(template: CfnTemplate): Facts {
     })
     .filter((s) => s.taskDefinition !== undefined && kennelTasks.has(s.taskDefinition))
   const taskRoles = new Set(
-    [...kennelTasks].map((id) => target(props(template.Resources?.[id]).TaskRoleArn)).filter((r): r is string => r !== undefined),
+    [...kennelTasks]
+      .map((id) => target(props(template.Resources?.[id]).TaskRoleArn))
+      .filter((r): r is string => r !== undefined),
   )
-  const buckets = new Set(kennel.map((c) => target(c.environment.KENNEL_S3_BUCKET as Json | undefined) ?? '(not a bucket of this template)'))
+  const buckets = new Set(
+    kennel.map((c) => target(c.environment.KENNEL_S3_BUCKET as Json | undefined) ?? '(not a bucket of this template)'),
+  )
   const recordings = buckets.size === 1 ? [...buckets][0] : undefined
   return {
     template,
@@ -60,6 +84,7 @@ export function factsOf(template: CfnTemplate): Facts {
     services,
     kennelGroups: new Set(services.flatMap((s) => s.groups)),
     taskRoles,
-    recordings: recordings !== undefined && template.Resources?.[recordings]?.Type === 'AWS::S3::Bucket' ? recordings : undefined,
+    recordings:
+      recordings !== undefined && template.Resources?.[recordings]?.Type === 'AWS::S3::Bucket' ? recordings : undefined,
   }
 }

@@ -30,27 +30,44 @@ export function cliChecks(t: Test, s: Synthesized): void {
 
     const ok = await kennel(['deploy', 'check'], dir)
     t.equal(ok.code, 0, ok.stderr)
-    t.match(ok.stdout, /^stack KennelProduction, synthesized from infra\/deploy\/cdk\n/, 'synthesizes the CDK app, from any directory')
+    t.match(
+      ok.stdout,
+      /^stack KennelProduction, synthesized from infra\/deploy\/cdk\n/,
+      'synthesizes the CDK app, from any directory',
+    )
     t.match(ok.stdout, /placeholders for image, securityContact, publicUrl, mailFrom:/)
     t.match(ok.stdout, /✓ db-not-public/)
     t.match(ok.stdout, /✓ cdk-nag-aws-solutions/)
     t.notMatch(ok.stdout, /✗/)
     t.match(ok.stdout, /all 20 controls hold\n$/)
 
-    t.equal((await kennel(['deploy', 'check', '--template', write('good.json', JSON.stringify(s.json))], dir)).code, 0, 'the synthesized template as a file holds too')
+    t.equal(
+      (await kennel(['deploy', 'check', '--template', write('good.json', JSON.stringify(s.json))], dir)).code,
+      0,
+      'the synthesized template as a file holds too',
+    )
 
-    const weak = structuredClone(s.json) as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> }
+    const weak = structuredClone(s.json) as {
+      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>
+    }
     for (const r of Object.values(weak.Resources)) {
       if (r.Type === 'AWS::RDS::DBInstance') r.Properties.PubliclyAccessible = true
-      if (r.Type === 'AWS::ElasticLoadBalancingV2::Listener' && r.Properties.Port === 8883) r.Properties.Protocol = 'TLS'
+      if (r.Type === 'AWS::ElasticLoadBalancingV2::Listener' && r.Properties.Port === 8883)
+        r.Properties.Protocol = 'TLS'
     }
     const bad = await kennel(['deploy', 'check', '--template', write('weak.json', JSON.stringify(weak))], dir)
     t.equal(bad.code, 1)
     t.match(bad.stdout, /^weak\.json \(cdk-nag skipped: it needs the CDK app\)\n/)
     t.match(bad.stdout, /✗ db-not-public[^\n]*\n\s+Database\w+\.PubliclyAccessible: must be false/)
-    t.match(bad.stdout, /✗ edge-tls-passthrough[^\n]*\n\s+Edge\w+\.Protocol: TLS terminates or drops TLS at the balancer/)
+    t.match(
+      bad.stdout,
+      /✗ edge-tls-passthrough[^\n]*\n\s+Edge\w+\.Protocol: TLS terminates or drops TLS at the balancer/,
+    )
     t.match(bad.stdout, /✓ bucket-block-public-access/, 'the other controls still show as holding')
-    t.match(bad.stderr, /^kennel: 2 of 19 controls do not hold in weak\.json \(2 findings\) \(KENNEL_ERR_DEPLOY_UNSAFE\)\n$/)
+    t.match(
+      bad.stderr,
+      /^kennel: 2 of 19 controls do not hold in weak\.json \(2 findings\) \(KENNEL_ERR_DEPLOY_UNSAFE\)\n$/,
+    )
     noStack(bad.stderr)
 
     const json = await kennel(['deploy', 'check', '--template', 'weak.json', '--json'], dir)
@@ -66,7 +83,10 @@ export function cliChecks(t: Test, s: Synthesized): void {
 
     const notTemplate = await kennel(['deploy', 'check', '--template', write('other.json', '{"services": []}')], dir)
     t.equal(notTemplate.code, 65)
-    t.match(notTemplate.stderr, /other\.json is not a CloudFormation template \(no Resources object\) \(KENNEL_ERR_DEPLOY_DEFINITION\)/)
+    t.match(
+      notTemplate.stderr,
+      /other\.json is not a CloudFormation template \(no Resources object\) \(KENNEL_ERR_DEPLOY_DEFINITION\)/,
+    )
 
     const missing = await kennel(['deploy', 'check', '--template', 'nowhere.json'], dir)
     t.equal(missing.code, 66)
@@ -74,12 +94,18 @@ export function cliChecks(t: Test, s: Synthesized): void {
 
     const context = await kennel(['deploy', 'check', '-c', 'retentionDays=0'], dir)
     t.equal(context.code, 65)
-    t.match(context.stderr, /^kennel: context retentionDays must be an integer 1-36500 \(got "0"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/)
+    t.match(
+      context.stderr,
+      /^kennel: context retentionDays must be an integer 1-36500 \(got "0"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/,
+    )
     noStack(context.stderr)
 
     const origin = await kennel(['deploy', 'check', '-c', 'publicUrl=http://api.kennel.example'], dir)
     t.equal(origin.code, 65)
-    t.match(origin.stderr, /^kennel: context publicUrl must be an https URL with no path, query or fragment, like https:\/\/api\.toys\.example \(got "http:\/\/api\.kennel\.example"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/)
+    t.match(
+      origin.stderr,
+      /^kennel: context publicUrl must be an https URL with no path, query or fragment, like https:\/\/api\.toys\.example \(got "http:\/\/api\.kennel\.example"\) \(KENNEL_ERR_DEPLOY_DEFINITION\)\n$/,
+    )
     noStack(origin.stderr)
 
     const pair = await kennel(['deploy', 'check', '-c', 'retentionDays'], dir)
