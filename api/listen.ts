@@ -1,4 +1,6 @@
+import { STATUS_CODES } from 'node:http'
 import https from 'node:https'
+import type { Duplex } from 'node:stream'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
@@ -9,6 +11,9 @@ import { compileDenylist } from '../infra/net/denylist.ts'
 import { serverTlsOptions } from '../infra/net/tls.ts'
 import { type ConnectionCapExceeded, type ConnectionDenylisted, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
+import { lingerOnClose } from '../infra/net/linger.ts'
+import { KennelError } from '../infra/errors.ts'
+import { securityHeaders } from './plugins/security-headers.ts'
 import { UnauthenticatedConnections } from '../infra/net/unauthenticated.ts'
 import type { ApiMetrics } from './metrics.ts'
 
@@ -95,8 +100,11 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.disableRenegotiation()
     unauthenticated.secured(socket)
+    // a refusal before the request body has arrived reaches the client (infra/net/linger.ts)
+    lingerOnClose(socket)
   })
   server.on('tlsClientError', (err) => opts.log?.debug({ err: err.message }, 'TLS handshake failed'))
+  server.on('clientError', answerClientError)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(config.apiPort, config.host, () => (server.off('error', reject), resolve()))
@@ -120,6 +128,43 @@ export async function listenApi(app: FastifyInstance, opts: ListenOptions): Prom
       await app.close()
     },
   }
+}
+
+/** A request Node cannot parse (a malformed request line or header, both Content-Length and
+ * Transfer-Encoding, a head over 16 KB) or that did not arrive in time never reaches Fastify:
+ * Node answered it with a bare `400 Bad Request`, no body and none of the API's headers. It gets
+ * the one error format here, then the connection closes (lingering: infra/net/linger.ts). */
+export function answerClientError(err: Error & { code?: string; reason?: string }, socket: Duplex): void {
+  const response = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+  // a reset peer, or a response already on its way: nothing more can be said on this connection
+  if (err.code === 'ECONNRESET' || !socket.writable || response?.headersSent) return void socket.destroy()
+  const ke =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new KennelError(
+          'KENNEL_ERR_HEADERS_TOO_LARGE',
+          'the request head (request line and headers) is larger than 16 KB',
+        )
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new KennelError('KENNEL_ERR_REQUEST_TIMEOUT', 'the request did not arrive whole in time')
+        : new KennelError(
+            'KENNEL_ERR_VALIDATION',
+            `malformed HTTP request: ${(err.reason ?? err.code ?? 'unparseable').slice(0, 200)}`,
+          )
+  const body = JSON.stringify(ke.toJSON())
+  const headers = {
+    connection: 'close',
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    ...securityHeaders,
+  }
+  socket.write(
+    `HTTP/1.1 ${ke.httpStatus} ${STATUS_CODES[ke.httpStatus]}\r\n${Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('')}\r\n${body}`,
+  )
+  const s = socket as Duplex & { destroySoon?: () => void }
+  if (s.destroySoon) s.destroySoon()
+  else socket.end()
 }
 
 /** the deadlines and per-source cap before a first request (R9), with metrics and ConnectionCapExceeded events */

@@ -7,6 +7,7 @@ import { lockEmbeddedStore } from '../infra/eventstore/node-lock.ts'
 import type { EventStore } from '../infra/eventstore/port.ts'
 import type { Logger } from '../infra/log.ts'
 import { createBroker, type Broker } from '../broker/broker.ts'
+import { closeOrphanedConnections } from '../broker/orphaned.ts'
 import { reloadListenerTls } from '../broker/listener.ts'
 import { type DeviceCa, loadDeviceCa } from '../devices/ca.ts'
 import { followDeviceCa, FollowedDeviceCa } from '../devices/ca-follower.ts'
@@ -76,6 +77,15 @@ export async function startKennel(config: Config, log: Logger): Promise<RunningK
       { eventStore: store.kind, environment: store.environment, dataDir: config.dataDir, roles: config.roles },
       'event store open',
     )
+    if (store.kind === 'sqlite') {
+      // this node holds the embedded store: a connection open on record is one a killed process left
+      const closed = await closeOrphanedConnections(store)
+      if (closed > 0)
+        log.warn(
+          { connections: closed },
+          'connections left open by a broker that did not stop cleanly are recorded as ended (DeviceDisconnected, reason broker-crashed)',
+        )
+    }
     // the read models an API or projector node reads (readiness: the projector's checkpoints; the
     // API's audit answers); the projector writes them through its own connection
     const readModels = roles.has('api') || roles.has('projector') ? await openKennelReadModels(config) : undefined

@@ -19,6 +19,28 @@ export function isOwnWill(client: Client, packet: PublishPacket): boolean {
   return (client as unknown as { will?: unknown }).will === packet
 }
 
+/** `client.connackSent`: false while the CONNECT is handled, when Aedes re-runs authorizeSubscribe
+ * for the subscriptions of a persistent session it restores; packets that arrive meanwhile wait
+ * for the CONNACK (`enqueue` in Aedes' client.js), so a SUBSCRIBE is never handled before it */
+export function restoringSession(client: Client): boolean {
+  return (client as unknown as { connackSent?: boolean }).connackSent !== true
+}
+
+/** `persistence.incomingGetPacket`: a QoS 2 PUBLISH of this client with this packet identifier
+ * is stored until its PUBREL (in Redis in a cluster, so also across a reconnect); Aedes' publish
+ * handler answers a re-send of it with PUBREC only. The lookup rejects when there is none. */
+export function awaitingRelease(aedes: Aedes, client: Client, packet: PublishPacket): Promise<boolean> {
+  const persistence = (
+    aedes as unknown as {
+      persistence: { incomingGetPacket(client: Client, packet: { messageId?: number }): Promise<unknown> }
+    }
+  ).persistence
+  return persistence.incomingGetPacket(client, { messageId: packet.messageId }).then(
+    () => true,
+    () => false,
+  )
+}
+
 /** `client._disconnected`: the client ended with a DISCONNECT packet [MQTT-3.14.4-3] */
 export function sentDisconnect(client: Client): boolean {
   return (client as unknown as { _disconnected?: boolean })._disconnected === true

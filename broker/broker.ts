@@ -15,12 +15,14 @@ import { type AdmissionConfig, createAdmission } from './admission.ts'
 import { type RateLimitExceeded, securityStream } from '../infra/net/events.ts'
 import { FoldedRefusals } from '../infra/net/folded-refusals.ts'
 import {
+  awaitingRelease,
   isOwnWill,
   limitPacketSize,
   markRedeliveries,
   onClosedByBroker,
   pendingWill,
   registeredClients,
+  restoringSession,
   sharedEmitter,
   writeNumbersUncached,
 } from './aedes-internals.ts'
@@ -48,6 +50,8 @@ export type BrokerConfig = Pick<
   | 'mqttConnectIpLimits'
   | 'mqttPublishLimits'
   | 'mqttByteLimits'
+  | 'mqttSubscribeLimits'
+  | 'mqttMaxSubscriptions'
   | 'denylist'
   | 'redisUrl'
   | 'tlsMinVersion'
@@ -358,7 +362,17 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     const client = aedes.handle(socket)
     limitPacketSize(client, config.maxPayloadBytes + PACKET_OVERHEAD, () => sessions.note(client, 'protocol-error'))
     onClosedByBroker(client, () => sessions.note(client, closing ? 'broker-shutdown' : 'taken-over'))
+    let decide!: () => void
+    const decided = new Promise<void>((resolve) => (decide = () => (undecided.delete(client), resolve())))
+    undecided.set(client, { decided, decide })
+    socket.once('close', decide)
   }
+
+  // A toy may send packets right behind its CONNECT, without waiting for the CONNACK [MQTT-3.1.4]:
+  // Aedes can hand such a PUBLISH or SUBSCRIBE to the hooks before the CONNECT is decided (one
+  // larger than a TLS record, read after the CONNECT's); it waits for the CONNACK, then is
+  // decided as any other. Refused at once, it closed the connection before the CONNACK was sent.
+  const undecided = new WeakMap<Client, { decided: Promise<void>; decide: () => void }>()
 
   const server = createListener(config, opts.tls, {
     denylist,
@@ -492,13 +506,36 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   aedes.authorizePublish = (client, packet, done) => {
     const session = client ? sessions.get(client) : undefined
     if (client === null || isOwnWill(client, packet)) return done(willRefusal(session, packet))
-    if (!session) return done(new Error('not authenticated'))
+    if (!session) {
+      const connect = undecided.get(client)
+      return connect
+        ? void connect.decided.then(() => aedes.authorizePublish(client, packet, done))
+        : done(new Error('not authenticated'))
+    }
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
     const decision =
       payload.length > config.maxPayloadBytes
         ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` }
         : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
+    // a QoS 2 message sent again before its PUBREL (DUP, or after a reconnect of a persistent
+    // session) is the same message [MQTT-4.3.3]: Aedes answers it with PUBREC and routes nothing,
+    // and its PublishAccepted is on record already
+    if (packet.qos === 2) {
+      return void awaitingRelease(aedes, client, packet).then((held) =>
+        held ? done(null) : limitPublish(client, session, packet, payload, done),
+      )
+    }
+    limitPublish(client, session, packet, payload, done)
+  }
+
+  function limitPublish(
+    client: Client,
+    session: Session,
+    packet: PublishPacket,
+    payload: Buffer,
+    done: (err: Error | null) => void,
+  ): void {
     const limit = rateLimits.publish(session.identity.deviceId, payload.length)
     if (limit instanceof Promise) void limit.then((l) => admitPublish(client, session, packet, payload, l, done), done)
     else admitPublish(client, session, packet, payload, limit, done)
@@ -605,20 +642,46 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
   }
 
   aedes.authorizeSubscribe = (client, sub, done) => {
-    // a denial is `null`, never an Error: SUBACK 0x80 keeps the connection, and an Error while a
-    // persistent session is restored would abort every reconnect (Aedes re-runs the hook for each
-    // stored subscription and treats an Error as fatal for the connection)
+    // a denial is `null` (SUBACK 0x80, the connection kept), never an Error while a persistent
+    // session is restored: that would abort every reconnect (Aedes re-runs the hook for each
+    // stored subscription and treats an Error as fatal for the connection). Only a live SUBSCRIBE
+    // over the device's limit is an Error, which closes the connection as a publish over it does.
     void authorizeSubscribe(client, sub).then(
-      (granted) => done(null, granted),
+      (granted) => (granted instanceof Error ? done(granted, null) : done(null, granted)),
       () => done(null, null),
     )
   }
 
-  async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null> {
+  /** the filters each connection holds (restored ones included), against KENNEL_MQTT_MAX_SUBSCRIPTIONS */
+  const filters = new WeakMap<Client, Set<string>>()
+  aedes.on('unsubscribe', (topics, client) => {
+    const held = client ? filters.get(client) : undefined
+    for (const topic of topics) held?.delete(topic)
+  })
+
+  async function authorizeSubscribe(client: Client, sub: Subscription): Promise<Subscription | null | Error> {
     const session = sessions.get(client)
-    if (!session) return null
+    if (!session) {
+      const connect = undecided.get(client)
+      return connect ? connect.decided.then(() => authorizeSubscribe(client, sub)) : null
+    }
     const { identity } = session
-    const decision = canSubscribe(identity.deviceId, sub.topic)
+    // every filter of a live SUBSCRIBE is counted, granted or not: each is an event and, granted,
+    // memory in the broker (R6); what a persistent session restores was counted when granted
+    if (!restoringSession(client)) {
+      const limit = await rateLimits.subscribe(identity.deviceId)
+      if (!limit.ok) {
+        session.reason = 'rate-limited'
+        await recordRateLimit(limit, identity.deviceId, identity).catch(() => undefined)
+        return new KennelError('KENNEL_ERR_RATE_LIMITED', `${limit.limit} limit exceeded`)
+      }
+    }
+    let held = filters.get(client)
+    if (!held) filters.set(client, (held = new Set()))
+    const over = !held.has(sub.topic) && held.size >= config.mqttMaxSubscriptions
+    const decision = over
+      ? { ok: false as const, reason: `more than ${config.mqttMaxSubscriptions} subscriptions` }
+      : canSubscribe(identity.deviceId, sub.topic)
     if (!decision.ok) {
       metrics.denials.inc({ kind: 'subscribe' })
       await record(
@@ -631,6 +694,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
       )
       return null
     }
+    held.add(sub.topic)
     void record(
       mqttStream(identity.deviceId),
       { type: 'SubscriptionGranted', data: { deviceId: identity.deviceId, filter: sub.topic, qos: sub.qos } },
@@ -648,6 +712,7 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
 
   // --- lifecycle events ------------------------------------------------------------------
   aedes.on('connackSent', (connack, client) => {
+    undecided.get(client)?.decide()
     if (connack.returnCode === 0) admission.authenticated(client.conn as TLSSocket)
   })
   // the DeviceDisconnected itself is recorded when the socket closes (broker/sessions.ts)

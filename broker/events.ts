@@ -18,6 +18,7 @@ export type DisconnectReason =
   | 'rate-limited'
   | 'event-store-unavailable'
   | 'broker-shutdown'
+  | 'broker-crashed'
 
 /** why the broker closed a live session itself (Broker.kick) */
 export type KickReason = Extract<DisconnectReason, 'revoked' | 'superseded'>

@@ -2,7 +2,8 @@ import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimi
 import type { Config, RateWindow } from '../infra/config.ts'
 import type { MqttRateLimit } from '../infra/net/events.ts'
 
-// R6: connects per device and per source IP, publishes and payload bytes per device. Each
+// R6: connects per device and per source IP, publishes, payload bytes and subscription filters
+// per device (each filter is an event and an entry in the broker's memory). Each
 // configured window ("10/minute,100/hour") is one limiter; a request passes only when every
 // window has room. With Redis (cluster mode) the counts are shared by every broker; a Redis
 // outage falls back to an in-memory limiter per process instead of refusing everyone.
@@ -26,6 +27,8 @@ export interface BrokerRateLimits {
   connectIp(ip: string): Promise<RateDecision>
   /** synchronous when counted in this process, a promise when counted in Redis */
   publish(deviceId: string, bytes: number): RateDecision | Promise<RateDecision>
+  /** one subscription filter of a SUBSCRIBE */
+  subscribe(deviceId: string): RateDecision | Promise<RateDecision>
 }
 
 export interface RateLimitStore {
@@ -130,7 +133,10 @@ async function consumeRedis(
   return refusal ?? PASS
 }
 
-type Limits = Pick<Config, 'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits'>
+type Limits = Pick<
+  Config,
+  'mqttConnectLimits' | 'mqttConnectIpLimits' | 'mqttPublishLimits' | 'mqttByteLimits' | 'mqttSubscribeLimits'
+>
 
 export function createRateLimits(config: Limits, store: RateLimitStore = {}): BrokerRateLimits {
   return store.redis === undefined ? memoryRateLimits(config) : redisRateLimits(config, store)
@@ -141,6 +147,7 @@ function memoryRateLimits(config: Limits): BrokerRateLimits {
   const connectIp = memoryWindows(config.mqttConnectIpLimits)
   const publishes = memoryWindows(config.mqttPublishLimits)
   const bytes = memoryWindows(config.mqttByteLimits)
+  const subscribes = memoryWindows(config.mqttSubscribeLimits)
   return {
     connectDevice: async (deviceId) => consumeMemory('connect-device', connectDevice, deviceId, 1),
     connectIp: async (ip) => consumeMemory('connect-ip', connectIp, ip, 1),
@@ -149,6 +156,7 @@ function memoryRateLimits(config: Limits): BrokerRateLimits {
       // a payload larger than a whole window can never pass; zero-byte publishes cost nothing here
       return !count.ok || n === 0 ? count : consumeMemory('bytes-device', bytes, deviceId, n)
     },
+    subscribe: (deviceId) => consumeMemory('subscribe-device', subscribes, deviceId, 1),
   }
 }
 
@@ -157,6 +165,7 @@ function redisRateLimits(config: Limits, store: RateLimitStore): BrokerRateLimit
   const connectIp = redisWindows('connect-ip', config.mqttConnectIpLimits, store)
   const publishes = redisWindows('publish-device', config.mqttPublishLimits, store)
   const bytes = redisWindows('bytes-device', config.mqttByteLimits, store)
+  const subscribes = redisWindows('subscribe-device', config.mqttSubscribeLimits, store)
   return {
     connectDevice: (deviceId) => consumeRedis('connect-device', connectDevice, deviceId, 1),
     connectIp: (ip) => consumeRedis('connect-ip', connectIp, ip, 1),
@@ -164,5 +173,6 @@ function redisRateLimits(config: Limits, store: RateLimitStore): BrokerRateLimit
       const count = await consumeRedis('publish-device', publishes, deviceId, 1)
       return !count.ok || n === 0 ? count : consumeRedis('bytes-device', bytes, deviceId, n)
     },
+    subscribe: (deviceId) => consumeRedis('subscribe-device', subscribes, deviceId, 1),
   }
 }

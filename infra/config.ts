@@ -315,6 +315,18 @@ export const configKeys = {
     rateList,
   ),
   mqttByteLimits: key('KENNEL_MQTT_BYTE_LIMITS', 'MQTT payload bytes per device (R6)', '4194304/minute', rateList),
+  mqttSubscribeLimits: key(
+    'KENNEL_MQTT_SUBSCRIBE_LIMITS',
+    'MQTT subscription filters per device, each filter of a SUBSCRIBE counted (R6); the filters a persistent session restores on reconnect are not',
+    '100/minute',
+    rateList,
+  ),
+  mqttMaxSubscriptions: key(
+    'KENNEL_MQTT_MAX_SUBSCRIPTIONS',
+    'subscription filters one MQTT session may hold; a filter beyond it gets SUBACK 0x80 (R6)',
+    '64',
+    int(1, 100000),
+  ),
   deviceApiLimits: key(
     'KENNEL_DEVICE_API_LIMITS',
     'device API calls per certificate (R6)',

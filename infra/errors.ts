@@ -24,6 +24,10 @@ export const errorCatalogue = {
   KENNEL_ERR_VALIDATION: { http: 400, exit: 64 },
   KENNEL_ERR_NOT_FOUND: { http: 404, exit: 66 },
   KENNEL_ERR_PAYLOAD_TOO_LARGE: { http: 413, exit: 64 },
+  /** a request head over Node's header size limit (16 KB) */
+  KENNEL_ERR_HEADERS_TOO_LARGE: { http: 431, exit: 64 },
+  /** a request that did not arrive whole within the API's request timeout */
+  KENNEL_ERR_REQUEST_TIMEOUT: { http: 408, exit: 75 },
   KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE: { http: 415, exit: 64 },
   KENNEL_ERR_INTERNAL: { http: 500, exit: 70 },
   KENNEL_ERR_UNAVAILABLE: { http: 503, exit: 69 },

@@ -26,12 +26,22 @@ const frameworkMessages: Record<string, string> = {
 /** what a 503 asks the client to wait: a dropped database connection is replaced at the next query */
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
+/** a file the API writes (a person's or household's key, a mail in the outbox, a recording) that
+ * the machine cannot take: a fault of the service, like a database outage, not of the request.
+ * It answered 500 "internal error"; it is a 503 the client may retry once an operator has made room. */
+const STORAGE_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE'])
+
 export function toKennelError(err: FastifyError | Error): KennelError {
   if (err instanceof KennelError) return err
   const fe = err as FastifyError
   if (fe.validation) return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   const mapped = fe.code ? fastifyCodes[fe.code] : undefined
   if (mapped) return new KennelError(mapped, frameworkMessages[fe.code] ?? fe.message)
+  if (fe.code !== undefined && STORAGE_FAULTS.has(fe.code))
+    return new KennelError(
+      'KENNEL_ERR_UNAVAILABLE',
+      `the server cannot store data right now (${fe.code}); try again later`,
+    )
   if (err instanceof SyntaxError || (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)) {
     return new KennelError('KENNEL_ERR_VALIDATION', `invalid request: ${fe.message}`)
   }
@@ -41,6 +51,7 @@ export function toKennelError(err: FastifyError | Error): KennelError {
 function answer(err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
   const ke = toKennelError(err)
   if (ke.code === 'KENNEL_ERR_INTERNAL') req.log.error({ err }, 'unhandled error')
+  else if (ke !== err && ke.code === 'KENNEL_ERR_UNAVAILABLE') req.log.error({ err }, 'storage fault')
   // a 503 (the event store unreachable or its connection lost) is worth retrying soon [RFC 9110 §10.2.3]
   const retryAfter =
     ke.details?.retryAfterSeconds ?? (ke.httpStatus === 503 ? UNAVAILABLE_RETRY_AFTER_SECONDS : undefined)

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify'
 
 // Security headers on every response: HSTS, no sniffing, no framing, no caching of API answers
 // (they carry personal data and short-lived URLs), and a CSP that allows nothing to run.
-const headers: Record<string, string> = {
+export const securityHeaders: Readonly<Record<string, string>> = {
   'strict-transport-security': 'max-age=63072000; includeSubDomains',
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
@@ -15,7 +15,7 @@ const headers: Record<string, string> = {
 }
 
 export function setSecurityHeaders(reply: FastifyReply): void {
-  for (const [name, value] of Object.entries(headers))
+  for (const [name, value] of Object.entries(securityHeaders))
     if (!reply.hasHeader(name) || name !== 'cache-control') void reply.header(name, value)
 }
 

@@ -49,8 +49,16 @@ export function leaseKey(url: string, name: string): string {
   return createHash('sha256').update(`kennel-lease:${schema}:${name}`).digest().readBigInt64BE(0).toString()
 }
 
+/** the lease session's `application_name`, `kennel-lease:<schema>` like the cluster's other
+ * connections (`kennel:<schema>`, `kennel-readmodels:<schema>`, `kennel-keys:<schema>`), so
+ * that an operator ends one cluster's sessions and no other's */
+export function leaseApplicationName(url: string): string {
+  return `kennel-lease:${new URL(url).searchParams.get('schema') ?? 'kennel'}`
+}
+
 export function holdPostgresLease(o: LeaseOptions): Lease {
   const key = leaseKey(o.url, o.name)
+  const applicationName = leaseApplicationName(o.url)
   const u = new URL(o.url)
   u.searchParams.delete('schema')
   const retryMs = o.retryMs ?? 2000
@@ -69,7 +77,7 @@ export function holdPostgresLease(o: LeaseOptions): Lease {
   async function open(): Promise<pg.Client> {
     const c = new pg.Client({
       connectionString: u.toString(),
-      application_name: `kennel-lease:${o.name}`,
+      application_name: applicationName,
       keepAlive: true,
       connectionTimeoutMillis: 5000,
     })

@@ -11,8 +11,8 @@
 
 export type Listener = 'mqtt' | 'api'
 
-/** the broker's limits (broker/ratelimit.ts): connects per device and per address, publishes and bytes per device */
-export type MqttRateLimit = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device'
+/** the broker's limits (broker/ratelimit.ts): connects per device and per address, publishes, bytes and subscription filters per device */
+export type MqttRateLimit = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device' | 'subscribe-device'
 /** the API's limits: device routes per certificate, the wait after failed logins (per account and address), failed logins per address and day */
 export type ApiRateLimit = 'device-api' | 'login-account-ip' | 'login-ip-day'
 export type RateLimitName = MqttRateLimit | ApiRateLimit

@@ -47,6 +47,7 @@ t.test('every window of a limit counts; the refusal names the one with the longe
       { points: 3, durationSeconds: 3600, label: 'hour' },
     ],
     mqttByteLimits: [{ points: 100, durationSeconds: 60, label: 'minute' }],
+    mqttSubscribeLimits: [],
   })
   const publish = (bytes: number) => limits.publish('toy', bytes)
   t.same([publish(10), publish(10)], [{ ok: true }, { ok: true }])
