@@ -19,6 +19,12 @@ export function isOwnWill(client: Client, packet: PublishPacket): boolean {
   return (client as unknown as { will?: unknown }).will === packet
 }
 
+/** `packet.clientId`: the client id Aedes stores with a will; a stale will (of a node that died)
+ * reaches authorizePublish with no client, its owner named only there */
+export function willOwner(packet: PublishPacket): string {
+  return String((packet as { clientId?: string }).clientId ?? '')
+}
+
 /** `client._disconnected`: the client ended with a DISCONNECT packet [MQTT-3.14.4-3] */
 export function sentDisconnect(client: Client): boolean {
   return (client as unknown as { _disconnected?: boolean })._disconnected === true

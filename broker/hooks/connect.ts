@@ -1,0 +1,127 @@
+import { randomUUID } from 'node:crypto'
+import type { TLSSocket } from 'node:tls'
+import type { Aedes, Client } from 'aedes'
+import { pendingWill } from '../aedes-internals.ts'
+import { canPublish } from '../authorize.ts'
+import { mqttStream } from '../events.ts'
+import type { HookContext } from './context.ts'
+
+// Aedes `authenticate` (R2, R3, R9, R19): the CONNECT of a connection whose certificate passed the
+// handshake (broker.ts onSecureConnection). Connects per address, client id = CN, connects per
+// device, revoked since the handshake, the will's topic; then DeviceConnected is appended and
+// only then CONNACK 0 is sent.
+
+function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { returnCode: number } {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
+  const { identities, rateLimits, metrics, revocations, sessions, authenticating, endConnection } = ctx
+  const { record, recordRefusal, recordRateLimit, sources, clearIp, connectionMeta, deviceMeta } = ctx.records
+  const { toySource } = ctx
+
+  async function authenticate(client: Client): Promise<void> {
+    const identity = identities.get(client.conn as TLSSocket)
+    if (!identity) throw connectError('no verified certificate', 5)
+    const ipLimit = await rateLimits.connectIp(identity.ip)
+    if (!ipLimit.ok) {
+      await recordRateLimit(ipLimit, identity.ip, identity)
+      throw connectError('too many connects from this address', 3)
+    }
+    if (client.id !== identity.deviceId) {
+      await recordRefusal({ ...identity, reason: 'client-id-mismatch', detail: client.id.slice(0, 80), trusted: true })
+      throw connectError('client id must equal the certificate CN', 2) // KENNEL_ERR_CLIENT_ID_MISMATCH
+    }
+    const deviceLimit = await rateLimits.connectDevice(identity.deviceId)
+    if (!deviceLimit.ok) {
+      await recordRateLimit(deviceLimit, identity.deviceId, identity)
+      throw connectError('too many connects for this device', 3) // KENNEL_ERR_RATE_LIMITED
+    }
+    // revoked between the handshake and this CONNECT
+    if (revocations.revoked.device(identity.deviceId) || revocations.revoked.serial(identity.serial)) {
+      await recordRefusal({
+        ...identity,
+        reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked',
+        trusted: true,
+      })
+      throw connectError('certificate revoked', 5)
+    }
+    const will = pendingWill(client)
+    if (will) {
+      const decision = canPublish(identity.deviceId, will.topic)
+      if (!decision.ok) {
+        metrics.denials.inc({ kind: 'will' })
+        await record(
+          mqttStream(identity.deviceId),
+          {
+            type: 'PublishDenied',
+            data: {
+              deviceId: identity.deviceId,
+              topic: String(will.topic).slice(0, 256),
+              qos: will.qos,
+              bytes: will.payload?.length ?? 0,
+              reason: decision.reason,
+              will: true,
+            },
+          },
+          deviceMeta(identity),
+        )
+        throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
+      }
+    }
+    const connectionId = randomUUID()
+    try {
+      if (toySource) {
+        const householdId = toySource.householdOf(identity.deviceId)
+        sources.set(identity, {
+          householdId,
+          source: await toySource.source(householdId, identity.ip),
+          refreshing: false,
+        })
+      }
+      await record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceConnected',
+          data: {
+            deviceId: identity.deviceId,
+            serial: identity.serial,
+            ...clearIp(identity),
+            clean: client.clean,
+            protocolVersion: client.version,
+            connectionId,
+          },
+        },
+        connectionMeta(identity),
+      )
+    } catch {
+      throw connectError('event store unavailable', 3)
+    }
+    // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
+    const session = sessions.open(client, identity, connectionId, (session, reason) => {
+      void record(
+        mqttStream(identity.deviceId),
+        {
+          type: 'DeviceDisconnected',
+          data: { deviceId: identity.deviceId, reason, ...clearIp(identity), connectionId: session.connectionId },
+        },
+        connectionMeta(identity),
+      )
+    })
+    session.recordedAs = { stream: mqttStream(identity.deviceId), metadata: deviceMeta(identity) }
+    // connected while the broker closed: Aedes no longer answers it
+    if (ctx.closing) endConnection(client, 'broker-shutdown')
+  }
+
+  return (client, _username, _password, done) => {
+    // username and password are ignored: the certificate is the credential (R2)
+    const authenticated = authenticate(client)
+    authenticating.add(authenticated)
+    void authenticated
+      .then(
+        () => done(null, true),
+        (err: Error & { returnCode: number }) => done(err as never, false),
+      )
+      .finally(() => authenticating.delete(authenticated))
+  }
+}
