@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import type { Aedes, Client } from 'aedes'
+import { isKennelError, KennelError } from '../../infra/errors.ts'
 import { pendingWill } from '../aedes-internals.ts'
 import { canPublish } from '../authorize.ts'
 import { mqttStream } from '../events.ts'
@@ -11,8 +12,11 @@ import type { HookContext } from './context.ts'
 // device, revoked since the handshake, the will's topic; then DeviceConnected is appended and
 // only then CONNACK 0 is sent.
 
-function connectError(message: string, returnCode: 2 | 3 | 4 | 5): Error & { returnCode: number } {
-  return Object.assign(new Error(message), { returnCode })
+/** Aedes answers a refused CONNECT with the error's `returnCode` (2 to 5, else 5): a KennelError's is
+ * the CONNACK column of the catalogue (infra/errors.ts) */
+function withReturnCode(err: unknown): Error & { returnCode: number } {
+  const error = err instanceof Error ? err : new Error(String(err))
+  return Object.assign(error, { returnCode: isKennelError(error) ? error.connackCode : 5 })
 }
 
 export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
@@ -22,29 +26,32 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
 
   async function authenticate(client: Client): Promise<void> {
     const identity = identities.get(client.conn as TLSSocket)
-    if (!identity) throw connectError('no verified certificate', 5)
+    if (!identity) throw new KennelError('KENNEL_ERR_CERT_INVALID', 'no verified certificate')
     const ipLimit = await rateLimits.connectIp(identity.ip)
     if (!ipLimit.ok) {
       await recordRateLimit(ipLimit, identity.ip, identity)
-      throw connectError('too many connects from this address', 3)
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', 'too many connects from this address')
     }
     if (client.id !== identity.deviceId) {
       await recordRefusal({ ...identity, reason: 'client-id-mismatch', detail: client.id.slice(0, 80), trusted: true })
-      throw connectError('client id must equal the certificate CN', 2) // KENNEL_ERR_CLIENT_ID_MISMATCH
+      throw new KennelError('KENNEL_ERR_CLIENT_ID_MISMATCH', 'client id must equal the certificate CN')
     }
     const deviceLimit = await rateLimits.connectDevice(identity.deviceId)
     if (!deviceLimit.ok) {
       await recordRateLimit(deviceLimit, identity.deviceId, identity)
-      throw connectError('too many connects for this device', 3) // KENNEL_ERR_RATE_LIMITED
+      throw new KennelError('KENNEL_ERR_RATE_LIMITED', 'too many connects for this device')
     }
     // revoked between the handshake and this CONNECT
     if (revocations.revoked.device(identity.deviceId) || revocations.revoked.serial(identity.serial)) {
+      const deviceRevoked = revocations.revoked.device(identity.deviceId)
       await recordRefusal({
         ...identity,
-        reason: revocations.revoked.device(identity.deviceId) ? 'device-revoked' : 'certificate-revoked',
+        reason: deviceRevoked ? 'device-revoked' : 'certificate-revoked',
         trusted: true,
       })
-      throw connectError('certificate revoked', 5)
+      throw deviceRevoked
+        ? new KennelError('KENNEL_ERR_DEVICE_REVOKED', 'device revoked')
+        : new KennelError('KENNEL_ERR_CERT_REVOKED', 'certificate revoked')
     }
     const will = pendingWill(client)
     if (will) {
@@ -66,7 +73,7 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
           },
           deviceMeta(identity),
         )
-        throw connectError(`will topic refused: ${decision.reason}`, 5) // KENNEL_ERR_TOPIC_DENIED
+        throw new KennelError('KENNEL_ERR_TOPIC_DENIED', `will topic refused: ${decision.reason}`)
       }
     }
     const connectionId = randomUUID()
@@ -95,7 +102,7 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
         connectionMeta(identity),
       )
     } catch {
-      throw connectError('event store unavailable', 3)
+      throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'event store unavailable')
     }
     // from here on the connection ends with a DeviceDisconnected, whenever and however it ends
     const session = sessions.open(client, identity, connectionId, (session, reason) => {
@@ -120,7 +127,7 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
     void authenticated
       .then(
         () => done(null, true),
-        (err: Error & { returnCode: number }) => done(err as never, false),
+        (err: unknown) => done(withReturnCode(err) as never, false),
       )
       .finally(() => authenticating.delete(authenticated))
   }
