@@ -9,11 +9,6 @@ export function registeredClients(aedes: Aedes): Record<string, Client> {
   return (aedes as unknown as { clients: Record<string, Client> }).clients
 }
 
-/** `client._will`: the will of the CONNECT while `authenticate` runs (`client.will` once accepted) */
-export function pendingWill(client: Client): PublishPacket | undefined {
-  return (client as unknown as { _will?: PublishPacket })._will ?? undefined
-}
-
 /** `client.will`: authorizePublish runs for a client's own last will when it closes */
 export function isOwnWill(client: Client, packet: PublishPacket): boolean {
   return (client as unknown as { will?: unknown }).will === packet

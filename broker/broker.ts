@@ -21,7 +21,7 @@ import {
   writeNumbersUncached,
 } from './aedes-internals.ts'
 import { type BrokerEvent, type DisconnectReason, type KickReason, mqttStream } from './events.ts'
-import { authenticateHook } from './hooks/connect.ts'
+import { connectHooks } from './hooks/connect.ts'
 import type { HookContext } from './hooks/context.ts'
 import { forwardHook } from './hooks/forward.ts'
 import { publishHook, sha256 } from './hooks/publish.ts'
@@ -192,7 +192,9 @@ export async function createBroker(opts: BrokerOptions): Promise<Broker> {
     endConnection,
     closing: false,
   }
-  aedes.authenticate = authenticateHook(ctx)
+  const connect = connectHooks(ctx)
+  aedes.preConnect = connect.preConnect
+  aedes.authenticate = connect.authenticate
   aedes.authorizePublish = publishHook(ctx)
   aedes.authorizeSubscribe = subscribeHook(ctx)
   aedes.authorizeForward = forwardHook(ctx)

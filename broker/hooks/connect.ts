@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
-import type { Aedes, Client } from 'aedes'
+import type { Aedes, Client, ConnectPacket } from 'aedes'
 import { isKennelError, KennelError } from '../../infra/errors.ts'
-import { pendingWill } from '../aedes-internals.ts'
 import { canPublish } from '../authorize.ts'
 import { mqttStream } from '../events.ts'
 import type { HookContext } from './context.ts'
 
-// Aedes `authenticate` (R2, R3, R9, R19): the CONNECT of a connection whose certificate passed the
-// handshake (broker.ts onSecureConnection). Connects per address, client id = CN, connects per
-// device, revoked since the handshake, the will's topic; then DeviceConnected is appended and
-// only then CONNACK 0 is sent.
+// Aedes `preConnect` and `authenticate` (R2, R3, R9, R19): the CONNECT of a connection whose
+// certificate passed the handshake (broker.ts onSecureConnection). Connects per address, client
+// id = CN, connects per device, revoked since the handshake, the will's topic; then
+// DeviceConnected is appended and only then CONNACK 0 is sent. preConnect refuses nothing: Aedes
+// closes a connection refused there without a CONNACK, so every refusal is authenticate's.
 
 /** Aedes answers a refused CONNECT with the error's `returnCode` (2 to 5, else 5): a KennelError's is
  * the CONNACK column of the catalogue (infra/errors.ts) */
@@ -19,10 +19,13 @@ function withReturnCode(err: unknown): Error & { returnCode: number } {
   return Object.assign(error, { returnCode: isKennelError(error) ? error.connackCode : 5 })
 }
 
-export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
+export function connectHooks(ctx: HookContext): Pick<Aedes, 'preConnect' | 'authenticate'> {
   const { identities, rateLimits, metrics, revocations, sessions, authenticating, endConnection } = ctx
   const { record, recordRefusal, recordRateLimit, sources, clearIp, connectionMeta, deviceMeta } = ctx.records
   const { toySource } = ctx
+  // Aedes gives the CONNECT packet to preConnect only; authenticate reads its will and clean flag
+  // here rather than in the client's private fields
+  const connects = new WeakMap<Client, ConnectPacket>()
 
   async function authenticate(client: Client): Promise<void> {
     const identity = identities.get(client.conn as TLSSocket)
@@ -53,7 +56,10 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
         ? new KennelError('KENNEL_ERR_DEVICE_REVOKED', 'device revoked')
         : new KennelError('KENNEL_ERR_CERT_REVOKED', 'certificate revoked')
     }
-    const will = pendingWill(client)
+    const connect = connects.get(client)
+    connects.delete(client)
+    if (!connect) throw new KennelError('KENNEL_ERR_INTERNAL', 'CONNECT not seen by preConnect')
+    const will = connect.will
     if (will) {
       const decision = canPublish(identity.deviceId, will.topic)
       if (!decision.ok) {
@@ -65,7 +71,7 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
             data: {
               deviceId: identity.deviceId,
               topic: String(will.topic).slice(0, 256),
-              qos: will.qos,
+              qos: will.qos ?? 0,
               bytes: will.payload?.length ?? 0,
               reason: decision.reason,
               will: true,
@@ -94,7 +100,7 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
             deviceId: identity.deviceId,
             serial: identity.serial,
             ...clearIp(identity),
-            clean: client.clean,
+            clean: connect.clean ?? true,
             protocolVersion: client.version,
             connectionId,
           },
@@ -120,15 +126,21 @@ export function authenticateHook(ctx: HookContext): Aedes['authenticate'] {
     if (ctx.closing) endConnection(client, 'broker-shutdown')
   }
 
-  return (client, _username, _password, done) => {
-    // username and password are ignored: the certificate is the credential (R2)
-    const authenticated = authenticate(client)
-    authenticating.add(authenticated)
-    void authenticated
-      .then(
-        () => done(null, true),
-        (err: unknown) => done(withReturnCode(err) as never, false),
-      )
-      .finally(() => authenticating.delete(authenticated))
+  return {
+    preConnect(client, packet, done) {
+      connects.set(client, packet)
+      done(null, true)
+    },
+    authenticate(client, _username, _password, done) {
+      // username and password are ignored: the certificate is the credential (R2)
+      const authenticated = authenticate(client)
+      authenticating.add(authenticated)
+      void authenticated
+        .then(
+          () => done(null, true),
+          (err: unknown) => done(withReturnCode(err) as never, false),
+        )
+        .finally(() => authenticating.delete(authenticated))
+    },
   }
 }
