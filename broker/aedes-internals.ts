@@ -9,14 +9,15 @@ export function registeredClients(aedes: Aedes): Record<string, Client> {
   return (aedes as unknown as { clients: Record<string, Client> }).clients
 }
 
-/** `client._will`: the will of the CONNECT while `authenticate` runs (`client.will` once accepted) */
-export function pendingWill(client: Client): PublishPacket | undefined {
-  return (client as unknown as { _will?: PublishPacket })._will ?? undefined
-}
-
 /** `client.will`: authorizePublish runs for a client's own last will when it closes */
 export function isOwnWill(client: Client, packet: PublishPacket): boolean {
   return (client as unknown as { will?: unknown }).will === packet
+}
+
+/** `packet.clientId`: the client id Aedes stores with a will; a stale will (of a node that died)
+ * reaches authorizePublish with no client, its owner named only there */
+export function willOwner(packet: PublishPacket): string {
+  return String((packet as { clientId?: string }).clientId ?? '')
 }
 
 /** `client.connackSent`: false while the CONNECT is handled, when Aedes re-runs authorizeSubscribe

@@ -30,7 +30,8 @@ export const errorCatalogue = {
   KENNEL_ERR_REQUEST_TIMEOUT: { http: 408, exit: 75 },
   KENNEL_ERR_UNSUPPORTED_MEDIA_TYPE: { http: 415, exit: 64 },
   KENNEL_ERR_INTERNAL: { http: 500, exit: 70 },
-  KENNEL_ERR_UNAVAILABLE: { http: 503, exit: 69 },
+  /** CONNACK 3, server unavailable: a CONNECT whose DeviceConnected cannot be recorded */
+  KENNEL_ERR_UNAVAILABLE: { http: 503, exit: 69, connack: 3 },
   // event store
   KENNEL_ERR_WRONG_EXPECTED_REVISION: { http: 409, exit: 75 },
   KENNEL_ERR_DUPLICATE_EVENT: { http: 409, exit: 75 },

@@ -249,6 +249,13 @@ t.test(
       'only its own queued message arrives',
     )
     t.ok(second.connected, 'the restored session did not abort the reconnect')
+    t.same(
+      (await sys.events('DeviceConnected'))
+        .filter((e) => e.stream === `mqtt-${attacker.deviceId}`)
+        .map((e) => (e.data as { clean: boolean }).clean),
+      [false, false],
+      'both connections recorded with clean=false, as their CONNECT said',
+    )
   },
 )
 

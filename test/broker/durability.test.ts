@@ -22,6 +22,8 @@ interface Gate {
   readonly held: number
   /** PublishAccepted appends refused by the gate */
   readonly refused: number
+  /** refuse DeviceConnected appends as well */
+  failConnects: boolean
   open(): void
 }
 
@@ -30,6 +32,7 @@ function gate(inner: EventStore): Gate {
   let refused = 0
   const g: Gate = {
     mode: 'open',
+    failConnects: false,
     get held() {
       return held.length
     },
@@ -47,6 +50,8 @@ function gate(inner: EventStore): Gate {
           events: Parameters<EventStore['append']>[1],
           options: Parameters<EventStore['append']>[2],
         ) => {
+          if (g.failConnects && events.some((e) => e.type === 'DeviceConnected'))
+            throw new KennelError('KENNEL_ERR_UNAVAILABLE', 'the gate refuses the append')
           if (events.some((e) => e.type === 'PublishAccepted')) {
             if (g.mode === 'fail') {
               refused++
@@ -125,6 +130,19 @@ t.test('a publish is acknowledged and routed only once its PublishAccepted is co
     received.map((m) => m.payload),
     ['held-qos1', 'held-qos0'],
   )
+})
+
+t.test('a CONNECT whose DeviceConnected cannot be recorded gets CONNACK 3 (server unavailable)', async (t) => {
+  const { sys, g, port, device } = await gatedBroker(t)
+  g.failConnects = true
+  const err = await sys.connect(device, { port }).then(
+    () => undefined,
+    (e: { code?: number }) => e,
+  )
+  t.equal(err?.code, 3, 'refused with CONNACK 3: try later')
+  g.failConnects = false
+  await (await sys.connect(device, { port })).endAsync()
+  t.pass('connects once the store records again')
 })
 
 t.test(

@@ -35,6 +35,7 @@ t.test('a toy connects with its certificate and exchanges messages on its own to
   t.equal(connected.metadata.actor, `device:${id}`)
   t.equal(connected.metadata.credential, `cert:${device.serial}`)
   t.equal(connected.metadata.sourceIp, '127.0.0.1')
+  t.match(connected.data, { clean: true, protocolVersion: 4 }, "the CONNECT's clean flag and protocol level")
   const accepted = mine.find((e) => e.type === 'PublishAccepted')!
   t.match(accepted.data, {
     topic: `toys/${id}/status`,
