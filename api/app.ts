@@ -26,7 +26,8 @@ import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { deviceRoutes } from './devices/routes.ts'
 import { registerDocs } from './docs/routes.ts'
-import { DeviceLimiter } from './guard/device-limiter.ts'
+import { WindowLimiter } from './guard/window-limiter.ts'
+import { flushAccountLimits } from './plugins/account-auth.ts'
 import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
@@ -136,7 +137,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     ),
     mailer: deps.mailer,
     signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
-    deviceLimiter: new DeviceLimiter(config.deviceApiLimits, deps.redis),
+    deviceLimiter: new WindowLimiter('device-api', config.deviceApiLimits, deps.redis),
+    accountLimiter: new WindowLimiter('account-api', config.accountApiLimits, deps.redis),
     metrics: deps.metrics ?? new ApiMetrics(),
     passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },
     redis: deps.redis,
@@ -209,6 +211,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(opsRoutes, { ctx })
   await app.register(auditRoutes, { ctx, audit: deps.audit })
   await app.register(consoleRoutes)
+  // the account limit's refusals counted since a block's first event are recorded before the API stops
+  app.addHook('onClose', () => flushAccountLimits(ctx))
   if (blobs instanceof LocalBlobStore) {
     const uses = recordingUrlUses(ctx, app.log)
     // the refusals counted since a block's first event are recorded before the API stops

@@ -8,7 +8,7 @@ import type { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
 import type { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import type { Mailer } from '../infra/mail/port.ts'
-import type { DeviceLimiter } from './guard/device-limiter.ts'
+import type { WindowLimiter } from './guard/window-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 /** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
@@ -50,7 +50,10 @@ export interface ApiContext {
   /** sign-up confirmation mails (infra/mail) */
   mailer: Mailer
   signupMailLimiter: SignupMailLimiter
-  deviceLimiter: DeviceLimiter
+  /** per certificate, on the toys' routes */
+  deviceLimiter: WindowLimiter
+  /** per account, on the bearer routes */
+  accountLimiter: WindowLimiter
   metrics: ApiMetrics
   passwordHashing: PasswordHashing
   redis: Redis | undefined

@@ -143,6 +143,7 @@ export async function run(opts: { json: boolean }): Promise<Record<string, unkno
     KENNEL_DATA_DIR: dir,
     KENNEL_API_PORT: '0',
     KENNEL_DEVICE_API_LIMITS: BENCH_LIMITS,
+    KENNEL_ACCOUNT_API_LIMITS: BENCH_LIMITS,
     KENNEL_LOGIN_FAILURE_LIMIT: '1000',
     KENNEL_LOG_LEVEL: 'silent',
   })

@@ -333,6 +333,12 @@ export const configKeys = {
     '60/minute,200/hour,400/day',
     rateList,
   ),
+  accountApiLimits: key(
+    'KENNEL_ACCOUNT_API_LIMITS',
+    'requests per account on the bearer routes (parents, ops, auditors); over it 429 and a RateLimitExceeded (R6)',
+    '600/minute,10000/hour',
+    rateList,
+  ),
   loginLimits: key(
     'KENNEL_LOGIN_FAILURE_LIMIT',
     'consecutive failed logins per account and IP answered at once; after them each attempt waits, the wait doubling with each further failure (R6)',

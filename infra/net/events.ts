@@ -13,8 +13,8 @@ export type Listener = 'mqtt' | 'api'
 
 /** the broker's limits (broker/ratelimit.ts): connects per device and per address, publishes, bytes and subscription filters per device */
 export type MqttRateLimit = 'connect-device' | 'connect-ip' | 'publish-device' | 'bytes-device' | 'subscribe-device'
-/** the API's limits: device routes per certificate, the wait after failed logins (per account and address), failed logins per address and day */
-export type ApiRateLimit = 'device-api' | 'login-account-ip' | 'login-ip-day'
+/** the API's limits: device routes per certificate, bearer routes per account, the wait after failed logins (per account and address), failed logins per address and day */
+export type ApiRateLimit = 'device-api' | 'account-api' | 'login-account-ip' | 'login-ip-day'
 export type RateLimitName = MqttRateLimit | ApiRateLimit
 
 export interface RateLimitExceeded {
@@ -27,7 +27,7 @@ export interface RateLimitExceeded {
     /** the toy refused: always on `mqtt`, on `api` for `device-api` */
     deviceId?: string
     serial?: string
-    /** the account a refused login named, when it has one */
+    /** the account a refused login named, when it has one; the account whose requests `account-api` refused */
     accountId?: string
     ip: string
     retryAfterSeconds: number
