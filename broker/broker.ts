@@ -56,6 +56,7 @@ export type BrokerConfig = Pick<
   | 'mqttByteLimits'
   | 'mqttSubscribeLimits'
   | 'mqttMaxSubscriptions'
+  | 'mqttMaxRetained'
   | 'denylist'
   | 'redisUrl'
   | 'tlsMinVersion'

@@ -327,6 +327,12 @@ export const configKeys = {
     '64',
     int(1, 100000),
   ),
+  mqttMaxRetained: key(
+    'KENNEL_MQTT_MAX_RETAINED',
+    'topics one toy may hold a retained message on; a retained publish to a further topic is refused and closes the connection, an empty one clears its topic (R6); 0: no retained messages',
+    '16',
+    int(0, 100000),
+  ),
   deviceApiLimits: key(
     'KENNEL_DEVICE_API_LIMITS',
     'device API calls per certificate (R6)',

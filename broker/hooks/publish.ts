@@ -124,6 +124,26 @@ export function publishHook(ctx: HookContext): Aedes['authorizePublish'] {
     )
   }
 
+  /** the topics each toy holds a retained message on (this node's count: the embedded broker's
+   * retained messages are in its memory; a cluster's, in Redis, are counted per node), against
+   * KENNEL_MQTT_MAX_RETAINED: unbounded, one toy retained 30,000 topics (95 MB of the broker's
+   * memory, kept after it was revoked) */
+  const retained = new Map<string, Set<string>>()
+  function retainRefusal(deviceId: string, topic: string, bytes: number): string | undefined {
+    let topics = retained.get(deviceId)
+    // an empty retained message clears its topic [MQTT-3.3.1-10]
+    if (bytes === 0) {
+      topics?.delete(topic)
+      return undefined
+    }
+    if (topics?.has(topic)) return undefined
+    if ((topics?.size ?? 0) >= config.mqttMaxRetained)
+      return `more than ${config.mqttMaxRetained} topics with a retained message`
+    if (!topics) retained.set(deviceId, (topics = new Set()))
+    topics.add(topic)
+    return undefined
+  }
+
   function limitPublish(
     client: Client,
     session: Session,
@@ -153,6 +173,10 @@ export function publishHook(ctx: HookContext): Aedes['authorizePublish'] {
         ? { ok: false as const, reason: `payload larger than ${config.maxPayloadBytes} bytes` }
         : canPublish(session.identity.deviceId, packet.topic)
     if (!decision.ok) return void denyPublish(session, packet, payload, decision.reason).then(done)
+    const overRetained = packet.retain
+      ? retainRefusal(session.identity.deviceId, packet.topic, payload.length)
+      : undefined
+    if (overRetained !== undefined) return void denyPublish(session, packet, payload, overRetained).then(done)
     // a QoS 2 message sent again before its PUBREL (DUP, or after a reconnect of a persistent
     // session) is the same message [MQTT-4.3.3]: Aedes answers it with PUBREC and routes nothing,
     // and its PublishAccepted is on record already
