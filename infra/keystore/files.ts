@@ -44,13 +44,22 @@ export class FileKeyStore implements KeyStore {
     // so of two creators the first one's key is kept and nobody reads a half-written file
     const tmp = `${key}.${randomBytes(8).toString('hex')}.tmp`
     try {
-      await fsp.writeFile(tmp, wrapped, { flag: 'wx', mode: 0o600 })
+      // on disk before it is linked, and the link on disk before the key is used: a power loss
+      // must not leave a person's data sealed with a key that never reached the disk
+      const file = await fsp.open(tmp, 'wx', 0o600)
+      try {
+        await file.writeFile(wrapped)
+        await file.sync()
+      } finally {
+        await file.close()
+      }
       await fsp.link(tmp, key).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err
       })
     } finally {
       await fsp.rm(tmp, { force: true })
     }
+    await syncDir(path.dirname(key))
     const stored = await this.read(ring, owner)
     if (stored === undefined) return { state: 'shredded' }
     return stored
@@ -61,6 +70,8 @@ export class FileKeyStore implements KeyStore {
     await fsp.mkdir(path.dirname(key), { recursive: true, mode: 0o700 })
     await fsp.writeFile(tombstone, '', { mode: 0o600 })
     await fsp.rm(key, { force: true })
+    // the erasure is reported done only once the key's removal is on disk
+    await syncDir(path.dirname(key))
   }
 
   async close(): Promise<void> {}
@@ -104,4 +115,14 @@ export function fileKeyStore(dataDir: string): FileKeyStore {
     person: path.join(dataDir, 'keys', 'persons'),
     'household-data': path.join(dataDir, 'blobs', 'keys'),
   })
+}
+
+/** a directory's entries (a new link, a removed file) on disk */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
 }
