@@ -26,8 +26,7 @@ import type { ApiContext, NotifyDevice, PasswordHashing } from './context.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { deviceRoutes } from './devices/routes.ts'
 import { registerDocs } from './docs/routes.ts'
-import { WindowLimiter } from './guard/window-limiter.ts'
-import { flushAccountLimits } from './plugins/account-auth.ts'
+import { RequestLimit } from './guard/window-limiter.ts'
 import { householdsProjection } from './households/projection.ts'
 import { householdRoutes } from './households/routes.ts'
 import { ApiMetrics } from './metrics.ts'
@@ -106,6 +105,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     })
   const personKeys = new KeyRing(keys, deps.masterKey, 'person', { now })
 
+  const metrics = deps.metrics ?? new ApiMetrics()
+  const limitDeps = { store: deps.store, now, metrics, redis: deps.redis }
   const ctx: ApiContext = {
     config,
     store: deps.store,
@@ -137,9 +138,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     ),
     mailer: deps.mailer,
     signupMailLimiter: new SignupMailLimiter(config.signupMailsPerHour, deps.redis),
-    deviceLimiter: new WindowLimiter('device-api', config.deviceApiLimits, deps.redis),
-    accountLimiter: new WindowLimiter('account-api', config.accountApiLimits, deps.redis),
-    metrics: deps.metrics ?? new ApiMetrics(),
+    deviceLimiter: new RequestLimit('device-api', 'certificate', config.deviceApiLimits, limitDeps),
+    accountLimiter: new RequestLimit('account-api', 'account', config.accountApiLimits, limitDeps),
+    metrics,
     passwordHashing: deps.passwordHashing ?? { memoryCost: 65536, timeCost: 3, parallelism: 1 },
     redis: deps.redis,
   }
@@ -211,8 +212,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(opsRoutes, { ctx })
   await app.register(auditRoutes, { ctx, audit: deps.audit })
   await app.register(consoleRoutes)
-  // the account limit's refusals counted since a block's first event are recorded before the API stops
-  app.addHook('onClose', () => flushAccountLimits(ctx))
+  // the limits' refusals counted since a block's first event are recorded before the API stops
+  app.addHook('onClose', () => Promise.all([ctx.deviceLimiter.flush(), ctx.accountLimiter.flush()]))
   if (blobs instanceof LocalBlobStore) {
     const uses = recordingUrlUses(ctx, app.log)
     // the refusals counted since a block's first event are recorded before the API stops

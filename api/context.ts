@@ -8,7 +8,7 @@ import type { HouseholdSources } from '../infra/keystore/sealed-source.ts'
 import type { LoginLimiter } from './accounts/login-limiter.ts'
 import type { SignupMailLimiter } from './accounts/signup-mail-limiter.ts'
 import type { Mailer } from '../infra/mail/port.ts'
-import type { WindowLimiter } from './guard/window-limiter.ts'
+import type { RequestLimit } from './guard/window-limiter.ts'
 import type { ApiMetrics } from './metrics.ts'
 
 /** how the API reaches a toy: publish on `toys/{deviceId}/inbox/{subtopic}` (wired to the broker by bin/) */
@@ -51,9 +51,9 @@ export interface ApiContext {
   mailer: Mailer
   signupMailLimiter: SignupMailLimiter
   /** per certificate, on the toys' routes */
-  deviceLimiter: WindowLimiter
+  deviceLimiter: RequestLimit
   /** per account, on the bearer routes */
-  accountLimiter: WindowLimiter
+  accountLimiter: RequestLimit
   metrics: ApiMetrics
   passwordHashing: PasswordHashing
   redis: Redis | undefined

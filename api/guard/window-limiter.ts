@@ -1,6 +1,12 @@
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible'
+import type { FastifyRequest } from 'fastify'
 import type { Redis } from 'ioredis'
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible'
 import type { RateWindow } from '../../infra/config.ts'
+import { KennelError } from '../../infra/errors.ts'
+import type { EventStore } from '../../infra/eventstore/port.ts'
+import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
+import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
+import type { ApiMetrics } from '../metrics.ts'
 
 // Request limits over several windows (R6): per certificate on the toys' routes
 // (KENNEL_DEVICE_API_LIMITS: 60/minute, 200/hour, 400/day by default), per account on the bearer
@@ -40,5 +46,82 @@ export class WindowLimiter {
         refusal = { window: this.limiters[i]!.window, retryAfterSeconds }
     })
     return refusal
+  }
+}
+
+export interface RequestLimitDeps {
+  store: Pick<EventStore, 'append'>
+  now(): Date
+  metrics: Pick<ApiMetrics, 'rateLimited'>
+  redis?: Redis
+}
+
+/** whom a refused request was from, as its RateLimitExceeded records it */
+export interface Limited {
+  data: Pick<RateLimitExceeded['data'], 'deviceId' | 'serial' | 'accountId'>
+  metadata: Record<string, string>
+}
+
+const REFUSAL_EVENT_BLOCK_MS = 60_000
+
+/** A WindowLimiter whose refusals answer 429 and are recorded (R6, R11): one RateLimitExceeded
+ * per key and window per minute, the rest of a flood counted and recorded with the next one or
+ * by flush() when the API stops. */
+export class RequestLimit {
+  private readonly windows: WindowLimiter
+  private readonly folded: FoldedRefusals<{
+    req: FastifyRequest
+    event: RateLimitExceeded
+    metadata: Record<string, string>
+  }>
+
+  /** `per`: what a key names, for the message ("certificate", "account") */
+  constructor(
+    private readonly name: 'device-api' | 'account-api',
+    private readonly per: string,
+    windows: readonly RateWindow[],
+    private readonly deps: RequestLimitDeps,
+  ) {
+    this.windows = new WindowLimiter(name, windows, deps.redis)
+    this.folded = new FoldedRefusals(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
+      this.append({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) =>
+        req.log.error({ err }, `could not record requests refused by the ${name} limit`),
+      ),
+    )
+  }
+
+  /** counts one request of `key`; over a window, KENNEL_ERR_RATE_LIMITED (429, Retry-After) */
+  async admit(req: FastifyRequest, key: string, who: Limited): Promise<void> {
+    const refusal = await this.windows.consume(key)
+    if (!refusal) return
+    this.deps.metrics.rateLimited.inc({ limit: this.name })
+    const event: RateLimitExceeded = {
+      type: 'RateLimitExceeded',
+      data: {
+        listener: 'api',
+        limit: this.name,
+        window: refusal.window,
+        ...who.data,
+        ip: req.ip,
+        retryAfterSeconds: refusal.retryAfterSeconds,
+        refusals: 1,
+      },
+    }
+    const at = this.deps.now().getTime()
+    if (this.folded.count(`${key}:${refusal.window}`, at, { req, event, metadata: who.metadata }))
+      await this.append(event, who.metadata)
+    throw new KennelError(
+      'KENNEL_ERR_RATE_LIMITED',
+      `rate limit ${refusal.window} per ${this.per} exceeded; retry in ${refusal.retryAfterSeconds} s`,
+      { retryAfterSeconds: refusal.retryAfterSeconds },
+    )
+  }
+
+  flush(): Promise<void> {
+    return this.folded.flush()
+  }
+
+  private append(event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> {
+    return this.deps.store.append(securityStream(this.deps.now()), [{ ...event, metadata }]).then(() => undefined)
   }
 }

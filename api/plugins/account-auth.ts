@@ -1,7 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { KennelError } from '../../infra/errors.ts'
-import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
-import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 import type { Role } from '../accounts/events.ts'
 import { accountById, sessionByTokenHash } from '../accounts/projection.ts'
 import { isTokenShaped, tokenHash } from '../accounts/tokens.ts'
@@ -27,62 +25,6 @@ declare module 'fastify' {
   interface FastifyRequest {
     account: AccountPrincipal | null
   }
-}
-
-/** one RateLimitExceeded per account and window per minute; the rest of a flood is counted and
- * recorded with the next one, or when the API stops (R11) */
-type Limited = { req: FastifyRequest; event: RateLimitExceeded; metadata: Record<string, string> }
-const floods = new WeakMap<ApiContext, FoldedRefusals<Limited>>()
-const REFUSAL_EVENT_BLOCK_MS = 60_000
-
-function floodsOf(ctx: ApiContext): FoldedRefusals<Limited> {
-  let folded = floods.get(ctx)
-  if (!folded) {
-    folded = new FoldedRefusals<Limited>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
-      appendLimited(ctx, { ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) =>
-        req.log.error({ err }, 'could not record rate-limited account requests'),
-      ),
-    )
-    floods.set(ctx, folded)
-  }
-  return folded
-}
-
-const appendLimited = (ctx: ApiContext, event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
-  ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
-
-/** the refusals of the account limit counted since their last event, recorded (when the API stops) */
-export function flushAccountLimits(ctx: ApiContext): Promise<void> {
-  return floods.get(ctx)?.flush() ?? Promise.resolve()
-}
-
-/** KENNEL_ACCOUNT_API_LIMITS: a token, stolen or scripted, cannot flood the API with requests,
- * each an event, a key or a mail (R6); 429 with Retry-After, and one RateLimitExceeded per window
- * per minute */
-async function limitAccount(ctx: ApiContext, req: FastifyRequest, accountId: string, sessionId: string): Promise<void> {
-  const refusal = await ctx.accountLimiter.consume(accountId)
-  if (!refusal) return
-  ctx.metrics.rateLimited.inc({ limit: 'account-api' })
-  const event: RateLimitExceeded = {
-    type: 'RateLimitExceeded',
-    data: {
-      listener: 'api',
-      limit: 'account-api',
-      window: refusal.window,
-      accountId,
-      ip: req.ip,
-      retryAfterSeconds: refusal.retryAfterSeconds,
-      refusals: 1,
-    },
-  }
-  const metadata = { actor: `account:${accountId}`, credential: `token:${sessionId}`, sourceIp: req.ip }
-  if (floodsOf(ctx).count(`account-api:${accountId}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata }))
-    await appendLimited(ctx, event, metadata)
-  throw new KennelError(
-    'KENNEL_ERR_RATE_LIMITED',
-    `rate limit ${refusal.window} per account exceeded; retry in ${refusal.retryAfterSeconds} s`,
-    { retryAfterSeconds: refusal.retryAfterSeconds },
-  )
 }
 
 export function authenticateAccount(ctx: ApiContext) {
@@ -113,7 +55,12 @@ export function authenticateAccount(ctx: ApiContext) {
         'KENNEL_ERR_UNAUTHENTICATED',
         'the session token is invalid or has been revoked; log in again',
       )
-    await limitAccount(ctx, req, account.accountId, session.sessionId)
+    // KENNEL_ACCOUNT_API_LIMITS: a token, stolen or scripted, cannot flood the API with requests,
+    // each an event, a key or a mail (R6)
+    await ctx.accountLimiter.admit(req, account.accountId, {
+      data: { accountId: account.accountId },
+      metadata: { actor: `account:${account.accountId}`, credential: `token:${session.sessionId}`, sourceIp: req.ip },
+    })
     req.account = {
       accountId: account.accountId,
       sessionId: session.sessionId,

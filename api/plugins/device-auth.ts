@@ -5,7 +5,7 @@ import { checkCertificate, deviceView, normalizeSerial } from '../../devices/reg
 import type { SealedSource, SourceMetadata } from '../../infra/keystore/sealed-source.ts'
 import type { ApiContext } from '../context.ts'
 import type { DeviceAuthRefused } from '../guard/events.ts'
-import { type RateLimitExceeded, securityStream } from '../../infra/net/events.ts'
+import { securityStream } from '../../infra/net/events.ts'
 import { FoldedRefusals } from '../../infra/net/folded-refusals.ts'
 
 // Device routes accept only a verified, unrevoked device certificate (R2, R3) and are limited
@@ -79,19 +79,6 @@ export function authenticateDevice(ctx: ApiContext) {
       req.log.error({ err }, 'could not record refused device authentications'),
     ),
   )
-  const appendLimited = (event: RateLimitExceeded, metadata: Record<string, string>): Promise<void> =>
-    ctx.store.append(securityStream(ctx.now()), [{ ...event, metadata }]).then(() => undefined)
-  // one event per certificate and window per block; the rest of a storm is counted (R11, R19)
-  const limited = new FoldedRefusals<{
-    req: FastifyRequest
-    event: RateLimitExceeded
-    metadata: Record<string, string>
-  }>(REFUSAL_EVENT_BLOCK_MS, ({ req, event, metadata }, refusals) =>
-    appendLimited({ ...event, data: { ...event.data, refusals } }, metadata).catch((err: unknown) =>
-      req.log.error({ err }, 'could not record rate-limited device requests'),
-    ),
-  )
-
   async function refuse(
     req: FastifyRequest,
     reason: string,
@@ -124,7 +111,7 @@ export function authenticateDevice(ctx: ApiContext) {
   }
 
   return Object.assign(deviceAuth, {
-    flush: () => Promise.all([folded.flush(), limited.flush()]).then(() => undefined),
+    flush: () => folded.flush(),
   })
 
   async function deviceAuth(req: FastifyRequest): Promise<void> {
@@ -173,31 +160,10 @@ export function authenticateDevice(ctx: ApiContext) {
         peer,
       )
     }
-    const refusal = await ctx.deviceLimiter.consume(serial)
-    if (refusal) {
-      ctx.metrics.rateLimited.inc({ limit: 'device-api' })
-      const event: RateLimitExceeded = {
-        type: 'RateLimitExceeded',
-        data: {
-          listener: 'api',
-          limit: 'device-api',
-          window: refusal.window,
-          deviceId,
-          serial,
-          ip: req.ip,
-          retryAfterSeconds: refusal.retryAfterSeconds,
-          refusals: 1,
-        },
-      }
-      const metadata = { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip }
-      if (limited.count(`device-api:${serial}:${refusal.window}`, ctx.now().getTime(), { req, event, metadata }))
-        await appendLimited(event, metadata)
-      throw new KennelError(
-        'KENNEL_ERR_RATE_LIMITED',
-        `rate limit ${refusal.window} per certificate exceeded; retry in ${refusal.retryAfterSeconds} s`,
-        { retryAfterSeconds: refusal.retryAfterSeconds },
-      )
-    }
+    await ctx.deviceLimiter.admit(req, serial, {
+      data: { deviceId, serial },
+      metadata: { actor: `device:${deviceId}`, credential: `cert:${serial}`, sourceIp: req.ip },
+    })
     req.device = {
       deviceId,
       serial,
